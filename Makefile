@@ -1,0 +1,39 @@
+# xfleet: `make demo` and `make test` each set up everything they need on a fresh Debian 12.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv deps-test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/xfleet demo
+
+# Debian packages the test suite needs (real sshd for transport tests; the lab's qemu etc.).
+deps-test:
+	@bash scripts/test-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check xfleet tests
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: $(STAMP) deps-test lint
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
+
+clean:
+	rm -rf .xfleet .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from xfleet.cli import main
+
+main()

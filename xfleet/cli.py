@@ -1,0 +1,671 @@
+"""The `xfleet` command line: a thin click face over the xfleet library."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from xfleet import __version__
+from xfleet.errors import UsageError, XfleetError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_INVENTORY = REPO_ROOT / "inventory" / "demo.yaml"
+
+
+# ---------------------------------------------------------------------------------------------
+# context: inventory and mirror are resolved lazily, so `ls --mirror X` needs no inventory
+
+
+class Ctx:
+    def __init__(self, inventory: str | None, mirror: str | None):
+        self.inventory_path = inventory
+        self.mirror_override = mirror
+        self._inv: Any = None
+
+    def inventory(self) -> Any:
+        from xfleet import inventory as inv_mod
+
+        if self._inv is None:
+            path = self.inventory_path or inv_mod.default_path()
+            if path is None:
+                raise UsageError(
+                    "no inventory given",
+                    hint="pass --inventory FILE, set XFLEET_INVENTORY, or create "
+                    "inventory/fleet.yaml (see inventory/example.yaml); "
+                    "'xfleet demo' uses the built-in simulated fleet",
+                )
+            self._inv = inv_mod.load(path)
+        return self._inv
+
+    def mirror_path(self) -> Path:
+        if self.mirror_override:
+            return Path(self.mirror_override)
+        return Path(self.inventory().mirror)
+
+    def reader(self) -> Any:
+        from xfleet import mirror
+
+        return mirror.connect(self.mirror_path(), readonly=True)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# output helpers
+
+
+def _fmt(col: str, value: Any) -> str:
+    from xfleet.query import RATIO_COLUMNS, SIZE_COLUMNS
+    from xfleet.units import format_size
+
+    if value is None:
+        return "-"
+    if col in SIZE_COLUMNS or col in ("size", "allocated", "free", "logical", "physical"):
+        return format_size(value)
+    if col in RATIO_COLUMNS:
+        return f"{value:.2f}x"
+    if col in ("creation", "synced_at", "last_success", "last_attempt"):
+        return dt.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M")
+    return str(value)
+
+
+def _emit(
+    columns: Sequence[str],
+    rows: Iterable[dict[str, Any]],
+    fmt: str,
+    *,
+    title: str | None = None,
+    footer: str | None = None,
+) -> int:
+    """Write rows as a table, JSON array (streamed) or CSV. Returns the number of rows."""
+    n = 0
+    out = sys.stdout
+    if fmt == "json":
+        out.write("[")
+        for row in rows:
+            out.write(("," if n else "") + "\n  " + json.dumps(row, default=str))
+            n += 1
+        out.write("\n]\n" if n else "]\n")
+        return n
+    if fmt == "csv":
+        w = csv.writer(out)
+        w.writerow(columns)
+        for row in rows:
+            w.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+            n += 1
+        return n
+    from rich.table import Table
+
+    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+    for c in columns:
+        numeric = c not in ("node", "pool", "name", "type", "origin", "compression", "tenant",
+                            "health", "guid", "kind", "address", "error", "stale", "last_error")
+        table.add_column(c.upper(), justify="right" if numeric else "left",
+                         overflow="fold")
+    for row in rows:
+        table.add_row(*(_fmt(c, row.get(c)) for c in columns))
+        n += 1
+    console = _console()
+    console.print(table)
+    if footer:
+        console.print(footer, style="dim")
+    return n
+
+
+def _output_format(as_json: bool, as_csv: bool) -> str:
+    if as_json and as_csv:
+        raise UsageError("--json and --csv exclude each other")
+    return "json" if as_json else "csv" if as_csv else "table"
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+csv_option = click.option("--csv", "as_csv", is_flag=True, help="Output CSV.")
+
+
+# ---------------------------------------------------------------------------------------------
+# the group
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Examples:
+  xfleet demo                                   # simulated 3-node fleet, then a tour
+  xfleet --inventory inventory/lab.yaml sync    # mirror every node
+  xfleet ls --type volume --sort used --desc --limit 20
+  xfleet ls --where 'used>10G' --where compression=off --json
+  xfleet show 'tank/t0001/vol-000042'
+  xfleet sql "SELECT node, count(*) FROM datasets GROUP BY node"
+""",
+)
+@click.option("--inventory", "-i", envvar="XFLEET_INVENTORY", metavar="PATH",
+              help="Inventory YAML (env XFLEET_INVENTORY; default inventory/fleet.yaml).")
+@click.option("--mirror", "-m", envvar="XFLEET_MIRROR", metavar="PATH",
+              help="SQLite mirror (env XFLEET_MIRROR; default: the inventory's 'mirror').")
+@click.version_option(__version__, prog_name="xfleet")
+@click.pass_context
+def cli(ctx: click.Context, inventory: str | None, mirror: str | None) -> None:
+    """xfleet: the operator's toolkit for fleets of ZFS storage nodes.
+
+    Reads come from a fast SQLite mirror of every zvol, snapshot and clone on every node;
+    `xfleet sync` refreshes it.
+    """
+    ctx.obj = Ctx(inventory, mirror)
+
+
+# ---------------------------------------------------------------------------------------------
+# inventory
+
+
+@cli.group("inventory")
+def inventory_group() -> None:
+    """Check, show and trust the nodes of the inventory."""
+
+
+@inventory_group.command("check")
+@json_option
+@pass_ctx
+def inventory_check(c: Ctx, as_json: bool) -> None:
+    """Validate the inventory and list its nodes.
+
+    \b
+    Example:
+      xfleet -i inventory/example.yaml inventory check
+    """
+    from xfleet.transport import parse_public_key
+
+    inv = c.inventory()
+    for h in inv.hosts.values():
+        if h.host_key:
+            parse_public_key(h.host_key, where=h.sources.get("host_key", h.name))
+    rows = [
+        {"node": h.name, "kind": h.kind,
+         "address": f"{h.address}:{h.port}" if h.kind == "ssh" else "-",
+         "pools": ",".join(h.pools) or "(all)", "groups": ",".join(h.groups),
+         "host_key": "pinned" if h.host_key else ("known_hosts" if h.known_hosts else "trust store")
+         if h.kind == "ssh" else "-"}
+        for h in inv.hosts.values()
+    ]
+    if as_json:
+        _emit([], rows, "json")
+        return
+    _emit(["node", "kind", "address", "pools", "groups", "host_key"], rows, "table",
+          footer=f"{inv.path}: OK, {len(rows)} nodes, {len(inv.groups)} groups, "
+          f"mirror {inv.mirror}")
+
+
+@inventory_group.command("show")
+@click.argument("host")
+@json_option
+@pass_ctx
+def inventory_show(c: Ctx, host: str, as_json: bool) -> None:
+    """Show a node's effective settings and where each value came from.
+
+    Settings the inventory leaves unset are filled from ~/.ssh/config.
+
+    \b
+    Example:
+      xfleet inventory show n1
+    """
+    from dataclasses import fields
+
+    from xfleet.inventory import apply_ssh_config
+
+    inv = c.inventory()
+    (h,) = inv.select([host]) if host in inv.hosts else (None,)
+    if h is None:
+        inv.select([host])  # raises a helpful error for unknown names
+        raise UsageError(f"{host!r} is a group, not a host",
+                         hint=f"its hosts: {', '.join(inv.groups.get(host, []))}")
+    if h.kind == "ssh":
+        apply_ssh_config(h)
+    rows = []
+    for f in fields(h):
+        if f.name in ("sources", "name"):
+            continue
+        val = getattr(h, f.name)
+        if isinstance(val, (tuple, list)):
+            val = ",".join(map(str, val))
+        elif isinstance(val, dict):
+            val = json.dumps(val) if val else ""
+        rows.append({"setting": f.name, "value": "" if val is None else str(val),
+                     "source": h.sources.get(f.name, "default")})
+    if as_json:
+        _emit([], rows, "json")
+        return
+    _emit(["setting", "value", "source"], rows, "table", title=f"{h.name}")
+
+
+@inventory_group.command("trust")
+@click.argument("host")
+@click.option("--replace", is_flag=True, help="Replace a different key already trusted.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask; trust the key shown.")
+@pass_ctx
+def inventory_trust(c: Ctx, host: str, replace: bool, yes: bool) -> None:
+    """Fetch a node's SSH host key, show its fingerprint and record it as trusted.
+
+    Unknown host keys are always rejected; this is the explicit opt-in. Compare the
+    fingerprint with the node's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)
+    before you accept.
+
+    \b
+    Example:
+      xfleet inventory trust n1
+    """
+    from xfleet.transport import fetch_host_key, fingerprint, record_trust
+
+    inv = c.inventory()
+    if host not in inv.hosts:
+        inv.select([host])
+    h = inv.hosts[host]
+    if h.kind != "ssh":
+        raise UsageError(f"{host} is a {h.kind} node; only ssh nodes have host keys")
+    key = fetch_host_key(h)
+    click.echo(f"{host} ({h.address}:{h.port}) presents {key.get_name()} {fingerprint(key)}")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("refusing to trust a key without confirmation",
+                             hint="run interactively, or pass --yes once you checked the "
+                             "fingerprint")
+        click.confirm("Trust this key?", abort=True)
+    added = record_trust(inv.trust_store, h, key, replace=replace)
+    click.echo(f"{'recorded in' if added else 'already trusted in'} {inv.trust_store}")
+
+
+# ---------------------------------------------------------------------------------------------
+# sync
+
+
+@cli.command("sync")
+@click.option("--node", "-n", "nodes", multiple=True, metavar="NODE|GROUP",
+              help="Only these nodes or groups (repeatable). Default: all.")
+@click.option("--parallel", "-p", type=click.IntRange(1, 256), metavar="N",
+              help="Nodes listed at once (default: inventory 'parallel', 8).")
+@json_option
+@pass_ctx
+def sync_cmd(c: Ctx, nodes: tuple[str, ...], parallel: int | None, as_json: bool) -> None:
+    """Mirror every dataset of the selected nodes (full sync).
+
+    Two remote commands per node, whatever its size; nodes in parallel. A node that fails
+    keeps its last-known rows in the mirror, marked stale; the exit status is 1 if any node
+    failed.
+
+    \b
+    Examples:
+      xfleet sync
+      xfleet sync --node n1 --node zone-b --json
+    """
+    from xfleet.sync import sync
+
+    inv = c.inventory()
+    path = c.mirror_path()
+    report = _run_sync(inv, path, nodes, parallel, quiet=as_json)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _sync_summary(report)
+    if not report.ok:
+        sys.exit(1)
+    del sync
+
+
+def _run_sync(inv: Any, path: Path, nodes: Sequence[str], parallel: int | None,
+              quiet: bool) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from xfleet.sync import sync
+
+    console = _console(stderr=True)
+    if quiet or not console.is_terminal:
+        return sync(inv, path, list(nodes), parallel=parallel)
+    with Progress(
+        TextColumn("[bold]{task.fields[node]:<12}"),
+        TextColumn("{task.fields[phase]:<10}"),
+        BarColumn(bar_width=None, pulse_style="cyan"),
+        TextColumn("{task.completed:>10,.0f} rows"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as prog:
+        tasks: dict[str, Any] = {}
+
+        def tick(node: str, phase: str, rows: int) -> None:
+            if node not in tasks:
+                tasks[node] = prog.add_task("", total=None, node=node, phase=phase)
+            done = phase in ("done", "failed")
+            prog.update(tasks[node], completed=rows, phase=phase,
+                        total=max(rows, 1) if done else None)
+
+        return sync(inv, path, list(nodes), parallel=parallel, progress=tick)
+
+
+def _sync_summary(report: Any) -> None:
+    rows = [
+        {"node": n.node, "status": "ok" if n.ok else "FAILED", "datasets": n.datasets,
+         "added": n.added, "removed": n.removed, "commands": n.commands,
+         "seconds": f"{n.seconds:.1f}", "error": (n.error or "")
+         + (f" (hint: {n.hint})" if n.hint else "")}
+        for n in report.nodes
+    ]
+    cols = ["node", "status", "datasets", "added", "removed", "commands", "seconds"]
+    if not report.ok:
+        cols.append("error")
+    _emit(cols, rows, "table",
+          footer=f"{len(report.nodes) - len(report.failed)}/{len(report.nodes)} nodes synced "
+          f"in {report.seconds:.1f}s" + (" — failed nodes keep their last-known rows, "
+                                         "marked stale" if not report.ok else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# ls / show / stats / sql
+
+
+@cli.command("ls")
+@click.argument("pattern", required=False)
+@click.option("--node", "-n", "nodes", multiple=True, help="Only on these nodes.")
+@click.option("--pool", "pools", multiple=True, help="Only in these pools.")
+@click.option("--type", "-t", "types", multiple=True,
+              help="volume, snapshot, filesystem, bookmark or clone (repeatable).")
+@click.option("--tenant", "tenants", multiple=True, help="Only these tenants.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="Only on nodes with this inventory label.")
+@click.option("--origin", metavar="SNAPSHOT|DATASET",
+              help="Clones of this snapshot (or of any snapshot of this dataset).")
+@click.option("--where", "-w", "where", multiple=True, metavar="EXPR",
+              help="Condition like 'used>10G', 'compression=off', 'name~*db*' (repeatable).")
+@click.option("--sort", "-s", metavar="COLUMN", help="Sort by a column; '-used' sorts descending.")
+@click.option("--desc", is_flag=True, help="Sort descending.")
+@click.option("--limit", "-l", type=click.IntRange(0), metavar="N",
+              help="At most N rows (0: all). Default 100 for tables, all for --json/--csv.")
+@click.option("--columns", "-o", metavar="COL,COL", help="Columns to show.")
+@click.option("--count", "count_only", is_flag=True, help="Only count the matching rows.")
+@json_option
+@csv_option
+@pass_ctx
+def ls_cmd(c: Ctx, pattern: str | None, nodes: tuple[str, ...], pools: tuple[str, ...],
+           types: tuple[str, ...], tenants: tuple[str, ...], labels: tuple[str, ...],
+           origin: str | None, where: tuple[str, ...], sort: str | None, desc: bool,
+           limit: int | None, columns: str | None, count_only: bool, as_json: bool,
+           as_csv: bool) -> None:
+    """List datasets from the mirror (never waits on zfs list).
+
+    PATTERN matches names: a glob if it has * ? [, else a substring.
+
+    \b
+    Examples:
+      xfleet ls --node n1 --type volume --sort used --desc --limit 50
+      xfleet ls 'tank/t0042/*' --type snapshot
+      xfleet ls --where 'used>100G' --where compression=off --csv > big-uncompressed.csv
+      xfleet ls --origin tank/t0001/vol-000001 --json     # its clones
+    """
+    from xfleet import query
+
+    fmt = _output_format(as_json, as_csv)
+    cols = tuple(x.strip() for x in columns.split(",")) if columns else \
+        query.DEFAULT_LS_COLUMNS
+    default_limit = fmt == "table" and limit is None
+    eff_limit = 100 if default_limit else (None if not limit else limit)
+    tenant_prop = "xfleet:tenant"
+    sel = query.Selection(nodes=nodes, pools=pools, types=types, tenants=tenants, labels=labels,
+                          origin=origin, pattern=pattern, where=where, sort=sort, desc=desc,
+                          limit=eff_limit, columns=cols, tenant_property=tenant_prop)
+    sel.sql()  # validate before touching the mirror
+    conn = c.reader()
+    try:
+        if count_only:
+            n, capped = query.count(conn, sel, cap=10_000_000)
+            if fmt == "json":
+                click.echo(json.dumps({"count": n, "capped": capped}))
+            else:
+                click.echo(f"{n}{'+' if capped else ''}")
+            return
+        shown = _emit([query._column(x) for x in cols], query.ls(conn, sel), fmt)
+        if fmt == "table":
+            if shown == 0:
+                _console().print("no matching datasets", style="dim")
+            elif default_limit and shown == eff_limit:
+                total, capped = query.count(conn, sel, cap=1_000_000)
+                _console().print(
+                    f"first {shown} of {total:,}{'+' if capped else ''} rows "
+                    "(use --limit N, or --limit 0 for all)", style="dim")
+    finally:
+        conn.close()
+
+
+@cli.command("show")
+@click.argument("name")
+@click.option("--node", "-n", help="The node, when the name exists on several.")
+@json_option
+@pass_ctx
+def show_cmd(c: Ctx, name: str, node: str | None, as_json: bool) -> None:
+    """Show one dataset: properties, placement, snapshots, clones and origin chain.
+
+    \b
+    Example:
+      xfleet show tank/t0001/vol-000001
+    """
+    from rich.tree import Tree
+
+    from xfleet import query
+
+    conn = c.reader()
+    try:
+        d = query.show(conn, name, node)
+    finally:
+        conn.close()
+    if as_json:
+        click.echo(json.dumps({"dataset": d.row, "node": d.node, "snapshots": d.snapshots,
+                               "clones": d.clones, "origin_chain": d.origin_chain,
+                               "children": d.children}, indent=2, default=str))
+        return
+    console = _console()
+    r = d.row
+    console.print(f"[bold]{r['name']}[/]  ({r['type']} on [bold]{r['node']}[/], pool {r['pool']})")
+    props = [{"property": k, "value": _fmt(k, v)} for k, v in r.items()
+             if k not in ("id", "name", "sync_run", "user_properties")]
+    for k, v in (r.get("user_properties") or {}).items():
+        props.append({"property": k, "value": str(v)})
+    _emit(["property", "value"], props, "table")
+    n = d.node
+    console.print(f"\n[bold]placement[/]: node {n.get('name')} ({n.get('kind', '?')}"
+                  f"{', ' + n['address'] if n.get('address') else ''}), labels "
+                  f"{n.get('labels') or {}}; mirror data from "
+                  f"{_fmt('synced_at', r.get('synced_at'))}"
+                  f"{' [red](node stale)[/]' if n.get('stale') else ''}")
+    if d.origin_chain:
+        tree = Tree("[bold]origin chain[/]")
+        branch = tree
+        for link in d.origin_chain:
+            branch = branch.add(f"{link['snapshot']}" + ("" if link["present"] else
+                                                         " [red](not in mirror)[/]"))
+        console.print(tree)
+    tree = Tree(f"[bold]{r['name']}[/]")
+    by_snap: dict[str, list[dict[str, Any]]] = {}
+    for cl in d.clones:
+        by_snap.setdefault(cl["origin"], []).append(cl)
+    for s in d.snapshots:
+        node_s = tree.add(f"@{s['name'].split('@', 1)[1]}  written {_fmt('written', s['written'])}"
+                          f"  used {_fmt('used', s['used'])}")
+        for cl in by_snap.get(s["name"], []):
+            node_s.add(f"[cyan]clone[/] {cl['name']}  used {_fmt('used', cl['used'])}")
+    if "@" in r["name"]:
+        for cl in d.clones:
+            tree.add(f"[cyan]clone[/] {cl['name']}")
+    console.print(tree if (d.snapshots or d.clones) else "no snapshots or clones")
+    if d.children:
+        console.print(f"{d.children} child datasets")
+
+
+@cli.command("stats")
+@click.option("--node", "-n", "nodes", multiple=True, help="Only these nodes.")
+@json_option
+@csv_option
+@pass_ctx
+def stats_cmd(c: Ctx, nodes: tuple[str, ...], as_json: bool, as_csv: bool) -> None:
+    """Per node and pool: counts by type, logical vs physical bytes, capacity, freshness.
+
+    \b
+    Example:
+      xfleet stats --json
+    """
+    from xfleet import query
+    from xfleet.units import format_age
+
+    fmt = _output_format(as_json, as_csv)
+    conn = c.reader()
+    try:
+        rows = query.stats(conn, nodes)
+    finally:
+        conn.close()
+    for r in rows:
+        r["fresh"] = ("STALE " if r["stale"] else "") + format_age(r["age_seconds"])
+    cols = ["node", "pool", "health", "volumes", "snapshots", "clones", "filesystems",
+            "logicalused", "used", "compressratio", "size", "allocated", "free", "fresh"]
+    if fmt == "table":
+        for r in rows:
+            r["compressratio"] = r["compressratio"] or None
+    _emit(cols if fmt != "json" else [], rows, fmt)
+
+
+@cli.command("sql")
+@click.argument("query_text", required=False, metavar="SQL")
+@click.option("--saved", metavar="NAME", help="Run a saved query from queries/.")
+@click.option("--list", "list_saved", is_flag=True, help="List the saved queries.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A named parameter for :NAME in the query (repeatable).")
+@json_option
+@csv_option
+@pass_ctx
+def sql_cmd(c: Ctx, query_text: str | None, saved: str | None, list_saved: bool,
+            params: tuple[str, ...], as_json: bool, as_csv: bool) -> None:
+    """Run read-only SQL on the mirror (tables: docs/mirror.md).
+
+    \b
+    Examples:
+      xfleet sql "SELECT node, type, count(*) FROM datasets GROUP BY 1, 2"
+      xfleet sql --list
+      xfleet sql --saved biggest-volumes --param limit=10
+    """
+    from xfleet import query
+
+    fmt = _output_format(as_json, as_csv)
+    dirs = [Path("queries"), REPO_ROOT / "queries"]
+    if c.inventory_path:
+        dirs.insert(1, Path(c.inventory_path).resolve().parent.parent / "queries")
+    if list_saved:
+        rows = [{"name": q.name, "description": q.description, "path": str(q.path)}
+                for q in query.saved_queries(dirs).values()]
+        _emit(["name", "description"], rows, fmt)
+        return
+    if saved:
+        queries = query.saved_queries(dirs)
+        if saved not in queries:
+            raise UsageError(f"no saved query {saved!r}",
+                             hint=f"saved queries: {', '.join(queries) or 'none'}")
+        query_text = queries[saved].sql
+    if not query_text:
+        raise UsageError("give a query, --saved NAME or --list")
+    bound: dict[str, Any] = {}
+    for p in params:
+        k, sep, v = p.partition("=")
+        if not sep:
+            raise UsageError(f"--param {p!r} is not NAME=VALUE")
+        bound[k] = int(v) if v.lstrip("-").isdigit() else v
+    conn = c.reader()
+    try:
+        names, rows = query.run_sql(conn, query_text, bound)
+        _emit(names, (dict(zip(names, r, strict=True)) for r in rows), fmt)
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+
+
+@cli.command("demo")
+@click.option("--no-sync", is_flag=True, help="Do not rebuild the mirror if it exists.")
+@click.pass_context
+def demo_cmd(ctx: click.Context, no_sync: bool) -> None:
+    """Build the mirror of the built-in simulated fleet and print a tour.
+
+    The demo fleet (inventory/demo.yaml) is 3 simulated nodes with 100,000 volumes each,
+    plus snapshots and clones.
+    """
+    from xfleet import inventory as inv_mod
+
+    c: Ctx = ctx.obj
+    path = Path(c.inventory_path) if c.inventory_path else DEMO_INVENTORY
+    inv = inv_mod.load(path)
+    c._inv = inv
+    c.inventory_path = str(path)
+    mpath = c.mirror_path()
+    console = _console()
+    console.print(f"[bold]xfleet demo[/]: {len(inv.hosts)} simulated nodes from {path}")
+    if not (no_sync and mpath.exists()):
+        report = _run_sync(inv, mpath, (), None, quiet=False)
+        _sync_summary(report)
+        if not report.ok:
+            sys.exit(1)
+    ctx.invoke(stats_cmd, nodes=(), as_json=False, as_csv=False)
+    rel = os.path.relpath(path)
+    first = next(iter(inv.hosts))
+    console.print(f"""
+[bold]Try these[/] (the mirror is {mpath}):
+  .venv/bin/xfleet -i {rel} ls --node {first} --type volume --sort used --desc --limit 10
+  .venv/bin/xfleet -i {rel} ls --where 'used>100G' --where compression=off --count
+  .venv/bin/xfleet -i {rel} ls --type clone --limit 5
+  .venv/bin/xfleet -i {rel} show "$(.venv/bin/xfleet -i {rel} ls --type clone --limit 1 \
+--csv -o origin | tail -1)"
+  .venv/bin/xfleet -i {rel} stats
+  .venv/bin/xfleet -i {rel} sql --list
+  .venv/bin/xfleet -i {rel} sql "SELECT tenant, count(*) n, sum(used) FROM datasets \
+WHERE type='volume' GROUP BY tenant ORDER BY 3 DESC LIMIT 5"
+""")
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def _fail(exc: XfleetError) -> NoReturn:
+    where = f"{exc.where}: " if exc.where else ""
+    sys.stderr.write(f"error: {where}{exc.message}\n")
+    if exc.hint:
+        sys.stderr.write(f"  hint: {exc.hint}\n")
+    sys.exit(exc.exit_code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="xfleet",
+                 standalone_mode=False)
+    except XfleetError as exc:
+        _fail(exc)
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(0)

@@ -1,0 +1,291 @@
+"""The SQLite mirror: every pool, zvol, filesystem, snapshot and clone of every node.
+
+WAL mode, so readers never block the writer and the writer never blocks readers. The schema is
+versioned (`PRAGMA user_version`) and migrated forward on open; docs/mirror.md documents every
+table and column. Ingest uses the standard `sqlite3` module with `executemany` (the hot path).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from xfleet.errors import MirrorError
+from xfleet.zfs import DATASET_COLUMNS, POOL_COLUMNS, PoolRecord
+
+SCHEMA_VERSION = 1
+
+# Columns of `datasets` filled from `zfs list`, in DATASET_COLUMNS order.
+DATASET_TABLE_COLUMNS: tuple[str, ...] = (
+    "node",
+    "pool",
+    *DATASET_COLUMNS,
+    "tenant",
+    "user_properties",
+    "synced_at",
+    "sync_run",
+)
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        address TEXT,
+        labels TEXT NOT NULL DEFAULT '{}',
+        groups TEXT NOT NULL DEFAULT '[]',
+        last_attempt REAL,
+        last_success REAL,
+        stale INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        datasets INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE pools (
+        node TEXT NOT NULL,
+        name TEXT NOT NULL,
+        guid TEXT,
+        size INTEGER,
+        allocated INTEGER,
+        free INTEGER,
+        health TEXT,
+        ashift INTEGER,
+        fragmentation INTEGER,
+        capacity INTEGER,
+        dedupratio REAL,
+        synced_at REAL NOT NULL,
+        PRIMARY KEY (node, name)
+    );
+    CREATE TABLE datasets (
+        id INTEGER PRIMARY KEY,
+        node TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        guid TEXT,
+        createtxg INTEGER,
+        origin TEXT,
+        creation INTEGER,
+        volsize INTEGER,
+        volblocksize INTEGER,
+        used INTEGER,
+        referenced INTEGER,
+        logicalused INTEGER,
+        logicalreferenced INTEGER,
+        usedbysnapshots INTEGER,
+        usedbyrefreservation INTEGER,
+        refreservation INTEGER,
+        written INTEGER,
+        compression TEXT,
+        compressratio REAL,
+        refcompressratio REAL,
+        tenant TEXT,
+        user_properties TEXT,
+        synced_at REAL NOT NULL,
+        sync_run INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX datasets_node_name ON datasets (node, name);
+    CREATE INDEX datasets_node_type_used ON datasets (node, type, used);
+    CREATE INDEX datasets_type_used ON datasets (type, used);
+    CREATE INDEX datasets_origin ON datasets (origin) WHERE origin IS NOT NULL;
+    CREATE INDEX datasets_tenant ON datasets (tenant) WHERE tenant IS NOT NULL;
+    CREATE TABLE sync_runs (
+        id INTEGER PRIMARY KEY,
+        node TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        status TEXT NOT NULL,
+        datasets INTEGER,
+        added INTEGER,
+        removed INTEGER,
+        commands INTEGER,
+        error TEXT
+    );
+    CREATE INDEX sync_runs_node ON sync_runs (node, id);
+    """,
+}
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the mirror. Read-write opens create and migrate it; read-only opens never write."""
+    p = Path(path)
+    if readonly:
+        if not p.exists():
+            raise MirrorError(
+                f"the mirror {p} does not exist yet",
+                hint="run 'xfleet sync' first (or 'xfleet demo' for the simulated fleet)",
+            )
+        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True,
+                               check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(p), timeout=60.0, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA busy_timeout = 60000")
+    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.row_factory = sqlite3.Row
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise MirrorError(
+            f"the mirror {p} has schema version {version}, newer than this xfleet "
+            f"({SCHEMA_VERSION})",
+            hint="upgrade xfleet, or point --mirror at another file",
+        )
+    if version < SCHEMA_VERSION:
+        if readonly:
+            conn.close()
+            raise MirrorError(
+                f"the mirror {p} has schema version {version}; this xfleet needs "
+                f"{SCHEMA_VERSION}",
+                hint="run any write command once (e.g. 'xfleet sync') to migrate it",
+            )
+        migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for v in sorted(_MIGRATIONS):
+        if v > version:
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in _split_sql(_MIGRATIONS[v]):
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {v}")
+            conn.execute("COMMIT")
+
+
+def _split_sql(script: str) -> Iterator[str]:
+    for stmt in script.split(";"):
+        if stmt.strip():
+            yield stmt
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def upsert_node(
+    conn: sqlite3.Connection,
+    name: str,
+    kind: str,
+    address: str | None,
+    labels: dict[str, str],
+    groups: Sequence[str],
+) -> None:
+    conn.execute(
+        """INSERT INTO nodes (name, kind, address, labels, groups) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, address = excluded.address,
+             labels = excluded.labels, groups = excluded.groups""",
+        (name, kind, address, json.dumps(labels, sort_keys=True), json.dumps(list(groups))),
+    )
+
+
+def start_run(conn: sqlite3.Connection, node: str, kind: str = "full") -> int:
+    cur = conn.execute(
+        "INSERT INTO sync_runs (node, kind, started_at, status) VALUES (?, ?, ?, 'running')",
+        (node, kind, time.time()),
+    )
+    conn.execute("UPDATE nodes SET last_attempt = ? WHERE name = ?", (time.time(), node))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def fail_run(
+    conn: sqlite3.Connection, run_id: int, node: str, error: str, commands: int | None = None
+) -> None:
+    """Record a failed sync: the node keeps its last-known rows and is marked stale."""
+    now = time.time()
+    conn.execute(
+        "UPDATE sync_runs SET finished_at = ?, status = 'failed', error = ?, commands = ? "
+        "WHERE id = ?",
+        (now, error, commands, run_id),
+    )
+    conn.execute("UPDATE nodes SET stale = 1, last_error = ? WHERE name = ?", (error, node))
+
+
+_UPSERT_SQL = (
+    f"INSERT INTO datasets ({', '.join(DATASET_TABLE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in DATASET_TABLE_COLUMNS)}) "
+    "ON CONFLICT (node, name) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in DATASET_TABLE_COLUMNS if c not in ("node", "name"))
+)
+
+
+def write_datasets(
+    conn: sqlite3.Connection,
+    rows: Iterable[Sequence[Any]],
+    *,
+    batch: int = 20000,
+    on_batch: Any = None,
+) -> int:
+    """Upsert dataset rows (tuples in DATASET_TABLE_COLUMNS order) with executemany batches.
+
+    Runs inside the caller's transaction. Returns the number of rows written.
+    """
+    total = 0
+    buf: list[Sequence[Any]] = []
+    for row in rows:
+        buf.append(row)
+        if len(buf) >= batch:
+            conn.executemany(_UPSERT_SQL, buf)
+            total += len(buf)
+            buf.clear()
+            if on_batch:
+                on_batch(total)
+    if buf:
+        conn.executemany(_UPSERT_SQL, buf)
+        total += len(buf)
+        if on_batch:
+            on_batch(total)
+    return total
+
+
+def write_pools(conn: sqlite3.Connection, node: str, pools: Sequence[PoolRecord]) -> None:
+    now = time.time()
+    names = [p.name for p in pools]
+    conn.execute(
+        f"DELETE FROM pools WHERE node = ? AND name NOT IN ({', '.join('?' for _ in names)})",
+        (node, *names),
+    )
+    cols = POOL_COLUMNS
+    conn.executemany(
+        f"INSERT INTO pools (node, {', '.join(cols)}, synced_at) "
+        f"VALUES (?, {', '.join('?' for _ in cols)}, ?) "
+        "ON CONFLICT (node, name) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in (*cols, "synced_at") if c != "name"),
+        [(node, *(getattr(p, c) for c in cols), now) for p in pools],
+    )
+
+
+def finish_run(
+    conn: sqlite3.Connection, run_id: int, node: str, *, written: int, commands: int
+) -> tuple[int, int]:
+    """Remove rows the node no longer has, record success. Returns (added, removed)."""
+    removed = conn.execute(
+        "DELETE FROM datasets WHERE node = ? AND sync_run <> ?", (node, run_id)
+    ).rowcount
+    count = conn.execute("SELECT count(*) FROM datasets WHERE node = ?", (node,)).fetchone()[0]
+    prev = conn.execute("SELECT datasets FROM nodes WHERE name = ?", (node,)).fetchone()
+    previous = prev[0] if prev else 0
+    added = max(0, count - (previous - removed))
+    now = time.time()
+    conn.execute(
+        "UPDATE sync_runs SET finished_at = ?, status = 'ok', datasets = ?, added = ?, "
+        "removed = ?, commands = ? WHERE id = ?",
+        (now, written, added, removed, commands, run_id),
+    )
+    conn.execute(
+        "UPDATE nodes SET last_success = ?, stale = 0, last_error = NULL, datasets = ? "
+        "WHERE name = ?",
+        (now, count, node),
+    )
+    return added, removed
