@@ -187,12 +187,7 @@ def inventory_check(c: Ctx, as_json: bool) -> None:
     Example:
       xfleet -i inventory/example.yaml inventory check
     """
-    from xfleet.transport import parse_public_key
-
-    inv = c.inventory()
-    for h in inv.hosts.values():
-        if h.host_key:
-            parse_public_key(h.host_key, where=h.sources.get("host_key", h.name))
+    inv = c.inventory()  # loading validates everything, pinned host keys included
     rows = [
         {"node": h.name, "kind": h.kind,
          "address": f"{h.address}:{h.port}" if h.kind == "ssh" else "-",
@@ -275,7 +270,7 @@ def inventory_trust(c: Ctx, host: str, replace: bool, yes: bool) -> None:
     h = inv.hosts[host]
     if h.kind != "ssh":
         raise UsageError(f"{host} is a {h.kind} node; only ssh nodes have host keys")
-    key = fetch_host_key(h)
+    key = fetch_host_key(h, trust_store=inv.trust_store)
     click.echo(f"{host} ({h.address}:{h.port}) presents {key.get_name()} {fingerprint(key)}")
     if not yes:
         if not sys.stdin.isatty():
@@ -637,6 +632,131 @@ def demo_cmd(ctx: click.Context, no_sync: bool) -> None:
   .venv/bin/xfleet -i {rel} sql "SELECT tenant, count(*) n, sum(used) FROM datasets \
 WHERE type='volume' GROUP BY tenant ORDER BY 3 DESC LIMIT 5"
 """)
+
+
+# ---------------------------------------------------------------------------------------------
+# lab
+
+
+@cli.group("lab")
+def lab_group() -> None:
+    """A lab of real OpenZFS storage nodes (qemu VMs) to test and rehearse against.
+
+    \b
+    Example:
+      xfleet lab build && xfleet lab up --nodes 2
+      xfleet -i inventory/lab.yaml sync && xfleet -i inventory/lab.yaml ls
+      xfleet lab down
+    """
+
+
+def _say(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@lab_group.command("build")
+@click.option("--force", is_flag=True, help="Rebuild even if the cached image exists.")
+def lab_build(force: bool) -> None:
+    """Build (or reuse) the cached Debian 12 + OpenZFS 2.3 image.
+
+    \b
+    Example:
+      xfleet lab build
+    """
+    from xfleet import lab
+
+    click.echo(str(lab.build(force=force, progress=_say)))
+
+
+@lab_group.command("up")
+@click.option("--nodes", "-n", default=2, show_default=True, type=click.IntRange(1, 8),
+              help="How many storage nodes.")
+@click.option("--inventory-out", default="inventory/lab.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="Where to write the lab inventory.")
+@click.option("--fresh", is_flag=True, help="Start from clean disks.")
+def lab_up(nodes: int, inventory_out: str, fresh: bool) -> None:
+    """Boot the lab nodes and write their inventory (with pinned host keys).
+
+    \b
+    Example:
+      xfleet lab up --nodes 2
+    """
+    from xfleet import lab
+
+    lab.build(progress=_say)
+    state = lab.up(nodes=nodes, inventory_path=Path(inventory_out), fresh=fresh, progress=_say)
+    click.echo(f"{len(state.nodes)} lab nodes up; inventory written to {inventory_out}")
+    click.echo(f"next: xfleet -i {inventory_out} sync && xfleet -i {inventory_out} ls")
+
+
+@lab_group.command("status")
+@json_option
+def lab_status(as_json: bool) -> None:
+    """Show the lab nodes: running, SSH port, ZFS answering.
+
+    \b
+    Example:
+      xfleet lab status --json
+    """
+    from dataclasses import asdict
+
+    from xfleet import lab
+
+    rows = [asdict(s) for s in lab.status()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no lab nodes (run 'xfleet lab up')")
+        return
+    _emit(list(rows[0].keys()), rows, "table")
+
+
+@lab_group.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def lab_ssh(node: str, command: tuple[str, ...]) -> None:
+    """Open a shell on a lab node (or run COMMAND there).
+
+    \b
+    Example:
+      xfleet lab ssh lab1 zfs list
+    """
+    from xfleet import lab
+    from xfleet.transport import quote_command
+
+    argv = lab.ssh_argv(node)
+    if command:
+        argv.append(quote_command(list(command)))
+    os.execvp(argv[0], argv)
+
+
+@lab_group.command("reset")
+def lab_reset() -> None:
+    """Recreate the pools of the running lab nodes (seconds, no reboot).
+
+    \b
+    Example:
+      xfleet lab reset
+    """
+    from xfleet import lab
+
+    lab.reset(progress=_say)
+    click.echo("pools recreated")
+
+
+@lab_group.command("down")
+def lab_down() -> None:
+    """Stop the lab's own VMs (by their pid files).
+
+    \b
+    Example:
+      xfleet lab down
+    """
+    from xfleet import lab
+
+    stopped = lab.down(progress=_say)
+    click.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
 
 
 # ---------------------------------------------------------------------------------------------

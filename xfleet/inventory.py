@@ -10,9 +10,10 @@ Ansible-like YAML so SREs feel at home::
           hosts:
             n1: {address: 10.0.0.1, pools: [tank]}
 
-Host settings are inherited all.vars < outer group vars < inner group vars < host. Every value
-remembers where it came from (file:line), so `xfleet inventory show` can tell, and every error
-names the file, the line and the key.
+Host settings are inherited all.vars < outer group vars < inner group vars < host; `labels`
+mappings are merged along the way instead of replaced. Every value remembers where it came from
+(file:line), so `xfleet inventory show` can tell, and every error names the file, the line and
+the key. The format is described in docs/inventory.md.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from typing import Any
 
 import yaml
 
-from xfleet.errors import InventoryError
+from xfleet.errors import InventoryError, NameError_
 from xfleet.names import validate_pool
 
 KINDS = ("ssh", "local", "sim")
 
-# key -> (expected type description, validator)
+# key -> what is expected (used in error messages and in docs/inventory.md)
 HOST_KEYS: dict[str, str] = {
     "kind": "one of ssh, local, sim",
     "address": "a host name or IP address",
@@ -40,25 +41,28 @@ HOST_KEYS: dict[str, str] = {
     "proxy_jump": "[user@]host[:port] of a jump host",
     "host_key": "a pinned public host key, 'ssh-ed25519 AAAA...'",
     "known_hosts": "a path to a known_hosts file",
-    "pools": "a list of pool names",
-    "labels": "a mapping of label names to values",
+    "pools": "a non-empty list of pool names",
+    "labels": "a mapping of label names to plain values",
     "max_streams": "a positive integer (concurrent send/receive streams on this node)",
-    "connect_timeout": "seconds (a positive number)",
-    "command_timeout": "seconds without output before a command is abandoned",
+    "connect_timeout": "a positive number of seconds",
+    "command_timeout": "a positive number of seconds without output before a command is "
+    "abandoned",
     "connect_retries": "a positive integer (attempts for connection-level failures)",
     "private_address": "the node's address on the storage network (node-to-node streams)",
     "sim": "a mapping of simulator settings (seed, volumes, ...)",
 }
 FLEET_KEYS: dict[str, str] = {
     "mirror": "a path to the SQLite mirror (relative to the inventory file)",
-    "price_per_gb_month": "a price in your currency per GB-month (a number)",
+    "price_per_gb_month": "a price in your currency per GB-month (a non-negative number)",
     "parallel": "a positive integer (nodes worked on at once)",
     "user_properties": "a list of ZFS user properties to mirror, e.g. [xfleet:tenant]",
     "tenant_property": "the user property that names a volume's tenant",
     "environment": "a mapping with name and colour, e.g. {name: prod, colour: red}",
     "state_dir": "a directory for xfleet's local state (relative to the inventory file)",
 }
+GROUP_KEYS = ("vars", "children", "hosts")
 DEFAULT_TENANT_PROPERTY = "xfleet:tenant"
+_FROM_NAME = "host name (no 'address' set)"
 
 
 @dataclass
@@ -102,7 +106,8 @@ class Inventory:
         return self.state_dir / "known_hosts"
 
     def select(self, names: list[str] | tuple[str, ...] = ()) -> list[Host]:
-        """Hosts by name or group name (all hosts when empty); unknown names are errors."""
+        """Hosts by name or group name (all hosts when empty), each once, in inventory order
+        within a group; unknown names are errors (with a did-you-mean)."""
         if not names:
             return list(self.hosts.values())
         out: dict[str, Host] = {}
@@ -118,6 +123,7 @@ class Inventory:
                     f"no host or group named {n!r}",
                     where=str(self.path),
                     hint=f"did you mean {', '.join(close)}?" if close else
+                    f"known groups: {', '.join(list(self.groups)[:10]) or '(none)'}; "
                     f"known hosts: {', '.join(list(self.hosts)[:10])}",
                 )
         return list(out.values())
@@ -129,30 +135,63 @@ class Inventory:
 
 @dataclass
 class _Val:
+    """A value from the file, with the line of the value and the line of its key."""
+
     value: Any
     line: int
+    key_line: int = 0
+
+    @property
+    def at(self) -> int:
+        """The line to point at for a problem with this entry as a whole (its key)."""
+        return self.key_line or self.line
 
 
-def _convert(node: yaml.Node, file: str) -> Any:
-    """A composed YAML node to plain Python, with every mapping value wrapped in _Val(line)."""
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _convert(node: yaml.Node, file: str, constructor: yaml.constructor.SafeConstructor) -> Any:
+    """A composed YAML node to plain Python, with every mapping value and list item wrapped in
+    _Val(line). YAML merge keys (`<<: *defaults`) are applied; explicit keys win."""
     if isinstance(node, yaml.MappingNode):
         out: dict[str, _Val] = {}
+        merged: dict[str, _Val] = {}
         for k, v in node.value:
-            key = _convert(k, file)
+            if k.tag == _MERGE_TAG:
+                sources = v.value if isinstance(v, yaml.SequenceNode) else [v]
+                for src in sources:
+                    sub = _convert(src, file, constructor)
+                    if not isinstance(sub, dict):
+                        raise InventoryError(
+                            "'<<' must merge a mapping", where=f"{file}:{k.start_mark.line + 1}"
+                        )
+                    for sk, sv in sub.items():
+                        merged.setdefault(sk, sv)
+                continue
+            key = _convert(k, file, constructor)
             if not isinstance(key, str):
                 raise InventoryError(
-                    f"mapping key {key!r} is not a string", where=f"{file}:{k.start_mark.line + 1}"
+                    f"mapping key {key!r} is not a string",
+                    where=f"{file}:{k.start_mark.line + 1}",
+                    hint="quote it if it is meant as a name",
                 )
             if key in out:
                 raise InventoryError(
-                    f"duplicate key {key!r}", where=f"{file}:{k.start_mark.line + 1}",
+                    f"duplicate key {key!r} (first at line {out[key].at})",
+                    where=f"{file}:{k.start_mark.line + 1}",
                     hint="each key may appear once per mapping",
                 )
-            out[key] = _Val(_convert(v, file), v.start_mark.line + 1)
+            out[key] = _Val(
+                _convert(v, file, constructor), v.start_mark.line + 1, k.start_mark.line + 1
+            )
+        for mk, mv in merged.items():
+            out.setdefault(mk, mv)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_Val(_convert(v, file), v.start_mark.line + 1) for v in node.value]
-    return yaml.safe_load(yaml.serialize(node)) if isinstance(node, yaml.ScalarNode) else None
+        return [_Val(_convert(v, file, constructor), v.start_mark.line + 1) for v in node.value]
+    if isinstance(node, yaml.ScalarNode):
+        return constructor.construct_object(node, deep=True)
+    return None
 
 
 def _plain(v: Any) -> Any:
@@ -165,15 +204,61 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _suggest(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
+def _suggest(key: str, known: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
+
+
+def _typename(v: Any) -> str:
+    if v is None:
+        return "nothing"
+    return {list: "a list", dict: "a mapping", str: "a string", int: "a number",
+            float: "a number", bool: "a boolean"}.get(type(v), type(v).__name__)
+
+
+def _shown(v: Any) -> str:
+    """A value as the user wrote it, for error messages."""
+    v = _plain(v)
+    if isinstance(v, (dict, list)) or v is None:
+        return _typename(v)
+    return repr(v)
+
+
+def parse_proxy_jump(spec: str, *, where: str | None = None) -> tuple[str | None, str, int]:
+    """'[user@]host[:port]' (IPv6 as '[addr]:port') -> (user, host, port)."""
+    if "," in spec:
+        raise InventoryError(
+            f"proxy_jump {spec!r} lists several jump hosts; one is supported", where=where
+        )
+    user, _, hostport = spec.rpartition("@")
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        bad = rest not in ("", f":{port_text}")
+    else:
+        host, _, port_text = hostport.partition(":")
+        bad = False
+    port = 22
+    if port_text:
+        port = int(port_text) if port_text.isdigit() else 0
+    if bad or not host or not 1 <= port <= 65535 or (user == "" and "@" in spec):
+        raise InventoryError(
+            f"proxy_jump {spec!r} is not valid",
+            where=where,
+            hint=f"expected {HOST_KEYS['proxy_jump']}, e.g. admin@bastion.example.net:2222",
+        )
+    return (user or None), host, port
 
 
 class _Loader:
     def __init__(self, path: Path):
         self.path = path
         self.file = str(path)
+        self.hosts: dict[str, Host] = {}
+        self.host_lines: dict[str, int] = {}
+        self.groups: dict[str, list[str]] = {}
+        self.group_lines: dict[str, int] = {}
+        self.fleet: dict[str, _Val] = {}
 
     def err(self, line: int, msg: str, hint: str | None = None) -> InventoryError:
         return InventoryError(msg, where=f"{self.file}:{line}", hint=hint)
@@ -184,66 +269,93 @@ class _Loader:
         except FileNotFoundError:
             raise InventoryError(
                 f"inventory file {self.file} does not exist",
+                where=self.file,
                 hint="pass --inventory PATH or set XFLEET_INVENTORY; "
                 "see inventory/example.yaml for the format",
             ) from None
-        except OSError as exc:
-            raise InventoryError(f"cannot read inventory {self.file}: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InventoryError(f"cannot read inventory {self.file}: {exc}",
+                                 where=self.file) from None
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark
-            line = mark.line + 1 if mark else 0
-            raise self.err(line, f"YAML syntax error: {exc.problem}",
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else 1
+            problem = exc.problem or "malformed YAML"
+            if exc.context:
+                ctx = exc.context_mark
+                started = f" started at line {ctx.line + 1}" if ctx and ctx.line + 1 != line else ""
+                problem = f"{problem} ({exc.context}{started})"
+            raise self.err(line, f"YAML syntax error: {problem}",
                            hint="check indentation and quoting near this line") from None
+        except yaml.YAMLError as exc:
+            raise self.err(1, f"YAML error: {exc}") from None
         if node is None:
-            raise self.err(1, "the inventory is empty", hint="it must start with 'all:'")
-        root = _convert(node, self.file)
-        if not isinstance(root, dict) or "all" not in root:
-            raise self.err(1, "the inventory must have a top-level 'all:' key",
+            raise self.err(1, "the inventory is empty",
+                           hint="it starts with 'all:'; see inventory/example.yaml")
+        try:
+            root = _convert(node, self.file, yaml.constructor.SafeConstructor())
+        except yaml.constructor.ConstructorError as exc:
+            mark = exc.problem_mark
+            raise self.err(mark.line + 1 if mark else 1, f"YAML error: {exc.problem}") from None
+        if root is None:
+            raise self.err(1, "the inventory is empty",
+                           hint="it starts with 'all:'; see inventory/example.yaml")
+        if not isinstance(root, dict):
+            raise self.err(node.start_mark.line + 1,
+                           f"the inventory must be a mapping with 'all:', not {_typename(root)}",
                            hint="see inventory/example.yaml")
-        extra = [k for k in root if k != "all"]
-        if extra:
-            raise self.err(root[extra[0]].line, f"unknown top-level key {extra[0]!r}",
-                           hint="everything goes under 'all:' (vars, children, hosts)")
-        self.hosts: dict[str, Host] = {}
-        self.groups: dict[str, list[str]] = {}
-        self.fleet: dict[str, _Val] = {}
+        if "all" not in root:
+            first = min(root.values(), key=lambda v: v.at, default=None)
+            close = _suggest(next(iter(root)), ["all"]) if root else None
+            raise self.err(first.at if first else 1,
+                           "the inventory must have a top-level 'all:' key",
+                           hint=close if close and close.startswith("did") else
+                           "everything goes under 'all:' (vars, children, hosts); "
+                           "see inventory/example.yaml")
+        for k, v in root.items():
+            if k != "all":
+                raise self.err(v.at, f"unknown top-level key {k!r}",
+                               hint="everything goes under 'all:' (vars, children, hosts)")
         self._group("all", root["all"], [], {})
-        return self._finish()
+        return self._finish(root["all"])
 
     def _mapping(self, v: _Val, what: str) -> dict[str, _Val]:
         if v.value is None:
             return {}
         if not isinstance(v.value, dict):
-            raise self.err(v.line, f"{what} must be a mapping, got {_typename(v.value)}")
-        return v.value  # type: ignore[no-any-return]
+            raise self.err(v.line, f"{what} must be a mapping, got {_shown(v.value)}")
+        return v.value
 
     def _group(
         self, name: str, v: _Val, parents: list[str], inherited: dict[str, tuple[Any, str]]
     ) -> list[str]:
         body = self._mapping(v, f"group {name!r}")
-        for k in body:
-            if k not in ("vars", "children", "hosts"):
-                raise self.err(body[k].line, f"unknown key {k!r} in group {name!r}",
-                               hint="a group has 'vars', 'children' and 'hosts'")
+        for k, kv in body.items():
+            if k not in GROUP_KEYS:
+                hint = _suggest(k, GROUP_KEYS)
+                if k in HOST_KEYS or k in FLEET_KEYS:
+                    hint = f"settings go under '{name}: vars:'"
+                raise self.err(kv.at, f"unknown key {k!r} in group {name!r}",
+                               hint=f"a group has 'vars', 'children' and 'hosts'; {hint}")
         scope = dict(inherited)
         if "vars" in body:
             for k, val in self._mapping(body["vars"], f"vars of group {name!r}").items():
                 if k in FLEET_KEYS:
                     if name != "all":
-                        raise self.err(val.line, f"{k!r} is a fleet-level setting",
-                                       hint="set it under all: vars:")
+                        raise self.err(val.at, f"{k!r} is a fleet-level setting and cannot be "
+                                       f"set in group {name!r}",
+                                       hint="set it under 'all: vars:'")
                     self.fleet[k] = val
                     continue
                 if k not in HOST_KEYS:
-                    raise self.err(val.line, f"unknown setting {k!r} in vars of group {name!r}",
+                    raise self.err(val.at, f"unknown setting {k!r} in vars of group {name!r}",
                                    hint=_suggest(k, [*HOST_KEYS, *FLEET_KEYS]))
                 src = f"{self.file}:{val.line} (group {name})"
                 if k == "labels" and "labels" in scope:
                     merged = dict(scope["labels"][0])
                     merged.update(self._labels(val))
-                    scope[k] = (merged, src)
+                    scope[k] = (merged, f"{src} + {scope['labels'][1]}")
                 else:
                     scope[k] = (self._check(k, val), src)
         members: list[str] = []
@@ -254,101 +366,129 @@ class _Loader:
                 members.append(hname)
         if "children" in body:
             for cname, cv in self._mapping(body["children"], f"children of {name!r}").items():
-                if cname in self.groups or cname == "all":
-                    raise self.err(cv.line, f"group {cname!r} is defined twice")
+                if cname == "all":
+                    raise self.err(cv.at, "'all' is the top group; it cannot be a child")
+                if cname in self.groups:
+                    raise self.err(cv.at, f"group {cname!r} is defined twice "
+                                   f"(first at line {self.group_lines[cname]})",
+                                   hint="a group appears once; nest it where it belongs")
                 self.groups[cname] = []
+                self.group_lines[cname] = cv.at
                 members.extend(self._group(cname, cv, lineage, scope))
         if name != "all":
-            self.groups[name] = sorted(set(members), key=members.index)
+            self.groups[name] = list(dict.fromkeys(members))
         return members
 
     def _host(
         self, name: str, v: _Val, groups: list[str], scope: dict[str, tuple[Any, str]]
     ) -> None:
         if name in self.hosts:
-            raise self.err(v.line, f"host {name!r} is defined twice",
-                           hint="a host belongs to several groups by being listed in one place "
-                           "and matched by labels, not by being repeated")
+            raise self.err(v.at, f"host {name!r} is defined twice "
+                           f"(first at line {self.host_lines[name]})",
+                           hint="list a host once; use labels to tag it across zones or racks")
         body = self._mapping(v, f"host {name!r}")
         settings = dict(scope)
         for k, val in body.items():
+            if k in FLEET_KEYS:
+                raise self.err(val.at, f"{k!r} is a fleet-level setting and cannot be set on "
+                               f"host {name!r}", hint="set it under 'all: vars:'")
             if k not in HOST_KEYS:
-                raise self.err(val.line, f"unknown setting {k!r} for host {name!r}",
+                raise self.err(val.at, f"unknown setting {k!r} for host {name!r}",
                                hint=_suggest(k, list(HOST_KEYS)))
             src = f"{self.file}:{val.line} (host)"
             if k == "labels" and "labels" in settings:
                 merged = dict(settings["labels"][0])
                 merged.update(self._labels(val))
-                settings[k] = (merged, src)
+                settings[k] = (merged, f"{src} + {settings['labels'][1]}")
             else:
                 settings[k] = (self._check(k, val), src)
         host = Host(name=name, groups=tuple(groups))
         for k, (value, src) in settings.items():
-            setattr(host, k, value)
+            setattr(host, k, dict(value) if isinstance(value, dict) else value)
             host.sources[k] = src
         if host.kind == "ssh" and not host.address:
             host.address = name
-            host.sources["address"] = "host name (no 'address' set)"
+            host.sources["address"] = _FROM_NAME
         if host.kind == "sim" and not host.pools:
             host.pools = ("tank",)
             host.sources["pools"] = "default for sim nodes"
         self.hosts[name] = host
+        self.host_lines[name] = v.at
 
     def _labels(self, v: _Val) -> dict[str, str]:
         m = self._mapping(v, "labels")
         out = {}
         for k, x in m.items():
             if isinstance(x.value, (dict, list)) or x.value is None:
-                raise self.err(x.line, f"label {k!r} must be a plain value")
-            out[k] = str(x.value)
+                raise self.err(x.line, f"label {k!r} must be a plain value, got {_shown(x.value)}",
+                               hint="labels are flat: {zone: a, rack: r1}")
+            out[k] = str(x.value).lower() if isinstance(x.value, bool) else str(x.value)
         return out
+
+    def _bad(self, key: str, v: _Val) -> InventoryError:
+        return self.err(v.line, f"{key} must be {HOST_KEYS[key]}, got {_shown(v.value)}")
 
     def _check(self, key: str, v: _Val) -> Any:
         val = v.value
-        line = v.line
-        want = HOST_KEYS[key]
         if key == "kind":
             if val not in KINDS:
-                raise self.err(line, f"kind {val!r} is not valid", hint=f"expected {want}")
+                raise self._bad(key, v)
             return val
         if key == "port":
             if not isinstance(val, int) or isinstance(val, bool) or not 1 <= val <= 65535:
-                raise self.err(line, f"port {val!r} is not valid", hint=f"expected {want}")
+                raise self._bad(key, v)
             return val
         if key in ("max_streams", "connect_retries"):
             if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-                raise self.err(line, f"{key} {val!r} is not valid", hint=f"expected {want}")
+                raise self._bad(key, v)
             return val
         if key in ("connect_timeout", "command_timeout"):
             if not isinstance(val, (int, float)) or isinstance(val, bool) or val <= 0:
-                raise self.err(line, f"{key} {val!r} is not valid", hint=f"expected {want}")
+                raise self._bad(key, v)
             return float(val)
         if key == "pools":
             if not isinstance(val, list) or not val:
-                raise self.err(line, "pools must be a non-empty list", hint=f"expected {want}")
-            out = []
+                raise self._bad(key, v)
+            out: list[str] = []
             for item in val:
                 if not isinstance(item.value, str):
-                    raise self.err(item.line, f"pool name {item.value!r} is not a string")
+                    raise self.err(item.line, f"pools: pool name {_shown(item.value)} is not "
+                                   "a string")
                 try:
                     out.append(validate_pool(item.value))
-                except Exception as exc:
-                    raise self.err(item.line, str(exc)) from None
+                except NameError_ as exc:
+                    raise self.err(item.line, f"pools: {exc.message}", hint=exc.hint) from None
+                if out.count(item.value) > 1:
+                    raise self.err(item.line, f"pools: {item.value!r} is listed twice")
             return tuple(out)
         if key == "labels":
             return self._labels(v)
         if key == "sim":
             return _plain(self._mapping(v, "sim"))
         if not isinstance(val, str) or not val.strip():
-            raise self.err(line, f"{key} {val!r} is not valid", hint=f"expected {want}")
+            raise self._bad(key, v)
         if key in ("identity_file", "known_hosts"):
             p = Path(val).expanduser()
             if not p.is_absolute():
                 p = self.path.parent / p
             return str(p)
+        if key == "host_key":
+            from xfleet.errors import HostKeyError
+            from xfleet.transport import parse_public_key
+
+            try:
+                parse_public_key(val)
+            except HostKeyError as exc:
+                raise self.err(v.line, f"host_key: {exc.message}", hint=exc.hint) from None
+            return val.strip()
+        if key == "proxy_jump":
+            parse_proxy_jump(val, where=f"{self.file}:{v.line}")
+            return val
+        if any(c.isspace() for c in val) and key in ("address", "user", "private_address"):
+            raise self._bad(key, v)
         return val
 
-    def _finish(self) -> Inventory:
+    def _finish(self, all_val: _Val) -> Inventory:
         f = self.fleet
         base = self.path.parent
 
@@ -357,10 +497,19 @@ class _Loader:
                 return default
             v = f[key]
             if not isinstance(v.value, str) or not v.value:
-                raise self.err(v.line, f"{key} must be a path", hint=FLEET_KEYS[key])
+                raise self.err(v.line, f"{key} must be {FLEET_KEYS[key]}, got {_shown(v.value)}")
             p = Path(v.value).expanduser()
             return p if p.is_absolute() else (base / p)
 
+        if not self.hosts:
+            raise self.err(all_val.at, "the inventory defines no hosts",
+                           hint="add hosts under 'all: hosts:' or under a group's 'hosts:'")
+        clash = sorted(set(self.hosts) & set(self.groups))
+        if clash:
+            raise self.err(self.group_lines[clash[0]],
+                           f"{clash[0]!r} is both a group and a host (host at line "
+                           f"{self.host_lines[clash[0]]})",
+                           hint="names select hosts or groups, so they must differ")
         state_default = Path(os.environ.get("XDG_STATE_HOME", "~/.local/state")).expanduser()
         inv = Inventory(
             path=self.path,
@@ -372,46 +521,48 @@ class _Loader:
         if "price_per_gb_month" in f:
             v = f["price_per_gb_month"]
             if not isinstance(v.value, (int, float)) or isinstance(v.value, bool) or v.value < 0:
-                raise self.err(v.line, "price_per_gb_month must be a non-negative number")
+                raise self.err(v.line, f"price_per_gb_month must be "
+                               f"{FLEET_KEYS['price_per_gb_month']}, got {_shown(v.value)}")
             inv.price_per_gb_month = float(v.value)
         if "parallel" in f:
             v = f["parallel"]
             if not isinstance(v.value, int) or isinstance(v.value, bool) or v.value < 1:
-                raise self.err(v.line, "parallel must be a positive integer")
+                raise self.err(v.line, f"parallel must be {FLEET_KEYS['parallel']}, "
+                               f"got {_shown(v.value)}")
             inv.parallel = v.value
         if "tenant_property" in f:
-            v = f["tenant_property"]
-            inv.tenant_property = self._user_prop(v)
+            inv.tenant_property = self._user_prop("tenant_property", f["tenant_property"])
         if "user_properties" in f:
             v = f["user_properties"]
             if not isinstance(v.value, list):
-                raise self.err(v.line, "user_properties must be a list",
-                               hint=FLEET_KEYS["user_properties"])
-            inv.user_properties = tuple(self._user_prop(x) for x in v.value)
+                raise self.err(v.line, f"user_properties must be {FLEET_KEYS['user_properties']}"
+                               f", got {_shown(v.value)}")
+            inv.user_properties = tuple(self._user_prop("user_properties", x) for x in v.value)
         if inv.tenant_property not in inv.user_properties:
             inv.user_properties = (inv.tenant_property, *inv.user_properties)
         if "environment" in f:
-            inv.environment = {k: str(x) for k, x in _plain(
-                self._mapping(f["environment"], "environment")).items()}
-        if not self.hosts:
-            raise self.err(1, "the inventory defines no hosts",
-                           hint="add hosts under all: hosts: or under a group")
+            env = self._mapping(f["environment"], "environment")
+            for k, x in env.items():
+                if k not in ("name", "colour", "color"):
+                    raise self.err(x.at, f"unknown key {k!r} in environment",
+                                   hint=_suggest(k, ["name", "colour"]))
+                if isinstance(x.value, (dict, list)) or x.value is None:
+                    raise self.err(x.line, f"environment {k} must be a plain value, "
+                                   f"got {_shown(x.value)}")
+            inv.environment = {("colour" if k == "color" else k): str(x.value)
+                               for k, x in env.items()}
         return inv
 
-    def _user_prop(self, v: _Val) -> str:
+    def _user_prop(self, key: str, v: _Val) -> str:
         from xfleet.zfs import ParseError, validate_user_property
 
         if not isinstance(v.value, str):
-            raise self.err(v.line, f"{v.value!r} is not a user property name")
+            raise self.err(v.line, f"{key}: {_shown(v.value)} is not a user property name",
+                           hint="user properties look like 'module:name', e.g. xfleet:tenant")
         try:
             return validate_user_property(v.value)
         except ParseError as exc:
-            raise self.err(v.line, str(exc)) from None
-
-
-def _typename(v: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number",
-            bool: "a boolean"}.get(type(v), type(v).__name__)
+            raise self.err(v.line, f"{key}: {exc.message}") from None
 
 
 def load(path: str | os.PathLike[str]) -> Inventory:
@@ -429,36 +580,67 @@ def default_path() -> Path | None:
     return None
 
 
-def ssh_config_for(host: Host, config_path: Path | None = None) -> dict[str, tuple[str, str]]:
-    """What ~/.ssh/config says for this host: key -> (value, source). Used by `inventory show`.
+# ---------------------------------------------------------------------------------------------
+# ~/.ssh/config
 
-    Values set in the inventory win; ~/.ssh/config fills in only what the inventory leaves unset.
+# ssh_config keyword -> Host field
+_SSH_CONFIG_KEYS = {"hostname": "address", "port": "port", "user": "user",
+                    "identityfile": "identity_file", "proxyjump": "proxy_jump"}
+_UNSET: dict[str, Any] = {"address": None, "port": 22, "user": None, "identity_file": None,
+                          "proxy_jump": None}
+
+
+def ssh_config_for(host: Host, config_path: Path | None = None) -> dict[str, tuple[str, str]]:
+    """What ~/.ssh/config (or `config_path`) says for this host: key -> (value, source).
+
+    Only settings the config actually gives are returned (a `Host` block matching the host's
+    address, or its name when no address is set). Used by `inventory show` and SSHTransport.
     """
     import paramiko
 
-    path = config_path or Path("~/.ssh/config").expanduser()
+    path = (config_path or Path("~/.ssh/config")).expanduser()
     if not path.is_file():
         return {}
-    cfg = paramiko.SSHConfig.from_path(str(path))
-    found = cfg.lookup(host.address or host.name)
+    try:
+        cfg = paramiko.SSHConfig.from_path(str(path))
+    except Exception as exc:
+        raise InventoryError(f"cannot read ssh config {path}: {exc}", where=str(path)) from None
+    target = host.address or host.name
+    found = cfg.lookup(target)
     out: dict[str, tuple[str, str]] = {}
-    mapping = {"hostname": "address", "port": "port", "user": "user",
-               "identityfile": "identity_file", "proxyjump": "proxy_jump"}
-    for ssh_key, our_key in mapping.items():
-        if ssh_key in found:
-            val = found[ssh_key]
-            if isinstance(val, list):
-                val = val[0]
-            out[our_key] = (str(val), f"{path} (Host {host.address or host.name})")
+    for ssh_key, our_key in _SSH_CONFIG_KEYS.items():
+        if ssh_key not in found:
+            continue
+        val = found[ssh_key]
+        if isinstance(val, list):
+            val = val[0]
+        val = str(val)
+        if ssh_key == "hostname" and val == target:
+            continue  # paramiko fills HostName with the name looked up when the config has none
+        if ssh_key == "proxyjump" and val.lower() == "none":
+            continue
+        out[our_key] = (val, f"{path} (Host matching {target})")
     return out
 
 
 def apply_ssh_config(host: Host, config_path: Path | None = None) -> Host:
-    """Fill settings the inventory left unset from ~/.ssh/config, recording the source."""
+    """Fill settings the inventory left unset from ~/.ssh/config, recording the source.
+
+    A setting counts as unset when the inventory did not give it (it is not in `sources`, or
+    the address only defaults to the host name) and it still has its default value. Changes
+    `host` in place and returns it.
+    """
     for key, (val, src) in ssh_config_for(host, config_path).items():
-        if key in host.sources and not host.sources[key].startswith("host name"):
+        given = host.sources.get(key)
+        if key == "address":
+            if given and given != _FROM_NAME:
+                continue
+        elif given or getattr(host, key) != _UNSET[key]:
             continue
         if key == "port":
+            if not val.isdigit() or not 1 <= int(val) <= 65535:
+                raise InventoryError(f"Port {val!r} is not a TCP port number",
+                                     where=src, hint="fix the ssh config")
             host.port = int(val)
         elif key == "identity_file":
             host.identity_file = str(Path(val).expanduser())

@@ -97,6 +97,9 @@ def validate_dataset(
         raise _bad(name[:40] + "...", f"{len(name)} characters, longer than {MAX_NAME_LEN}")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise _bad(name, "control characters are not allowed")
+    bad = _bad_chars(name.replace("/", "").replace("@", "").replace("#", ""))
+    if bad:  # the dangerous part first: `tank/x;rm -rf /` is about ';', not the trailing '/'
+        raise _bad(name, f"character(s) {bad} not allowed in a ZFS name")
     if name.startswith("/"):
         raise _bad(name, "a name starts with its pool, not with '/'")
     base, snap, delim = name, None, ""

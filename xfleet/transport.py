@@ -2,21 +2,30 @@
 
 Every remote command is an argument list; `quote_command` is the one place where a list becomes
 a shell line. Output is streamed line by line (`Transport.lines`), so a 100 MB `zfs list` never
-sits whole in memory. Every call has a timeout (seconds without any output). Only
-connection-level failures are retried; a command that ran is never re-run blindly.
+sits whole in memory: SSH flow control holds the remote command back while the caller is busy.
+Every call has a timeout: seconds without any output (stdout or stderr). Only connection-level
+failures are retried; a command that ran is never re-run blindly.
+
+Stopping early (breaking out of `lines`, or a timeout) closes the command's channel: a remote
+command that writes then dies of SIGPIPE, one that reads stdin sees end-of-file. OpenSSH does
+not forward signals for root logins, so a silent remote command (`sleep`) runs to its end.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import dataclasses
 import os
 import selectors
 import shlex
+import signal
 import socket
 import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,16 +47,19 @@ if TYPE_CHECKING:
     from xfleet.inventory import Host
 
 T = TypeVar("T")
-_STDERR_KEEP = 64 * 1024
+_STDERR_KEEP = 64 * 1024  # stderr kept for error messages; the rest is dropped
+_CHUNK = 65536
+USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+USER_SSH_CONFIG = Path("~/.ssh/config")
 
 
 def quote_command(argv: Sequence[str]) -> str:
     """The one place where an argument list becomes a shell command line."""
-    check_argv(argv)
-    return shlex.join(argv)
+    return shlex.join(check_argv(argv))
 
 
 def check_argv(argv: Sequence[str]) -> list[str]:
+    """`argv` as a list of strings; a plain string or an empty list is a programming error."""
     if isinstance(argv, str) or not argv:
         raise UsageError("a command must be a non-empty list of arguments, not a string")
     out = []
@@ -62,6 +74,9 @@ def check_argv(argv: Sequence[str]) -> list[str]:
 
 @dataclass
 class CommandResult:
+    """A finished command. `exit_status` is -1 when the command ended without one (over SSH:
+    killed by a signal)."""
+
     argv: list[str]
     exit_status: int
     stdout: str
@@ -72,10 +87,46 @@ class CommandResult:
         return self.exit_status == 0
 
 
+class _LineSplitter:
+    """Bytes in, complete lines out (newline stripped, decoded as UTF-8 with replacement)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, chunk: bytes) -> list[str]:
+        if b"\n" not in chunk:  # do not rescan a long partial line for every chunk
+            self._buf += chunk
+            return []
+        self._buf += chunk
+        *complete, rest = self._buf.split(b"\n")
+        self._buf = bytearray(rest)
+        return [line.decode("utf-8", "replace") for line in complete]
+
+    def tail(self) -> list[str]:
+        """The last line if the output did not end with a newline."""
+        return [self._buf.decode("utf-8", "replace")] if self._buf else []
+
+
+class _Stderr:
+    """The first _STDERR_KEEP bytes of stderr."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        room = _STDERR_KEEP - len(self._buf)
+        if room > 0:
+            self._buf += chunk[:room]
+
+    def text(self) -> str:
+        return self._buf.decode("utf-8", "replace")
+
+
 class Transport(ABC):
     """A way to run commands on one node. Subclasses implement `_stream`.
 
-    `commands` counts every command issued (tests assert it stays constant where it must).
+    `commands` counts every command issued and `history` keeps their argv (tests assert the
+    count stays constant where it must; --dry-run shows the history).
     """
 
     kind = "abstract"
@@ -84,24 +135,42 @@ class Transport(ABC):
         self.node = node
         self.command_timeout = command_timeout
         self.commands = 0
-        self.history: list[list[str]] = []  # argv of every command, for tests and --dry-run
+        self.history: list[list[str]] = []
 
     @abstractmethod
     def _stream(
-        self, argv: list[str], timeout: float, stdin: bytes | None, status: list[int], err: list[str]
+        self,
+        argv: list[str],
+        timeout: float,
+        stdin: bytes | None,
+        status: list[int],
+        err: list[str],
     ) -> Iterator[str]:
         """Yield stdout lines (with their newline stripped); set status[0] and err[0] at end."""
 
-    def lines(
-        self, argv: Sequence[str], *, timeout: float | None = None, stdin: bytes | None = None
-    ) -> Iterator[str]:
-        """Stream stdout of `argv` line by line; raise RemoteCommandError if it exits non-zero."""
+    def _start(self, argv: Sequence[str]) -> list[str]:
         args = check_argv(argv)
         self.commands += 1
         self.history.append(args)
+        return args
+
+    def lines(
+        self, argv: Sequence[str], *, timeout: float | None = None, stdin: bytes | None = None
+    ) -> Generator[str, None, None]:
+        """Stream stdout of `argv` line by line; raise RemoteCommandError if it exits non-zero.
+
+        The arguments are checked (and the command counted) at once; the command runs as the
+        iterator is consumed. Closing the iterator early stops the command.
+        """
+        args = self._start(argv)
+        return self._checked(args, timeout or self.command_timeout, stdin)
+
+    def _checked(
+        self, args: list[str], timeout: float, stdin: bytes | None
+    ) -> Generator[str, None, None]:
         status: list[int] = [-1]
         err: list[str] = [""]
-        yield from self._stream(args, timeout or self.command_timeout, stdin, status, err)
+        yield from self._stream(args, timeout, stdin, status, err)
         if status[0] != 0:
             raise RemoteCommandError(self.node, args, status[0], err[0])
 
@@ -114,14 +183,11 @@ class Transport(ABC):
         check: bool = True,
     ) -> CommandResult:
         """Run `argv` to completion and collect its output (for small outputs only)."""
-        args = check_argv(argv)
-        self.commands += 1
-        self.history.append(args)
+        args = self._start(argv)
         status: list[int] = [-1]
         err: list[str] = [""]
-        out = "".join(
-            line + "\n" for line in self._stream(args, timeout or self.command_timeout, stdin, status, err)
-        )
+        stream = self._stream(args, timeout or self.command_timeout, stdin, status, err)
+        out = "".join(line + "\n" for line in stream)
         result = CommandResult(args, status[0], out, err[0])
         if check and not result.ok:
             raise RemoteCommandError(self.node, args, status[0], err[0])
@@ -132,12 +198,21 @@ class Transport(ABC):
 
 
 class LocalTransport(Transport):
-    """Runs commands on this machine (for xfleet running on a storage node itself)."""
+    """Runs commands on this machine (for xfleet running on a storage node itself).
+
+    Each command runs in its own process group, so a timeout or an early stop ends the whole
+    command (a shell and its children), not just its first process.
+    """
 
     kind = "local"
 
     def _stream(
-        self, argv: list[str], timeout: float, stdin: bytes | None, status: list[int], err: list[str]
+        self,
+        argv: list[str],
+        timeout: float,
+        stdin: bytes | None,
+        status: list[int],
+        err: list[str],
     ) -> Iterator[str]:
         try:
             proc = subprocess.Popen(
@@ -145,90 +220,134 @@ class LocalTransport(Transport):
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                start_new_session=True,
             )
         except FileNotFoundError as exc:
             raise TransportError(f"command not found: {argv[0]}", where=self.node) from exc
+        except OSError as exc:
+            raise TransportError(f"cannot run {argv[0]}: {exc}", where=self.node) from exc
         assert proc.stdout is not None and proc.stderr is not None
         if stdin is not None:
             assert proc.stdin is not None
-            threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
+            threading.Thread(target=_feed_pipe, args=(proc.stdin, stdin), daemon=True).start()
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ, "out")
         sel.register(proc.stderr, selectors.EVENT_READ, "err")
-        pending = b""
-        errbuf = bytearray()
+        lines = _LineSplitter()
+        errbuf = _Stderr()
         open_streams = 2
+        finished = False
         try:
             while open_streams:
                 events = sel.select(timeout)
                 if not events:
-                    proc.kill()
                     raise CommandTimeout(
                         f"no output from {argv[0]} for {timeout:g}s; command stopped",
                         where=self.node,
                     )
                 for key, _ in events:
-                    chunk = os.read(key.fd, 65536)  # type: ignore[arg-type]
+                    chunk = os.read(key.fd, _CHUNK)
                     if not chunk:
                         sel.unregister(key.fileobj)
                         open_streams -= 1
-                        continue
-                    if key.data == "err":
-                        if len(errbuf) < _STDERR_KEEP:
-                            errbuf.extend(chunk)
-                        continue
-                    pending += chunk
-                    *complete, pending = pending.split(b"\n")
-                    for line in complete:
-                        yield line.decode("utf-8", "replace")
-            if pending:
-                yield pending.decode("utf-8", "replace")
-            status[0] = proc.wait(timeout=timeout)
-            err[0] = errbuf.decode("utf-8", "replace")
+                    elif key.data == "err":
+                        errbuf.add(chunk)
+                    else:
+                        yield from lines.feed(chunk)
+            yield from lines.tail()
+            try:
+                status[0] = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise CommandTimeout(
+                    f"{argv[0]} closed its output but did not exit within {timeout:g}s; "
+                    "command stopped",
+                    where=self.node,
+                ) from None
+            err[0] = errbuf.text()
+            finished = True
         finally:
             sel.close()
+            if not finished:  # timeout, early stop or error: end the whole command
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+            proc.wait()
             proc.stdout.close()
             proc.stderr.close()
 
 
-def _feed(pipe: Any, data: bytes) -> None:
+def _feed_pipe(pipe: Any, data: bytes) -> None:
     try:
         pipe.write(data)
         pipe.close()
-    except OSError:
+    except OSError:  # the command exited without reading all of its input
         pass
 
 
-def _is_connect_failure(exc: BaseException) -> bool:
-    return isinstance(exc, ConnectError)
+def _feed_channel(chan: paramiko.Channel, data: bytes) -> None:
+    """Send `data` as the command's stdin, then end-of-file (in its own thread, so a command
+    that writes while it reads cannot deadlock against us)."""
+    offset = 0
+    try:
+        while offset < len(data):
+            try:
+                sent = chan.send(data[offset : offset + _CHUNK])
+            except TimeoutError:  # remote window full for a while: keep trying while open
+                if chan.closed:
+                    return
+                continue
+            if sent <= 0:
+                return
+            offset += sent
+        chan.shutdown_write()
+    except (OSError, EOFError):  # channel closed: the command ended or was stopped
+        pass
+    except Exception:  # paramiko.SSHException and friends: same, nothing left to feed
+        pass
 
 
 class SSHTransport(Transport):
     """One persistent paramiko connection per node, reused for every command.
 
     Host keys: unknown keys are rejected (paramiko RejectPolicy). Known keys come from the
-    host's pinned `host_key`, its `known_hosts` file, xfleet's trust store (written by
-    `xfleet inventory trust`), and ~/.ssh/known_hosts.
+    host's pinned `host_key` (which overrides any other), its `known_hosts` file, xfleet's trust
+    store (written by `xfleet inventory trust`), and ~/.ssh/known_hosts.
+
+    Settings the inventory leaves unset (address, port, user, identity_file, proxy_jump) are
+    filled from ~/.ssh/config, as `xfleet inventory show` displays them.
+
+    `connects` counts SSH connections made (handshake and authentication done);
+    `connect_attempts` counts every try, including failed ones.
     """
 
     kind = "ssh"
 
-    def __init__(self, host: Host, *, trust_store: Path | None = None):
+    def __init__(
+        self,
+        host: Host,
+        *,
+        trust_store: Path | None = None,
+        ssh_config: Path | None = None,
+        user_known_hosts: Path | None = None,
+    ):
         super().__init__(host.name, command_timeout=host.command_timeout)
-        self.host = host
+        self.host = effective_host(host, ssh_config)
         self.trust_store = trust_store
-        self.connects = 0  # SSH handshakes made (tests assert reuse)
+        self.user_known_hosts = (user_known_hosts or USER_KNOWN_HOSTS).expanduser()
+        self.connects = 0
+        self.connect_attempts = 0
         self._client: paramiko.SSHClient | None = None
         self._jump: SSHTransport | None = None
         self._lock = threading.Lock()
 
     # -- connection ------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return self.host.address or self.host.name
+
     def _host_key_name(self) -> str:
-        addr = self.host.address or self.host.name
-        return addr if self.host.port == 22 else f"[{addr}]:{self.host.port}"
+        return _known_hosts_name(self.address, self.host.port)
 
     def _new_client(self) -> paramiko.SSHClient:
         import paramiko
@@ -236,27 +355,29 @@ class SSHTransport(Transport):
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         known = client.get_host_keys()
-        for path in (Path("~/.ssh/known_hosts").expanduser(), self.trust_store):
+        for path in (self.user_known_hosts, self.trust_store):
             if path and path.is_file():
-                known.load(str(path))
+                _load_known_hosts(known, path, self.node)
         if self.host.known_hosts:
             path = Path(self.host.known_hosts).expanduser()
             if not path.is_file():
                 raise HostKeyError(
-                    f"known_hosts file {path} does not exist", where=self.node,
+                    f"known_hosts file {path} does not exist",
+                    where=self.node,
                     hint="fix 'known_hosts' in the inventory or pin 'host_key' instead",
                 )
-            known.load(str(path))
+            _load_known_hosts(known, path, self.node)
         if self.host.host_key:
             # A pinned key replaces anything else known for this host.
             name = self._host_key_name()
-            if name in known:
+            while name in known:  # `del` drops one known_hosts line at a time
                 del known[name]
             key = parse_public_key(self.host.host_key, where=self.node)
             known.add(name, key.get_name(), key)
         return client
 
     def connect(self) -> paramiko.SSHClient:
+        """The open connection, made (with retries) if there is none or it has dropped."""
         with self._lock:
             if self._client is not None:
                 t = self._client.get_transport()
@@ -268,49 +389,42 @@ class SSHTransport(Transport):
             return self._client
 
     def _connect_with_retry(self) -> paramiko.SSHClient:
-        from tenacity import (
-            retry,
-            retry_if_exception,
-            stop_after_attempt,
-            wait_exponential,
-        )
-
+        """Connection-level failures (refused, unreachable, no SSH banner) are retried with
+        exponential backoff; host-key and authentication failures are not."""
         attempts = max(1, self.host.connect_retries)
-
-        @retry(
-            retry=retry_if_exception(_is_connect_failure),
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=0.5, max=5),
-            reraise=True,
-        )
-        def attempt() -> paramiko.SSHClient:
-            return self._connect_once()
-
-        return attempt()
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._connect_once()
+            except ConnectError as exc:
+                if attempt == attempts:
+                    tries = f"gave up after {attempts} attempts" if attempts > 1 else "1 attempt"
+                    raise ConnectError(
+                        f"{exc.message} ({tries})", where=self.node, hint=exc.hint
+                    ) from None
+                time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _connect_once(self) -> paramiko.SSHClient:
         import paramiko
 
+        self.connect_attempts += 1
         client = self._new_client()
         sock: Any = None
-        addr = self.host.address or self.host.name
         if self.host.proxy_jump:
-            sock = self._jump_channel(addr)
-        self.connects += 1
+            sock = self._jump_channel()
+        identity = self.host.identity_file
         try:
             client.connect(
-                hostname=addr,
+                hostname=self.address,
                 port=self.host.port,
                 username=self.host.user,
-                key_filename=str(Path(self.host.identity_file).expanduser())
-                if self.host.identity_file
-                else None,
+                key_filename=str(Path(identity).expanduser()) if identity else None,
                 timeout=self.host.connect_timeout,
                 banner_timeout=self.host.connect_timeout,
                 auth_timeout=self.host.connect_timeout,
                 sock=sock,
-                allow_agent=self.host.identity_file is None,
-                look_for_keys=self.host.identity_file is None,
+                allow_agent=identity is None,
+                look_for_keys=identity is None,
             )
         except paramiko.BadHostKeyException as exc:
             client.close()
@@ -320,7 +434,14 @@ class SSHTransport(Transport):
                 f"{fingerprint(exc.expected_key)}); refusing to connect",
                 where=self.node,
                 hint="if the node was reinstalled on purpose, update 'host_key' in the "
-                "inventory or run 'xfleet inventory trust NODE --replace'",
+                f"inventory or run 'xfleet inventory trust {self.node} --replace'",
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise TransportError(
+                f"authentication failed as {self.host.user or 'the current user'}: {exc}",
+                where=self.node,
+                hint="check 'user' and 'identity_file' for this host",
             ) from None
         except paramiko.SSHException as exc:
             client.close()
@@ -328,120 +449,181 @@ class SSHTransport(Transport):
                 raise HostKeyError(
                     f"unknown host key for {self._host_key_name()}; refusing to connect",
                     where=self.node,
-                    hint=f"check the key out of band, then pin it with 'host_key' in the "
-                    f"inventory or run 'xfleet inventory trust {self.node}'",
+                    hint=f"check the key out of band, then run 'xfleet inventory trust "
+                    f"{self.node}' or pin it with 'host_key' in the inventory",
                 ) from None
-            if isinstance(exc, paramiko.AuthenticationException):
-                raise TransportError(
-                    f"authentication failed as {self.host.user or 'current user'}: {exc}",
-                    where=self.node,
-                    hint="check 'user' and 'identity_file' for this host",
-                ) from None
-            raise ConnectError(f"SSH error: {exc}", where=self.node) from None
+            raise ConnectError(f"SSH error from {self._endpoint()}: {exc}", where=self.node,
+                               hint="is sshd running on that port?") from None
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            client.close()
+            reasons = sorted({_os_reason(e) for e in exc.errors.values()})
+            raise ConnectError(
+                f"cannot connect to {self._endpoint()}: {'; '.join(reasons)}",
+                where=self.node,
+                hint="is the node up and sshd listening? check 'address' and 'port'",
+            ) from None
         except (OSError, EOFError) as exc:
             client.close()
             raise ConnectError(
-                f"cannot connect to {addr}:{self.host.port}: {exc or type(exc).__name__}",
+                f"cannot connect to {self._endpoint()}: {_os_reason(exc)}",
                 where=self.node,
                 hint="is the node up and reachable? check 'address' and 'port'",
             ) from None
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(15)
+            if isinstance(transport.sock, socket.socket):
+                # Without it, Nagle and delayed ACKs add ~40 ms to opening every channel.
+                transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connects += 1
         return client
 
-    def _jump_channel(self, addr: str) -> Any:
-        from xfleet.inventory import Host as HostCls
+    def _endpoint(self) -> str:
+        via = f" via {self.host.proxy_jump}" if self.host.proxy_jump else ""
+        return f"{self.address}:{self.host.port}{via}"
 
-        jump_spec = self.host.proxy_jump or ""
-        user, _, hostport = jump_spec.rpartition("@")
-        jhost, _, jport = hostport.partition(":")
-        jump = HostCls(
-            name=f"{self.node}-jump",
-            address=jhost,
-            port=int(jport) if jport else 22,
-            user=user or self.host.user,
-            identity_file=self.host.identity_file,
-            connect_timeout=self.host.connect_timeout,
-        )
-        self._jump = SSHTransport(jump, trust_store=self.trust_store)
+    def _jump_channel(self) -> Any:
+        """A direct-tcpip channel to this node through its jump host (reused across attempts)."""
+        from xfleet.inventory import parse_proxy_jump
+
+        spec = self.host.proxy_jump or ""
+        if self._jump is None:
+            from xfleet.inventory import Host as HostCls
+
+            user, jhost, jport = parse_proxy_jump(spec, where=self.node)
+            jump = HostCls(
+                name=f"{spec} (jump host of {self.node})",
+                address=jhost,
+                port=jport,
+                user=user or self.host.user,
+                identity_file=self.host.identity_file,
+                known_hosts=self.host.known_hosts,  # the jump host's key may be listed there
+                connect_timeout=self.host.connect_timeout,
+                connect_retries=1,  # this node's own retries cover the jump too
+            )
+            self._jump = SSHTransport(
+                jump,
+                trust_store=self.trust_store,
+                ssh_config=Path(os.devnull),  # the jump spec is already explicit
+                user_known_hosts=self.user_known_hosts,
+            )
         client = self._jump.connect()
         t = client.get_transport()
-        if t is None:
-            raise ConnectError(f"jump host {jump_spec} closed the connection", where=self.node)
+        if t is None or not t.is_active():
+            raise ConnectError(f"jump host {spec} closed the connection", where=self.node)
         try:
             return t.open_channel(
-                "direct-tcpip", (addr, self.host.port), ("127.0.0.1", 0),
+                "direct-tcpip",
+                (self.address, self.host.port),
+                ("127.0.0.1", 0),
                 timeout=self.host.connect_timeout,
             )
         except Exception as exc:  # paramiko raises ChannelException / SSHException
             raise ConnectError(
-                f"jump host {jump_spec} could not reach {addr}:{self.host.port}: {exc}",
+                f"jump host {spec} could not reach {self.address}:{self.host.port}: {exc}",
                 where=self.node,
+                hint="does the jump host allow TCP forwarding (AllowTcpForwarding)?",
             ) from None
+
+    def _open_channel(self) -> tuple[paramiko.Transport, paramiko.Channel]:
+        """A new session channel. If the connection turns out to be dead, reconnect once: no
+        command has run yet, so this is safe."""
+        for attempt in (1, 2):
+            client = self.connect()
+            transport = client.get_transport()
+            try:
+                if transport is None:
+                    raise EOFError("no transport")
+                return transport, transport.open_session(timeout=self.host.connect_timeout)
+            except Exception as exc:
+                with self._lock:
+                    if self._client is client:
+                        client.close()
+                        self._client = None
+                if attempt == 2:
+                    raise ConnectError(
+                        f"cannot open a channel: {exc or type(exc).__name__}", where=self.node
+                    ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- commands --------------------------------------------------------------------------
     def _stream(
-        self, argv: list[str], timeout: float, stdin: bytes | None, status: list[int], err: list[str]
+        self,
+        argv: list[str],
+        timeout: float,
+        stdin: bytes | None,
+        status: list[int],
+        err: list[str],
     ) -> Iterator[str]:
-        client = self.connect()
-        transport = client.get_transport()
-        if transport is None or not transport.is_active():
-            raise ConnectError("connection lost", where=self.node)
+        transport, chan = self._open_channel()
+        lines = _LineSplitter()
+        errbuf = _Stderr()
+        sel = selectors.DefaultSelector()
         try:
-            chan = transport.open_session(timeout=self.host.connect_timeout)
-        except Exception as exc:
-            raise ConnectError(f"cannot open a channel: {exc}", where=self.node) from None
-        chan.settimeout(min(timeout, 1.0))
-        errbuf = bytearray()
-        pending = b""
-        try:
-            chan.exec_command(quote_command(argv))
+            chan.settimeout(1.0)
+            try:
+                chan.exec_command(quote_command(argv))
+            except Exception as exc:  # SSHException "Channel closed.", EOFError...: not started
+                raise ConnectError(
+                    f"could not start {argv[0]}: {exc or type(exc).__name__}", where=self.node
+                ) from None
             if stdin is not None:
-                chan.sendall(stdin)
-                chan.shutdown_write()
+                threading.Thread(target=_feed_channel, args=(chan, stdin), daemon=True).start()
+            sel.register(chan.fileno(), selectors.EVENT_READ)
             last = time.monotonic()
             while True:
-                if chan.recv_stderr_ready():
-                    chunk = chan.recv_stderr(65536)
-                    if len(errbuf) < _STDERR_KEEP:
-                        errbuf.extend(chunk)
-                try:
-                    data = chan.recv(65536)
-                except (TimeoutError, socket.timeout):
-                    if time.monotonic() - last > timeout:
-                        raise CommandTimeout(
-                            f"no output from {argv[0]} for {timeout:g}s; command abandoned",
-                            where=self.node,
-                        ) from None
-                    if not transport.is_active():
-                        raise ConnectError("connection lost mid-command", where=self.node) from None
+                got = False
+                while chan.recv_stderr_ready():
+                    errbuf.add(chan.recv_stderr(_CHUNK))
+                    got = True
+                if chan.recv_ready():
+                    data = chan.recv(_CHUNK)
+                    if data:
+                        last = time.monotonic()
+                        yield from lines.feed(data)
+                        continue
+                if chan.eof_received or chan.closed:
+                    if not chan.recv_ready() and not chan.recv_stderr_ready():
+                        break  # SSH end-of-file covers stdout and stderr
                     continue
-                if not data:
-                    break
-                last = time.monotonic()
-                pending += data
-                if b"\n" in pending:
-                    *complete, pending = pending.split(b"\n")
-                    for line in complete:
-                        yield line.decode("utf-8", "replace")
-            if pending:
-                yield pending.decode("utf-8", "replace")
-            while not chan.exit_status_ready():
-                if chan.recv_stderr_ready():
-                    chunk = chan.recv_stderr(65536)
-                    if len(errbuf) < _STDERR_KEEP:
-                        errbuf.extend(chunk)
+                now = time.monotonic()
+                if got:
+                    last = now
+                    continue
+                if now - last > timeout:
+                    raise CommandTimeout(
+                        f"no output from {argv[0]} for {timeout:g}s; command abandoned",
+                        where=self.node,
+                    )
+                if not transport.is_active():
+                    # Not a ConnectError: the command ran, so it must not be retried blindly.
+                    raise TransportError(
+                        f"connection lost while running {argv[0]}; it may or may not have "
+                        "completed",
+                        where=self.node,
+                    )
+                sel.select(min(timeout - (now - last), 1.0))
+            yield from lines.tail()
+            while not chan.status_event.wait(min(max(timeout - (time.monotonic() - last), 0), 1)):
                 if time.monotonic() - last > timeout:
                     raise CommandTimeout(
-                        f"{argv[0]} did not exit within {timeout:g}s", where=self.node
+                        f"{argv[0]} closed its output but did not exit within {timeout:g}s",
+                        where=self.node,
                     )
-                time.sleep(0.01)
+                if not transport.is_active():
+                    raise TransportError(f"connection lost while {argv[0]} was exiting",
+                                         where=self.node)
             while chan.recv_stderr_ready():
-                errbuf.extend(chan.recv_stderr(65536))
+                errbuf.add(chan.recv_stderr(_CHUNK))
             status[0] = chan.recv_exit_status()
-            err[0] = bytes(errbuf[:_STDERR_KEEP]).decode("utf-8", "replace")
+            if status[0] == -1 and not transport.is_active():
+                raise TransportError(
+                    f"connection lost while running {argv[0]}; it may or may not have completed",
+                    where=self.node,
+                )
+            err[0] = errbuf.text()
         finally:
+            sel.close()
             chan.close()
 
     def close(self) -> None:
@@ -454,8 +636,36 @@ class SSHTransport(Transport):
             self._jump = None
 
 
+def effective_host(host: Host, ssh_config: Path | None = None) -> Host:
+    """A copy of `host` with what the inventory leaves unset filled from ~/.ssh/config
+    (or `ssh_config`): the settings SSHTransport, fetch_host_key and record_trust all use."""
+    from xfleet.inventory import apply_ssh_config
+
+    copy = dataclasses.replace(host, sources=dict(host.sources), labels=dict(host.labels))
+    if host.kind != "ssh":
+        return copy
+    return apply_ssh_config(copy, (ssh_config or USER_SSH_CONFIG).expanduser())
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower() if exc.strerror[:1].isupper() else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _known_hosts_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def _load_known_hosts(keys: paramiko.HostKeys, path: Path, where: str) -> None:
+    try:
+        keys.load(str(path))
+    except Exception as exc:  # unreadable, or a line paramiko cannot parse
+        raise HostKeyError(f"cannot read known hosts file {path}: {exc}", where=where) from None
+
+
 def parse_public_key(text: str, *, where: str | None = None) -> paramiko.PKey:
-    """A pinned host key 'ssh-ed25519 AAAA...' (as in known_hosts or ssh-keyscan)."""
+    """A pinned host key 'ssh-ed25519 AAAA...' (as in a .pub file, known_hosts or ssh-keyscan)."""
     import paramiko
 
     parts = text.split()
@@ -463,62 +673,113 @@ def parse_public_key(text: str, *, where: str | None = None) -> paramiko.PKey:
         parts = parts[1:]  # a known_hosts line: "host keytype base64"
     if len(parts) < 2:
         raise HostKeyError(
-            f"pinned host_key {text[:40]!r} is not 'KEYTYPE BASE64'", where=where,
+            f"pinned host_key {text[:40]!r} is not 'KEYTYPE BASE64'",
+            where=where,
             hint="copy the key from the node's /etc/ssh/ssh_host_ed25519_key.pub",
         )
     try:
-        return paramiko.PKey.from_type_string(parts[0], __import__("base64").b64decode(parts[1]))
+        blob = base64.b64decode(parts[1], validate=True)
+        key = paramiko.PKey.from_type_string(parts[0], blob)
     except Exception as exc:
-        raise HostKeyError(f"pinned host_key cannot be read: {exc}", where=where) from None
+        raise HostKeyError(
+            f"pinned host_key cannot be read: {exc or type(exc).__name__}",
+            where=where,
+            hint="copy the key from the node's /etc/ssh/ssh_host_ed25519_key.pub",
+        ) from None
+    if key.get_name() != parts[0] and parts[0] not in key.get_name():
+        raise HostKeyError(
+            f"pinned host_key says {parts[0]} but holds a {key.get_name()} key", where=where
+        )
+    return key
 
 
 def fingerprint(key: paramiko.PKey) -> str:
+    """'SHA256:...' as `ssh-keygen -lf` prints it."""
     return str(key.fingerprint)
 
 
-def fetch_host_key(host: Host) -> paramiko.PKey:
-    """Connect far enough to read the node's host key (for `xfleet inventory trust`)."""
+def fetch_host_key(
+    host: Host, *, trust_store: Path | None = None, ssh_config: Path | None = None
+) -> paramiko.PKey:
+    """Connect far enough to read the node's host key (for `xfleet inventory trust`).
+
+    Nothing is authenticated and nothing is trusted here: the caller shows the fingerprint and
+    records the key only once the user confirmed it. A node behind `proxy_jump` is reached
+    through its jump host, whose own key must already be known (`trust_store` is consulted).
+    """
     import paramiko
 
-    addr = host.address or host.name
+    via = SSHTransport(host, trust_store=trust_store, ssh_config=ssh_config)
+    h = via.host
+    addr = via.address
+    sock: Any
     try:
-        sock = socket.create_connection((addr, host.port), timeout=host.connect_timeout)
-    except OSError as exc:
-        raise ConnectError(f"cannot connect to {addr}:{host.port}: {exc}", where=host.name) from None
-    t = paramiko.Transport(sock)
-    try:
-        t.start_client(timeout=host.connect_timeout)
-        return t.get_remote_server_key()
-    except paramiko.SSHException as exc:
-        raise ConnectError(f"SSH handshake failed: {exc}", where=host.name) from None
+        if h.proxy_jump:
+            sock = via._jump_channel()
+        else:
+            try:
+                sock = socket.create_connection((addr, h.port), timeout=h.connect_timeout)
+            except OSError as exc:
+                raise ConnectError(
+                    f"cannot connect to {addr}:{h.port}: {_os_reason(exc)}",
+                    where=h.name,
+                    hint="is the node up and sshd listening? check 'address' and 'port'",
+                ) from None
+        t = paramiko.Transport(sock)
+        try:
+            t.banner_timeout = h.connect_timeout
+            t.start_client(timeout=h.connect_timeout)
+            return t.get_remote_server_key()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise ConnectError(
+                f"SSH handshake with {via._endpoint()} failed: {exc or type(exc).__name__}",
+                where=h.name,
+            ) from None
+        finally:
+            t.close()
     finally:
-        t.close()
+        via.close()
 
 
-def record_trust(store: Path, host: Host, key: paramiko.PKey, *, replace: bool = False) -> bool:
-    """Record `key` for `host` in xfleet's trust store (a known_hosts file). Returns True if added."""
+def record_trust(
+    store: Path,
+    host: Host,
+    key: paramiko.PKey,
+    *,
+    replace: bool = False,
+    ssh_config: Path | None = None,
+) -> bool:
+    """Record `key` for `host` in xfleet's trust store (a known_hosts file).
+
+    Returns True if the key was added, False if it was already trusted. A different key of the
+    same type already trusted for the host is an error unless `replace`. The key is recorded
+    under the address and port SSHTransport connects to (after ~/.ssh/config).
+    """
     import paramiko
 
+    host = effective_host(host, ssh_config)
     store.parent.mkdir(parents=True, exist_ok=True)
     keys = paramiko.HostKeys()
     if store.is_file():
-        keys.load(str(store))
-    addr = host.address or host.name
-    name = addr if host.port == 22 else f"[{addr}]:{host.port}"
+        _load_known_hosts(keys, store, host.name)
+    name = _known_hosts_name(host.address or host.name, host.port)
     existing = keys.lookup(name)
-    if existing and key.get_name() in existing:
+    if existing is not None and key.get_name() in existing:
         if existing[key.get_name()] == key:
             return False
         if not replace:
             raise HostKeyError(
-                f"a different {key.get_name()} key is already trusted for {name}",
+                f"a different {key.get_name()} key ({fingerprint(existing[key.get_name()])}) "
+                f"is already trusted for {name}",
                 where=host.name,
                 hint="pass --replace if the node was reinstalled on purpose",
             )
-    if name in keys and replace:
+    while replace and name in keys:  # every line for this host, whatever its key type
         del keys[name]
     keys.add(name, key.get_name(), key)
-    keys.save(str(store))
+    tmp = store.with_name(store.name + ".tmp")
+    keys.save(str(tmp))
+    os.replace(tmp, store)
     return True
 
 
@@ -551,6 +812,8 @@ class Connections:
     def get(self, node: str) -> Transport:
         with self._lock:
             if node not in self._open:
+                if node not in self.hosts:
+                    raise UsageError(f"no node named {node!r} in this fleet")
                 self._open[node] = open_transport(
                     self.hosts[node], trust_store=self.trust_store, state_dir=self.state_dir
                 )
@@ -563,13 +826,18 @@ class Connections:
         *,
         parallel: int = 8,
     ) -> list[NodeResult[T]]:
-        """Run fn(node, transport) on each node, at most `parallel` at once, never raising."""
-        names = list(nodes)
+        """Run fn(node, transport) on each node, at most `parallel` at once, never raising.
+
+        Results come back in the order of `nodes`; a node that fails has `.error` set and does
+        not stop the others. Every remote call has its own timeout, so this always returns.
+        """
+        names = list(dict.fromkeys(nodes))
 
         def one(node: str) -> NodeResult[T]:
             start = time.monotonic()
             try:
-                return NodeResult(node, fn(node, self.get(node)), seconds=time.monotonic() - start)
+                value = fn(node, self.get(node))
+                return NodeResult(node, value, seconds=time.monotonic() - start)
             except XfleetError as exc:
                 return NodeResult(node, error=exc, seconds=time.monotonic() - start)
             except Exception as exc:  # a bug or an unexpected library error: keep other nodes going
@@ -581,7 +849,9 @@ class Connections:
 
         if not names:
             return []
-        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(names)))) as pool:
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(parallel, len(names))), thread_name_prefix="xfleet-node"
+        ) as pool:
             return list(pool.map(one, names))
 
     def close(self) -> None:
@@ -607,5 +877,6 @@ def open_transport(
     if host.kind == "sim":
         from xfleet.sim import SimTransport
 
-        return SimTransport(host, state_dir=state_dir)
+        sim: Transport = SimTransport(host, state_dir=state_dir)
+        return sim
     raise UsageError(f"unknown node kind {host.kind!r}", where=host.name)

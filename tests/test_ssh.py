@@ -1,0 +1,603 @@
+"""SSHTransport against a real OpenSSH server on loopback (see tests/sshd.py).
+
+Everything observable is checked from outside xfleet where possible: sshd's own log counts
+logins and forwarded connections, /proc shows whether a remote command still runs, and
+`ssh-keygen` computes the fingerprints xfleet must agree with.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sshd import SSHD, free_port, keygen, process_running, ssh_keygen_fingerprint
+
+from xfleet import inventory
+from xfleet.errors import (
+    CommandTimeout,
+    ConnectError,
+    HostKeyError,
+    RemoteCommandError,
+    TransportError,
+    UsageError,
+)
+from xfleet.transport import (
+    Connections,
+    SSHTransport,
+    Transport,
+    fetch_host_key,
+    fingerprint,
+    open_transport,
+    record_trust,
+)
+
+pytestmark = pytest.mark.ssh
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
+    server = SSHD(tmp_path_factory.mktemp("sshd")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No ~/.ssh/config or ~/.ssh/known_hosts of the machine leaks into a test."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def connect(sshd: SSHD) -> Iterator[Any]:
+    """connect(**host_settings) -> an SSHTransport to the test sshd, closed after the test."""
+    opened: list[SSHTransport] = []
+
+    def make(name: str = "n1", trust_store: Path | None = None, **settings: Any) -> SSHTransport:
+        t = SSHTransport(sshd.host(name, **settings), trust_store=trust_store)
+        opened.append(t)
+        return t
+
+    yield make
+    for t in opened:
+        t.close()
+
+
+def wait_until(cond: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return bool(cond())
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming
+
+
+def test_first_line_arrives_before_the_command_ends(connect: Any) -> None:
+    t = connect()
+    t.connect()
+    start = time.monotonic()
+    stream = t.lines(["sh", "-c", "echo first; sleep 5; echo second"])
+    assert next(stream) == "first"
+    assert time.monotonic() - start < 2.0, "the first line waited for the command to end"
+    stream.close()  # stop early: must not wait for the remaining 5 s
+    assert time.monotonic() - start < 3.0
+
+
+def test_big_output_is_streamed_under_flow_control(connect: Any, tmp_path: Path) -> None:
+    # ~21 MB of output: far more than SSH's 2 MB window and the socket buffers together. While
+    # the caller holds the stream after line 1, the remote `seq` must be blocked, i.e. the
+    # output is never held whole on our side; once consumed, everything arrives in order.
+    done = tmp_path / "seq-finished"
+    n = 3_000_000
+    t = connect()
+    stream = t.lines(["sh", "-c", f"seq 1 {n} && touch {done}"])
+    assert next(stream) == "1"
+    time.sleep(0.5)
+    assert not done.exists(), "the whole output was taken in while the caller was not reading"
+    count, last = 1, "1"
+    for line in stream:
+        count += 1
+        last = line
+    assert (count, last) == (n, str(n))
+    assert done.exists()
+
+
+def test_closing_the_stream_stops_a_writing_remote_command(connect: Any) -> None:
+    marker = f"xfleet-{uuid.uuid4().hex}"
+    t = connect()
+    stream = t.lines(["yes", marker])
+    assert [next(stream) for _ in range(3)] == [marker] * 3
+    assert process_running(marker)
+    stream.close()
+    assert wait_until(lambda: not process_running(marker)), "remote `yes` kept running"
+
+
+def test_output_without_final_newline_and_non_utf8(connect: Any) -> None:
+    t = connect()
+    assert list(t.lines(["printf", "a\\nb\\377c"])) == ["a", "b\ufffdc"]
+
+
+# ---------------------------------------------------------------------------------------------
+# exit status, stdin, timeouts
+
+
+def test_nonzero_exit_raises_with_stderr(connect: Any) -> None:
+    t = connect()
+    stream = t.lines(["sh", "-c", "echo partial; echo 'pool tank is on fire' >&2; exit 3"])
+    assert next(stream) == "partial"
+    with pytest.raises(RemoteCommandError) as exc:
+        next(stream)
+    err = exc.value
+    assert err.exit_status == 3
+    assert err.where == "n1"
+    assert "pool tank is on fire" in err.stderr
+    assert "exited with status 3: pool tank is on fire" in str(err)
+
+    result = t.run(["sh", "-c", "echo out; echo err >&2; exit 4"], check=False)
+    assert (result.exit_status, result.stdout, result.stderr, result.ok) == (4, "out\n", "err\n",
+                                                                           False)
+
+
+def test_stdin_is_delivered(connect: Any) -> None:
+    t = connect()
+    assert t.run(["wc", "-c"], stdin=b"x" * 3_000_000).stdout.strip() == "3000000"
+    assert t.run(["cat"], stdin=b"").stdout == ""
+
+
+def test_large_stdin_and_large_output_at_once_do_not_deadlock(connect: Any) -> None:
+    # `cat` writes while it reads: 5 MB each way overflows both SSH windows unless stdin is fed
+    # concurrently with reading stdout.
+    data = b"".join(b"%d\n" % i for i in range(700_000))
+    t = connect(command_timeout=10.0)
+    start = time.monotonic()
+    out = list(t.lines(["cat"], stdin=data))
+    assert len(out) == 700_000 and out[-1] == "699999"
+    assert time.monotonic() - start < 8
+
+
+def test_silent_command_times_out_quickly(connect: Any) -> None:
+    t = connect()
+    start = time.monotonic()
+    with pytest.raises(CommandTimeout) as exc:
+        t.run(["sleep", "30"], timeout=1)
+    elapsed = time.monotonic() - start
+    assert 0.9 < elapsed < 3.5
+    assert "no output from sleep for 1s" in str(exc.value)
+    # the connection is still usable afterwards
+    assert t.run(["echo", "still here"]).stdout == "still here\n"
+    assert t.connects == 1
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_timeout_counts_silence_not_total_time(connect: Any, stream: str) -> None:
+    redirect = " >&2" if stream == "stderr" else ""
+    script = f"for i in 1 2 3 4 5 6; do echo $i{redirect}; sleep 0.3; done"
+    t = connect()
+    start = time.monotonic()
+    result = t.run(["sh", "-c", script], timeout=1.2)
+    assert time.monotonic() - start > 1.7  # longer than the timeout in total
+    expected = "\n".join("123456") + "\n"
+    assert (result.stdout if stream == "stdout" else result.stderr) == expected
+
+
+def test_string_command_is_refused_before_connecting(connect: Any) -> None:
+    t = connect()
+    with pytest.raises(UsageError):
+        t.lines("zfs list; rm -rf /")
+    with pytest.raises(UsageError):
+        t.run(["zfs", 3])
+    assert t.connects == 0 and t.commands == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# quoting
+
+
+HOSTILE = [
+    "tank/vol with spaces",
+    "it's",
+    'say "hi"',
+    "$(touch {canary})",
+    "`touch {canary}`",
+    "; touch {canary}",
+    "&& touch {canary} ||",
+    "| touch {canary}",
+    "> {canary}",
+    "*",
+    "~",
+    "$HOME",
+    "${{IFS}}",
+    "\\",
+    "-n",
+    "--",
+    "",
+    "a\tb",
+    "#not a comment",
+    "!!",
+    "tänk/völ",
+]
+
+
+def test_hostile_arguments_arrive_verbatim(connect: Any, tmp_path: Path) -> None:
+    canary = tmp_path / "injected"
+    args = [a.format(canary=canary) for a in HOSTILE]
+    t = connect()
+    out = t.run(["printf", "%s\\n", *args]).stdout
+    assert out.split("\n")[:-1] == args
+    assert not canary.exists(), "an argument was interpreted by the remote shell"
+
+
+# ---------------------------------------------------------------------------------------------
+# host keys
+
+
+def test_unknown_host_key_is_refused(connect: Any, sshd: SSHD) -> None:
+    logins = sshd.logins()
+    t = connect(host_key=None)
+    with pytest.raises(HostKeyError) as exc:
+        t.run(["true"])
+    text = str(exc.value)
+    assert f"unknown host key for [127.0.0.1]:{sshd.port}" in text
+    assert "xfleet inventory trust n1" in text
+    assert t.connects == 0 and sshd.logins() == logins
+
+
+def test_wrong_pinned_key_is_refused(connect: Any, sshd: SSHD, tmp_path: Path) -> None:
+    other = keygen(tmp_path / "other")
+    t = connect(host_key=Path(f"{other}.pub").read_text())
+    with pytest.raises(HostKeyError) as exc:
+        t.run(["true"])
+    text = str(exc.value)
+    assert "does not match" in text
+    assert ssh_keygen_fingerprint(sshd.host_key.with_suffix(".pub")) in text  # what we got
+    assert ssh_keygen_fingerprint(Path(f"{other}.pub")) in text  # what we expected
+    assert "--replace" in text
+
+
+def test_right_pinned_key_is_accepted(connect: Any, sshd: SSHD) -> None:
+    t = connect(host_key=sshd.host_key_line)
+    assert t.run(["echo", "ok"]).stdout == "ok\n"
+
+
+@pytest.mark.parametrize("hashed", [False, True])
+def test_known_hosts_file_is_accepted(
+    connect: Any, sshd: SSHD, tmp_path: Path, hashed: bool
+) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line() + "\n")
+    if hashed:
+        subprocess.run(["ssh-keygen", "-H", "-f", str(known)], check=True, capture_output=True)
+        assert "127.0.0.1" not in known.read_text()
+    t = connect(host_key=None, known_hosts=str(known))
+    assert t.run(["echo", "ok"]).stdout == "ok\n"
+
+
+def test_known_hosts_with_another_key_is_refused(
+    connect: Any, sshd: SSHD, tmp_path: Path
+) -> None:
+    other = keygen(tmp_path / "other")
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {Path(f'{other}.pub').read_text()}")
+    t = connect(host_key=None, known_hosts=str(known))
+    with pytest.raises(HostKeyError, match="does not match"):
+        t.run(["true"])
+
+
+def test_missing_known_hosts_file_is_an_error(connect: Any, tmp_path: Path) -> None:
+    t = connect(host_key=None, known_hosts=str(tmp_path / "nope"))
+    with pytest.raises(HostKeyError, match="does not exist"):
+        t.run(["true"])
+
+
+def test_pinned_key_wins_over_a_stale_trust_store(
+    connect: Any, sshd: SSHD, tmp_path: Path
+) -> None:
+    other = keygen(tmp_path / "other")
+    store = tmp_path / "trusted"
+    store.write_text(f"[127.0.0.1]:{sshd.port} {Path(f'{other}.pub').read_text()}")
+    t = connect(host_key=sshd.host_key_line, trust_store=store)
+    assert t.run(["echo", "ok"]).stdout == "ok\n"
+
+
+def test_pinned_key_excludes_every_other_key_known_for_the_host(
+    connect: Any, sshd: SSHD, tmp_path: Path
+) -> None:
+    # known_hosts lists two stale keys for the node, one per type; the server has both types.
+    # The pin must remove both: a leftover stale RSA entry would steer key negotiation to RSA.
+    stale_ed = Path(f"{keygen(tmp_path / 'stale-ed')}.pub").read_text()
+    stale_rsa = Path(f"{keygen(tmp_path / 'stale-rsa', kind='rsa')}.pub").read_text()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {stale_ed}[127.0.0.1]:{sshd.port} {stale_rsa}")
+    t = connect(host_key=sshd.host_key_line, known_hosts=str(known))
+    assert t.run(["echo", "ok"]).stdout == "ok\n"
+    # without the pin, the same file is refused
+    t2 = connect(host_key=None, known_hosts=str(known))
+    with pytest.raises(HostKeyError, match="does not match"):
+        t2.run(["true"])
+
+
+def test_trust_flow_fetch_record_then_connect(connect: Any, sshd: SSHD, tmp_path: Path) -> None:
+    host = sshd.host(host_key=None)
+    key = fetch_host_key(host)
+    assert fingerprint(key) == ssh_keygen_fingerprint(sshd.host_key.with_suffix(".pub"))
+
+    store = tmp_path / "state" / "known_hosts"
+    assert record_trust(store, host, key) is True
+    assert f"[127.0.0.1]:{sshd.port} ssh-ed25519 " in store.read_text()
+    assert record_trust(store, host, key) is False  # already trusted: nothing written
+
+    t = connect(host_key=None, trust_store=store)
+    assert t.run(["echo", "trusted"]).stdout == "trusted\n"
+    t.close()
+
+    # a different key for the same host is refused unless replaced on purpose
+    other = fetch_host_key(sshd.host(host_key=None))  # same server, same key...
+    assert other == key
+    import paramiko
+
+    impostor = paramiko.Ed25519Key.from_private_key_file(str(keygen(tmp_path / "impostor")))
+    with pytest.raises(HostKeyError, match="already trusted"):
+        record_trust(store, host, impostor)
+    assert record_trust(store, host, impostor, replace=True) is True
+    t2 = connect(host_key=None, trust_store=store)
+    with pytest.raises(HostKeyError, match="does not match"):
+        t2.run(["true"])
+
+
+def test_replace_drops_every_key_of_the_host(tmp_path: Path) -> None:
+    import paramiko
+
+    host = inventory.Host("n1", address="10.0.0.1", port=2222)
+    store = tmp_path / "trusted"
+    ed = paramiko.Ed25519Key.from_private_key_file(str(keygen(tmp_path / "ed")))
+    rsa = paramiko.RSAKey.from_private_key_file(str(keygen(tmp_path / "rsa", kind="rsa")))
+    new = paramiko.Ed25519Key.from_private_key_file(str(keygen(tmp_path / "new")))
+    other = inventory.Host("n2", address="10.0.0.2")
+    assert record_trust(store, host, ed) and record_trust(store, host, rsa)
+    assert record_trust(store, other, ed)
+    assert record_trust(store, host, new, replace=True)
+    lines = store.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["10.0.0.2", "[10.0.0.1]:2222"]
+    assert lines[1].split()[2] == new.get_base64()
+
+
+def test_fetch_host_key_of_a_closed_port(sshd: SSHD) -> None:
+    with pytest.raises(ConnectError, match="connection refused"):
+        fetch_host_key(sshd.host(port=free_port()))
+
+
+# ---------------------------------------------------------------------------------------------
+# connections
+
+
+def test_one_connection_for_many_commands(connect: Any, sshd: SSHD) -> None:
+    logins = sshd.logins()
+    t = connect()
+    outputs = [t.run(["echo", str(i)]).stdout for i in range(20)]
+    assert outputs == [f"{i}\n" for i in range(20)]
+    assert t.connects == 1
+    assert t.commands == 20 and len(t.history) == 20 and t.history[3] == ["echo", "3"]
+    assert sshd.logins() - logins == 1  # sshd agrees: one login
+
+
+def test_reconnects_after_the_connection_drops(connect: Any, sshd: SSHD) -> None:
+    t = connect()
+    assert t.run(["echo", "a"]).stdout == "a\n"
+    client = t.connect()
+    transport = client.get_transport()
+    assert transport is not None
+    transport.close()  # the connection goes away between commands
+    assert t.run(["echo", "b"]).stdout == "b\n"
+    assert t.connects == 2
+
+
+def test_connection_lost_mid_command_is_not_a_command_failure(connect: Any) -> None:
+    t = connect()
+    # the shell's parent is the sshd process serving this connection: kill it mid-command
+    stream = t.lines(["sh", "-c", "echo start; sleep 0.2; kill -9 $PPID; sleep 5"])
+    assert next(stream) == "start"
+    with pytest.raises(TransportError) as exc:
+        list(stream)
+    assert not isinstance(exc.value, (ConnectError, RemoteCommandError))
+    assert "connection lost while running sh" in str(exc.value)
+    assert t.run(["echo", "back"]).stdout == "back\n"  # a new connection for the next command
+    assert t.connects == 2
+
+
+def test_command_killed_by_a_signal_has_no_exit_status(connect: Any) -> None:
+    t = connect()
+    result = t.run(["sh", "-c", "echo x; kill -9 $$"], check=False)
+    assert (result.stdout, result.exit_status) == ("x\n", -1)
+    with pytest.raises(RemoteCommandError):
+        t.run(["sh", "-c", "kill -9 $$"])
+
+
+def test_connection_refused_after_retries(sshd: SSHD) -> None:
+    t = SSHTransport(sshd.host(port=free_port(), connect_retries=3, connect_timeout=1.0))
+    start = time.monotonic()
+    with pytest.raises(ConnectError) as exc:
+        t.run(["true"])
+    elapsed = time.monotonic() - start
+    text = str(exc.value)
+    assert "cannot connect to 127.0.0.1:" in text and "connection refused" in text
+    assert "gave up after 3 attempts" in text
+    assert t.connect_attempts == 3 and t.connects == 0
+    assert 1.4 < elapsed < 5  # backoff 0.5 s + 1 s, nothing slower
+
+
+def test_server_without_ssh_banner_is_retried(sshd: SSHD) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[int] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()  # not an SSH server: hang up at once
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        t = SSHTransport(sshd.host(port=listener.getsockname()[1], connect_retries=2))
+        with pytest.raises(ConnectError, match="gave up after 2 attempts"):
+            t.run(["true"])
+        assert len(accepted) == 2 and t.connect_attempts == 2
+    finally:
+        listener.close()
+
+
+def test_authentication_failure_is_not_retried(connect: Any, tmp_path: Path) -> None:
+    stranger = keygen(tmp_path / "stranger")
+    t = connect(identity_file=str(stranger), connect_retries=3)
+    with pytest.raises(TransportError) as exc:
+        t.run(["true"])
+    assert not isinstance(exc.value, (ConnectError, HostKeyError))
+    assert "authentication failed" in str(exc.value)
+    assert t.connect_attempts == 1
+
+
+def test_proxy_jump_through_the_server_itself(
+    connect: Any, sshd: SSHD, tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"  # the jump host's key, checked like any other
+    known.write_text(sshd.known_hosts_line() + "\n")
+    logins, log_start = sshd.logins(), len(sshd.log())
+    t = connect(proxy_jump=f"{sshd.user}@127.0.0.1:{sshd.port}", known_hosts=str(known))
+    assert t.run(["echo", "via jump"]).stdout == "via jump\n"
+    assert t.run(["echo", "again"]).stdout == "again\n"
+    assert t.connects == 1
+    assert sshd.logins() - logins == 2  # the jump host and the node behind it
+    forwarded = [line for line in sshd.log()[log_start:].splitlines() if "direct_tcpip" in line]
+    assert len(forwarded) == 1 and f"target 127.0.0.1 port {sshd.port}" in forwarded[0]
+
+
+def test_proxy_jump_host_key_is_checked(connect: Any, sshd: SSHD) -> None:
+    # The node's own key is pinned, but nothing vouches for the jump host: refused.
+    t = connect(proxy_jump=f"127.0.0.1:{sshd.port}")
+    with pytest.raises(HostKeyError, match="unknown host key"):
+        t.run(["true"])
+
+
+def test_proxy_jump_cannot_reach_the_node(connect: Any, sshd: SSHD, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line() + "\n")
+    closed = free_port()
+    t = connect(port=closed, proxy_jump=f"127.0.0.1:{sshd.port}", known_hosts=str(known))
+    with pytest.raises(ConnectError) as exc:
+        t.run(["true"])
+    assert f"could not reach 127.0.0.1:{closed}" in str(exc.value)
+
+
+def test_fetch_host_key_through_the_jump_host(sshd: SSHD, tmp_path: Path) -> None:
+    store = tmp_path / "trusted"
+    store.write_text(sshd.known_hosts_line() + "\n")  # the jump host is trusted already
+    key = fetch_host_key(sshd.host(host_key=None, proxy_jump=f"127.0.0.1:{sshd.port}"),
+                         trust_store=store)
+    assert fingerprint(key) == ssh_keygen_fingerprint(sshd.host_key.with_suffix(".pub"))
+
+
+def test_ssh_config_fills_what_the_inventory_leaves_unset(
+    sshd: SSHD, tmp_path: Path, isolated_home: Path
+) -> None:
+    (isolated_home / ".ssh" / "config").write_text(
+        "Host storage-7\n"
+        "  HostName 127.0.0.1\n"
+        f"  Port {sshd.port}\n"
+        f"  User {sshd.user}\n"
+        f"  IdentityFile {sshd.client_key}\n"
+    )
+    inv_file = tmp_path / "fleet.yaml"
+    inv_file.write_text(
+        "all:\n"
+        "  hosts:\n"
+        "    storage-7:\n"
+        f"      host_key: {sshd.host_key_line}\n"
+        "      connect_retries: 1\n"
+    )
+    host = inventory.load(inv_file).hosts["storage-7"]
+    t = open_transport(host)
+    try:
+        assert isinstance(t, SSHTransport)
+        assert t.run(["echo", "via ssh config"]).stdout == "via ssh config\n"
+        assert (t.host.address, t.host.port) == ("127.0.0.1", sshd.port)
+        assert t.host.sources["port"].startswith(str(isolated_home / ".ssh" / "config"))
+        assert host.address == "storage-7" and host.port == 22  # the inventory is untouched
+    finally:
+        t.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the fleet
+
+
+def test_each_never_runs_more_than_parallel_nodes(sshd: SSHD) -> None:
+    hosts = {f"n{i}": sshd.host(f"n{i}") for i in range(1, 5)}
+    lock = threading.Lock()
+    active = [0, 0]  # now, max
+
+    def work(node: str, t: Transport) -> tuple[float, float]:
+        t.run(["true"])  # connect outside of the measured window
+        with lock:
+            active[0] += 1
+            active[1] = max(active[1], active[0])
+        try:
+            out = t.run(["sh", "-c", "date +%s.%N; sleep 0.4; date +%s.%N"]).stdout.split()
+            return float(out[0]), float(out[1])
+        finally:
+            with lock:
+                active[0] -= 1
+
+    with Connections(hosts) as conns:
+        results = conns.each(hosts, work, parallel=2)
+    assert [r.node for r in results] == ["n1", "n2", "n3", "n4"]
+    assert all(r.ok for r in results), [str(r.error) for r in results]
+    spans = [r.value for r in results if r.value is not None]
+    overlap = max(sum(1 for s, e in spans if s <= t0 < e) for t0, _ in spans)
+    assert overlap == 2, f"remote clocks show {overlap} commands at once"
+    assert active[1] == 2
+
+
+def test_each_keeps_going_when_nodes_fail(sshd: SSHD) -> None:
+    hosts = {
+        "ok1": sshd.host("ok1"),
+        "broken": sshd.host("broken"),
+        "down": sshd.host("down", port=free_port()),
+        "buggy": sshd.host("buggy"),
+        "ok2": sshd.host("ok2"),
+    }
+
+    def work(node: str, t: Transport) -> str:
+        if node == "broken":
+            t.run(["sh", "-c", "echo 'cannot open tank' >&2; exit 7"])
+        if node == "buggy":
+            raise ValueError("a bug in the caller")
+        return t.run(["echo", node]).stdout.strip()
+
+    with Connections(hosts) as conns:
+        results = {r.node: r for r in conns.each(hosts, work, parallel=3)}
+    assert results["ok1"].value == "ok1" and results["ok2"].value == "ok2"
+    broken = results["broken"].error
+    assert isinstance(broken, RemoteCommandError) and broken.exit_status == 7
+    assert isinstance(results["down"].error, ConnectError)
+    buggy = results["buggy"].error
+    assert isinstance(buggy, TransportError) and "ValueError: a bug in the caller" in str(buggy)
+    assert [r.ok for r in results.values()] == [True, False, False, False, True]
