@@ -55,5 +55,7 @@ def write_sim_inventory(path: Path, nodes: dict[str, dict[str, Any]], extra: str
 @pytest.fixture
 def sim_fleet(tmp_path: Path) -> Path:
     """Two small sim nodes; returns the inventory path (mirror is tmp_path/mirror.db)."""
-    return write_sim_inventory(tmp_path / "fleet.yaml",
-                               {"n1": {"seed": 1, "volumes": 300}, "n2": {"seed": 2, "volumes": 200}})
+    return write_sim_inventory(
+        tmp_path / "fleet.yaml",
+        {"n1": {"seed": 1, "volumes": 300}, "n2": {"seed": 2, "volumes": 200}},
+    )

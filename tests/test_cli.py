@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import Result, write_sim_inventory
 
 Cli = Callable[..., Result]
@@ -117,7 +116,7 @@ def test_sql_read_only_and_saved(synced: Path, cli: Cli) -> None:
     w = cli("-i", str(synced), "sql", "DELETE FROM datasets")
     assert w.code == 2 and "read-only" in w.err and "Traceback" not in w.err
     assert digest(db) == before
-    lst = cli("sql", "--list", "--json", "-m", str(db)).json()
+    lst = cli("-m", str(db), "sql", "--list", "--json").json()
     assert "biggest-volumes" in {q["name"] for q in lst}
     top = cli("-m", str(db), "sql", "--saved", "biggest-volumes", "--param", "limit=3",
               "--json").json()

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import write_sim_inventory
+
 from xfleet import inventory, mirror
 from xfleet.errors import ConnectError
 from xfleet.sim import SimTransport

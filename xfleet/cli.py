@@ -62,7 +62,10 @@ pass_ctx = click.make_pass_decorator(Ctx)
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, width=200)  # no wrapping in pipes/logs
+    return console
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +106,7 @@ def _emit(
         out.write("\n]\n" if n else "]\n")
         return n
     if fmt == "csv":
-        w = csv.writer(out)
+        w = csv.writer(out, lineterminator="\n")
         w.writerow(columns)
         for row in rows:
             w.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
@@ -113,8 +116,7 @@ def _emit(
 
     table = Table(title=title, box=None, header_style="bold", pad_edge=False)
     for c in columns:
-        numeric = c not in ("node", "pool", "name", "type", "origin", "compression", "tenant",
-                            "health", "guid", "kind", "address", "error", "stale", "last_error")
+        numeric = c in _NUMERIC or c.endswith(("used", "size", "ratio", "referenced"))
         table.add_column(c.upper(), justify="right" if numeric else "left",
                          overflow="fold")
     for row in rows:
@@ -125,6 +127,13 @@ def _emit(
     if footer:
         console.print(footer, style="dim")
     return n
+
+
+_NUMERIC = frozenset({
+    "volumes", "snapshots", "clones", "filesystems", "bookmarks", "datasets", "added", "removed",
+    "commands", "seconds", "createtxg", "creation", "written", "refreservation", "free",
+    "allocated", "capacity", "fragmentation", "count", "n", "fresh", "synced_at",
+})
 
 
 def _output_format(as_json: bool, as_csv: bool) -> str:
@@ -414,7 +423,7 @@ def ls_cmd(c: Ctx, pattern: str | None, nodes: tuple[str, ...], pools: tuple[str
     cols = tuple(x.strip() for x in columns.split(",")) if columns else \
         query.DEFAULT_LS_COLUMNS
     default_limit = fmt == "table" and limit is None
-    eff_limit = 100 if default_limit else (None if not limit else limit)
+    eff_limit = 100 if default_limit else (limit or None)
     tenant_prop = "xfleet:tenant"
     sel = query.Selection(nodes=nodes, pools=pools, types=types, tenants=tenants, labels=labels,
                           origin=origin, pattern=pattern, where=where, sort=sort, desc=desc,
@@ -583,8 +592,8 @@ def sql_cmd(c: Ctx, query_text: str | None, saved: str | None, list_saved: bool,
         bound[k] = int(v) if v.lstrip("-").isdigit() else v
     conn = c.reader()
     try:
-        names, rows = query.run_sql(conn, query_text, bound)
-        _emit(names, (dict(zip(names, r, strict=True)) for r in rows), fmt)
+        names, cursor = query.run_sql(conn, query_text, bound)
+        _emit(names, (dict(zip(names, r, strict=True)) for r in cursor), fmt)
     finally:
         conn.close()
 

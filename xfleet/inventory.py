@@ -499,7 +499,7 @@ class _Loader:
             if not isinstance(v.value, str) or not v.value:
                 raise self.err(v.line, f"{key} must be {FLEET_KEYS[key]}, got {_shown(v.value)}")
             p = Path(v.value).expanduser()
-            return p if p.is_absolute() else (base / p)
+            return Path(os.path.normpath(p if p.is_absolute() else (base / p)))
 
         if not self.hosts:
             raise self.err(all_val.at, "the inventory defines no hosts",

@@ -354,7 +354,9 @@ def stats(conn: sqlite3.Connection, nodes: Sequence[str] = ()) -> list[dict[str,
                sum(origin IS NOT NULL) AS clones,
                sum(CASE WHEN type = 'volume' THEN volsize END) AS volsize,
                sum(CASE WHEN type = 'volume' THEN logicalused END) AS logicalused,
-               sum(CASE WHEN type = 'volume' THEN used END) AS used
+               sum(CASE WHEN type = 'volume' THEN used END) AS used,
+               sum(CASE WHEN type = 'volume' THEN used - coalesce(usedbyrefreservation, 0)
+                   END) AS allocated_used
         FROM datasets {where} GROUP BY node, pool ORDER BY node, pool
         """,
         params,
@@ -377,8 +379,9 @@ def stats(conn: sqlite3.Connection, nodes: Sequence[str] = ()) -> list[dict[str,
     for d in out:
         p = pools.get((d["node"], d["pool"]), {})
         n = nodes_info.get(d["node"], {})
-        used, logical = d["used"] or 0, d["logicalused"] or 0
-        d["compressratio"] = round(logical / used, 2) if used else None
+        # achieved compression of what is allocated (a refreservation is not data)
+        alloc, logical = d.pop("allocated_used", None) or 0, d["logicalused"] or 0
+        d["compressratio"] = round(logical / alloc, 2) if alloc else None
         for k in ("size", "allocated", "free", "health", "capacity", "fragmentation"):
             d[k] = p.get(k)
         d["stale"] = bool(n.get("stale"))

@@ -139,7 +139,9 @@ def _sync_node(
     if write_lock.acquire(blocking=False):
         source: Iterable[str] = stream
     else:
-        spool = tempfile.TemporaryFile("w+", dir=mirror_path.parent, prefix=f".sync-{node}-")
+        spool = tempfile.TemporaryFile(  # noqa: SIM115 - closed in the finally below
+            "w+", dir=mirror_path.parent, prefix=f".sync-{node}-"
+        )
         _spool(stream, spool, lambda c: progress(node, "spooling", c))
         write_lock.acquire()
         source = (line.rstrip("\n") for line in spool)

@@ -218,7 +218,7 @@ def parse_datasets(
         props = {
             p: v for p, v in zip(user_properties, values[n:], strict=True) if v is not None
         }
-        yield DatasetRecord(*values[:n], user_properties=props)  # type: ignore[arg-type]
+        yield DatasetRecord(*values[:n], props)  # type: ignore[arg-type,call-arg]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,86 @@
+"""The real OpenZFS lab for integration tests (marker `lab`).
+
+One lab per session: the image is built (cached under ~/.cache/xfleet/lab) and two VMs are
+booted once, with their own state dir and ports (2211+, 12311+) so a developer's own
+`xfleet lab up` on 2201 is not disturbed. Pools are recreated between test modules. The lab is
+stopped at session end.
+
+Tests marked `lab` are deselected unless asked for: `pytest -m lab` (or XFLEET_LAB=1). When
+asked for, they never skip: if the lab cannot come up, every test errors with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xfleet.lab import LabError, build, down, reset, up
+
+from .labkit import LINK_PORT, SSH_PORT, Lab, log
+
+LAB_DIR = Path(__file__).resolve().parent
+
+
+def _lab_requested(config: pytest.Config) -> bool:
+    markexpr = config.getoption("markexpr", default="") or ""
+    return os.environ.get("XFLEET_LAB") == "1" or (
+        "lab" in markexpr and "not lab" not in markexpr
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    lab_items = [
+        i for i in items
+        if LAB_DIR in Path(str(i.fspath)).parents and i.get_closest_marker("lab") is not None
+    ]
+    if lab_items and not _lab_requested(config):
+        config.hook.pytest_deselected(items=lab_items)
+        keep = set(map(id, lab_items))
+        items[:] = [i for i in items if id(i) not in keep]
+        config._xfleet_lab_deselected = len(lab_items)  # type: ignore[attr-defined]
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if _lab_requested(config):
+        return "xfleet lab: real OpenZFS VMs will be built/booted (ports 2211+)"
+    return "xfleet lab: tests/lab deselected (run `pytest -m lab` to run them)"
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    state_dir = Path(os.environ.get("XFLEET_LAB_TEST_STATE_DIR") or
+                     tmp_path_factory.mktemp("labstate"))
+    inventory = state_dir / "inventory" / "lab.yaml"
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    try:
+        build(progress=log)
+        timings["build"] = time.monotonic() - t0
+        t1 = time.monotonic()
+        state = up(2, inventory, state_dir=state_dir, ssh_port=SSH_PORT, link_port=LINK_PORT,
+                   fresh=True, progress=log)
+        timings["up"] = time.monotonic() - t1
+    except LabError as exc:
+        down(state_dir=state_dir, progress=log)
+        pytest.fail(f"the lab could not come up: {exc}", pytrace=False)
+    handle = Lab(state, inventory, timings)
+    yield handle
+    log(f"timings: {', '.join(f'{k}={v:.0f}s' for k, v in handle.timings.items())}")
+    down(state_dir=state_dir, progress=log)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_pools(request: pytest.FixtureRequest) -> None:
+    """Every `lab` test module starts on empty pools (recreated in seconds, no reboot)."""
+    if request.node.get_closest_marker("lab") is None:
+        return  # unit tests of xfleet.lab: no VMs
+    handle: Lab = request.getfixturevalue("lab")
+    handle.ensure_up()
+    t = time.monotonic()
+    reset(state_dir=handle.state_dir, progress=log)
+    handle.timings.setdefault("reset", 0.0)
+    handle.timings["reset"] += time.monotonic() - t

@@ -1,0 +1,9 @@
+"""Lab errors: what was wrong and what to do about it."""
+
+from __future__ import annotations
+
+from xfleet.errors import XfleetError
+
+
+class LabError(XfleetError):
+    """The lab could not be built, started, reached or stopped."""

@@ -1,0 +1,133 @@
+"""SSH to lab nodes with the lab's own key and pinned host keys (never trust-on-first-use).
+
+Remote commands are argument lists; `shlex.join` in `remote_command` is the one place where
+they become a shell line for the node's login shell.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from xfleet.lab.errors import LabError
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach one lab node from the host."""
+
+    name: str
+    port: int
+    identity_file: Path
+    known_hosts: Path
+    control_dir: Path | None = None
+    address: str = "127.0.0.1"
+    user: str = "root"
+
+
+@dataclass
+class Result:
+    argv: list[str]
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+def remote_command(argv: Sequence[str]) -> str:
+    """The one place where a remote argument list becomes a shell command line."""
+    if isinstance(argv, str) or not argv:
+        raise LabError("a remote command must be a non-empty list of arguments")
+    return shlex.join(argv)
+
+
+def ssh_base(ep: Endpoint, *, multiplex: bool = False, connect_timeout: int = 10) -> list[str]:
+    """`ssh` options for a lab node: lab key only, pinned host key, strict checking."""
+    argv = [
+        "ssh",
+        "-i",
+        str(ep.identity_file),
+        "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={ep.known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"HostKeyAlias={ep.name}",
+        "-o", "BatchMode=yes",
+        "-o", f"ConnectTimeout={connect_timeout}",
+        "-o", "LogLevel=ERROR",
+        "-o", "ServerAliveInterval=5",
+        "-o", "ServerAliveCountMax=6",
+        "-p", str(ep.port),
+    ]
+    if multiplex and ep.control_dir is not None:
+        argv += [
+            "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={ep.control_dir}/cm-{ep.name}",
+            "-o", "ControlPersist=120",
+        ]
+    argv.append(f"{ep.user}@{ep.address}")
+    return argv
+
+
+def run(
+    ep: Endpoint,
+    argv: Sequence[str],
+    *,
+    input: str | bytes | None = None,
+    timeout: float = 600,
+    check: bool = True,
+    connect_timeout: int = 10,
+) -> Result:
+    """Run `argv` on the node; raise LabError if it fails and `check` is set."""
+    cmd = [*ssh_base(ep, multiplex=True, connect_timeout=connect_timeout), "--",
+           remote_command(argv)]
+    data = input.encode() if isinstance(input, str) else input
+    try:
+        proc = subprocess.run(
+            cmd,
+            input=data,
+            stdin=None if data is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(
+            f"{ep.name}: `{remote_command(argv)[:200]}` did not finish within {timeout:.0f}s",
+            hint="the node may be overloaded (TCG is slow) or hung; see its console.log",
+        ) from exc
+    res = Result(
+        list(argv),
+        proc.returncode,
+        proc.stdout.decode(errors="replace"),
+        proc.stderr.decode(errors="replace"),
+    )
+    if check and not res.ok:
+        detail = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "no error output"
+        if res.exit_status == 255:
+            raise LabError(
+                f"{ep.name}: ssh to 127.0.0.1:{ep.port} failed: {detail}",
+                hint="is the lab up? `xfleet lab status`",
+            )
+        raise LabError(
+            f"{ep.name}: `{remote_command(argv)[:200]}` exited with {res.exit_status}: {detail}"
+        )
+    return res
+
+
+def close_master(ep: Endpoint) -> None:
+    """Stop the multiplexing master for this node, if one is running."""
+    if ep.control_dir is None or not (ep.control_dir / f"cm-{ep.name}").exists():
+        return
+    subprocess.run(
+        [*ssh_base(ep, multiplex=True)[:-1], "-O", "exit", f"{ep.user}@{ep.address}"],
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )

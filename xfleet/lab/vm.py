@@ -1,0 +1,647 @@
+"""Run the lab: N QEMU VMs booted from the cached image, each with a ZFS pool `tank`.
+
+Per node (under the state dir, `nodes/<name>/`): a qcow2 overlay over the cached root image, a
+sparse raw data disk holding the pool, a seed tar (hostname, network, SSH host key), the pinned
+host key pair (generated here, so it is known before the VM boots), a pid file and the serial
+console log. The client key pair and the known_hosts file are shared by the lab.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from xfleet.lab import ssh
+from xfleet.lab.errors import LabError
+from xfleet.lab.image import Image, cached_image
+from xfleet.lab.paths import Progress, emit, state_root
+
+POOL = "tank"
+DATA_DISK_SERIAL = "xfleet-data"
+DATA_DEVICE = f"/dev/disk/by-id/virtio-{DATA_DISK_SERIAL}"
+PRIVATE_NET = "10.77.0"
+DEFAULT_SSH_PORT = 2201
+DEFAULT_LINK_PORT = 12301
+MEMORY_MB = 768
+SMP = 2
+BOOT_TIMEOUT = 300.0
+KERNEL_ARGS = (
+    "root=/dev/vda rw console=ttyS0,115200 quiet loglevel=3 net.ifnames=0 "
+    "mitigations=off nowatchdog systemd.show_status=false"
+)
+
+
+@dataclass
+class NodeInfo:
+    name: str
+    index: int
+    ssh_port: int
+    private_address: str
+    host_key: str  # "ssh-ed25519 AAAA..." (no comment)
+    link_ports: list[int] = field(default_factory=list)
+
+    def dir(self, state_dir: Path) -> Path:
+        return state_dir / "nodes" / self.name
+
+
+@dataclass
+class LabState:
+    """What `up` started: enough to reach, inspect and stop the lab later."""
+
+    state_dir: Path
+    image_dir: Path
+    inventory_path: Path | None
+    accel: str
+    nodes: list[NodeInfo]
+
+    @property
+    def identity_file(self) -> Path:
+        return self.state_dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state_dir / "known_hosts"
+
+    def node(self, name: str) -> NodeInfo:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise LabError(
+            f"no lab node named {name!r}",
+            hint=f"lab nodes: {', '.join(n.name for n in self.nodes) or '(none)'}",
+        )
+
+    def endpoint(self, node: str | NodeInfo) -> ssh.Endpoint:
+        n = self.node(node) if isinstance(node, str) else node
+        return ssh.Endpoint(
+            name=n.name,
+            port=n.ssh_port,
+            identity_file=self.identity_file,
+            known_hosts=self.known_hosts,
+            control_dir=self.state_dir,
+        )
+
+    def save(self) -> None:
+        data = {
+            "state_dir": str(self.state_dir),
+            "image_dir": str(self.image_dir),
+            "inventory_path": str(self.inventory_path) if self.inventory_path else None,
+            "accel": self.accel,
+            "nodes": [asdict(n) for n in self.nodes],
+        }
+        tmp = self.state_dir / "lab.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, self.state_dir / "lab.json")
+
+    @classmethod
+    def load(cls, state_dir: Path | None = None) -> LabState:
+        sd = (state_dir or state_root()).resolve()
+        f = sd / "lab.json"
+        if not f.exists():
+            raise LabError(
+                f"no lab state in {sd}",
+                hint="start the lab with `xfleet lab up`",
+            )
+        data = json.loads(f.read_text())
+        return cls(
+            state_dir=Path(data["state_dir"]),
+            image_dir=Path(data["image_dir"]),
+            inventory_path=Path(data["inventory_path"]) if data["inventory_path"] else None,
+            accel=data["accel"],
+            nodes=[NodeInfo(**n) for n in data["nodes"]],
+        )
+
+
+@dataclass
+class NodeStatus:
+    name: str
+    running: bool
+    pid: int | None
+    ssh_port: int
+    private_address: str
+    reachable: bool | None = None  # None: not probed
+    pools: dict[str, str] = field(default_factory=dict)  # pool -> health
+    zfs_version: str | None = None
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _pid_of(node_dir: Path) -> int | None:
+    """The pid of this node's QEMU if it is running (checked against its command line)."""
+    pidfile = node_dir / "qemu.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    if str(pidfile).encode() not in cmdline:
+        return None  # pid reused by another process: not ours
+    return pid
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def detect_accel() -> str:
+    """`kvm` only if a KVM guest really runs here, else `tcg`. `XFLEET_LAB_ACCEL` overrides."""
+    forced = os.environ.get("XFLEET_LAB_ACCEL")
+    if forced in ("kvm", "tcg"):
+        return forced
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    # The guest must actually run for a moment (some hosts fail on the first vCPU entry).
+    try:
+        p = subprocess.Popen(
+            ["qemu-system-x86_64", "-machine", "q35", "-accel", "kvm", "-cpu", "max",
+             "-display", "none", "-nodefaults", "-monitor", "stdio"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+    except OSError:
+        return "tcg"
+    try:
+        time.sleep(2)
+        out, _ = p.communicate(b"info status\nquit\n", timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        return "tcg"
+    text = out.decode(errors="replace")
+    if p.returncode == 0 and "VM status: running" in text and "error" not in text.lower():
+        return "kvm"
+    return "tcg"
+
+
+def _keygen(path: Path, comment: str) -> str:
+    """Generate an ed25519 key pair at `path` (if missing); return "ssh-ed25519 AAAA..."."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+            check=True, capture_output=True,
+        )
+    pub = path.with_name(path.name + ".pub").read_text().split()
+    return f"{pub[0]} {pub[1]}"
+
+
+def _seed_tar(lab: LabState, node: NodeInfo, hostid: str) -> bytes:
+    ndir = node.dir(lab.state_dir)
+    wan_mac = f"52:54:00:77:{node.index:02x}:00"
+    priv_macs = " ".join(
+        f"52:54:00:77:{node.index:02x}:{k + 1:02x}" for k in range(len(node.link_ports))
+    )
+    files: dict[str, bytes] = {
+        "hostname": f"{node.name}\n".encode(),
+        "hostid": f"{hostid}\n".encode(),
+        "authorized_keys": lab.identity_file.with_suffix(".pub").read_bytes(),
+        "ssh_host_ed25519_key": (ndir / "ssh_host_ed25519_key").read_bytes(),
+        "ssh_host_ed25519_key.pub": (ndir / "ssh_host_ed25519_key.pub").read_bytes(),
+        "network/10-wan.network": (
+            f"[Match]\nMACAddress={wan_mac}\n\n[Network]\nAddress=10.0.2.15/24\n"
+            "Gateway=10.0.2.2\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        ).encode(),
+        "network/20-br0.netdev": b"[NetDev]\nName=br0\nKind=bridge\n",
+        "network/22-br0.network": (
+            f"[Match]\nName=br0\n\n[Network]\nAddress={node.private_address}/24\n"
+            "ConfigureWithoutCarrier=yes\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        ).encode(),
+    }
+    if priv_macs:
+        files["network/21-private.network"] = (
+            f"[Match]\nMACAddress={priv_macs}\n\n[Network]\nBridge=br0\n"
+            "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        ).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o600 if "key" in name else 0o644
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    return raw + b"\0" * (-len(raw) % 4096)
+
+
+def _qemu_argv(lab: LabState, node: NodeInfo, img: Image, links: Sequence[str]) -> list[str]:
+    ndir = node.dir(lab.state_dir)
+    if lab.accel == "kvm":
+        accel = ["-accel", "kvm", "-cpu", "host"]
+    else:
+        accel = ["-accel", "tcg,thread=multi,tb-size=256", "-cpu", "max"]
+    machine_id = secrets.token_hex(16)
+    argv = [
+        "qemu-system-x86_64",
+        "-name", f"xfleet-lab-{node.name}",
+        "-machine", "q35",
+        *accel,
+        "-smp", str(SMP),
+        "-m", str(MEMORY_MB),
+        "-nodefaults",
+        "-no-user-config",
+        "-display", "none",
+        "-kernel", str(img.kernel),
+        "-initrd", str(img.initrd),
+        "-append", f"{KERNEL_ARGS} systemd.machine_id={machine_id}",
+        "-drive", f"file={ndir / 'root.qcow2'},if=none,id=root,format=qcow2,cache=unsafe,"
+                  "discard=unmap",
+        "-device", "virtio-blk-pci,drive=root,addr=0x4",
+        "-drive", f"file={ndir / 'seed.tar'},if=none,id=seed,format=raw,readonly=on",
+        "-device", "virtio-blk-pci,drive=seed,serial=xfleet-seed,addr=0x5",
+        "-drive", f"file={ndir / 'data.raw'},if=none,id=data,format=raw,cache=unsafe,"
+                  "discard=unmap",
+        "-device", f"virtio-blk-pci,drive=data,serial={DATA_DISK_SERIAL},addr=0x6",
+        "-netdev", f"user,id=wan,restrict=on,hostfwd=tcp:127.0.0.1:{node.ssh_port}-:22",
+        "-device", f"virtio-net-pci,netdev=wan,mac=52:54:00:77:{node.index:02x}:00,addr=0x8",
+        "-object", "rng-random,filename=/dev/urandom,id=rng",
+        "-device", "virtio-rng-pci,rng=rng,addr=0x7",
+        "-serial", f"file:{ndir / 'console.log'}",
+        "-pidfile", str(ndir / "qemu.pid"),
+        "-daemonize",
+    ]
+    for k, spec in enumerate(links):
+        argv += [
+            "-netdev", f"socket,id=priv{k},{spec}",
+            "-device", f"virtio-net-pci,netdev=priv{k},"
+                       f"mac=52:54:00:77:{node.index:02x}:{k + 1:02x},addr={0x10 + k:#x}",
+        ]
+    return argv
+
+
+def _link_specs(nodes: Sequence[NodeInfo]) -> dict[str, list[str]]:
+    """Private network: node 1 is the hub (one listening link per other node, bridged in the
+    guest); every other node connects to its own port on node 1. All on 127.0.0.1."""
+    specs: dict[str, list[str]] = {n.name: [] for n in nodes}
+    if len(nodes) < 2:
+        return specs
+    hub = nodes[0]
+    for other, port in zip(nodes[1:], hub.link_ports, strict=True):
+        specs[hub.name].append(f"listen=127.0.0.1:{port}")
+        specs[other.name].append(f"connect=127.0.0.1:{port}")
+    return specs
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+def up(
+    nodes: int = 2,
+    inventory_path: Path | None = Path("inventory/lab.yaml"),
+    *,
+    state_dir: Path | None = None,
+    ssh_port: int = DEFAULT_SSH_PORT,
+    link_port: int = DEFAULT_LINK_PORT,
+    data_disk_gb: int = 8,
+    fresh: bool = False,
+    progress: Progress = None,
+) -> LabState:
+    """Boot `nodes` VMs (reusing running ones), make sure pool `tank` exists on each, and write
+    the inventory. `fresh=True` throws away existing overlays and data disks first."""
+    if not 1 <= nodes <= 9:
+        raise LabError(f"nodes must be between 1 and 9, got {nodes}")
+    img = cached_image()
+    if img is None:
+        raise LabError("the lab image is not built", hint="run `xfleet lab build` first")
+    sd = (state_dir or state_root()).resolve()
+    sd.mkdir(parents=True, exist_ok=True)
+    os.chmod(sd, 0o700)
+    try:
+        old = LabState.load(sd)
+    except LabError:
+        old = None
+    if old is not None:
+        running = [n.name for n in old.nodes if _pid_of(n.dir(sd))]
+        if running and (len(old.nodes) != nodes or fresh):
+            raise LabError(
+                f"the lab is already running with nodes {', '.join(running)}",
+                hint="run `xfleet lab down` first to change the node count or start fresh",
+            )
+    if fresh and (sd / "nodes").exists():
+        shutil.rmtree(sd / "nodes")
+
+    t0 = time.monotonic()
+    accel = old.accel if old is not None and old.nodes and any(
+        _pid_of(n.dir(sd)) for n in old.nodes) else detect_accel()
+    emit(progress, f"accelerator: {accel}")
+    lab = LabState(
+        state_dir=sd,
+        image_dir=img.dir,
+        inventory_path=inventory_path.resolve() if inventory_path else None,
+        accel=accel,
+        nodes=[],
+    )
+    _keygen(lab.identity_file, "xfleet-lab-client")
+    for i in range(1, nodes + 1):
+        name = f"lab{i}"
+        ndir = sd / "nodes" / name
+        host_key = _keygen(ndir / "ssh_host_ed25519_key", f"root@{name}")
+        link_ports = (
+            [link_port + k for k in range(nodes - 1)] if i == 1 else []
+        )
+        if i > 1:
+            link_ports = [link_port + i - 2]
+        lab.nodes.append(
+            NodeInfo(
+                name=name,
+                index=i,
+                ssh_port=ssh_port + i - 1,
+                private_address=f"{PRIVATE_NET}.{10 + i}",
+                host_key=host_key,
+                link_ports=link_ports,
+            )
+        )
+    lab.known_hosts.write_text("".join(f"{n.name} {n.host_key}\n" for n in lab.nodes))
+    lab.save()
+
+    specs = _link_specs(lab.nodes)
+    started: list[NodeInfo] = []
+    for node in lab.nodes:
+        ndir = node.dir(sd)
+        if _pid_of(ndir):
+            emit(progress, f"{node.name}: already running")
+            continue
+        ports = [node.ssh_port, *[p for p in node.link_ports if node.index == 1]]
+        busy = [p for p in ports if not _port_free(p)]
+        if busy:
+            raise LabError(
+                f"{node.name}: port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use",
+                hint="stop what uses them, or pass other ports (ssh_port=/link_port=)",
+            )
+        overlay = ndir / "root.qcow2"
+        if not overlay.exists():
+            subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+                 "-b", str(img.root), str(overlay)],
+                check=True, capture_output=True,
+            )
+        data = ndir / "data.raw"
+        if not data.exists():
+            with data.open("wb") as fh:
+                fh.truncate(data_disk_gb * 1024**3)
+        hostid = f"{0x7f000000 + node.index:08x}"
+        seed = ndir / "seed.tar"  # holds the node's private host key
+        seed.touch(mode=0o600)
+        os.chmod(seed, 0o600)
+        seed.write_bytes(_seed_tar(lab, node, hostid))
+        (ndir / "console.log").unlink(missing_ok=True)
+        argv = _qemu_argv(lab, node, img, specs[node.name])
+        (ndir / "qemu.argv").write_text(json.dumps(argv, indent=1) + "\n")
+        proc = subprocess.run(argv, capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise LabError(
+                f"{node.name}: qemu failed to start: "
+                f"{proc.stderr.decode(errors='replace').strip()[-500:]}",
+                hint=f"argv saved in {ndir / 'qemu.argv'}",
+            )
+        started.append(node)
+        emit(progress, f"{node.name}: qemu started (ssh 127.0.0.1:{node.ssh_port})")
+
+    def ready(node: NodeInfo) -> None:
+        _wait_ssh(lab, node, progress)
+        _ensure_pool(lab, node)
+        emit(progress, f"{node.name}: pool {POOL} ready ({time.monotonic() - t0:.0f}s)")
+
+    with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
+        for f in [pool.submit(ready, n) for n in lab.nodes]:
+            f.result()
+    if inventory_path is not None:
+        write_inventory(lab, inventory_path)
+        emit(progress, f"inventory written: {inventory_path}")
+    emit(progress, f"lab up: {len(lab.nodes)} node(s) in {time.monotonic() - t0:.0f}s")
+    return lab
+
+
+def _wait_ssh(lab: LabState, node: NodeInfo, progress: Progress) -> None:
+    ep = lab.endpoint(node)
+    ndir = node.dir(lab.state_dir)
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    last = ""
+    while time.monotonic() < deadline:
+        if not _pid_of(ndir):
+            tail = _console_tail(ndir)
+            raise LabError(
+                f"{node.name}: qemu exited during boot",
+                hint=f"last console lines:\n{tail}",
+            )
+        try:
+            res = ssh.run(ep, ["zfs", "version"], timeout=60, check=False, connect_timeout=5)
+        except LabError as exc:
+            last = str(exc)
+            continue
+        if res.ok:
+            return
+        last = (res.stderr.strip().splitlines() or ["?"])[-1]
+        time.sleep(1)
+    raise LabError(
+        f"{node.name}: no answer over SSH within {BOOT_TIMEOUT:.0f}s ({last})",
+        hint=f"see {ndir / 'console.log'}:\n{_console_tail(ndir)}",
+    )
+
+
+def _console_tail(ndir: Path, lines: int = 15) -> str:
+    try:
+        text = (ndir / "console.log").read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no console log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _ensure_pool(lab: LabState, node: NodeInfo) -> None:
+    ep = lab.endpoint(node)
+    if ssh.run(ep, ["zpool", "list", "-H", "-o", "name", POOL], check=False).ok:
+        return
+    if ssh.run(ep, ["zpool", "import", "-N", "-f", POOL], check=False).ok:
+        return
+    _create_pool(ep)
+
+
+def _create_pool(ep: ssh.Endpoint) -> None:
+    ssh.run(ep, ["udevadm", "settle"], check=False)
+    ssh.run(
+        ep,
+        ["zpool", "create", "-f", "-o", "ashift=12", "-o", "cachefile=none",
+         "-O", "canmount=off", "-O", "mountpoint=none", POOL, DATA_DEVICE],
+    )
+
+
+def write_inventory(lab: LabState, path: Path) -> None:
+    """Write the xfleet inventory for this lab (format validated by xfleet.inventory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# generated by xfleet lab up — do not edit",
+        "all:",
+        "  vars:",
+        "    mirror: ../.xfleet/lab.db",
+        "    kind: ssh",
+        "    user: root",
+        f"    identity_file: {lab.identity_file}",
+        "    connect_timeout: 20",
+        "    command_timeout: 600",
+        "  hosts:",
+    ]
+    for n in lab.nodes:
+        lines += [
+            f"    {n.name}:",
+            "      address: 127.0.0.1",
+            f"      port: {n.ssh_port}",
+            f'      host_key: "{n.host_key}"',
+            f"      pools: [{POOL}]",
+            f"      private_address: {n.private_address}",
+            '      labels: {role: storage, lab: "true"}',
+        ]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def status(*, state_dir: Path | None = None, probe: bool = True) -> list[NodeStatus]:
+    """One NodeStatus per lab node; with `probe`, also asks each running node over SSH."""
+    try:
+        lab = LabState.load(state_dir)
+    except LabError:
+        return []
+    out: list[NodeStatus] = []
+    for n in lab.nodes:
+        pid = _pid_of(n.dir(lab.state_dir))
+        st = NodeStatus(n.name, pid is not None, pid, n.ssh_port, n.private_address)
+        if probe and pid is not None:
+            try:
+                res = ssh.run(
+                    lab.endpoint(n),
+                    ["sh", "-c", "zfs version | head -1; zpool list -H -o name,health"],
+                    timeout=30, check=True, connect_timeout=5,
+                )
+                lines = res.stdout.splitlines()
+                st.reachable = True
+                st.zfs_version = lines[0].strip() if lines else None
+                for line in lines[1:]:
+                    parts = line.split("\t")
+                    if len(parts) == 2:
+                        st.pools[parts[0]] = parts[1]
+            except LabError as exc:
+                st.reachable = False
+                st.error = exc.message
+        out.append(st)
+    return out
+
+
+def ssh_argv(node: str, *, state_dir: Path | None = None) -> list[str]:
+    """An interactive `ssh` argv for a lab node (lab key, pinned host key, strict checking).
+    Append a remote command (one shell string) to run it instead of a login shell."""
+    lab = LabState.load(state_dir)
+    return ssh.ssh_base(lab.endpoint(node))
+
+
+def run(
+    node: str,
+    argv: Sequence[str],
+    *,
+    state_dir: Path | None = None,
+    input: str | bytes | None = None,
+    timeout: float = 600,
+    check: bool = True,
+) -> ssh.Result:
+    """Run an argument list on a lab node over SSH."""
+    lab = LabState.load(state_dir)
+    return ssh.run(lab.endpoint(node), argv, input=input, timeout=timeout, check=check)
+
+
+def reset(*, state_dir: Path | None = None, progress: Progress = None) -> None:
+    """Destroy and recreate pool `tank` on every running node (no reboot)."""
+    lab = LabState.load(state_dir)
+    running = [n for n in lab.nodes if _pid_of(n.dir(lab.state_dir))]
+    if not running:
+        raise LabError("no lab node is running", hint="start the lab with `xfleet lab up`")
+
+    def one(n: NodeInfo) -> None:
+        t = time.monotonic()
+        recreate_pool(lab, n)
+        emit(progress, f"{n.name}: pool {POOL} recreated in {time.monotonic() - t:.1f}s")
+
+    with ThreadPoolExecutor(max_workers=len(running)) as ex:
+        for f in [ex.submit(one, n) for n in running]:
+            f.result()
+
+
+def recreate_pool(lab: LabState, node: str | NodeInfo) -> None:
+    """Destroy pool `tank` on one node (if any), create it empty, clear the event queue."""
+    ep = lab.endpoint(node)
+    ssh.run(ep, ["zpool", "destroy", "-f", POOL], check=False)
+    _create_pool(ep)
+    ssh.run(ep, ["zpool", "events", "-c"], check=False)
+
+
+def kill_node(
+    node: str, *, state_dir: Path | None = None, discard_disks: bool = True
+) -> bool:
+    """Hard-stop one lab node's QEMU with SIGKILL (fault injection). Returns False if it was
+    not running. With `discard_disks` (default) its overlay and data disk are deleted, so the
+    next `up` boots it from a clean disk with an empty pool: QEMU runs the disks with
+    cache=unsafe, so a killed VM's disks are not trustworthy."""
+    lab = LabState.load(state_dir)
+    n = lab.node(node)
+    ndir = n.dir(lab.state_dir)
+    pid = _pid_of(ndir)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _pid_of(ndir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ssh.close_master(lab.endpoint(n))
+    (ndir / "qemu.pid").unlink(missing_ok=True)
+    if discard_disks:
+        for name in ("root.qcow2", "data.raw"):
+            (ndir / name).unlink(missing_ok=True)
+    return True
+
+
+def down(*, state_dir: Path | None = None, progress: Progress = None) -> list[str]:
+    """Stop the lab's own VMs (by their pid files). Keeps disks and keys; returns stopped names."""
+    try:
+        lab = LabState.load(state_dir)
+    except LabError:
+        emit(progress, "no lab state: nothing to stop")
+        return []
+    stopped: list[str] = []
+    for n in lab.nodes:
+        ndir = n.dir(lab.state_dir)
+        ssh.close_master(lab.endpoint(n))
+        pid = _pid_of(ndir)
+        if pid is None:
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _pid_of(ndir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _pid_of(ndir):
+            os.kill(pid, signal.SIGKILL)
+        (ndir / "qemu.pid").unlink(missing_ok=True)
+        stopped.append(n.name)
+        emit(progress, f"{n.name}: stopped (pid {pid})")
+    return stopped
