@@ -181,8 +181,9 @@ def test_hostile_names_are_refused_clearly(synced: Path, cli: Cli, args: list[st
 
 
 def test_missing_mirror_and_inventory_errors(cli: Cli, tmp_path: Path) -> None:
-    r = cli("-m", str(tmp_path / "none.db"), "ls")
-    assert r.code == 1 and "xfleet sync" in r.err and "Traceback" not in r.err
+    for cmd in ("ls", "stats", "tui"):
+        r = cli("-m", str(tmp_path / "none.db"), cmd)
+        assert r.code == 1 and "xfleet sync" in r.err and "Traceback" not in r.err, cmd
     r = cli("ls", cwd=tmp_path)
     assert r.code == 2 and "--inventory" in r.err
 
@@ -200,7 +201,9 @@ def test_inventory_check_and_show(sim_fleet: Path, cli: Cli) -> None:
 
 def test_every_command_has_help_with_examples(cli: Cli) -> None:
     for cmd in (["sync"], ["ls"], ["show"], ["stats"], ["sql"], ["inventory", "check"],
-                ["inventory", "show"], ["inventory", "trust"]):
+                ["inventory", "show"], ["inventory", "trust"], ["tui"], ["demo"],
+                ["lab", "build"], ["lab", "up"], ["lab", "status"], ["lab", "ssh"],
+                ["lab", "reset"], ["lab", "down"]):
         r = cli(*cmd, "--help")
         assert r.code == 0 and "Example" in r.out, cmd
 

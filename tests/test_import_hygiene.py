@@ -5,14 +5,14 @@ import sys
 from pathlib import Path
 
 CORE = ["inventory", "transport", "zfs", "mirror", "sync", "query", "names", "units", "errors",
-        "sim"]
+        "sim", "paging"]
 
 
 def test_core_does_not_import_click_or_textual() -> None:
     code = (
         "import sys\n"
         + "".join(f"import xfleet.{m}\n" for m in CORE)
-        + "import xfleet.lab\n"
+        + "import xfleet.lab\nimport xfleet.tui\nimport xfleet.tui.operations\n"
         + "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'textual'))\n"
         + "print(','.join(bad))\n"
     )

@@ -599,17 +599,53 @@ def sql_cmd(c: Ctx, query_text: str | None, saved: str | None, list_saved: bool,
 
 
 # ---------------------------------------------------------------------------------------------
+# tui
+
+
+@cli.command("tui")
+@click.option("--write", is_flag=True,
+              help="Allow actions that change the fleet (each asks for a typed confirmation).")
+@pass_ctx
+def tui_cmd(c: Ctx, write: bool) -> None:
+    """Open the SRE dashboard over the mirror (read-only by default).
+
+    Keys: ':' command mode (:nodes :vols :ops :comp), '/' filter, '?' help, 'enter' drill
+    down, 'esc' back, 'q' quit. See docs/tui.md.
+
+    \b
+    Example:
+      xfleet -i inventory/demo.yaml tui
+    """
+    from xfleet import mirror, tui
+
+    inv = None
+    try:
+        inv = c.inventory()
+    except UsageError:
+        if not c.mirror_override:
+            raise
+    path = c.mirror_path()
+    mirror.connect(path, readonly=True).close()  # a missing mirror fails before the screen
+    tui.run(path, inventory=inv, write=write)
+
+
+# ---------------------------------------------------------------------------------------------
 # demo
 
 
 @cli.command("demo")
 @click.option("--no-sync", is_flag=True, help="Do not rebuild the mirror if it exists.")
+@click.option("--no-tui", is_flag=True, help="Do not open the dashboard afterwards.")
 @click.pass_context
-def demo_cmd(ctx: click.Context, no_sync: bool) -> None:
-    """Build the mirror of the built-in simulated fleet and print a tour.
+def demo_cmd(ctx: click.Context, no_sync: bool, no_tui: bool) -> None:
+    """Build the mirror of the built-in simulated fleet, print a tour, open the dashboard.
 
     The demo fleet (inventory/demo.yaml) is 3 simulated nodes with 100,000 volumes each,
-    plus snapshots and clones.
+    plus snapshots and clones. The dashboard opens only on a terminal.
+
+    \b
+    Example:
+      xfleet demo --no-tui
     """
     from xfleet import inventory as inv_mod
 
@@ -640,7 +676,13 @@ def demo_cmd(ctx: click.Context, no_sync: bool) -> None:
   .venv/bin/xfleet -i {rel} sql --list
   .venv/bin/xfleet -i {rel} sql "SELECT tenant, count(*) n, sum(used) FROM datasets \
 WHERE type='volume' GROUP BY tenant ORDER BY 3 DESC LIMIT 5"
+  .venv/bin/xfleet -i {rel} tui
 """)
+    if not no_tui and sys.stdin.isatty() and sys.stdout.isatty():
+        from xfleet import tui
+
+        console.print("opening the dashboard (q quits, ? shows the keys) ...")
+        tui.run(mpath, inventory=inv)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,6 +56,15 @@ _MIGRATIONS: dict[int, str] = {
         fragmentation INTEGER,
         capacity INTEGER,
         dedupratio REAL,
+        volumes INTEGER NOT NULL DEFAULT 0,
+        filesystems INTEGER NOT NULL DEFAULT 0,
+        snapshots INTEGER NOT NULL DEFAULT 0,
+        bookmarks INTEGER NOT NULL DEFAULT 0,
+        clones INTEGER NOT NULL DEFAULT 0,
+        volsize INTEGER NOT NULL DEFAULT 0,
+        logicalused INTEGER NOT NULL DEFAULT 0,
+        used INTEGER NOT NULL DEFAULT 0,
+        usedbyrefreservation INTEGER NOT NULL DEFAULT 0,
         synced_at REAL NOT NULL,
         PRIMARY KEY (node, name)
     );
@@ -273,7 +282,7 @@ def finish_run(
     removed = conn.execute(
         "DELETE FROM datasets WHERE node = ? AND sync_run <> ?", (node, run_id)
     ).rowcount
-    count = conn.execute("SELECT count(*) FROM datasets WHERE node = ?", (node,)).fetchone()[0]
+    count = summarize_pools(conn, node)
     prev = conn.execute("SELECT datasets FROM nodes WHERE name = ?", (node,)).fetchone()
     previous = prev[0] if prev else 0
     added = max(0, count - (previous - removed))
@@ -289,3 +298,35 @@ def finish_run(
         (now, count, node),
     )
     return added, removed
+
+
+def summarize_pools(conn: sqlite3.Connection, node: str) -> int:
+    """Store per-pool counts and volume byte totals in `pools` (one pass over the node's rows,
+    inside the sync's transaction), so `stats` and the dashboard never scan `datasets`.
+    Returns the node's number of datasets."""
+    total = 0
+    conn.execute(
+        "UPDATE pools SET volumes = 0, filesystems = 0, snapshots = 0, bookmarks = 0, "
+        "clones = 0, volsize = 0, logicalused = 0, used = 0, usedbyrefreservation = 0 "
+        "WHERE node = ?", (node,),
+    )
+    rows = conn.execute(
+        """SELECT pool, count(*),
+                  sum(type = 'volume'), sum(type = 'filesystem'), sum(type = 'snapshot'),
+                  sum(type = 'bookmark'), sum(origin IS NOT NULL),
+                  coalesce(sum(CASE WHEN type = 'volume' THEN volsize END), 0),
+                  coalesce(sum(CASE WHEN type = 'volume' THEN logicalused END), 0),
+                  coalesce(sum(CASE WHEN type = 'volume' THEN used END), 0),
+                  coalesce(sum(CASE WHEN type = 'volume' THEN usedbyrefreservation END), 0)
+           FROM datasets WHERE node = ? GROUP BY pool""",
+        (node,),
+    ).fetchall()
+    for pool, n, *agg in rows:
+        total += n
+        conn.execute(
+            "UPDATE pools SET volumes = ?, filesystems = ?, snapshots = ?, bookmarks = ?, "
+            "clones = ?, volsize = ?, logicalused = ?, used = ?, usedbyrefreservation = ? "
+            "WHERE node = ? AND name = ?",
+            (*agg, node, pool),
+        )
+    return total

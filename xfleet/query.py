@@ -338,57 +338,35 @@ def show(conn: sqlite3.Connection, name: str, node: str | None = None) -> Detail
 
 def stats(conn: sqlite3.Connection, nodes: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Per node and pool: counts by type, logical vs physical bytes of volumes, capacity,
-    and how fresh the mirror's data is."""
+    and how fresh the mirror's data is. Reads the per-pool summary a sync stores in `pools`
+    (no scan of `datasets`)."""
     where = ""
     params: list[Any] = []
     if nodes:
-        where = f"WHERE node IN ({', '.join('?' for _ in nodes)})"
+        where = f"WHERE p.node IN ({', '.join('?' for _ in nodes)})"
         params = list(nodes)
     cur = conn.execute(
         f"""
-        SELECT node, pool,
-               sum(type = 'volume') AS volumes,
-               sum(type = 'filesystem') AS filesystems,
-               sum(type = 'snapshot') AS snapshots,
-               sum(type = 'bookmark') AS bookmarks,
-               sum(origin IS NOT NULL) AS clones,
-               sum(CASE WHEN type = 'volume' THEN volsize END) AS volsize,
-               sum(CASE WHEN type = 'volume' THEN logicalused END) AS logicalused,
-               sum(CASE WHEN type = 'volume' THEN used END) AS used,
-               sum(CASE WHEN type = 'volume' THEN used - coalesce(usedbyrefreservation, 0)
-                   END) AS allocated_used
-        FROM datasets {where} GROUP BY node, pool ORDER BY node, pool
+        SELECT p.node, p.name AS pool, p.health, p.volumes, p.filesystems, p.snapshots,
+               p.bookmarks, p.clones, p.volsize, p.logicalused, p.used,
+               p.usedbyrefreservation, p.size, p.allocated, p.free, p.capacity,
+               p.fragmentation, n.stale, n.last_success, n.last_error
+        FROM pools p LEFT JOIN nodes n ON n.name = p.node {where}
+        ORDER BY p.node, p.name
         """,
         params,
     )
     cols = [d[0] for d in cur.description]
-    out: list[dict[str, Any]] = []
     now = time.time()
-    nodes_info = {r["name"]: dict(r) for r in conn.execute("SELECT * FROM nodes")}
-    pools = {(r["node"], r["name"]): dict(r) for r in conn.execute("SELECT * FROM pools")}
-    seen: set[tuple[str, str]] = set()
+    out: list[dict[str, Any]] = []
     for r in cur:
         d = dict(zip(cols, r, strict=True))
-        seen.add((d["node"], d["pool"]))
-        out.append(d)
-    for (node, pool) in pools:
-        if (node, pool) not in seen and (not nodes or node in nodes):
-            out.append({"node": node, "pool": pool, "volumes": 0, "filesystems": 0,
-                        "snapshots": 0, "bookmarks": 0, "clones": 0, "volsize": 0,
-                        "logicalused": 0, "used": 0})
-    for d in out:
-        p = pools.get((d["node"], d["pool"]), {})
-        n = nodes_info.get(d["node"], {})
         # achieved compression of what is allocated (a refreservation is not data)
-        alloc, logical = d.pop("allocated_used", None) or 0, d["logicalused"] or 0
-        d["compressratio"] = round(logical / alloc, 2) if alloc else None
-        for k in ("size", "allocated", "free", "health", "capacity", "fragmentation"):
-            d[k] = p.get(k)
-        d["stale"] = bool(n.get("stale"))
-        d["last_success"] = n.get("last_success")
-        d["age_seconds"] = round(now - n["last_success"], 1) if n.get("last_success") else None
-        d["last_error"] = n.get("last_error")
-    out.sort(key=lambda d: (d["node"], d["pool"]))
+        alloc = (d["used"] or 0) - (d.pop("usedbyrefreservation") or 0)
+        d["compressratio"] = round(d["logicalused"] / alloc, 2) if alloc > 0 else None
+        d["stale"] = bool(d["stale"])
+        d["age_seconds"] = round(now - d["last_success"], 1) if d["last_success"] else None
+        out.append(d)
     return out
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -37,7 +38,7 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xfleet.errors import UsageError
+from xfleet.errors import TransportError, UsageError
 from xfleet.transport import Transport
 
 if TYPE_CHECKING:
@@ -46,14 +47,16 @@ if TYPE_CHECKING:
 Row = tuple[Any, ...]
 Rec = dict[str, Any]
 
-ZFS_VERSION = "zfs-2.3.1-1"
-ZFS_KMOD_VERSION = "zfs-kmod-2.3.1-1"
+ZFS_VERSION = "zfs-2.3.2-1"  # what the lab's real nodes run (tests/fixtures/real)
+ZFS_KMOD_VERSION = "zfs-kmod-2.3.2-1"
 DEFAULT_NOW = 1777593600  # 2026-05-01 00:00:00 UTC: the base fleet's "now"
 _TXG_SECONDS = 5
-_FS_REF = 98304  # an empty filesystem references 96K
-_ZVOL_MIN_REF = 57344  # an empty zvol references 56K
+_FS_REF = 98304  # an empty filesystem references 96K ...
+_FS_LREF = 43008  # ... of which 42K logical (OpenZFS 2.3)
+_ZVOL_MIN_REF = 57344  # an empty zvol references 56K ...
+_ZVOL_MIN_LREF = 28672  # ... 28K logical
+_CLONE_REF = 8192  # a fresh clone has written 8K of its own (4K logical)
 _ASHIFT = 12
-_SNAP_SHIFT = 8  # key of snapshot s of volume i inside a tenant: (i << 8) | s
 _MAX_SNAPSHOTS = 100
 _DAY = 86400
 
@@ -144,6 +147,19 @@ def _ctime(t: int) -> str:
     return time.strftime("%a %b %e %H:%M:%S %Y", time.localtime(t))
 
 
+def _ds(name: str) -> str:
+    """The dataset part of a snapshot (`@`) or bookmark (`#`) name."""
+    for sep in "@#":
+        at = name.find(sep)
+        if at >= 0:
+            return name[:at]
+    return name
+
+
+def _pool_of(name: str) -> str:
+    return _ds(name).split("/", 1)[0]
+
+
 def _key(name: str, txg: int) -> tuple[str, int, int]:
     """`zfs list` order: datasets by strcmp of the name, each one's snapshots (by createtxg)
     right after it."""
@@ -154,20 +170,20 @@ def _key(name: str, txg: int) -> tuple[str, int, int]:
 
 
 def _parent(name: str) -> str | None:
-    if "@" in name:
-        return name.split("@", 1)[0]
+    if "@" in name or "#" in name:
+        return _ds(name)
     if "/" in name:
         return name.rsplit("/", 1)[0]
     return None
 
 
 def _in_subtree(name: str, root: str) -> bool:
-    return name == root or name.startswith((root + "/", root + "@"))
+    return name == root or name.startswith((root + "/", root + "@", root + "#"))
 
 
 def _depth_below(name: str, root: str) -> int:
     rel = name[len(root):]
-    return rel.count("/") + (1 if "@" in rel else 0)
+    return rel.count("/") + (1 if "@" in rel or "#" in rel else 0)
 
 
 class _Fail(Exception):
@@ -270,12 +286,18 @@ class SimSettings:
 # ---------------------------------------------------------------------------------------------
 # the per-tenant generator template
 #
-# One function per (emission, space) variant is compiled from this source. Placeholders:
-#   SPACE          True when space figures are needed (a second, independent random stream)
-#   NAMES          False for the totals-only variant (no names are built)
-#   EMIT_FS/VOL/SNAP  a statement per row: rows.append(<f-string or tuple>) or pass
+# One function per (columns, row kinds, space) variant is compiled from this source by _compile.
+# Placeholders:
+#   if SPACE:          True when space figures are needed (they use a second random stream)
+#   if NAMES:          False for the totals-only variant (no names are built)
+#   FS_ROW             the tenant filesystem's row: an f-string, a tuple, or None
+#   EMIT_VOL           rows.append(<volume row>) or pass
+#   EMIT_SNAP_S        srows.append(<snapshot row>) or pass (a volume's snapshots follow it)
+#   EMIT_SNAPS_FLUSH   rows.extend(srows) or pass
 # Identity (names, guids, txgs, clone choices) uses one random stream and space figures another,
-# so every variant sees the same datasets with the same guids.
+# so every variant sees the same datasets with the same guids. A clone is decided when its
+# origin snapshot is made (a "slot" that a later volume of the tenant takes), so a snapshot's
+# numclones is known when its row is written.
 
 _TEMPLATE = '''
 def gen(self, k, pool, env):
@@ -296,7 +318,8 @@ def gen(self, k, pool, env):
     n = starts[k + 1] - v0
     tenant = self.tenant_label(k)
     tname = pool + "/" + tenant
-    tmount = "/" + tname
+    MP = env.MP
+    tmount = MP if MP[:1] != "/" else MP.rstrip("/") + "/" + tenant
     pc = self.pool_created[pool]
     now = self.now
     ka, kb = self.pool_range[pool]
@@ -307,7 +330,9 @@ def gen(self, k, pool, env):
     span = now - 7200 - lo
     ctimes = sorted([lo + int(rnd() * span) for _ in range(n)])
     KS = self.snap_table
-    cf = self.clone_fraction
+    cf24 = int(self.clone_fraction * 16777216)
+    CHURN = self.churn
+    pc5 = pc - 5
     young = now - 7800
     days = self.days
     d0 = self.day0
@@ -332,7 +357,7 @@ def gen(self, k, pool, env):
             slot = None
             c = ctimes[i]
             oname = "-"
-        vtxg = 1 + (c - pc) // 5
+        vtxg = (c - pc5) // 5
         ks = KS[int(rnd() * 4096)]
         sp = now - c
         if sp < 7200:
@@ -340,50 +365,54 @@ def gen(self, k, pool, env):
         if SPACE:
             if slot is None:
                 u = q()
+                x = q()
                 if u < 0.89:
-                    gib = 1 + int(q() ** 2 * 20)
+                    gib = 1 + int(x * x * 20)
                 elif u < 0.99:
-                    gib = 20 + int(q() ** 2 * 236)
+                    gib = 20 + int(x * x * 236)
                 else:
-                    gib = 256 + int(q() ** 2 * 1793)
+                    gib = 256 + int(x * x * 1793)
                 volsize = gib << 30
                 u = q()
                 vbs = 16384 if u < 0.85 else (8192 if u < 0.95 else 65536)
                 u = q()
                 if u < 0.65:
                     comp = "lz4"
-                    K = 4300 + int(4500 * q()) >> 9 << 9
+                    K = 4300 + int(4500 * q()) & -512
                 elif u < 0.83:
                     comp = "zstd"
-                    K = 5120 + int(7000 * q()) >> 9 << 9
+                    K = 5120 + int(7000 * q()) & -512
                 elif u < 0.93:
                     comp = "off"
                     K = 4096
                 else:
                     comp = "gzip-9"
-                    K = 5120 + int(8000 * q()) >> 9 << 9
-                rs = ratio(K, 4096)
-                P = int(volsize * (0.005 + 0.6 * q() ** 3) * 4096 / K) + 4095 >> 12 << 12
+                    K = 5120 + int(8000 * q()) & -512
+                rs = RS[K]
+                x = q()
+                P = int(volsize * (0.005 + 0.6 * x * x * x) * 4096 / K) + 4095 & -4096
                 if P < 57344:
                     P = 57344
                 Pb = 0
                 cprev = 0.0
                 ubd = P
                 refres = reservation(volsize, vbs) if q() < thick else 0
+                vs = str(volsize)
             else:
                 volsize = slot[2]
+                vs = str(volsize)
                 vbs = slot[3]
                 comp = slot[4]
                 K = slot[5]
                 rs = slot[6]
                 Pb = slot[7]
-                nf = 0.01 + 0.4 * q() ** 2
+                x = q()
+                nf = 0.01 + 0.4 * x * x
                 cprev = nf * q()
-                ubd = int(Pb * nf) + 4095 >> 12 << 12
-                P = Pb - (int(Pb * cprev) >> 12 << 12) + ubd
+                ubd = int(Pb * nf) + 4095 & -4096
+                P = Pb - (int(Pb * cprev) & -4096) + ubd
                 refres = 0
             compd = COMP if comp == "lz4" else comp
-            vs = str(volsize)
             Pp = Pb
             ubs = 0
         if ks:
@@ -407,25 +436,25 @@ def gen(self, k, pool, env):
                     sname = spre + days[t // 86400 - d0] + HM[t % 86400 // 60]
                 else:
                     sname = None
-                stxg = 1 + (t - pc) // 5
+                stxg = (t - pc5) // 5
                 nc = 0
-                if t < young and rnd() < cf:
+                if t < young and (g >> 32 & 16777215) < cf24:
                     room = n - 1 - i - len(pending)
                     if room > 0:
                         nc = 2 if room > 1 and rnd() < 0.1 else 1
                 if SPACE:
                     acc += step
-                    Pj = int(acc) + 4095 >> 12 << 12
+                    Pj = int(acc) + 4095 & -4096
                     if Pj < 57344:
                         Pj = 57344
                     Wj = Pj - Pp
                     if Wj < 0:
                         Wj = 0
-                    Wj += int(Pp * cprev) >> 12 << 12
+                    Wj += int(Pp * cprev) & -4096
                     if Wj > Pj:
                         Wj = Pj
-                    cprev = 0.02 + 0.2 * q()
-                    Uj = int(Pj * cprev * 0.6) >> 12 << 12
+                    cprev = CHURN[g >> 56]
+                    Uj = int(Pj * cprev * 0.6) & -4096
                     ubs += Uj
                     LJ = (Pj >> 12) * K
                     Pp = Pj
@@ -441,11 +470,11 @@ def gen(self, k, pool, env):
             schg = t
             if SPACE:
                 if ks >= 2:
-                    ubs += int(P * 0.01 * q()) >> 12 << 12
+                    ubs += int(P * 0.01 * q()) & -4096
                 W = P - Pp
                 if W < 0:
                     W = 0
-                W += int(Pp * cprev) >> 12 << 12
+                W += int(Pp * cprev) & -4096
                 if W > P:
                     W = P
         else:
@@ -467,7 +496,7 @@ def gen(self, k, pool, env):
         EMIT_SNAPS_FLUSH
     if SPACE:
         fused = 98304 + su
-        flu = 98304 + sl
+        flu = 43008 + sl
         fphys = 98304 + sph
         fratio = ratio(flu, fphys)
     rows[0] = FS_ROW
@@ -477,6 +506,12 @@ def gen(self, k, pool, env):
 '''
 
 _HM = [f"-{m // 60:02d}{m % 60:02d}" for m in range(1440)]
+_RS = {k: _ratio(k, 4096) for k in range(4096, 16384, 512)}  # ratio text per K (see template)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_reservation(volsize: int, volblocksize: int) -> int:
+    return _reservation(volsize, volblocksize)
 
 # Internal field order of a base row tuple (the slow path turns it into a record).
 FIELDS: tuple[str, ...] = (
@@ -496,19 +531,19 @@ _SPEC: dict[str, dict[str, tuple[str, str]]] = {
         "createtxg": (_E, "ttxg"), "origin": (_C, "-"), "creation": (_E, "tc"),
         "volsize": (_C, "-"), "volblocksize": (_C, "-"), "used": (_E, "fused"),
         "referenced": (_E, "98304"), "logicalused": (_E, "flu"),
-        "logicalreferenced": (_E, "98304"), "usedbysnapshots": (_E, "0"),
+        "logicalreferenced": (_E, "43008"), "usedbysnapshots": (_E, "0"),
         "usedbyrefreservation": (_E, "0"), "refreservation": (_E, "0"), "written": (_E, "98304"),
         "compression": (_E, "COMP"), "compressratio": (_E, "fratio"),
         "refcompressratio": (_C, "1.00"), "usedbydataset": (_E, "98304"),
         "usedbychildren": (_E, "su"), "numclones": (_C, "-"), "mountpoint": (_E, "tmount"),
         "snapshots_changed": (_C, "-"), "tenant": (_E, "tenant"), "avx": (_E, "0"),
-        "phys": (_E, "fphys"), "lused_own": (_E, "98304"), "comp_local": (_E, "False"),
+        "phys": (_E, "fphys"), "lused_own": (_E, "43008"), "comp_local": (_E, "False"),
         "available": (_E, "A"), "readonly": (_E, "RO"), "volmode": (_E, "VM"),
     },
     "vol": {
         "name": (_E, "vname"), "type": (_C, "volume"), "guid": (_E, "guid"),
         "createtxg": (_E, "vtxg"), "origin": (_E, "oname"), "creation": (_E, "c"),
-        "volsize": (_E, "volsize"), "volblocksize": (_E, "vbs"), "used": (_E, "used"),
+        "volsize": (_E, "vs"), "volblocksize": (_E, "vbs"), "used": (_E, "used"),
         "referenced": (_E, "P"), "logicalused": (_E, "lu"), "logicalreferenced": (_E, "L"),
         "usedbysnapshots": (_E, "ubs"), "usedbyrefreservation": (_E, "ubr"),
         "refreservation": (_E, "refres"), "written": (_E, "W"), "compression": (_E, "compd"),
@@ -549,6 +584,7 @@ class _Env:
     COMP: str = "lz4"  # compression inherited from the pool root
     RO: str = "off"
     VM: str = "default"
+    MP: str = "none"  # the pool root's mountpoint
     U: tuple[str, ...] = ()  # values of user property columns inherited from the pool root
 
 
@@ -585,6 +621,8 @@ def _compile(cols: tuple[str, ...] | None, kinds: frozenset[str], space: bool,
             parts = []
             for f in FIELDS:
                 how, what = _SPEC[kind][f]
+                if what == "vs":
+                    what = "volsize"  # records keep numbers as numbers
                 parts.append(repr(what) if how == _C else what)
             return "(" + ", ".join(parts) + ")"
         body = "\\t".join(_fstring_part(kind, c, uprops, tenant_prop) for c in cols)
@@ -606,7 +644,7 @@ def _compile(cols: tuple[str, ...] | None, kinds: frozenset[str], space: bool,
     src = src.replace("if SPACE:", f"if {space}:")
     src = src.replace("if NAMES:", f"if {names}:")
     ns: dict[str, Any] = {"Random": random.Random, "HM": _HM, "ratio": _ratio,
-                          "reservation": _reservation}
+                          "reservation": _cached_reservation, "RS": _RS}
     exec(compile(src, "<xfleet.sim tenant generator>", "exec"), ns)  # noqa: S102
     fn = ns["gen"]
     with _COMPILE_LOCK:
@@ -672,9 +710,10 @@ class _Base:
         self.snap_cdf = cdf
         self.snap_table = [bisect.bisect_left(cdf, (i + 0.5) / 4096) for i in range(4096)]
         self.clone_fraction = st.clone_fraction
+        # per-snapshot churn (fraction of its blocks overwritten later), from guid bits
+        self.churn = [0.02 + 0.2 * (i + 0.5) / 256 for i in range(256)]
         self._seed_base = _mix(st.seed, node, "tenant")
         self._tenant_re = re.compile(rf"^t(\d{{{self.tw}}})$")
-        self._vol_re = re.compile(rf"^vol-(\d{{{self.vw}}})$")
 
     # -- structure ---------------------------------------------------------------------------
     def tenant_seed(self, k: int) -> int:
@@ -695,7 +734,7 @@ class _Base:
 
     def group_of(self, name: str) -> int | None:
         """The tenant whose base subtree holds `name` (by name only), or None."""
-        ds = name.split("@", 1)[0]
+        ds = _ds(name)
         parts = ds.split("/")
         if len(parts) < 2 or parts[0] not in self.pool_range:
             return None
@@ -707,13 +746,6 @@ class _Base:
         if not a <= k < b:
             return None
         return k
-
-    def is_base_volume_name(self, k: int, ds: str) -> bool:
-        parts = ds.split("/")
-        if len(parts) != 3:
-            return False
-        m = self._vol_re.match(parts[2])
-        return m is not None and self.starts[k] <= int(m.group(1)) < self.starts[k + 1]
 
     def tenant_rows(self, k: int, env: _Env) -> list[Row]:
         """Base rows of tenant k as tuples in FIELDS order (slow path and lookups)."""
@@ -758,9 +790,10 @@ class _Base:
         return {
             "name": pool, "type": "filesystem", "guid": self.root_guid[pool], "createtxg": 1,
             "creation": self.pool_created[pool], "origin": None, "volsize": None,
-            "volblocksize": None, "referenced": _FS_REF, "logicalreferenced": _FS_REF,
+            "volblocksize": None, "referenced": _FS_REF, "logicalreferenced": _FS_LREF,
             "written": _FS_REF, "ubd": _FS_REF, "ubs": 0, "refreservation": 0,
-            "lused_own": _FS_REF, "snapshots_changed": 0, "local": {"compression": "lz4"},
+            "lused_own": _FS_LREF, "snapshots_changed": 0,
+            "local": {"compression": "lz4", "mountpoint": "none", "canmount": "off"},
         }
 
     def pool_size(self, pool: str, store: _Store | None) -> int:
@@ -810,20 +843,32 @@ class _Store:
             PRIMARY KEY (fingerprint, pool));
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, node: str):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), timeout=60, isolation_level=None,
-                                    check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(self.SCHEMA)
+        self.lock = threading.RLock()  # one connection, used by the transport's threads
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(path), timeout=60, isolation_level=None,
+                                        check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(self.SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise TransportError(
+                f"cannot open the simulator state {path}: {exc}", where=node,
+                hint="check 'state_dir' in the inventory (it must be a writable directory)",
+            ) from None
 
     def generation(self) -> str:
-        row = self.conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        with self.lock:
+            row = self.conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return str(row[0]) if row else "0"
 
     def load(self, ov: _Overlay) -> None:
+        with self.lock:
+            self._load(ov)
+
+    def _load(self, ov: _Overlay) -> None:
         meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
         ov.meta = {k: v for k, v in meta.items() if k != "generation"}
         ov.records = {n: json.loads(d) for n, d in
@@ -834,7 +879,7 @@ class _Store:
             (ov.hidden_sub if sub else ov.hidden_exact).add(name)
         ov.generation = meta.get("generation", "0")
 
-    def save(self, ov: _Overlay, changed: set[str], unhidden: set[str]) -> None:
+    def save(self, ov: _Overlay, changed: set[str]) -> None:
         c = self.conn
         for name in changed:
             rec = ov.records.get(name)
@@ -846,9 +891,6 @@ class _Store:
             if name in ov.hidden_exact or name in ov.hidden_sub:
                 c.execute("INSERT OR REPLACE INTO hidden (name, subtree) VALUES (?, ?)",
                           (name, 1 if name in ov.hidden_sub else 0))
-        for name in unhidden:
-            if name not in ov.hidden_exact and name not in ov.hidden_sub:
-                c.execute("DELETE FROM hidden WHERE name=?", (name,))
         for k, v in ov.meta.items():
             c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
         gen = str(int(ov.generation or "0") + 1)
@@ -862,21 +904,23 @@ class _Store:
 
     def load_totals(self, fingerprint: str, pool: str) -> tuple[int, int, int] | None:
         try:
-            row = self.conn.execute(
-                "SELECT used, lused, phys FROM totals WHERE fingerprint=? AND pool=?",
-                (fingerprint, pool)).fetchone()
+            with self.lock:
+                row = self.conn.execute(
+                    "SELECT used, lused, phys FROM totals WHERE fingerprint=? AND pool=?",
+                    (fingerprint, pool)).fetchone()
         except sqlite3.Error:
             return None
         return (int(row[0]), int(row[1]), int(row[2])) if row else None
 
     def save_totals(self, fingerprint: str, pool: str, got: tuple[int, int, int]) -> None:
-        with contextlib.suppress(sqlite3.Error):
+        with self.lock, contextlib.suppress(sqlite3.Error):
             self.conn.execute(
                 "INSERT OR REPLACE INTO totals (fingerprint, pool, used, lused, phys) "
                 "VALUES (?, ?, ?, ?, ?)", (fingerprint, pool, *got))
 
     def close(self) -> None:
-        self.conn.close()
+        with self.lock:
+            self.conn.close()
 
 
 @dataclass
@@ -899,7 +943,7 @@ class _Overlay:
             return True
         if not self.hidden_sub:
             return False
-        ds = name.split("@", 1)[0]
+        ds = _ds(name)
         if ds in self.hidden_sub:
             return True
         while "/" in ds:
@@ -915,31 +959,31 @@ class _Overlay:
 # ZFS enum order (zfs_prop_t), which is the order of `zfs get all`. Types: f(ilesystem),
 # v(olume), s(napshot). Defaults are what `-p` prints for a dataset that never set them.
 _PROP_ORDER: tuple[tuple[str, str], ...] = (
-    ("type", "fvs"), ("creation", "fvs"), ("used", "fvs"), ("available", "fv"),
-    ("referenced", "fvs"), ("compressratio", "fvs"), ("mounted", "f"), ("origin", "fv"),
+    ("type", "fvsb"), ("creation", "fvsb"), ("used", "fvs"), ("available", "fv"),
+    ("referenced", "fvsb"), ("compressratio", "fvs"), ("mounted", "f"), ("origin", "fv"),
     ("quota", "f"), ("reservation", "fv"), ("volsize", "vs"), ("volblocksize", "v"),
     ("recordsize", "f"), ("mountpoint", "f"), ("sharenfs", "f"), ("checksum", "fv"),
     ("compression", "fv"), ("atime", "f"), ("devices", "fs"), ("exec", "fs"), ("setuid", "fs"),
     ("readonly", "fv"), ("zoned", "f"), ("snapdir", "f"), ("aclmode", "f"),
-    ("aclinherit", "f"), ("createtxg", "fvs"), ("canmount", "f"), ("xattr", "fs"),
+    ("aclinherit", "f"), ("createtxg", "fvsb"), ("canmount", "f"), ("xattr", "fs"),
     ("copies", "fv"), ("version", "fs"), ("utf8only", "fs"), ("normalization", "fs"),
     ("casesensitivity", "fs"), ("vscan", "f"), ("nbmand", "fs"), ("sharesmb", "f"),
-    ("refquota", "f"), ("refreservation", "fv"), ("guid", "fvs"), ("primarycache", "fvs"),
+    ("refquota", "f"), ("refreservation", "fv"), ("guid", "fvsb"), ("primarycache", "fvs"),
     ("secondarycache", "fvs"), ("usedbysnapshots", "fv"), ("usedbydataset", "fv"),
     ("usedbychildren", "fv"), ("usedbyrefreservation", "fv"), ("defer_destroy", "s"),
     ("userrefs", "s"), ("logbias", "fv"), ("objsetid", "fvs"), ("dedup", "fv"),
     ("mlslabel", "fvs"), ("sync", "fv"), ("dnodesize", "f"), ("refcompressratio", "fvs"),
-    ("written", "fvs"), ("clones", "s"), ("logicalused", "fv"), ("logicalreferenced", "fvs"),
+    ("written", "fvs"), ("clones", "s"), ("logicalused", "fv"), ("logicalreferenced", "fvsb"),
     ("volmode", "fv"), ("filesystem_limit", "f"), ("snapshot_limit", "fv"),
     ("filesystem_count", "f"), ("snapshot_count", "fv"), ("snapdev", "fv"), ("acltype", "fs"),
     ("context", "fvs"), ("fscontext", "fvs"), ("defcontext", "fvs"), ("rootcontext", "fvs"),
     ("relatime", "f"), ("redundant_metadata", "fv"), ("overlay", "f"), ("encryption", "fvs"),
     ("keylocation", "fv"), ("keyformat", "fv"), ("pbkdf2iters", "fv"),
-    ("special_small_blocks", "f"), ("snapshots_changed", "fv"), ("prefetch", "fv"),
-    ("volthreading", "v"), ("direct", "fv"),
+    ("special_small_blocks", "f"), ("snapshots_changed", "fv"), ("prefetch", "fvs"),
+    ("volthreading", "v"), ("direct", "f"), ("longname", "f"),
 )
 _PROP_TYPES = dict(_PROP_ORDER)
-_HIDDEN_PROPS = {"name": "fvs", "numclones": "s", "inconsistent": "fvs", "redacted": "fvs",
+_HIDDEN_PROPS = {"name": "fvsb", "numclones": "s", "inconsistent": "fvs", "redacted": "fvs",
                  "unique": "fvs"}
 _ALL_PROPS = {**_PROP_TYPES, **_HIDDEN_PROPS}
 _ALIASES = {
@@ -957,7 +1001,7 @@ _STATIC: dict[str, str] = {
     "mounted": "yes", "quota": "0", "reservation": "0", "recordsize": "131072",
     "sharenfs": "off", "checksum": "on", "atime": "on", "devices": "on", "exec": "on",
     "setuid": "on", "zoned": "off", "snapdir": "hidden", "aclmode": "discard",
-    "aclinherit": "restricted", "canmount": "on", "xattr": "sa", "copies": "1", "version": "5",
+    "aclinherit": "restricted", "canmount": "on", "xattr": "on", "copies": "1", "version": "5",
     "utf8only": "off", "normalization": "none", "casesensitivity": "sensitive", "vscan": "off",
     "nbmand": "off", "sharesmb": "off", "refquota": "0", "primarycache": "all",
     "secondarycache": "all", "defer_destroy": "off", "userrefs": "0", "logbias": "latency",
@@ -968,7 +1012,7 @@ _STATIC: dict[str, str] = {
     "redundant_metadata": "all", "overlay": "on", "encryption": "off", "keylocation": "none",
     "keyformat": "none", "pbkdf2iters": "0", "special_small_blocks": "0", "prefetch": "all",
     "volthreading": "on", "direct": "standard", "inconsistent": "0", "redacted": "0",
-    "compression": "off", "readonly": "off", "volmode": "default",
+    "compression": "on", "readonly": "off", "volmode": "default", "longname": "off",
 }
 # Inheritable properties (a child without a local value shows its parent's).
 _INHERIT = frozenset({
@@ -984,7 +1028,7 @@ _READONLY = frozenset({
     "type", "creation", "used", "available", "referenced", "compressratio", "mounted",
     "origin", "createtxg", "guid", "usedbysnapshots", "usedbydataset", "usedbychildren",
     "usedbyrefreservation", "userrefs", "objsetid", "refcompressratio", "written", "clones",
-    "logicalused", "logicalreferenced", "filesystem_count", "snapshot_count", "defer_destroy",
+    "logicalused", "logicalreferenced", "defer_destroy",
     "snapshots_changed", "name", "numclones", "inconsistent", "redacted", "unique",
     "version", "utf8only", "normalization", "casesensitivity", "volblocksize",
 })
@@ -1020,11 +1064,12 @@ _SETTABLE: dict[str, tuple[str, tuple[str, ...] | None]] = {
 }
 _COMPRESS_HELP = ("on | off | lzjb | gzip | gzip-[1-9] | zle | lz4 | zstd | zstd-[1-19] | "
                   "zstd-fast | zstd-fast-[1-10,20,30,40,50,60,70,80,90,100,500,1000]")
-_TYPE_LETTER = {"filesystem": "f", "volume": "v", "snapshot": "s"}
+_TYPE_LETTER = {"filesystem": "f", "volume": "v", "snapshot": "s", "bookmark": "b"}
 _TYPE_WORDS = {"filesystem": "filesystem", "fs": "filesystem", "volume": "volume",
                "vol": "volume", "snapshot": "snapshot", "snap": "snapshot",
                "bookmark": "bookmark"}
-_KIND_OF = {"filesystem": "fs", "volume": "vol", "snapshot": "snap"}
+_KIND_OF = {"filesystem": "fs", "volume": "vol", "snapshot": "snap", "bookmark": "bm"}
+_ALL_KINDS = frozenset({"fs", "vol", "snap", "bm"})
 _NAME_CHARS = re.compile(r"^[A-Za-z0-9_\-:. ]+$")
 
 
@@ -1041,8 +1086,9 @@ def _canon_prop(prop: str) -> str | None:
     return prop if prop in _ALL_PROPS else None
 
 
-def _name_problem(name: str, *, snapshot: bool | None) -> str | None:
-    """libzfs' reason why `name` is not a valid dataset name (snapshot: required/forbidden)."""
+def _name_problem(name: str, *, snapshot: bool | None, bookmark: bool = False) -> str | None:
+    """libzfs' reason why `name` is not a valid dataset name (snapshot: required/forbidden;
+    bookmark: a `#` name is expected)."""
     if not name:
         return "empty component or misplaced '@' or '#' delimiter in name"
     if len(name) > 255:
@@ -1053,15 +1099,18 @@ def _name_problem(name: str, *, snapshot: bool | None) -> str | None:
         return "trailing slash in name"
     if name.count("@") + name.count("#") > 1:
         return "multiple '@' and/or '#' delimiters in name"
-    if "#" in name:
+    if "#" in name and not bookmark and snapshot is not None:
         return "invalid character '#' in name"
+    if bookmark and "#" not in name:
+        return "missing '#' delimiter in bookmark name"
     if "@" in name and snapshot is False:
         return "snapshot delimiter '@' is not expected here"
     if "@" not in name and snapshot is True:
         return "missing '@' delimiter in snapshot name"
-    ds, _, snap = name.partition("@")
+    sep = "#" if "#" in name else "@"
+    ds, _, snap = name.partition(sep)
     comps = ds.split("/")
-    for comp in comps + ([snap] if "@" in name else []):
+    for comp in comps + ([snap] if sep in name else []):
         if comp == "":
             return "empty component or misplaced '@' or '#' delimiter in name"
         if not _NAME_CHARS.match(comp):
@@ -1095,7 +1144,7 @@ class _View:
             if k is not None:
                 self.group_names.setdefault(k, []).append(name)
             else:
-                pool = name.split("/", 1)[0].split("@", 1)[0]
+                pool = _pool_of(name)
                 if pool in self.loose and name != pool:
                     self.loose[pool].append(name)
         self.affected: set[int] = set(self.group_names)
@@ -1180,12 +1229,18 @@ class _View:
         while cur is not None:
             local = cur.get("local") or {}
             if prop in local:
-                return local[prop], "local" if first else f"inherited from {cur['name']}"
+                value = local[prop]
+                if first:
+                    return value, "local"
+                if prop == "mountpoint" and value.startswith("/"):
+                    rel = _ds(rec["name"])[len(cur["name"]):]
+                    value = value.rstrip("/") + rel if value != "/" else rel
+                return value, f"inherited from {cur['name']}"
             first = False
             parent = _parent(cur["name"])
             cur = self.record(parent) if parent else None
         if prop == "mountpoint":
-            return "/" + rec["name"].split("@", 1)[0], "default"
+            return "/" + _ds(rec["name"]), "default"
         if ":" in prop:
             return "-", "-"
         return _STATIC.get(prop, "-"), "default"
@@ -1198,6 +1253,8 @@ class _View:
         sums: dict[str, list[int]] = {}
         for d in reversed(out):
             name = d["name"]
+            if d["type"] == "bookmark":
+                continue
             if d["type"] == "snapshot":
                 d["used"] = d["unique"]
                 d["compressratio"] = d["refcompressratio"] = _ratio(d["logicalreferenced"],
@@ -1306,7 +1363,7 @@ class _View:
                 if d["name"] == name:
                     return d
             return None
-        pool = name.split("/", 1)[0].split("@", 1)[0]
+        pool = _pool_of(name)
         if pool not in self.loose:
             return None
         for d in self.loose_derived(pool):
@@ -1320,12 +1377,19 @@ class _View:
         property does not apply to this type."""
         typ = d["type"]
         letter = _TYPE_LETTER[typ]
+        if typ == "bookmark":
+            if prop in ("name", "type", "guid", "createtxg", "creation", "referenced",
+                        "logicalreferenced"):
+                return str(d[prop]) if prop != "type" else typ, "-"
+            return None
         if ":" in prop:
             return self.effective(d, prop)
         types = _ALL_PROPS.get(prop)
         if types is None or letter not in types:
             return None
         snap = typ == "snapshot"
+        if snap and types != "s" and ("v" if d.get("volsize") is not None else "f") not in types:
+            return None  # e.g. 'exec' on a snapshot of a volume
         if prop == "volsize" and d.get("volsize") is None:
             return None
         simple: dict[str, Callable[[], Any]] = {
@@ -1341,7 +1405,7 @@ class _View:
             return str(simple[prop]()), "-"
         if snap:
             if prop == "volsize":
-                return str(d["volsize"]), "-"
+                return str(d["volsize"]), "local"
             if prop == "numclones":
                 return str(d["numclones"]), "-"
             if prop == "clones":
@@ -1369,7 +1433,9 @@ class _View:
         if prop == "snapshots_changed":
             return (str(d["snapshots_changed"]), "-") if d.get("snapshots_changed") else None
         if prop == "mounted":
-            return ("yes" if self.effective(d, "canmount")[0] != "off" else "no"), "-"
+            mounted = self.effective(d, "canmount")[0] != "off" and \
+                self.effective(d, "mountpoint")[0].startswith("/")
+            return ("yes" if mounted else "no"), "-"
         local = d.get("local") or {}
         if prop in local:
             return local[prop], "local"
@@ -1397,6 +1463,7 @@ class _View:
             COMP=self.effective(root, "compression")[0],
             RO=self.effective(root, "readonly")[0],
             VM=self.effective(root, "volmode")[0],
+            MP=self.effective(root, "mountpoint")[0],
             U=tuple(uvals),
         )
 
@@ -1480,6 +1547,7 @@ _USAGE = {
               "\trename -p [-f] <filesystem|volume> <filesystem|volume>\n"
               "\trename -r <snapshot> <snapshot>",
     "promote": "\tpromote <clone-filesystem>",
+    "bookmark": "\tbookmark <snapshot|bookmark> <newbookmark>",
     "zpool list": "\tlist [-gHLpPv] [-o property[,...]] [-T d|u] [pool] ... [interval [count]]",
     "zpool status": "\tstatus [-DegiLpPstvx] [-T d|u] [-c script1[,script2,...]] ...\n"
                     "\t    [--power] [-j [--json-int, --json-flat-vdevs, ...\n"
@@ -1488,9 +1556,15 @@ _USAGE = {
 }
 
 
+_ZFS_TRAILER = ("\nFor the property list, run: zfs set|get\n\n"
+                "For the delegated permission list, run: zfs allow|unallow\n\n"
+                "For further help on a command or topic, run: zfs help [<topic>]\n")
+
+
 def _usage(cmd: str, msg: str = "") -> _Fail:
     head = msg + "\n" if msg else ""
-    return _Fail(f"{head}usage:\n{_USAGE[cmd]}\n", 2)
+    trailer = "" if cmd.startswith("zpool") else _ZFS_TRAILER
+    return _Fail(f"{head}usage:\n{_USAGE[cmd]}\n{trailer}", 2)
 
 
 def _getopt(cmd: str, args: Sequence[str], flags: str, with_arg: str,
@@ -1531,13 +1605,12 @@ def _parse_types(cmd: str, text: str) -> frozenset[str]:
     kinds: set[str] = set()
     for word in text.split(","):
         if word == "all":
-            kinds |= {"fs", "vol", "snap"}
+            kinds |= _ALL_KINDS
             continue
         full = _TYPE_WORDS.get(word)
         if full is None:
             raise _usage(cmd, f"invalid type '{word}'")
-        if full != "bookmark":
-            kinds.add(_KIND_OF[full])
+        kinds.add(_KIND_OF[full])
     return frozenset(kinds)
 
 
@@ -1653,14 +1726,10 @@ class _Txn:
         self.ov = ov
         self.view = _View(sim, ov)
         self.changed: set[str] = set()
-        self.unhidden: set[str] = set()
         last = int(ov.meta.get("clock", "0"))
         self.now = max(int(time.time()), sim.settings.now + 60, last)
         ov.meta["clock"] = str(self.now)
         self._txg: dict[str, int] = {}
-
-    def refresh(self) -> None:
-        self.view = _View(self.sim, self.ov)
 
     def txg(self, pool: str) -> int:
         got = self._txg.get(pool)
@@ -1698,17 +1767,15 @@ class _Txn:
 
     def subtree(self, name: str, kinds: frozenset[str] = frozenset({"fs", "vol", "snap"}),
                 ) -> list[Rec]:
-        """Derived records of `name` and everything below it, in zfs list order."""
-        pool = name.split("/", 1)[0].split("@", 1)[0]
+        """Derived records of `name` and everything below it, in zfs list order (bookmarks
+        only when asked for: they never block a destroy)."""
+        pool = _pool_of(name)
         v = self.view
         out: list[Rec] = []
         if name == pool and "fs" in kinds:
             out.append(v.root(pool, None))
         out.extend(v.items(pool, [name], None, kinds, None))
         return out
-
-    def clones_of(self, snap: Rec) -> list[str]:
-        return list(snap.get("clones") or ())
 
 
 def _snapshot_names(view: _View, ds: str) -> list[Rec]:
@@ -1741,24 +1808,28 @@ class SimTransport(Transport):
             safe = re.sub(r"[^A-Za-z0-9._-]", "_", host.name)
             if safe != host.name:
                 safe += f"-{_mix(host.name) & 0xFFFFFFFF:08x}"
-            self.store = _Store(Path(state_dir) / f"sim-{safe}.sqlite")
+            self.store = _Store(Path(state_dir) / f"sim-{safe}.sqlite", host.name)
             self._open_store()
 
     def _open_store(self) -> None:
         assert self.store is not None
-        conn = self.store.conn
+        with self.store.lock:
+            self._check_fingerprint(self.store)
+        self.store.load(self.overlay)
+
+    def _check_fingerprint(self, store: _Store) -> None:
+        conn = store.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
             if row is None or row[0] != self.base.fingerprint:
-                self.store.reset()
+                store.reset()
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES "
                              "('fingerprint', ?)", (self.base.fingerprint,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self.store.load(self.overlay)
 
     def close(self) -> None:
         if self.store is not None:
@@ -1807,7 +1878,8 @@ class SimTransport(Transport):
                 "snapshot": self._zfs_snapshot, "snap": self._zfs_snapshot,
                 "clone": self._zfs_clone, "destroy": self._zfs_destroy, "set": self._zfs_set,
                 "inherit": self._zfs_inherit, "rename": self._zfs_rename,
-                "promote": self._zfs_promote, "version": self._version,
+                "promote": self._zfs_promote, "bookmark": self._zfs_bookmark,
+                "version": self._version,
             }.get(sub)
             if handler is None:
                 raise _Fail(f"unrecognized command '{sub}'\nusage: zfs command args ...\n", 2)
@@ -1829,8 +1901,8 @@ class SimTransport(Transport):
 
     def _mutate(self, fn: Callable[[_Txn], list[str]]) -> Iterator[str]:
         """Run a mutation atomically: on a copy of the latest overlay, persisted on success."""
-        with self._lock:
-            store = self.store
+        store = self.store
+        with self._lock, store.lock if store is not None else contextlib.nullcontext():
             if store is not None:
                 store.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -1840,9 +1912,9 @@ class SimTransport(Transport):
                     self.overlay = fresh
                 txn = _Txn(self, self.overlay.copy())
                 out = fn(txn)
-                if txn.changed or txn.unhidden:
+                if txn.changed:
                     if store is not None:
-                        store.save(txn.ov, txn.changed, txn.unhidden)
+                        store.save(txn.ov, txn.changed)
                     else:
                         txn.ov.generation = str(int(txn.ov.generation) + 1)
                     self.overlay = txn.ov
@@ -1881,8 +1953,8 @@ class SimTransport(Transport):
                 raise _Fail(f"sim: 'zfs list -{o}' (sorting) is not simulated; rows come in the "
                             "default name order\n", 2)
         if kinds is None:
-            explicit_snap = any("@" in n for n in names)
-            kinds = frozenset({"fs", "vol", "snap"} if explicit_snap else {"fs", "vol"})
+            kinds = frozenset({"fs", "vol"} | {"snap" for n in names if "@" in n}
+                              | {"bm" for n in names if "#" in n})
         if names and not recursive and kinds == frozenset({"snap"}):
             recursive, depth = True, 1
         view = _View(self, self._current())
@@ -1947,7 +2019,7 @@ class SimTransport(Transport):
         for pool in b.pools:
             pool_roots: list[str] | None = None
             if roots:
-                pool_roots = [r for r in roots if r.split("/", 1)[0].split("@", 1)[0] == pool]
+                pool_roots = [r for r in roots if _pool_of(r) == pool]
                 if not pool_roots:
                     continue
             whole = pool_roots is None or pool in pool_roots
@@ -2060,7 +2132,7 @@ class SimTransport(Transport):
                     raise _usage("get", f"bad property list: invalid property '{word}'")
                 props.append(canon)
         if kinds is None:
-            kinds = frozenset({"fs", "vol", "snap"})
+            kinds = _ALL_KINDS
         if names and not recursive and kinds == frozenset({"snap"}):
             recursive, depth = True, 1
         need_space = props is None or any(not (p in _IDENTITY or ":" in p) for p in props)
@@ -2101,7 +2173,7 @@ class SimTransport(Transport):
         for pool in self.base.pools:
             pool_roots: list[str] | None = None
             if roots:
-                pool_roots = [r for r in roots if r.split("/", 1)[0].split("@", 1)[0] == pool]
+                pool_roots = [r for r in roots if _pool_of(r) == pool]
                 if not pool_roots:
                     continue
             if (pool_roots is None or pool in pool_roots) and "fs" in kinds:
@@ -2145,6 +2217,8 @@ class SimTransport(Transport):
 
     def _user_props(self, view: _View, d: Rec) -> list[str]:
         found: set[str] = set()
+        if d["type"] == "bookmark":
+            return []
         cur: Rec | None = d
         while cur is not None:
             found.update(k for k in (cur.get("local") or {}) if ":" in k)
@@ -2401,13 +2475,13 @@ class SimTransport(Transport):
         rec: Rec = {
             "name": name, "type": typ, "guid": txn.guid(name), "createtxg": txn.txg(pool),
             "creation": txn.now, "origin": None, "volsize": None, "volblocksize": None,
-            "referenced": _FS_REF, "logicalreferenced": _FS_REF, "written": _FS_REF,
-            "ubd": _FS_REF, "ubs": 0, "refreservation": 0, "lused_own": _FS_REF,
+            "referenced": _FS_REF, "logicalreferenced": _FS_LREF, "written": _FS_REF,
+            "ubd": _FS_REF, "ubs": 0, "refreservation": 0, "lused_own": _FS_LREF,
             "snapshots_changed": 0, "local": {},
         }
         if typ == "volume":
-            rec.update(referenced=_ZVOL_MIN_REF, logicalreferenced=_ZVOL_MIN_REF,
-                       written=_ZVOL_MIN_REF, ubd=_ZVOL_MIN_REF, lused_own=_ZVOL_MIN_REF)
+            rec.update(referenced=_ZVOL_MIN_REF, logicalreferenced=_ZVOL_MIN_LREF,
+                       written=_ZVOL_MIN_REF, ubd=_ZVOL_MIN_REF, lused_own=_ZVOL_MIN_LREF)
         return rec
 
     # -- zfs create ------------------------------------------------------------------------------
@@ -2584,9 +2658,10 @@ class SimTransport(Transport):
             assert head is not None
             rec = self._new_dataset(txn, target, head["type"])
             rec.update(origin=source, volsize=snap.get("volsize"),
-                       volblocksize=head.get("volblocksize"), referenced=snap["referenced"],
-                       logicalreferenced=snap["logicalreferenced"], written=0, ubd=0,
-                       lused_own=0)
+                       volblocksize=head.get("volblocksize"),
+                       referenced=snap["referenced"],
+                       logicalreferenced=snap["logicalreferenced"],
+                       written=_CLONE_REF, ubd=_CLONE_REF, lused_own=_CLONE_REF // 2)
             for k, val in props:
                 self._assign(rec, k, val, prefix)
             s = txn.get(source)
@@ -2692,6 +2767,13 @@ class SimTransport(Transport):
         def op(txn: _Txn) -> list[str]:
             v = txn.view
             lines: list[str] = []
+            if "#" in target:
+                if v.record(target) is None:
+                    raise _Fail(f"bookmark '{target}' does not exist.")
+                say(lines, target)
+                if not dry:
+                    txn.drop(target, base=False, subtree=False)
+                return lines
             if "@" in target:
                 ds, spec = target.split("@", 1)
                 problem = _name_problem(ds, snapshot=False)
@@ -2711,14 +2793,15 @@ class SimTransport(Transport):
                             found.append(rec)
                 if not found:
                     raise _Fail("could not find any snapshots to destroy; check snapshot names.")
-                cloned = [s["name"] for s in found if s.get("clones")]
-                if cloned and not clones_too:
-                    raise _Fail("".join(f"cannot destroy snapshot {n}: snapshot is cloned\n"
-                                        for n in cloned))
+                deps = self._dependents(txn, [c for s in found for c in s.get("clones") or ()])
+                if deps and not clones_too:
+                    cloned = next(s["name"] for s in found if s.get("clones"))
+                    raise _Fail(f"cannot destroy '{cloned}': snapshot has dependent clones\n"
+                                "use '-R' to destroy the following datasets:\n"
+                                + "\n".join(deps))
                 extra = self._clone_closure(txn, [c for s in found for c in s.get("clones") or ()])
-                for sub in extra.values():
-                    for d in _destroy_order(sub):
-                        say(lines, d["name"])
+                for name in deps:
+                    say(lines, name)
                 for s in found:
                     say(lines, s["name"])
                 if verbose:
@@ -2749,15 +2832,15 @@ class SimTransport(Transport):
                             "destroy the following datasets:\n"
                             + "\n".join(d["name"] for d in sub[1:]))
             inside = {d["name"] for d in sub}
-            outside = [c for d in sub if d["type"] == "snapshot" for c in d.get("clones") or ()
-                       if c not in inside]
-            if outside and not clones_too:
+            outside = [c for d in _destroy_order(sub) if d["type"] == "snapshot"
+                       for c in d.get("clones") or () if c not in inside]
+            deps = self._dependents(txn, outside)
+            if deps and not clones_too:
                 raise _Fail(f"cannot destroy '{target}': {typ} has dependent clones\nuse '-R' "
-                            "to destroy the following datasets:\n" + "\n".join(outside))
+                            "to destroy the following datasets:\n" + "\n".join(deps))
             extra = self._clone_closure(txn, outside)
-            for more in extra.values():
-                for d in _destroy_order(more):
-                    say(lines, d["name"])
+            for name in deps:
+                say(lines, name)
             for d in _destroy_order(sub):
                 say(lines, d["name"])
             if dry:
@@ -2766,6 +2849,31 @@ class SimTransport(Transport):
             return lines
 
         return self._mutate(op)
+
+    def _dependents(self, txn: _Txn, clones: Iterable[str]) -> list[str]:
+        """Clones (oldest first) with everything that depends on them, in the order zfs lists
+        them in 'use -R to destroy the following datasets' (dependents before their origin)."""
+        out: list[str] = []
+        seen: set[str] = set()
+        v = txn.view
+
+        def by_txg(names: Iterable[str]) -> list[str]:
+            recs = [(v.record(n), n) for n in names if n not in seen]
+            return [n for r, n in sorted((x for x in recs if x[0] is not None),
+                                         key=lambda x: x[0]["createtxg"])]  # type: ignore[index]
+
+        def visit(clone: str) -> None:
+            seen.add(clone)
+            for d in _destroy_order(txn.subtree(clone)):
+                if d["type"] == "snapshot":
+                    for c in by_txg(d.get("clones") or ()):
+                        visit(c)
+                out.append(d["name"])
+
+        for c in by_txg(clones):
+            if c not in seen:
+                visit(c)
+        return out
 
     def _clone_closure(self, txn: _Txn, clones: Iterable[str]) -> dict[str, list[Rec]]:
         """Subtrees of `clones`, and of clones of their snapshots, recursively (for -R)."""
@@ -2855,8 +2963,7 @@ class SimTransport(Transport):
             tname = b.tenant_name(k)
             if not txn.ov.hides(tname):
                 txn.drop(tname, base=True, subtree=True)
-        for name in [n for n in txn.ov.records if n != pool and
-                     n.split("/", 1)[0].split("@", 1)[0] == pool]:
+        for name in [n for n in txn.ov.records if n != pool and _pool_of(n) == pool]:
             txn.drop(name, base=False, subtree=False)
         root = txn.get(pool)
         assert root is not None
@@ -2971,8 +3078,8 @@ class SimTransport(Transport):
                             "dataset name")
             if v.exists(target):
                 raise _Fail(f"{prefix}: dataset already exists")
-            missing = self._check_parent(txn, target, "p" in flags, prefix)
-            sub = txn.subtree(old)
+            missing = self._check_parent(txn, target, "p" in flags, f"cannot create '{new}'")
+            sub = txn.subtree(old, _ALL_KINDS)
             mapping = {d["name"]: target + d["name"][len(old):] for d in sub}
             for p in missing:
                 txn.put(self._new_dataset(txn, p, "filesystem"))
@@ -3042,14 +3149,48 @@ class SimTransport(Transport):
 
         return self._mutate(op)
 
+    # -- zfs bookmark --------------------------------------------------------------------------
+    def _zfs_bookmark(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
+        _, rest = _getopt("bookmark", args, "", "")
+        if len(rest) != 2:
+            raise _usage("bookmark", "missing snapshot argument" if not rest
+                         else "missing bookmark argument" if len(rest) == 1
+                         else "too many arguments")
+        source, target = rest
+        if target.startswith("#"):
+            target = _ds(source) + target
+
+        def op(txn: _Txn) -> list[str]:
+            v = txn.view
+            prefix = f"cannot create bookmark '{target}'"
+            if "@" not in source and "#" not in source:
+                raise _Fail(f"{prefix}: source must be a snapshot or bookmark")
+            src = v.record(source)
+            if src is None:
+                raise _Fail(f"{prefix}: dataset does not exist")
+            problem = _name_problem(target, snapshot=None, bookmark=True)
+            if problem is not None:
+                raise _Fail(f"{prefix}: {problem}")
+            if _ds(target) != _ds(source):
+                raise _Fail(f"{prefix}: source is not an ancestor of the new bookmark's dataset")
+            if v.exists(target):
+                raise _Fail(f"{prefix}: bookmark exists")
+            txn.put({"name": target, "type": "bookmark", "guid": src["guid"],
+                     "createtxg": src["createtxg"], "creation": src["creation"],
+                     "referenced": src["referenced"],
+                     "logicalreferenced": src["logicalreferenced"], "local": {}})
+            return []
+
+        return self._mutate(op)
+
 
 def _destroy_order(recs: list[Rec]) -> list[Rec]:
     """Children before parents, each dataset's snapshots just before it."""
     snaps: dict[str, list[Rec]] = {}
     dsets: list[Rec] = []
     for d in recs:
-        if d["type"] == "snapshot":
-            snaps.setdefault(d["name"].split("@", 1)[0], []).append(d)
+        if d["type"] in ("snapshot", "bookmark"):
+            snaps.setdefault(_ds(d["name"]), []).append(d)
         else:
             dsets.append(d)
     out: list[Rec] = []
@@ -3069,7 +3210,7 @@ def _destroy_order_iter(view: _View, pool: str) -> Iterator[str]:
     chunk: list[Rec] = []
     current: str | None = None
     for d in view.items(pool, None, None, frozenset({"fs", "vol", "snap"}), None, keep=False):
-        top = "/".join(d["name"].split("@", 1)[0].split("/", 2)[:2])
+        top = "/".join(_ds(d["name"]).split("/", 2)[:2])
         if current is not None and top != current:
             yield from (x["name"] for x in _destroy_order(chunk))
             chunk = []

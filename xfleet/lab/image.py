@@ -121,6 +121,27 @@ MaxStartups 64:30:128
 
 FSTAB = "/dev/vda / ext4 rw,noatime,errors=remount-ro 0 0\n"
 
+# Load the ZFS module in the background at boot, without zfs-load-module.service's
+# dependency on systemd-udev-settle (8 s under TCG, on the path to sshd).
+ZFS_LOAD_UNIT = """\
+[Unit]
+Description=xfleet lab: load the ZFS module (without waiting for udev to settle)
+DefaultDependencies=no
+After=systemd-modules-load.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/sbin/modprobe zfs
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# A small initrd: only what finds and mounts the virtio root disk (MODULES=most is ~30 MB and
+# costs seconds of TCG time at every boot).
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "ext4", "crc32c_generic", "crc32c_intel")
+
 # Units that only slow a throw-away VM's boot down. Pool import is not on the boot path either:
 # `xfleet lab up` imports or creates the pool over SSH once the node answers.
 MASKED_UNITS: tuple[str, ...] = (
@@ -143,6 +164,9 @@ MASKED_UNITS: tuple[str, ...] = (
     "zfs-volume-wait.service",
     "zfs-scrub-monthly@.timer",
     "zfs-trim-monthly@.timer",
+    "zfs-load-module.service",
+    "systemd-udev-settle.service",
+    "nvmf-autoconnect.service",
 )
 
 
@@ -171,6 +195,9 @@ def recipe() -> dict[str, object]:
         "init_unit": INIT_UNIT,
         "sshd_config": SSHD_CONFIG,
         "fstab": FSTAB,
+        "zfs_load_unit": ZFS_LOAD_UNIT,
+        "initramfs_modules": list(INITRAMFS_MODULES),
+        "customize": _customize_script(),
         "masked": list(MASKED_UNITS),
     }
 
@@ -235,7 +262,11 @@ for k in "$r"/lib/modules/*; do
 done
 mkdir -p "$r/usr/local/sbin" "$r/etc/ssh/sshd_config.d"
 rm -f "$r"/etc/ssh/ssh_host_*
-chroot "$r" systemctl enable systemd-networkd.service ssh.service xfleet-lab-init.service
+echo MODULES=list > "$r/etc/initramfs-tools/conf.d/xfleet"
+printf '%s\\n' {" ".join(INITRAMFS_MODULES)} >> "$r/etc/initramfs-tools/modules"
+chroot "$r" update-initramfs -u -k all
+chroot "$r" systemctl enable systemd-networkd.service ssh.service xfleet-lab-init.service \
+    xfleet-zfs-load.service
 chroot "$r" systemctl mask {masks}
 echo xfleet-lab > "$r/etc/hostname"
 rm -f "$r/etc/machine-id" "$r/var/lib/dbus/machine-id"
@@ -258,6 +289,7 @@ def build(force: bool = False, progress: Progress = None) -> Path:
     d = image_dir()
     work = d / "work"
     if work.exists():
+        _unmount_under(work)  # an interrupted mmdebstrap can leave /proc, /sys, /dev/* mounted
         shutil.rmtree(work)
     for stale in ("image.json", "root.qcow2", "vmlinuz", "initrd.img"):
         (d / stale).unlink(missing_ok=True)
@@ -270,6 +302,7 @@ def build(force: bool = False, progress: Progress = None) -> Path:
     (files / "xfleet-lab-init.service").write_text(INIT_UNIT)
     (files / "xfleet.conf").write_text(SSHD_CONFIG)
     (files / "fstab").write_text(FSTAB)
+    (files / "xfleet-zfs-load.service").write_text(ZFS_LOAD_UNIT)
     (files / "customize.sh").write_text(_customize_script())
     log = d / "build.log"
     t0 = time.monotonic()
@@ -295,6 +328,8 @@ def build(force: bool = False, progress: Progress = None) -> Path:
         f'--customize-hook=mkdir -p "$1/etc/ssh/sshd_config.d" && '
         f'install -m 0644 {files}/xfleet.conf "$1/etc/ssh/sshd_config.d/xfleet.conf"',
         f'--customize-hook=install -m 0644 {files}/fstab "$1/etc/fstab"',
+        f"--customize-hook=install -m 0644 {files}/xfleet-zfs-load.service "
+        '"$1/etc/systemd/system/xfleet-zfs-load.service"',
         f"--customize-hook=sh {files}/customize.sh \"$1\"",
         SUITE,
         str(rootfs),
@@ -340,6 +375,27 @@ def build(force: bool = False, progress: Progress = None) -> Path:
         f"image built in {info['build_seconds']}s: kernel {kver}, OpenZFS {zfs_version}",
     )
     return d
+
+
+def _unmount_under(path: Path) -> None:
+    """Unmount everything mounted below `path` (deepest first); refuse to go on otherwise, so
+    that deleting `path` can never reach into a bind-mounted host directory."""
+    prefix = str(path.resolve()) + "/"
+
+    def mounted() -> list[str]:
+        with open("/proc/self/mounts") as fh:
+            points = [line.split()[1].replace("\\040", " ") for line in fh]
+        return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+
+    for point in mounted():
+        if subprocess.run(["umount", point], capture_output=True, check=False).returncode:
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    left = mounted()
+    if left:
+        raise LabError(
+            f"cannot clean the previous build: still mounted: {', '.join(left)}",
+            hint="unmount them (`umount -R PATH`), then build again",
+        )
 
 
 def _run_logged(argv: list[str], log: IO[str], progress: Progress) -> int:

@@ -1,0 +1,76 @@
+"""Fixtures for the TUI tests: a small deterministic sim fleet mirror, and screen text."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_sim_inventory  # tests/conftest.py (tests/ is on sys.path)
+from rich.console import Console
+
+from xfleet import inventory, mirror, sync
+
+
+@pytest.fixture(scope="session")
+def fleet_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("tui-fleet")
+    inv = write_sim_inventory(d / "fleet.yaml", {"n1": {"seed": 1, "volumes": 120},
+                                                 "n2": {"seed": 2, "volumes": 80}},
+                              extra="    environment: {name: prod-eu, colour: red}")
+    report = sync.sync(inventory.load(inv))
+    assert all(n.ok for n in report.nodes)
+    conn = mirror.connect(d / "mirror.db")
+    conn.execute("UPDATE nodes SET stale = 1, last_error = 'ssh: timed out' WHERE name = 'n2'")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return d
+
+
+@pytest.fixture
+def fleet(fleet_master: Path, tmp_path: Path) -> Path:
+    """A private copy (tests may write to it); returns the directory (mirror.db, fleet.yaml)."""
+    for f in ("mirror.db", "fleet.yaml"):
+        shutil.copy(fleet_master / f, tmp_path / f)
+    (tmp_path / "fleet.yaml").write_text((fleet_master / "fleet.yaml").read_text())
+    return tmp_path
+
+
+def screen_text(app: Any) -> str:
+    """What a person would see: the current screen as plain text."""
+    update = app.screen._compositor.render_update(full=True)
+    console = Console(width=app.size.width, file=io.StringIO(), record=True,
+                      color_system=None, legacy_windows=False)
+    console.print(update)
+    return console.export_text()
+
+
+async def settle(pilot: Any) -> None:
+    """Let workers (re-reads, counts, stats) finish and the screen redraw."""
+    app = pilot.app
+    for _ in range(3):
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await asyncio.sleep(0.01)
+    await pilot.pause()
+
+
+@pytest.fixture
+def sql(fleet: Path) -> Iterator[Any]:
+    conn = mirror.connect(fleet / "mirror.db", readonly=True)
+    yield conn
+    conn.close()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run `async def` tests in this directory on a fresh event loop (no plugin needed)."""
+    if asyncio.iscoroutinefunction(pyfuncitem.obj):
+        args = {k: pyfuncitem.funcargs[k] for k in pyfuncitem._fixtureinfo.argnames}
+        asyncio.run(pyfuncitem.obj(**args))
+        return True
+    return None

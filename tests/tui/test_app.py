@@ -1,0 +1,355 @@
+"""The dashboard driven with Pilot: every view and key, asserting what is on screen."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from xfleet import inventory, mirror
+from xfleet.tui.app import XfleetApp
+from xfleet.tui.table import VirtualTable
+from xfleet.tui.views import (
+    CompView,
+    DetailView,
+    FleetView,
+    HelpScreen,
+    OpsView,
+    VolumesView,
+)
+
+from .conftest import screen_text, settle
+
+SIZE = (150, 40)
+
+
+def make(fleet: Path, **kw: Any) -> XfleetApp:
+    inv = inventory.load(fleet / "fleet.yaml")
+    return XfleetApp(fleet / "mirror.db", inventory=inv, poll_seconds=kw.pop("poll", 0), **kw)
+
+
+def table(app: XfleetApp) -> VirtualTable:
+    return app.screen.query_one(VirtualTable)
+
+
+async def test_fleet_view_shows_nodes_counts_and_stale_node(fleet: Path, sql: Any) -> None:
+    app = make(fleet)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, FleetView)
+        text = screen_text(app)
+        n1_vols = sql.execute(
+            "SELECT count(*) FROM datasets WHERE node='n1' AND type='volume'").fetchone()[0]
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith("n1"))
+        assert f"{n1_vols:,}" in line and "ONLINE" in line and "%" in line
+        n2 = next(ln for ln in text.splitlines() if ln.strip().startswith("n2"))
+        assert "STALE" in n2 and "ssh: timed out" in n2
+        assert "1 stale" in text
+        # environment banner and mode
+        assert "PROD-EU" in text and "READ-ONLY" in text
+
+
+async def test_enter_on_a_node_opens_its_volumes_and_esc_goes_back(fleet: Path) -> None:
+    app = make(fleet)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("down", "enter")  # n2
+        await settle(pilot)
+        assert isinstance(app.screen, VolumesView)
+        t = table(app)
+        assert t.filter.text == "node=n2"
+        assert t.rows and {r["node"] for r in t.rows} == {"n2"}
+        assert "filter node=n2" in screen_text(app)
+        await pilot.press("escape")  # clears the filter first
+        await settle(pilot)
+        assert isinstance(app.screen, VolumesView) and t.filter.empty
+        assert t.count is not None and t.count.n == sum(app.conn.execute(
+            "SELECT count(*) FROM datasets").fetchone())
+        await pilot.press("escape")  # then back
+        await settle(pilot)
+        assert isinstance(app.screen, FleetView)
+
+
+async def test_sort_keys_sort_and_reverse(fleet: Path, sql: Any) -> None:
+    app = make(fleet, start="vols")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        t = table(app)
+        biggest = sql.execute("SELECT max(used) FROM datasets").fetchone()[0]
+        await pilot.press("U")
+        await settle(pilot)
+        used = [r["used"] for r in t.rows]
+        assert t.sort.column == "used" and t.sort.desc
+        assert used[0] == biggest and used == sorted(used, reverse=True)
+        assert "USED▼" in screen_text(app)
+        await pilot.press("U")
+        await settle(pilot)
+        used = [r["used"] for r in t.rows if r["used"] is not None]
+        assert used == sorted(used) and not t.sort.desc
+        await pilot.press("N")
+        await settle(pilot)
+        names = [r["name"] for r in t.rows]
+        assert names == sorted(names)
+        assert "NAME▲" in screen_text(app)
+
+
+async def test_filter_by_expression_counts_matches(fleet: Path, sql: Any) -> None:
+    app = make(fleet, start="vols")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"used>10G", "space", *"type=volume", "enter")
+        await settle(pilot)
+        t = table(app)
+        want = sql.execute("SELECT count(*) FROM datasets WHERE used > ? AND type = 'volume'",
+                           (10 << 30,)).fetchone()[0]
+        assert want > 0
+        assert len(t.rows) == want
+        assert all(r["used"] > 10 << 30 and r["type"] == "volume" for r in t.rows)
+        assert f"{want:,} rows" in screen_text(app)
+
+
+async def test_name_filter_and_glob(fleet: Path) -> None:
+    app = make(fleet, start="vols")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"vol-00001", "enter")
+        await settle(pilot)
+        rows = table(app).rows
+        assert rows and all("vol-00001" in r["name"] for r in rows)
+        await pilot.press("slash", "ctrl+u", *"*@*", "enter")
+        await settle(pilot)
+        rows = table(app).rows
+        assert rows and all(r["type"] == "snapshot" for r in rows)
+
+
+async def test_bad_filter_is_a_message_not_a_traceback(fleet: Path) -> None:
+    app = make(fleet, start="vols")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        before = [r["id"] for r in table(app).rows]
+        await pilot.press("slash", *"used>lots", "enter")
+        await settle(pilot)
+        text = screen_text(app)
+        assert "'lots' is not a valid value for 'used'" in text
+        assert table(app).filter.empty
+        assert [r["id"] for r in table(app).rows] == before
+        await pilot.press("slash", "ctrl+u", *"colour=red", "enter")
+        await settle(pilot)
+        assert "unknown column 'colour'" in screen_text(app)
+        assert app.is_running
+
+
+async def test_paging_and_end(fleet: Path, sql: Any) -> None:
+    app = make(fleet, start="vols")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        t = table(app)
+        page = t.page_rows
+        await pilot.press("pagedown")
+        await settle(pilot)
+        assert t.cursor == page and f"row {page + 1:,}" in screen_text(app)
+        await pilot.press("pageup")
+        await settle(pilot)
+        assert t.cursor == 0
+        await pilot.press("end")
+        await settle(pilot)
+        last = sql.execute("SELECT name FROM datasets ORDER BY node DESC, name DESC "
+                           "LIMIT 1").fetchone()[0]
+        total = sql.execute("SELECT count(*) FROM datasets").fetchone()[0]
+        assert t.current is not None and t.current["name"] == last
+        assert f"row {total:,}" in screen_text(app) and last in screen_text(app)
+        await pilot.press("home")
+        await settle(pilot)
+        assert t.cursor == 0 and "row 1 " in screen_text(app)
+
+
+async def test_scrolling_through_everything_sees_every_row_once(fleet: Path, sql: Any) -> None:
+    app = make(fleet, start="vols")
+    async with app.run_test(size=(150, 20)) as pilot:
+        await settle(pilot)
+        t = table(app)
+        total = sql.execute("SELECT count(*) FROM datasets").fetchone()[0]
+        seen = [t.current["id"]] if t.current else []
+        for _ in range(total + 5):
+            t.move_cursor(1)
+            if t.current and t.current["id"] != seen[-1]:
+                seen.append(t.current["id"])
+        assert len(seen) == total == len(set(seen))
+        assert len(t.rows) <= 1200  # bounded buffer: never the whole table
+
+
+async def test_enter_opens_detail_with_snapshots_and_clone_chain(fleet: Path, sql: Any) -> None:
+    clone, origin = sql.execute(
+        "SELECT name, origin FROM datasets WHERE origin IS NOT NULL AND node='n1' "
+        "ORDER BY name LIMIT 1").fetchone()
+    app = make(fleet, start="vols")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *clone.split("/")[-1], "space", "node=n1".__str__()[0])
+        await pilot.press(*"ode=n1", "space", *"type=volume", "enter")
+        await settle(pilot)
+        assert table(app).current is not None and table(app).current["name"] == clone
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, DetailView)
+        text = screen_text(app)
+        assert "origin chain (1)" in text and origin in text
+        assert "compressratio" in text and "written since last snapshot" in text
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, VolumesView)
+        assert table(app).current is not None and table(app).current["name"] == clone
+
+
+async def test_detail_lists_snapshots(fleet: Path, sql: Any) -> None:
+    vol = sql.execute("SELECT name FROM datasets WHERE type='snapshot' AND node='n1' "
+                      "LIMIT 1").fetchone()[0].split("@")[0]
+    nsnaps = sql.execute("SELECT count(*) FROM datasets WHERE node='n1' AND name > ? AND "
+                         "name < ?", (vol + "@", vol + "A")).fetchone()[0]
+    app = make(fleet)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.push_screen(DetailView("n1", vol))
+        await settle(pilot)
+        text = screen_text(app)
+        assert f"snapshots ({nsnaps})" in text and vol in text
+        assert "STALE" not in text.split("node", 1)[1].splitlines()[0]
+
+
+async def test_command_mode_jumps_between_views(fleet: Path) -> None:
+    app = make(fleet)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("colon", *"comp", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, CompView)
+        text = screen_text(app)
+        assert "by node/pool" in text and "n1/tank" in text and "by tenant" in text
+        await pilot.press("colon", *"ops", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, OpsView)
+        assert "No long-running operations" in screen_text(app)
+        await pilot.press("colon", *"vols used>5G", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, VolumesView)
+        assert table(app).filter.text == "used>5G"
+        await pilot.press("colon", *"bogus", "enter")
+        await settle(pilot)
+        assert "unknown command :bogus" in screen_text(app)
+        await pilot.press("colon", *"nodes", "enter")  # back to the fleet already open
+        await settle(pilot)
+        assert isinstance(app.screen, FleetView)
+        assert sum(isinstance(s, FleetView) for s in app.screen_stack) == 1
+        await pilot.press("colon", "q", "enter")
+        await settle(pilot)
+    assert not app.is_running
+
+
+async def test_help_lists_keys_and_closes(fleet: Path) -> None:
+    app = make(fleet)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        assert isinstance(app.screen, HelpScreen)
+        text = screen_text(app)
+        assert "command mode" in text and "O N T Z U R L W C X E A" in text
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, FleetView)
+
+
+async def test_read_only_refuses_write_actions(fleet: Path) -> None:
+    app = make(fleet, start="vols")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+        text = screen_text(app)
+        assert "read-only mode" in text and "--write" in text and "READ-ONLY" in text
+
+
+async def test_write_mode_is_shown(fleet: Path) -> None:
+    app = make(fleet, start="vols", write=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        text = screen_text(app)
+        assert " WRITE " in text and "READ-ONLY" not in text
+        await pilot.press("m")
+        await settle(pilot)
+        assert "nothing was changed" in screen_text(app)
+
+
+async def test_mouse_click_selects_and_header_click_sorts(fleet: Path) -> None:
+    app = make(fleet, start="vols")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        t = table(app)
+        await pilot.click(VirtualTable, offset=(5, 4))  # 4th data row
+        await settle(pilot)
+        assert t.cursor == 3
+        await pilot.click(VirtualTable, offset=(5, 4), times=2)
+        await settle(pilot)
+        assert isinstance(app.screen, DetailView)
+        await pilot.press("escape")
+        await settle(pilot)
+        x = sum(c.width + 1 for c in t.columns[:2] if c.width) + t._widths()[1] + 2
+        await pilot.click(VirtualTable, offset=(x, 0))  # the TYPE header
+        await settle(pilot)
+        assert t.sort.column == "type"
+
+
+async def test_live_refresh_keeps_the_place(fleet: Path) -> None:
+    app = make(fleet, start="vols", poll=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        t = table(app)
+        await pilot.press("down", "down", "down")
+        await settle(pilot)
+        row = t.current
+        assert row is not None
+        w = mirror.connect(fleet / "mirror.db")
+        w.execute("UPDATE datasets SET compression = 'zstd-19' WHERE id = ?", (row["id"],))
+        w.close()
+        for _ in range(40):
+            await settle(pilot)
+            if t.current and t.current["compression"] == "zstd-19":
+                break
+        assert t.current is not None and t.current["id"] == row["id"]
+        assert t.current["compression"] == "zstd-19" and t.cursor == 3
+        assert "zstd-19" in screen_text(app)
+
+
+async def test_a_stale_view_refreshes_when_it_comes_back(fleet: Path) -> None:
+    app = make(fleet, poll=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("colon", *"ops", "enter")
+        await settle(pilot)
+        w = mirror.connect(fleet / "mirror.db")
+        w.execute("UPDATE nodes SET stale = 0, last_error = NULL WHERE name = 'n2'")
+        w.close()
+        for _ in range(10):
+            await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, FleetView)
+        assert "STALE" not in screen_text(app)
+
+
+async def test_missing_journal_and_a_registered_source(fleet: Path) -> None:
+    from xfleet.tui import operations
+
+    def fake(conn: sqlite3.Connection) -> list[operations.Operation]:
+        return [operations.Operation("1", "move", "tank/t0000/vol-000001", "n1", "running",
+                                     done=30, total=120)]
+
+    operations.register("test", fake)
+    try:
+        app = make(fleet, start="ops")
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            text = screen_text(app)
+            assert "tank/t0000/vol-000001" in text and "25%" in text and "1 running" in text
+    finally:
+        operations.unregister("test")

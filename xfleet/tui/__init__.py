@@ -1,0 +1,22 @@
+"""The xfleet dashboard (Textual). `run()` starts it; the app lives in xfleet.tui.app.
+
+Importing this package does not import textual (so `xfleet.tui.operations` stays usable from
+scripts); `run` imports the app when called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xfleet.inventory import Inventory
+
+__all__ = ["run"]
+
+
+def run(mirror_path: Path, *, inventory: Inventory | None = None, write: bool = False) -> None:
+    """Open the dashboard on `mirror_path` (read-only unless `write`)."""
+    from xfleet.tui.app import run as _run
+
+    _run(mirror_path, inventory=inventory, write=write)

@@ -1,0 +1,100 @@
+"""Long-running operations shown by the TUI's Operations view: a small plug-in interface.
+
+Moves, upgrades and compression rewrites (later issues) record their progress in the mirror's
+journal. This module only reads: a *source* is a function `(conn) -> list[Operation]`; sources
+are registered by name, and the view shows what all of them return, newest first. The built-in
+`journal` source reads a `journal` table when one exists (see `JOURNAL_COLUMNS`) and returns
+nothing otherwise, so the view shows an empty state until an operation is recorded.
+
+No textual import here: a script (or `xfleet ops`) can list operations the same way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# The journal table the view expects (to be created by the issue that adds the first operation):
+# one row per operation, updated as it progresses.
+JOURNAL_COLUMNS = ("id", "kind", "subject", "node", "state", "done", "total", "started_at",
+                   "updated_at", "message")
+
+
+@dataclass(frozen=True)
+class Operation:
+    id: str
+    kind: str  # "move", "upgrade", "compress", ...
+    subject: str  # what it acts on: a volume, a node, a pool
+    node: str | None
+    state: str  # "running", "paused", "failed", "done"
+    done: float | None = None  # progress in `total` units (bytes, nodes, ...)
+    total: float | None = None
+    started_at: float | None = None
+    updated_at: float | None = None
+    message: str = ""
+
+    @property
+    def progress(self) -> float | None:
+        if self.done is None or not self.total:
+            return None
+        return max(0.0, min(1.0, self.done / self.total))
+
+
+Source = Callable[[sqlite3.Connection], list[Operation]]
+_SOURCES: dict[str, Source] = {}
+
+
+def register(name: str, source: Source) -> None:
+    """Add (or replace) an operation source, e.g. `register("moves", moves.operations)`."""
+    _SOURCES[name] = source
+
+
+def unregister(name: str) -> None:
+    _SOURCES.pop(name, None)
+
+
+def sources() -> dict[str, Source]:
+    return dict(_SOURCES)
+
+
+def journal(conn: sqlite3.Connection) -> list[Operation]:
+    """Operations from the mirror's `journal` table; [] while the table does not exist."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'journal'"
+    ).fetchone()
+    if not exists:
+        return []
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(journal)")}
+    picked = [c for c in JOURNAL_COLUMNS if c in cols]
+    rows = conn.execute(
+        f"SELECT {', '.join(picked)} FROM journal ORDER BY "
+        f"{'updated_at' if 'updated_at' in cols else 'rowid'} DESC LIMIT 500"
+    ).fetchall()
+    out = []
+    for r in rows:
+        d = dict(zip(picked, r, strict=True))
+        out.append(Operation(
+            id=str(d.get("id", "")), kind=str(d.get("kind") or "?"),
+            subject=str(d.get("subject") or ""), node=d.get("node"),
+            state=str(d.get("state") or "?"), done=d.get("done"), total=d.get("total"),
+            started_at=d.get("started_at"), updated_at=d.get("updated_at"),
+            message=str(d.get("message") or ""),
+        ))
+    return out
+
+
+register("journal", journal)
+
+
+def collect(conn: sqlite3.Connection) -> tuple[list[Operation], list[str]]:
+    """All operations from all sources, and the errors of sources that failed."""
+    ops: list[Operation] = []
+    errors: list[str] = []
+    for name, source in _SOURCES.items():
+        try:
+            ops += source(conn)
+        except Exception as exc:  # a broken plug-in must not take the dashboard down
+            errors.append(f"{name}: {exc}")
+    ops.sort(key=lambda o: o.updated_at or o.started_at or 0.0, reverse=True)
+    return ops, errors
