@@ -18,9 +18,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/xfleet demo
 
-# Debian packages the test suite needs (real sshd for transport tests; the lab's qemu etc.).
+# Debian packages the test suite needs: a real sshd and tmux for the transport and TUI tests,
+# qemu/mmdebstrap for the lab of real OpenZFS nodes (whose image is built once and cached).
 deps-test:
 	@bash scripts/test-deps.sh
+	@sh scripts/lab-deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check xfleet tests

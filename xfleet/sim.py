@@ -358,7 +358,7 @@ def gen(self, k, pool, env):
             c = ctimes[i]
             oname = "-"
         vtxg = (c - pc5) // 5
-        ks = KS[int(rnd() * 4096)]
+        ks = KS[bits(12)]
         sp = now - c
         if sp < 7200:
             ks = 0

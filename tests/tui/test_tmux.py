@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
-                                reason="tmux is not installed (make test installs it)")
+
+@pytest.fixture(autouse=True)
+def _tmux_present() -> None:
+    # make test installs tmux (scripts/test-deps.sh); never skip silently
+    assert shutil.which("tmux"), "tmux is not installed: run 'make test' (it installs it)"
 
 
 def _pane(session: str) -> str:

@@ -1,0 +1,109 @@
+"""Lab benchmark: real OpenZFS node with ~2,000 datasets (issue 3).
+
+    .venv/bin/python benchmarks/bench_lab.py [--volumes 200] [--snapshots 9] [--keep]
+
+Side by side on one lab node (qemu TCG here, so ZFS itself is slow):
+- `zfs list -Hp -t all -o <the sync's columns>` run on the node (over an open SSH connection);
+- a full `xfleet sync` of that node (CLI process);
+- `xfleet ls` of the same rows from the mirror (in process, and as a cold CLI process).
+Prints the figures and their ratios; record them in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from xfleet import inventory, lab, mirror, query  # noqa: E402
+from xfleet.transport import SSHTransport  # noqa: E402
+from xfleet.zfs import zfs_list  # noqa: E402
+
+
+def populate(node: str, volumes: int, snapshots: int) -> None:
+    """~volumes * (1 + snapshots) datasets: one remote command per round, never per dataset."""
+    lab.run(node, ["zfs", "create", "-p", "tank/bench"])
+    script = (
+        f"i=0; while [ $i -lt {volumes} ]; do "
+        "zfs create -s -V 64M -o volmode=none -o xfleet:tenant=t$((i % 17)) "
+        "tank/bench/v$i || exit 1; i=$((i+1)); done"
+    )
+    lab.run(node, ["sh", "-c", script], timeout=3600)
+    for s in range(snapshots):
+        names = [f"tank/bench/v{i}@s{s}" for i in range(volumes)]
+        lab.run(node, ["zfs", "snapshot", *names], timeout=3600)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--volumes", type=int, default=200)
+    ap.add_argument("--snapshots", type=int, default=9)
+    ap.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
+    args = ap.parse_args()
+    inv_path = ROOT / "inventory" / "lab.yaml"
+    say = lambda m: print(f"  .. {m}", file=sys.stderr)  # noqa: E731
+    lab.build(progress=say)
+    lab.up(nodes=1, inventory_path=inv_path, progress=say)
+    node = "lab1"
+    lab.reset(progress=say)  # a fresh pool: the benchmark owns the node
+    t0 = time.perf_counter()
+    populate(node, args.volumes, args.snapshots)
+    populate_s = time.perf_counter() - t0
+    inv = inventory.load(inv_path)
+    host = inv.hosts[node]
+    t = SSHTransport(host, trust_store=inv.trust_store)
+    argv = zfs_list(host.pools, user_properties=inv.user_properties)
+    t.run(["true"])  # connect first: the handshake is not part of zfs list
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        n = sum(1 for _ in t.lines(argv))
+        times.append(time.perf_counter() - t0)
+    t.close()
+    zfs_list_s = min(times)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "lab.db"
+        cli = [sys.executable, "-m", "xfleet", "-i", str(inv_path), "-m", str(db)]
+        t0 = time.perf_counter()
+        out = subprocess.run([*cli, "sync", "--node", node, "--json"], capture_output=True,
+                             text=True, check=True, cwd=ROOT)
+        sync_s = time.perf_counter() - t0
+        rep = json.loads(out.stdout)["nodes"][0]
+        conn = mirror.connect(db, readonly=True)
+        sel = query.Selection(nodes=[node], limit=None)
+        best = float("inf")
+        for _ in range(10):
+            t0 = time.perf_counter()
+            rows = list(query.ls(conn, sel))
+            best = min(best, time.perf_counter() - t0)
+        conn.close()
+        cold = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            subprocess.run([*cli, "ls", "--node", node, "--limit", "0", "--json"],
+                           capture_output=True, check=True, cwd=ROOT)
+            cold.append(time.perf_counter() - t0)
+    if not args.keep:
+        lab.down(progress=say)
+    print(f"lab node {node}: {n} datasets ({args.volumes} volumes x {args.snapshots} snapshots; "
+          f"created in {populate_s:.0f} s)")
+    print(f"  zfs list -Hp -t all (sync's columns) on the node  {zfs_list_s:8.2f} s")
+    print(f"  xfleet sync --node {node} (CLI, full)            {sync_s:8.2f} s   "
+          f"ratio to zfs list {sync_s / zfs_list_s:5.2f}  ({rep['commands']} remote commands)")
+    print(f"  xfleet ls, same rows, in process                  {best * 1000:8.1f} ms  "
+          f"zfs list is {zfs_list_s / best:,.0f}x slower")
+    print(f"  xfleet ls --node {node} --limit 0 --json (cold CLI)  {min(cold):8.2f} s   "
+          f"zfs list is {zfs_list_s / min(cold):,.1f}x slower")
+    assert len(rows) == n == rep["datasets"]
+
+
+if __name__ == "__main__":
+    main()
