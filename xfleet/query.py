@@ -271,7 +271,7 @@ def find(conn: sqlite3.Connection, name: str, node: str | None = None) -> dict[s
             raise UsageError(f"no dataset {name!r} on node {node!r} in the mirror",
                              hint="check the name with 'xfleet ls', or run 'xfleet sync'")
         return row
-    cur = conn.execute("SELECT * FROM datasets WHERE name = ? ORDER BY node LIMIT 2", (name,))
+    cur = conn.execute("SELECT * FROM datasets WHERE name = ? ORDER BY node LIMIT 10", (name,))
     cols = [d[0] for d in cur.description]
     rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     if not rows:
@@ -284,7 +284,8 @@ def find(conn: sqlite3.Connection, name: str, node: str | None = None) -> dict[s
                   "check the name with 'xfleet ls', or run 'xfleet sync'"),
         )
     if len(rows) > 1:
-        raise UsageError(f"{name!r} exists on several nodes",
+        where = ", ".join(r["node"] for r in rows) + (", ..." if len(rows) == 10 else "")
+        raise UsageError(f"{name!r} exists on several nodes: {where}",
                          hint="say which with --node NODE")
     return rows[0]
 
