@@ -28,11 +28,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check xfleet tests
 	$(BIN)/mypy
 
+# everything but the lab (quick inner loop)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
+# the whole suite: lab of real OpenZFS VMs included (image built once, cached in ~/.cache/xfleet)
 test: $(STAMP) deps-test lint
-	$(BIN)/pytest -q
+	XFLEET_LAB=1 $(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
