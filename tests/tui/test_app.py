@@ -6,6 +6,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from textual import events
+from textual.widgets import Input
+
 from xfleet import inventory, mirror
 from xfleet.tui.app import XfleetApp
 from xfleet.tui.table import VirtualTable
@@ -353,3 +356,71 @@ async def test_missing_journal_and_a_registered_source(fleet: Path) -> None:
             assert "tank/t0000/vol-000001" in text and "25%" in text and "1 running" in text
     finally:
         operations.unregister("test")
+
+
+# -- keys typed faster than the screen changes (a real terminal delivers a burst at once) -----
+
+KEY_CHARS = {"slash": "/", "colon": ":", "space": " ", "greater_than_sign": ">"}
+
+
+async def burst(pilot: Any, *keys: str) -> None:
+    """Deliver keys the way a terminal does when someone types fast: all at once, with no
+    pause for the app to react in between (Pilot.press waits for idle after every key)."""
+    for key in keys:
+        name = {"/": "slash", ":": "colon", " ": "space", ">": "greater_than_sign"}.get(key, key)
+        char = KEY_CHARS.get(name, name if len(name) == 1 else None)
+        pilot.app.post_message(events.Key(name, char))
+    await settle(pilot)
+
+
+async def test_filter_typed_in_one_burst_lands_in_the_prompt(fleet: Path, sql: Any) -> None:
+    app = make(fleet, start="vols")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        t = table(app)
+        await burst(pilot, "/", *"used>10G", "enter")
+        want = sql.execute("SELECT count(*) FROM datasets WHERE used > ?",
+                           (10 << 30,)).fetchone()[0]
+        assert t.filter.text == "used>10G"
+        assert t.count is not None and t.count.n == want
+        assert f"{want:,} rows" in screen_text(app) and app.screen.prompt_mode is None
+        # ctrl+u in the same burst clears the prefilled filter before the new one is typed
+        await burst(pilot, "/", "ctrl+u", *"type=clone", "enter")
+        assert t.filter.text == "type=clone"
+        assert t.rows and all(r["origin"] for r in t.rows)
+        assert "filter type=clone" in screen_text(app)
+
+
+async def test_command_then_filter_in_one_burst(fleet: Path) -> None:
+    app = make(fleet)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await burst(pilot, ":", *"vols", "enter", "/", *"used>10G", "enter", "U")
+        assert isinstance(app.screen, VolumesView)
+        t = table(app)
+        assert t.filter.text == "used>10G" and t.sort.column == "used"
+        assert "filter used>10G" in screen_text(app) and "USED▼" in screen_text(app)
+
+
+async def test_filter_after_drilling_into_a_node_narrows_it(fleet: Path, sql: Any) -> None:
+    app = make(fleet)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await burst(pilot, "enter", "/")  # n1, then the filter prompt in the same burst
+        assert isinstance(app.screen, VolumesView)
+        prompt = app.screen.query_one("#prompt", Input)
+        assert prompt.has_focus and prompt.value == "node=n1 "  # a space: typing narrows
+        assert prompt.cursor_position == len(prompt.value)
+        await burst(pilot, *"used>10G", "enter")
+        t = table(app)
+        want = sql.execute("SELECT count(*) FROM datasets WHERE node = 'n1' AND used > ?",
+                           (10 << 30,)).fetchone()[0]
+        assert 0 < want < sql.execute("SELECT count(*) FROM datasets WHERE used > ?",
+                                      (10 << 30,)).fetchone()[0]
+        assert t.filter.text == "node=n1 used>10G"
+        assert t.count is not None and t.count.n == want
+        assert all(r["node"] == "n1" and r["used"] > 10 << 30 for r in t.rows)
+        assert f"{want:,} rows" in screen_text(app)
+        # esc in the prompt keeps the filter; ctrl+u starts over
+        await burst(pilot, "/", "ctrl+u", *"node=n2", "enter")
+        assert t.filter.text == "node=n2" and {r["node"] for r in t.rows} == {"n2"}

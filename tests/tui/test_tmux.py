@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,18 +29,24 @@ def _keys(session: str, *keys: str) -> None:
     subprocess.run(["tmux", "send-keys", "-t", session, *keys], check=True)
 
 
-def _wait_for(session: str, text: str, timeout: float = 20.0) -> str:
+def _wait_for(session: str, *texts: str, timeout: float = 20.0) -> str:
+    """The pane once every one of `texts` is on it."""
     deadline = time.monotonic() + timeout
     pane = ""
     while time.monotonic() < deadline:
         pane = _pane(session)
-        if text in pane:
+        if all(text in pane for text in texts):
             return pane
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} never appeared; the pane shows:\n{pane}")
+        time.sleep(0.05)
+    raise AssertionError(f"{texts!r} never all appeared; the pane shows:\n{pane}")
 
 
-def test_tui_in_tmux(fleet: Path) -> None:
+def test_tui_in_tmux(fleet: Path, sql: Any) -> None:
+    big = sql.execute("SELECT count(*) FROM datasets WHERE used > ? AND type = 'volume'",
+                      (10 << 30,)).fetchone()[0]
+    big_n1 = sql.execute("SELECT count(*) FROM datasets WHERE used > ? AND node = 'n1'",
+                         (10 << 30,)).fetchone()[0]
+    assert big and big_n1
     session = f"xfleet-test-{uuid.uuid4().hex[:8]}"
     code = ("from pathlib import Path; from xfleet import inventory; from xfleet.tui import run; "
             f"run(Path({str(fleet / 'mirror.db')!r}), "
@@ -53,30 +60,30 @@ def test_tui_in_tmux(fleet: Path) -> None:
     try:
         pane = _wait_for(session, "READ-ONLY")
         assert "PROD-EU" in pane and "n1" in pane and "STALE" in pane
-        # a person sees the prompt open before typing into it (keys sent in the same burst as
-        # ':' are routed before the prompt has focus)
-        _keys(session, ":")
-        _wait_for(session, "nodes | vols")
-        _keys(session, "vols", "Enter")
-        _wait_for(session, "sort node")  # the volumes view is up (status line)
-        _keys(session, "/")
-        _wait_for(session, "COLUMN OP VALUE")
-        _keys(session, "used>10G type=volume")
-        _wait_for(session, "filter used>10G type=volume")
-        _keys(session, "Enter")
-        pane = _wait_for(session, "filter used>10G type=volume")
-        assert "rows" in pane and "USED" in pane
-        _keys(session, "/")
-        _wait_for(session, "filter used>10G type=volume")
-        time.sleep(0.3)
-        _keys(session, "C-u")
-        time.sleep(0.3)
-        _keys(session, "used>lots")
-        _wait_for(session, "is not a valid value")
-        _keys(session, "Enter")
-        time.sleep(0.5)
+        # typed fast: every call below is ONE tmux send-keys, so the keys arrive in a single
+        # burst, before the app has reacted to the ':' or '/' (or the enter) among them
+        _keys(session, ":vols", "Enter", "/used>1T", "Enter")
+        pane = _wait_for(session, "0 rows · row 0 · sort node ▲ · filter used>1T",
+                         "no rows match the filter 'used>1T'")  # nothing is that big here
+        assert "NODE▲" in pane and "USED" in pane
+        # ctrl+u in the same burst clears the prefilled filter before the new text
+        _keys(session, "/", "C-u", "used>10G type=volume", "Enter")
+        pane = _wait_for(session, f"{big:,} rows · row 1 · sort node ▲ · filter used>10G "
+                                  "type=volume")
+        assert "used>1T" not in pane
+        _keys(session, "/", "C-u", "used>lots", "Enter")
         pane = _wait_for(session, "is not a valid value")
+        # enter on a bad filter keeps the previous one: its rows are still on screen
+        assert "no rows match" not in pane and " volume " in pane
         assert "Traceback" not in pane
+        # back to the fleet (esc clears the filter, esc again goes back), drill into n1, and
+        # filter: the prompt reopens with 'node=n1 ' so what is typed narrows the node's rows
+        _keys(session, "Escape", "Escape")
+        _wait_for(session, "enter: the node's volumes")
+        _keys(session, "Enter", "/used>10G", "Enter")
+        pane = _wait_for(session, f"{big_n1:,} rows · row 1 · sort node ▲ · filter node=n1 "
+                                  "used>10G")
+        assert "n2 " not in pane
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

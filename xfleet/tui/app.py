@@ -7,12 +7,16 @@ Views live in xfleet/tui/views.py; the virtual table in xfleet/tui/table.py.
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Input
 
 from xfleet import mirror
 from xfleet.tui.views import (
@@ -29,6 +33,9 @@ if TYPE_CHECKING:
     from xfleet.inventory import Inventory
 
 POLL_SECONDS = 2.0
+HOLD_MAX_S = 1.0  # keys held behind a view change are released after this at the latest
+ENTER_SETTLE_S = 0.05  # enter on a row may open a view: keys right behind it wait this long
+PROMPT_KEYS = {"colon": "command", "slash": "filter"}
 CACHE_KIB = 16384  # per connection; the mirror's default (64 MiB) x 4 connections is too much
 
 
@@ -41,8 +48,15 @@ class XfleetApp(App[None]):
 
     def __init__(self, mirror_path: Path | str, inventory: Inventory | None = None,
                  write: bool = False, *, start: str = "nodes",
-                 poll_seconds: float = POLL_SECONDS) -> None:
+                 poll_seconds: float = POLL_SECONDS,
+                 clock: Callable[[], float] = time.time, cursor_blink: bool = True) -> None:
         super().__init__()
+        # the wall clock for ages ("13s ago"); tests freeze it for stable snapshots
+        self.clock = clock
+        self.cursor_blink = cursor_blink
+        # keys typed ahead while a view or the prompt changes (see on_event)
+        self._held: list[events.Key] | None = None
+        self._hold_serial = 0
         self.mirror_path = Path(mirror_path)
         self.inventory = inventory
         self.write = write
@@ -88,6 +102,79 @@ class XfleetApp(App[None]):
                     screen.reload()  # type: ignore[attr-defined]
                 else:
                     screen.stale_data = True
+
+    # -- keys typed ahead -----------------------------------------------------------------
+    #
+    # Textual routes a key to the widget focused *when the key arrives*, but bindings run
+    # later, when that widget's queue reaches the key. In a real terminal a burst like
+    # `/used>1T⏎` arrives at once: without help, `used>1T` is routed to the table before the
+    # `/` binding has opened and focused the prompt, and keys after `⏎` reach the prompt after
+    # it has submitted. So: `:` and `/` open the prompt here, synchronously, before the next
+    # key is routed; after `enter`/`esc` in the prompt (or `enter` on a row, which may open a
+    # view), and while a new view is not yet ready, keys are held and replayed in order once
+    # the prompt has closed / the view is ready (at the latest after HOLD_MAX_S).
+
+    def _view_ready(self) -> bool:
+        screen = self.screen
+        if isinstance(screen, BaseView):
+            return screen.ready
+        return isinstance(screen, ModalScreen)  # help; the default screen before the 1st view
+
+    def _hold(self, settle: float | None = None) -> None:
+        if self._held is None:
+            self._held = []
+        self._hold_serial += 1
+        serial = self._hold_serial
+        self.set_timer(HOLD_MAX_S, lambda: self._release(force=serial == self._hold_serial))
+        if settle is not None:
+            self.set_timer(settle, self._release)
+
+    def release_keys(self) -> None:
+        """The prompt closed or a view is ready: replay held keys once the current handler
+        (which may be about to push a view) has finished."""
+        if self._held is not None:
+            self.call_later(self._release)
+
+    async def _release(self, force: bool = False) -> None:
+        if self._held is None:
+            return
+        if not force:
+            screen = self.screen
+            if not self._view_ready() or (isinstance(screen, BaseView)
+                                          and screen.prompt_mode is not None):
+                return  # the view is not up yet / the prompt has not closed yet
+        held, self._held = self._held, None
+        while held:
+            await self.on_event(held.pop(0))
+            if self._held is not None:  # that key started another change: the rest wait
+                self._held[:0] = held
+                return
+
+    async def on_event(self, event: events.Event) -> None:
+        if not isinstance(event, events.Key) or event.is_forwarded:
+            await super().on_event(event)
+            return
+        if event.key == "ctrl+c":
+            await super().on_event(event)
+            return
+        if self._held is not None or not self._view_ready():
+            if self._held is None:
+                self._hold()
+            assert self._held is not None
+            self._held.append(event)
+            return
+        screen = self.screen
+        if isinstance(screen, BaseView):
+            prompt = screen.query_one("#prompt", Input)
+            in_prompt = screen.prompt_mode is not None and self.focused is prompt
+            if not in_prompt and event.key in PROMPT_KEYS:
+                screen.action_prompt(PROMPT_KEYS[event.key])  # focuses the prompt now
+                return
+            if in_prompt and event.key in ("enter", "escape"):
+                self._hold()  # until the prompt has closed (BaseView.close_prompt)
+            elif event.key == "enter":
+                self._hold(ENTER_SETTLE_S)
+        await super().on_event(event)
 
     # -- views ----------------------------------------------------------------------------
 

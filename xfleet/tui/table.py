@@ -40,31 +40,31 @@ class Column:
     title: str
     width: int  # 0 = takes the remaining width
     right: bool = False
-    fmt: Callable[[Any, Row], str] | None = None
+    fmt: Callable[[Any, Row, float], str] | None = None  # (value, row, now)
 
-    def text(self, row: Row) -> str:
+    def text(self, row: Row, now: float) -> str:
         v = row.get(self.key)
         if self.fmt is not None:
-            return self.fmt(v, row)
+            return self.fmt(v, row, now)
         return "-" if v is None else str(v)
 
 
-def _size(v: Any, row: Row) -> str:
+def _size(v: Any, row: Row, now: float) -> str:
     return format_size(v)
 
 
-def _ratio(v: Any, row: Row) -> str:
+def _ratio(v: Any, row: Row, now: float) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
 
-def _type(v: Any, row: Row) -> str:
+def _type(v: Any, row: Row, now: float) -> str:
     if v == "volume" and row.get("origin"):
         return "clone"
     return {"volume": "volume", "snapshot": "snap", "filesystem": "fs"}.get(str(v), str(v))
 
 
-def _age(v: Any, row: Row) -> str:
-    return "-" if v is None else format_age(time.time() - v)
+def _age(v: Any, row: Row, now: float) -> str:
+    return "-" if v is None else format_age(now - v)
 
 
 VOLUME_COLUMNS: tuple[Column, ...] = (
@@ -143,9 +143,11 @@ class VirtualTable(Widget, can_focus=True):
         sort: Sort | None = None,
         filter: Filter | None = None,
         stale_nodes: frozenset[str] = frozenset(),
+        clock: Callable[[], float] = time.time,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
+        self.clock = clock  # wall clock for the AGE column (frozen in snapshot tests)
         self._connect = connect
         self.conn = connect()  # navigation reads (main thread)
         self._bg = connect()  # re-reads (worker thread)
@@ -520,7 +522,8 @@ class VirtualTable(Widget, can_focus=True):
             style = _FS
         else:
             style = _ROW
-        strip = Strip(self._cells([c.text(row) for c in self.columns], style))
+        now = self.clock()
+        strip = Strip(self._cells([c.text(row, now) for c in self.columns], style))
         return strip.adjust_cell_length(width, style)
 
     def position_label(self) -> str:

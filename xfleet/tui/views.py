@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.table import Table
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
@@ -39,7 +39,8 @@ KEYS: tuple[tuple[str, str, str], ...] = (
     ("esc", "everywhere", "close the prompt / clear the filter / back to the previous view"),
     ("q, ctrl+c", "everywhere", "quit"),
     ("/", "volumes", "filter: words match names (glob with * ? [), COLUMN OP VALUE "
-                     "(used>10G compression=off node=n2 type=clone)"),
+                     "(used>10G compression=off node=n2 type=clone); reopens with the "
+                     "current filter + a space, so typing narrows it (ctrl+u: start over)"),
     ("enter", "fleet, volumes, detail", "drill down (node → its volumes → volume detail → "
                                         "clone/origin)"),
     ("up/down, j/k", "tables", "move the cursor"),
@@ -123,6 +124,22 @@ class Banner(Static):
         return t
 
 
+class PromptInput(Input):
+    """The `:` / `/` prompt. Its editing keys (ctrl+u, backspace, arrows, enter) run here, in
+    the order typed. Textual resolves a focused widget's bindings only once the key has bubbled
+    up to the app, while printable keys are inserted at once, so in a fast burst `/`, `ctrl+u`,
+    `used>1T` the ctrl+u ran after the new text and erased it."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.is_printable:
+            return  # Input._on_key (next in the MRO) inserts it
+        for binding in self._bindings.key_to_bindings.get(event.key, ()):
+            if await self.app.run_action(binding.action, self):
+                event.stop()
+                event.prevent_default()
+                return
+
+
 class BaseView(Screen[None]):
     """A view: banner, body, status line, a `:`/`/` prompt, footer."""
 
@@ -147,6 +164,7 @@ class BaseView(Screen[None]):
         self._message: Text | None = None
         self._message_until = 0.0
         self.stale_data = False
+        self.ready = False  # mounted, focused and painted: keys typed ahead can be replayed
 
     @property
     def xapp(self) -> XfleetApp:
@@ -156,11 +174,22 @@ class BaseView(Screen[None]):
         yield Banner(self.view_name)
         yield from self.body()
         yield Static(id="status")
-        yield Input(id="prompt", select_on_focus=False)
+        prompt = PromptInput(id="prompt", select_on_focus=False)
+        prompt.cursor_blink = self.xapp.cursor_blink  # off in snapshot tests
+        yield prompt
         yield Footer()
 
     def body(self) -> ComposeResult:
         yield from ()
+
+    def on_mount(self) -> None:
+        # runs after the subclass's on_mount (Textual calls every class's handler); the body's
+        # focus() is deferred, so the view is ready for typed-ahead keys after the next refresh
+        self.call_after_refresh(self._became_ready)
+
+    def _became_ready(self) -> None:
+        self.ready = True
+        self.xapp.release_keys()
 
     def on_screen_resume(self) -> None:
         if self.stale_data:
@@ -203,7 +232,10 @@ class BaseView(Screen[None]):
             prompt.value = ""
         else:
             prompt.placeholder = "name, glob or COLUMN OP VALUE, e.g. vol-01 used>10G"
-            prompt.value = self.current_filter_text()
+            current = self.current_filter_text()
+            # the current filter plus a space: what you type narrows it (words are AND-ed), so
+            # after drilling into n1, `/used>1T` reads `node=n1 used>1T`; ctrl+u starts over
+            prompt.value = f"{current} " if current else ""
         prompt.border_title = mode
         self.prompt_opened(mode)
         # focus now, not on the next idle (widget.focus() is deferred): keys typed right after
@@ -218,6 +250,7 @@ class BaseView(Screen[None]):
         self.prompt_mode = None
         self.focus_body()
         self.update_status()
+        self.xapp.release_keys()  # keys typed after enter/esc wait for this (see XfleetApp)
 
     def focus_body(self) -> None:
         pass
@@ -311,7 +344,7 @@ class FleetView(BaseView):
         conn = self.xapp.conn
         nodes = {r["name"]: dict(r) for r in conn.execute("SELECT * FROM nodes ORDER BY name")}
         pools = [dict(r) for r in conn.execute("SELECT * FROM pools ORDER BY node, name")]
-        now = time.time()
+        now = self.xapp.clock()
         rows = []
         seen = set()
         for p in pools:
@@ -342,6 +375,10 @@ class FleetView(BaseView):
         self.app.call_from_thread(self._stats_loaded, stats)
 
     def _stats_loaded(self, stats: list[dict[str, Any]]) -> None:
+        now = self.xapp.clock()  # ages by the app's clock (query.stats uses the wall clock)
+        for r in stats:
+            if r.get("last_success"):
+                r["age_seconds"] = now - r["last_success"]
         self.rows = stats
         self.counted = True
         self.render_rows()
@@ -442,7 +479,8 @@ class VolumesView(BaseView):
             except XfleetError as exc:
                 self.filter_error = exc.message
         yield VirtualTable(self.xapp.connect, sort=self._initial_sort, filter=flt,
-                           stale_nodes=self.xapp.stale_nodes(), id="table")
+                           stale_nodes=self.xapp.stale_nodes(), clock=self.xapp.clock,
+                           id="table")
 
     @property
     def table(self) -> VirtualTable:
@@ -599,7 +637,7 @@ class DetailView(BaseView):
                                style="bold red" if d.node.get("stale") else ""))
         t.add_row("pool", str(r["pool"]))
         t.add_row("labels", ", ".join(f"{k}={v}" for k, v in labels.items()) or "-")
-        t.add_row("mirror data", format_age(time.time() - r["synced_at"]) + " old"
+        t.add_row("mirror data", format_age(self.xapp.clock() - r["synced_at"]) + " old"
                   if r.get("synced_at") else "-")
         t.add_row(Text("compression", style="bold underline"), "")
         t.add_row("compression", str(r.get("compression") or "-"))
@@ -713,7 +751,7 @@ class OpsView(BaseView):
         self.ops = ops
         table = self.query_one("#ops", DataTable)
         table.clear()
-        now = time.time()
+        now = self.xapp.clock()
         for o in ops:
             table.add_row(o.kind, o.subject, o.node or "-", o.state, bar(o.progress, 16, warn=2),
                           format_age(now - o.started_at) if o.started_at else "-",
