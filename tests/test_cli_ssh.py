@@ -1,0 +1,73 @@
+"""The CLI against a real OpenSSH server: unknown host keys are refused, the mirror is intact,
+and `xfleet inventory trust` is the explicit opt-in."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, write_sim_inventory
+from sshd import SSHD, ssh_keygen_fingerprint
+
+pytestmark = pytest.mark.ssh
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
+    server = SSHD(tmp_path_factory.mktemp("sshd")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_unknown_host_key_refused_mirror_intact_then_trusted(sshd: SSHD, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    env = {"HOME": str(home)}
+    sim_inv = write_sim_inventory(tmp_path / "sim.yaml", {"n1": {"seed": 1, "volumes": 50},
+                                                          "n2": {"seed": 2, "volumes": 50}})
+    assert run_cli("-i", str(sim_inv), "sync", env=env).code == 0
+    db = tmp_path / "mirror.db"
+    conn = sqlite3.connect(db)
+    n2_rows = conn.execute("SELECT * FROM datasets WHERE node='n2' ORDER BY name").fetchall()
+    assert n2_rows
+    # n2 is now a real SSH node whose host key nobody has trusted
+    inv = tmp_path / "mixed.yaml"
+    inv.write_text(
+        "all:\n  vars:\n    mirror: mirror.db\n    state_dir: state\n  hosts:\n"
+        "    n1:\n      kind: sim\n      sim: {seed: 1, volumes: 50}\n"
+        f"    n2:\n      kind: ssh\n      address: 127.0.0.1\n      port: {sshd.port}\n"
+        f"      user: {sshd.user}\n      identity_file: {sshd.client_key}\n"
+        "      connect_retries: 1\n      connect_timeout: 5\n"
+    )
+    r = run_cli("-i", str(inv), "sync", "--json", env=env)
+    assert r.code == 1 and "Traceback" not in r.err
+    rep = {n["node"]: n for n in r.json()["nodes"]}
+    assert rep["n1"]["ok"]
+    assert "unknown host key" in rep["n2"]["error"]
+    assert "xfleet inventory trust n2" in rep["n2"]["hint"]
+    assert conn.execute("SELECT * FROM datasets WHERE node='n2' ORDER BY name").fetchall() == \
+        n2_rows
+    assert conn.execute("SELECT stale FROM nodes WHERE name='n2'").fetchone()[0] == 1
+    assert sshd.logins() == 0  # refused before any authentication
+
+    # trusting needs a confirmation: without a terminal and without --yes it refuses
+    no = run_cli("-i", str(inv), "inventory", "trust", "n2", env=env)
+    assert no.code == 2 and "confirmation" in no.err
+    assert not (tmp_path / "state" / "known_hosts").exists()
+    yes = run_cli("-i", str(inv), "inventory", "trust", "n2", "--yes", env=env)
+    assert yes.code == 0, yes.err
+    assert ssh_keygen_fingerprint(sshd.workdir / "ssh_host_ed25519_key.pub") in yes.out
+    assert (tmp_path / "state" / "known_hosts").is_file()
+    # now the connection is accepted; this host has no ZFS, which is the next (clear) error
+    r = run_cli("-i", str(inv), "sync", "--node", "n2", "--json", env=env)
+    rep = {n["node"]: n for n in r.json()["nodes"]}
+    assert r.code == 1
+    assert "host key" not in rep["n2"]["error"]
+    assert "zpool" in rep["n2"]["error"]
+    assert sshd.logins() >= 1
+    assert conn.execute("SELECT * FROM datasets WHERE node='n2' ORDER BY name").fetchall() == \
+        n2_rows
