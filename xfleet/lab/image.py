@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from xfleet.lab.errors import LabError
-from xfleet.lab.paths import Progress, cache_root, emit
+from xfleet.lab.paths import Progress, cache_root, emit, locked
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -87,6 +87,11 @@ install -m 0600 "$d/ssh_host_ed25519_key" /etc/ssh/ssh_host_ed25519_key
 install -m 0644 "$d/ssh_host_ed25519_key.pub" /etc/ssh/ssh_host_ed25519_key.pub
 mkdir -p /run/systemd/network
 cp "$d"/network/* /run/systemd/network/
+# Optional early hook from the seed (e.g. configure the NIC sshd is reached through right now:
+# systemd-networkd takes several seconds to start under TCG).
+if [ -f "$d/early.sh" ]; then
+    sh "$d/early.sh" || echo "xfleet-lab-init: early.sh failed" >&2
+fi
 zgenhostid -f "$(cat "$d/hostid")"
 rm -rf "$d"
 """
@@ -96,7 +101,7 @@ INIT_UNIT = """\
 Description=xfleet lab: apply this node's seed (hostname, network, SSH keys)
 DefaultDependencies=no
 After=systemd-remount-fs.service local-fs.target
-Before=sysinit.target systemd-networkd.service ssh.service
+Before=sysinit.target systemd-networkd.service xfleet-sshd.service
 ConditionPathExists=/usr/local/sbin/xfleet-lab-init
 
 [Service]
@@ -127,12 +132,33 @@ ZFS_LOAD_UNIT = """\
 [Unit]
 Description=xfleet lab: load the ZFS module (without waiting for udev to settle)
 DefaultDependencies=no
-After=systemd-modules-load.service
+After=systemd-modules-load.service xfleet-sshd.service
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/sbin/modprobe zfs
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# sshd without ssh.service's ordering after network.target (networkd takes seconds under TCG;
+# sshd listens on 0.0.0.0 and does not need the addresses to be configured first).
+SSHD_UNIT = """\
+[Unit]
+Description=xfleet lab: OpenSSH server (not waiting for network.target)
+After=xfleet-lab-init.service
+Wants=xfleet-lab-init.service
+
+[Service]
+ExecStartPre=/usr/sbin/sshd -t
+ExecStart=/usr/sbin/sshd -D
+ExecReload=/bin/kill -HUP $MAINPID
+KillMode=process
+Restart=on-failure
+RuntimeDirectory=sshd
+RuntimeDirectoryMode=0755
 
 [Install]
 WantedBy=multi-user.target
@@ -167,6 +193,8 @@ MASKED_UNITS: tuple[str, ...] = (
     "zfs-load-module.service",
     "systemd-udev-settle.service",
     "nvmf-autoconnect.service",
+    "ssh.service",
+    "ssh.socket",
 )
 
 
@@ -196,6 +224,7 @@ def recipe() -> dict[str, object]:
         "sshd_config": SSHD_CONFIG,
         "fstab": FSTAB,
         "zfs_load_unit": ZFS_LOAD_UNIT,
+        "sshd_unit": SSHD_UNIT,
         "initramfs_modules": list(INITRAMFS_MODULES),
         "customize": _customize_script(),
         "masked": list(MASKED_UNITS),
@@ -265,8 +294,8 @@ rm -f "$r"/etc/ssh/ssh_host_*
 echo MODULES=list > "$r/etc/initramfs-tools/conf.d/xfleet"
 printf '%s\\n' {" ".join(INITRAMFS_MODULES)} >> "$r/etc/initramfs-tools/modules"
 chroot "$r" update-initramfs -u -k all
-chroot "$r" systemctl enable systemd-networkd.service ssh.service xfleet-lab-init.service \
-    xfleet-zfs-load.service
+chroot "$r" systemctl enable systemd-networkd.service xfleet-lab-init.service \
+    xfleet-zfs-load.service xfleet-sshd.service
 chroot "$r" systemctl mask {masks}
 echo xfleet-lab > "$r/etc/hostname"
 rm -f "$r/etc/machine-id" "$r/var/lib/dbus/machine-id"
@@ -286,6 +315,15 @@ def build(force: bool = False, progress: Progress = None) -> Path:
         emit(progress, f"image up to date: {cached.dir}")
         return cached.dir
     _need_tools()
+    with locked(image_dir(), "image build", progress):
+        cached = cached_image()  # built by whoever held the lock before us?
+        if cached is not None and not force:
+            emit(progress, f"image up to date: {cached.dir}")
+            return cached.dir
+        return _build(progress)
+
+
+def _build(progress: Progress) -> Path:
     d = image_dir()
     work = d / "work"
     if work.exists():
@@ -303,6 +341,7 @@ def build(force: bool = False, progress: Progress = None) -> Path:
     (files / "xfleet.conf").write_text(SSHD_CONFIG)
     (files / "fstab").write_text(FSTAB)
     (files / "xfleet-zfs-load.service").write_text(ZFS_LOAD_UNIT)
+    (files / "xfleet-sshd.service").write_text(SSHD_UNIT)
     (files / "customize.sh").write_text(_customize_script())
     log = d / "build.log"
     t0 = time.monotonic()
@@ -330,6 +369,8 @@ def build(force: bool = False, progress: Progress = None) -> Path:
         f'--customize-hook=install -m 0644 {files}/fstab "$1/etc/fstab"',
         f"--customize-hook=install -m 0644 {files}/xfleet-zfs-load.service "
         '"$1/etc/systemd/system/xfleet-zfs-load.service"',
+        f"--customize-hook=install -m 0644 {files}/xfleet-sshd.service "
+        '"$1/etc/systemd/system/xfleet-sshd.service"',
         f"--customize-hook=sh {files}/customize.sh \"$1\"",
         SUITE,
         str(rootfs),

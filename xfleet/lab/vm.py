@@ -26,7 +26,7 @@ from pathlib import Path
 from xfleet.lab import ssh
 from xfleet.lab.errors import LabError
 from xfleet.lab.image import Image, cached_image
-from xfleet.lab.paths import Progress, emit, state_root
+from xfleet.lab.paths import Progress, emit, locked, state_root
 
 POOL = "tank"
 DATA_DISK_SERIAL = "xfleet-data"
@@ -208,6 +208,26 @@ def _keygen(path: Path, comment: str) -> str:
     return f"{pub[0]} {pub[1]}"
 
 
+_EARLY_SH = """\
+i=0
+while [ $i -lt 50 ]; do
+    for n in /sys/class/net/*; do
+        if [ "$(cat "$n/address" 2>/dev/null)" = "@MAC@" ]; then
+            dev=$(basename "$n")
+            ip link set dev "$dev" up
+            ip addr add 10.0.2.15/24 dev "$dev"
+            ip route add default via 10.0.2.2 dev "$dev"
+            exit 0
+        fi
+    done
+    i=$((i + 1))
+    sleep 0.1
+done
+echo "early.sh: no NIC with MAC @MAC@" >&2
+exit 1
+"""
+
+
 def _seed_tar(lab: LabState, node: NodeInfo, hostid: str) -> bytes:
     ndir = node.dir(lab.state_dir)
     wan_mac = f"52:54:00:77:{node.index:02x}:00"
@@ -225,6 +245,8 @@ def _seed_tar(lab: LabState, node: NodeInfo, hostid: str) -> bytes:
             "Gateway=10.0.2.2\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
         ).encode(),
         "network/20-br0.netdev": b"[NetDev]\nName=br0\nKind=bridge\n",
+        # run by xfleet-lab-init before networkd: bring the NIC sshd is reached through up now
+        "early.sh": _EARLY_SH.replace("@MAC@", wan_mac).encode(),
         "network/22-br0.network": (
             f"[Match]\nName=br0\n\n[Network]\nAddress={node.private_address}/24\n"
             "ConfigureWithoutCarrier=yes\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
@@ -330,6 +352,22 @@ def up(
     sd = (state_dir or state_root()).resolve()
     sd.mkdir(parents=True, exist_ok=True)
     os.chmod(sd, 0o700)
+    with locked(sd, "lab operation", progress):
+        return _up(nodes, inventory_path, img, sd, ssh_port, link_port, data_disk_gb, fresh,
+                   progress)
+
+
+def _up(
+    nodes: int,
+    inventory_path: Path | None,
+    img: Image,
+    sd: Path,
+    ssh_port: int,
+    link_port: int,
+    data_disk_gb: int,
+    fresh: bool,
+    progress: Progress,
+) -> LabState:
     try:
         old = LabState.load(sd)
     except LabError:
@@ -379,7 +417,6 @@ def up(
     lab.save()
 
     specs = _link_specs(lab.nodes)
-    started: list[NodeInfo] = []
     for node in lab.nodes:
         ndir = node.dir(sd)
         if _pid_of(ndir):
@@ -393,7 +430,14 @@ def up(
                 hint="stop what uses them, or pass other ports (ssh_port=/link_port=)",
             )
         overlay = ndir / "root.qcow2"
+        base_file = ndir / "base-image"  # which cached image the overlay is on top of
+        if overlay.exists() and (
+            not base_file.exists() or base_file.read_text().strip() != str(img.root)
+        ):
+            emit(progress, f"{node.name}: the lab image changed; new root overlay")
+            overlay.unlink()
         if not overlay.exists():
+            base_file.write_text(f"{img.root}\n")
             subprocess.run(
                 ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
                  "-b", str(img.root), str(overlay)],
@@ -418,7 +462,6 @@ def up(
                 f"{proc.stderr.decode(errors='replace').strip()[-500:]}",
                 hint=f"argv saved in {ndir / 'qemu.argv'}",
             )
-        started.append(node)
         emit(progress, f"{node.name}: qemu started (ssh 127.0.0.1:{node.ssh_port})")
 
     def ready(node: NodeInfo) -> None:
@@ -448,8 +491,14 @@ def _wait_ssh(lab: LabState, node: NodeInfo, progress: Progress) -> None:
                 f"{node.name}: qemu exited during boot",
                 hint=f"last console lines:\n{tail}",
             )
+        if not _ssh_banner(node.ssh_port):
+            # slirp accepts the TCP connection even while the guest's sshd is not listening
+            # yet, and such a connection then hangs: probe for the banner with short timeouts
+            # instead of letting ssh wait out its ConnectTimeout.
+            time.sleep(0.5)
+            continue
         try:
-            res = ssh.run(ep, ["zfs", "version"], timeout=60, check=False, connect_timeout=5)
+            res = ssh.run(ep, ["zfs", "version"], timeout=60, check=False, connect_timeout=20)
         except LabError as exc:
             last = str(exc)
             continue
@@ -461,6 +510,16 @@ def _wait_ssh(lab: LabState, node: NodeInfo, progress: Progress) -> None:
         f"{node.name}: no answer over SSH within {BOOT_TIMEOUT:.0f}s ({last})",
         hint=f"see {ndir / 'console.log'}:\n{_console_tail(ndir)}",
     )
+
+
+def _ssh_banner(port: int, timeout: float = 1.5) -> bool:
+    """True if something on 127.0.0.1:port sends an SSH banner within `timeout` seconds."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
 
 
 def _console_tail(ndir: Path, lines: int = 15) -> str:
@@ -574,6 +633,11 @@ def run(
 def reset(*, state_dir: Path | None = None, progress: Progress = None) -> None:
     """Destroy and recreate pool `tank` on every running node (no reboot)."""
     lab = LabState.load(state_dir)
+    with locked(lab.state_dir, "lab operation", progress):
+        _reset(lab, progress)
+
+
+def _reset(lab: LabState, progress: Progress) -> None:
     running = [n for n in lab.nodes if _pid_of(n.dir(lab.state_dir))]
     if not running:
         raise LabError("no lab node is running", hint="start the lab with `xfleet lab up`")
@@ -628,6 +692,11 @@ def down(*, state_dir: Path | None = None, progress: Progress = None) -> list[st
     except LabError:
         emit(progress, "no lab state: nothing to stop")
         return []
+    with locked(lab.state_dir, "lab operation", progress):
+        return _down(lab, progress)
+
+
+def _down(lab: LabState, progress: Progress) -> list[str]:
     stopped: list[str] = []
     for n in lab.nodes:
         ndir = n.dir(lab.state_dir)
