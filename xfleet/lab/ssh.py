@@ -1,18 +1,19 @@
 """SSH to lab nodes with the lab's own key and pinned host keys (never trust-on-first-use).
 
-Remote commands are argument lists; `shlex.join` in `remote_command` is the one place where
-they become a shell line for the node's login shell.
+Remote commands are argument lists; `remote_command` hands them to
+`xfleet.transport.quote_command`, the one place where they become a shell line for the node's
+login shell.
 """
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from xfleet.lab.errors import LabError
+from xfleet.transport import CommandResult, quote_command
 
 
 @dataclass(frozen=True)
@@ -28,23 +29,14 @@ class Endpoint:
     user: str = "root"
 
 
-@dataclass
-class Result:
-    argv: list[str]
-    exit_status: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_status == 0
+Result = CommandResult  # the lab's commands report like every other transport's
 
 
 def remote_command(argv: Sequence[str]) -> str:
-    """The one place where a remote argument list becomes a shell command line."""
+    """A remote argument list as a shell command line, quoted by xfleet's one quoting place."""
     if isinstance(argv, str) or not argv:
         raise LabError("a remote command must be a non-empty list of arguments")
-    return shlex.join(argv)
+    return quote_command(argv)
 
 
 def ssh_base(ep: Endpoint, *, multiplex: bool = False, connect_timeout: int = 10) -> list[str]:
