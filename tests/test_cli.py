@@ -224,3 +224,24 @@ def test_many_sim_names_with_spaces_round_trip(tmp_path: Path, cli: Cli) -> None
         d = cli("-i", str(inv), "show", n, "--json").json()
         assert d["dataset"]["name"] == n
         assert [s["name"] for s in d["snapshots"]] == [f"{n}@s 1"]
+
+
+def test_demo_tour_commands_all_work(tmp_path: Path, cli: Cli) -> None:
+    """Every command the demo's tour suggests runs and prints something (on a small fleet)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    inv = write_sim_inventory(tmp_path / "demo.yaml", {"n1": {"seed": 1, "volumes": 300},
+                                                       "n2": {"seed": 2, "volumes": 300}})
+    r = cli("-i", str(inv), "demo", "--no-tui")
+    assert r.code == 0, r.err
+    tour = [line.strip() for line in r.out.replace("\\\n", "").splitlines()
+            if line.strip().startswith(".venv/bin/xfleet") and not line.strip().endswith(" tui")]
+    assert len(tour) >= 6
+    for cmd in tour:
+        shell = cmd.replace(".venv/bin/xfleet", f"{sys.executable} -m xfleet")
+        p = subprocess.run(["bash", "-c", shell], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 0 and p.stdout.strip(), (cmd, p.stderr)

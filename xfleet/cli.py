@@ -670,14 +670,14 @@ def demo_cmd(ctx: click.Context, no_sync: bool, no_tui: bool) -> None:
   .venv/bin/xfleet -i {rel} ls --node {first} --type volume --sort used --desc --limit 10
   .venv/bin/xfleet -i {rel} ls --where 'used>100G' --where compression=off --count
   .venv/bin/xfleet -i {rel} ls --type clone --limit 5
-  .venv/bin/xfleet -i {rel} show "$(.venv/bin/xfleet -i {rel} ls --type clone --limit 1 \
---csv -o origin | tail -1)"
+  .venv/bin/xfleet -i {rel} show --node {first} "$(.venv/bin/xfleet -i {rel} ls --node {first} \
+--type clone --limit 1 --csv -o origin | tail -1)"
   .venv/bin/xfleet -i {rel} stats
   .venv/bin/xfleet -i {rel} sql --list
   .venv/bin/xfleet -i {rel} sql "SELECT tenant, count(*) n, sum(used) FROM datasets \
 WHERE type='volume' GROUP BY tenant ORDER BY 3 DESC LIMIT 5"
   .venv/bin/xfleet -i {rel} tui
-""")
+""", soft_wrap=True)
     if not no_tui and sys.stdin.isatty() and sys.stdout.isatty():
         from xfleet import tui
 
