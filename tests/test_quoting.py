@@ -1,4 +1,4 @@
-"""Every remote command is an argument list quoted in exactly one place (transport.quote_command)."""
+"""Every remote command is an argument list quoted in one place: transport.quote_command."""
 
 from pathlib import Path
 
