@@ -98,7 +98,8 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE UNIQUE INDEX datasets_node_name ON datasets (node, name);
     CREATE INDEX datasets_node_type_used ON datasets (node, type, used);
-    CREATE INDEX datasets_type_used ON datasets (type, used);
+    CREATE INDEX datasets_used ON datasets (used);
+    CREATE INDEX datasets_name ON datasets (name);
     CREATE INDEX datasets_origin ON datasets (origin) WHERE origin IS NOT NULL;
     CREATE INDEX datasets_tenant ON datasets (tenant) WHERE tenant IS NOT NULL;
     CREATE TABLE sync_runs (

@@ -169,11 +169,16 @@ def test_sorted_reads_use_an_index_when_there_is_one(conn: sqlite3.Connection) -
     plan = " ".join(Pager(conn, sort=Sort("node")).sql_plan())
     assert "USING INDEX datasets_node_name" in plan and "TEMP B-TREE" not in plan
     assert has_index(conn, "node") and has_index(conn, "tenant")
-    assert not has_index(conn, "used")
-    conn.execute("CREATE INDEX datasets_used ON datasets (used)")
-    assert has_index(conn, "used")
+    assert has_index(conn, "used") and has_index(conn, "name")
     plan = " ".join(Pager(conn, sort=Sort("used", desc=True)).sql_plan())
     assert "datasets_used" in plan and "TEMP B-TREE" not in plan
+    plan = " ".join(Pager(conn, sort=Sort("name")).sql_plan())
+    assert "datasets_name" in plan and "TEMP B-TREE" not in plan
+    assert not has_index(conn, "written")
+    conn.execute("CREATE INDEX datasets_written ON datasets (written)")
+    assert has_index(conn, "written")
+    plan = " ".join(Pager(conn, sort=Sort("written", desc=True)).sql_plan())
+    assert "datasets_written" in plan and "TEMP B-TREE" not in plan
 
 
 def test_paging_imports_neither_textual_nor_click() -> None:
