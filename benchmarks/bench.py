@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -107,11 +106,19 @@ def bench_ingest(workdir: Path, volumes: int) -> dict[str, float]:
 def bench_sync(workdir: Path, inv: Path) -> dict[str, float]:
     """A full sync through the CLI in a child process: wall time, peak RSS, commands."""
     (workdir / "bench.db").unlink(missing_ok=True)
+    # the child reports its own peak RSS (RUSAGE_CHILDREN would also count sqlite3 .import)
+    child = (
+        "import resource, sys\n"
+        "from xfleet.cli import main\n"
+        "try:\n    main(sys.argv[1:])\n"
+        "finally:\n"
+        "    sys.stderr.write(f'RSS_KB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')\n"
+    )
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "xfleet", "-i", str(inv), "sync", "--json"],
+    out = subprocess.run([sys.executable, "-c", child, "-i", str(inv), "sync", "--json"],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     wall = time.perf_counter() - t0
-    rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    rss_kb = int(out.stderr.rsplit("RSS_KB=", 1)[1].split()[0])
     report = json.loads(out.stdout)
     node = report["nodes"][0]
     return {"sync_wall_s": wall, "rows": node["datasets"], "rows_per_s": node["datasets"] / wall,
