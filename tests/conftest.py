@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sshd import SSHD
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +34,16 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     p = subprocess.run([sys.executable, "-m", "xfleet", *args], capture_output=True, text=True,
                        cwd=cwd or ROOT, env=e, timeout=300)
     return Result(p.returncode, p.stdout, p.stderr)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
+    """A real OpenSSH server on loopback (tests/sshd.py), shared by the session's SSH tests."""
+    server = SSHD(tmp_path_factory.mktemp("sshd")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

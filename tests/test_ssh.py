@@ -41,15 +41,6 @@ from xfleet.transport import (
 pytestmark = pytest.mark.ssh
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
-    server = SSHD(tmp_path_factory.mktemp("sshd")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No ~/.ssh/config or ~/.ssh/known_hosts of the machine leaks into a test."""

@@ -111,7 +111,7 @@ def test_failed_node_keeps_rows_marked_stale(sim_fleet: Path, first: str) -> Non
         t = SimTransport(inv.hosts[node], state_dir=inv.state_dir)
         t.run(["zfs", "create", "-V", "1G", "tank/added-after"])
     conns = Connections(inv.hosts, trust_store=inv.trust_store, state_dir=inv.state_dir)
-    conns._open["n1"] = CutShort(inv.hosts["n1"], state_dir=inv.state_dir)
+    conns.use("n1", CutShort(inv.hosts["n1"], state_dir=inv.state_dir))
     report = sync(inv, connections=conns, parallel=1 if first == "n1" else 2)
     assert not report.ok
     (failed,) = report.failed
@@ -142,7 +142,7 @@ def test_unparseable_output_fails_the_node_not_the_mirror(sim_fleet: Path) -> No
                 yield line if i != 10 or argv[1] != "list" else "garbage without tabs"
 
     conns = Connections(inv.hosts, state_dir=inv.state_dir)
-    conns._open["n2"] = Garbled(inv.hosts["n2"], state_dir=inv.state_dir)
+    conns.use("n2", Garbled(inv.hosts["n2"], state_dir=inv.state_dir))
     report = sync(inv, connections=conns)
     (failed,) = report.failed
     assert "line 11" in (failed.error or "")

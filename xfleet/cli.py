@@ -314,8 +314,6 @@ def sync_cmd(c: Ctx, nodes: tuple[str, ...], parallel: int | None, as_json: bool
       xfleet sync
       xfleet sync --node n1 --node zone-b --json
     """
-    from xfleet.sync import sync
-
     inv = c.inventory()
     path = c.mirror_path()
     report = _run_sync(inv, path, nodes, parallel, quiet=as_json)
@@ -325,7 +323,6 @@ def sync_cmd(c: Ctx, nodes: tuple[str, ...], parallel: int | None, as_json: bool
         _sync_summary(report)
     if not report.ok:
         sys.exit(1)
-    del sync
 
 
 def _run_sync(inv: Any, path: Path, nodes: Sequence[str], parallel: int | None,

@@ -16,18 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xfleet import zfs
 from xfleet.errors import UsageError
 from xfleet.names import validate_dataset
 from xfleet.units import parse_size
 
-SIZE_COLUMNS = frozenset({
-    "volsize", "volblocksize", "used", "referenced", "logicalused", "logicalreferenced",
-    "usedbysnapshots", "usedbyrefreservation", "refreservation", "written",
-})
-INT_COLUMNS = frozenset({"createtxg", "creation"})
-RATIO_COLUMNS = frozenset({"compressratio", "refcompressratio"})
-TEXT_COLUMNS = frozenset({"node", "pool", "name", "type", "guid", "origin", "compression",
-                          "tenant"})
+# Kinds of columns, from the ZFS property kinds in xfleet.zfs plus the mirror's own columns.
+INT_COLUMNS = frozenset({"createtxg", "creation"})  # integers that are not byte counts
+SIZE_COLUMNS = zfs.INT_COLUMNS - INT_COLUMNS  # bytes: accept 10G, 1.5T
+RATIO_COLUMNS = zfs.RATIO_COLUMNS
+TEXT_COLUMNS = zfs.TEXT_COLUMNS | {"node", "pool", "tenant"}
 COLUMNS: tuple[str, ...] = (
     "node", "pool", "name", "type", "guid", "createtxg", "origin", "creation", "volsize",
     "volblocksize", "used", "referenced", "logicalused", "logicalreferenced", "usedbysnapshots",
@@ -366,18 +364,6 @@ def stats(conn: sqlite3.Connection, nodes: Sequence[str] = ()) -> list[dict[str,
         alloc = (d["used"] or 0) - (d.pop("usedbyrefreservation") or 0)
         d["compressratio"] = round(d["logicalused"] / alloc, 2) if alloc > 0 else None
         d["stale"] = bool(d["stale"])
-        d["age_seconds"] = round(now - d["last_success"], 1) if d["last_success"] else None
-        out.append(d)
-    return out
-
-
-def node_status(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    now = time.time()
-    out = []
-    for r in conn.execute("SELECT * FROM nodes ORDER BY name"):
-        d = dict(r)
-        d["labels"] = json.loads(d["labels"])
-        d["groups"] = json.loads(d["groups"])
         d["age_seconds"] = round(now - d["last_success"], 1) if d["last_success"] else None
         out.append(d)
     return out

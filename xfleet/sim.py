@@ -1129,6 +1129,35 @@ def _name_problem(name: str, *, snapshot: bool | None, bookmark: bool = False) -
 # one consistent view of a node (base + overlay) for one command
 
 
+def _source_and_target(cmd: str, rest: list[str]) -> tuple[str, str]:
+    """The SOURCE TARGET arguments of `zfs clone` / `zfs rename`, or zfs's usage error."""
+    if len(rest) != 2:
+        raise _usage(cmd, "missing source dataset argument" if not rest
+                     else "missing target dataset argument" if len(rest) == 1
+                     else "too many arguments")
+    return rest[0], rest[1]
+
+
+def _cannot_open(view: _View, name: str, *, snapshot: bool | None) -> str | None:
+    """What zfs prints when it cannot open `name`, or None when it can."""
+    problem = _name_problem(name, snapshot=snapshot)
+    if problem is not None:
+        return f"cannot open '{name}': {problem}"
+    if not view.exists(name):
+        return f"cannot open '{name}': dataset does not exist"
+    return None
+
+
+def _open(view: _View, name: str, *, snapshot: bool | None) -> Rec:
+    """The record zfs would open for `name`, or the failure it would print."""
+    err = _cannot_open(view, name, snapshot=snapshot)
+    if err is not None:
+        raise _Fail(err)
+    rec = view.record(name)
+    assert rec is not None
+    return rec
+
+
 class _View:
     def __init__(self, sim: SimTransport, ov: _Overlay):
         self.sim = sim
@@ -1991,12 +2020,9 @@ class SimTransport(Transport):
         need_avail = "available" in cols
         roots: list[str] = []
         for n in names:
-            problem = _name_problem(n, snapshot=None)
-            if problem is not None:
-                ctx.fail(f"cannot open '{n}': {problem}")
-                continue
-            if not view.exists(n):
-                ctx.fail(f"cannot open '{n}': dataset does not exist")
+            err = _cannot_open(view, n, snapshot=None)
+            if err is not None:
+                ctx.fail(err)
                 continue
             if n not in roots:
                 roots.append(n)
@@ -2152,11 +2178,9 @@ class SimTransport(Transport):
         """Derived records selected like `zfs get`/`zfs list` select them."""
         roots: list[str] = []
         for n in names:
-            problem = _name_problem(n, snapshot=None)
-            if problem is not None:
-                ctx.fail(f"cannot open '{n}': {problem}")
-            elif not view.exists(n):
-                ctx.fail(f"cannot open '{n}': dataset does not exist")
+            err = _cannot_open(view, n, snapshot=None)
+            if err is not None:
+                ctx.fail(err)
             elif n not in roots:
                 roots.append(n)
         if names and not roots:
@@ -2628,20 +2652,11 @@ class SimTransport(Transport):
         opts, rest = _getopt("clone", args, "pu", "o")
         parents = any(o == "p" for o, _ in opts)
         props = self._parse_assignments("clone", [v for o, v in opts if o == "o"])
-        if len(rest) != 2:
-            raise _usage("clone", "missing source dataset argument" if not rest
-                         else "missing target dataset argument" if len(rest) == 1
-                         else "too many arguments")
-        source, target = rest
+        source, target = _source_and_target("clone", rest)
 
         def op(txn: _Txn) -> list[str]:
             v = txn.view
-            problem = _name_problem(source, snapshot=None)
-            if problem is not None:
-                raise _Fail(f"cannot open '{source}': {problem}")
-            snap = v.record(source)
-            if snap is None:
-                raise _Fail(f"cannot open '{source}': dataset does not exist")
+            snap = _open(v, source, snapshot=None)
             if snap["type"] != "snapshot":
                 raise _Fail(f"cannot open '{source}': operation not applicable to datasets of "
                             "this type")
@@ -2691,22 +2706,18 @@ class SimTransport(Transport):
         props = self._parse_assignments("set", assigns)
 
         def op(txn: _Txn) -> list[str]:
-            failed = False
             for name in names:
                 rec = txn.get(name)
                 if rec is None:
                     ctx.fail(f"cannot open '{name}': dataset does not exist")
-                    failed = True
                     continue
                 try:
                     for k, v in props:
                         self._assign(rec, k, v, f"cannot set property for '{name}'")
                 except _Fail as f:
                     ctx.fail(f.stderr, f.code)
-                    failed = True
                     continue
                 txn.put(rec)
-            del failed
             return []
 
         return self._mutate(op)
@@ -2812,12 +2823,7 @@ class SimTransport(Transport):
                     return lines
                 self._remove(txn, extra, [s["name"] for s in found])
                 return lines
-            problem = _name_problem(target, snapshot=False)
-            if problem is not None:
-                raise _Fail(f"cannot open '{target}': {problem}")
-            rec = v.record(target)
-            if rec is None:
-                raise _Fail(f"cannot open '{target}': dataset does not exist")
+            rec = _open(v, target, snapshot=False)
             pool = target.split("/", 1)[0]
             if target == pool:
                 if not recurse:
@@ -3026,20 +3032,11 @@ class SimTransport(Transport):
     def _zfs_rename(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
         opts, rest = _getopt("rename", args, "fpru", "")
         flags = {o for o, _ in opts}
-        if len(rest) != 2:
-            raise _usage("rename", "missing source dataset argument" if not rest
-                         else "missing target dataset argument" if len(rest) == 1
-                         else "too many arguments")
-        old, new = rest
+        old, new = _source_and_target("rename", rest)
 
         def op(txn: _Txn) -> list[str]:
             v = txn.view
-            problem = _name_problem(old, snapshot=None)
-            if problem is not None:
-                raise _Fail(f"cannot open '{old}': {problem}")
-            rec = v.record(old)
-            if rec is None:
-                raise _Fail(f"cannot open '{old}': dataset does not exist")
+            rec = _open(v, old, snapshot=None)
             target = new
             prefix = f"cannot rename to '{new}'"
             if rec["type"] == "snapshot":
@@ -3097,12 +3094,7 @@ class SimTransport(Transport):
 
         def op(txn: _Txn) -> list[str]:
             v = txn.view
-            problem = _name_problem(name, snapshot=False)
-            if problem is not None:
-                raise _Fail(f"cannot open '{name}': {problem}")
-            rec = v.record(name)
-            if rec is None:
-                raise _Fail(f"cannot open '{name}': dataset does not exist")
+            rec = _open(v, name, snapshot=False)
             origin = rec.get("origin")
             if not origin:
                 raise _Fail(f"cannot promote '{name}': not a cloned filesystem")

@@ -25,6 +25,7 @@ from typing import IO, Any
 from xfleet import mirror
 from xfleet.errors import XfleetError
 from xfleet.inventory import Host, Inventory
+from xfleet.names import pool_of
 from xfleet.transport import Connections, Transport
 from xfleet.zfs import DATASET_COLUMNS, ParseError, parse_pools, zfs_list, zpool_list
 
@@ -95,15 +96,11 @@ def dataset_rows(
                 f"fields, got {len(parts)}: {line[:120]!r}"
             )
         vals = [None if p == "-" else p for p in parts]
-        name = parts[0]
-        pool = name.split("/", 1)[0]
-        if "@" in pool or "#" in pool:
-            pool = pool.split("@", 1)[0].split("#", 1)[0]
         props = None
         if extra:
             d = {p: vals[i] for i, p in extra if vals[i] is not None}
             props = json.dumps(d, sort_keys=True) if d else None
-        yield (node, pool, *vals[:n], vals[tenant_at], props, now, run_id)
+        yield (node, pool_of(parts[0]), *vals[:n], vals[tenant_at], props, now, run_id)
 
 
 def _spool(lines: Iterable[str], spool: IO[str], tick: Callable[[int], None]) -> None:
@@ -224,7 +221,7 @@ def sync(
                 report.nodes.append(r.value)
                 continue
             err = r.error or XfleetError("unknown failure")
-            commands = conns._open[r.node].commands if r.node in conns._open else 0
+            commands = conns.commands(r.node)
             conn.execute("BEGIN IMMEDIATE")
             mirror.fail_run(conn, run_ids[r.node], r.node, err.message, commands)
             conn.execute("COMMIT")

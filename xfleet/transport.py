@@ -819,6 +819,17 @@ class Connections:
                 )
             return self._open[node]
 
+    def use(self, node: str, transport: Transport) -> None:
+        """Use `transport` for `node` (e.g. a wrapped transport that injects faults)."""
+        with self._lock:
+            self._open[node] = transport
+
+    def commands(self, node: str) -> int:
+        """Commands issued to `node` so far (0 if it was never opened)."""
+        with self._lock:
+            t = self._open.get(node)
+            return t.commands if t is not None else 0
+
     def each(
         self,
         nodes: Iterable[str],

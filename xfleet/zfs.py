@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from xfleet.errors import XfleetError
-from xfleet.names import validate_dataset, validate_pool
+from xfleet.names import pool_of, validate_dataset, validate_pool
 
 # Dataset columns fetched by a full sync, in this order, before any user properties.
 # Each is a ZFS property name, kept as-is in the mirror's `datasets` table.
@@ -76,7 +76,6 @@ POOL_COLUMNS: tuple[str, ...] = (
 )
 POOL_INT_COLUMNS = frozenset({"size", "allocated", "free", "ashift", "fragmentation", "capacity"})
 
-DATASET_TYPES = ("filesystem", "volume", "snapshot", "bookmark")
 _USER_PROP = re.compile(r"^[a-z0-9_.\-]+:[a-z0-9_.:\-]+$")
 
 
@@ -180,7 +179,7 @@ class DatasetRecord:
 
     @property
     def pool(self) -> str:
-        return self.name.split("/", 1)[0].split("@", 1)[0].split("#", 1)[0]
+        return pool_of(self.name)
 
 
 def parse_dataset_line(
