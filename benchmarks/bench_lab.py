@@ -1,11 +1,15 @@
-"""Lab benchmark: real OpenZFS node with ~2,000 datasets (issue 3).
+"""Lab benchmark: real OpenZFS node with ~2,000 datasets (issues 3 and 5).
 
     .venv/bin/python benchmarks/bench_lab.py [--volumes 200] [--snapshots 9] [--keep]
 
 Side by side on one lab node (qemu TCG here, so ZFS itself is slow):
 - `zfs list -Hp -t all -o <the sync's columns>` run on the node (over an open SSH connection);
 - a full `xfleet sync` of that node (CLI process);
-- `xfleet ls` of the same rows from the mirror (in process, and as a cold CLI process).
+- `xfleet ls` of the same rows from the mirror (in process, and as a cold CLI process);
+- the fast-path structural listing (name, guid, createtxg, origin) vs the full columns;
+- after 10 changes: an incremental `xfleet sync` vs a full one (target: >= 20x faster);
+- `xfleet watch`: time from a `zfs snapshot` on the node to its row in the mirror (target:
+  median <= 3 s under TCG).
 Prints the figures and their ratios; record them in docs/benchmarks.md.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +29,20 @@ sys.path.insert(0, str(ROOT))
 
 from xfleet import inventory, lab, mirror, query  # noqa: E402
 from xfleet.transport import SSHTransport  # noqa: E402
-from xfleet.zfs import zfs_list  # noqa: E402
+from xfleet.zfs import FAST_COLUMNS, zfs_list  # noqa: E402
+
+CHANGES = [  # 10 changes of the kinds a fleet sees all day
+    ["zfs", "snapshot", "tank/bench/v1@c1"],
+    ["zfs", "snapshot", "tank/bench/v2@c1"],
+    ["zfs", "snapshot", "tank/bench/v3@c1"],
+    ["zfs", "create", "-s", "-V", "64M", "tank/bench/new1"],
+    ["zfs", "create", "-s", "-V", "64M", "tank/bench/new2"],
+    ["zfs", "clone", "tank/bench/v4@s0", "tank/bench/branch1"],
+    ["zfs", "set", "compression=zstd", "tank/bench/v5"],
+    ["zfs", "set", "xfleet:tenant=moved", "tank/bench/v6"],
+    ["zfs", "destroy", "tank/bench/v7@s0"],
+    ["zfs", "rename", "tank/bench/v8", "tank/bench/v8-renamed"],
+]
 
 
 def populate(node: str, volumes: int, snapshots: int) -> None:
@@ -66,8 +84,14 @@ def main() -> None:
         t0 = time.perf_counter()
         n = sum(1 for _ in t.lines(argv))
         times.append(time.perf_counter() - t0)
-    t.close()
     zfs_list_s = min(times)
+    fast = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        sum(1 for _ in t.lines(zfs_list(host.pools, columns=FAST_COLUMNS)))
+        fast.append(time.perf_counter() - t0)
+    t.close()
+    fast_s = min(fast)
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "lab.db"
@@ -91,6 +115,19 @@ def main() -> None:
             subprocess.run([*cli, "ls", "--node", node, "--limit", "0", "--json"],
                            capture_output=True, check=True, cwd=ROOT)
             cold.append(time.perf_counter() - t0)
+        for argv in CHANGES:
+            lab.run(node, argv)
+        lab.run(node, ["zpool", "sync", "tank"])
+        t0 = time.perf_counter()
+        out = subprocess.run([*cli, "sync", "--node", node, "--json"], capture_output=True,
+                             text=True, check=True, cwd=ROOT)
+        inc_s = time.perf_counter() - t0
+        inc = json.loads(out.stdout)["nodes"][0]
+        t0 = time.perf_counter()
+        out = subprocess.run([*cli, "sync", "--full", "--node", node, "--json"],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
+        full2_s = time.perf_counter() - t0
+        latencies = watch_latency(cli, db, node)
     if not args.keep:
         lab.down(progress=say)
     print(f"lab node {node}: {n} datasets ({args.volumes} volumes x {args.snapshots} snapshots; "
@@ -102,7 +139,48 @@ def main() -> None:
           f"zfs list is {zfs_list_s / best:,.0f}x slower")
     print(f"  xfleet ls --node {node} --limit 0 --json (cold CLI)  {min(cold):8.2f} s   "
           f"zfs list is {zfs_list_s / min(cold):,.1f}x slower")
+    print(f"  zfs list fast path (name,guid,createtxg,origin)   {fast_s:8.2f} s   "
+          f"{zfs_list_s / fast_s:5.2f}x faster than the full columns")
+    print(f"after {len(CHANGES)} changes:")
+    print(f"  xfleet sync (incremental, CLI)                    {inc_s:8.2f} s   "
+          f"({inc['commands']} commands, {inc['received']:,} bytes, {inc['events']} events)")
+    print(f"  xfleet sync --full (CLI)                          {full2_s:8.2f} s   "
+          f"incremental is {full2_s / inc_s:5.1f}x faster")
+    med = statistics.median(latencies)
+    print(f"  xfleet watch: zfs snapshot -> row in the mirror  median {med:5.2f} s, "
+          f"max {max(latencies):5.2f} s over {len(latencies)} snapshots (from issuing "
+          "`zfs snapshot` over ssh)")
     assert len(rows) == n == rep["datasets"]
+
+
+def watch_latency(cli: list[str], db: Path, node: str, samples: int = 10) -> list[float]:
+    proc = subprocess.Popen([*cli, "watch", "--node", node, "--json-lines"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=ROOT)
+    try:
+        conn = mirror.connect(db, readonly=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT watch_state FROM nodes WHERE name = ?", (node,)).fetchone()
+            if row and row[0] == "following":
+                break
+            time.sleep(0.1)
+        out = []
+        for i in range(samples):
+            name = f"tank/bench/v9@lat{i}"
+            t0 = time.perf_counter()
+            lab.run(node, ["zfs", "snapshot", name])
+            while not conn.execute("SELECT 1 FROM datasets WHERE node = ? AND name = ?",
+                                   (node, name)).fetchone():
+                if time.perf_counter() - t0 > 120:
+                    raise SystemExit(f"{name} never reached the mirror")
+                time.sleep(0.02)
+            out.append(time.perf_counter() - t0)
+        conn.close()
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 if __name__ == "__main__":

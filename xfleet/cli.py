@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -300,23 +301,40 @@ def inventory_trust(c: Ctx, host: str, replace: bool, yes: bool) -> None:
               help="Only these nodes or groups (repeatable). Default: all.")
 @click.option("--parallel", "-p", type=click.IntRange(1, 256), metavar="N",
               help="Nodes listed at once (default: inventory 'parallel', 8).")
+@click.option("--full", is_flag=True,
+              help="List every dataset again (the default is incremental from the checkpoint).")
+@click.option("--reconcile", is_flag=True,
+              help="Also check structure with a fast-path listing (name, guid, createtxg, "
+              "origin) and fix what differs.")
+@click.option("--refresh-budget", type=click.IntRange(0), metavar="N",
+              help="Rows per node whose space figures may be refreshed (default: inventory "
+              "'space_refresh_budget', 2000).")
 @json_option
 @pass_ctx
-def sync_cmd(c: Ctx, nodes: tuple[str, ...], parallel: int | None, as_json: bool) -> None:
-    """Mirror every dataset of the selected nodes (full sync).
+def sync_cmd(c: Ctx, nodes: tuple[str, ...], parallel: int | None, full: bool, reconcile: bool,
+             refresh_budget: int | None, as_json: bool) -> None:
+    """Bring the mirror up to date with the selected nodes.
 
-    Two remote commands per node, whatever its size; nodes in parallel. A node that fails
-    keeps its last-known rows in the mirror, marked stale; the exit status is 1 if any node
-    failed.
+    Incremental by default: per node, `zpool list` and `zpool events` say what changed since
+    the mirror's checkpoint, and only the changed datasets are fetched again (batched), so the
+    cost follows the number of changes, not the number of datasets. When the event queue
+    cannot vouch for every change (overflow, `zpool events -c`, reboot, re-import), the pool's
+    history catches up, else a structural reconcile does. A node with no checkpoint yet, or
+    --full, gets a full listing (three remote commands, whatever its size).
+
+    A node that fails keeps its last-known rows in the mirror, marked stale; the exit status
+    is 1 if any node failed.
 
     \b
     Examples:
       xfleet sync
-      xfleet sync --node n1 --node zone-b --json
+      xfleet sync --full --node n1 --node zone-b --json
+      xfleet sync --reconcile
     """
     inv = c.inventory()
     path = c.mirror_path()
-    report = _run_sync(inv, path, nodes, parallel, quiet=as_json)
+    report = _run_sync(inv, path, nodes, parallel, quiet=as_json, full=full,
+                       reconcile=reconcile, refresh_budget=refresh_budget)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -326,14 +344,14 @@ def sync_cmd(c: Ctx, nodes: tuple[str, ...], parallel: int | None, as_json: bool
 
 
 def _run_sync(inv: Any, path: Path, nodes: Sequence[str], parallel: int | None,
-              quiet: bool) -> Any:
+              quiet: bool, **how: Any) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from xfleet.sync import sync
 
     console = _console(stderr=True)
     if quiet or not console.is_terminal:
-        return sync(inv, path, list(nodes), parallel=parallel)
+        return sync(inv, path, list(nodes), parallel=parallel, **how)
     with Progress(
         TextColumn("[bold]{task.fields[node]:<12}"),
         TextColumn("{task.fields[phase]:<10}"),
@@ -352,24 +370,166 @@ def _run_sync(inv: Any, path: Path, nodes: Sequence[str], parallel: int | None,
             prog.update(tasks[node], completed=rows, phase=phase,
                         total=max(rows, 1) if done else None)
 
-        return sync(inv, path, list(nodes), parallel=parallel, progress=tick)
+        return sync(inv, path, list(nodes), parallel=parallel, progress=tick, **how)
 
 
 def _sync_summary(report: Any) -> None:
     rows = [
-        {"node": n.node, "status": "ok" if n.ok else "FAILED", "datasets": n.datasets,
-         "added": n.added, "removed": n.removed, "commands": n.commands,
-         "seconds": f"{n.seconds:.1f}", "error": (n.error or "")
-         + (f" (hint: {n.hint})" if n.hint else "")}
+        {"node": n.node, "status": "ok" if n.ok else "FAILED", "mode": n.mode,
+         "datasets": n.datasets, "events": n.events, "added": n.added, "removed": n.removed,
+         "commands": n.commands, "seconds": f"{n.seconds:.1f}",
+         "note": "; ".join(x for x in (
+             f"gap: {n.gap}" if n.gap else "",
+             f"reconciled {', '.join(n.reconciled)}" if n.reconciled else "",
+             f"{n.refreshed} space refreshed" if n.refreshed else "") if x),
+         "error": (n.error or "") + (f" (hint: {n.hint})" if n.hint else "")}
         for n in report.nodes
     ]
-    cols = ["node", "status", "datasets", "added", "removed", "commands", "seconds"]
+    cols = ["node", "status", "mode", "datasets", "events", "added", "removed", "commands",
+            "seconds"]
+    if any(r["note"] for r in rows):
+        cols.append("note")
     if not report.ok:
         cols.append("error")
     _emit(cols, rows, "table",
           footer=f"{len(report.nodes) - len(report.failed)}/{len(report.nodes)} nodes synced "
           f"in {report.seconds:.1f}s" + (" — failed nodes keep their last-known rows, "
                                          "marked stale" if not report.ok else ""))
+
+
+@cli.command("watch")
+@click.option("--node", "-n", "nodes", multiple=True, metavar="NODE|GROUP",
+              help="Only these nodes or groups (repeatable). Default: all.")
+@click.option("--refresh-interval", type=click.FloatRange(0.5), default=30.0, show_default=True,
+              metavar="SECONDS", help="How often to re-check each node (queue, gaps, space).")
+@click.option("--reconcile-interval", type=click.FloatRange(1.0), default=3600.0,
+              show_default=True, metavar="SECONDS", help="How often to reconcile structure.")
+@click.option("--duration", type=click.FloatRange(0.0), metavar="SECONDS",
+              help="Stop after this long (default: until SIGINT/SIGTERM).")
+@click.option("--json-lines", "json_lines", is_flag=True,
+              help="Print one JSON object per node state change instead of a status line.")
+@pass_ctx
+def watch_cmd(c: Ctx, nodes: tuple[str, ...], refresh_interval: float,
+              reconcile_interval: float, duration: float | None, json_lines: bool) -> None:
+    """Follow every node's change feed and keep the mirror current (foreground).
+
+    One `zpool events -f` stream per node applies each change within seconds; every
+    --refresh-interval an incremental sync catches what a stream cannot (gaps, reboots) and
+    refreshes space figures. A node that drops is retried with backoff. Stop with Ctrl-C or
+    SIGTERM: the mirror is consistent at every moment.
+
+    \b
+    Examples:
+      xfleet watch
+      xfleet watch --node zone-a --refresh-interval 10
+      xfleet watch --json-lines --duration 60 > watch.log
+    """
+    import signal
+    import threading
+
+    from xfleet.watch import NodeWatch, Watcher
+
+    inv = c.inventory()
+    path = c.mirror_path()
+    stop = threading.Event()
+    console = _console(stderr=True)
+    live = console.is_terminal and not json_lines
+    lock = threading.Lock()
+
+    def line(w: Watcher) -> str:
+        parts = []
+        for st in w.status.values():
+            lag = f" lag {st.lag:.1f}s" if st.lag is not None else ""
+            eid = "-" if st.last_eid is None else st.last_eid
+            err = f" ({st.error})" if st.error and st.state != "following" else ""
+            parts.append(f"{st.node}: {st.state} eid {eid} +{st.events}{lag}{err}")
+        return " | ".join(parts)
+
+    def changed(st: NodeWatch) -> None:
+        with lock:
+            if json_lines:
+                click.echo(json.dumps({"time": round(time.time(), 3), **st.to_dict()}),
+                           nl=True)
+            elif live:
+                console.print(f"\r{line(watcher)}"[: console.width + 1], end="",
+                              soft_wrap=True, highlight=False)
+            elif st.error or st.state.startswith(("following", "stopped", "reconnecting")):
+                console.print(f"{st.node}: {st.state}" + (f" ({st.error})" if st.error else ""),
+                              highlight=False)
+
+    watcher = Watcher(inv, path, list(nodes), refresh_interval=refresh_interval,
+                      reconcile_interval=reconcile_interval, on_change=changed)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    if duration is not None:
+        threading.Timer(duration, stop.set).start()
+    if not json_lines:
+        console.print(f"watching {len(watcher.hosts)} node(s); Ctrl-C to stop", highlight=False)
+    final = watcher.run(stop)
+    if live:
+        console.print()
+    if not json_lines:
+        console.print("stopped: " + ", ".join(
+            f"{st.node} +{st.events} events in {st.batches} batches" for st in final.values()),
+            highlight=False)
+
+
+@cli.command("status")
+@click.option("--node", "-n", "nodes", multiple=True, metavar="NODE|GROUP",
+              help="Only these nodes or groups (repeatable). Default: all.")
+@json_option
+@pass_ctx
+def status_cmd(c: Ctx, nodes: tuple[str, ...], as_json: bool) -> None:
+    """How fresh the mirror is, per node: watch, lag, last event, reconcile, refresh, gaps.
+
+    \b
+    Examples:
+      xfleet status
+      xfleet status --node n1 --json
+    """
+    from xfleet import query
+
+    inv = c.inventory()
+    conn = c.reader()
+    rows = query.status(conn, [h.name for h in inv.select(list(nodes))], now=time.time())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+
+    def age(v: Any) -> str:
+        return "-" if v is None else _ago(v)
+
+    table = [{
+        "node": r["node"], "state": r["state"], "watch": r["watch"] or "-",
+        "lag": age(r["lag_seconds"]), "last_event": "-" if r["last_eid"] is None
+        else f"eid {r['last_eid']}, {age(r['last_change_age'])} ago",
+        "last_full": age(r["last_full_age"]), "reconciled": age(r["last_reconcile_age"]),
+        "space_due": f"{r['space_due']:,}", "gaps": str(r["gaps"]),
+        "last_gap": r["last_gap"] or "", "error": r["last_error"] or ""}
+        for r in rows]
+    cols = ["node", "state", "watch", "lag", "last_event", "last_full", "reconciled",
+            "space_due", "gaps"]
+    if any(r["last_gap"] for r in table):
+        cols.append("last_gap")
+    if any(r["error"] for r in table):
+        cols.append("error")
+    _emit(cols, table, "table", footer="lag: time since the node's mirror was last confirmed "
+          "current; space_due: rows whose space figures await a refresh")
+
+
+def _ago(seconds: float) -> str:
+    s = max(0.0, float(seconds))
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.0f}m"
+    if s < 172800:
+        return f"{s / 3600:.0f}h"
+    return f"{s / 86400:.0f}d"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,6 +55,8 @@ FLEET_KEYS: dict[str, str] = {
     "mirror": "a path to the SQLite mirror (relative to the inventory file)",
     "price_per_gb_month": "a price in your currency per GB-month (a non-negative number)",
     "parallel": "a positive integer (nodes worked on at once)",
+    "space_refresh_budget": "a non-negative integer (rows per node whose space figures an "
+    "incremental sync refreshes at most, stalest first)",
     "user_properties": "a list of ZFS user properties to mirror, e.g. [xfleet:tenant]",
     "tenant_property": "the user property that names a volume's tenant",
     "environment": "a mapping with name and colour, e.g. {name: prod, colour: red}",
@@ -97,6 +99,7 @@ class Inventory:
     state_dir: Path
     price_per_gb_month: float = 0.08
     parallel: int = 8
+    space_refresh_budget: int = 2000
     user_properties: tuple[str, ...] = (DEFAULT_TENANT_PROPERTY,)
     tenant_property: str = DEFAULT_TENANT_PROPERTY
     environment: dict[str, str] = field(default_factory=dict)
@@ -530,6 +533,12 @@ class _Loader:
                 raise self.err(v.line, f"parallel must be {FLEET_KEYS['parallel']}, "
                                f"got {_shown(v.value)}")
             inv.parallel = v.value
+        if "space_refresh_budget" in f:
+            v = f["space_refresh_budget"]
+            if not isinstance(v.value, int) or isinstance(v.value, bool) or v.value < 0:
+                raise self.err(v.line, f"space_refresh_budget must be "
+                               f"{FLEET_KEYS['space_refresh_budget']}, got {_shown(v.value)}")
+            inv.space_refresh_budget = v.value
         if "tenant_property" in f:
             inv.tenant_property = self._user_prop("tenant_property", f["tenant_property"])
         if "user_properties" in f:

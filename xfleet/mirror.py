@@ -11,13 +11,14 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from xfleet.errors import MirrorError
 from xfleet.zfs import DATASET_COLUMNS, POOL_COLUMNS, PoolRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Columns of `datasets` filled from `zfs list`, in DATASET_COLUMNS order.
 DATASET_TABLE_COLUMNS: tuple[str, ...] = (
@@ -116,6 +117,34 @@ _MIGRATIONS: dict[int, str] = {
         error TEXT
     );
     CREATE INDEX sync_runs_node ON sync_runs (node, id);
+    """,
+    # v2: incremental sync. Per-node checkpoints of the change feed, per-pool txg and space
+    # freshness, and what each run did.
+    2: """
+    ALTER TABLE nodes ADD COLUMN last_eid INTEGER;
+    ALTER TABLE nodes ADD COLUMN last_eid_stamp TEXT;
+    ALTER TABLE nodes ADD COLUMN last_change_at REAL;
+    ALTER TABLE nodes ADD COLUMN last_full REAL;
+    ALTER TABLE nodes ADD COLUMN last_incremental REAL;
+    ALTER TABLE nodes ADD COLUMN last_reconcile REAL;
+    ALTER TABLE nodes ADD COLUMN last_refresh REAL;
+    ALTER TABLE nodes ADD COLUMN gaps INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE nodes ADD COLUMN last_gap TEXT;
+    ALTER TABLE nodes ADD COLUMN last_gap_at REAL;
+    ALTER TABLE nodes ADD COLUMN watch_pid INTEGER;
+    ALTER TABLE nodes ADD COLUMN watch_host TEXT;
+    ALTER TABLE nodes ADD COLUMN watch_heartbeat REAL;
+    ALTER TABLE nodes ADD COLUMN watch_state TEXT;
+    ALTER TABLE pools ADD COLUMN load_guid TEXT;
+    ALTER TABLE pools ADD COLUMN last_txg INTEGER;
+    ALTER TABLE pools ADD COLUMN space_dirty_since REAL;
+    ALTER TABLE pools ADD COLUMN refresh_allocated INTEGER;
+    ALTER TABLE pools ADD COLUMN refresh_free INTEGER;
+    ALTER TABLE sync_runs ADD COLUMN events INTEGER;
+    ALTER TABLE sync_runs ADD COLUMN fetched INTEGER;
+    ALTER TABLE sync_runs ADD COLUMN bytes INTEGER;
+    ALTER TABLE sync_runs ADD COLUMN gap TEXT;
+    CREATE INDEX datasets_node_synced ON datasets (node, pool, synced_at)
     """,
 }
 
@@ -331,3 +360,164 @@ def summarize_pools(conn: sqlite3.Connection, node: str) -> int:
             (*agg, node, pool),
         )
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# incremental sync: checkpoints, subtrees, per-run bookkeeping
+
+
+@dataclass
+class PoolCheckpoint:
+    name: str
+    guid: str | None
+    load_guid: str | None
+    last_txg: int | None
+    allocated: int | None
+    free: int | None
+    refresh_allocated: int | None
+    refresh_free: int | None
+    space_dirty_since: float | None
+
+
+@dataclass
+class Checkpoint:
+    """Where a node's mirror stands in its change feed (None fields: not known yet)."""
+
+    node: str
+    eid: int | None
+    stamp: str | None
+    last_full: float | None
+    pools: dict[str, PoolCheckpoint]
+
+    @property
+    def usable(self) -> bool:
+        """True when an incremental sync can start from here (a full sync recorded it)."""
+        return self.eid is not None and self.last_full is not None
+
+
+def checkpoint(conn: sqlite3.Connection, node: str) -> Checkpoint | None:
+    row = conn.execute(
+        "SELECT last_eid, last_eid_stamp, last_full FROM nodes WHERE name = ?", (node,)
+    ).fetchone()
+    if row is None:
+        return None
+    pools = {
+        r["name"]: PoolCheckpoint(
+            r["name"], r["guid"], r["load_guid"], r["last_txg"], r["allocated"], r["free"],
+            r["refresh_allocated"], r["refresh_free"], r["space_dirty_since"])
+        for r in conn.execute(
+            "SELECT name, guid, load_guid, last_txg, allocated, free, refresh_allocated, "
+            "refresh_free, space_dirty_since FROM pools WHERE node = ?", (node,))
+    }
+    return Checkpoint(node, row["last_eid"], row["last_eid_stamp"], row["last_full"], pools)
+
+
+def save_checkpoint(
+    conn: sqlite3.Connection,
+    node: str,
+    *,
+    eid: int | None,
+    stamp: str | None,
+    txgs: dict[str, int],
+    load_guids: dict[str, str],
+    full: bool = False,
+    changed: bool = False,
+) -> None:
+    """Record the change-feed position the mirror now reflects (inside the writer's
+    transaction, so rows and checkpoint move together)."""
+    now = time.time()
+    conn.execute(
+        "UPDATE nodes SET last_eid = ?, last_eid_stamp = ?, "
+        "last_change_at = CASE WHEN ? THEN ? ELSE last_change_at END, "
+        "last_full = CASE WHEN ? THEN ? ELSE last_full END, "
+        "last_incremental = CASE WHEN ? THEN last_incremental ELSE ? END WHERE name = ?",
+        (eid, stamp, changed, now, full, now, full, now, node),
+    )
+    for pool, load_guid in load_guids.items():
+        conn.execute("UPDATE pools SET load_guid = ? WHERE node = ? AND name = ?",
+                     (load_guid, node, pool))
+    for pool, txg in txgs.items():
+        conn.execute(
+            "UPDATE pools SET last_txg = max(coalesce(last_txg, 0), ?) "
+            "WHERE node = ? AND name = ?", (txg, node, pool))
+
+
+def record_gap(conn: sqlite3.Connection, node: str, reason: str) -> None:
+    conn.execute(
+        "UPDATE nodes SET gaps = gaps + 1, last_gap = ?, last_gap_at = ? WHERE name = ?",
+        (reason, time.time(), node),
+    )
+
+
+def _tree_clause(root: str) -> tuple[str, tuple[str, ...]]:
+    """SQL matching `root` and everything below it (children, snapshots, bookmarks) as index
+    ranges on `name`: '/' + 1 = '0', '@' + 1 = 'A', '#' + 1 = '$'."""
+    return (
+        "(name = ? OR (name >= ? AND name < ?) OR (name >= ? AND name < ?) "
+        "OR (name >= ? AND name < ?))",
+        (root, root + "/", root + "0", root + "@", root + "A", root + "#", root + "$"),
+    )
+
+
+def delete_trees(
+    conn: sqlite3.Connection, node: str, roots: Iterable[str], keep_run: int | None = None
+) -> int:
+    """Delete each root's row and its descendants' (only rows not written by `keep_run`,
+    when given: what a fresh listing of that subtree no longer returned)."""
+    removed = 0
+    for root in roots:
+        clause, args = _tree_clause(root)
+        sql = f"DELETE FROM datasets WHERE node = ? AND {clause}"
+        params: tuple[Any, ...] = (node, *args)
+        if keep_run is not None:
+            sql += " AND sync_run <> ?"
+            params = (*params, keep_run)
+        removed += conn.execute(sql, params).rowcount
+    return removed
+
+
+def delete_pool_rows(conn: sqlite3.Connection, node: str, pools: Iterable[str]) -> int:
+    removed = 0
+    for pool in pools:
+        removed += conn.execute(
+            "DELETE FROM datasets WHERE node = ? AND pool = ?", (node, pool)).rowcount
+    return removed
+
+
+def dangling_origins(conn: sqlite3.Connection, node: str) -> list[str]:
+    """Clones whose `origin` names a snapshot the mirror no longer has under that name (it was
+    renamed, or moved by a promote): their rows must be fetched again."""
+    return [r[0] for r in conn.execute(
+        "SELECT c.name FROM datasets c WHERE c.node = ? AND c.origin IS NOT NULL AND NOT EXISTS "
+        "(SELECT 1 FROM datasets o WHERE o.node = c.node AND o.name = c.origin)", (node,))]
+
+
+def finish_incremental(
+    conn: sqlite3.Connection,
+    run_id: int,
+    node: str,
+    *,
+    written: int,
+    removed: int,
+    commands: int,
+    events: int,
+    received: int,
+    gap: str | None,
+) -> tuple[int, int]:
+    """Record a successful incremental run; refresh the pool summaries. Returns the node's
+    dataset count and how many datasets are new."""
+    prev = conn.execute("SELECT datasets FROM nodes WHERE name = ?", (node,)).fetchone()
+    count = summarize_pools(conn, node)
+    added = max(0, count - ((prev[0] if prev else 0) - removed))
+    now = time.time()
+    conn.execute(
+        "UPDATE sync_runs SET finished_at = ?, status = 'ok', datasets = ?, fetched = ?, "
+        "added = ?, removed = ?, commands = ?, events = ?, bytes = ?, gap = ? WHERE id = ?",
+        (now, count, written, added, removed, commands, events, received, gap, run_id),
+    )
+    conn.execute(
+        "UPDATE nodes SET last_success = ?, stale = 0, last_error = NULL, datasets = ? "
+        "WHERE name = ?",
+        (now, count, node),
+    )
+    return count, added

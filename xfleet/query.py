@@ -349,7 +349,8 @@ def stats(conn: sqlite3.Connection, nodes: Sequence[str] = ()) -> list[dict[str,
         SELECT p.node, p.name AS pool, p.health, p.volumes, p.filesystems, p.snapshots,
                p.bookmarks, p.clones, p.volsize, p.logicalused, p.used,
                p.usedbyrefreservation, p.size, p.allocated, p.free, p.capacity,
-               p.fragmentation, n.stale, n.last_success, n.last_error
+               p.fragmentation, n.stale, n.last_success, n.last_error, n.watch_pid,
+               n.watch_heartbeat, n.watch_state
         FROM pools p LEFT JOIN nodes n ON n.name = p.node {where}
         ORDER BY p.node, p.name
         """,
@@ -371,6 +372,56 @@ def stats(conn: sqlite3.Connection, nodes: Sequence[str] = ()) -> list[dict[str,
 
 # ---------------------------------------------------------------------------------------------
 # read-only SQL and saved queries
+
+
+# A watch that has not reported for this long is not live any more.
+WATCH_STALE_AFTER = 15.0
+
+
+def status(conn: sqlite3.Connection, nodes: Sequence[str], now: float) -> list[dict[str, Any]]:
+    """Per node: how fresh its rows are. `lag_seconds` is the time since the mirror was last
+    confirmed current for the node (by a live watch's heartbeat, else by its last successful
+    sync); `space_due` counts rows whose space figures await a refresh (index range counts)."""
+    out: list[dict[str, Any]] = []
+    for name in nodes:
+        r = conn.execute("SELECT * FROM nodes WHERE name = ?", (name,)).fetchone()
+        if r is None:
+            out.append({"node": name, "state": "never synced", "watch": None,
+                        "lag_seconds": None, "last_eid": None, "last_change_age": None,
+                        "last_full_age": None, "last_incremental_age": None,
+                        "last_reconcile_age": None, "last_refresh_age": None, "space_due": 0,
+                        "gaps": 0, "last_gap": None, "last_gap_age": None, "stale": False,
+                        "last_error": None, "datasets": 0})
+            continue
+        d = dict(r)
+
+        def age(col: str, d: dict[str, Any] = d) -> float | None:
+            return None if d.get(col) is None else round(now - d[col], 3)
+
+        live = (d.get("watch_pid") is not None and d.get("watch_heartbeat") is not None
+                and now - d["watch_heartbeat"] < WATCH_STALE_AFTER)
+        confirmed = d["watch_heartbeat"] if live and d.get("watch_state") == "following" \
+            else d.get("last_success")
+        due = 0
+        for p in conn.execute("SELECT name, space_dirty_since FROM pools WHERE node = ? AND "
+                              "space_dirty_since IS NOT NULL", (name,)):
+            due += conn.execute(
+                "SELECT count(*) FROM datasets WHERE node = ? AND pool = ? AND synced_at < ?",
+                (name, p[0], p[1])).fetchone()[0]
+        state = "stale" if d["stale"] else ("watched" if live else "ok")
+        out.append({
+            "node": name, "state": state,
+            "watch": f"{d['watch_state']} (pid {d['watch_pid']} on {d['watch_host']})"
+            if live else None,
+            "lag_seconds": None if confirmed is None else round(now - confirmed, 3),
+            "last_eid": d.get("last_eid"), "last_change_age": age("last_change_at"),
+            "last_full_age": age("last_full"), "last_incremental_age": age("last_incremental"),
+            "last_reconcile_age": age("last_reconcile"), "last_refresh_age": age("last_refresh"),
+            "space_due": due, "gaps": d.get("gaps") or 0, "last_gap": d.get("last_gap"),
+            "last_gap_age": age("last_gap_at"), "stale": bool(d["stale"]),
+            "last_error": d.get("last_error"), "datasets": d.get("datasets") or 0,
+        })
+    return out
 
 
 def run_sql(

@@ -14,6 +14,8 @@ memory) and are written when the writer is free, so no node's remote listing wai
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 import tempfile
 import threading
 import time
@@ -23,11 +25,32 @@ from pathlib import Path
 from typing import IO, Any
 
 from xfleet import mirror
-from xfleet.errors import XfleetError
+from xfleet.errors import RemoteCommandError, XfleetError
+from xfleet.events import (
+    Plan,
+    Touch,
+    ZEvent,
+    event_touches,
+    parse_events,
+    parse_history,
+    plan,
+    touches,
+    zpool_events,
+    zpool_history,
+)
 from xfleet.inventory import Host, Inventory
-from xfleet.names import pool_of
+from xfleet.names import pool_of, validate_dataset
 from xfleet.transport import Connections, Transport
-from xfleet.zfs import DATASET_COLUMNS, ParseError, parse_pools, zfs_list, zpool_list
+from xfleet.zfs import (
+    DATASET_COLUMNS,
+    FAST_COLUMNS,
+    POOL_COLUMNS,
+    ParseError,
+    PoolRecord,
+    parse_pools,
+    zfs_list,
+    zpool_list,
+)
 
 # progress(node, phase, rows): phase is "connecting", "listing", "spooling", "writing",
 # "done" or "failed".
@@ -38,11 +61,18 @@ Progress = Callable[[str, str, int], None]
 class NodeSync:
     node: str
     ok: bool
+    mode: str = "full"  # "full" or "incremental"
     datasets: int = 0
     added: int = 0
     removed: int = 0
     pools: int = 0
     commands: int = 0
+    received: int = 0  # bytes of command output
+    events: int = 0  # change-feed records applied (incremental)
+    fetched: int = 0  # rows fetched again (incremental)
+    refreshed: int = 0  # of which for space freshness
+    gap: str | None = None  # why the event queue could not vouch for the changes, if it could not
+    reconciled: list[str] = field(default_factory=list)  # pools checked structurally
     seconds: float = 0.0
     error: str | None = None
     hint: str | None = None
@@ -115,48 +145,130 @@ def _spool(lines: Iterable[str], spool: IO[str], tick: Callable[[int], None]) ->
     spool.seek(0)
 
 
-def _sync_node(
-    host: Host,
-    transport: Transport,
-    inv: Inventory,
-    mirror_path: Path,
-    run_id: int,
-    write_lock: threading.Lock,
-    progress: Progress,
-) -> NodeSync:
-    start = time.monotonic()
-    before = transport.commands
-    node = host.name
-    progress(node, "connecting", 0)
-    pools = list(parse_pools(transport.run(zpool_list(host.pools)).stdout.splitlines()))
-    argv = zfs_list(host.pools, user_properties=inv.user_properties)
-    progress(node, "listing", 0)
-    stream = transport.lines(argv)
-    spool: IO[str] | None = None
-    if write_lock.acquire(blocking=False):
-        source: Iterable[str] = stream
-    else:
-        spool = tempfile.TemporaryFile(  # noqa: SIM115 - closed in the finally below
-            "w+", dir=mirror_path.parent, prefix=f".sync-{node}-"
-        )
-        _spool(stream, spool, lambda c: progress(node, "spooling", c))
-        write_lock.acquire()
-        source = (line.rstrip("\n") for line in spool)
+def _pools_and_load_guids(
+    transport: Transport, host: Host
+) -> tuple[list[PoolRecord], dict[str, str]]:
+    """One `zpool list`: the pool figures, plus each pool's load_guid (new at every import,
+    so a changed one means a reboot or re-import the event queue cannot vouch for)."""
+    argv = zpool_list(host.pools, columns=(*POOL_COLUMNS, "load_guid"))
+    lines, load_guids = [], {}
+    for line in transport.run(argv).stdout.splitlines():
+        if not line.strip():
+            continue
+        head, _, load_guid = line.rpartition("\t")
+        lines.append(head)
+        load_guids[head.split("\t", 1)[0]] = load_guid
+    return list(parse_pools(lines)), load_guids
+
+
+def _queued_events(transport: Transport) -> list[ZEvent] | None:
+    """The kernel's event queue (at most ~512 events, so bounded); None if unavailable."""
     try:
-        conn = mirror.connect(mirror_path)
+        return list(parse_events(transport.lines(zpool_events())))
+    except RemoteCommandError:
+        return None
+
+
+def _write_lock(
+    lock: threading.Lock, stream: Iterable[str], node: str, mirror_path: Path,
+    progress: Progress,
+) -> tuple[Iterable[str], IO[str] | None]:
+    """Take the mirror's writer lock; if another node is writing, spool `stream` to disk
+    first so this node's remote command never waits on another node's write."""
+    if lock.acquire(blocking=False):
+        return stream, None
+    spool = tempfile.TemporaryFile(  # noqa: SIM115 - the caller closes it
+        "w+", dir=mirror_path.parent, prefix=f".sync-{node}-"
+    )
+    _spool(stream, spool, lambda c: progress(node, "spooling", c))
+    lock.acquire()
+    return (line.rstrip("\n") for line in spool), spool
+
+
+@dataclass
+class _Job:
+    host: Host
+    transport: Transport
+    inv: Inventory
+    mirror_path: Path
+    run_id: int
+    lock: threading.Lock
+    progress: Progress
+    start: float = field(default_factory=time.monotonic)
+    commands0: int = 0
+    received0: int = 0
+
+    def __post_init__(self) -> None:
+        self.commands0 = self.transport.commands
+        self.received0 = self.transport.received
+
+    @property
+    def node(self) -> str:
+        return self.host.name
+
+    @property
+    def commands(self) -> int:
+        return self.transport.commands - self.commands0
+
+    @property
+    def received(self) -> int:
+        return self.transport.received - self.received0
+
+
+def _sync_node(job: _Job, *, full: bool, reconcile: bool, budget: int) -> NodeSync:
+    node, transport = job.node, job.transport
+    job.progress(node, "connecting", 0)
+    pools, load_guids = _pools_and_load_guids(transport, job.host)
+    events = _queued_events(transport)
+    conn = mirror.connect(job.mirror_path)
+    try:
+        cp = mirror.checkpoint(conn, node)
+    finally:
+        conn.close()
+    if full or cp is None or not cp.usable or events is None:
+        return _full_node(job, pools, load_guids, events)
+    return _incremental_node(job, cp, pools, load_guids, events, reconcile=reconcile,
+                             budget=budget)
+
+
+def _full_node(
+    job: _Job, pools: list[PoolRecord], load_guids: dict[str, str], events: list[ZEvent] | None
+) -> NodeSync:
+    node, transport, inv = job.node, job.transport, job.inv
+    argv = zfs_list(job.host.pools, user_properties=inv.user_properties)
+    job.progress(node, "listing", 0)
+    source, spool = _write_lock(job.lock, transport.lines(argv), node, job.mirror_path,
+                                job.progress)
+    try:
+        conn = mirror.connect(job.mirror_path)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                rows = dataset_rows(source, node, run_id, inv.user_properties,
+                rows = dataset_rows(source, node, job.run_id, inv.user_properties,
                                     inv.tenant_property, time.time())
                 written = mirror.write_datasets(
-                    conn, rows, on_batch=lambda c: progress(node, "writing", c)
+                    conn, rows, on_batch=lambda c: job.progress(node, "writing", c)
                 )
                 mirror.write_pools(conn, node, pools)
-                commands = transport.commands - before
                 added, removed = mirror.finish_run(
-                    conn, run_id, node, written=written, commands=commands
+                    conn, job.run_id, node, written=written, commands=job.commands
                 )
+                # The checkpoint: the queue was read before the listing, so a change made
+                # meanwhile is applied again by the next incremental sync (idempotent). The
+                # newest createtxg per pool is a txg the listing certainly reflects.
+                txgs = {r[0]: r[1] for r in conn.execute(
+                    "SELECT pool, max(createtxg) FROM datasets WHERE node = ? GROUP BY pool",
+                    (node,))}
+                last = events[-1] if events else None
+                mirror.save_checkpoint(
+                    conn, node, eid=(last.eid if last else 0) if events is not None else None,
+                    stamp=last.stamp if last else None, txgs=txgs, load_guids=load_guids,
+                    full=True, changed=True)
+                conn.execute(
+                    "UPDATE pools SET space_dirty_since = NULL, refresh_allocated = allocated, "
+                    "refresh_free = free WHERE node = ?", (node,))
+                conn.execute("UPDATE sync_runs SET bytes = ?, events = 0 WHERE id = ?",
+                             (job.received, job.run_id))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -164,14 +276,389 @@ def _sync_node(
         finally:
             conn.close()
     finally:
-        write_lock.release()
+        job.lock.release()
         if spool is not None:
             spool.close()
-    progress(node, "done", written)
+    job.progress(node, "done", written)
     return NodeSync(
-        node=node, ok=True, datasets=written, added=added, removed=removed, pools=len(pools),
-        commands=commands, seconds=time.monotonic() - start, run_id=run_id,
+        node=node, ok=True, mode="full", datasets=written, added=added, removed=removed,
+        pools=len(pools), commands=job.commands, received=job.received,
+        seconds=time.monotonic() - job.start, run_id=job.run_id,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# incremental sync
+
+# Names per `zfs list NAME...` command: far below ARG_MAX (names are at most 255 bytes).
+FETCH_BATCH = 500
+# A reconcile that finds more changed names than this lists the pool whole instead.
+RECONCILE_TREE_THRESHOLD = 5000
+_MISSING = re.compile(r"^cannot open '(.*)': dataset does not exist$")
+
+
+def new_events(cp_eid: int | None, cp_stamp: str | None,
+               events: list[ZEvent]) -> tuple[list[ZEvent], str | None]:
+    """The events after the checkpoint, and why the queue cannot vouch for every change since
+    the checkpoint (None when it can): ids restarted (reboot, module reload), or lost from the
+    front of the queue (overflow of its ~512 events, or `zpool events -c`)."""
+    last = cp_eid or 0
+    if not events:
+        return [], ("the event queue is empty (cleared, or the node restarted)"
+                    if last > 0 else None)
+    same = [e for e in events if e.eid == last]
+    if same and cp_stamp is not None and same[0].stamp != cp_stamp:
+        return events, f"event ids restarted (event {last} is another event now: reboot or " \
+            "module reload)"
+    if events[-1].eid < last:
+        return events, f"event ids restarted (newest is {events[-1].eid}, checkpoint {last}: " \
+            "reboot or module reload)"
+    fresh = [e for e in events if e.eid > last]
+    if fresh and fresh[0].eid > last + 1 and not same:
+        return fresh, f"events {last + 1}..{fresh[0].eid - 1} were lost from the queue " \
+            "(overflow or `zpool events -c`)"
+    return fresh, None
+
+
+@dataclass
+class _Fetch:
+    """Rows fetched again, spooled to disk; what was asked for and not found."""
+
+    spool: IO[str]
+    lines: int = 0
+    missing: list[str] = field(default_factory=list)
+    trees: list[str] = field(default_factory=list)
+
+
+def _fetch(job: _Job, p: Plan, spool: IO[str]) -> _Fetch:
+    """`zfs list -Hp -t all -o COLUMNS [-r] NAME...`, one command per batch of names: the
+    commands grow with the number of changed names, never with the node's size."""
+    out = _Fetch(spool, trees=list(p.trees))
+    cols = [*DATASET_COLUMNS, *job.inv.user_properties]
+    for recursive, names in ((False, p.exact), (True, p.trees)):
+        for i in range(0, len(names), FETCH_BATCH):
+            batch = names[i:i + FETCH_BATCH]
+            argv = ["zfs", "list", "-H", "-p", "-t", "all", "-o", ",".join(cols),
+                    *(["-r"] if recursive else []), *batch]
+            res = job.transport.stream(argv)
+            seen: set[str] = set()
+            for line in res:
+                if line:
+                    spool.write(line + "\n")
+                    seen.add(line.split("\t", 1)[0])
+                    out.lines += 1
+            if res.exit_status != 0:
+                other = [ln for ln in res.stderr.splitlines()
+                         if ln.strip() and not _MISSING.match(ln)]
+                if other or res.exit_status != 1:
+                    raise RemoteCommandError(job.node, argv, res.exit_status, res.stderr)
+            out.missing.extend(n for n in batch if n not in seen)
+    spool.seek(0)
+    return out
+
+
+def _valid(names: Iterable[str]) -> list[str]:
+    ok = []
+    for n in names:
+        try:
+            ok.append(validate_dataset(n, allow_bookmark=True))
+        except XfleetError:
+            continue  # not a name we can ask about; a reconcile would find it
+    return ok
+
+
+def _history_touches(job: _Job, pool: str, since: int) -> tuple[list[Touch], int] | None:
+    """Changes recorded in the pool's history at or after txg `since`, and the newest txg;
+    None when the history no longer reaches back that far (its oldest records were dropped:
+    OpenZFS keeps the pool's creation records and a bounded tail)."""
+    out: list[Touch] = []
+    first: int | None = None
+    covered = False
+    newest = since
+    for rec in parse_history(job.transport.lines(zpool_history(pool)), pool):
+        if first is None:
+            first = rec.txg
+            covered = since <= first
+        elif rec.txg <= since and rec.txg > first:
+            covered = True
+        if rec.txg >= since:
+            out.extend(touches(rec.op, rec.dsname, rec.detail))
+            newest = max(newest, rec.txg)
+    return (out, newest) if covered else None
+
+
+def _reconcile(
+    job: _Job, conn: sqlite3.Connection, pools: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """The structural check: a listing of the fast-path columns only (name, guid, createtxg,
+    origin: no per-dataset property or space gathering in the kernel), diffed with the mirror
+    in SQL. Returns (names to fetch, pools to list whole, names gone)."""
+    node = job.node
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS fast (name TEXT PRIMARY KEY, guid TEXT, "
+                 "createtxg INTEGER, origin TEXT)")
+    conn.execute("DELETE FROM temp.fast")
+    argv = zfs_list(pools, columns=FAST_COLUMNS)
+    buf: list[tuple[str, ...]] = []
+    for line in job.transport.lines(argv):
+        parts = line.split("\t")
+        if len(parts) != len(FAST_COLUMNS):
+            if not line.strip():
+                continue
+            raise ParseError(f"unexpected fast listing line: {line[:120]!r}")
+        buf.append(tuple(None if p == "-" else p for p in parts))  # type: ignore[misc]
+        if len(buf) >= 20000:
+            conn.executemany("INSERT OR REPLACE INTO temp.fast VALUES (?, ?, ?, ?)", buf)
+            buf.clear()
+    conn.executemany("INSERT OR REPLACE INTO temp.fast VALUES (?, ?, ?, ?)", buf)
+    marks = ", ".join("?" for _ in pools)
+    changed = [r[0] for r in conn.execute(
+        "SELECT f.name FROM temp.fast f LEFT JOIN datasets d ON d.node = ? AND d.name = f.name "
+        "WHERE d.name IS NULL OR d.guid IS NOT f.guid OR d.origin IS NOT f.origin "
+        "OR d.createtxg IS NOT CAST(f.createtxg AS INTEGER)", (node,))]
+    gone = [r[0] for r in conn.execute(
+        f"SELECT d.name FROM datasets d WHERE d.node = ? AND d.pool IN ({marks}) "
+        "AND NOT EXISTS (SELECT 1 FROM temp.fast f WHERE f.name = d.name)", (node, *pools))]
+    conn.execute("DELETE FROM temp.fast")
+    if len(changed) > RECONCILE_TREE_THRESHOLD:
+        return [], list(pools), gone
+    return changed, [], gone
+
+
+def _due_for_refresh(
+    conn: sqlite3.Connection, node: str, pools: list[PoolRecord], cp: mirror.Checkpoint,
+    now: float, budget: int,
+) -> tuple[list[str], dict[str, float]]:
+    """Space freshness. A pool whose allocated/free figures moved since its last refresh has
+    rows whose space figures may be stale: they are due, stalest first, `budget` per sync. A
+    pool that did not move costs nothing. Returns (names, pool -> dirty since)."""
+    dirty: dict[str, float] = {}
+    names: list[str] = []
+    for p in pools:
+        old = cp.pools.get(p.name)
+        since = old.space_dirty_since if old else None
+        if old is None or (p.allocated, p.free) != (old.refresh_allocated, old.refresh_free):
+            since = now
+        if since is None:
+            continue
+        dirty[p.name] = since
+        room = budget - len(names)
+        if room > 0:
+            names.extend(r[0] for r in conn.execute(
+                "SELECT name FROM datasets WHERE node = ? AND pool = ? AND synced_at < ? "
+                "ORDER BY synced_at LIMIT ?", (node, p.name, since, room)))
+    return names, dirty
+
+
+def _incremental_node(
+    job: _Job,
+    cp: mirror.Checkpoint,
+    pools: list[PoolRecord] | None,
+    load_guids: dict[str, str],
+    events: list[ZEvent],
+    *,
+    reconcile: bool,
+    budget: int,
+) -> NodeSync:
+    """Apply the changes since the checkpoint. `pools` None: a batch of followed events
+    (`xfleet watch`): the pools are taken as the mirror has them, no space refresh."""
+    node = job.node
+    started = time.time()
+    follow = pools is None
+    current: dict[str, PoolRecord | None]
+    if pools is None:
+        current = {n: None for n in cp.pools}
+        load_guids = {n: p.load_guid or "" for n, p in cp.pools.items()}
+        budget = 0
+    else:
+        current = {rec.name: rec for rec in pools}
+    fresh, gap = new_events(cp.eid, cp.stamp, events)
+    fresh = [e for e in fresh if e.pool is None or e.pool in current]
+    touched: list[Touch] = event_touches(fresh)
+    txgs: dict[str, int] = {}
+    for e in fresh:
+        if e.pool and e.txg is not None and e.is_history:
+            txgs[e.pool] = max(txgs.get(e.pool, 0), e.txg)
+    whole: list[str] = []  # pools listed whole (new, or replaced by another pool of that name)
+    gaps: dict[str, str] = {}
+    for name, rec in current.items():
+        old = cp.pools.get(name)
+        if old is None or (rec is not None and old.guid != rec.guid):
+            whole.append(name)
+        elif gap:
+            gaps[name] = gap
+        elif old.load_guid != load_guids.get(name):
+            gaps[name] = "pool re-imported (load_guid changed)"
+    gone_pools = [n for n in cp.pools if n not in current]
+    to_reconcile = [n for n in current if n not in whole] if reconcile else []
+    for pool in gaps:
+        if pool in to_reconcile:
+            continue
+        since = cp.pools[pool].last_txg
+        found = _history_touches(job, pool, since) if since is not None else None
+        if found is None:
+            to_reconcile.append(pool)
+        else:
+            touched.extend(found[0])
+            txgs[pool] = max(txgs.get(pool, 0), found[1])
+    gap_text = "; ".join(sorted({f"{r}" for r in gaps.values()})) or None
+    gone_names: list[str] = []
+    spool = tempfile.TemporaryFile("w+", dir=job.mirror_path.parent,  # noqa: SIM115
+                                   prefix=f".sync-{node}-")
+    conn = mirror.connect(job.mirror_path)
+    try:
+        if to_reconcile:
+            job.progress(node, "reconciling", 0)
+            changed, as_trees, gone_names = _reconcile(job, conn, to_reconcile)
+            touched.extend(Touch(n) for n in changed)
+            touched.extend(Touch(n, recursive=True) for n in as_trees)
+        touched.extend(Touch(n, recursive=True) for n in whole)
+        promoted = [t.name for t in touched if t.promoted]
+        former = _former_origins(conn, node, promoted)
+        refresh, dirty = ([], {}) if pools is None else _due_for_refresh(
+            conn, node, pools, cp, started, budget)
+        todo = plan([*touched, *(Touch(n, recursive=True) for n in former)],
+                    extra_exact=_valid(refresh))
+        todo = Plan(exact=_valid(todo.exact), trees=_valid(todo.trees))
+        job.progress(node, "fetching", len(todo))
+        fetched = _fetch(job, todo, spool)
+        # A clone whose origin snapshot was renamed or moved (rename, promote) by a change
+        # we just fetched: fetch it again too (a second, small round).
+        source, _ = _write_lock(job.lock, (ln.rstrip("\n") for ln in spool), node,
+                                job.mirror_path, job.progress)
+        try:
+            written, removed = _apply(job, conn, fetched, source, pools, gone_pools, gone_names)
+            again = mirror.dangling_origins(conn, node)
+            if again:
+                conn.execute("COMMIT")
+                spool2 = tempfile.TemporaryFile("w+", dir=job.mirror_path.parent)  # noqa: SIM115
+                try:
+                    f2 = _fetch(job, Plan(exact=_valid(again), trees=[]), spool2)
+                    conn.execute("BEGIN IMMEDIATE")
+                    w2, r2 = _apply(job, conn, f2, (ln.rstrip("\n") for ln in spool2), pools,
+                                    [], [])
+                    written, removed = written + w2, removed + r2
+                finally:
+                    spool2.close()
+            for pool in to_reconcile:
+                # Properties changed during an unrecoverable gap are invisible to the
+                # structural check: the space refresh walks the whole pool again.
+                dirty[pool] = started
+            for pool, dirty_since in dirty.items():
+                due = conn.execute(
+                    "SELECT 1 FROM datasets WHERE node = ? AND pool = ? AND synced_at < ? LIMIT 1",
+                    (node, pool, dirty_since)).fetchone()
+                conn.execute(
+                    "UPDATE pools SET space_dirty_since = ?, refresh_allocated = allocated, "
+                    "refresh_free = free WHERE node = ? AND name = ?",
+                    (dirty_since if due else None, node, pool))
+            if to_reconcile or whole:
+                conn.execute("UPDATE nodes SET last_reconcile = ? WHERE name = ?",
+                             (time.time(), node))
+            if refresh:
+                conn.execute("UPDATE nodes SET last_refresh = ? WHERE name = ?",
+                             (time.time(), node))
+            if gap_text:
+                mirror.record_gap(conn, node, gap_text)
+            last = events[-1] if events else None
+            mirror.save_checkpoint(
+                conn, node, eid=last.eid if last else (cp.eid if not gap else 0),
+                stamp=last.stamp if last else (cp.stamp if not gap else None),
+                txgs=txgs, load_guids=load_guids, changed=bool(fresh or written or removed))
+            _, added = mirror.finish_incremental(
+                conn, job.run_id, node, written=written, removed=removed,
+                commands=job.commands, events=len(fresh), received=job.received, gap=gap_text)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            job.lock.release()
+    finally:
+        conn.close()
+        spool.close()
+    job.progress(node, "done", written)
+    return NodeSync(
+        node=node, ok=True, mode="follow" if follow else "incremental", datasets=written,
+        added=added, removed=removed,
+        pools=len(current), commands=job.commands, received=job.received, events=len(fresh),
+        fetched=fetched.lines, refreshed=len(refresh), gap=gap_text,
+        reconciled=sorted(set(to_reconcile) | set(whole)),
+        seconds=time.monotonic() - job.start, run_id=job.run_id,
+    )
+
+
+def _former_origins(conn: sqlite3.Connection, node: str, promoted: list[str]) -> list[str]:
+    """Before a promote, the promoted clone's origin named a snapshot of another dataset;
+    that dataset gives its older snapshots to the clone, so it changes too."""
+    out = []
+    for name in promoted:
+        row = conn.execute("SELECT origin FROM datasets WHERE node = ? AND name = ?",
+                           (node, name)).fetchone()
+        if row and row[0]:
+            out.append(row[0].split("@", 1)[0])
+    return out
+
+
+def _apply(
+    job: _Job,
+    conn: sqlite3.Connection,
+    fetched: _Fetch,
+    source: Iterable[str],
+    pools: list[PoolRecord] | None,
+    gone_pools: list[str],
+    gone_names: list[str],
+) -> tuple[int, int]:
+    """Write fetched rows and remove what is gone, in the caller's transaction (begun here)."""
+    node, inv = job.node, job.inv
+    if not conn.in_transaction:
+        conn.execute("BEGIN IMMEDIATE")
+    rows = dataset_rows(source, node, job.run_id, inv.user_properties, inv.tenant_property,
+                        time.time())
+    written = mirror.write_datasets(conn, rows)
+    removed = mirror.delete_trees(conn, node, fetched.missing)
+    removed += mirror.delete_trees(
+        conn, node, [t for t in fetched.trees if t not in fetched.missing], keep_run=job.run_id)
+    removed += mirror.delete_trees(conn, node, gone_names)
+    removed += mirror.delete_pool_rows(conn, node, gone_pools)
+    if pools is not None:
+        mirror.write_pools(conn, node, pools)
+    return written, removed
+
+
+def apply_events(
+    inv: Inventory,
+    mirror_path: Path,
+    node: str,
+    transport: Transport,
+    events: list[ZEvent],
+) -> NodeSync:
+    """Apply a batch of followed events (contiguous after the node's checkpoint) to the
+    mirror: fetch what they touched, write it, move the checkpoint. Raises on failure (the
+    checkpoint does not move, so the events are applied again later)."""
+    conn = mirror.connect(mirror_path)
+    try:
+        cp = mirror.checkpoint(conn, node)
+        if cp is None or not cp.usable:
+            raise XfleetError(f"{node} has no checkpoint yet", hint="run 'xfleet sync' first")
+        conn.execute("BEGIN IMMEDIATE")
+        run_id = mirror.start_run(conn, node, "incremental")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    job = _Job(inv.hosts[node], transport, inv, mirror_path, run_id, threading.Lock(),
+               lambda *_: None)
+    try:
+        return _incremental_node(job, cp, None, {}, events, reconcile=False, budget=0)
+    except XfleetError as exc:
+        conn = mirror.connect(mirror_path)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            mirror.fail_run(conn, run_id, node, exc.message, job.commands)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        raise
 
 
 def sync(
@@ -179,12 +666,17 @@ def sync(
     mirror_path: Path | None = None,
     nodes: list[str] | tuple[str, ...] = (),
     *,
+    full: bool = False,
+    reconcile: bool = False,
+    refresh_budget: int | None = None,
     parallel: int | None = None,
     progress: Progress | None = None,
     connections: Connections | None = None,
 ) -> SyncReport:
-    """Full sync of the selected nodes (all when empty). Never raises for a node's failure:
-    failed nodes are in the report (and marked stale in the mirror)."""
+    """Sync the selected nodes (all when empty): incremental from each node's checkpoint,
+    full for a node that has none or with `full`; `reconcile` adds the structural check.
+    Never raises for a node's failure: failed nodes are in the report (and marked stale in
+    the mirror, keeping their rows)."""
     t0 = time.monotonic()
     path = mirror_path or inv.mirror
     hosts = inv.select(list(nodes))
@@ -195,11 +687,14 @@ def sync(
         for h in hosts:
             conn.execute("BEGIN IMMEDIATE")
             mirror.upsert_node(conn, h.name, h.kind, h.address, h.labels, h.groups)
-            run_ids[h.name] = mirror.start_run(conn, h.name)
+            cp = mirror.checkpoint(conn, h.name)
+            kind = "incremental" if not full and cp is not None and cp.usable else "full"
+            run_ids[h.name] = mirror.start_run(conn, h.name, kind)
             conn.execute("COMMIT")
     finally:
         conn.close()
     by_name = {h.name: h for h in hosts}
+    budget = inv.space_refresh_budget if refresh_budget is None else refresh_budget
     lock = threading.Lock()
     own = connections is None
     conns = connections or Connections(inv.hosts, trust_store=inv.trust_store,
@@ -207,7 +702,9 @@ def sync(
     try:
         results = conns.each(
             [h.name for h in hosts],
-            lambda name, t: _sync_node(by_name[name], t, inv, path, run_ids[name], lock, tick),
+            lambda name, t: _sync_node(
+                _Job(by_name[name], t, inv, path, run_ids[name], lock, tick),
+                full=full, reconcile=reconcile, budget=budget),
             parallel=parallel or inv.parallel,
         )
     finally:

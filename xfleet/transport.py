@@ -135,6 +135,7 @@ class Transport(ABC):
         self.node = node
         self.command_timeout = command_timeout
         self.commands = 0
+        self.received = 0  # bytes of stdout received (tests assert it follows the changes)
         self.history: list[list[str]] = []
 
     @abstractmethod
@@ -170,9 +171,21 @@ class Transport(ABC):
     ) -> Generator[str, None, None]:
         status: list[int] = [-1]
         err: list[str] = [""]
-        yield from self._stream(args, timeout, stdin, status, err)
+        yield from self._counted(self._stream(args, timeout, stdin, status, err))
         if status[0] != 0:
             raise RemoteCommandError(self.node, args, status[0], err[0])
+
+    def _counted(self, lines: Iterator[str]) -> Iterator[str]:
+        for line in lines:
+            self.received += len(line) + 1
+            yield line
+
+    def stream(self, argv: Sequence[str], *, timeout: float | None = None) -> Streamed:
+        """Stream stdout of `argv` without raising on a non-zero exit: iterate the result for
+        the lines, then read its `exit_status` and `stderr` (e.g. `zfs list A B` lists A and
+        exits 1 when B does not exist)."""
+        args = self._start(argv)
+        return Streamed(self, args, timeout or self.command_timeout)
 
     def run(
         self,
@@ -186,7 +199,8 @@ class Transport(ABC):
         args = self._start(argv)
         status: list[int] = [-1]
         err: list[str] = [""]
-        stream = self._stream(args, timeout or self.command_timeout, stdin, status, err)
+        stream = self._counted(
+            self._stream(args, timeout or self.command_timeout, stdin, status, err))
         out = "".join(line + "\n" for line in stream)
         result = CommandResult(args, status[0], out, err[0])
         if check and not result.ok:
@@ -195,6 +209,23 @@ class Transport(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the connection, if any."""
+
+
+class Streamed:
+    """The output of `Transport.stream`: lines while iterating, then the exit status."""
+
+    def __init__(self, transport: Transport, argv: list[str], timeout: float):
+        self.argv = argv
+        self.exit_status = -1
+        self.stderr = ""
+        self._status: list[int] = [-1]
+        self._err: list[str] = [""]
+        self._lines = transport._counted(
+            transport._stream(argv, timeout, None, self._status, self._err))
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._lines
+        self.exit_status, self.stderr = self._status[0], self._err[0]
 
 
 class LocalTransport(Transport):
@@ -823,6 +854,15 @@ class Connections:
         """Use `transport` for `node` (e.g. a wrapped transport that injects faults)."""
         with self._lock:
             self._open[node] = transport
+
+    def reset(self, node: str) -> None:
+        """Close `node`'s transport (e.g. after its connection dropped); the next `get` opens a
+        new one."""
+        with self._lock:
+            t = self._open.pop(node, None)
+        if t is not None:
+            with contextlib.suppress(Exception):
+                t.close()
 
     def commands(self, node: str) -> int:
         """Commands issued to `node` so far (0 if it was never opened)."""

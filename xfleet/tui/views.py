@@ -353,7 +353,8 @@ class FleetView(BaseView):
             rows.append({"node": p["node"], "pool": p["name"], **{k: p.get(k) for k in (
                 "size", "allocated", "free", "health", "capacity")},
                 "stale": bool(n.get("stale")), "last_error": n.get("last_error"),
-                "age_seconds": (now - n["last_success"]) if n.get("last_success") else None})
+                "age_seconds": (now - n["last_success"]) if n.get("last_success") else None,
+                **{k: n.get(k) for k in ("watch_pid", "watch_heartbeat", "watch_state")}})
         for name, n in nodes.items():
             if name not in seen:
                 rows.append({"node": name, "pool": "-", "health": None, "stale": bool(
@@ -391,9 +392,17 @@ class FleetView(BaseView):
         for r in self.rows:
             stale = r.get("stale")
             age = r.get("age_seconds")
+            hb = r.get("watch_heartbeat")
+            watched = (r.get("watch_pid") is not None and hb is not None
+                       and self.xapp.clock() - hb < query.WATCH_STALE_AFTER)
             if stale:
                 fresh = Text(f"STALE {format_age(age)}: {r.get('last_error') or 'sync failed'}",
                              style="bold red")
+            elif watched and r.get("watch_state") == "following":
+                fresh = Text(f"live (watch) · synced {format_age(age)} ago"
+                             if age is not None else "live (watch)", style="bold green")
+            elif watched:
+                fresh = Text(f"watch: {r.get('watch_state')}", style="yellow")
             elif age is None:
                 fresh = Text("never synced", style="bold red")
             elif age > STALE_AFTER_S:

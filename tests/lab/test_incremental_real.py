@@ -1,0 +1,330 @@
+"""Incremental sync and `xfleet watch` against real OpenZFS.
+
+A seeded random sequence of real operations (create, snapshot, clone, promote, rename,
+destroy, set/inherit compression, write data, send/receive, bookmark) is played on lab1 while
+the mirror follows it; afterwards the mirror must equal a fresh full sync, row by row, every
+column. Faults: the events channel is killed, the event queue overflows or is cleared, the
+node reboots — each must be detected and caught up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import signal
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .labkit import TENANT, Lab, log, mirror_rows
+
+pytestmark = pytest.mark.lab
+
+NODE = "lab1"
+ROOT = "tank/w"
+SEED = int(os.environ.get("XFLEET_LAB_SEED", "20261124"))
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def sync_json(lab: Lab, db: Path, *args: str) -> dict[str, Any]:
+    res = lab.xfleet("sync", "--node", NODE, "--json", *args, mirror=db)
+    assert res.code == 0, f"sync {args} failed: {res.out}\n{res.err}"
+    report = res.json()
+    (entry,) = report["nodes"]
+    return dict(entry)
+
+
+def settle(lab: Lab) -> None:
+    """Let space accounting settle (it lags writes by a txg or two)."""
+    lab.run(NODE, ["sync"])
+    lab.run(NODE, ["zpool", "sync", "tank"])
+    time.sleep(1.0)
+    lab.run(NODE, ["zpool", "sync", "tank"])
+
+
+def assert_equal_to_full_sync(lab: Lab, db: Path, tmp_path: Path, what: str) -> None:
+    """The mirror's rows for NODE equal those of a fresh full sync (every column)."""
+    fresh = tmp_path / f"fresh-{int(time.monotonic() * 1000)}.db"
+    for _ in range(3):
+        before = lab.zfs_list(NODE)
+        r = sync_json(lab, fresh, "--full")
+        assert r["mode"] == "full"
+        if lab.zfs_list(NODE) == before:
+            break
+        settle(lab)
+    want, got = mirror_rows(fresh, NODE), mirror_rows(db, NODE)
+    want_names, got_names = [r[0] for r in want], [r[0] for r in got]
+    assert got_names == want_names, (
+        f"{what}: names differ: missing {sorted(set(want_names) - set(got_names))}, "
+        f"extra {sorted(set(got_names) - set(want_names))}")
+    for w, g in zip(want, got, strict=True):
+        assert g == w, f"{what}: {w[0]!r}: mirror {g!r} != full sync {w!r}"
+
+
+class Ops:
+    """Random real operations on NODE under ROOT; the model is re-read from the node after
+    every operation (so promote/rename/receive never confuse it)."""
+
+    def __init__(self, lab: Lab, seed: int):
+        self.lab = lab
+        self.rnd = random.Random(seed)
+        self.n = 0
+        self.done: list[str] = []
+
+    def sh(self, script: str) -> None:
+        self.lab.run(NODE, ["sh", "-c", script], timeout=300)
+
+    def listing(self) -> list[tuple[str, str, str]]:
+        out = self.lab.run(NODE, ["zfs", "list", "-H", "-o", "name,type,origin", "-t",
+                                  "filesystem,volume,snapshot", "-r", ROOT]).stdout
+        return [tuple(line.split("\t")) for line in out.splitlines() if line]  # type: ignore[misc]
+
+    def fresh(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def step(self) -> str:
+        rows = self.listing()
+        vols = [r[0] for r in rows if r[1] == "volume"]
+        fss = [r[0] for r in rows if r[1] == "filesystem"]
+        snaps = [r[0] for r in rows if r[1] == "snapshot"]
+        clones = [r[0] for r in rows if r[2] != "-"]
+        origins = {r[2] for r in rows if r[2] != "-"}
+        choices: list[tuple[int, Callable[[], str]]] = [(3, lambda: self.create(fss))]
+        if vols:
+            choices += [(3, lambda: self.snapshot(vols)), (2, lambda: self.write(vols)),
+                        (1, lambda: self.rename(vols + fss[1:]))]
+            free = [v for v in vols if not any(o.startswith(v + "@") for o in origins)]
+            if free:
+                choices.append((1, lambda: self.destroy(free)))
+        if snaps:
+            choices += [(2, lambda: self.clone(snaps)), (1, lambda: self.send_recv(snaps)),
+                        (1, lambda: self.bookmark(snaps))]
+        if clones:
+            choices.append((1, lambda: self.promote(clones)))
+        choices.append((1, lambda: self.set_compression(fss)))
+        fn = self.rnd.choices([c[1] for c in choices], weights=[c[0] for c in choices])[0]
+        what = fn()
+        self.done.append(what)
+        return what
+
+    def create(self, fss: list[str]) -> str:
+        parent = self.rnd.choice(fss)
+        if self.rnd.random() < 0.2:
+            name = f"{parent}/{self.fresh('fs ')}"
+            self.lab.run(NODE, ["zfs", "create", "-o", f"{TENANT}=t{self.n % 3}", name])
+            return f"create fs {name}"
+        name = f"{parent}/{self.fresh('vol.')}"
+        comp = self.rnd.choice(["off", "lz4", "zstd"])
+        self.lab.run(NODE, ["zfs", "create", "-s", "-V", "16M", "-o", f"compression={comp}",
+                            "-o", f"{TENANT}=t{self.n % 3}", name])
+        return f"create volume {name}"
+
+    def snapshot(self, vols: list[str]) -> str:
+        name = f"{self.rnd.choice(vols)}@{self.fresh('s')}"
+        self.lab.run(NODE, ["zfs", "snapshot", name])
+        return f"snapshot {name}"
+
+    def write(self, vols: list[str]) -> str:
+        vol = self.rnd.choice(vols)
+        src = self.rnd.choice(["/dev/urandom", "/dev/zero"])
+        self.sh(f"dd if={src} of={shlex.quote('/dev/zvol/' + vol)} bs=64k count=16 "
+                f"seek={self.rnd.randrange(0, 200)} oflag=direct conv=notrunc status=none")
+        return f"write {vol}"
+
+    def clone(self, snaps: list[str]) -> str:
+        snap = self.rnd.choice(snaps)
+        name = f"{ROOT}/{self.fresh('clone-')}"
+        self.lab.run(NODE, ["zfs", "clone", snap, name])
+        return f"clone {snap} {name}"
+
+    def promote(self, clones: list[str]) -> str:
+        name = self.rnd.choice(clones)
+        self.lab.run(NODE, ["zfs", "promote", name])
+        return f"promote {name}"
+
+    def rename(self, names: list[str]) -> str:
+        old = self.rnd.choice(names)
+        new = f"{old.rsplit('/', 1)[0]}/{self.fresh('renamed-')}"
+        self.lab.run(NODE, ["zfs", "rename", old, new])
+        return f"rename {old} {new}"
+
+    def destroy(self, vols: list[str]) -> str:
+        vol = self.rnd.choice(vols)
+        self.lab.run(NODE, ["zfs", "destroy", "-r", vol])
+        return f"destroy {vol}"
+
+    def set_compression(self, fss: list[str]) -> str:
+        fs = self.rnd.choice(fss)
+        if self.rnd.random() < 0.3 and fs != ROOT:
+            self.lab.run(NODE, ["zfs", "inherit", "compression", fs])
+            return f"inherit compression {fs}"
+        comp = self.rnd.choice(["lz4", "zstd", "gzip-3", "off"])
+        self.lab.run(NODE, ["zfs", "set", f"compression={comp}", fs])
+        return f"set compression={comp} {fs}"
+
+    def send_recv(self, snaps: list[str]) -> str:
+        snap = self.rnd.choice(snaps)
+        name = f"{ROOT}/{self.fresh('recv-')}"
+        self.sh(f"zfs send {shlex.quote(snap)} | zfs receive {shlex.quote(name)}")
+        return f"send {snap} | receive {name}"
+
+    def bookmark(self, snaps: list[str]) -> str:
+        snap = self.rnd.choice(snaps)
+        mark = snap.replace("@", "#") + f"-b{self.fresh('')}"
+        self.lab.run(NODE, ["zfs", "bookmark", snap, mark])
+        return f"bookmark {mark}"
+
+    def run(self, count: int) -> None:
+        for _ in range(count):
+            log(f"op: {self.step()}")
+
+
+def base(lab: Lab) -> None:
+    lab.run(NODE, ["zfs", "destroy", "-R", ROOT], check=False)  # left by a previous test
+    lab.run(NODE, ["zfs", "create", "-o", f"{TENANT}=base", ROOT])
+    lab.run(NODE, ["zfs", "create", f"{ROOT}/fs"])
+    for i in range(3):
+        lab.run(NODE, ["zfs", "create", "-s", "-V", "16M", f"{ROOT}/fs/v{i}"])
+    lab.run(NODE, ["zfs", "snapshot", "-r", f"{ROOT}@base"])
+
+
+def watch_row(db: Path) -> dict[str, Any]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        r = conn.execute("SELECT * FROM nodes WHERE name = ?", (NODE,)).fetchone()
+        return dict(r) if r else {}
+    finally:
+        conn.close()
+
+
+def wait_for(pred: Callable[[], bool], what: str, timeout: float = 120.0) -> float:
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        if pred():
+            return time.monotonic() - t
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def has_row(db: Path, name: str) -> bool:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT 1 FROM datasets WHERE node = ? AND name = ?",
+                            (NODE, name)).fetchone() is not None
+    finally:
+        conn.close()
+
+
+def last_run_started(db: Path) -> float:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT max(started_at) FROM sync_runs WHERE node = ? AND "
+                            "status = 'ok' AND kind = 'incremental'", (NODE,)).fetchone()[0] or 0
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# tests
+
+
+def test_incremental_sync_equals_full_sync_after_random_operations(
+        lab: Lab, tmp_path: Path) -> None:
+    base(lab)
+    db = tmp_path / "inc.db"
+    first = sync_json(lab, db)
+    assert first["mode"] == "full" and first["commands"] == 3
+    ops = Ops(lab, SEED)
+    ops.run(12)
+    settle(lab)
+    r = sync_json(lab, db)
+    assert r["mode"] == "incremental" and r["gap"] is None, r
+    assert r["events"] >= 12
+    # commands: zpool list + zpool events + a few batched fetches (names, subtrees,
+    # clones whose origin moved) — not one per dataset
+    assert r["commands"] <= 6, r
+    assert_equal_to_full_sync(lab, db, tmp_path, f"after {ops.done}")
+    again = sync_json(lab, db)
+    assert again["events"] == 0 and again["commands"] <= 4
+
+
+def test_gaps_are_detected_and_caught_up_from_history(lab: Lab, tmp_path: Path) -> None:
+    base(lab)
+    db = tmp_path / "gaps.db"
+    sync_json(lab, db)
+    ops = Ops(lab, SEED + 1)
+    # 1. the queue is cleared after some changes: history catches up
+    ops.run(5)
+    lab.run(NODE, ["zpool", "events", "-c"])
+    ops.run(2)
+    settle(lab)
+    r = sync_json(lab, db)
+    assert r["gap"] and "lost" in r["gap"] and r["reconciled"] == [], r
+    assert_equal_to_full_sync(lab, db, tmp_path, "after zpool events -c")
+    # 2. more than the queue's 512 events at once (overflow): history catches up
+    lab.run(NODE, ["sh", "-c", f"for i in $(seq 60); do zfs create -s -V 8M {ROOT}/fs/o$i; done"],
+            timeout=600)
+    for i in range(9):  # 60 creates + 9 x 64 recursive snapshots: 636 events > 512
+        lab.run(NODE, ["zfs", "snapshot", "-r", f"{ROOT}/fs@ov{i}"])
+    settle(lab)
+    r = sync_json(lab, db)
+    assert r["gap"] and "lost" in r["gap"], r
+    assert_equal_to_full_sync(lab, db, tmp_path, "after overflow")
+    gaps = watch_row(db)["gaps"]
+    assert gaps >= 2
+    # 3. a forced structural reconcile finds nothing to change
+    r = sync_json(lab, db, "--reconcile")
+    assert r["reconciled"] == ["tank"] and r["removed"] == 0 and r["added"] == 0, r
+    assert_equal_to_full_sync(lab, db, tmp_path, "after reconcile")
+
+
+def test_watch_follows_operations_through_a_killed_channel(lab: Lab, tmp_path: Path) -> None:
+    base(lab)
+    db = tmp_path / "watch.db"
+    sync_json(lab, db)
+    proc = lab.popen_xfleet("watch", "--node", NODE, "--refresh-interval", "3",
+                            "--json-lines", mirror=db)
+    try:
+        wait_for(lambda: watch_row(db).get("watch_state") == "following", "watch to follow")
+        # latency: a snapshot on the node until its row is in the mirror
+        lat = []
+        for i in range(5):
+            name = f"{ROOT}/fs/v0@lat{i}"
+            t = time.monotonic()
+            lab.run(NODE, ["zfs", "snapshot", name])
+            wait_for(lambda name=name: has_row(db, name), f"{name} in the mirror", 60)
+            lat.append(time.monotonic() - t)
+        log(f"watch latency snapshot -> mirror: median {statistics.median(lat):.2f}s, "
+            f"max {max(lat):.2f}s (includes the ssh round trip of `zfs snapshot`)")
+        ops = Ops(lab, SEED + 2)
+        ops.run(8)
+        # kill the events channel on the node: watch must reconnect and catch up
+        lab.run(NODE, ["pkill", "-f", "zpool events -f"])
+        ops.run(6)
+        name = f"{ROOT}/after-kill"
+        lab.run(NODE, ["zfs", "create", "-s", "-V", "8M", name])
+        wait_for(lambda: has_row(db, name), "a change made after the channel was killed")
+        settle(lab)
+        t_settled = time.time() + 0.5
+        wait_for(lambda: last_run_started(db) > t_settled, "a refresh after the last change")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    states = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert any(s["reconnects"] >= 1 for s in states), "the killed channel was not noticed"
+    assert states[-1]["state"] == "stopped"
+    assert watch_row(db)["watch_pid"] is None
+    assert_equal_to_full_sync(lab, db, tmp_path, f"watch after {ops.done}")

@@ -1,0 +1,305 @@
+"""ZFS change feeds, parsed: `zpool events -v` and `zpool history -il`, and what each change
+means for the mirror.
+
+Both feeds come from the same place in OpenZFS: every internal history record (create, clone,
+snapshot, destroy, set, inherit, rename, promote, receive steps, ...) is written to the pool's
+on-disk history (txg-stamped, survives reboots, read whole by `zpool history`) and posted as a
+`sysevent.fs.zfs.history_event` to the kernel's event queue (about 512 events, numbered by a
+per-boot `eid`, followed live by `zpool events -f`).
+
+xfleet does not interpret a change beyond "which names must be fetched again": `touches()` maps a
+record to the dataset names whose rows may have changed (recursively or not), and the sync
+engine fetches their current state with one batched `zfs list` per batch of names. Applying a
+change twice, or out of order, therefore gives the same mirror.
+
+Parsers are pure functions tested on output captured from real OpenZFS (tests/fixtures/real/).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from xfleet.zfs import ParseError
+
+HISTORY_EVENT = "sysevent.fs.zfs.history_event"
+
+# The event queue length of the kernel module (zfs_zevent_len_max, OpenZFS 2.x default).
+QUEUE_LENGTH = 512
+
+
+def zpool_events(*, follow: bool = False) -> list[str]:
+    """`zpool events -H -v`: every queued event; with `follow`, then new ones as they come."""
+    return ["zpool", "events", *(["-f"] if follow else []), "-H", "-v"]
+
+
+def zpool_history(pool: str) -> list[str]:
+    """`zpool history -il POOL`: the pool's whole on-disk history, internal records included."""
+    return ["zpool", "history", "-il", pool]
+
+
+# ---------------------------------------------------------------------------------------------
+# zpool events -H -v
+
+
+@dataclass(frozen=True)
+class ZEvent:
+    """One event of `zpool events -v`. `fields` keeps the raw values (strings unquoted)."""
+
+    eid: int
+    cls: str
+    time: tuple[int, int]
+    fields: dict[str, str] = field(compare=False, repr=False)
+
+    @property
+    def pool(self) -> str | None:
+        return self.fields.get("pool")
+
+    @property
+    def pool_guid(self) -> str | None:
+        raw = self.fields.get("pool_guid")
+        return str(_int(raw)) if raw is not None else None
+
+    @property
+    def internal_name(self) -> str | None:
+        return self.fields.get("history_internal_name")
+
+    @property
+    def dsname(self) -> str | None:
+        return self.fields.get("history_dsname")
+
+    @property
+    def internal_str(self) -> str:
+        return self.fields.get("history_internal_str", "").strip()
+
+    @property
+    def txg(self) -> int | None:
+        raw = self.fields.get("history_txg")
+        return _int(raw) if raw is not None else None
+
+    @property
+    def is_history(self) -> bool:
+        return self.cls == HISTORY_EVENT
+
+    @property
+    def stamp(self) -> str:
+        """The event's kernel time as one string (identifies an eid across queue reads)."""
+        return f"{self.time[0]}.{self.time[1]:09d}"
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw, 0)
+    except ValueError:
+        raise ParseError(f"expected a number in zpool events output, got {raw!r}") from None
+
+
+_FIELD = re.compile(r"^        (\w+) = (.*?) ?$")
+
+
+def parse_events(lines: Iterable[str]) -> Iterator[ZEvent]:
+    """Events from `zpool events -H -v` lines, each yielded as soon as its block ends (the blank
+    line after it), so a `-f` stream is applied live. Nested nvlists and unknown lines are
+    skipped; an event without an `eid` cannot be checkpointed and is skipped too."""
+    cls: str | None = None
+    fields: dict[str, str] = {}
+
+    def done() -> ZEvent | None:
+        if cls is None or "eid" not in fields:
+            return None
+        t = fields.get("time", "0 0").split()
+        when = (_int(t[0]), _int(t[1])) if len(t) == 2 else (0, 0)
+        return ZEvent(eid=_int(fields["eid"]), cls=fields.get("class", cls), time=when,
+                      fields=dict(fields))
+
+    for raw in lines:
+        line = raw.rstrip("\n")
+        if not line.strip():
+            ev = done()
+            cls, fields = None, {}
+            if ev is not None:
+                yield ev
+            continue
+        if not line.startswith(" "):
+            ev = done()
+            if ev is not None:
+                yield ev
+            head = line.split("\t")
+            cls, fields = (head[-1].strip() if len(head) > 1 else line.split()[-1]), {}
+            continue
+        m = _FIELD.match(line)
+        if m is not None and cls is not None:
+            key, value = m.groups()
+            if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+                value = value[1:-1]
+            fields.setdefault(key, value)
+    ev = done()
+    if ev is not None:
+        yield ev
+
+
+# ---------------------------------------------------------------------------------------------
+# zpool history -il
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    """An internal record of `zpool history -il` (user command and ioctl records are skipped:
+    the internal records say what changed, with the txg it changed in)."""
+
+    time: str
+    txg: int
+    op: str
+    dsname: str | None
+    detail: str
+
+
+_HIST_HEAD = re.compile(r"^History for '([^']+)':$")
+_HIST_INTERNAL = re.compile(
+    r"^(?P<time>\d{4}-\d\d-\d\d\.\d\d:\d\d:\d\d) \[txg:(?P<txg>\d+)\] (?P<rest>.*?)"
+    r"(?: \[on [^\]]*\])?$"
+)
+
+
+def parse_history(lines: Iterable[str], pool: str | None = None) -> Iterator[HistoryRecord]:
+    """Internal records of `zpool history -il POOL`. A record about a dataset reads
+    `OP DSNAME (DSID) DETAIL`: the dataset name is recognised by starting with the pool's name
+    (names may contain spaces, and some operations are two words, e.g. 'finish receiving')."""
+    ds_re: re.Pattern[str] | None = _ds_pattern(pool) if pool else None
+    for raw in lines:
+        line = raw.rstrip("\n")
+        head = _HIST_HEAD.match(line)
+        if head:
+            ds_re = _ds_pattern(head.group(1))
+            continue
+        m = _HIST_INTERNAL.match(line)
+        if m is None:
+            continue  # user command, ioctl record or its continuation lines
+        rest = m.group("rest").rstrip()
+        d = ds_re.match(rest) if ds_re is not None else None
+        if d is not None:
+            yield HistoryRecord(m.group("time"), int(m.group("txg")), d.group("op"),
+                                d.group("ds"), (d.group("detail") or "").strip())
+        else:
+            op, _, detail = rest.partition(" ")
+            yield HistoryRecord(m.group("time"), int(m.group("txg")), op, None, detail.strip())
+
+
+def _ds_pattern(pool: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"^(?P<op>.+?) (?P<ds>{re.escape(pool)}(?:[/@#%][^()]*?)?) \((?P<dsid>\d+)\)"
+        r"(?: +(?P<detail>.*))?$"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# what a change touches
+
+
+@dataclass(frozen=True)
+class Touch:
+    """A dataset whose row (and, when `recursive`, whose descendants' rows) must be fetched
+    again. `promoted` marks a promote: the former origin's dataset changes too."""
+
+    name: str
+    recursive: bool = False
+    promoted: bool = False
+
+
+# Properties that never flow to descendants: a set of these touches one row.
+_LOCAL_ONLY = frozenset({
+    "volsize", "refreservation", "reservation", "quota", "refquota", "volblocksize",
+    "snapshot_limit", "filesystem_limit", "canmount",
+})
+# Operations that change only what the mirror does not hold (user holds, pool-level records).
+_IGNORED = frozenset({"hold", "release", "open", "import", "export", "create pool", "scrub",
+                      "vdev attach", "vdev online", "upgrade", "history_event"})
+
+
+def touches(op: str | None, dsname: str | None, detail: str = "") -> list[Touch]:
+    """The dataset names a history record says have changed."""
+    if not op or not dsname or op in _IGNORED:
+        return []
+    name = dsname.split("%", 1)[0].rstrip("/")  # 'tank/x/%recv' (a receive's hidden clone)
+    detail = detail.strip()
+    if op in ("create", "clone", "snapshot", "destroy"):
+        return [Touch(name)]
+    if op == "bookmark":
+        m = re.match(r"name=(\S+)", detail)
+        base = name.split("@", 1)[0]
+        return [Touch(name), *([Touch(f"{base}#{m.group(1)}")] if m else [])]
+    if op in ("set", "inherit"):
+        prop = detail.split("=", 1)[0].strip()
+        return [Touch(name, recursive="@" not in name and prop not in _LOCAL_ONLY)]
+    if op == "rename":
+        new = detail[2:].strip() if detail.startswith("->") else ""
+        if new.startswith("@"):
+            new = name.split("@", 1)[0] + new
+        tree = not _is_snapshot(name)
+        return [Touch(name, recursive=tree), *([Touch(new, recursive=tree)] if new else [])]
+    if op == "promote":
+        return [Touch(name, recursive=True, promoted=True)]
+    # receive, finish receiving, clone swap, rollback, and anything we do not know: the whole
+    # subtree, which is always correct.
+    return [Touch(name, recursive=True)]
+
+
+def event_touches(events: Iterable[ZEvent]) -> list[Touch]:
+    out: list[Touch] = []
+    for ev in events:
+        if ev.is_history:
+            out.extend(touches(ev.internal_name, ev.dsname, ev.internal_str))
+    return out
+
+
+def history_touches(records: Iterable[HistoryRecord]) -> list[Touch]:
+    out: list[Touch] = []
+    for rec in records:
+        out.extend(touches(rec.op, rec.dsname, rec.detail))
+    return out
+
+
+def ancestors(name: str) -> list[str]:
+    """'tank/a/b@s' -> ['tank/a/b', 'tank/a', 'tank'] (their space figures include the change)."""
+    base = re.split(r"[@#]", name, maxsplit=1)[0]
+    out = [base] if base != name else []
+    parts = base.split("/")
+    for i in range(len(parts) - 1, 0, -1):
+        out.append("/".join(parts[:i]))
+    return out
+
+
+@dataclass
+class Plan:
+    """Names to fetch: `exact` rows, and `trees` (a dataset with all its descendants)."""
+
+    exact: list[str]
+    trees: list[str]
+
+    def __len__(self) -> int:
+        return len(self.exact) + len(self.trees)
+
+
+def plan(touched: Sequence[Touch], extra_exact: Iterable[str] = ()) -> Plan:
+    """Collapse touches into the fewest fetches: a name inside a fetched tree is not fetched
+    again; every touched name's ancestors are fetched (their `used` includes the change)."""
+    trees = sorted({t.name for t in touched if t.recursive and not _is_snapshot(t.name)})
+    kept: list[str] = []
+    for root in trees:  # sorted, so a tree's root comes before anything inside it
+        if not any(_inside(root, k) for k in kept):
+            kept.append(root)
+    exact: set[str] = set(extra_exact)
+    for t in touched:
+        exact.add(t.name)
+        exact.update(ancestors(t.name))
+    return Plan(exact=sorted(n for n in exact if not any(_inside(n, k) for k in kept)),
+                trees=kept)
+
+
+def _is_snapshot(name: str) -> bool:
+    return "@" in name or "#" in name
+
+
+def _inside(name: str, root: str) -> bool:
+    return name == root or name.startswith((root + "/", root + "@", root + "#"))
