@@ -143,7 +143,7 @@ def test_unparseable_output_fails_the_node_not_the_mirror(sim_fleet: Path) -> No
 
     conns = Connections(inv.hosts, state_dir=inv.state_dir)
     conns.use("n2", Garbled(inv.hosts["n2"], state_dir=inv.state_dir))
-    report = sync(inv, connections=conns)
+    report = sync(inv, connections=conns, full=True)
     (failed,) = report.failed
     assert "line 11" in (failed.error or "")
     assert mirrored(inv.mirror, "n2") == before
@@ -171,5 +171,5 @@ def test_mirror_stays_readable_during_sync(sim_fleet: Path) -> None:
         if phase == "writing":
             seen.append(reader.execute("SELECT count(*) FROM datasets").fetchone()[0])
 
-    assert sync(inv, progress=tick).ok
+    assert sync(inv, progress=tick, full=True).ok
     assert seen and all(n > 0 for n in seen)

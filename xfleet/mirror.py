@@ -366,6 +366,10 @@ def summarize_pools(conn: sqlite3.Connection, node: str) -> int:
 # incremental sync: checkpoints, subtrees, per-run bookkeeping
 
 
+# Successful incremental runs kept per node in `sync_runs` (older ones are pruned).
+KEEP_RUNS = 1000
+
+
 @dataclass
 class PoolCheckpoint:
     name: str
@@ -520,4 +524,10 @@ def finish_incremental(
         "WHERE name = ?",
         (now, count, node),
     )
+    # A watch writes a run per batch of events: keep the newest KEEP_RUNS successful
+    # incremental runs per node (rows' `sync_run` may then name a pruned run).
+    conn.execute(
+        "DELETE FROM sync_runs WHERE node = ? AND kind = 'incremental' AND status = 'ok' "
+        "AND id < (SELECT id FROM sync_runs WHERE node = ? AND kind = 'incremental' "
+        "ORDER BY id DESC LIMIT 1 OFFSET ?)", (node, node, KEEP_RUNS))
     return count, added

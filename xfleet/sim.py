@@ -8,11 +8,18 @@ Rows are produced one tenant at a time by a generator compiled for the requested
 template turned into Python source once per column set): it formats finished lines with one
 f-string per row, which is what keeps a 300k-row listing near or above 300k lines/s.
 
-Mutations (create, snapshot, clone, destroy, set, inherit, rename, promote) live in an overlay:
-full records for created or changed datasets and a list of hidden base names. It is kept in
-`state_dir/sim-NODE.sqlite` when a state directory is given (so separate processes see each
-other's changes) and in memory otherwise. A tenant touched by the overlay is rendered on a slow
-path (records with derived space figures); every other tenant stays on the fast path.
+Mutations (create, snapshot, clone, destroy, set, inherit, rename, promote, bookmark) live in
+an overlay: full records for created or changed datasets and a list of hidden base names. It is
+kept in `state_dir/sim-NODE.sqlite` when a state directory is given (so separate processes see
+each other's changes) and in memory otherwise. A tenant touched by the overlay is rendered on a
+slow path (records with derived space figures); every other tenant stays on the fast path.
+
+Every mutation is also logged as OpenZFS logs it: internal records in `zpool history -il` (one
+per sync task, in its txg, with the dataset's id) plus the ioctl and command records, and one
+sysevent.fs.zfs.history_event per internal record in the kernel's bounded event queue
+(`zpool events [-f]`, eids). The history starts with the pool's creation records (the base
+fleet's own past is not enumerated, as if older records had rotated out). `reboot()` empties the
+queue, restarts eids at 1 and imports the pools again (new load_guid).
 
 Output follows OpenZFS 2.3 `-H -p` conventions; see docs/sim.md for settings and limits.
 """
@@ -32,13 +39,14 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xfleet.errors import TransportError, UsageError
+from xfleet.errors import CommandTimeout, TransportError, UsageError
 from xfleet.transport import Transport
 
 if TYPE_CHECKING:
@@ -73,6 +81,10 @@ SETTINGS_DOC: dict[str, str] = {
     "vdev": "'mirror' (default) or 'single': the vdev layout shown by zpool status",
     "tenant_property": "user property naming a volume's tenant; default xfleet:tenant",
     "rows_per_second": "throttle listings to this rate (0 = unthrottled, the default)",
+    "zevent_len_max": "events the kernel queue keeps (`zpool events`; oldest dropped); "
+                      "default 512",
+    "history_len_max": "records `zpool history` keeps per pool after its creation records "
+                       "(oldest dropped, like the on-disk ring buffer); default 100000",
 }
 
 
@@ -215,6 +227,8 @@ class SimSettings:
     vdev: str = "mirror"
     tenant_property: str = "xfleet:tenant"
     rows_per_second: float = 0.0
+    zevent_len_max: int = 512
+    history_len_max: int = 100_000
 
     @classmethod
     def from_mapping(cls, node: str, raw: dict[str, Any] | None) -> SimSettings:
@@ -277,6 +291,8 @@ class SimSettings:
             vdev=vdev,
             tenant_property=tprop,
             rows_per_second=num("rows_per_second", 0, 0, 1e9, False),
+            zevent_len_max=num("zevent_len_max", 512, 1, 10_000_000, True),
+            history_len_max=num("history_len_max", 100_000, 1, 1_000_000_000, True),
         )
 
     def fingerprint(self, node: str, pools: Sequence[str]) -> str:
@@ -828,6 +844,166 @@ def _rec_from_row(t: Row, tenant_prop: str) -> Rec:
 
 
 # ---------------------------------------------------------------------------------------------
+# the change feed: pool history (`zpool history`) and the kernel event queue (`zpool events`)
+#
+# Both live in SQLite next to the overlay (the store's connection, or a private in-memory one),
+# so every transport of a node, in any process, sees the same history and queue. A mutation
+# appends its records and events in the transaction that saves its overlay changes: O(records)
+# work, whatever the size of the node. Each pool's history is numbered (seq) so trimming it to
+# history_len_max is a range delete; the queue is trimmed to zevent_len_max the same way.
+
+_JOURNAL_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS zstate (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS zevents (eid INTEGER PRIMARY KEY, pool TEXT, data TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS zhistory (pool TEXT NOT NULL, seq INTEGER NOT NULL,
+        data TEXT NOT NULL, PRIMARY KEY (pool, seq)) WITHOUT ROWID;
+"""
+
+# The kernel and the software the simulated nodes claim to run (history "uts" strings).
+_UTS = "6.1.0-28-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.1.119-1 (2024-11-22) x86_64"
+_POOL_VERSION_TEXT = "pool version 5000; software version " + ZFS_VERSION
+# What `zpool create` enables on an OpenZFS 2.3 pool, in the order it logs them.
+_FEATURES = (
+    "async_destroy", "empty_bpobj", "lz4_compress", "multi_vdev_crash_dump",
+    "spacemap_histogram", "enabled_txg", "hole_birth", "extensible_dataset", "embedded_data",
+    "bookmarks", "filesystem_limits", "large_blocks", "large_dnode", "sha512", "skein", "edonr",
+    "userobj_accounting", "encryption", "project_quota", "device_removal", "obsolete_counts",
+    "zpool_checkpoint", "spacemap_v2", "allocation_classes", "resilver_defer", "bookmark_v2",
+    "redaction_bookmarks", "redacted_datasets", "bookmark_written", "log_spacemap", "livelist",
+    "device_rebuild", "zstd_compress", "draid", "zilsaxattr", "head_errlog", "blake3",
+    "block_cloning", "vdev_zaps_v2", "redaction_list_spill", "raidz_expansion", "fast_dedup",
+    "longname", "large_microzap",
+)
+_HISTORY_EVENT = "sysevent.fs.zfs.history_event"
+
+
+def _dsid(guid: int) -> int:
+    """history_dsid: the dataset's object number in the MOS, stable for the dataset's life
+    (renames and promotions keep it). Derived from its guid, which the simulator keeps too."""
+    return 256 + (guid >> 8) % (1 << 40)
+
+
+class _Journal:
+    """The pool histories and the event queue of one node, in SQLite (see above). The caller
+    holds `lock` and runs writes inside a transaction on `conn`."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock):
+        self.conn = conn
+        self.lock = lock
+
+    @classmethod
+    def in_memory(cls) -> _Journal:
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        conn.executescript(_JOURNAL_SCHEMA)
+        return cls(conn, threading.RLock())
+
+    def get(self, key: str) -> int | None:
+        row = self.conn.execute("SELECT value FROM zstate WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else None
+
+    def put(self, key: str, value: int) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO zstate (key, value) VALUES (?, ?)",
+                          (key, value))
+
+    def append(self, txn: _Txn) -> None:
+        """Add what `txn` logged: events get the next eids (the queue keeps the newest
+        zevent_len_max), records the next seqs of their pool (each keeps history_len_max)."""
+        c = self.conn
+        st = txn.sim.settings
+        dump = functools.partial(json.dumps, separators=(",", ":"))
+        if txn.posted:
+            last = self.get("eid") or 0
+            end = last + txn.posted
+            first = end - len(txn.events) + 1
+            c.executemany("INSERT OR REPLACE INTO zevents (eid, pool, data) VALUES (?, ?, ?)",
+                          [(first + i, e["pool"], dump(e)) for i, e in enumerate(txn.events)])
+            self.put("eid", end)
+            self.put("etime", txn.event_ns)
+            c.execute("DELETE FROM zevents WHERE eid <= ?", (end - st.zevent_len_max,))
+        for pool, recs in txn.history.items():
+            end = (self.get(f"hseq:{pool}") or 0) + txn.logged[pool]
+            first = end - len(recs) + 1
+            c.executemany("INSERT INTO zhistory (pool, seq, data) VALUES (?, ?, ?)",
+                          [(pool, first + i, dump(h)) for i, h in enumerate(recs)])
+            self.put(f"hseq:{pool}", end)
+            if end > st.history_len_max:
+                c.execute("DELETE FROM zhistory WHERE pool=? AND seq <= ?",
+                          (pool, end - st.history_len_max))
+
+    def clear_events(self) -> int:
+        n = int(self.conn.execute("SELECT count(*) FROM zevents").fetchone()[0])
+        self.conn.execute("DELETE FROM zevents")
+        return n
+
+    def events(self, after: int = 0) -> list[tuple[int, Rec]]:
+        return [(int(eid), json.loads(data)) for eid, data in self.conn.execute(
+            "SELECT eid, data FROM zevents WHERE eid > ? ORDER BY eid", (after,))]
+
+    def has_event(self, eid: int) -> bool:
+        return self.conn.execute("SELECT 1 FROM zevents WHERE eid=?", (eid,)).fetchone() \
+            is not None
+
+    def history(self, pool: str, after: int, limit: int) -> list[tuple[int, Rec]]:
+        return [(int(seq), json.loads(data)) for seq, data in self.conn.execute(
+            "SELECT seq, data FROM zhistory WHERE pool=? AND seq > ? ORDER BY seq LIMIT ?",
+            (pool, after, limit))]
+
+
+def _event_lines(eid: int, ev: Rec, scripted: bool, verbose: bool) -> list[str]:
+    """One event as `zpool events [-H] [-v]` prints it (zpool_do_events_short/_nvprint)."""
+    sec, nsec = ev["time"]
+    when = time.strftime("%b %e %Y %H:%M:%S", time.localtime(sec)) + f".{nsec:09d}"
+    sep = "\t" if scripted else " "
+    out = [f"{when}{sep}{ev['class']}"]
+    if verbose:
+        for key, value in ev["fields"]:
+            shown = f"0x{value:x}" if isinstance(value, int) else f'"{value}"'
+            out.append(f"        {key} = {shown}")
+        out.append(f"        time = 0x{sec:x} 0x{nsec:x} ")
+        out.append(f"        eid = 0x{eid:x}")
+        out.append("")
+    return out
+
+
+def _history_lines(h: Rec, internal: bool, longfmt: bool) -> list[str]:
+    """One record as `zpool history [-i] [-l]` prints it (print_history_records)."""
+    kind = h["kind"]
+    if kind != "cmd" and not internal:
+        return []
+    when = time.strftime("%Y-%m-%d.%H:%M:%S", time.localtime(h["time"]))
+    if kind == "cmd":
+        line = f"{when} {h['cmd']}"
+        return [line + f" [user 0 (root) on {h['host']}:linux]" if longfmt else line]
+    if kind == "ioctl":
+        out = [f"{when} ({h['ms']}ms) ioctl {h['ioctl']}", "    input:", *h["input"]]
+        out.append(f" [user 0 (root) on {h['host']}:linux]" if longfmt else "")
+        return out
+    line = f"{when} [txg:{h['txg']}] {h['op']}"
+    if h.get("ds") is not None:
+        line += f" {h['ds']} ({h['dsid']})"
+    line += f" {h['str']}"
+    return [line + f" [on {h['host']}]" if longfmt else line]
+
+
+def _nvlist_lines(items: Sequence[tuple[str, Any]], indent: int) -> list[str]:
+    """An nvlist as libnvpair's dump_nvlist prints it: booleans by name, strings quoted,
+    numbers plain, nested lists (a list value) indented by 4."""
+    pad = " " * indent
+    out: list[str] = []
+    for key, value in items:
+        if value is True:
+            out.append(f"{pad}{key}")
+        elif isinstance(value, list):
+            out.append(f"{pad}{key}:")
+            out.extend(_nvlist_lines(value, indent + 4))
+        elif isinstance(value, int):
+            out.append(f"{pad}{key}: {value}")
+        else:
+            out.append(f"{pad}{key}: '{value}'")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # the overlay: created and changed records, hidden base names, persisted in SQLite
 
 
@@ -841,7 +1017,7 @@ class _Store:
         CREATE TABLE IF NOT EXISTS totals (fingerprint TEXT NOT NULL, pool TEXT NOT NULL,
             used INTEGER NOT NULL, lused INTEGER NOT NULL, phys INTEGER NOT NULL,
             PRIMARY KEY (fingerprint, pool));
-    """
+    """ + "\n" + _JOURNAL_SCHEMA
 
     def __init__(self, path: Path, node: str):
         self.path = path
@@ -901,6 +1077,9 @@ class _Store:
         self.conn.execute("DELETE FROM records")
         self.conn.execute("DELETE FROM hidden")
         self.conn.execute("DELETE FROM meta WHERE key != 'generation'")
+        self.conn.execute("DELETE FROM zstate")
+        self.conn.execute("DELETE FROM zevents")
+        self.conn.execute("DELETE FROM zhistory")
 
     def load_totals(self, fingerprint: str, pool: str) -> tuple[int, int, int] | None:
         try:
@@ -1062,6 +1241,61 @@ _SETTABLE: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "reservation": ("fv", None), "refreservation": ("fv", None), "volsize": ("v", None),
     "prefetch": ("fv", ("none", "metadata", "all")),
 }
+# How the kernel logs a property value in history ("set X prop=value"): index properties by
+# their number (zfs_prop.c tables), sizes in bytes, strings as they are.
+_BOOL_NUM = {"off": 0, "on": 1}
+_INDEX_NUM: dict[str, dict[str, int]] = {
+    **{p: _BOOL_NUM for p in ("readonly", "atime", "relatime", "devices", "exec", "setuid")},
+    "canmount": {"off": 0, "on": 1, "noauto": 2},
+    "volmode": {"default": 0, "geom": 1, "full": 1, "dev": 2, "none": 3},
+    "sync": {"standard": 0, "always": 1, "disabled": 2},
+    "logbias": {"latency": 0, "throughput": 1},
+    "primarycache": {"none": 0, "metadata": 1, "all": 2},
+    "secondarycache": {"none": 0, "metadata": 1, "all": 2},
+    "snapdev": {"hidden": 0, "visible": 1},
+    "checksum": {"on": 1, "off": 2, "fletcher2": 6, "fletcher4": 7, "sha256": 8, "sha512": 11,
+                 "skein": 12, "edonr": 13, "blake3": 14},
+    "dedup": {"on": 1, "off": 2, "verify": 257, "sha256": 8, "sha256,verify": 264,
+              "sha512": 11, "sha512,verify": 267, "skein": 12, "skein,verify": 268,
+              "edonr,verify": 269, "blake3": 14, "blake3,verify": 270},
+    "copies": {"1": 1, "2": 2, "3": 3},
+    "redundant_metadata": {"all": 0, "most": 1, "some": 2, "none": 3},
+    "prefetch": {"none": 0, "metadata": 1, "all": 2},
+}
+_COMPRESS_NUM = {"on": 1, "off": 2, "lzjb": 3, "gzip": 10, "zle": 14, "lz4": 15, "zstd": 16,
+                 **{f"gzip-{i}": 4 + i for i in range(1, 10)}}
+_ZSTD_FAST_LEVEL = {**{n: 102 + n for n in range(1, 11)},
+                    **{n: 103 + n // 10 for n in range(20, 101, 10)}, 500: 122, 1000: 123}
+# Properties zfs_ioc_set_prop handles one by one, each in its own sync task (txg), before the
+# others, which are set together in one; volsize is not logged at all.
+_SPECIAL_PROPS = ("quota", "reservation", "refquota", "refreservation")
+
+
+def _compress_number(value: str) -> int:
+    got = _COMPRESS_NUM.get(value)
+    if got is not None:
+        return got
+    if value == "zstd-fast":
+        level = _ZSTD_FAST_LEVEL[1]
+    elif value.startswith("zstd-fast-"):
+        level = _ZSTD_FAST_LEVEL[int(value[10:])]
+    else:
+        level = int(value[5:])
+    return 16 | level << 7  # ZIO_COMPLEVEL_ZSTD: the level above SPA_COMPRESSBITS
+
+
+def _prop_number(prop: str, value: str) -> str:
+    """`value` of `prop` as the kernel logs it in history."""
+    if ":" in prop:
+        return value
+    if prop == "compression":
+        return str(_compress_number(value))
+    table = _INDEX_NUM.get(prop)
+    if table is not None and value in table:
+        return str(table[value])
+    return value
+
+
 _COMPRESS_HELP = ("on | off | lzjb | gzip | gzip-[1-9] | zle | lz4 | zstd | zstd-[1-19] | "
                   "zstd-fast | zstd-fast-[1-10,20,30,40,50,60,70,80,90,100,500,1000]")
 _TYPE_LETTER = {"filesystem": "f", "volume": "v", "snapshot": "s", "bookmark": "b"}
@@ -1582,6 +1816,8 @@ _USAGE = {
                     "\t    [--power] [-j [--json-int, --json-flat-vdevs, ...\n"
                     "\t    --json-pool-key-guid]] [pool] ... [interval [count]]",
     "zpool get": "\tget [-Hp] [-o \"all\" | field[,...]] <\"all\" | property[,...]> <pool> ...",
+    "zpool events": "\tevents [-vHf [pool] | -c]",
+    "zpool history": "\thistory [-il] [<pool>] ...",
 }
 
 
@@ -1662,6 +1898,8 @@ class _Ctx:
 
     err: list[str] = field(default_factory=list)
     code: int = 0
+    argv: list[str] = field(default_factory=list)
+    timeout: float = 300.0
 
     def fail(self, text: str, code: int = 1) -> None:
         self.err.append(text if text.endswith("\n") else text + "\n")
@@ -1756,11 +1994,27 @@ class _Txn:
         self.view = _View(sim, ov)
         self.changed: set[str] = set()
         last = int(ov.meta.get("clock", "0"))
-        self.now = max(int(time.time()), sim.settings.now + 60, last)
+        wall = time.time_ns()
+        self.now = max(wall // 1_000_000_000, sim.settings.now + 60, last)
         ov.meta["clock"] = str(self.now)
         self._txg: dict[str, int] = {}
+        self._stamped: set[str] = set()
+        # event times: the wall clock when it is the clock in use, never before the node's
+        # last event (events of one txg share their time, as the kernel posts them together)
+        self._real_clock = wall // 1_000_000_000 == self.now
+        self.event_ns = sim.journal.get("etime") or 0
+        self._ns_txg: tuple[str, int] | None = None
+        # history records (per pool) and events to append when this commits: at most what
+        # the history and the queue keep (a `zfs destroy -r` of a big pool logs a lot)
+        st = sim.settings
+        self.history: dict[str, deque[Rec]] = {}
+        self.logged: dict[str, int] = {}
+        self.last_pool: str | None = None
+        self.events: deque[Rec] = deque(maxlen=st.zevent_len_max)
+        self.posted = 0
 
     def txg(self, pool: str) -> int:
+        """The pool's current txg in this transaction (the first one it uses if none yet)."""
         got = self._txg.get(pool)
         if got is None:
             pc = self.sim.base.pool_created[pool]
@@ -1769,6 +2023,99 @@ class _Txn:
             self._txg[pool] = got
             self.ov.meta[f"txg:{pool}"] = str(got)
         return got
+
+    def stamp(self, pool: str) -> int:
+        """The txg of the next sync task in `pool`: the first one is txg(pool), each further
+        one the txg after (as zfs waits for each task's txg to sync before the next)."""
+        if pool not in self._stamped:
+            self._stamped.add(pool)
+            return self.txg(pool)
+        got = self.txg(pool) + 1
+        self._txg[pool] = got
+        self.ov.meta[f"txg:{pool}"] = str(got)
+        return got
+
+    # -- history and events ----------------------------------------------------------------
+    def internal(self, pool: str, op: str, text: str, txg: int, *, ds: str | None = None,
+                 guid: int | None = None) -> None:
+        """An internal history record (spa_history_log_internal[_ds]) and the
+        sysevent.fs.zfs.history_event the kernel posts for it."""
+        host = self.sim.node
+        rec: Rec = {"pool": pool, "kind": "int", "time": self.now, "txg": txg, "op": op,
+                    "str": text, "host": host}
+        fields: list[tuple[str, Any]] = [("history_hostname", host)]
+        if ds is not None:
+            assert guid is not None
+            rec.update(ds=ds, dsid=_dsid(guid))
+            fields.append(("history_dsname", ds))
+        fields += [("history_internal_str", text), ("history_internal_name", op)]
+        if ds is not None:
+            fields.append(("history_dsid", rec["dsid"]))
+        fields += [("history_txg", txg), ("history_time", self.now)]
+        self._log(rec)
+        self.post(pool, _HISTORY_EVENT, fields, txg)
+
+    def _log(self, rec: Rec) -> None:
+        pool = rec["pool"]
+        got = self.history.get(pool)
+        if got is None:
+            got = self.history[pool] = deque(maxlen=self.sim.settings.history_len_max)
+        got.append(rec)
+        self.logged[pool] = self.logged.get(pool, 0) + 1
+        self.last_pool = pool
+
+    def post(self, pool: str, cls: str, extra: list[tuple[str, Any]], txg: int,
+             context: int = 0) -> None:
+        """A kernel event (spa_event_notify) about `pool`."""
+        if self._ns_txg != (pool, txg):
+            wall = time.time_ns()
+            now = wall if self._real_clock else self.now * 1_000_000_000 + wall % 1_000_000
+            self.event_ns = max(now, self.event_ns + 1000)
+            self._ns_txg = (pool, txg)
+        sec, nsec = divmod(self.event_ns, 1_000_000_000)
+        fields: list[tuple[str, Any]] = [
+            ("version", 0), ("class", cls), ("pool", pool),
+            ("pool_guid", self.sim.base.pool_guid[pool]), ("pool_state", 0),
+            ("pool_context", context), *extra]
+        self.events.append({"pool": pool, "class": cls, "fields": fields,
+                            "time": [sec, nsec]})
+        self.posted += 1
+
+    def ioctl(self, pool: str, name: str, args: Sequence[tuple[str, Any]]) -> None:
+        """The record a new-style ioctl logs (zpool history -i shows its input nvlist)."""
+        ms = 20 + _mix(self.sim.node, name, self.now, self.logged.get(pool, 0)) % 130
+        self._log({"pool": pool, "kind": "ioctl", "time": self.now, "ioctl": name, "ms": ms,
+                   "input": _nvlist_lines(args, 8), "host": self.sim.node})
+
+    def touch(self, pool: str) -> None:
+        """A legacy ioctl that logs no record of its own ran (its command still gets one)."""
+        self.last_pool = pool
+
+    def command(self, argv: Sequence[str]) -> None:
+        """The command line, logged (zpool_log_history) once the command succeeded, to the
+        pool of the last ioctl that logged."""
+        assert self.last_pool is not None
+        words = [argv[0].rsplit("/", 1)[-1], *argv[1:]]
+        self._log({"pool": self.last_pool, "kind": "cmd", "time": self.now,
+                   "cmd": " ".join(words), "host": self.sim.node})
+
+    def log_props(self, rec: Rec, props: Sequence[str], *, op: str = "set") -> None:
+        """History of `zfs set`-like property changes on `rec` (already applied): special
+        properties one sync task each, then the others in one (dsl_props_set)."""
+        name = rec["name"]
+        pool = _pool_of(name)
+        special = [p for p in _SPECIAL_PROPS if p in props]
+        special.sort(key=props.index)
+        for p in special:
+            value = rec.get(p, 0) if p == "refreservation" else \
+                (rec.get("local") or {}).get(p, "0")
+            self.internal(pool, op, f"{p}={value}", self.stamp(pool), ds=name, guid=rec["guid"])
+        generic = [p for p in props if p not in _SPECIAL_PROPS and p != "volsize"]
+        if generic:
+            txg = self.stamp(pool)
+            for p in generic:
+                value = _prop_number(p, (rec.get("local") or {}).get(p, ""))
+                self.internal(pool, op, f"{p}={value}", txg, ds=name, guid=rec["guid"])
 
     def guid(self, name: str) -> int:
         return _mix(self.sim.settings.seed, self.sim.node, "guid", name, self.now,
@@ -1833,12 +2180,17 @@ class SimTransport(Transport):
         self._lock = threading.RLock()
         self.store: _Store | None = None
         self.overlay = _Overlay()
+        self._epoch = 0  # bumped by close(): `zpool events -f` streams end like a lost link
         if state_dir is not None:
             safe = re.sub(r"[^A-Za-z0-9._-]", "_", host.name)
             if safe != host.name:
                 safe += f"-{_mix(host.name) & 0xFFFFFFFF:08x}"
             self.store = _Store(Path(state_dir) / f"sim-{safe}.sqlite", host.name)
+            self.journal = _Journal(self.store.conn, self.store.lock)
             self._open_store()
+        else:
+            self.journal = _Journal.in_memory()
+        self._boot(first=True)
 
     def _open_store(self) -> None:
         assert self.store is not None
@@ -1861,9 +2213,17 @@ class SimTransport(Transport):
             raise
 
     def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        with self._lock:
+            self._epoch += 1
+            if self.store is not None:
+                # like the overlay, the node stays usable in memory (same boot, eids going on)
+                memory = _Journal.in_memory()
+                with self.store.lock:
+                    state = self.journal.conn.execute("SELECT key, value FROM zstate").fetchall()
+                memory.conn.executemany("INSERT INTO zstate (key, value) VALUES (?, ?)", state)
+                self.store.close()
+                self.store = None
+                self.journal = memory
 
     @property
     def state_path(self) -> Path | None:
@@ -1880,7 +2240,7 @@ class SimTransport(Transport):
 
     def _stream(self, argv: list[str], timeout: float, stdin: bytes | None,
                 status: list[int], err: list[str]) -> Iterator[str]:
-        ctx = _Ctx()
+        ctx = _Ctx(argv=argv, timeout=timeout)
         try:
             out = self._dispatch(argv, ctx)
             rate = self.settings.rows_per_second
@@ -1918,7 +2278,9 @@ class SimTransport(Transport):
                 raise _Fail("usage: zpool command args ...\n", 2)
             sub, rest = args[0], args[1:]
             handler = {"list": self._zpool_list, "status": self._zpool_status,
-                       "get": self._zpool_get, "version": self._version}.get(sub)
+                       "get": self._zpool_get, "version": self._version,
+                       "events": self._zpool_events, "history": self._zpool_history,
+                       }.get(sub)
             if handler is None:
                 raise _Fail(f"unrecognized command '{sub}'\nusage: zpool command args ...\n", 2)
             return handler(rest, ctx)
@@ -1928,12 +2290,15 @@ class SimTransport(Transport):
     def _version(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
         return iter([ZFS_VERSION, ZFS_KMOD_VERSION])
 
-    def _mutate(self, fn: Callable[[_Txn], list[str]]) -> Iterator[str]:
-        """Run a mutation atomically: on a copy of the latest overlay, persisted on success."""
+    def _mutate(self, fn: Callable[[_Txn], list[str]], ctx: _Ctx | None = None,
+                ) -> Iterator[str]:
+        """Run a mutation atomically: on a copy of the latest overlay, persisted on success
+        with the history records and events it logged (and, when `ctx` ends without error,
+        the command line, as zfs logs it)."""
         store = self.store
-        with self._lock, store.lock if store is not None else contextlib.nullcontext():
-            if store is not None:
-                store.conn.execute("BEGIN IMMEDIATE")
+        journal = self.journal
+        with self._lock, journal.lock:
+            journal.conn.execute("BEGIN IMMEDIATE")
             try:
                 if store is not None and store.generation() != self.overlay.generation:
                     fresh = _Overlay()
@@ -1941,19 +2306,68 @@ class SimTransport(Transport):
                     self.overlay = fresh
                 txn = _Txn(self, self.overlay.copy())
                 out = fn(txn)
-                if txn.changed:
+                if txn.last_pool is not None and ctx is not None and ctx.code == 0 \
+                        and ctx.argv:
+                    txn.command(ctx.argv)
+                if txn.changed or txn.last_pool is not None or txn.posted:
                     if store is not None:
                         store.save(txn.ov, txn.changed)
                     else:
                         txn.ov.generation = str(int(txn.ov.generation) + 1)
                     self.overlay = txn.ov
-                if store is not None:
-                    store.conn.execute("COMMIT")
+                    journal.append(txn)
+                journal.conn.execute("COMMIT")
             except BaseException:
-                if store is not None:
-                    store.conn.execute("ROLLBACK")
+                journal.conn.execute("ROLLBACK")
                 raise
         return iter(out)
+
+    # -- boot, events, history -----------------------------------------------------------------
+    def _boot(self, *, first: bool = False) -> None:
+        """Import the pools as a booting node does: the event queue restarts (eids from 1)
+        with open, config_sync, pool_import, import, config_sync per pool; history gets the
+        open and import records and the import command; every pool gets a new load_guid.
+        `first`: only if the node never booted (a new state)."""
+
+        def op(txn: _Txn) -> list[str]:
+            j = self.journal
+            boot = j.get("boot")
+            if first and boot is not None:
+                return []
+            j.clear_events()
+            j.put("eid", 0)
+            j.put("boot", (boot or 0) + 1)
+            uts = f"{_POOL_VERSION_TEXT}; uts {self.node} {_UTS}"
+            for pool in self.base.pools:
+                txg = txn.stamp(pool)
+                txn.internal(pool, "open", uts, txg)
+                txn.post(pool, "sysevent.fs.zfs.config_sync", [], txg)
+                txn.post(pool, "sysevent.fs.zfs.pool_import", [], txg)
+                txn.stamp(pool)
+                txg = txn.stamp(pool)
+                txn.internal(pool, "import", uts, txg)
+                txn.post(pool, "sysevent.fs.zfs.config_sync", [], txg)
+            txn.command(["zpool", "import", "-c", "/etc/zfs/zpool.cache", "-aN"])
+            return []
+
+        if first:
+            with self.journal.lock:
+                if self.journal.get("boot") is not None:
+                    return
+        list(self._mutate(op))
+
+    def reboot(self) -> None:
+        """Simulate a reboot of this node (for every transport of it, in any process): the
+        kernel's event queue is emptied and its eids restart at 1, every pool is imported
+        again (new load_guid; the import's events and history records), datasets unchanged.
+        Open `zpool events -f` streams of the node end as if the connection dropped."""
+        self._boot()
+
+    def load_guid(self, pool: str) -> int:
+        """The pool's current load_guid (changes at every import, i.e. every reboot)."""
+        with self.journal.lock:
+            boot = self.journal.get("boot") or 0
+        return _mix(self.node, pool, "load", boot) | 1
 
     # -- zfs list --------------------------------------------------------------------------------
     def _zfs_list(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
@@ -2276,7 +2690,7 @@ class SimTransport(Transport):
             "bclonesaved": ("0", ro), "readonly": ("off", ro), "autotrim": ("off", df),
             "autoexpand": ("off", df), "autoreplace": ("off", df), "failmode": ("wait", df),
             "listsnapshots": ("off", df), "comment": ("-", df), "freeing": ("0", ro),
-            "leaked": ("0", ro), "load_guid": (str(_mix(self.node, pool, "load") | 1), ro),
+            "leaked": ("0", ro), "load_guid": (str(self.load_guid(pool)), ro),
             "cachefile": ("-", df), "bootfs": ("-", df), "delegation": ("on", df),
             "multihost": ("off", df),
         }
@@ -2358,6 +2772,132 @@ class SimTransport(Transport):
         if scripted:
             return iter(["\t".join(r) for r in out])
         return _table([f.upper() for f in fields], out, set())
+
+    def _zpool_events(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
+        opts, rest = _getopt("zpool events", args, "vHfc", "")
+        flags = {o for o, _ in opts}
+        if len(rest) > 1:
+            raise _usage("zpool events", "too many arguments")
+        pool = rest[0] if rest else None
+        if pool is not None and _name_problem(pool, snapshot=False) is not None:
+            raise _usage("zpool events", f"invalid pool name '{pool}'")
+        if "c" in flags and (pool is not None or flags & {"v", "H", "f"}):
+            raise _usage("zpool events", "invalid options combined with -c")
+        if "c" in flags:
+            with self._lock, self.journal.lock:
+                self.journal.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    n = self.journal.clear_events()
+                    self.journal.conn.execute("COMMIT")
+                except BaseException:
+                    self.journal.conn.execute("ROLLBACK")
+                    raise
+            return iter([f"cleared {n} events"])
+        scripted, verbose = "H" in flags, "v" in flags
+        if "f" in flags:
+            return self._follow_events(pool, scripted, verbose, ctx.timeout)
+        with self.journal.lock:
+            queued = self.journal.events()
+        out = [] if scripted else [f"{'TIME':<30} CLASS"]
+        for eid, ev in queued:
+            if pool is None or ev.get("pool") == pool:
+                out += _event_lines(eid, ev, scripted, verbose)
+        return iter(out)
+
+    def _follow_events(self, pool: str | None, scripted: bool, verbose: bool,
+                       timeout: float) -> Iterator[str]:
+        """`zpool events -f`: the queued events, then new ones as any transport of this node
+        posts them (polled every 50 ms), until the consumer closes the stream. Like the
+        kernel's cursor, a reader whose last event was dropped from the queue (overflow or
+        `zpool events -c`) is told "dropped 1 events" and goes on from the oldest event left.
+        A reboot of the node or close() of this transport ends the stream like a lost
+        connection; `timeout` seconds without an event end it like an SSH command timeout."""
+        epoch = self._epoch
+        journal = self.journal
+        with journal.lock:
+            boot = journal.get("boot")
+        cursor: int | None = None
+        pending_drop = False  # like the kernel cursor's ze_dropped, told with the next event
+        if not scripted:
+            yield f"{'TIME':<30} CLASS"
+        last_output = time.monotonic()
+        first = True
+        while True:
+            if not first:
+                time.sleep(0.05)
+            first = False
+            with self._lock:
+                if self._epoch != epoch:
+                    raise TransportError("connection lost while running zpool; it may or may "
+                                         "not have completed", where=self.node)
+                with journal.lock:
+                    if journal.get("boot") != boot:
+                        raise TransportError("connection lost while running zpool; it may or "
+                                             "may not have completed", where=self.node)
+                    dropped = cursor is not None and not journal.has_event(cursor)
+                    new = journal.events(0 if dropped or cursor is None else cursor)
+            if dropped:
+                cursor = None
+                pending_drop = True
+            lines: list[str] = []
+            for eid, ev in new:
+                if pending_drop:
+                    lines.append("dropped 1 events")
+                    pending_drop = False
+                cursor = eid
+                if pool is None or ev.get("pool") == pool:
+                    lines += _event_lines(eid, ev, scripted, verbose)
+            if lines:
+                last_output = time.monotonic()
+                yield from lines
+            elif time.monotonic() - last_output > timeout:
+                raise CommandTimeout(f"no output from zpool for {timeout:g}s; command "
+                                     "abandoned", where=self.node)
+
+    def _zpool_history(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
+        opts, pools = _getopt("zpool history", args, "li", "")
+        flags = {o for o, _ in opts}
+        internal, longfmt = "i" in flags, "l" in flags
+        for pool in self._pool_args(pools, ctx):
+            yield f"History for '{pool}':"
+            for h in self._creation_history(pool):
+                yield from _history_lines(h, internal, longfmt)
+            after = 0
+            while True:
+                with self.journal.lock:
+                    page = self.journal.history(pool, after, 5000)
+                if not page:
+                    break
+                for seq, h in page:
+                    after = seq
+                    yield from _history_lines(h, internal, longfmt)
+            yield ""
+
+    def _creation_history(self, pool: str) -> list[Rec]:
+        """The records `zpool create` logged (kept at the head of the history for ever)."""
+        b = self.base
+        t, host = b.pool_created[pool], self.node
+
+        def internal(txg: int, op: str, text: str, ds: bool = False) -> Rec:
+            rec: Rec = {"kind": "int", "time": t, "txg": txg, "op": op, "str": text,
+                        "host": host}
+            if ds:
+                rec.update(ds=pool, dsid=_dsid(b.root_guid[pool]))
+            return rec
+
+        out = [internal(4, "create", f"{_POOL_VERSION_TEXT}; uts {host} {_UTS}"),
+               internal(4, "set", f"ashift={_ASHIFT}")]
+        out += [internal(4, "set", f"feature@{f}=enabled") for f in _FEATURES]
+        local = b.root_record(pool)["local"]
+        out += [internal(5, "set", f"{p}={_prop_number(p, v)}", ds=True)
+                for p, v in local.items()]
+        i = b.pools.index(pool)
+        disks = ["mirror", f"nvme{2 * i}n1", f"nvme{2 * i + 1}n1"] \
+            if self.settings.vdev == "mirror" else [f"nvme{i}n1"]
+        cmd = ["zpool", "create", "-o", f"ashift={_ASHIFT}",
+               *(w for p, v in local.items() for w in ("-O", f"{p}={v}")), pool, *disks]
+        out.append({"kind": "cmd", "time": t, "cmd": " ".join(cmd), "host": host})
+        return out
 
     def _zpool_status(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
         opts, pools = _getopt("zpool status", args, "DegiLpPstvx", "Tc")
@@ -2576,11 +3116,23 @@ class SimTransport(Transport):
             for k, v in props:
                 self._assign(rec, k, v, prefix, creating=True)
             need = rec["refreservation"] - rec["written"]
-            if need > 0 and need > txn.view.avail(name.split("/")[0]):
+            pool = name.split("/")[0]
+            if need > 0 and need > txn.view.avail(pool):
                 raise _Fail(f"{prefix}: out of space")
             for p in missing:
-                txn.put(self._new_dataset(txn, p, "filesystem"))
-            txn.put(rec)
+                self._created(txn, self._new_dataset(txn, p, "filesystem"), None)
+            args: list[tuple[str, Any]] = []
+            for o, v in opts:
+                if o == "V":
+                    args.append(("volsize", volsize))
+                elif o == "b":
+                    args.append(("volblocksize", vbs))
+                elif o == "o":
+                    k = v.split("=", 1)[0]
+                    args.append((_canon_prop(k) or k, None))
+            if rec["refreservation"] and not any(k == "refreservation" for k, _ in args):
+                args.append(("refreservation", None))
+            self._created(txn, rec, args)
             if volsize is not None and vbs < 16384:
                 ctx.err.append(
                     f"Warning: volblocksize ({vbs}) is less than the default minimum block size"
@@ -2588,7 +3140,47 @@ class SimTransport(Transport):
                     "recommended.\n")
             return []
 
-        return self._mutate(op)
+        return self._mutate(op, ctx)
+
+    def _created(self, txn: _Txn, rec: Rec, props: list[tuple[str, Any]] | None,
+                 origin: Rec | None = None) -> None:
+        """Put a new filesystem, volume or clone and log it like zfs_ioc_create/clone: the
+        create (or clone) record in its own txg, then its properties (`props`: the ioctl's
+        props in order, None values taken from `rec`; None: no props nvlist at all)."""
+        name = rec["name"]
+        pool = _pool_of(name)
+        txg = txn.stamp(pool)
+        rec["createtxg"] = txg
+        txn.put(rec)
+        if origin is not None:
+            txn.internal(pool, "clone", f"origin={origin['name']} ({_dsid(origin['guid'])})",
+                         txg, ds=name, guid=rec["guid"])
+        else:
+            txn.internal(pool, "create", " ", txg, ds=name, guid=rec["guid"])
+        values = [(k, self._prop_arg(rec, k) if v is None else v) for k, v in props or ()]
+        txn.log_props(rec, [k for k, _ in values if k not in ("volsize", "volblocksize")])
+        args: list[tuple[str, Any]] = []
+        if origin is not None:
+            args.append(("origin", origin["name"]))
+        else:
+            args.append(("type", 3 if rec["type"] == "volume" else 2))
+        if props is not None:
+            args.append(("props", values))
+        txn.ioctl(pool, "clone" if origin is not None else "create", args)
+
+    @staticmethod
+    def _prop_arg(rec: Rec, prop: str) -> Any:
+        """The value of `prop` (set on `rec`) as libzfs passes it to the kernel: numbers for
+        numeric and index properties, strings for the others."""
+        if prop == "refreservation":
+            return int(rec["refreservation"])
+        if prop in ("volsize", "volblocksize"):
+            return int(rec[prop])
+        value = (rec.get("local") or {}).get(prop, "")
+        if ":" in prop:
+            return value
+        num = _prop_number(prop, value)
+        return int(num) if num.isdigit() else num
 
     # -- zfs snapshot ------------------------------------------------------------------------------
     def _zfs_snapshot(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
@@ -2625,13 +3217,17 @@ class SimTransport(Transport):
             if exists:
                 raise _Fail("".join(f"cannot create snapshot '{n}': dataset already exists\n"
                                     for n in exists))
+            txgs: dict[str, int] = {}
             for ds, sn in targets:
                 head = txn.get(ds)
                 assert head is not None
                 name = f"{ds}@{sn}"
+                pool = _pool_of(ds)
+                if pool not in txgs:
+                    txgs[pool] = txn.stamp(pool)  # one sync task for all the snapshots
                 snap: Rec = {
                     "name": name, "type": "snapshot", "guid": txn.guid(name),
-                    "createtxg": txn.txg(ds.split("/", 1)[0]), "creation": txn.now,
+                    "createtxg": txgs[pool], "creation": txn.now,
                     "referenced": head["referenced"],
                     "logicalreferenced": head["logicalreferenced"],
                     "written": head["written"], "unique": 0,
@@ -2643,9 +3239,17 @@ class SimTransport(Transport):
                 head["snapshots_changed"] = txn.now
                 txn.put(head)
                 txn.put(snap)
+                txn.internal(pool, "snapshot", " ", txgs[pool], ds=name, guid=snap["guid"])
+                for k, _ in props:
+                    prop = _canon_prop(k) or k
+                    txn.internal(pool, "set", f"{prop}={_prop_number(prop, snap['local'][prop])}",
+                                 txgs[pool], ds=name, guid=snap["guid"])
+            txn.ioctl(_pool_of(targets[0][0]), "snapshot", [
+                ("snaps", [(f"{ds}@{sn}", True) for ds, sn in targets]),
+                ("props", [(_canon_prop(k) or k, v) for k, v in props])])
             return []
 
-        return self._mutate(op)
+        return self._mutate(op, ctx)
 
     # -- zfs clone ---------------------------------------------------------------------------------
     def _zfs_clone(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
@@ -2683,12 +3287,12 @@ class SimTransport(Transport):
             assert s is not None
             s["clones"] = [*(s.get("clones") or []), target]
             for p in missing:
-                txn.put(self._new_dataset(txn, p, "filesystem"))
+                self._created(txn, self._new_dataset(txn, p, "filesystem"), None)
             txn.put(s)
-            txn.put(rec)
+            self._created(txn, rec, [(_canon_prop(k) or k, None) for k, _ in props], origin=s)
             return []
 
-        return self._mutate(op)
+        return self._mutate(op, ctx)
 
     # -- zfs set / inherit -------------------------------------------------------------------------
     def _zfs_set(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
@@ -2711,6 +3315,7 @@ class SimTransport(Transport):
                 if rec is None:
                     ctx.fail(f"cannot open '{name}': dataset does not exist")
                     continue
+                refres = rec.get("refreservation")
                 try:
                     for k, v in props:
                         self._assign(rec, k, v, f"cannot set property for '{name}'")
@@ -2718,9 +3323,15 @@ class SimTransport(Transport):
                     ctx.fail(f.stderr, f.code)
                     continue
                 txn.put(rec)
+                txn.touch(_pool_of(name))
+                logged = [_canon_prop(k) or k for k, _ in props]
+                if "volsize" in logged and rec.get("refreservation") != refres \
+                        and "refreservation" not in logged:
+                    logged.append("refreservation")  # libzfs adjusts a thick volume's
+                txn.log_props(rec, logged)
             return []
 
-        return self._mutate(op)
+        return self._mutate(op, ctx)
 
     def _zfs_inherit(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
         opts, rest = _getopt("inherit", args, "rS", "")
@@ -2749,12 +3360,36 @@ class SimTransport(Transport):
                     todo += [d["name"] for d in txn.subtree(name) if d["name"] != name]
             for name in todo:
                 rec = txn.get(name)
-                if rec is not None and prop in (rec.get("local") or {}):
+                if rec is None:
+                    continue
+                if prop in (rec.get("local") or {}):
                     del rec["local"][prop]
                     txn.put(rec)
+                if rec["type"] == "snapshot" and ":" not in prop:
+                    continue
+                # logged as what is in effect afterwards (dsl_prop_set_sync_impl)
+                value = self._inherited(txn.view, rec, prop)
+                pool = _pool_of(name)
+                txn.internal(pool, "inherit", f"{prop}={value}", txn.stamp(pool), ds=name,
+                             guid=rec["guid"])
             return []
 
-        return self._mutate(op)
+        return self._mutate(op, ctx)
+
+    def _inherited(self, view: _View, rec: Rec, prop: str) -> str:
+        """What `rec` inherits for `prop` from its ancestors (as the kernel logs it: the
+        ancestor's raw value, numbers for numeric properties), or '' / the default."""
+        parent = _parent(rec["name"])
+        cur = view.record(parent) if parent else None
+        while cur is not None:
+            local = cur.get("local") or {}
+            if prop in local:
+                return _prop_number(prop, local[prop])
+            parent = _parent(cur["name"])
+            cur = view.record(parent) if parent else None
+        if ":" in prop or prop == "mountpoint":
+            return ""
+        return _prop_number(prop, _STATIC.get(prop, ""))
 
     # -- zfs destroy -------------------------------------------------------------------------------
     def _zfs_destroy(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
@@ -2784,6 +3419,8 @@ class SimTransport(Transport):
                 say(lines, target)
                 if not dry:
                     txn.drop(target, base=False, subtree=False)
+                    # the kernel logs no internal record for a bookmark's destruction
+                    txn.ioctl(_pool_of(target), "destroy_bookmarks", [(target, True)])
                 return lines
             if "@" in target:
                 ds, spec = target.split("@", 1)
@@ -2821,6 +3458,7 @@ class SimTransport(Transport):
                                  else f"{verb} reclaim {_nicenum(reclaim)}")
                 if dry:
                     return lines
+                self._log_destroys(txn, [*(v.record(n) for n in deps), *found])
                 self._remove(txn, extra, [s["name"] for s in found])
                 return lines
             rec = _open(v, target, snapshot=False)
@@ -2851,10 +3489,46 @@ class SimTransport(Transport):
                 say(lines, d["name"])
             if dry:
                 return lines
+            self._log_destroys(txn, [*(v.record(n) for n in deps), *_destroy_order(sub)])
             self._remove(txn, {target: sub, **extra}, [])
             return lines
 
-        return self._mutate(op)
+        return self._mutate(op, ctx)
+
+    def _log_destroys(self, txn: _Txn, recs: Iterable[Rec | None]) -> None:
+        """History of destroying `recs` in this order, as `zfs destroy` does it: each run of
+        snapshots in one lzc_destroy_snaps (one txg, an ioctl record), each filesystem or
+        volume in its own txg (a thick one first drops its refreservation)."""
+        batch: list[Rec] = []
+
+        def flush() -> None:
+            if batch:
+                pool = _pool_of(batch[0]["name"])
+                txg = txn.stamp(pool)
+                for snap in batch:
+                    txn.internal(pool, "destroy", " ", txg, ds=snap["name"], guid=snap["guid"])
+                txn.ioctl(pool, "destroy_snaps", [("snaps", [(x["name"], True) for x in batch])])
+                batch.clear()
+
+        for d in recs:
+            if d is None or d["type"] == "bookmark":
+                continue
+            if d["type"] == "snapshot":
+                batch.append(d)
+                continue
+            flush()
+            name = d["name"]
+            pool = _pool_of(name)
+            txg = txn.stamp(pool)
+            if d.get("refreservation"):
+                txn.internal(pool, "set", "refreservation=0", txg, ds=name, guid=d["guid"])
+            mintxg = d.get("origin_createtxg", 1)
+            if d.get("origin") and "origin_createtxg" not in d:
+                origin = txn.view.record(d["origin"])
+                mintxg = origin["createtxg"] if origin is not None else 1
+            txn.internal(pool, "destroy", f"(bptree, mintxg={mintxg})", txg, ds=name,
+                         guid=d["guid"])
+        flush()
 
     def _dependents(self, txn: _Txn, clones: Iterable[str]) -> list[str]:
         """Clones (oldest first) with everything that depends on them, in the order zfs lists
@@ -2958,9 +3632,13 @@ class SimTransport(Transport):
                                say: Callable[[list[str], str], None], dry: bool,
                                verbose: bool) -> list[str]:
         v = txn.view
-        if verbose:
-            for name in _destroy_order_iter(v, pool):
-                say(lines, name)
+        if verbose or not dry:
+            recs = list(_destroy_order_iter(v, pool)) if verbose else None
+            for d in recs or ():
+                say(lines, d["name"])
+            if not dry:
+                self._log_destroys(txn, recs if recs is not None
+                                   else _destroy_order_iter(v, pool))
         if dry:
             return lines
         b = self.base
@@ -3058,6 +3736,13 @@ class SimTransport(Transport):
                 for n in pairs.values():
                     if v.exists(n):
                         raise _Fail(f"cannot rename to '{n}': dataset already exists")
+                pool = _pool_of(ds)
+                txg = txn.stamp(pool)
+                for a, b in pairs.items():
+                    snap = v.record(a)
+                    assert snap is not None
+                    txn.internal(pool, "rename", f"-> @{b.split('@', 1)[1]}", txg, ds=a,
+                                 guid=snap["guid"])
                 self._move(txn, pairs)
                 return []
             if "r" in flags:
@@ -3079,11 +3764,13 @@ class SimTransport(Transport):
             sub = txn.subtree(old, _ALL_KINDS)
             mapping = {d["name"]: target + d["name"][len(old):] for d in sub}
             for p in missing:
-                txn.put(self._new_dataset(txn, p, "filesystem"))
+                self._created(txn, self._new_dataset(txn, p, "filesystem"), None)
+            txn.internal(pool, "rename", f"-> {target}", txn.stamp(pool), ds=old,
+                         guid=rec["guid"])
             self._move(txn, mapping, subtree_root=old)
             return []
 
-        return self._mutate(op)
+        return self._mutate(op, ctx)
 
     def _zfs_promote(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
         _, rest = _getopt("promote", args, "", "")
@@ -3136,10 +3823,12 @@ class SimTransport(Transport):
                 if z is not None:
                     z["clones"] = [name if x == ods else x for x in z.get("clones") or ()]
                     txn.put(z)
+            pool = _pool_of(name)
+            txn.internal(pool, "promote", " ", txn.stamp(pool), ds=name, guid=c["guid"])
             self._move(txn, mapping)
             return []
 
-        return self._mutate(op)
+        return self._mutate(op, ctx)
 
     # -- zfs bookmark --------------------------------------------------------------------------
     def _zfs_bookmark(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
@@ -3171,9 +3860,21 @@ class SimTransport(Transport):
                      "createtxg": src["createtxg"], "creation": src["creation"],
                      "referenced": src["referenced"],
                      "logicalreferenced": src["logicalreferenced"], "local": {}})
+            head = v.record(_ds(source))
+            assert head is not None
+            pool = _pool_of(source)
+            short = target.split("#", 1)[1]
+            if "@" in source:
+                text = (f"name={short} creation_txg={src['createtxg']} "
+                        f"target_snap={_dsid(src['guid'])} redact_obj=0")
+            else:
+                text = f"name={short} creation_txg={src['createtxg']} source_guid={src['guid']}"
+            txn.internal(pool, "bookmark", text, txn.stamp(pool), ds=head["name"],
+                         guid=head["guid"])
+            txn.ioctl(pool, "bookmark", [(target, source)])
             return []
 
-        return self._mutate(op)
+        return self._mutate(op, ctx)
 
 
 def _destroy_order(recs: list[Rec]) -> list[Rec]:
@@ -3194,22 +3895,31 @@ def _destroy_order(recs: list[Rec]) -> list[Rec]:
     return out
 
 
-def _destroy_order_iter(view: _View, pool: str) -> Iterator[str]:
-    """Names destroyed by `zfs destroy -r POOL`, tenant by tenant (without keeping them)."""
+def _destroy_order_iter(view: _View, pool: str) -> Iterator[Rec]:
+    """What `zfs destroy -r POOL` destroys, in order, tenant by tenant (without keeping
+    them all)."""
     for d in view.loose_derived(pool):
         if d["name"].startswith(pool + "@"):
-            yield d["name"]
+            yield d
     chunk: list[Rec] = []
     current: str | None = None
+    def ordered(chunk: list[Rec]) -> list[Rec]:
+        # a clone's origin is mostly in its tenant: note its txg (history's mintxg) here
+        txgs = {d["name"]: d["createtxg"] for d in chunk if d["type"] == "snapshot"}
+        for d in chunk:
+            if d.get("origin") in txgs:
+                d["origin_createtxg"] = txgs[d["origin"]]
+        return _destroy_order(chunk)
+
     for d in view.items(pool, None, None, frozenset({"fs", "vol", "snap"}), None, keep=False):
         top = "/".join(_ds(d["name"]).split("/", 2)[:2])
         if current is not None and top != current:
-            yield from (x["name"] for x in _destroy_order(chunk))
+            yield from ordered(chunk)
             chunk = []
         current = top
         if not d["name"].startswith(pool + "@"):
             chunk.append(d)
-    yield from (x["name"] for x in _destroy_order(chunk))
+    yield from ordered(chunk)
 
 
 def _throttle(lines: Iterator[str], rate: float) -> Iterator[str]:

@@ -424,3 +424,31 @@ async def test_filter_after_drilling_into_a_node_narrows_it(fleet: Path, sql: An
         # esc in the prompt keeps the filter; ctrl+u starts over
         await burst(pilot, "/", "ctrl+u", *"node=n2", "enter")
         assert t.filter.text == "node=n2" and {r["node"] for r in t.rows} == {"n2"}
+
+
+async def test_fleet_view_shows_a_live_watch_and_refreshes_with_it(fleet: Path) -> None:
+    import time
+
+    app = make(fleet, poll=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "live (watch)" not in screen_text(app)
+        w = mirror.connect(fleet / "mirror.db")
+        w.execute("UPDATE nodes SET watch_pid = 4242, watch_host = 'ops1', watch_state = "
+                  "'following', watch_heartbeat = ? WHERE name = 'n1'", (time.time(),))
+        w.close()
+        for _ in range(40):
+            await settle(pilot)
+            if "live (watch)" in screen_text(app):
+                break
+        line = next(ln for ln in screen_text(app).splitlines() if ln.strip().startswith("n1"))
+        assert "live (watch)" in line
+        # a watch that stopped reporting is not shown as live
+        w = mirror.connect(fleet / "mirror.db")
+        w.execute("UPDATE nodes SET watch_heartbeat = ? WHERE name = 'n1'", (time.time() - 60,))
+        w.close()
+        for _ in range(40):
+            await settle(pilot)
+            if "live (watch)" not in screen_text(app):
+                break
+        assert "live (watch)" not in screen_text(app)
