@@ -153,9 +153,13 @@ class HistoryRecord:
     op: str
     dsname: str | None
     detail: str
+    # False for the pool's creation records (up to its `zpool create` command), which OpenZFS
+    # keeps forever; True for the rest, a bounded tail whose oldest records get dropped.
+    tail: bool = True
 
 
 _HIST_HEAD = re.compile(r"^History for '([^']+)':$")
+_HIST_CREATE = re.compile(r"^\d{4}-\d\d-\d\d\.\d\d:\d\d:\d\d zpool create ")
 _HIST_INTERNAL = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\d\.\d\d:\d\d:\d\d) \[txg:(?P<txg>\d+)\] (?P<rest>.*?)"
     r"(?: \[on [^\]]*\])?$"
@@ -167,11 +171,16 @@ def parse_history(lines: Iterable[str], pool: str | None = None) -> Iterator[His
     `OP DSNAME (DSID) DETAIL`: the dataset name is recognised by starting with the pool's name
     (names may contain spaces, and some operations are two words, e.g. 'finish receiving')."""
     ds_re: re.Pattern[str] | None = _ds_pattern(pool) if pool else None
+    tail = False
     for raw in lines:
         line = raw.rstrip("\n")
         head = _HIST_HEAD.match(line)
         if head:
             ds_re = _ds_pattern(head.group(1))
+            tail = False
+            continue
+        if not tail and _HIST_CREATE.match(line):
+            tail = True
             continue
         m = _HIST_INTERNAL.match(line)
         if m is None:
@@ -180,10 +189,11 @@ def parse_history(lines: Iterable[str], pool: str | None = None) -> Iterator[His
         d = ds_re.match(rest) if ds_re is not None else None
         if d is not None:
             yield HistoryRecord(m.group("time"), int(m.group("txg")), d.group("op"),
-                                d.group("ds"), (d.group("detail") or "").strip())
+                                d.group("ds"), (d.group("detail") or "").strip(), tail)
         else:
             op, _, detail = rest.partition(" ")
-            yield HistoryRecord(m.group("time"), int(m.group("txg")), op, None, detail.strip())
+            yield HistoryRecord(m.group("time"), int(m.group("txg")), op, None, detail.strip(),
+                                tail)
 
 
 def _ds_pattern(pool: str) -> re.Pattern[str]:

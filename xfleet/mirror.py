@@ -440,10 +440,10 @@ def save_checkpoint(
     for pool, load_guid in load_guids.items():
         conn.execute("UPDATE pools SET load_guid = ? WHERE node = ? AND name = ?",
                      (load_guid, node, pool))
-    for pool, txg in txgs.items():
+    for pool, txg in txgs.items():  # a full sync restarts the txg; later ones only advance it
         conn.execute(
-            "UPDATE pools SET last_txg = max(coalesce(last_txg, 0), ?) "
-            "WHERE node = ? AND name = ?", (txg, node, pool))
+            "UPDATE pools SET last_txg = CASE WHEN ? THEN ? ELSE max(coalesce(last_txg, 0), ?) "
+            "END WHERE node = ? AND name = ?", (full, txg, txg, node, pool))
 
 
 def record_gap(conn: sqlite3.Connection, node: str, reason: str) -> None:

@@ -254,11 +254,16 @@ def _full_node(
                     conn, job.run_id, node, written=written, commands=job.commands
                 )
                 # The checkpoint: the queue was read before the listing, so a change made
-                # meanwhile is applied again by the next incremental sync (idempotent). The
-                # newest createtxg per pool is a txg the listing certainly reflects.
+                # meanwhile is applied again by the next incremental sync (idempotent). Per
+                # pool, the txg of the newest queued history record (a record the pool's
+                # history holds, so a later catch-up can tell it reaches back), else the
+                # newest createtxg (a txg the listing certainly reflects).
                 txgs = {r[0]: r[1] for r in conn.execute(
                     "SELECT pool, max(createtxg) FROM datasets WHERE node = ? GROUP BY pool",
                     (node,))}
+                for e in events or ():
+                    if e.is_history and e.pool in txgs and e.txg is not None:
+                        txgs[e.pool] = e.txg
                 last = events[-1] if events else None
                 mirror.save_checkpoint(
                     conn, node, eid=(last.eid if last else 0) if events is not None else None,
@@ -369,17 +374,15 @@ def _valid(names: Iterable[str]) -> list[str]:
 
 def _history_touches(job: _Job, pool: str, since: int) -> tuple[list[Touch], int] | None:
     """Changes recorded in the pool's history at or after txg `since`, and the newest txg;
-    None when the history no longer reaches back that far (its oldest records were dropped:
-    OpenZFS keeps the pool's creation records and a bounded tail)."""
+    None when the history may no longer reach back that far. OpenZFS keeps the pool's
+    creation records and a bounded tail whose oldest records it drops: the history vouches for
+    everything since `since` only if `since` is within the creation records or the tail still
+    holds a record at or before it (the checkpoint's own record, normally)."""
     out: list[Touch] = []
-    first: int | None = None
     covered = False
     newest = since
     for rec in parse_history(job.transport.lines(zpool_history(pool)), pool):
-        if first is None:
-            first = rec.txg
-            covered = since <= first
-        elif rec.txg <= since and rec.txg > first:
+        if rec.txg <= since and (rec.tail or since == rec.txg):
             covered = True
         if rec.txg >= since:
             out.extend(touches(rec.op, rec.dsname, rec.detail))

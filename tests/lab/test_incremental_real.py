@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import shlex
 import signal
 import sqlite3
 import statistics
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opsgen import Ops
 
 from .labkit import TENANT, Lab, log, mirror_rows
 
@@ -71,123 +70,9 @@ def assert_equal_to_full_sync(lab: Lab, db: Path, tmp_path: Path, what: str) -> 
         assert g == w, f"{what}: {w[0]!r}: mirror {g!r} != full sync {w!r}"
 
 
-class Ops:
-    """Random real operations on NODE under ROOT; the model is re-read from the node after
-    every operation (so promote/rename/receive never confuse it)."""
-
-    def __init__(self, lab: Lab, seed: int):
-        self.lab = lab
-        self.rnd = random.Random(seed)
-        self.n = 0
-        self.done: list[str] = []
-
-    def sh(self, script: str) -> None:
-        self.lab.run(NODE, ["sh", "-c", script], timeout=300)
-
-    def listing(self) -> list[tuple[str, str, str]]:
-        out = self.lab.run(NODE, ["zfs", "list", "-H", "-o", "name,type,origin", "-t",
-                                  "filesystem,volume,snapshot", "-r", ROOT]).stdout
-        return [tuple(line.split("\t")) for line in out.splitlines() if line]  # type: ignore[misc]
-
-    def fresh(self, prefix: str) -> str:
-        self.n += 1
-        return f"{prefix}{self.n}"
-
-    def step(self) -> str:
-        rows = self.listing()
-        vols = [r[0] for r in rows if r[1] == "volume"]
-        fss = [r[0] for r in rows if r[1] == "filesystem"]
-        snaps = [r[0] for r in rows if r[1] == "snapshot"]
-        clones = [r[0] for r in rows if r[2] != "-"]
-        origins = {r[2] for r in rows if r[2] != "-"}
-        choices: list[tuple[int, Callable[[], str]]] = [(3, lambda: self.create(fss))]
-        if vols:
-            choices += [(3, lambda: self.snapshot(vols)), (2, lambda: self.write(vols)),
-                        (1, lambda: self.rename(vols + fss[1:]))]
-            free = [v for v in vols if not any(o.startswith(v + "@") for o in origins)]
-            if free:
-                choices.append((1, lambda: self.destroy(free)))
-        if snaps:
-            choices += [(2, lambda: self.clone(snaps)), (1, lambda: self.send_recv(snaps)),
-                        (1, lambda: self.bookmark(snaps))]
-        if clones:
-            choices.append((1, lambda: self.promote(clones)))
-        choices.append((1, lambda: self.set_compression(fss)))
-        fn = self.rnd.choices([c[1] for c in choices], weights=[c[0] for c in choices])[0]
-        what = fn()
-        self.done.append(what)
-        return what
-
-    def create(self, fss: list[str]) -> str:
-        parent = self.rnd.choice(fss)
-        if self.rnd.random() < 0.2:
-            name = f"{parent}/{self.fresh('fs ')}"
-            self.lab.run(NODE, ["zfs", "create", "-o", f"{TENANT}=t{self.n % 3}", name])
-            return f"create fs {name}"
-        name = f"{parent}/{self.fresh('vol.')}"
-        comp = self.rnd.choice(["off", "lz4", "zstd"])
-        self.lab.run(NODE, ["zfs", "create", "-s", "-V", "16M", "-o", f"compression={comp}",
-                            "-o", f"{TENANT}=t{self.n % 3}", name])
-        return f"create volume {name}"
-
-    def snapshot(self, vols: list[str]) -> str:
-        name = f"{self.rnd.choice(vols)}@{self.fresh('s')}"
-        self.lab.run(NODE, ["zfs", "snapshot", name])
-        return f"snapshot {name}"
-
-    def write(self, vols: list[str]) -> str:
-        vol = self.rnd.choice(vols)
-        src = self.rnd.choice(["/dev/urandom", "/dev/zero"])
-        self.sh(f"dd if={src} of={shlex.quote('/dev/zvol/' + vol)} bs=64k count=16 "
-                f"seek={self.rnd.randrange(0, 200)} oflag=direct conv=notrunc status=none")
-        return f"write {vol}"
-
-    def clone(self, snaps: list[str]) -> str:
-        snap = self.rnd.choice(snaps)
-        name = f"{ROOT}/{self.fresh('clone-')}"
-        self.lab.run(NODE, ["zfs", "clone", snap, name])
-        return f"clone {snap} {name}"
-
-    def promote(self, clones: list[str]) -> str:
-        name = self.rnd.choice(clones)
-        self.lab.run(NODE, ["zfs", "promote", name])
-        return f"promote {name}"
-
-    def rename(self, names: list[str]) -> str:
-        old = self.rnd.choice(names)
-        new = f"{old.rsplit('/', 1)[0]}/{self.fresh('renamed-')}"
-        self.lab.run(NODE, ["zfs", "rename", old, new])
-        return f"rename {old} {new}"
-
-    def destroy(self, vols: list[str]) -> str:
-        vol = self.rnd.choice(vols)
-        self.lab.run(NODE, ["zfs", "destroy", "-r", vol])
-        return f"destroy {vol}"
-
-    def set_compression(self, fss: list[str]) -> str:
-        fs = self.rnd.choice(fss)
-        if self.rnd.random() < 0.3 and fs != ROOT:
-            self.lab.run(NODE, ["zfs", "inherit", "compression", fs])
-            return f"inherit compression {fs}"
-        comp = self.rnd.choice(["lz4", "zstd", "gzip-3", "off"])
-        self.lab.run(NODE, ["zfs", "set", f"compression={comp}", fs])
-        return f"set compression={comp} {fs}"
-
-    def send_recv(self, snaps: list[str]) -> str:
-        snap = self.rnd.choice(snaps)
-        name = f"{ROOT}/{self.fresh('recv-')}"
-        self.sh(f"zfs send {shlex.quote(snap)} | zfs receive {shlex.quote(name)}")
-        return f"send {snap} | receive {name}"
-
-    def bookmark(self, snaps: list[str]) -> str:
-        snap = self.rnd.choice(snaps)
-        mark = snap.replace("@", "#") + f"-b{self.fresh('')}"
-        self.lab.run(NODE, ["zfs", "bookmark", snap, mark])
-        return f"bookmark {mark}"
-
-    def run(self, count: int) -> None:
-        for _ in range(count):
-            log(f"op: {self.step()}")
+def lab_ops(lab: Lab, seed: int) -> Ops:
+    return Ops(lambda argv: lab.run(NODE, argv).stdout, ROOT, seed,
+               sh=lambda script: lab.run(NODE, ["sh", "-c", script], timeout=300), log=log)
 
 
 def base(lab: Lab) -> None:
@@ -246,7 +131,7 @@ def test_incremental_sync_equals_full_sync_after_random_operations(
     db = tmp_path / "inc.db"
     first = sync_json(lab, db)
     assert first["mode"] == "full" and first["commands"] == 3
-    ops = Ops(lab, SEED)
+    ops = lab_ops(lab, SEED)
     ops.run(12)
     settle(lab)
     r = sync_json(lab, db)
@@ -264,7 +149,7 @@ def test_gaps_are_detected_and_caught_up_from_history(lab: Lab, tmp_path: Path) 
     base(lab)
     db = tmp_path / "gaps.db"
     sync_json(lab, db)
-    ops = Ops(lab, SEED + 1)
+    ops = lab_ops(lab, SEED + 1)
     # 1. the queue is cleared after some changes: history catches up
     ops.run(5)
     lab.run(NODE, ["zpool", "events", "-c"])
@@ -308,7 +193,7 @@ def test_watch_follows_operations_through_a_killed_channel(lab: Lab, tmp_path: P
             lat.append(time.monotonic() - t)
         log(f"watch latency snapshot -> mirror: median {statistics.median(lat):.2f}s, "
             f"max {max(lat):.2f}s (includes the ssh round trip of `zfs snapshot`)")
-        ops = Ops(lab, SEED + 2)
+        ops = lab_ops(lab, SEED + 2)
         ops.run(8)
         # kill the events channel on the node: watch must reconnect and catch up
         lab.run(NODE, ["pkill", "-f", "zpool events -f"])
