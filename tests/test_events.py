@@ -60,7 +60,7 @@ def test_event_names_with_spaces_and_strings_are_unquoted() -> None:
     rename = next(e for e in evs if e.internal_name == "rename")
     assert rename.internal_str == "-> tank/vols/renamed-vol"
     assert touches("rename", rename.dsname, rename.internal_str) == [
-        Touch("tank/vols/old-name", recursive=True),
+        Touch("tank/vols/old-name", recursive=True, moved=True),
         Touch("tank/vols/renamed-vol", recursive=True)]
 
 
@@ -97,7 +97,8 @@ def test_touches_by_operation() -> None:
     assert touches("set", "tank/fs", "compression=15") == [Touch("tank/fs", recursive=True)]
     assert touches("set", "tank/v", "volsize=1073741824") == [Touch("tank/v")]
     assert touches("set", "tank/v@s", "xfleet:x=1") == [Touch("tank/v@s")]
-    assert touches("rename", "tank/v@a", "-> @b") == [Touch("tank/v@a"), Touch("tank/v@b")]
+    assert touches("rename", "tank/v@a", "-> @b") == [Touch("tank/v@a", moved=True),
+                                                      Touch("tank/v@b")]
     assert touches("bookmark", "tank/v", "name=daily.1 creation_txg=43") == [
         Touch("tank/v"), Touch("tank/v#daily.1")]
     assert touches("promote", "tank/c") == [Touch("tank/c", recursive=True, promoted=True)]

@@ -215,6 +215,7 @@ class Touch:
     name: str
     recursive: bool = False
     promoted: bool = False
+    moved: bool = False  # renamed away: clones of its snapshots now name another origin
 
 
 # Properties that never flow to descendants: a set of these touches one row.
@@ -247,7 +248,8 @@ def touches(op: str | None, dsname: str | None, detail: str = "") -> list[Touch]
         if new.startswith("@"):
             new = name.split("@", 1)[0] + new
         tree = not _is_snapshot(name)
-        return [Touch(name, recursive=tree), *([Touch(new, recursive=tree)] if new else [])]
+        return [Touch(name, recursive=tree, moved=True),
+                *([Touch(new, recursive=tree)] if new else [])]
     if op == "promote":
         return [Touch(name, recursive=True, promoted=True)]
     # receive, finish receiving, clone swap, rollback, and anything we do not know: the whole

@@ -453,30 +453,32 @@ def record_gap(conn: sqlite3.Connection, node: str, reason: str) -> None:
     )
 
 
-def _tree_clause(root: str) -> tuple[str, tuple[str, ...]]:
-    """SQL matching `root` and everything below it (children, snapshots, bookmarks) as index
-    ranges on `name`: '/' + 1 = '0', '@' + 1 = 'A', '#' + 1 = '$'."""
-    return (
-        "(name = ? OR (name >= ? AND name < ?) OR (name >= ? AND name < ?) "
-        "OR (name >= ? AND name < ?))",
-        (root, root + "/", root + "0", root + "@", root + "A", root + "#", root + "$"),
-    )
+def _tree_ranges(root: str) -> list[tuple[str, str | None]]:
+    """`root` and everything below it (children, snapshots, bookmarks) as ranges on `name`
+    that the (node, name) index answers: '/' + 1 = '0', '@' + 1 = 'A', '#' + 1 = '$'."""
+    return [(root, None), (root + "/", root + "0"), (root + "@", root + "A"),
+            (root + "#", root + "$")]
 
 
 def delete_trees(
     conn: sqlite3.Connection, node: str, roots: Iterable[str], keep_run: int | None = None
 ) -> int:
     """Delete each root's row and its descendants' (only rows not written by `keep_run`,
-    when given: what a fresh listing of that subtree no longer returned)."""
+    when given: what a fresh listing of that subtree no longer returned). One index range
+    per statement: an OR of ranges would make SQLite scan the node."""
+    keep = " AND sync_run <> ?" if keep_run is not None else ""
+    extra: tuple[Any, ...] = (keep_run,) if keep_run is not None else ()
     removed = 0
     for root in roots:
-        clause, args = _tree_clause(root)
-        sql = f"DELETE FROM datasets WHERE node = ? AND {clause}"
-        params: tuple[Any, ...] = (node, *args)
-        if keep_run is not None:
-            sql += " AND sync_run <> ?"
-            params = (*params, keep_run)
-        removed += conn.execute(sql, params).rowcount
+        for lo, hi in _tree_ranges(root):
+            if hi is None:
+                removed += conn.execute(
+                    f"DELETE FROM datasets WHERE node = ? AND name = ?{keep}",
+                    (node, lo, *extra)).rowcount
+            else:
+                removed += conn.execute(
+                    f"DELETE FROM datasets WHERE node = ? AND name >= ? AND name < ?{keep}",
+                    (node, lo, hi, *extra)).rowcount
     return removed
 
 
@@ -488,12 +490,70 @@ def delete_pool_rows(conn: sqlite3.Connection, node: str, pools: Iterable[str]) 
     return removed
 
 
-def dangling_origins(conn: sqlite3.Connection, node: str) -> list[str]:
-    """Clones whose `origin` names a snapshot the mirror no longer has under that name (it was
-    renamed, or moved by a promote): their rows must be fetched again."""
-    return [r[0] for r in conn.execute(
-        "SELECT c.name FROM datasets c WHERE c.node = ? AND c.origin IS NOT NULL AND NOT EXISTS "
-        "(SELECT 1 FROM datasets o WHERE o.node = c.node AND o.name = c.origin)", (node,))]
+def clones_under(
+    conn: sqlite3.Connection, node: str, roots: Iterable[str], run_id: int
+) -> list[str]:
+    """Clones whose origin is a snapshot of `roots` or of their descendants, not written by
+    `run_id`: after a rename or a promote moved those snapshots, their `origin` is another
+    name now (origin index ranges, never a scan of the node)."""
+    out: list[str] = []
+    for root in roots:
+        ranges = [(root, None)] if "@" in root else _tree_ranges(root)[1:3]
+        for lo, hi in ranges:
+            cond = "origin = ?" if hi is None else "origin >= ? AND origin < ?"
+            out.extend(r[0] for r in conn.execute(
+                f"SELECT name FROM datasets INDEXED BY datasets_origin WHERE origin IS NOT NULL "
+                f"AND {cond} AND node = ? AND sync_run <> ?",
+                (lo, *([hi] if hi is not None else []), node, run_id)))
+    return sorted(set(out))
+
+
+# Per-pool summaries kept current by an incremental sync without scanning the node: temporary
+# triggers (on the writer's connection only, so a full sync's ingest does not pay for them) log
+# each row's contribution, -old +new, and apply_pool_deltas adds them up.
+_DELTA_COLS = ("datasets", "volumes", "filesystems", "snapshots", "bookmarks", "clones",
+               "volsize", "logicalused", "used", "usedbyrefreservation")
+
+
+def _contribution(row: str, sign: str) -> str:
+    vol = f"{row}.type = 'volume'"
+    return ", ".join([
+        f"{row}.node", f"{row}.pool", f"{sign}1", f"{sign}({vol})",
+        f"{sign}({row}.type = 'filesystem')", f"{sign}({row}.type = 'snapshot')",
+        f"{sign}({row}.type = 'bookmark')", f"{sign}({row}.origin IS NOT NULL)",
+        *(f"{sign}(CASE WHEN {vol} THEN coalesce({row}.{c}, 0) ELSE 0 END)"
+          for c in ("volsize", "logicalused", "used", "usedbyrefreservation")),
+    ])
+
+
+def track_pool_deltas(conn: sqlite3.Connection) -> None:
+    cols = ", ".join(f"{c} INTEGER" for c in _DELTA_COLS)
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS pool_delta (node TEXT, pool TEXT, {cols})")
+    ins = "INSERT INTO pool_delta VALUES"  # a temp trigger may not qualify it; temp is found first
+    conn.execute("CREATE TEMP TRIGGER IF NOT EXISTS datasets_ins AFTER INSERT ON main.datasets "
+                 f"BEGIN {ins} ({_contribution('NEW', '+')}); END")
+    conn.execute("CREATE TEMP TRIGGER IF NOT EXISTS datasets_del AFTER DELETE ON main.datasets "
+                 f"BEGIN {ins} ({_contribution('OLD', '-')}); END")
+    conn.execute("CREATE TEMP TRIGGER IF NOT EXISTS datasets_upd AFTER UPDATE ON main.datasets "
+                 f"BEGIN {ins} ({_contribution('OLD', '-')}); "
+                 f"{ins} ({_contribution('NEW', '+')}); END")
+
+
+def apply_pool_deltas(conn: sqlite3.Connection, node: str) -> tuple[int, int]:
+    """Add the logged row contributions to `pools` and `nodes.datasets`; returns (the node's
+    dataset count, rows added). Inside the writer's transaction."""
+    sums = ", ".join(f"sum({c})" for c in _DELTA_COLS)
+    added = 0
+    for pool, *d in conn.execute(f"SELECT pool, {sums} FROM temp.pool_delta WHERE node = ? "
+                                 "GROUP BY pool", (node,)).fetchall():
+        added += d[0]
+        sets = ", ".join(f"{c} = {c} + ?" for c in _DELTA_COLS[1:])
+        conn.execute(f"UPDATE pools SET {sets} WHERE node = ? AND name = ?",
+                     (*d[1:], node, pool))
+    conn.execute("DELETE FROM temp.pool_delta WHERE node = ?", (node,))
+    count = conn.execute("SELECT coalesce(sum(volumes + filesystems + snapshots + bookmarks), 0)"
+                         " FROM pools WHERE node = ?", (node,)).fetchone()[0]
+    return count, added
 
 
 def finish_incremental(
@@ -507,12 +567,17 @@ def finish_incremental(
     events: int,
     received: int,
     gap: str | None,
+    recount: bool = False,
 ) -> tuple[int, int]:
-    """Record a successful incremental run; refresh the pool summaries. Returns the node's
-    dataset count and how many datasets are new."""
-    prev = conn.execute("SELECT datasets FROM nodes WHERE name = ?", (node,)).fetchone()
-    count = summarize_pools(conn, node)
-    added = max(0, count - ((prev[0] if prev else 0) - removed))
+    """Record a successful incremental run; bring the pool summaries up to date from the
+    logged row changes (`recount`: from the node's rows, as a reconcile does, which repairs
+    them whatever happened). Returns the node's dataset count and the number of new rows."""
+    count, net = apply_pool_deltas(conn, node)
+    if recount:
+        prev = conn.execute("SELECT datasets FROM nodes WHERE name = ?", (node,)).fetchone()
+        count = summarize_pools(conn, node)
+        net = count - (prev[0] if prev else 0)
+    added = max(0, net + removed)
     now = time.time()
     conn.execute(
         "UPDATE sync_runs SET finished_at = ?, status = 'ok', datasets = ?, fetched = ?, "

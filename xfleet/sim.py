@@ -1753,7 +1753,11 @@ class _View:
         li = 0
         a, z = b.pool_range[pool]
         whole = roots is None or pool in roots
-        for k in range(a, z):
+        # Tenants are the pool's direct children: with roots below the pool, only the tenants
+        # holding a root are visited (named datasets are looked up, not searched for).
+        ks: Iterable[int] = range(a, z) if whole else sorted(
+            {k for r in roots or () if (k := b.group_of(r)) is not None and a <= k < z})
+        for k in ks:
             tname = b.tenant_name(k)
             if whole:
                 full, touched = True, True

@@ -530,12 +530,13 @@ def _incremental_node(
                                 job.mirror_path, job.progress)
         try:
             written, removed = _apply(job, conn, fetched, source, pools, gone_pools, gone_names)
-            again = mirror.dangling_origins(conn, node)
+            moved = [t.name for t in touched if t.moved or t.promoted] + former
+            again = _valid(mirror.clones_under(conn, node, moved, job.run_id)) if moved else []
             if again:
                 conn.execute("COMMIT")
                 spool2 = tempfile.TemporaryFile("w+", dir=job.mirror_path.parent)  # noqa: SIM115
                 try:
-                    f2 = _fetch(job, Plan(exact=_valid(again), trees=[]), spool2)
+                    f2 = _fetch(job, Plan(exact=again, trees=[]), spool2)
                     conn.execute("BEGIN IMMEDIATE")
                     w2, r2 = _apply(job, conn, f2, (ln.rstrip("\n") for ln in spool2), pools,
                                     [], [])
@@ -569,7 +570,8 @@ def _incremental_node(
                 txgs=txgs, load_guids=load_guids, changed=bool(fresh or written or removed))
             _, added = mirror.finish_incremental(
                 conn, job.run_id, node, written=written, removed=removed,
-                commands=job.commands, events=len(fresh), received=job.received, gap=gap_text)
+                commands=job.commands, events=len(fresh), received=job.received, gap=gap_text,
+                recount=bool(to_reconcile or whole))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -614,6 +616,7 @@ def _apply(
 ) -> tuple[int, int]:
     """Write fetched rows and remove what is gone, in the caller's transaction (begun here)."""
     node, inv = job.node, job.inv
+    mirror.track_pool_deltas(conn)
     if not conn.in_transaction:
         conn.execute("BEGIN IMMEDIATE")
     rows = dataset_rows(source, node, job.run_id, inv.user_properties, inv.tenant_property,

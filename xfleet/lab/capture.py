@@ -1,10 +1,17 @@
 """Capture real OpenZFS output from a running lab node into tests/fixtures/real/.
 
     python -m xfleet.lab.capture [--node lab1] [--out tests/fixtures/real] [--state-dir DIR]
+    python -m xfleet.lab.capture --ops [--node lab1] [--out tests/fixtures/real]
 
 It recreates pool `tank` on the node (destroying what was there), plays the scenario of
 `xfleet.lab.scenario.default_scenario`, then saves the output of the exact commands xfleet runs
 (built with xfleet.zfs) plus error messages, and `scenario.json` describing what was done.
+
+With `--ops` it instead plays `ops_scenario` (every kind of change xfleet must follow: create,
+snapshot, set/inherit, rename, clone, promote, hold, rollback, destroy, send/receive, an
+interrupted resumable receive, ...) on a fresh pool with an empty event queue, and saves the
+change feed it produced: `zpool_events_ops.txt`, `zpool_history_ops.txt` and `ops.json` (each
+op's argv with the eids and txgs of its events). Only those three files are written.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from xfleet import zfs
 from xfleet.lab import scenario as sc
@@ -25,6 +33,8 @@ from xfleet.lab.paths import Progress, emit
 from xfleet.lab.vm import POOL, LabState, recreate_pool
 
 DEFAULT_OUT = Path("tests/fixtures/real")
+# Prints the eid of the newest queued event (nothing when the queue is empty).
+_LAST_EID_SH = "zpool events -H -v | awk '$1 == \"eid\" { e = $3 } END { if (e != \"\") print e }'"
 
 
 def capture(
@@ -118,6 +128,258 @@ def capture(
     return data
 
 
+Op = dict[str, Any]
+
+
+def _op(kind: str, argv: list[str], note: str = "", *, fails: bool = False) -> Op:
+    op: Op = {"op": kind, "argv": argv}
+    if note:
+        op["note"] = note
+    if fails:
+        op["fails"] = True
+    return op
+
+
+def _write_op(name: str, mb: int, at_mb: int = 0) -> Op:
+    step = {"op": "write", "name": name, "source": "urandom", "size_mb": mb, "offset_mb": at_mb}
+    return {**step, "argv": sc.step_argv(step)[0]}
+
+
+def ops_scenario(pool: str = POOL) -> list[Op]:
+    """The operations played by `capture_ops`, in order; each is one real command (`argv`).
+
+    'write' ops copy size_mb MiB of /dev/urandom to the zvol at offset_mb MiB (a `dd`, see
+    xfleet/lab/scenario.py); they change space accounting only and log no history.
+    Ops with `fails` must exit non-zero (the interrupted resumable receive).
+    """
+    a, a2, o = f"{pool}/app", f"{pool}/app2", f"{pool}/other"
+    t = sc.TENANT
+    trunc = 1_000_000  # bytes of the send stream let through to the interrupted receive
+    return [
+        _op("create_filesystem", ["zfs", "create", "-o", f"{t}=acme", a]),
+        _op("create_filesystem", ["zfs", "create", f"{a}/data"]),
+        _op("create_filesystem", ["zfs", "create", f"{a}/data/logs"]),
+        _op("create_volume", ["zfs", "create", "-s", "-V", "64M", f"{a}/vol-thin"], "thin"),
+        _op("create_volume", ["zfs", "create", "-V", "32M", f"{a}/vol-thick"], "thick"),
+        _op("create_volume", ["zfs", "create", "-s", "-V", "64M", "-o", "compression=zstd",
+                              "-o", f"{t}=globex", f"{a}/vol-comp"], "thin, with -o props"),
+        _op("create_volume", ["zfs", "create", "-s", "-V", "32M", f"{a}/vol-tmp"]),
+        _write_op(f"{a}/vol-thin", 4),
+        _write_op(f"{a}/vol-comp", 8),
+        _op("snapshot", ["zfs", "snapshot", f"{a}/vol-thin@s1"]),
+        _op("snapshot", ["zfs", "snapshot", f"{a}/vol-thin@s2", f"{a}/vol-comp@s2",
+                         f"{a}/vol-tmp@t1"], "several datasets in one command"),
+        _write_op(f"{a}/vol-comp", 4, 16),
+        _op("snapshot", ["zfs", "snapshot", "-r", f"{a}@r1"], "recursive"),
+        _op("set", ["zfs", "set", "compression=lz4", a], "a filesystem with volume children"),
+        _op("inherit", ["zfs", "inherit", "compression", f"{a}/vol-comp"]),
+        _op("set", ["zfs", "set", f"{t}=initech", f"{a}/vol-thick"], "user property"),
+        _op("inherit", ["zfs", "inherit", t, f"{a}/vol-thick"], "user property"),
+        _op("set", ["zfs", "set", "volsize=128M", f"{a}/vol-thin"], "grow a thin volume"),
+        _op("set", ["zfs", "set", "volsize=48M", f"{a}/vol-thick"], "grow a thick volume"),
+        _op("rename", ["zfs", "rename", f"{a}/vol-thin@s1", f"{a}/vol-thin@s1-renamed"],
+            "a snapshot"),
+        _op("create_filesystem", ["zfs", "create", o]),
+        _op("clone", ["zfs", "clone", f"{a}/vol-comp@r1", f"{o}/comp-clone"],
+            "a clone outside the subtree renamed next"),
+        _op("rename", ["zfs", "rename", a, a2],
+            "a filesystem with child filesystems, volumes, snapshots, and a clone elsewhere "
+            "whose origin is under it"),
+        _op("clone", ["zfs", "clone", "-o", f"{t}=acme", f"{a2}/vol-thin@s2",
+                      f"{a2}/vol-next"]),
+        _write_op(f"{a2}/vol-next", 2),
+        _op("bookmark", ["zfs", "bookmark", f"{a2}/vol-thin@s2", f"{a2}/vol-thin#b2"]),
+        _op("promote", ["zfs", "promote", f"{a2}/vol-next"],
+            "vol-thin@s1-renamed and @s2 move to vol-next; vol-thin becomes its clone"),
+        _op("hold", ["zfs", "hold", "keep", f"{a2}/vol-thick@r1"]),
+        _op("release", ["zfs", "release", "keep", f"{a2}/vol-thick@r1"]),
+        _op("snapshot", ["zfs", "snapshot", f"{a2}/vol-thick@pre"]),
+        _write_op(f"{a2}/vol-thick", 2),
+        _op("snapshot", ["zfs", "snapshot", f"{a2}/vol-thick@post"]),
+        _op("rollback", ["zfs", "rollback", "-r", f"{a2}/vol-thick@pre"],
+            "-r destroys the later snapshot @post"),
+        _op("destroy", ["zfs", "destroy", f"{a2}/vol-thick@r1"], "a snapshot"),
+        _op("destroy", ["zfs", "destroy", "-r", f"{a2}/vol-tmp"],
+            "a volume with snapshots (@t1, @r1)"),
+        _op("destroy", ["zfs", "destroy", "-r", f"{a2}/data"],
+            "a filesystem with a child filesystem, and their snapshots @r1"),
+        _op("create_volume", ["zfs", "create", "-V", "16M", f"{o}/thick2"], "thick"),
+        _op("destroy", ["zfs", "destroy", f"{o}/thick2"], "a thick volume, no snapshots"),
+        _op("receive", ["sh", "-c", f"zfs send {a2}/vol-comp@s2 | zfs receive {o}/rx"],
+            "full stream into a new name"),
+        _op("receive", ["sh", "-c", f"zfs send -i @s2 {a2}/vol-comp@r1 | zfs receive {o}/rx"],
+            "incremental stream into the received volume"),
+        _op("receive", ["sh", "-c", f"zfs send {a2}/vol-comp@s2 | head -c {trunc} | "
+                                    f"zfs receive -s {o}/rx2"],
+            "full resumable receive, interrupted: leaves a receive_resume_token", fails=True),
+        _op("receive_abort", ["zfs", "receive", "-A", f"{o}/rx2"]),
+        _write_op(f"{a2}/vol-comp", 4, 32),
+        _op("snapshot", ["zfs", "snapshot", f"{a2}/vol-comp@s3"]),
+        _op("receive", ["sh", "-c", f"zfs send -i @r1 {a2}/vol-comp@s3 | head -c {trunc} | "
+                                    f"zfs receive -s {o}/rx"],
+            "incremental resumable receive, interrupted: leaves rx/%recv", fails=True),
+        _op("receive", ["sh", "-c", f"zfs send -t $(zfs get -H -o value receive_resume_token "
+                                    f"{o}/rx) | zfs receive -s {o}/rx"],
+            "resume it with its token (completes @s3)"),
+        _write_op(f"{a2}/vol-comp", 4, 40),
+        _op("snapshot", ["zfs", "snapshot", f"{a2}/vol-comp@s4"]),
+        _op("receive", ["sh", "-c", f"zfs send -i @s3 {a2}/vol-comp@s4 | head -c {trunc} | "
+                                    f"zfs receive -s {o}/rx"],
+            "incremental resumable receive, interrupted again", fails=True),
+        _op("receive_abort", ["zfs", "receive", "-A", f"{o}/rx"],
+            "abort the interrupted incremental receive (rx/%recv)"),
+        _op("snapshot", ["zfs", "snapshot", "-o", f"{t}=backup", f"{a2}/vol-thick@tagged"],
+            "with a user property"),
+        _op("set", ["zfs", "set", "compression=gzip", f"{t}=ops", o], "two properties"),
+        _op("inherit", ["zfs", "inherit", "-r", t, a2],
+            "recursive; local values on app2, vol-comp and vol-next"),
+        _op("rename", ["zfs", "rename", "-r", f"{a2}@r1", f"{a2}@r1-old"],
+            "recursive snapshot rename; vol-comp@r1 is comp-clone's origin"),
+        _op("rename", ["zfs", "rename", f"{o}/comp-clone", f"{a2}/comp-clone"],
+            "a clone moved under another parent"),
+        _op("create_filesystem", ["zfs", "create", "-p", f"{pool}/deep/a/b"],
+            "-p creates the missing parents"),
+        _op("destroy", ["zfs", "destroy", f"{a2}/vol-comp@s3%s4"], "a snapshot range"),
+        _op("destroy", ["zfs", "destroy", "-R", f"{a2}/vol-comp@r1-old"],
+            "-R: the snapshot and its clone comp-clone"),
+        _op("scrub", ["zpool", "scrub", "-w", pool], "non-history events in the feed"),
+    ]
+
+
+def _event_fields(text: str) -> list[dict[str, str]]:
+    """`zpool events -H -v` output as one dict per event (class, time, then its key = values).
+    Minimal on purpose: the parser xfleet uses is xfleet.events."""
+    events: list[dict[str, str]] = []
+    cur: dict[str, str] | None = None
+    for line in text.splitlines():
+        if not line.strip():
+            cur = None
+        elif not line.startswith(" "):
+            when, _, cls = line.partition("\t")
+            cur = {"class": cls.strip(), "time": when.strip()}
+            events.append(cur)
+        elif cur is not None and " = " in line:
+            key, _, value = line.strip().partition(" = ")
+            cur[key] = value.strip('"')
+    return events
+
+
+def capture_ops(
+    node: str = "lab1",
+    out: Path = DEFAULT_OUT,
+    *,
+    state_dir: Path | None = None,
+    progress: Progress = None,
+) -> dict[str, object]:
+    """Play `ops_scenario` on a fresh pool and write zpool_events_ops.txt,
+    zpool_history_ops.txt and ops.json to `out`. Returns ops.json's data."""
+    lab = LabState.load(state_dir)
+    ep = lab.endpoint(node)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+
+    def run(argv: Sequence[str], check: bool = True) -> ssh.Result:
+        return ssh.run(ep, argv, check=check, timeout=900)
+
+    def last_eid() -> int:
+        text = run(["sh", "-c", _LAST_EID_SH]).stdout.strip()
+        return int(text, 0) if text else 0
+
+    emit(progress, f"{node}: recreating pool {POOL}")
+    recreate_pool(lab, node)
+    version = run(["zfs", "version"]).stdout.strip().splitlines()
+    kernel = run(["uname", "-r"]).stdout.strip()
+    load_guid = run(["zpool", "list", "-H", "-o", "load_guid", POOL]).stdout.strip()
+    run(["zpool", "sync", POOL])
+    run(["zpool", "events", "-c"])
+    ops = ops_scenario(POOL)
+    played: list[dict[str, Any]] = []
+    before = last_eid()
+    for i, op in enumerate(ops, 1):
+        argv = op["argv"]
+        res = run(argv, check=not op.get("fails"))
+        if op.get("fails") and res.ok:
+            raise LabError(f"{node}: expected `{shlex.join(argv)}` to fail, but it succeeded")
+        after = last_eid()
+        entry = {**op, "exit": res.exit_status}
+        if op["op"] == "write":
+            entry["argv"] = None  # a dd through the zvol's device: see ops_scenario
+        if not res.ok:
+            entry["stderr"] = res.stderr
+        entry["last_eid"] = after
+        played.append(entry)
+        emit(progress, f"{node}: op {i}/{len(ops)} {op['op']} (last eid {after})")
+    run(["zpool", "sync", POOL])
+
+    files = {
+        "zpool_events_ops.txt": ["zpool", "events", "-H", "-v"],
+        "zpool_history_ops.txt": ["zpool", "history", "-il", POOL],
+    }
+    texts: dict[str, str] = {}
+    for fname, argv in files.items():
+        texts[fname] = run(argv).stdout
+        (out / fname).write_text(texts[fname])
+        emit(progress, f"{node}: {fname} ({len(texts[fname].splitlines())} lines)")
+
+    events = _event_fields(texts["zpool_events_ops.txt"])
+    if len(events) >= 512:
+        raise LabError(f"{node}: {len(events)} events: the queue (512) may have overflowed")
+    prev = before
+    for entry in played:
+        mine = [e for e in events if prev < int(e.get("eid", "0"), 0) <= entry["last_eid"]]
+        entry["eids"] = [int(mine[0]["eid"], 0), int(mine[-1]["eid"], 0)] if mine else None
+        entry["txgs"] = sorted({int(e["history_txg"], 0) for e in mine if "history_txg" in e})
+        entry["events"] = [
+            " ".join(x for x in (e.get("history_internal_name", e["class"]),
+                                 e.get("history_dsname", "")) if x)
+            for e in mine
+        ]
+        prev = entry.pop("last_eid")
+    data: dict[str, object] = {
+        "description": "Operations played on a fresh pool (event queue cleared first) by "
+        "`python -m xfleet.lab.capture --ops`, in order. eids: first and last eid of the "
+        "events the op produced (null: none); txgs: their history_txg values; events: "
+        "history_internal_name and history_dsname of each (or the class). 'write' ops "
+        "copy size_mb MiB of /dev/urandom to the zvol at offset_mb MiB (no history).",
+        "openzfs": version,
+        "kernel": kernel,
+        "captured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pool": {"name": POOL, "load_guid": load_guid},
+        "last_eid_before_ops": before,  # 0: the queue was empty
+        "commands": files,
+        "ops": played,
+    }
+    (out / "ops.json").write_text(json.dumps(data, indent=2) + "\n")
+    emit(progress, f"{node}: ops fixtures written to {out} in {time.monotonic() - t0:.0f}s")
+    return data
+
+
+_OPS_README = """
+## The change feed (`--ops`)
+
+`.venv/bin/python -m xfleet.lab.capture --ops` writes three more files (and nothing else): on a
+freshly created pool, with the event queue cleared (`zpool events -c`) just before, it plays
+`xfleet.lab.capture.ops_scenario` — every kind of change xfleet must follow, each one real
+command: create (filesystems, thin/thick volumes, `-o` properties, `-p`), writes, snapshot
+(one, several in one command, `-r`, `-o`), set/inherit (`-r`, user property, volsize),
+rename (snapshot, `-r` snapshots, a filesystem with children and an outside clone of one of its
+snapshots, a move), clone, bookmark, promote, hold/release, rollback `-r`, destroy (snapshot,
+range `a%b`, `-r`, `-R`, thick volume), full and incremental `send | receive`, interrupted
+resumable receives (`receive -s`, resumed with `send -t`, aborted with `receive -A`), scrub.
+
+| file | command |
+| --- | --- |
+| `zpool_events_ops.txt` | `zpool events -H -v` right after the ops (just their events, < 512) |
+| `zpool_history_ops.txt` | `zpool history -il tank` (whole history, `zpool create` on) |
+| `ops.json` | the ops in order, each with the eids and txgs it produced (below) |
+
+In `ops.json` each op has `argv` (null for the `dd` writes), `exit`, `eids` (first and
+last eid of its events, null if none), `txgs` (their `history_txg`) and `events` (internal
+name and dsname of each). The eids do not start at 1: `zpool events -c` empties the queue
+but the numbering goes on.
+"""
+
+
 def _write_readme(out: Path, version: list[str], kernel: str) -> None:
     readme = out / "README.md"
     head = (
@@ -145,7 +407,7 @@ Every file is the verbatim stdout of one command run on a lab node after the sce
 | `scenario.json` | the steps played (replayable by the simulator), versions, the dataset names |
 
 The exact argv of each file is in `scenario.json` under `commands`.
-"""
+""" + _OPS_README
     readme.write_text(head + body)
 
 
@@ -155,9 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--node", default="lab1", help="lab node to use (default lab1)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     ap.add_argument("--state-dir", type=Path, default=None, help="lab state directory")
+    ap.add_argument("--ops", action="store_true",
+                    help="capture the change feed of ops_scenario instead (3 files only)")
     args = ap.parse_args(argv)
     try:
-        capture(args.node, args.out, state_dir=args.state_dir,
+        (capture_ops if args.ops else capture)(args.node, args.out, state_dir=args.state_dir,
                 progress=lambda m: print(m, file=sys.stderr, flush=True))
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
