@@ -150,3 +150,28 @@ def test_scenario_changes_touch_every_dataset_the_scenario_made() -> None:
                                       for t in p.trees)]
     assert covered == [n for n in names if n != "tank"] or covered == names
     assert dataclasses.asdict(p)["trees"] == ["tank/vols"]
+
+
+def test_every_operation_of_the_real_ops_capture_maps_to_names() -> None:
+    """tests/fixtures/real/zpool_events_ops.txt: receive (full, incremental, resumable),
+    rollback, holds, inherit, renames of snapshots and of a filesystem with children, destroy
+    -r, scrub; captured from real OpenZFS by `python -m xfleet.lab.capture --ops`."""
+    evs = list(parse_events((REAL / "zpool_events_ops.txt").read_text().splitlines()))
+    assert len(evs) == (REAL / "zpool_events_ops.txt").read_text().count("\n        eid = ")
+    by_op: dict[str, list[Touch]] = {}
+    for e in evs:
+        if e.internal_name:
+            by_op.setdefault(e.internal_name, []).extend(
+                touches(e.internal_name, e.dsname, e.internal_str))
+    assert {"receive", "finish receiving", "clone swap", "rename", "inherit", "destroy",
+            "hold", "release"} <= set(by_op)
+    assert by_op["hold"] == [] and by_op["release"] == []
+    every = [t for ts in by_op.values() for t in ts]
+    assert all("%" not in t.name and not t.name.endswith("/") for t in every)
+    assert Touch("tank/other/rx", recursive=True) in by_op["clone swap"]  # receive into rx
+    assert Touch("tank/app2/vol-thick", recursive=True) in by_op["clone swap"]  # a rollback
+    assert Touch("tank/app", recursive=True, moved=True) in by_op["rename"]
+    assert Touch("tank/app2", recursive=True) in by_op["rename"]
+    recs = list(parse_history((REAL / "zpool_history_ops.txt").read_text().splitlines()))
+    assert [(r.op, r.dsname) for r in recs if r.dsname and r.tail][-len(evs):] == [
+        (e.internal_name, e.dsname) for e in evs if e.dsname][-len(evs):]

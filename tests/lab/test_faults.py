@@ -101,7 +101,7 @@ def test_node_killed_mid_sync_is_failed_and_stale_and_keeps_rows(
     assert proc.returncode == 1, f"exit {proc.returncode}\n{out}\n{err}"
     report = json.loads(out)
     assert report["ok"] is False
-    assert node_report(report, "lab1")["ok"] is True
+    assert node_report(report, "lab1")["ok"] is True, report
     failed = node_report(report, "lab2")
     assert failed["ok"] is False and failed["error"], failed
 
