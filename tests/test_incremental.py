@@ -314,3 +314,30 @@ def test_cli_sync_status_and_watch(tmp_path: Path) -> None:
     assert {s["node"] for s in states if s["state"] == "stopped"} == {"n1", "n2"}
     res = run_cli("-i", str(inv_path), "watch", "--refresh-interval", "0")
     assert res.code == 2 and "Traceback" not in res.err and "refresh-interval" in res.err
+
+
+def test_a_pool_that_disappears_keeps_its_rows_until_a_full_sync(tmp_path: Path) -> None:
+    """A node that boots before its pool is imported must not empty the mirror."""
+    from collections.abc import Iterator
+
+    from xfleet.transport import Connections
+
+    inv, t = node(tmp_path)
+    db = tmp_path / "m.db"
+    before = len(rows(db, "n1")) if sync(inv, db).ok else 0
+
+    class NoPool(SimTransport):
+        def _stream(self, argv: list[str], timeout: float, stdin: bytes | None,
+                    status: list[int], err: list[str]) -> Iterator[str]:
+            for line in super()._stream(argv, timeout, stdin, status, err):
+                if argv[:2] != ["zpool", "list"]:
+                    yield line
+
+    conns = Connections(inv.hosts, state_dir=inv.state_dir)
+    conns.use("n1", NoPool(inv.hosts["n1"], state_dir=inv.state_dir))
+    r = sync(inv, db, connections=conns).nodes[0]
+    assert not r.ok and "no longer imported" in (r.error or "") and "--full" in (r.hint or "")
+    assert len(rows(db, "n1")) == before
+    assert mirror.connect(db, readonly=True).execute(
+        "SELECT stale FROM nodes").fetchone()[0] == 1
+    assert sync(inv, db).ok  # imported again: back to normal

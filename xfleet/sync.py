@@ -492,6 +492,13 @@ def _incremental_node(
         elif old.load_guid != load_guids.get(name):
             gaps[name] = "pool re-imported (load_guid changed)"
     gone_pools = [n for n in cp.pools if n not in current]
+    if gone_pools and not follow:
+        # A node booting before its pools are imported looks the same as a pool destroyed on
+        # purpose: keep the rows (the node is marked stale) until someone says which it is.
+        raise XfleetError(
+            f"pool(s) {', '.join(sorted(gone_pools))} no longer imported on {node}; the mirror "
+            "keeps their rows", where=node,
+            hint=f"if it was exported or destroyed on purpose: xfleet sync --full --node {node}")
     to_reconcile = [n for n in current if n not in whole] if reconcile else []
     for pool in gaps:
         if pool in to_reconcile:

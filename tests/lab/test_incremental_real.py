@@ -213,3 +213,40 @@ def test_watch_follows_operations_through_a_killed_channel(lab: Lab, tmp_path: P
     assert states[-1]["state"] == "stopped"
     assert watch_row(db)["watch_pid"] is None
     assert_equal_to_full_sync(lab, db, tmp_path, f"watch after {ops.done}")
+
+
+def test_watch_catches_up_after_the_node_reboots(lab: Lab, tmp_path: Path) -> None:
+    """A real reboot: the event queue is lost and its ids restart; the pool is imported again
+    (new load_guid). Watch loses the node, retries with backoff, then catches up from the
+    pool's on-disk history."""
+    from xfleet.lab import ssh as labssh
+
+    base(lab)
+    db = tmp_path / "reboot.db"
+    sync_json(lab, db)
+    proc = lab.popen_xfleet("watch", "--node", NODE, "--refresh-interval", "3",
+                            "--json-lines", mirror=db)
+    try:
+        wait_for(lambda: watch_row(db).get("watch_state") == "following", "watch to follow")
+        ops = lab_ops(lab, SEED + 3)
+        ops.run(4)
+        settle(lab)
+        lab.run(NODE, ["systemctl", "reboot"], check=False, timeout=30)
+        labssh.close_master(lab.state.endpoint(NODE))
+        time.sleep(5)
+        lab.ensure_up()  # waits for ssh and imports the pool again
+        ops.run(4)
+        name = f"{ROOT}/after-reboot"
+        lab.run(NODE, ["zfs", "create", "-s", "-V", "8M", name])
+        wait_for(lambda: has_row(db, name), "a change made after the reboot", 300)
+        settle(lab)
+        t_settled = time.time() + 0.5
+        wait_for(lambda: last_run_started(db) > t_settled, "a refresh after the last change")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    row = watch_row(db)
+    assert row["gaps"] >= 1 and ("restarted" in row["last_gap"] or "load_guid" in row["last_gap"]
+                                 or "empty" in row["last_gap"]), row
+    assert_equal_to_full_sync(lab, db, tmp_path, f"reboot, after {ops.done}")
