@@ -500,8 +500,10 @@ def status_cmd(c: Ctx, nodes: tuple[str, ...], as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
 
+    from xfleet.units import format_age
+
     def age(v: Any) -> str:
-        return "-" if v is None else _ago(v)
+        return "-" if v is None else format_age(max(0.0, v))
 
     table = [{
         "node": r["node"], "state": r["state"], "watch": r["watch"] or "-",
@@ -519,17 +521,6 @@ def status_cmd(c: Ctx, nodes: tuple[str, ...], as_json: bool) -> None:
         cols.append("error")
     _emit(cols, table, "table", footer="lag: time since the node's mirror was last confirmed "
           "current; space_due: rows whose space figures await a refresh")
-
-
-def _ago(seconds: float) -> str:
-    s = max(0.0, float(seconds))
-    if s < 120:
-        return f"{s:.0f}s"
-    if s < 7200:
-        return f"{s / 60:.0f}m"
-    if s < 172800:
-        return f"{s / 3600:.0f}h"
-    return f"{s / 86400:.0f}d"
 
 
 # ---------------------------------------------------------------------------------------------

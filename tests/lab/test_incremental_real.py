@@ -112,6 +112,16 @@ def has_row(db: Path, name: str) -> bool:
         conn.close()
 
 
+def start_watch(lab: Lab, db: Path) -> Any:
+    """A fresh ROOT, a full sync into `db`, then `xfleet watch` following NODE."""
+    base(lab)
+    sync_json(lab, db)
+    proc = lab.popen_xfleet("watch", "--node", NODE, "--refresh-interval", "3",
+                            "--json-lines", mirror=db)
+    wait_for(lambda: watch_row(db).get("watch_state") == "following", "watch to follow")
+    return proc
+
+
 def last_run_started(db: Path) -> float:
     conn = sqlite3.connect(db)
     try:
@@ -176,13 +186,9 @@ def test_gaps_are_detected_and_caught_up_from_history(lab: Lab, tmp_path: Path) 
 
 
 def test_watch_follows_operations_through_a_killed_channel(lab: Lab, tmp_path: Path) -> None:
-    base(lab)
     db = tmp_path / "watch.db"
-    sync_json(lab, db)
-    proc = lab.popen_xfleet("watch", "--node", NODE, "--refresh-interval", "3",
-                            "--json-lines", mirror=db)
+    proc = start_watch(lab, db)
     try:
-        wait_for(lambda: watch_row(db).get("watch_state") == "following", "watch to follow")
         # latency: a snapshot on the node until its row is in the mirror
         lat = []
         for i in range(5):
@@ -221,13 +227,9 @@ def test_watch_catches_up_after_the_node_reboots(lab: Lab, tmp_path: Path) -> No
     pool's on-disk history."""
     from xfleet.lab import ssh as labssh
 
-    base(lab)
     db = tmp_path / "reboot.db"
-    sync_json(lab, db)
-    proc = lab.popen_xfleet("watch", "--node", NODE, "--refresh-interval", "3",
-                            "--json-lines", mirror=db)
+    proc = start_watch(lab, db)
     try:
-        wait_for(lambda: watch_row(db).get("watch_state") == "following", "watch to follow")
         ops = lab_ops(lab, SEED + 3)
         ops.run(4)
         settle(lab)
