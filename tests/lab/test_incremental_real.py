@@ -118,7 +118,11 @@ def start_watch(lab: Lab, db: Path) -> Any:
     sync_json(lab, db)
     proc = lab.popen_xfleet("watch", "--node", NODE, "--refresh-interval", "3",
                             "--json-lines", mirror=db)
-    wait_for(lambda: watch_row(db).get("watch_state") == "following", "watch to follow")
+    try:
+        wait_for(lambda: watch_row(db).get("watch_state") == "following", "watch to follow")
+    except AssertionError:
+        proc.kill()
+        raise AssertionError(f"watch never followed: {proc.communicate()[1][-2000:]}") from None
     return proc
 
 

@@ -242,6 +242,16 @@ def ops_scenario(pool: str = POOL) -> list[Op]:
         _op("destroy", ["zfs", "destroy", f"{a2}/vol-comp@s3%s4"], "a snapshot range"),
         _op("destroy", ["zfs", "destroy", "-R", f"{a2}/vol-comp@r1-old"],
             "-R: the snapshot and its clone comp-clone"),
+        _op("destroy", ["zfs", "destroy", f"{a2}/vol-next#b2"],
+            "a bookmark (it moved from vol-thin to vol-next with @s2 on promote)"),
+        _op("rollback", ["zfs", "rollback", f"{a2}/vol-thick@tagged"],
+            "to the latest snapshot, without -r"),
+        _op("receive", ["sh", "-c", f"zfs send -R {a2}/vol-next@s2 | zfs receive {o}/rep"],
+            "replication stream: temporary holds on the source snapshots"),
+        _op("snapshot", ["zfs", "snapshot", f"{a2}/vol-comp@f1"]),
+        _op("receive", ["sh", "-c", f"zfs send -i @s2 {a2}/vol-comp@f1 | "
+                                    f"zfs receive -F {o}/rx"],
+            "-F: rx is rolled back to @s2, its later snapshots @r1 and @s3 destroyed"),
         _op("scrub", ["zpool", "scrub", "-w", pool], "non-history events in the feed"),
     ]
 
@@ -363,9 +373,10 @@ freshly created pool, with the event queue cleared (`zpool events -c`) just befo
 command: create (filesystems, thin/thick volumes, `-o` properties, `-p`), writes, snapshot
 (one, several in one command, `-r`, `-o`), set/inherit (`-r`, user property, volsize),
 rename (snapshot, `-r` snapshots, a filesystem with children and an outside clone of one of its
-snapshots, a move), clone, bookmark, promote, hold/release, rollback `-r`, destroy (snapshot,
-range `a%b`, `-r`, `-R`, thick volume), full and incremental `send | receive`, interrupted
-resumable receives (`receive -s`, resumed with `send -t`, aborted with `receive -A`), scrub.
+snapshots, a move), clone, bookmark, promote, hold/release, rollback (`-r` and not), destroy
+(snapshot, range `a%b`, `-r`, `-R`, thick volume, bookmark), full, incremental, `-R` and `-F`
+`send | receive`, interrupted resumable receives (`receive -s`, resumed with `send -t`,
+aborted with `receive -A`), scrub.
 
 | file | command |
 | --- | --- |
