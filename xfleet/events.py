@@ -95,29 +95,51 @@ def _int(raw: str) -> int:
         raise ParseError(f"expected a number in zpool events output, got {raw!r}") from None
 
 
-_FIELD = re.compile(r"^        (\w+) = (.*?) ?$")
+_INDENT = "        "
 
 
-def parse_events(lines: Iterable[str]) -> Iterator[ZEvent]:
+def parse_events(lines: Iterable[str], after: int | None = None) -> Iterator[ZEvent]:
     """Events from `zpool events -H -v` lines, each yielded as soon as its block ends (the blank
     line after it), so a `-f` stream is applied live. Nested nvlists and unknown lines are
-    skipped; an event without an `eid` cannot be checkpointed and is skipped too."""
+    skipped; an event without an `eid` cannot be checkpointed and is skipped too. Events with
+    an eid at or below `after` are yielded with their id, time and class only (the queue is
+    re-read whole on every sync: its old events are only needed to judge continuity)."""
     cls: str | None = None
-    fields: dict[str, str] = {}
+    block: list[str] = []
 
     def done() -> ZEvent | None:
-        if cls is None or "eid" not in fields:
+        if cls is None:
             return None
-        t = fields.get("time", "0 0").split()
-        when = (_int(t[0]), _int(t[1])) if len(t) == 2 else (0, 0)
-        return ZEvent(eid=_int(fields["eid"]), cls=fields.get("class", cls), time=when,
-                      fields=dict(fields))
+        eid = when = None
+        for line in reversed(block):  # `time` and `eid` close the block
+            key, _, value = line.strip().partition(" = ")
+            if key == "eid":
+                eid = _int(value.strip())
+            elif key == "time":
+                t = value.split()
+                when = (_int(t[0]), _int(t[1])) if len(t) == 2 else (0, 0)
+            if eid is not None and when is not None:
+                break
+        if eid is None:
+            return None
+        fields: dict[str, str] = {}
+        if after is None or eid > after:
+            for line in block:
+                if line.startswith(_INDENT) and line[8:9] != " ":
+                    key, sep, value = line[8:].partition(" = ")
+                    if not sep:
+                        continue
+                    value = value.rstrip(" ")
+                    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+                        value = value[1:-1]
+                    fields.setdefault(key, value)
+        return ZEvent(eid=eid, cls=fields.get("class", cls), time=when or (0, 0), fields=fields)
 
     for raw in lines:
         line = raw.rstrip("\n")
         if not line.strip():
             ev = done()
-            cls, fields = None, {}
+            cls, block = None, []
             if ev is not None:
                 yield ev
             continue
@@ -126,14 +148,10 @@ def parse_events(lines: Iterable[str]) -> Iterator[ZEvent]:
             if ev is not None:
                 yield ev
             head = line.split("\t")
-            cls, fields = (head[-1].strip() if len(head) > 1 else line.split()[-1]), {}
+            cls, block = (head[-1].strip() if len(head) > 1 else line.split()[-1]), []
             continue
-        m = _FIELD.match(line)
-        if m is not None and cls is not None:
-            key, value = m.groups()
-            if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-                value = value[1:-1]
-            fields.setdefault(key, value)
+        if cls is not None:
+            block.append(line)
     ev = done()
     if ev is not None:
         yield ev

@@ -161,10 +161,11 @@ def _pools_and_load_guids(
     return list(parse_pools(lines)), load_guids
 
 
-def _queued_events(transport: Transport) -> list[ZEvent] | None:
-    """The kernel's event queue (at most ~512 events, so bounded); None if unavailable."""
+def _queued_events(transport: Transport, after: int | None) -> list[ZEvent] | None:
+    """The kernel's event queue (at most ~512 events, so bounded); None if unavailable. Events
+    up to `after` (the checkpoint) are kept as ids and times only."""
     try:
-        return list(parse_events(transport.lines(zpool_events())))
+        return list(parse_events(transport.lines(zpool_events()), after=after))
     except RemoteCommandError:
         return None
 
@@ -215,16 +216,12 @@ class _Job:
         return self.transport.received - self.received0
 
 
-def _sync_node(job: _Job, *, full: bool, reconcile: bool, budget: int) -> NodeSync:
+def _sync_node(job: _Job, cp: mirror.Checkpoint | None, *, full: bool, reconcile: bool,
+               budget: int) -> NodeSync:
     node, transport = job.node, job.transport
     job.progress(node, "connecting", 0)
     pools, load_guids = _pools_and_load_guids(transport, job.host)
-    events = _queued_events(transport)
-    conn = mirror.connect(job.mirror_path)
-    try:
-        cp = mirror.checkpoint(conn, node)
-    finally:
-        conn.close()
+    events = _queued_events(transport, cp.eid if cp is not None and cp.usable else None)
     if full or cp is None or not cp.usable or events is None:
         return _full_node(job, pools, load_guids, events)
     return _incremental_node(job, cp, pools, load_guids, events, reconcile=reconcile,
@@ -696,11 +693,12 @@ def sync(
     tick: Progress = progress or (lambda *_: None)
     conn = mirror.connect(path)
     run_ids: dict[str, int] = {}
+    checkpoints: dict[str, mirror.Checkpoint | None] = {}
     try:
         for h in hosts:
             conn.execute("BEGIN IMMEDIATE")
             mirror.upsert_node(conn, h.name, h.kind, h.address, h.labels, h.groups)
-            cp = mirror.checkpoint(conn, h.name)
+            cp = checkpoints[h.name] = mirror.checkpoint(conn, h.name)
             kind = "incremental" if not full and cp is not None and cp.usable else "full"
             run_ids[h.name] = mirror.start_run(conn, h.name, kind)
             conn.execute("COMMIT")
@@ -716,7 +714,7 @@ def sync(
         results = conns.each(
             [h.name for h in hosts],
             lambda name, t: _sync_node(
-                _Job(by_name[name], t, inv, path, run_ids[name], lock, tick),
+                _Job(by_name[name], t, inv, path, run_ids[name], lock, tick), checkpoints[name],
                 full=full, reconcile=reconcile, budget=budget),
             parallel=parallel or inv.parallel,
         )
