@@ -175,3 +175,14 @@ def test_every_operation_of_the_real_ops_capture_maps_to_names() -> None:
     recs = list(parse_history((REAL / "zpool_history_ops.txt").read_text().splitlines()))
     assert [(r.op, r.dsname) for r in recs if r.dsname and r.tail][-len(evs):] == [
         (e.internal_name, e.dsname) for e in evs if e.dsname][-len(evs):]
+
+
+def test_a_follower_that_fell_behind_sees_an_eid_gap() -> None:
+    """`zpool events -f` prints `dropped 1 events` (whatever the number lost) on stdout when
+    its cursor fell out of the queue, then goes on from the oldest queued event."""
+    lines = (REAL / "zpool_events.txt").read_text().splitlines()
+    blocks = "\n".join(lines).split("\n\n")
+    text = "\n\n".join(blocks[:3]) + "\n\ndropped 1 events\n" + "\n\n".join(blocks[10:])
+    evs = list(parse_events(text.splitlines()))
+    assert len(evs) == 3 + len(real_events()) - 10
+    assert evs[3].eid - evs[2].eid == 8  # the gap the watch acts on

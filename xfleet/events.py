@@ -147,6 +147,9 @@ def parse_events(lines: Iterable[str], after: int | None = None) -> Iterator[ZEv
             ev = done()
             if ev is not None:
                 yield ev
+            if line.startswith("dropped "):  # a follower fell behind (`zpool events -f`): the
+                cls, block = None, []  # count is not what was lost; the eid gap tells
+                continue
             head = line.split("\t")
             cls, block = (head[-1].strip() if len(head) > 1 else line.split()[-1]), []
             continue
