@@ -16,7 +16,7 @@ import pytest
 from conftest import run_cli, write_sim_inventory
 from opsgen import Ops
 
-from xfleet import inventory, mirror
+from xfleet import inventory, mirror, query
 from xfleet.inventory import Inventory
 from xfleet.sim import SimTransport
 from xfleet.sync import sync
@@ -144,20 +144,24 @@ def test_space_refresh_is_bounded_by_the_budget_and_converges(tmp_path: Path) ->
     db = tmp_path / "m.db"
     total = sync(inv, db).nodes[0].datasets
     t.run(["zfs", "create", "-s", "-V", "1G", "tank/new"])  # the pool's figures move
-    r = sync(inv, db, refresh_budget=100).nodes[0]
+    r = sync(inv, db, refresh_budget=100).nodes[0]  # the refresh is on a schedule: not yet
+    assert r.refreshed == 0 and r.fetched == 2  # the new volume and its parent only
+    st = query.status(mirror.connect(db, readonly=True), ["n1"], time.time())[0]
+    assert st["space_due"] >= total - 2  # ... but the mirror knows what is due
+    r = sync(inv, db, refresh=True, refresh_budget=100).nodes[0]
     assert r.refreshed == 100
     conn = mirror.connect(db, readonly=True)
     due = conn.execute("SELECT space_dirty_since FROM pools WHERE node = 'n1'").fetchone()[0]
     assert due is not None
     runs = 1
     while conn.execute("SELECT space_dirty_since FROM pools WHERE node='n1'").fetchone()[0]:
-        r = sync(inv, db, refresh_budget=100).nodes[0]
+        r = sync(inv, db, refresh=True, refresh_budget=100).nodes[0]
         assert r.refreshed <= 100
         runs += 1
         assert runs < 20
     assert runs >= total // 100  # every row was refreshed, 100 at a time
     # nothing moved since: nothing to refresh
-    assert sync(inv, db, refresh_budget=100).nodes[0].refreshed == 0
+    assert sync(inv, db, refresh=True, refresh_budget=100).nodes[0].refreshed == 0
 
 
 def test_overflow_and_clear_are_caught_up_from_history(tmp_path: Path) -> None:
@@ -195,7 +199,7 @@ def test_truncated_history_falls_back_to_a_reconcile(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     assert sync(inv, db).ok
     sim_ops(t, 31).run(40)
-    r = sync(inv, db, refresh_budget=20).nodes[0]
+    r = sync(inv, db, refresh=True, refresh_budget=20).nodes[0]
     assert r.gap and r.reconciled == ["tank"], r
     conn = mirror.connect(db, readonly=True)
     # structure is exact at once; the whole pool is due for a property/space refresh
@@ -203,7 +207,7 @@ def test_truncated_history_falls_back_to_a_reconcile(tmp_path: Path) -> None:
     names = [r[0] for r in rows(db, "n1")]
     assert names == [r[0] for r in rows(_full(inv, tmp_path), "n1")]
     while conn.execute("SELECT space_dirty_since FROM pools").fetchone()[0]:
-        assert sync(inv, db, refresh_budget=20).ok
+        assert sync(inv, db, refresh=True, refresh_budget=20).ok
     assert_equals_full_sync(inv, db, tmp_path)
 
 
@@ -341,3 +345,36 @@ def test_a_pool_that_disappears_keeps_its_rows_until_a_full_sync(tmp_path: Path)
     assert mirror.connect(db, readonly=True).execute(
         "SELECT stale FROM nodes").fetchone()[0] == 1
     assert sync(inv, db).ok  # imported again: back to normal
+
+
+def test_a_failed_incremental_sync_keeps_rows_and_checkpoint_then_catches_up(
+        tmp_path: Path) -> None:
+    from collections.abc import Iterator
+
+    from xfleet.errors import ConnectError
+    from xfleet.transport import Connections
+
+    inv, t = node(tmp_path)
+    db = tmp_path / "m.db"
+    assert sync(inv, db).ok
+    before = rows(db, "n1")
+    eid = mirror.checkpoint(mirror.connect(db), "n1").eid  # type: ignore[union-attr]
+    t.run(["zfs", "create", "-s", "-V", "1G", "tank/lost-in-transit"])
+
+    class Drops(SimTransport):
+        def _stream(self, argv: list[str], timeout: float, stdin: bytes | None,
+                    status: list[int], err: list[str]) -> Iterator[str]:
+            if argv[:2] == ["zfs", "list"]:
+                raise ConnectError("connection lost mid-command", where=self.node)
+            yield from super()._stream(argv, timeout, stdin, status, err)
+
+    conns = Connections(inv.hosts, state_dir=inv.state_dir)
+    conns.use("n1", Drops(inv.hosts["n1"], state_dir=inv.state_dir))
+    r = sync(inv, db, connections=conns).nodes[0]
+    assert not r.ok and "connection lost" in (r.error or "")
+    assert rows(db, "n1") == before
+    cp = mirror.checkpoint(mirror.connect(db), "n1")
+    assert cp is not None and cp.eid == eid  # the checkpoint did not move
+    r = sync(inv, db).nodes[0]
+    assert r.ok and r.added == 1
+    assert_equals_full_sync(inv, db, tmp_path)

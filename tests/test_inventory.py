@@ -568,3 +568,30 @@ def test_bad_port_in_ssh_config(tmp_path: Path) -> None:
     cfg = write(tmp_path, "Host n1\n  Port ssh\n", "ssh_config")
     with pytest.raises(InventoryError, match=re.escape("Port 'ssh' is not a TCP port number")):
         apply_ssh_config(Host("n1", address="n1"), cfg)
+
+
+def test_hooks_are_argument_lists_with_file_line_errors(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+        all:
+          hosts:
+            n1:
+              hooks:
+                pre_cutover: [nvmet-ctl, unexport, "{volume}"]
+                post_cutover: [[nvmet-ctl, export, "{target_volume}"], [logger, moved]]
+        """)
+    h = inventory.load(p).hosts["n1"]
+    assert h.hooks == {"pre_cutover": (("nvmet-ctl", "unexport", "{volume}"),),
+                       "post_cutover": (("nvmet-ctl", "export", "{target_volume}"),
+                                        ("logger", "moved"))}
+    for bad, msg in (('{pre: [x]}', "unknown hook 'pre'"),
+                     ('{pre_cutover: "rm -rf /"}', "hook pre_cutover must be"),
+                     ('{pre_cutover: [[]]}', "non-empty list of strings")):
+        p = write(tmp_path, f"""
+            all:
+              hosts:
+                n1:
+                  hooks: {bad}
+            """, name="bad.yaml")
+        with pytest.raises(InventoryError) as exc:
+            inventory.load(p)
+        assert msg in str(exc.value) and "bad.yaml:4" in str(exc.value)

@@ -112,7 +112,7 @@ def test_failed_node_keeps_rows_marked_stale(sim_fleet: Path, first: str) -> Non
         t.run(["zfs", "create", "-V", "1G", "tank/added-after"])
     conns = Connections(inv.hosts, trust_store=inv.trust_store, state_dir=inv.state_dir)
     conns.use("n1", CutShort(inv.hosts["n1"], state_dir=inv.state_dir))
-    report = sync(inv, connections=conns, parallel=1 if first == "n1" else 2)
+    report = sync(inv, connections=conns, parallel=1 if first == "n1" else 2, full=True)
     assert not report.ok
     (failed,) = report.failed
     assert failed.node == "n1" and "connection lost" in (failed.error or "")

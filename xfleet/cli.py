@@ -306,13 +306,16 @@ def inventory_trust(c: Ctx, host: str, replace: bool, yes: bool) -> None:
 @click.option("--reconcile", is_flag=True,
               help="Also check structure with a fast-path listing (name, guid, createtxg, "
               "origin) and fix what differs.")
+@click.option("--refresh/--no-refresh", default=None,
+              help="Refresh space figures of rows no change touched now (default: when the "
+              "inventory's space_refresh_interval, 300 s, has passed for the node).")
 @click.option("--refresh-budget", type=click.IntRange(0), metavar="N",
               help="Rows per node whose space figures may be refreshed (default: inventory "
               "'space_refresh_budget', 2000).")
 @json_option
 @pass_ctx
 def sync_cmd(c: Ctx, nodes: tuple[str, ...], parallel: int | None, full: bool, reconcile: bool,
-             refresh_budget: int | None, as_json: bool) -> None:
+             refresh: bool | None, refresh_budget: int | None, as_json: bool) -> None:
     """Bring the mirror up to date with the selected nodes.
 
     Incremental by default: per node, `zpool list` and `zpool events` say what changed since
@@ -334,7 +337,7 @@ def sync_cmd(c: Ctx, nodes: tuple[str, ...], parallel: int | None, full: bool, r
     inv = c.inventory()
     path = c.mirror_path()
     report = _run_sync(inv, path, nodes, parallel, quiet=as_json, full=full,
-                       reconcile=reconcile, refresh_budget=refresh_budget)
+                       reconcile=reconcile, refresh=refresh, refresh_budget=refresh_budget)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -404,13 +407,17 @@ def _sync_summary(report: Any) -> None:
               metavar="SECONDS", help="How often to re-check each node (queue, gaps, space).")
 @click.option("--reconcile-interval", type=click.FloatRange(1.0), default=3600.0,
               show_default=True, metavar="SECONDS", help="How often to reconcile structure.")
+@click.option("--space-refresh-interval", type=click.FloatRange(0.0), metavar="SECONDS",
+              help="Seconds between space refreshes of a node (default: the inventory's "
+              "space_refresh_interval, 300).")
 @click.option("--duration", type=click.FloatRange(0.0), metavar="SECONDS",
               help="Stop after this long (default: until SIGINT/SIGTERM).")
 @click.option("--json-lines", "json_lines", is_flag=True,
               help="Print one JSON object per node state change instead of a status line.")
 @pass_ctx
 def watch_cmd(c: Ctx, nodes: tuple[str, ...], refresh_interval: float,
-              reconcile_interval: float, duration: float | None, json_lines: bool) -> None:
+              reconcile_interval: float, space_refresh_interval: float | None,
+              duration: float | None, json_lines: bool) -> None:
     """Follow every node's change feed and keep the mirror current (foreground).
 
     One `zpool events -f` stream per node applies each change within seconds; every
@@ -430,6 +437,8 @@ def watch_cmd(c: Ctx, nodes: tuple[str, ...], refresh_interval: float,
     from xfleet.watch import NodeWatch, Watcher
 
     inv = c.inventory()
+    if space_refresh_interval is not None:
+        inv.space_refresh_interval = space_refresh_interval
     path = c.mirror_path()
     stop = threading.Event()
     console = _console(stderr=True)
@@ -521,6 +530,303 @@ def status_cmd(c: Ctx, nodes: tuple[str, ...], as_json: bool) -> None:
         cols.append("error")
     _emit(cols, table, "table", footer="lag: time since the node's mirror was last confirmed "
           "current; space_due: rows whose space figures await a refresh")
+
+
+# ---------------------------------------------------------------------------------------------
+# moves
+
+
+def _confirm(yes: bool, question: str, what: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"refusing to {what} without confirmation", hint="pass --yes")
+    click.confirm(question, abort=True)
+
+
+def _move_line(m: Any) -> str:
+    pct = f" {100 * m.progress:5.1f}%" if m.progress is not None else ""
+    done = f" {m.bytes_done / 2**20:,.0f}/{(m.bytes_total or 0) / 2**20:,.0f} MiB" \
+        if m.bytes_total else ""
+    return f"move {m.id} {m.state}{pct}{done} {m.step or ''}"
+
+
+def _run_move(c: Ctx, move_id: int, as_json: bool) -> None:
+    import signal
+    import threading
+
+    from xfleet import moves
+    from xfleet.transport import Connections
+
+    inv = c.inventory()
+    path = c.mirror_path()
+    console = _console(stderr=True)
+    live = console.is_terminal and not as_json
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    last = [0.0]
+
+    def tick(m: Any) -> None:
+        if live and time.monotonic() - last[0] > 0.5:
+            last[0] = time.monotonic()
+            console.print(f"\r{_move_line(m)}"[: console.width], end="", highlight=False)
+
+    with Connections(inv.hosts, trust_store=inv.trust_store, state_dir=inv.state_dir) as conns:
+        m = moves.Runner(inv, path, conns, progress=tick, stop=stop).run(move_id)
+    if live:
+        console.print()
+    if as_json:
+        click.echo(json.dumps(m.to_dict(), indent=2, default=str))
+    else:
+        click.echo(_move_line(m) + (f"\n  error: {m.error}" if m.error else ""))
+        if m.state == "done":
+            click.echo(f"  {m.target_node}:{m.target_volume} is the volume now; the source is "
+                       f"kept as {m.retired_as} (read-only, held): xfleet moves retire {m.id} "
+                       "--destroy when you no longer need it")
+    if m.state not in ("done",):
+        sys.exit(1)
+
+
+@cli.command("move")
+@click.argument("volume")
+@click.option("--to", "target", required=True, metavar="NODE[/POOL]",
+              help="Target node (and pool; default: the same pool name, else its first).")
+@click.option("--from", "source", metavar="NODE", help="Source node, if the name is ambiguous.")
+@click.option("--verify", type=click.Choice(["sampled", "full"]), default="sampled",
+              show_default=True, help="Content check before anything is retired.")
+@click.option("--compression", metavar="ALGO",
+              help="Compression on the target (default: the source's; another value sends "
+              "uncompressed so the target recompresses).")
+@click.option("--bwlimit", metavar="RATE", help="Bandwidth limit, e.g. 200M (bytes/s).")
+@click.option("--catchup-bytes", metavar="SIZE", default="64M", show_default=True,
+              help="Catch-up rounds continue while more than this was written since the last "
+              "snapshot.")
+@click.option("--dry-run", "-n", is_flag=True, help="Print the plan and the commands only.")
+@json_option
+@pass_ctx
+def move_cmd(c: Ctx, volume: str, target: str, source: str | None, verify: str,
+             compression: str | None, bwlimit: str | None, catchup_bytes: str, dry_run: bool,
+             as_json: bool) -> None:
+    """Move a volume to another node: resumable, verified zfs send/receive with cutover.
+
+    Base copy, catch-up rounds, then cutover (the nodes' pre/post_cutover hooks), final
+    incremental, verification (snapshot guid and content), and the source kept read-only
+    under a new name until `xfleet moves retire ID --destroy`. Ctrl-C stops it; `xfleet
+    moves resume ID` continues from where it was (partial streams resume from ZFS's receive
+    token).
+
+    \b
+    Examples:
+      xfleet move tank/t0001/vol-000001 --to n2 --dry-run
+      xfleet move tank/db/pg-main --to node7/fast --verify full --bwlimit 300M
+    """
+    from xfleet import moves
+    from xfleet.units import parse_size
+
+    inv = c.inventory()
+    opts: dict[str, Any] = {"verify": verify, "catchup_bytes": parse_size(catchup_bytes)}
+    if compression:
+        opts["compression"] = compression
+    if bwlimit:
+        opts["bwlimit"] = parse_size(bwlimit)
+    from xfleet import mirror
+
+    conn = mirror.connect(c.mirror_path())
+    try:
+        p = moves.plan_move(inv, conn, volume, target, source_node=source, options=opts)
+        if dry_run:
+            if as_json:
+                click.echo(json.dumps(p.to_dict(), indent=2))
+                return
+            click.echo(f"move {p.volume} from {p.source_node} to {p.target_node}:"
+                       f"{p.target_volume}")
+            click.echo(f"  needs {p.needed_bytes / 2**30:,.2f} GiB free, target has "
+                       + (f"{p.target_free / 2**30:,.2f} GiB" if p.target_free is not None
+                          else "unknown"))
+            for note in p.notes:
+                click.echo(f"  note: {note}")
+            click.echo("  commands:")
+            for cmd in p.commands:
+                click.echo(f"    {cmd}")
+            return
+        m = moves.create(inv, conn, p, opts)
+    finally:
+        conn.close()
+    if not as_json:
+        click.echo(f"move {m.id}: {m.volume} ({m.source_node}) -> {m.target_node}:"
+                   f"{m.target_volume}")
+    _run_move(c, m.id, as_json)
+
+
+@cli.command("drain")
+@click.argument("node")
+@click.option("--to", "targets", multiple=True, metavar="NODE",
+              help="Target nodes (repeatable; default: every other node).")
+@click.option("--parallel", "-p", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Moves at once (each node's max_streams still applies).")
+@click.option("--dry-run", "-n", is_flag=True, help="Print the plan only.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before starting.")
+@json_option
+@pass_ctx
+def drain_cmd(c: Ctx, node: str, targets: tuple[str, ...], parallel: int, dry_run: bool,
+              yes: bool, as_json: bool) -> None:
+    """Move every volume off a node, balancing the targets by free space.
+
+    Prints the plan (volume, target, bytes), then runs the moves in waves of --parallel with
+    the same journal as `xfleet move` (`xfleet moves list` shows them; a failed one is
+    resumed with `xfleet moves resume ID`). Volumes that cannot move are listed with why.
+
+    \b
+    Examples:
+      xfleet drain n3 --dry-run
+      xfleet drain n3 --to n1 --to n2 --parallel 2 --yes
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xfleet import mirror, moves
+    from xfleet.transport import Connections
+
+    inv = c.inventory()
+    path = c.mirror_path()
+    conn = mirror.connect(path)
+    try:
+        plans, refused = moves.plan_drain(inv, conn, node, targets)
+        rows = [{"volume": p.volume, "target": f"{p.target_node}:{p.target_volume}",
+                 "bytes": p.needed_bytes} for p in plans]
+        if as_json and dry_run:
+            click.echo(json.dumps({"moves": rows, "refused": [
+                {"volume": v, "why": w} for v, w in refused]}, indent=2))
+            return
+        _emit(["volume", "target", "bytes"], rows, "table",
+              footer=f"{len(plans)} move(s) planned off {node}")
+        for v, w in refused:
+            click.echo(f"cannot move {v}: {w}", err=True)
+        if dry_run or not plans:
+            return
+        _confirm(yes, f"Start {len(plans)} move(s) off {node}?", "start a drain")
+        ids = [moves.create(inv, conn, p).id for p in plans]
+    finally:
+        conn.close()
+    with Connections(inv.hosts, trust_store=inv.trust_store, state_dir=inv.state_dir) as conns:
+        runner = moves.Runner(inv, path, conns)
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            done = list(pool.map(runner.run, ids))
+    for m in done:
+        click.echo(_move_line(m) + (f" — {m.error}" if m.error else ""))
+    if any(m.state != "done" for m in done) or refused:
+        sys.exit(1)
+
+
+@cli.group("moves")
+def moves_group() -> None:
+    """List, show, resume, abort and retire volume moves.
+
+    \b
+    Examples:
+      xfleet moves list
+      xfleet moves show 3
+      xfleet moves resume 3
+      xfleet moves abort 3 --yes
+      xfleet moves retire 3 --destroy --yes
+    """
+
+
+@moves_group.command("list")
+@click.option("--active", is_flag=True, help="Only moves not finished.")
+@json_option
+@pass_ctx
+def moves_list(c: Ctx, active: bool, as_json: bool) -> None:
+    """All moves, newest first."""
+    from xfleet import moves
+
+    conn = c.reader()
+    rows = [m.to_dict() for m in moves.listing(conn, active_only=active)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for r in rows:
+        r["progress"] = "-" if r["progress"] is None else f"{100 * r['progress']:.0f}%"
+        r["target"] = f"{r['target_node']}:{r['target_volume']}"
+    _emit(["id", "state", "volume", "source_node", "target", "progress", "rounds", "step",
+           "error"], rows, "table")
+
+
+@moves_group.command("show")
+@click.argument("move_id", type=int)
+@json_option
+@pass_ctx
+def moves_show(c: Ctx, move_id: int, as_json: bool) -> None:
+    """One move: its state, flags, verification and log."""
+    from xfleet import moves
+
+    conn = c.reader()
+    m = moves.get(conn, move_id)
+    entries = moves.log(conn, move_id)
+    if as_json:
+        click.echo(json.dumps({**m.to_dict(), "log": entries}, indent=2, default=str))
+        return
+    click.echo(_move_line(m))
+    for k in ("volume", "source_node", "target_node", "target_volume", "send_flags",
+              "receive_properties", "snapshots", "received", "verified", "retired_as",
+              "error"):
+        click.echo(f"  {k}: {getattr(m, k)}")
+    click.echo("  log:")
+    for e in entries:
+        stamp = dt.datetime.fromtimestamp(e["at"]).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"    {stamp} [{e['state']}] {e['message']}")
+
+
+@moves_group.command("resume")
+@click.argument("move_id", type=int)
+@json_option
+@pass_ctx
+def moves_resume(c: Ctx, move_id: int, as_json: bool) -> None:
+    """Continue a move from its last completed step (after a failure, Ctrl-C or a crash)."""
+    _run_move(c, move_id, as_json)
+
+
+@moves_group.command("abort")
+@click.argument("move_id", type=int)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+@pass_ctx
+def moves_abort(c: Ctx, move_id: int, yes: bool) -> None:
+    """Abort a move before its cutover: its copy on the target and its snapshots are removed;
+    the source volume is untouched."""
+    from xfleet import moves
+    from xfleet.transport import Connections
+
+    inv = c.inventory()
+    _confirm(yes, f"Abort move {move_id} and destroy its copy on the target?", "abort a move")
+    with Connections(inv.hosts, trust_store=inv.trust_store, state_dir=inv.state_dir) as conns:
+        m = moves.abort(inv, c.mirror_path(), conns, move_id)
+    click.echo(_move_line(m))
+
+
+@moves_group.command("retire")
+@click.argument("move_id", type=int)
+@click.option("--destroy", is_flag=True, required=True,
+              help="Destroy the retired source (required: this is the only action here).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+@pass_ctx
+def moves_retire(c: Ctx, move_id: int, destroy: bool, yes: bool) -> None:
+    """Destroy a finished move's source (kept read-only and held since the move)."""
+    from xfleet import moves
+    from xfleet.transport import Connections
+
+    inv = c.inventory()
+    conn = c.reader()
+    m = moves.get(conn, move_id)
+    conn.close()
+    _confirm(yes, f"Destroy {m.source_node}:{m.retired_as} (and its snapshots)?",
+             "destroy data")
+    with Connections(inv.hosts, trust_store=inv.trust_store, state_dir=inv.state_dir) as conns:
+        m = moves.retire(inv, c.mirror_path(), conns, move_id)
+    click.echo(f"move {m.id}: {m.retired_as} destroyed on {m.source_node}")
 
 
 # ---------------------------------------------------------------------------------------------

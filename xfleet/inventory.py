@@ -44,6 +44,8 @@ HOST_KEYS: dict[str, str] = {
     "pools": "a non-empty list of pool names",
     "labels": "a mapping of label names to plain values",
     "max_streams": "a positive integer (concurrent send/receive streams on this node)",
+    "hooks": "a mapping of hook names (pre_cutover, post_cutover) to a command (a list of "
+    "strings) or a list of commands, e.g. {pre_cutover: [[nvmet-unexport, '{volume}']]}",
     "connect_timeout": "a positive number of seconds",
     "command_timeout": "a positive number of seconds without output before a command is "
     "abandoned",
@@ -57,12 +59,17 @@ FLEET_KEYS: dict[str, str] = {
     "parallel": "a positive integer (nodes worked on at once)",
     "space_refresh_budget": "a non-negative integer (rows per node whose space figures an "
     "incremental sync refreshes at most, stalest first)",
+    "space_refresh_interval": "a non-negative number of seconds between space refreshes of "
+    "a node (0: every sync)",
     "user_properties": "a list of ZFS user properties to mirror, e.g. [xfleet:tenant]",
     "tenant_property": "the user property that names a volume's tenant",
     "environment": "a mapping with name and colour, e.g. {name: prod, colour: red}",
     "state_dir": "a directory for xfleet's local state (relative to the inventory file)",
 }
 GROUP_KEYS = ("vars", "children", "hosts")
+# Commands run around a move's cutover, with {volume}, {target_volume}, {source_node},
+# {target_node} and {pool} replaced in each argument (docs/moves.md).
+HOOK_NAMES = ("pre_cutover", "post_cutover")
 DEFAULT_TENANT_PROPERTY = "xfleet:tenant"
 _FROM_NAME = "host name (no 'address' set)"
 
@@ -82,6 +89,7 @@ class Host:
     labels: dict[str, str] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
     max_streams: int = 2
+    hooks: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     connect_timeout: float = 10.0
     command_timeout: float = 600.0
     connect_retries: int = 3
@@ -100,6 +108,7 @@ class Inventory:
     price_per_gb_month: float = 0.08
     parallel: int = 8
     space_refresh_budget: int = 2000
+    space_refresh_interval: float = 300.0
     user_properties: tuple[str, ...] = (DEFAULT_TENANT_PROPERTY,)
     tenant_property: str = DEFAULT_TENANT_PROPERTY
     environment: dict[str, str] = field(default_factory=dict)
@@ -428,6 +437,30 @@ class _Loader:
             out[k] = str(x.value).lower() if isinstance(x.value, bool) else str(x.value)
         return out
 
+    def _hooks(self, v: _Val) -> dict[str, tuple[tuple[str, ...], ...]]:
+        m = self._mapping(v, "hooks")
+        out: dict[str, tuple[tuple[str, ...], ...]] = {}
+        for name, x in m.items():
+            if name not in HOOK_NAMES:
+                raise self.err(x.line, f"unknown hook {name!r}",
+                               hint=f"hooks: {', '.join(HOOK_NAMES)}")
+            if not isinstance(x.value, list) or not x.value:
+                raise self.err(x.line, f"hook {name} must be {HOST_KEYS['hooks']}")
+            items = x.value
+            cmds = [items] if all(isinstance(i.value, str) for i in items) else items
+            argvs: list[tuple[str, ...]] = []
+            for cmd in cmds:
+                if not isinstance(cmd.value if isinstance(cmd, _Val) else cmd, list):
+                    raise self.err(x.line, f"hook {name}: each command is a list of strings "
+                                   "(an argument list, never a shell line)")
+                args = cmd.value if isinstance(cmd, _Val) else cmd
+                if not args or not all(isinstance(a.value, str) for a in args):
+                    raise self.err(x.line, f"hook {name}: each command is a non-empty list of "
+                                   "strings")
+                argvs.append(tuple(a.value for a in args))
+            out[name] = tuple(argvs)
+        return out
+
     def _bad(self, key: str, v: _Val) -> InventoryError:
         return self.err(v.line, f"{key} must be {HOST_KEYS[key]}, got {_shown(v.value)}")
 
@@ -466,6 +499,8 @@ class _Loader:
             return tuple(out)
         if key == "labels":
             return self._labels(v)
+        if key == "hooks":
+            return self._hooks(v)
         if key == "sim":
             return _plain(self._mapping(v, "sim"))
         if not isinstance(val, str) or not val.strip():
@@ -539,6 +574,12 @@ class _Loader:
                 raise self.err(v.line, f"space_refresh_budget must be "
                                f"{FLEET_KEYS['space_refresh_budget']}, got {_shown(v.value)}")
             inv.space_refresh_budget = v.value
+        if "space_refresh_interval" in f:
+            v = f["space_refresh_interval"]
+            if not isinstance(v.value, (int, float)) or isinstance(v.value, bool) or v.value < 0:
+                raise self.err(v.line, f"space_refresh_interval must be "
+                               f"{FLEET_KEYS['space_refresh_interval']}, got {_shown(v.value)}")
+            inv.space_refresh_interval = float(v.value)
         if "tenant_property" in f:
             inv.tenant_property = self._user_prop("tenant_property", f["tenant_property"])
         if "user_properties" in f:

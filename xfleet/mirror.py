@@ -18,7 +18,7 @@ from typing import Any
 from xfleet.errors import MirrorError
 from xfleet.zfs import DATASET_COLUMNS, POOL_COLUMNS, PoolRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Columns of `datasets` filled from `zfs list`, in DATASET_COLUMNS order.
 DATASET_TABLE_COLUMNS: tuple[str, ...] = (
@@ -145,6 +145,45 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE sync_runs ADD COLUMN bytes INTEGER;
     ALTER TABLE sync_runs ADD COLUMN gap TEXT;
     CREATE INDEX datasets_node_synced ON datasets (node, pool, synced_at)
+    """,
+    # v3: volume moves, a durable state machine per move, and its log.
+    3: """
+    CREATE TABLE moves (
+        id INTEGER PRIMARY KEY,
+        volume TEXT NOT NULL,
+        source_node TEXT NOT NULL,
+        target_node TEXT NOT NULL,
+        target_volume TEXT NOT NULL,
+        state TEXT NOT NULL,
+        step TEXT,
+        snapshots TEXT NOT NULL DEFAULT '[]',
+        received TEXT,
+        send_flags TEXT,
+        receive_properties TEXT NOT NULL DEFAULT '{}',
+        verify TEXT NOT NULL DEFAULT 'sampled',
+        verified TEXT,
+        bytes_total INTEGER,
+        bytes_done INTEGER NOT NULL DEFAULT 0,
+        rounds INTEGER NOT NULL DEFAULT 0,
+        retired_as TEXT,
+        options TEXT NOT NULL DEFAULT '{}',
+        pid INTEGER,
+        host TEXT,
+        heartbeat REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL,
+        error TEXT
+    );
+    CREATE INDEX moves_state ON moves (state);
+    CREATE INDEX moves_volume ON moves (source_node, volume);
+    CREATE TABLE move_log (
+        move INTEGER NOT NULL,
+        at REAL NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX move_log_move ON move_log (move, at)
     """,
 }
 
@@ -392,6 +431,7 @@ class Checkpoint:
     stamp: str | None
     last_full: float | None
     pools: dict[str, PoolCheckpoint]
+    last_refresh: float | None = None
 
     @property
     def usable(self) -> bool:
@@ -401,8 +441,8 @@ class Checkpoint:
 
 def checkpoint(conn: sqlite3.Connection, node: str) -> Checkpoint | None:
     row = conn.execute(
-        "SELECT last_eid, last_eid_stamp, last_full FROM nodes WHERE name = ?", (node,)
-    ).fetchone()
+        "SELECT last_eid, last_eid_stamp, last_full, last_refresh FROM nodes WHERE name = ?",
+        (node,)).fetchone()
     if row is None:
         return None
     pools = {
@@ -413,7 +453,8 @@ def checkpoint(conn: sqlite3.Connection, node: str) -> Checkpoint | None:
             "SELECT name, guid, load_guid, last_txg, allocated, free, refresh_allocated, "
             "refresh_free, space_dirty_since FROM pools WHERE node = ?", (node,))
     }
-    return Checkpoint(node, row["last_eid"], row["last_eid_stamp"], row["last_full"], pools)
+    return Checkpoint(node, row["last_eid"], row["last_eid_stamp"], row["last_full"], pools,
+                      row["last_refresh"])
 
 
 def save_checkpoint(

@@ -217,7 +217,7 @@ class _Job:
 
 
 def _sync_node(job: _Job, cp: mirror.Checkpoint | None, *, full: bool, reconcile: bool,
-               budget: int) -> NodeSync:
+               budget: int | None) -> NodeSync:
     node, transport = job.node, job.transport
     job.progress(node, "connecting", 0)
     pools, load_guids = _pools_and_load_guids(transport, job.host)
@@ -269,6 +269,8 @@ def _full_node(
                 conn.execute(
                     "UPDATE pools SET space_dirty_since = NULL, refresh_allocated = allocated, "
                     "refresh_free = free WHERE node = ?", (node,))
+                conn.execute("UPDATE nodes SET last_refresh = ? WHERE name = ?",
+                             (time.time(), node))
                 conn.execute("UPDATE sync_runs SET bytes = ?, events = 0 WHERE id = ?",
                              (job.received, job.run_id))
                 conn.execute("COMMIT")
@@ -457,10 +459,11 @@ def _incremental_node(
     events: list[ZEvent],
     *,
     reconcile: bool,
-    budget: int,
+    budget: int | None,
 ) -> NodeSync:
-    """Apply the changes since the checkpoint. `pools` None: a batch of followed events
-    (`xfleet watch`): the pools are taken as the mirror has them, no space refresh."""
+    """Apply the changes since the checkpoint. `budget`: rows whose space figures may be
+    refreshed (None: not this time, the refresh is on a schedule). `pools` None: a batch of
+    followed events (`xfleet watch`): the pools are taken as the mirror has them."""
     node = job.node
     started = time.time()
     follow = pools is None
@@ -468,7 +471,7 @@ def _incremental_node(
     if pools is None:
         current = {n: None for n in cp.pools}
         load_guids = {n: p.load_guid or "" for n, p in cp.pools.items()}
-        budget = 0
+        budget = None
     else:
         current = {rec.name: rec for rec in pools}
     fresh, gap = new_events(cp.eid, cp.stamp, events)
@@ -522,7 +525,7 @@ def _incremental_node(
         promoted = [t.name for t in touched if t.promoted]
         former = _former_origins(conn, node, promoted)
         refresh, dirty = ([], {}) if pools is None else _due_for_refresh(
-            conn, node, pools, cp, started, budget)
+            conn, node, pools, cp, started, budget or 0)
         todo = plan([*touched, *(Touch(n, recursive=True) for n in former)],
                     extra_exact=_valid(refresh))
         todo = Plan(exact=_valid(todo.exact), trees=_valid(todo.trees))
@@ -562,7 +565,7 @@ def _incremental_node(
             if to_reconcile or whole:
                 conn.execute("UPDATE nodes SET last_reconcile = ? WHERE name = ?",
                              (time.time(), node))
-            if refresh:
+            if budget is not None and pools is not None:
                 conn.execute("UPDATE nodes SET last_refresh = ? WHERE name = ?",
                              (time.time(), node))
             if gap_text:
@@ -659,7 +662,7 @@ def apply_events(
     job = _Job(inv.hosts[node], transport, inv, mirror_path, run_id, threading.Lock(),
                lambda *_: None)
     try:
-        return _incremental_node(job, cp, None, {}, events, reconcile=False, budget=0)
+        return _incremental_node(job, cp, None, {}, events, reconcile=False, budget=None)
     except XfleetError as exc:
         conn = mirror.connect(mirror_path)
         try:
@@ -671,6 +674,13 @@ def apply_events(
         raise
 
 
+def _refresh_due(cp: mirror.Checkpoint | None, refresh: bool | None, inv: Inventory) -> bool:
+    if refresh is not None:
+        return refresh
+    last = cp.last_refresh if cp is not None else None
+    return last is None or time.time() - last >= inv.space_refresh_interval
+
+
 def sync(
     inv: Inventory,
     mirror_path: Path | None = None,
@@ -678,6 +688,7 @@ def sync(
     *,
     full: bool = False,
     reconcile: bool = False,
+    refresh: bool | None = None,
     refresh_budget: int | None = None,
     parallel: int | None = None,
     progress: Progress | None = None,
@@ -685,6 +696,8 @@ def sync(
 ) -> SyncReport:
     """Sync the selected nodes (all when empty): incremental from each node's checkpoint,
     full for a node that has none or with `full`; `reconcile` adds the structural check.
+    Space figures of rows no change touched are refreshed on a schedule (inventory
+    `space_refresh_interval`), or now with `refresh=True`, never with `refresh=False`.
     Never raises for a node's failure: failed nodes are in the report (and marked stale in
     the mirror, keeping their rows)."""
     t0 = time.monotonic()
@@ -715,7 +728,8 @@ def sync(
             [h.name for h in hosts],
             lambda name, t: _sync_node(
                 _Job(by_name[name], t, inv, path, run_ids[name], lock, tick), checkpoints[name],
-                full=full, reconcile=reconcile, budget=budget),
+                full=full, reconcile=reconcile,
+                budget=budget if _refresh_due(checkpoints[name], refresh, inv) else None),
             parallel=parallel or inv.parallel,
         )
     finally:

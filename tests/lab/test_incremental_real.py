@@ -117,7 +117,7 @@ def start_watch(lab: Lab, db: Path) -> Any:
     base(lab)
     sync_json(lab, db)
     proc = lab.popen_xfleet("watch", "--node", NODE, "--refresh-interval", "3",
-                            "--json-lines", mirror=db)
+                            "--space-refresh-interval", "0", "--json-lines", mirror=db)
     try:
         wait_for(lambda: watch_row(db).get("watch_state") == "following", "watch to follow")
     except AssertionError:
@@ -148,15 +148,18 @@ def test_incremental_sync_equals_full_sync_after_random_operations(
     ops = lab_ops(lab, SEED)
     ops.run(12)
     settle(lab)
-    r = sync_json(lab, db)
+    r = sync_json(lab, db, "--no-refresh")
     assert r["mode"] == "incremental" and r["gap"] is None, r
-    assert r["events"] >= 12
+    assert r["events"] >= 12 and r["refreshed"] == 0
     # commands: zpool list + zpool events + a few batched fetches (names, subtrees,
     # clones whose origin moved) — not one per dataset
     assert r["commands"] <= 6, r
+    # data writes post no event: the scheduled space refresh brings their figures
+    r = sync_json(lab, db, "--refresh")
+    assert r["refreshed"] > 0
     assert_equal_to_full_sync(lab, db, tmp_path, f"after {ops.done}")
-    again = sync_json(lab, db)
-    assert again["events"] == 0 and again["commands"] <= 4
+    again = sync_json(lab, db, "--no-refresh")
+    assert again["events"] == 0 and again["commands"] == 2
 
 
 def test_gaps_are_detected_and_caught_up_from_history(lab: Lab, tmp_path: Path) -> None:
@@ -169,7 +172,7 @@ def test_gaps_are_detected_and_caught_up_from_history(lab: Lab, tmp_path: Path) 
     lab.run(NODE, ["zpool", "events", "-c"])
     ops.run(2)
     settle(lab)
-    r = sync_json(lab, db)
+    r = sync_json(lab, db, "--refresh")
     assert r["gap"] and "lost" in r["gap"] and r["reconciled"] == [], r
     assert_equal_to_full_sync(lab, db, tmp_path, "after zpool events -c")
     # 2. more than the queue's 512 events at once (overflow): history catches up
@@ -178,13 +181,13 @@ def test_gaps_are_detected_and_caught_up_from_history(lab: Lab, tmp_path: Path) 
     for i in range(9):  # 60 creates + 9 x 64 recursive snapshots: 636 events > 512
         lab.run(NODE, ["zfs", "snapshot", "-r", f"{ROOT}/fs@ov{i}"])
     settle(lab)
-    r = sync_json(lab, db)
+    r = sync_json(lab, db, "--refresh")
     assert r["gap"] and "lost" in r["gap"], r
     assert_equal_to_full_sync(lab, db, tmp_path, "after overflow")
     gaps = watch_row(db)["gaps"]
     assert gaps >= 2
     # 3. a forced structural reconcile finds nothing to change
-    r = sync_json(lab, db, "--reconcile")
+    r = sync_json(lab, db, "--reconcile", "--refresh")
     assert r["reconciled"] == ["tank"] and r["removed"] == 0 and r["added"] == 0, r
     assert_equal_to_full_sync(lab, db, tmp_path, "after reconcile")
 

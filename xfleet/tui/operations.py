@@ -87,6 +87,29 @@ def journal(conn: sqlite3.Connection) -> list[Operation]:
 register("journal", journal)
 
 
+def moves(conn: sqlite3.Connection) -> list[Operation]:
+    """Volume moves (xfleet.moves), from the mirror's `moves` table."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'moves'"
+                        ).fetchone():
+        return []
+    from xfleet import moves as moves_mod
+
+    out = []
+    for m in moves_mod.listing(conn)[:500]:
+        out.append(Operation(
+            id=str(m.id), kind="move", subject=m.volume,
+            node=f"{m.source_node}->{m.target_node}",
+            state="failed" if m.state == "failed" else
+            "done" if m.state in ("done", "aborted") else "running",
+            done=float(m.bytes_done), total=float(m.bytes_total) if m.bytes_total else None,
+            started_at=m.created_at, updated_at=m.updated_at,
+            message=f"{m.state}: {m.error or m.step or ''}"))
+    return out
+
+
+register("moves", moves)
+
+
 def collect(conn: sqlite3.Connection) -> tuple[list[Operation], list[str]]:
     """All operations from all sources, and the errors of sources that failed."""
     ops: list[Operation] = []

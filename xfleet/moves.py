@@ -1,0 +1,772 @@
+"""Volume moves: resumable, verified zfs send/receive migrations between nodes, with cutover.
+
+A move is a durable state machine journaled in the mirror's `moves` table (docs/moves.md).
+Every step is idempotent and checks the nodes' real state before acting, so a crash of xfleet
+at any point, a dropped connection or a reboot of either node is resumed by `resume(id)`:
+
+  planned -> base -> catchup -> cutover -> verify -> placed -> done
+  (any) -> failed (resumable) | aborted
+
+- base: snapshot `VOL@xfleet-move-ID-0` and send the volume's whole snapshot chain into a
+  resumable receive (`receive -s`) on the target, into a volume with `volmode=none` (no device:
+  nobody can use it by accident until cutover).
+- catchup: incremental rounds (`send -i`) until the delta (`written@` the last snapshot) is
+  under `catchup_bytes`, at most `max_rounds`.
+- cutover: the source's `pre_cutover` hooks (e.g. stop I/O, unexport), a final snapshot and
+  incremental, the target's device back (`volmode` as the source had it).
+- verify: the final snapshot's guid equal on both sides, and a content check of the two
+  volumes (sampled 1 MiB blocks by default, `full` hashes everything). Nothing is destroyed
+  before this passes.
+- placed: the target's `post_cutover` hooks (e.g. export), the source renamed to
+  `VOL.xfleet-moved-ID`, read-only, its final snapshot held; the mirror re-synced on both
+  nodes. The retired source is destroyed only by `retire(id, destroy=True)`.
+
+Send flags, chosen deliberately: `-L` always (large blocks, consistently for the whole chain:
+toggling it inside a chain corrupted data before, openzfs 6224); `-c` only when the target keeps
+the source's compression (otherwise blocks travel uncompressed and the target's compression
+applies: a move is a chance to apply compression policy); `-w` for encrypted volumes. A plain
+send does not carry properties, so `compression`, `volblocksize` (by the stream) and the
+mirrored user properties are set explicitly with `receive -o`.
+
+Data goes through the xfleet host by default (`xfleet.relay`: no trust between nodes needed),
+in large chunks, limited by token buckets (fleet-wide and per node).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xfleet import mirror
+from xfleet.errors import RemoteCommandError, UsageError, XfleetError
+from xfleet.inventory import Inventory
+from xfleet.names import pool_of, validate_dataset
+from xfleet.relay import RelayResult, TokenBucket, relay
+from xfleet.transport import Connections, Transport
+
+SNAP_PREFIX = "xfleet-move-"
+ACTIVE = ("planned", "base", "catchup", "cutover", "verify", "placed")
+FINAL = ("done", "aborted")
+DEFAULTS: dict[str, Any] = {
+    "catchup_bytes": 64 * 1024**2,  # stop catching up below this delta
+    "max_rounds": 5,
+    "headroom": 1.2,  # target free space needed: referenced (or volsize if thick) x headroom
+    "verify": "sampled",
+    "samples": 64,
+    "attempts": 3,  # relay attempts per step (resumed from the receive token)
+    "bwlimit": None,  # bytes/s for this move
+}
+Progress = Callable[["Move"], None]
+
+
+class MoveError(XfleetError):
+    """A move that cannot start or go on; the message says why and the hint what to do."""
+
+
+@dataclass
+class Move:
+    id: int
+    volume: str
+    source_node: str
+    target_node: str
+    target_volume: str
+    state: str
+    step: str | None = None
+    snapshots: list[str] = field(default_factory=list)
+    received: str | None = None  # the newest snapshot the target holds
+    send_flags: list[str] = field(default_factory=list)
+    receive_properties: dict[str, str] = field(default_factory=dict)
+    verify: str = "sampled"
+    verified: str | None = None
+    bytes_total: int | None = None
+    bytes_done: int = 0
+    rounds: int = 0
+    retired_as: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+
+    @property
+    def progress(self) -> float | None:
+        if not self.bytes_total:
+            return None
+        return min(1.0, self.bytes_done / self.bytes_total)
+
+    def snap(self, n: int | str) -> str:
+        return f"{SNAP_PREFIX}{self.id}-{n}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["progress"] = self.progress
+        return d
+
+
+# ---------------------------------------------------------------------------------------------
+# the journal
+
+
+_JSON = ("snapshots", "send_flags", "receive_properties", "options")
+
+
+def _from_row(r: sqlite3.Row) -> Move:
+    d = dict(r)
+    for k in _JSON:
+        d[k] = json.loads(d[k]) if d.get(k) else ([] if k in ("snapshots", "send_flags") else {})
+    for k in ("pid", "host", "heartbeat"):
+        d.pop(k, None)
+    return Move(**d)
+
+
+def get(conn: sqlite3.Connection, move_id: int) -> Move:
+    r = conn.execute("SELECT * FROM moves WHERE id = ?", (move_id,)).fetchone()
+    if r is None:
+        raise UsageError(f"no move with id {move_id}", hint="xfleet moves list")
+    return _from_row(r)
+
+
+def listing(conn: sqlite3.Connection, *, active_only: bool = False) -> list[Move]:
+    sql = "SELECT * FROM moves"
+    if active_only:
+        sql += f" WHERE state IN ({', '.join(repr(s) for s in (*ACTIVE, 'failed'))})"
+    return [_from_row(r) for r in conn.execute(sql + " ORDER BY id DESC")]
+
+
+def _save(conn: sqlite3.Connection, m: Move, message: str | None = None) -> None:
+    m.updated_at = time.time()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
+        "UPDATE moves SET state = ?, step = ?, snapshots = ?, received = ?, send_flags = ?, "
+        "receive_properties = ?, verified = ?, bytes_total = ?, bytes_done = ?, rounds = ?, "
+        "retired_as = ?, error = ?, updated_at = ?, finished_at = ?, heartbeat = ? WHERE id = ?",
+        (m.state, m.step, json.dumps(m.snapshots), m.received, json.dumps(m.send_flags),
+         json.dumps(m.receive_properties, sort_keys=True), m.verified, m.bytes_total,
+         m.bytes_done, m.rounds, m.retired_as, m.error, m.updated_at, m.finished_at,
+         time.time(), m.id))
+    if message:
+        conn.execute("INSERT INTO move_log (move, at, state, message) VALUES (?, ?, ?, ?)",
+                     (m.id, time.time(), m.state, message))
+    conn.execute("COMMIT")
+
+
+def log(conn: sqlite3.Connection, move_id: int) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(
+        "SELECT at, state, message FROM move_log WHERE move = ? ORDER BY at, rowid",
+        (move_id,))]
+
+
+def _claim(conn: sqlite3.Connection, m: Move) -> None:
+    """Only one process drives a move: refuse if another live process on this host holds it."""
+    conn.execute("BEGIN IMMEDIATE")
+    r = conn.execute("SELECT pid, host, heartbeat FROM moves WHERE id = ?", (m.id,)).fetchone()
+    me = (os.getpid(), socket.gethostname())
+    if r["pid"] and (r["pid"], r["host"]) != me and r["host"] == me[1] and _alive(r["pid"]) \
+            and r["heartbeat"] and time.time() - r["heartbeat"] < 120:
+        conn.execute("ROLLBACK")
+        raise MoveError(f"move {m.id} is being run by process {r['pid']}",
+                        hint="wait for it, or stop that process first")
+    conn.execute("UPDATE moves SET pid = ?, host = ?, heartbeat = ? WHERE id = ?",
+                 (me[0], me[1], time.time(), m.id))
+    conn.execute("COMMIT")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+@dataclass
+class Plan:
+    volume: str
+    source_node: str
+    target_node: str
+    target_volume: str
+    send_flags: list[str]
+    receive_properties: dict[str, str]
+    needed_bytes: int
+    target_free: int | None
+    snapshots: list[str]  # the volume's existing snapshots, oldest first (carried along)
+    notes: list[str]
+    commands: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _one(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(sql, args).fetchone()
+    return row
+
+
+def plan_move(
+    inv: Inventory,
+    conn: sqlite3.Connection,
+    volume: str,
+    target: str,
+    *,
+    source_node: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> Plan:
+    """Preflight from the mirror (no remote command): what would be done, or a MoveError
+    saying why not."""
+    opts = {**DEFAULTS, **(options or {})}
+    validate_dataset(volume, allow_snapshot=False)
+    target_node, _, target_pool = target.partition("/")
+    if target_node not in inv.hosts:
+        raise MoveError(f"no node named {target_node!r} in the inventory",
+                        hint="xfleet inventory show")
+    rows = conn.execute("SELECT * FROM datasets WHERE name = ?" +
+                        (" AND node = ?" if source_node else ""),
+                        (volume, *([source_node] if source_node else []))).fetchall()
+    if not rows:
+        raise MoveError(f"{volume} is not in the mirror" +
+                        (f" of node {source_node}" if source_node else ""),
+                        hint="check the name (xfleet ls), or run xfleet sync first")
+    if len(rows) > 1:
+        raise MoveError(f"{volume} exists on several nodes: "
+                        f"{', '.join(r['node'] for r in rows)}", hint="pass --from NODE")
+    src = rows[0]
+    if src["type"] != "volume":
+        raise MoveError(f"{volume} is a {src['type']}; only volumes are moved")
+    if src["node"] == target_node:
+        raise MoveError(f"{volume} is already on {target_node}")
+    active = _one(conn, "SELECT id, state FROM moves WHERE volume = ? AND source_node = ? AND "
+                  f"state IN ({', '.join('?' for _ in (*ACTIVE, 'failed'))})",
+                  (volume, src["node"], *ACTIVE, "failed"))
+    if active:
+        raise MoveError(f"{volume} already has move {active['id']} ({active['state']})",
+                        hint=f"xfleet moves resume {active['id']}, or abort it")
+    clones = [r[0] for r in conn.execute(
+        "SELECT name FROM datasets WHERE node = ? AND origin >= ? AND origin < ?",
+        (src["node"], volume + "@", volume + "A"))]
+    if clones:
+        raise MoveError(
+            f"{volume} has {len(clones)} clone(s) of its snapshots: {', '.join(clones[:5])}"
+            + (" ..." if len(clones) > 5 else ""),
+            hint="a move would orphan them: move or promote the clones first (moving a chain "
+            "of branches together is not supported yet)")
+    pools = [r[0] for r in conn.execute("SELECT name FROM pools WHERE node = ? ORDER BY name",
+                                        (target_node,))]
+    if not target_pool:
+        src_pool = pool_of(volume)
+        target_pool = src_pool if src_pool in pools else (pools[0] if pools else src_pool)
+    if pools and target_pool not in pools:
+        raise MoveError(f"{target_node} has no pool {target_pool!r} (pools: {', '.join(pools)})")
+    target_volume = target_pool + volume[len(pool_of(volume)):]
+    validate_dataset(target_volume, allow_snapshot=False)
+    taken = _one(conn, "SELECT type FROM datasets WHERE node = ? AND name = ?",
+                 (target_node, target_volume))
+    if taken:
+        raise MoveError(f"{target_node} already has a {taken[0]} named {target_volume}",
+                        hint="xfleet never overwrites (no receive -F): rename or destroy it "
+                        "first, or move to another pool")
+    thick = (src["refreservation"] or 0) > 0
+    needed = int((src["volsize"] if thick else (src["used"] or 0)) * float(opts["headroom"]))
+    free = _one(conn, "SELECT free FROM pools WHERE node = ? AND name = ?",
+                (target_node, target_pool))
+    target_free = free[0] if free else None
+    if target_free is not None and target_free < needed:
+        raise MoveError(
+            f"{target_node}/{target_pool} has {target_free:,} bytes free; the move needs "
+            f"{needed:,} ({'volsize of a thick volume' if thick else 'used'} x "
+            f"{opts['headroom']} headroom)", hint="pick another target (xfleet stats)")
+    compression = opts.get("compression") or src["compression"]
+    flags = ["-L"]
+    notes = []
+    if compression == src["compression"]:
+        flags.append("-c")
+        notes.append(f"-c: the target keeps compression={compression}, blocks travel as stored")
+    else:
+        notes.append(f"no -c: blocks travel uncompressed and are recompressed with "
+                     f"{compression} on the target (was {src['compression']})")
+    props = {"compression": str(compression), "volmode": "none"}
+    for prop, value in _user_props(inv, src).items():
+        props[prop] = value
+    snaps = [r[0].split("@", 1)[1] for r in conn.execute(
+        "SELECT name FROM datasets WHERE node = ? AND name > ? AND name < ? AND type = "
+        "'snapshot' ORDER BY createtxg", (src["node"], volume + "@", volume + "A"))
+        if not r[0].split("@", 1)[1].startswith(SNAP_PREFIX)]
+    if src["origin"]:
+        notes.append(f"{volume} is a clone of {src['origin']}: the target gets an independent "
+                     "full copy")
+    m = Move(0, volume, src["node"], target_node, target_volume, "planned",
+             send_flags=flags, receive_properties=props)
+    cmds = [
+        f"{src['node']}: zfs snapshot {volume}@{m.snap(0)}",
+        *([f"{src['node']}: zfs send {' '.join(flags)} {volume}@{snaps[0]} | {target_node}: "
+           f"{' '.join(receive_argv(m))}",
+           f"{src['node']}: zfs send {' '.join(flags)} -I @{snaps[0]} {volume}@{m.snap(0)} | "
+           f"{target_node}: {' '.join(receive_argv(m))}"] if snaps else
+          [f"{src['node']}: zfs send {' '.join(flags)} {volume}@{m.snap(0)} | {target_node}: "
+           f"{' '.join(receive_argv(m))}"]),
+        f"catch-up rounds: zfs send {' '.join(flags)} -i @PREV {volume}@{m.snap('N')} | ...",
+        f"{src['node']}: pre_cutover hooks "
+        f"{list(inv.hosts[src['node']].hooks.get('pre_cutover', ()))}",
+        f"{src['node']}: zfs snapshot {volume}@{m.snap('final')}; incremental send; verify",
+        f"{target_node}: post_cutover hooks "
+        f"{list(inv.hosts[target_node].hooks.get('post_cutover', ()))}",
+        f"{src['node']}: zfs rename {volume} {volume}.xfleet-moved-ID; readonly=on; hold",
+    ]
+    return Plan(volume, src["node"], target_node, target_volume, flags, props, needed,
+                target_free, snaps, notes, cmds)
+
+
+def _user_props(inv: Inventory, src: sqlite3.Row) -> dict[str, str]:
+    out = {}
+    if src["tenant"] is not None:
+        out[inv.tenant_property] = src["tenant"]
+    if src["user_properties"]:
+        out.update(json.loads(src["user_properties"]))
+    return out
+
+
+def receive_argv(m: Move) -> list[str]:
+    """`zfs receive -s -u -o PROP=VALUE... TARGET` (resumable, never -F)."""
+    argv = ["zfs", "receive", "-s", "-u"]
+    for prop, value in sorted(m.receive_properties.items()):
+        argv += ["-o", f"{prop}={value}"]
+    return [*argv, m.target_volume]
+
+
+def create(inv: Inventory, conn: sqlite3.Connection, p: Plan,
+           options: dict[str, Any] | None = None) -> Move:
+    opts = {**DEFAULTS, **(options or {})}
+    now = time.time()
+    conn.execute("BEGIN IMMEDIATE")
+    cur = conn.execute(
+        "INSERT INTO moves (volume, source_node, target_node, target_volume, state, send_flags, "
+        "receive_properties, verify, options, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?, ?)",
+        (p.volume, p.source_node, p.target_node, p.target_volume, json.dumps(p.send_flags),
+         json.dumps(p.receive_properties, sort_keys=True), opts["verify"],
+         json.dumps({k: v for k, v in opts.items() if v is not None}), now, now))
+    move_id = cur.lastrowid
+    assert move_id is not None
+    conn.execute("INSERT INTO move_log (move, at, state, message) VALUES (?, ?, 'planned', ?)",
+                 (move_id, now, f"planned: {p.volume} on {p.source_node} -> "
+                  f"{p.target_node}:{p.target_volume}; " + "; ".join(p.notes)))
+    conn.execute("COMMIT")
+    return get(conn, move_id)
+
+
+def plan_drain(
+    inv: Inventory,
+    conn: sqlite3.Connection,
+    node: str,
+    targets: Sequence[str] = (),
+    *,
+    options: dict[str, Any] | None = None,
+) -> tuple[list[Plan], list[tuple[str, str]]]:
+    """Plans moving every volume off `node`, balancing by free space: the biggest volumes
+    first, each to the target pool with the most room left (after the moves already
+    planned). Returns (plans, [(volume, why it cannot move)])."""
+    if node not in inv.hosts:
+        raise MoveError(f"no node named {node!r} in the inventory")
+    names = list(targets) or [h for h in inv.hosts if h != node]
+    if node in names:
+        raise MoveError(f"{node} cannot be its own drain target")
+    room: dict[tuple[str, str], int] = {
+        (r[0], r[1]): r[2] or 0 for r in conn.execute(
+            f"SELECT node, name, free FROM pools WHERE node IN ({', '.join('?' for _ in names)})",
+            names)}
+    if not room:
+        raise MoveError("no target pool known in the mirror", hint="run xfleet sync first")
+    plans: list[Plan] = []
+    refused: list[tuple[str, str]] = []
+    vols = conn.execute(
+        "SELECT name FROM datasets WHERE node = ? AND type = 'volume' AND name NOT LIKE "
+        "'%.xfleet-moved-%' ORDER BY coalesce(used, 0) DESC, name", (node,)).fetchall()
+    for (vol,) in vols:
+        order = sorted(room, key=lambda k: -room[k])
+        why = "no target has room"
+        for tnode, tpool in order:
+            try:
+                p = plan_move(inv, conn, vol, f"{tnode}/{tpool}", source_node=node,
+                              options=options)
+            except MoveError as exc:
+                why = exc.message
+                continue
+            if p.needed_bytes > room[(tnode, tpool)]:
+                continue
+            room[(tnode, tpool)] -= p.needed_bytes
+            plans.append(p)
+            break
+        else:
+            refused.append((vol, why))
+    return plans, refused
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+@dataclass
+class Runner:
+    """Drives one move to its end (or to a failure that `resume` continues)."""
+
+    inv: Inventory
+    mirror_path: Path
+    conns: Connections
+    progress: Progress | None = None
+    limits: Sequence[TokenBucket] = ()
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, move_id: int) -> Move:
+        conn = mirror.connect(self.mirror_path)
+        try:
+            m = get(conn, move_id)
+            if m.state in FINAL:
+                return m
+            _claim(conn, m)
+            m.error = None
+            steps = {"planned": self._base, "base": self._base, "catchup": self._catchup,
+                     "cutover": self._cutover, "verify": self._verify, "placed": self._place,
+                     "failed": self._resume_failed}
+            try:
+                while m.state not in FINAL and not self.stop.is_set():
+                    steps[m.state](conn, m)
+            except XfleetError as exc:
+                m.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+                m.step = f"failed in {m.state}"
+                m.options["failed_state"] = m.state
+                m.state = "failed"
+                _save(conn, m, f"failed: {m.error}")
+                conn.execute("UPDATE moves SET options = ? WHERE id = ?",
+                             (json.dumps(m.options), m.id))
+            return get(conn, move_id)
+        finally:
+            conn.execute("UPDATE moves SET pid = NULL WHERE id = ? AND pid = ?",
+                         (move_id, os.getpid()))
+            conn.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _t(self, node: str) -> Transport:
+        return self.conns.get(node)
+
+    def _tick(self, m: Move) -> None:
+        if self.progress is not None:
+            self.progress(m)
+
+    def _has(self, node: str, name: str) -> bool:
+        return self._t(node).run(["zfs", "list", "-H", "-o", "name", name], check=False).ok
+
+    def _get(self, node: str, name: str, prop: str) -> str | None:
+        res = self._t(node).run(["zfs", "get", "-H", "-p", "-o", "value", prop, name],
+                                check=False)
+        return res.stdout.strip() if res.ok else None
+
+    def _snapshot(self, m: Move, n: int | str) -> str:
+        snap = m.snap(n)
+        if not self._has(m.source_node, f"{m.volume}@{snap}"):
+            self._t(m.source_node).run(["zfs", "snapshot", f"{m.volume}@{snap}"])
+        if snap not in m.snapshots:
+            m.snapshots.append(snap)
+        return snap
+
+    def _send(self, conn: sqlite3.Connection, m: Move, snap: str, base: str | None,
+              intermediates: bool = False) -> None:
+        """Bring `snap` to the target: resume a partial receive from its token, or send
+        (full when `base` is None, else incremental from @base). Retries from the token."""
+        attempts = int(m.options.get("attempts", DEFAULTS["attempts"]))
+        for attempt in range(1, attempts + 1):
+            if self._has(m.target_node, f"{m.target_volume}@{snap}"):
+                m.received = snap
+                return
+            token = self._get(m.target_node, m.target_volume, "receive_resume_token")
+            if token and token != "-":
+                send = ["zfs", "send", "-t", token]
+                what = f"resuming {snap} from the receive token"
+            else:
+                send = ["zfs", "send", *m.send_flags]
+                if base is not None:
+                    send += ["-I" if intermediates else "-i", f"@{base}"]
+                send.append(f"{m.volume}@{snap}")
+                what = f"sending {snap}" + (f" (from @{base})" if base else " (full)")
+            m.step = what
+            self._estimate(m, send)
+            _save(conn, m, what)
+            start = m.bytes_done
+            res = self._relay(m, send, receive_argv(m) if not token or token == "-" else
+                              ["zfs", "receive", "-s", "-u", m.target_volume], start, conn)
+            if res.ok and self._has(m.target_node, f"{m.target_volume}@{snap}"):
+                m.received = snap
+                _save(conn, m, f"received {snap}: {res.bytes:,} bytes in {res.seconds:.1f}s")
+                return
+            if res.stopped:
+                raise MoveError("stopped", hint=f"xfleet moves resume {m.id}")
+            reason = (res.dst_stderr or res.src_stderr or "the stream ended early").strip()
+            _save(conn, m, f"attempt {attempt}: {reason[:500]}")
+            if "out of space" in reason or "quota exceeded" in reason:
+                raise MoveError(f"{m.target_node} ran out of space receiving {snap}",
+                                hint=f"xfleet moves abort {m.id} discards the partial copy")
+            if token and token != "-" and ("token" in reason or "resume" in reason):
+                # a stale or broken token: discard the partial receive, restart the step
+                self._t(m.target_node).run(["zfs", "receive", "-A", m.target_volume],
+                                           check=False)
+                _save(conn, m, "discarded a stale receive token (receive -A)")
+        raise MoveError(f"could not send {snap} after {attempts} attempts",
+                        hint=f"xfleet moves resume {m.id} (it resumes from the receive token)")
+
+    def _estimate(self, m: Move, send: list[str]) -> None:
+        if m.bytes_total is not None and m.bytes_done < m.bytes_total:
+            return
+        dry = [send[0], send[1], "-n", "-P", *send[2:]]
+        res = self._t(m.source_node).run(dry, check=False)
+        for line in res.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "size" and parts[1].isdigit():
+                m.bytes_total = m.bytes_done + int(parts[1])
+
+    def _relay(self, m: Move, send: list[str], recv: list[str], start: int,
+               conn: sqlite3.Connection) -> RelayResult:
+        limits = list(self.limits)
+        bw = m.options.get("bwlimit")
+        if bw:
+            limits.append(TokenBucket(float(bw)))
+        last = [time.monotonic()]
+
+        def tick(n: int) -> None:
+            m.bytes_done = start + n
+            if m.bytes_total is not None:
+                m.bytes_total = max(m.bytes_total, m.bytes_done)
+            self._tick(m)
+            if time.monotonic() - last[0] > 2:
+                last[0] = time.monotonic()
+                _save(conn, m)
+
+        return relay(self._t(m.source_node), send, self._t(m.target_node), recv,
+                     limits=limits, progress=tick, stop=self.stop)
+
+    # -- states ----------------------------------------------------------------------------
+    def _base(self, conn: sqlite3.Connection, m: Move) -> None:
+        if m.state == "planned":
+            if self._has(m.target_node, m.target_volume):  # not ours: nothing was sent yet
+                raise MoveError(f"{m.target_node} already has {m.target_volume}",
+                                hint="xfleet never overwrites: rename or destroy it first")
+            parent = m.target_volume.rsplit("/", 1)[0]
+            if "/" in m.target_volume and not self._has(m.target_node, parent):
+                self._t(m.target_node).run(["zfs", "create", "-p", parent])
+            m.state = "base"
+            _save(conn, m, "base copy")
+        existing = [n for n in self._source_snapshots(m) if not n.startswith(SNAP_PREFIX)]
+        snap = self._snapshot(m, 0)
+        if existing:
+            first = existing[0]
+            self._send(conn, m, first, None)
+            self._send(conn, m, snap, first, intermediates=True)
+        else:
+            self._send(conn, m, snap, None)
+        m.state = "catchup"
+        _save(conn, m, "base copy received")
+
+    def _source_snapshots(self, m: Move) -> list[str]:
+        out = self._t(m.source_node).run(
+            ["zfs", "list", "-H", "-p", "-o", "name,createtxg", "-t", "snapshot", "-d", "1",
+             m.volume]).stdout
+        rows = [line.split("\t") for line in out.splitlines() if "@" in line]
+        return [n.split("@", 1)[1] for n, _ in sorted(rows, key=lambda r: int(r[1]))]
+
+    def _catchup(self, conn: sqlite3.Connection, m: Move) -> None:
+        limit = int(m.options.get("catchup_bytes", DEFAULTS["catchup_bytes"]))
+        rounds = int(m.options.get("max_rounds", DEFAULTS["max_rounds"]))
+        while m.rounds < rounds and not self.stop.is_set():
+            prev = m.received or m.snapshots[-1]
+            delta = self._get(m.source_node, m.volume, f"written@{prev}")
+            if delta is not None and delta.isdigit() and int(delta) <= limit:
+                break
+            m.rounds += 1
+            snap = self._snapshot(m, m.rounds)
+            m.bytes_total = None
+            self._send(conn, m, snap, prev)
+        m.state = "cutover"
+        _save(conn, m, f"caught up after {m.rounds} round(s)")
+
+    def _hooks(self, m: Move, node: str, name: str) -> None:
+        values = {"volume": m.volume, "target_volume": m.target_volume,
+                  "source_node": m.source_node, "target_node": m.target_node,
+                  "pool": pool_of(m.target_volume if node == m.target_node else m.volume)}
+        for argv in self.inv.hosts[node].hooks.get(name, ()):
+            args = [a.format(**values) for a in argv]
+            try:
+                self._t(node).run(args)
+            except RemoteCommandError as exc:
+                raise MoveError(f"{name} hook failed on {node}: {exc.message}",
+                                hint="fix the hook or its cause, then xfleet moves resume "
+                                f"{m.id}") from None
+
+    def _cutover(self, conn: sqlite3.Connection, m: Move) -> None:
+        if "final" not in [s.rsplit("-", 1)[-1] for s in m.snapshots]:
+            self._hooks(m, m.source_node, "pre_cutover")
+            _save(conn, m, "pre_cutover hooks done")
+        final = self._snapshot(m, "final")
+        m.bytes_total = None
+        self._send(conn, m, final, m.received)
+        volmode = self._get(m.source_node, m.volume, "volmode") or "default"
+        self._t(m.target_node).run(["zfs", "set", f"volmode={volmode}", m.target_volume])
+        m.state = "verify"
+        _save(conn, m, f"final snapshot {final} received; target device enabled")
+
+    def _verify(self, conn: sqlite3.Connection, m: Move) -> None:
+        final = m.snap("final")
+        a = self._get(m.source_node, f"{m.volume}@{final}", "guid")
+        b = self._get(m.target_node, f"{m.target_volume}@{final}", "guid")
+        if not a or a != b:
+            raise MoveError(f"snapshot guids differ: source {a}, target {b}",
+                            hint="nothing was destroyed; investigate before resuming")
+        volsize = int(self._get(m.source_node, m.volume, "volsize") or 0)
+        mode = m.verify
+        src = self._hashes(m.source_node, m.volume, volsize, mode, m.id)
+        dst = self._hashes(m.target_node, m.target_volume, volsize, mode, m.id)
+        if src != dst:
+            bad = sum(1 for x, y in zip(src, dst, strict=False) if x != y)
+            raise MoveError(
+                f"content differs: {bad} of {len(src)} {mode} checks do not match",
+                hint="was the source written after the final snapshot? configure a "
+                "pre_cutover hook that stops I/O; nothing was destroyed")
+        m.verified = f"guid {a}; {len(src)} {mode} hash(es) equal"
+        m.state = "placed"
+        _save(conn, m, f"verified: {m.verified}")
+
+    def _hashes(self, node: str, volume: str, volsize: int, mode: str, seed: int) -> list[str]:
+        dev = "/dev/zvol/" + volume.replace(" ", "+")
+        wait = ["sh", "-c", 'udevadm settle 2>/dev/null; i=0; while [ ! -e "$1" ] && '
+                '[ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; test -e "$1"', "sh", dev]
+        self._t(node).run(wait)
+        if mode == "full":
+            out = self._t(node).run(["sha256sum", dev], timeout=3600).stdout
+            return [out.split()[0]]
+        mib = max(1, volsize // 2**20)
+        rnd = random.Random(seed)
+        offsets = sorted({0, mib - 1, *(rnd.randrange(mib) for _ in range(DEFAULTS["samples"]))})
+        script = ('dev=$1; shift; for o in "$@"; do dd if="$dev" bs=1M skip="$o" count=1 '
+                  'iflag=direct status=none | sha256sum; done')
+        out = self._t(node).run(["sh", "-c", script, "sh", dev, *map(str, offsets)]).stdout
+        return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+    def _place(self, conn: sqlite3.Connection, m: Move) -> None:
+        self._hooks(m, m.target_node, "post_cutover")
+        retired = f"{m.volume}.xfleet-moved-{m.id}"
+        if self._has(m.source_node, m.volume):
+            self._t(m.source_node).run(["zfs", "rename", m.volume, retired])
+        if self._has(m.source_node, retired):
+            self._t(m.source_node).run(["zfs", "set", "readonly=on", retired])
+            snap = f"{retired}@{m.snap('final')}"
+            holds = self._t(m.source_node).run(["zfs", "holds", "-H", snap]).stdout
+            if f"xfleet-move-{m.id}" not in holds:
+                self._t(m.source_node).run(["zfs", "hold", f"xfleet-move-{m.id}", snap])
+        m.retired_as = retired
+        # the copy's intermediate snapshots served the transfer only; the final one stays (an
+        # incremental base for a later move)
+        for s in m.snapshots:
+            if not s.endswith("-final") and self._has(m.target_node, f"{m.target_volume}@{s}"):
+                self._t(m.target_node).run(["zfs", "destroy", f"{m.target_volume}@{s}"])
+        m.state = "done"
+        m.finished_at = time.time()
+        m.step = None
+        _save(conn, m, f"done: {m.target_node}:{m.target_volume}; source kept as {retired} "
+                       "(read-only, held) until `xfleet moves retire`")
+        from xfleet.sync import sync
+
+        sync(self.inv, self.mirror_path, [m.source_node, m.target_node],
+             connections=self.conns)
+
+    def _resume_failed(self, conn: sqlite3.Connection, m: Move) -> None:
+        back = m.options.get("failed_state") or "base"
+        m.state = back if back in ACTIVE else "base"
+        _save(conn, m, f"resuming in {m.state}")
+
+
+# ---------------------------------------------------------------------------------------------
+# abort and retire
+
+
+def abort(inv: Inventory, mirror_path: Path, conns: Connections, move_id: int) -> Move:
+    """Stop a move before its cutover and remove what it created (the partial or complete copy
+    on the target, its snapshots on the source). The source volume is untouched. After the
+    cutover a move cannot be aborted (its copy is the volume now): it is finished instead."""
+    conn = mirror.connect(mirror_path)
+    try:
+        m = get(conn, move_id)
+        if m.state in FINAL:
+            return m
+        stage = m.options.get("failed_state", m.state) if m.state == "failed" else m.state
+        if stage in ("verify", "placed"):
+            raise MoveError(f"move {m.id} is past its cutover ({stage})",
+                            hint=f"xfleet moves resume {m.id} finishes it")
+        _claim(conn, m)
+        t = conns.get(m.target_node)
+        token = t.run(["zfs", "get", "-H", "-o", "value", "receive_resume_token",
+                       m.target_volume], check=False)
+        if token.ok and token.stdout.strip() not in ("", "-"):
+            t.run(["zfs", "receive", "-A", m.target_volume], check=False)
+        exists = t.run(["zfs", "list", "-H", "-o", "name", m.target_volume], check=False).ok
+        if exists:
+            # only a copy this move made: its snapshots are all ours
+            snaps = t.run(["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-d", "1",
+                           m.target_volume]).stdout.split("\n")
+            ours = {f"{m.target_volume}@{s}" for s in m.snapshots}
+            carried = _carried(conns, m)
+            foreign = [s for s in snaps if s and s not in ours and
+                       s.split("@", 1)[1] not in carried]
+            if foreign:
+                raise MoveError(f"{m.target_node}:{m.target_volume} has snapshots this move "
+                                f"did not make ({', '.join(foreign[:3])}); not destroying it")
+            t.run(["zfs", "destroy", "-r", m.target_volume])
+        s = conns.get(m.source_node)
+        for snap in m.snapshots:
+            s.run(["zfs", "destroy", f"{m.volume}@{snap}"], check=False)
+        m.state = "aborted"
+        m.finished_at = time.time()
+        _save(conn, m, "aborted: target copy and move snapshots removed; source untouched")
+        return m
+    finally:
+        conn.close()
+
+
+def _carried(conns: Connections, m: Move) -> set[str]:
+    out = conns.get(m.source_node).run(
+        ["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-d", "1", m.volume],
+        check=False).stdout
+    return {line.split("@", 1)[1] for line in out.splitlines() if "@" in line}
+
+
+def retire(inv: Inventory, mirror_path: Path, conns: Connections, move_id: int) -> Move:
+    """Destroy a finished move's retired source (the caller has the user's confirmation)."""
+    conn = mirror.connect(mirror_path)
+    try:
+        m = get(conn, move_id)
+        if m.state != "done" or not m.retired_as:
+            raise MoveError(f"move {m.id} is {m.state}: only a finished move's source can be "
+                            "retired")
+        t = conns.get(m.source_node)
+        if t.run(["zfs", "list", "-H", "-o", "name", m.retired_as], check=False).ok:
+            t.run(["zfs", "release", f"xfleet-move-{m.id}",
+                   f"{m.retired_as}@{m.snap('final')}"], check=False)
+            t.run(["zfs", "destroy", "-r", m.retired_as])
+        m.step = "source destroyed"
+        _save(conn, m, f"retired: {m.retired_as} destroyed")
+        from xfleet.sync import sync
+
+        sync(inv, mirror_path, [m.source_node], connections=conns)
+        return m
+    finally:
+        conn.close()
