@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -220,8 +221,13 @@ def _sync_node(job: _Job, cp: mirror.Checkpoint | None, *, full: bool, reconcile
                budget: int | None) -> NodeSync:
     node, transport = job.node, job.transport
     job.progress(node, "connecting", 0)
-    pools, load_guids = _pools_and_load_guids(transport, job.host)
-    events = _queued_events(transport, cp.eid if cp is not None and cp.usable else None)
+    # The two reads are independent: run them at once over the node's connection (each is a
+    # round trip plus the node's own work; `zpool events` formats up to 512 events).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"xfleet-events-{node}") as ex:
+        queued = ex.submit(_queued_events, transport,
+                           cp.eid if cp is not None and cp.usable else None)
+        pools, load_guids = _pools_and_load_guids(transport, job.host)
+        events = queued.result()
     if full or cp is None or not cp.usable or events is None:
         return _full_node(job, pools, load_guids, events)
     return _incremental_node(job, cp, pools, load_guids, events, reconcile=reconcile,

@@ -142,6 +142,7 @@ class Transport(ABC):
         self.command_timeout = command_timeout
         self.commands = 0
         self.received = 0  # bytes of stdout received (tests assert it follows the changes)
+        self._tally = threading.Lock()  # commands may run from several threads at once
         self.history: list[list[str]] = []
 
     @abstractmethod
@@ -157,8 +158,9 @@ class Transport(ABC):
 
     def _start(self, argv: Sequence[str]) -> list[str]:
         args = check_argv(argv)
-        self.commands += 1
-        self.history.append(args)
+        with self._tally:
+            self.commands += 1
+            self.history.append(args)
         return args
 
     def lines(
@@ -182,9 +184,14 @@ class Transport(ABC):
             raise RemoteCommandError(self.node, args, status[0], err[0])
 
     def _counted(self, lines: Iterator[str]) -> Iterator[str]:
-        for line in lines:
-            self.received += len(line) + 1
-            yield line
+        n = 0
+        try:
+            for line in lines:
+                n += len(line) + 1
+                yield line
+        finally:
+            with self._tally:
+                self.received += n
 
     def stream(self, argv: Sequence[str], *, timeout: float | None = None) -> Streamed:
         """Stream stdout of `argv` without raising on a non-zero exit: iterate the result for

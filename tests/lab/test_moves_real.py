@@ -116,11 +116,13 @@ def test_refusals_are_clear(lab: Lab, db: Path) -> None:
     lab.run(SRC, ["zfs", "clone", f"{vol}@s0", "tank/m/taken-branch"])
     sync(lab, db)
     res = lab.xfleet("move", vol, "--to", DST, mirror=db)
+    assert res.code == 1 and "several nodes" in res.err and "--from" in res.err
+    res = lab.xfleet("move", vol, "--from", SRC, "--to", DST, mirror=db)
     assert res.code == 1 and "Traceback" not in res.err
     assert "clone" in res.err  # never orphan a clone
     lab.run(SRC, ["zfs", "destroy", "tank/m/taken-branch"])
     sync(lab, db)
-    res = lab.xfleet("move", vol, "--to", DST, mirror=db)
+    res = lab.xfleet("move", vol, "--from", SRC, "--to", DST, mirror=db)
     assert res.code == 1 and "already has a volume named" in res.err and "-F" in res.err
 
 
