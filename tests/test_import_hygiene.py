@@ -4,8 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-CORE = ["inventory", "transport", "zfs", "events", "mirror", "sync", "watch", "query", "names",
-        "units", "errors", "sim", "paging"]
+CORE = ["inventory", "transport", "zfs", "events", "mirror", "sync", "watch", "moves", "relay",
+        "query", "names", "units", "errors", "sim", "paging"]
 
 
 def test_core_does_not_import_click_or_textual() -> None:
