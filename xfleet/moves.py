@@ -543,9 +543,11 @@ class Runner:
         if bw:
             limits.append(TokenBucket(float(bw)))
         last = [time.monotonic()]
+        sent = [0]
 
-        def tick(n: int) -> None:
-            m.bytes_done = start + n
+        def tick(n: int) -> None:  # n: bytes of this chunk (relay reports increments)
+            sent[0] += n
+            m.bytes_done = start + sent[0]
             if m.bytes_total is not None:
                 m.bytes_total = max(m.bytes_total, m.bytes_done)
             self._tick(m)

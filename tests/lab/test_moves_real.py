@@ -135,7 +135,7 @@ def test_a_cut_stream_resumes_from_the_receive_token(lab: Lab, db: Path) -> None
     before = sha(lab, SRC, vol)
     proc = lab.popen_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--json", mirror=db)
     try:
-        wait_for(lambda: _bytes(db) > 8 * 2**20, "the base copy to be under way")
+        wait_for(lambda: _bytes(db, vol) > 8 * 2**20, "the base copy to be under way")
         lab.run(DST, ["pkill", "-f", "zfs receive"])  # cut the stream on the receiving side
         out, err = proc.communicate(timeout=600)
     finally:
@@ -149,19 +149,22 @@ def test_a_cut_stream_resumes_from_the_receive_token(lab: Lab, db: Path) -> None
     assert sha(lab, DST, vol) == before
 
 
-def _bytes(db: Path) -> int:
+def _bytes(db: Path, volume: str) -> int:
+    """Bytes sent so far by the newest move of `volume`."""
     conn = sqlite3.connect(db)
     try:
-        r = conn.execute("SELECT bytes_done FROM moves ORDER BY id DESC LIMIT 1").fetchone()
+        r = conn.execute("SELECT bytes_done FROM moves WHERE volume = ? ORDER BY id DESC "
+                         "LIMIT 1", (volume,)).fetchone()
         return int(r[0]) if r else 0
     finally:
         conn.close()
 
 
-def _last_id(db: Path) -> int:
+def _last_id(db: Path, volume: str) -> int:
     conn = sqlite3.connect(db)
     try:
-        return int(conn.execute("SELECT max(id) FROM moves").fetchone()[0])
+        return int(conn.execute("SELECT max(id) FROM moves WHERE volume = ?",
+                                (volume,)).fetchone()[0])
     finally:
         conn.close()
 
@@ -174,10 +177,10 @@ def test_xfleet_killed_mid_copy_resumes(lab: Lab, db: Path) -> None:
     sync(lab, db)
     before = sha(lab, SRC, vol)
     proc = lab.popen_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--json", mirror=db)
-    wait_for(lambda: _bytes(db) > 12 * 2**20, "the copy to be under way")
+    wait_for(lambda: _bytes(db, vol) > 12 * 2**20, "the copy to be under way")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    move_id = _last_id(db)
+    move_id = _last_id(db, vol)
     assert move_row(db, move_id)["state"] in ("base", "catchup")
     time.sleep(2)  # the remote receive notices the closed connection and keeps its token
     res = lab.xfleet("moves", "resume", str(move_id), "--json", mirror=db, timeout=900)
@@ -196,7 +199,7 @@ def test_source_written_during_the_copy_is_carried_by_a_catchup_round(
     proc = lab.popen_xfleet("move", vol, "--to", DST, "--bwlimit", "6M", "--catchup-bytes",
                             "1M", "--json", mirror=db)
     try:
-        wait_for(lambda: _bytes(db) > 4 * 2**20, "the base copy to be under way")
+        wait_for(lambda: _bytes(db, vol) > 4 * 2**20, "the base copy to be under way")
         lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=6 "
                       "seek=50 oflag=direct conv=notrunc status=none"])
         out, err = proc.communicate(timeout=600)
