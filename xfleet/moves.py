@@ -24,9 +24,9 @@ at any point, a dropped connection or a reboot of either node is resumed by `res
 Send flags, chosen deliberately: `-L` always (large blocks, consistently for the whole chain:
 toggling it inside a chain corrupted data before, openzfs 6224); `-c` only when the target keeps
 the source's compression (otherwise blocks travel uncompressed and the target's compression
-applies: a move is a chance to apply compression policy); `-w` for encrypted volumes. A plain
-send does not carry properties, so `compression`, `volblocksize` (by the stream) and the
-mirrored user properties are set explicitly with `receive -o`.
+applies: a move is a chance to apply compression policy); encrypted volumes (which need `-w`)
+are refused for now. A plain send does not carry properties, so `compression`, `volblocksize`
+(by the stream) and the mirrored user properties are set explicitly with `receive -o`.
 
 Data goes through the xfleet host by default (`xfleet.relay`: no trust between nodes needed),
 in large chunks, limited by token buckets (fleet-wide and per node).
@@ -564,6 +564,11 @@ class Runner:
             if self._has(m.target_node, m.target_volume):  # not ours: nothing was sent yet
                 raise MoveError(f"{m.target_node} already has {m.target_volume}",
                                 hint="xfleet never overwrites: rename or destroy it first")
+            enc = self._get(m.source_node, m.volume, "encryption")
+            if enc not in (None, "off", "-"):
+                raise MoveError(f"{m.volume} is encrypted ({enc}): moving it needs a raw send "
+                                "(-w), which xfleet does not do yet",
+                                hint="move it with zfs send -w by hand, or wait for support")
             parent = m.target_volume.rsplit("/", 1)[0]
             if "/" in m.target_volume and not self._has(m.target_node, parent):
                 self._t(m.target_node).run(["zfs", "create", "-p", parent])
