@@ -87,7 +87,9 @@ def test_node_killed_mid_sync_is_failed_and_stale_and_keeps_rows(
 ) -> None:
     before = mirror_rows(baseline, "lab2")
     assert before
-    proc = lab.popen_xfleet("sync", "--json", mirror=baseline)
+    # a full listing (seconds on lab2 under TCG) is what gets cut; an incremental sync of an
+    # unchanged node is two quick commands
+    proc = lab.popen_xfleet("sync", "--full", "--json", mirror=baseline)
     try:
         seen = _wait_for_remote_zfs_list(lab, "lab2", time.monotonic() + 60)
         assert proc.poll() is None, "sync finished before lab2 could be killed"
