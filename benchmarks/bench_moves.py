@@ -43,6 +43,7 @@ import re
 import resource
 import shlex
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -177,7 +178,7 @@ def wait_zombie(pid: int) -> tuple[dict[str, int], float]:
     return _proc_io(pid), _proc_cpu(pid)
 
 
-def tcp_bytes(sock: socket.socket) -> tuple[int, int]:
+def tcp_bytes(sock: Any) -> tuple[int, int]:
     """(bytes acked, bytes received) of a TCP connection (Linux TCP_INFO)."""
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
     acked, received = struct.unpack_from("QQ", info, 120)
@@ -540,6 +541,14 @@ def main() -> None:
         raise SystemExit(f"port {args.ssh_port} belongs to another lab")
     sd = args.state_dir.resolve()
     work = sd / "work"
+    rows: list[Row] = []
+    size = 0
+    reported = False
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)  # still print what was measured, stop the lab
     try:
         if shutil.which("syncoid") is None:
             say("syncoid missing: apt-get install -y sanoid")
@@ -586,7 +595,6 @@ def main() -> None:
             "(also warms the ARC equally for every run)")
         src_guid = lb.guid("lab1", SNAP)
 
-        rows: list[Row] = []
 
         def check(node_target: str, row: Row) -> None:
             got = lb.guid("lab2", f"{node_target}@base")
@@ -664,7 +672,14 @@ def main() -> None:
             pipe(f"ssh pipe, -c {GCM}", f"{retired}@base", "tank/bench/pipe3", GCM)
 
         report(rows, size)
+        reported = True
+    except BaseException as exc:
+        out(f"INTERRUPTED: {exc!r}")
+        raise
     finally:
+        if rows and not reported:
+            out("(partial: the runs measured before the interruption)")
+            report(rows, size)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(OUT) + "\n")
         if not args.keep:
