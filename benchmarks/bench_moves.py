@@ -425,8 +425,9 @@ def run_syncoid(lb: Lab, work: Path, target: str) -> dict[str, Any]:
             wire_to += t[0]
     stream = None
     for cmd, io, _ in masters:
-        # the lab1 ControlMaster writes the stream into the pipe it was handed (mux)
-        if "root@lab1" in cmd and " -M " in f" {cmd} " and io and lab1_log is not None:
+        # the lab1 ControlMaster writes the stream into the pipe it was handed (mux); it
+        # renames itself "ssh: /tmp/syncoid-root@lab1-TIME [mux]"
+        if "root@lab1" in cmd and "[mux]" in cmd and io and lab1_log is not None:
             t = transferred(lab1_log)
             if t:
                 stream = io["wchar"] - t[0] - lab1_log.stat().st_size
