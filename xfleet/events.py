@@ -25,9 +25,6 @@ from xfleet.zfs import ParseError
 
 HISTORY_EVENT = "sysevent.fs.zfs.history_event"
 
-# The event queue length of the kernel module (zfs_zevent_len_max, OpenZFS 2.x default).
-QUEUE_LENGTH = 512
-
 
 def zpool_events(*, follow: bool = False) -> list[str]:
     """`zpool events -H -v`: every queued event; with `follow`, then new ones as they come."""
@@ -283,13 +280,6 @@ def event_touches(events: Iterable[ZEvent]) -> list[Touch]:
     for ev in events:
         if ev.is_history:
             out.extend(touches(ev.internal_name, ev.dsname, ev.internal_str))
-    return out
-
-
-def history_touches(records: Iterable[HistoryRecord]) -> list[Touch]:
-    out: list[Touch] = []
-    for rec in records:
-        out.extend(touches(rec.op, rec.dsname, rec.detail))
     return out
 
 
