@@ -1265,6 +1265,12 @@ def lab_down() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# command groups kept in their own modules (xfleet/cli_*.py): each has `register(cli)`
+
+# (one import and one call per module, in this block)
+
+
+# ---------------------------------------------------------------------------------------------
 # entry point
 
 

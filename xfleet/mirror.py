@@ -18,8 +18,6 @@ from typing import Any
 from xfleet.errors import MirrorError
 from xfleet.zfs import DATASET_COLUMNS, POOL_COLUMNS, PoolRecord
 
-SCHEMA_VERSION = 3
-
 # Columns of `datasets` filled from `zfs list`, in DATASET_COLUMNS order.
 DATASET_TABLE_COLUMNS: tuple[str, ...] = (
     "node",
@@ -186,6 +184,10 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX move_log_move ON move_log (move, at)
     """,
 }
+
+
+# The schema version is the newest migration: add a numbered entry to _MIGRATIONS to change it.
+SCHEMA_VERSION = max(_MIGRATIONS)
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
