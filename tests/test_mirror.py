@@ -65,7 +65,8 @@ def test_old_schema_is_migrated_by_a_writer_only(tmp_path: Path) -> None:
         mirror.connect(p, readonly=True)
     assert "migrate" in str(exc.value)
     mirror.connect(p).close()
-    assert mirror.connect(p, readonly=True).execute("PRAGMA user_version").fetchone()[0] == mirror.SCHEMA_VERSION
+    version = mirror.connect(p, readonly=True).execute("PRAGMA user_version").fetchone()[0]
+    assert version == mirror.SCHEMA_VERSION
 
 
 def test_reader_is_not_blocked_by_an_open_write_transaction(tmp_path: Path) -> None:

@@ -148,3 +148,104 @@ def test_drain_plans_every_volume_biggest_first_balanced_by_room(fleet) -> None:
     res = run_cli("-i", str(inv_path), "drain", "n1")
     assert res.code != 0 and "--yes" in res.err  # no confirmation on a pipe: nothing started
     assert conn.execute("SELECT count(*) FROM moves").fetchone()[0] == 0
+
+
+def test_features_needed_follow_block_size_compression_and_encryption() -> None:
+    assert moves.features_needed(16384, "lz4", False) == ["lz4_compress"]
+    assert moves.features_needed(1024**2, "zstd-3", True) == [
+        "large_blocks", "zstd_compress", "encryption"]
+    assert moves.features_needed(131072, "off", False) == []
+
+
+def test_preflight_reads_the_nodes_and_the_simulated_features_match_real_zpool(fleet) -> None:  # type: ignore[no-untyped-def]
+    inv, _, t = fleet
+    features = ",".join(f"feature@{f}" for f in moves.FEATURES)
+    real = (Path(__file__).parent / "fixtures" / "real" / "zpool_get_features.txt").read_text()
+    out = t.run(["zpool", "get", "-H", "-o", "property,value", features + ",feature@nope",
+                 "tank"]).stdout
+    assert out == real  # an unknown feature is left out silently, as by real zpool
+    n2 = SimTransport(inv.hosts["n2"], state_dir=inv.state_dir)
+    before = (t.commands, n2.commands)
+    pf = moves.preflight(t, n2, "tank/app/db", "tank/app/db", ["-L", "-c"],
+                         {"compression": "zstd", "volmode": "none"})
+    assert (t.commands - before[0], n2.commands - before[1]) == (1, 1)
+    assert pf.send_flags == ["-L", "-c"] and pf.needed == ["zstd_compress"]
+    assert pf.features["zstd_compress"] == "enabled" and pf.notes == []
+
+
+def _move_row(conn: sqlite3.Connection, src: str, dst: str, state: str, pid: int | None,
+              beat: float) -> int:
+    cur = conn.execute(
+        "INSERT INTO moves (volume, source_node, target_node, target_volume, state, send_flags,"
+        " receive_properties, verify, options, created_at, updated_at, pid, host, heartbeat) "
+        "VALUES ('tank/x', ?, ?, 'tank/x', ?, '[]', '{}', 'sampled', '{}', 0, 0, ?, "
+        "'elsewhere', ?)", (src, dst, state, pid, beat))
+    conn.commit()
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def test_stream_slots_count_this_process_and_live_moves_of_others(fleet) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    inv, _, _ = fleet
+    inv.hosts["n1"].max_streams, inv.hosts["n2"].max_streams = 4, 2
+    conn = mirror.connect(inv.mirror)
+    _move_row(conn, "n1", "n2", "base", 4242, time.time())  # another host's live move
+    _move_row(conn, "n1", "n2", "catchup", 4243, time.time() - 3600)  # dead: stale heartbeat
+    _move_row(conn, "n1", "n2", "done", None, time.time())  # finished
+    me = moves.Move(_move_row(conn, "n1", "n2", "planned", None, 0), "tank/x", "n1", "n2",
+                    "tank/x", "planned")
+    assert moves._streams_elsewhere(conn, me.id) == {"n1": 1, "n2": 1}
+    slots = moves.StreamSlots(inv)
+    halt = threading.Event()
+    assert slots.acquire(conn, me, halt)  # n2: 1 elsewhere + 0 here < 2
+    other = moves.Move(_move_row(conn, "n1", "n2", "planned", None, 0), "tank/y", "n1", "n2",
+                       "tank/y", "planned")
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(slots.acquire(
+        mirror.connect(inv.mirror), other, halt)))
+    waiter.start()
+    time.sleep(1.5)
+    assert got == []  # n2 full: 1 elsewhere + 1 here
+    step = conn.execute("SELECT step FROM moves WHERE id = ?", (other.id,)).fetchone()[0]
+    assert step == "waiting for a stream slot on n2 (max_streams 2)"
+    slots.release(me)
+    waiter.join(5)
+    assert got == [True]
+    halt.set()  # a halted waiter gives up
+    third = moves.Move(_move_row(conn, "n1", "n2", "planned", None, 0), "tank/z", "n1", "n2",
+                       "tank/z", "planned")
+    assert slots.acquire(conn, third, halt) is False
+
+
+def test_pause_of_a_move_nobody_runs_and_resume_goes_back(fleet) -> None:  # type: ignore[no-untyped-def]
+    inv, inv_path, _ = fleet
+    conn = mirror.connect(inv.mirror)
+    m = moves.create(inv, conn, moves.plan_move(inv, conn, "tank/app/db", "n2"))
+    res = run_cli("-i", str(inv_path), "moves", "pause", str(m.id), "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)[0]["state"] == "paused"
+    assert moves.get(conn, m.id).options["failed_state"] == "planned"
+    assert [x.state for x in moves.listing(conn, active_only=True)] == ["paused"]
+    with pytest.raises(moves.MoveError):  # still the volume's move: no second one
+        moves.plan_move(inv, conn, "tank/app/db", "n2")
+    # resume goes back to planned, then to the nodes (the simulator has no data path)
+    res = run_cli("-i", str(inv_path), "moves", "resume", str(m.id), "--json")
+    after = json.loads(res.out)
+    assert after["state"] == "failed" and "no data path" in after["error"]
+    assert any("resuming in planned" in e["message"] for e in moves.log(conn, m.id))
+    res = run_cli("-i", str(inv_path), "moves", "pause", "999")
+    assert res.code != 0 and "no move with id 999" in res.err and "Traceback" not in res.err
+
+
+def test_eta_from_rate_and_estimate_never_past_the_end() -> None:
+    m = moves.Move(1, "tank/v", "a", "b", "tank/v", "base", bytes_total=1000, bytes_done=400,
+                   rate=100.0)
+    assert m.eta == 6.0 and m.progress == 0.4
+    m.bytes_done = 1500  # an estimate that was low: never above 100 %, never negative
+    assert m.progress == 1.0 and m.eta == 0.0
+    m.state = "verify"
+    assert m.eta is None
+    assert "eta" in m.to_dict()

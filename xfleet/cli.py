@@ -545,10 +545,14 @@ def _confirm(yes: bool, question: str, what: str) -> None:
 
 
 def _move_line(m: Any) -> str:
+    from xfleet.units import format_age
+
     pct = f" {100 * m.progress:5.1f}%" if m.progress is not None else ""
     done = f" {m.bytes_done / 2**20:,.0f}/{(m.bytes_total or 0) / 2**20:,.0f} MiB" \
         if m.bytes_total else ""
-    return f"move {m.id} {m.state}{pct}{done} {m.step or ''}"
+    rate = f" {m.rate / 2**20:,.1f} MiB/s" if m.rate and m.eta is not None else ""
+    eta = f" ETA {format_age(m.eta)}" if m.eta is not None else ""
+    return f"move {m.id} {m.state}{pct}{done}{rate}{eta} {m.step or ''}"
 
 
 def _run_move(c: Ctx, move_id: int, as_json: bool) -> None:
@@ -669,12 +673,15 @@ def move_cmd(c: Ctx, volume: str, target: str, source: str | None, verify: str,
               help="Target nodes (repeatable; default: every other node).")
 @click.option("--parallel", "-p", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Moves at once (each node's max_streams still applies).")
+@click.option("--bwlimit", metavar="RATE",
+              help="Bandwidth limit for the whole drain, e.g. 500M (bytes/s); the nodes' "
+              "bwlimit and the fleet's move_bwlimit still apply.")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan only.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before starting.")
 @json_option
 @pass_ctx
-def drain_cmd(c: Ctx, node: str, targets: tuple[str, ...], parallel: int, dry_run: bool,
-              yes: bool, as_json: bool) -> None:
+def drain_cmd(c: Ctx, node: str, targets: tuple[str, ...], parallel: int, bwlimit: str | None,
+              dry_run: bool, yes: bool, as_json: bool) -> None:
     """Move every volume off a node, balancing the targets by free space.
 
     Prints the plan (volume, target, bytes), then runs the moves in waves of --parallel with
@@ -712,8 +719,12 @@ def drain_cmd(c: Ctx, node: str, targets: tuple[str, ...], parallel: int, dry_ru
         ids = [moves.create(inv, conn, p).id for p in plans]
     finally:
         conn.close()
+    from xfleet.relay import TokenBucket
+    from xfleet.units import parse_size
+
+    limits = [TokenBucket(parse_size(bwlimit))] if bwlimit else []
     with Connections(inv.hosts, trust_store=inv.trust_store, state_dir=inv.state_dir) as conns:
-        runner = moves.Runner(inv, path, conns)
+        runner = moves.Runner(inv, path, conns, limits=limits)
         with ThreadPoolExecutor(max_workers=parallel) as pool:
             done = list(pool.map(runner.run, ids))
     for m in done:
@@ -724,13 +735,14 @@ def drain_cmd(c: Ctx, node: str, targets: tuple[str, ...], parallel: int, dry_ru
 
 @cli.group("moves")
 def moves_group() -> None:
-    """List, show, resume, abort and retire volume moves.
+    """List, show, pause, resume, abort and retire volume moves.
 
     \b
     Examples:
       xfleet moves list
       xfleet moves show 3
       xfleet moves resume 3
+      xfleet moves pause 3
       xfleet moves abort 3 --yes
       xfleet moves retire 3 --destroy --yes
     """
@@ -788,6 +800,32 @@ def moves_show(c: Ctx, move_id: int, as_json: bool) -> None:
 def moves_resume(c: Ctx, move_id: int, as_json: bool) -> None:
     """Continue a move from its last completed step (after a failure, Ctrl-C or a crash)."""
     _run_move(c, move_id, as_json)
+
+
+@moves_group.command("pause")
+@click.argument("move_ids", type=int, nargs=-1, required=True, metavar="ID...")
+@json_option
+@pass_ctx
+def moves_pause(c: Ctx, move_ids: tuple[int, ...], as_json: bool) -> None:
+    """Pause moves before their cutover; `xfleet moves resume ID` continues each one.
+
+    A move being run stops its stream within a second or two (the receive keeps its resume
+    token, so nothing sent is lost); a move nobody runs is marked paused at once. A move whose
+    cutover has begun cannot pause: it finishes on its own.
+
+    \b
+    Examples:
+      xfleet moves pause 12
+      xfleet moves pause 12 13 14 --json
+    """
+    from xfleet import moves
+
+    out = [moves.pause(c.mirror_path(), i) for i in move_ids]
+    if as_json:
+        click.echo(json.dumps([m.to_dict() for m in out], indent=2, default=str))
+        return
+    for m in out:
+        click.echo(_move_line(m))
 
 
 @moves_group.command("abort")

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from xfleet.errors import InventoryError, NameError_
+from xfleet.errors import InventoryError, NameError_, UsageError
 from xfleet.names import validate_pool
 
 KINDS = ("ssh", "local", "sim")
@@ -44,6 +44,7 @@ HOST_KEYS: dict[str, str] = {
     "pools": "a non-empty list of pool names",
     "labels": "a mapping of label names to plain values",
     "max_streams": "a positive integer (concurrent send/receive streams on this node)",
+    "bwlimit": "a rate in bytes per second, e.g. 200M (all move streams of this node together)",
     "hooks": "a mapping of hook names (pre_cutover, post_cutover) to a command (a list of "
     "strings) or a list of commands, e.g. {pre_cutover: [[nvmet-unexport, '{volume}']]}",
     "connect_timeout": "a positive number of seconds",
@@ -65,6 +66,8 @@ FLEET_KEYS: dict[str, str] = {
     "tenant_property": "the user property that names a volume's tenant",
     "environment": "a mapping with name and colour, e.g. {name: prod, colour: red}",
     "state_dir": "a directory for xfleet's local state (relative to the inventory file)",
+    "move_bwlimit": "a rate in bytes per second, e.g. 1G (all moves run by one xfleet process "
+    "together)",
 }
 GROUP_KEYS = ("vars", "children", "hosts")
 # Commands run around a move's cutover, with {volume}, {target_volume}, {source_node},
@@ -89,6 +92,7 @@ class Host:
     labels: dict[str, str] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
     max_streams: int = 2
+    bwlimit: int | None = None  # bytes/s, all move streams of this node together
     hooks: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     connect_timeout: float = 10.0
     command_timeout: float = 600.0
@@ -109,6 +113,7 @@ class Inventory:
     parallel: int = 8
     space_refresh_budget: int = 2000
     space_refresh_interval: float = 300.0
+    move_bwlimit: int | None = None  # bytes/s, all moves of one xfleet process together
     user_properties: tuple[str, ...] = (DEFAULT_TENANT_PROPERTY,)
     tenant_property: str = DEFAULT_TENANT_PROPERTY
     environment: dict[str, str] = field(default_factory=dict)
@@ -464,6 +469,27 @@ class _Loader:
     def _bad(self, key: str, v: _Val) -> InventoryError:
         return self.err(v.line, f"{key} must be {HOST_KEYS[key]}, got {_shown(v.value)}")
 
+    def _number(self, key: str, v: _Val, kind: type, low: float) -> Any:
+        """A fleet setting that is a number >= low (an int when `kind` is int)."""
+        ok = (int,) if kind is int else (int, float)
+        if not isinstance(v.value, ok) or isinstance(v.value, bool) or v.value < low:
+            raise self.err(v.line, f"{key} must be {FLEET_KEYS[key]}, got {_shown(v.value)}")
+        return kind(v.value)
+
+    def _rate(self, key: str, v: _Val, keys: dict[str, str]) -> int:
+        """Bytes per second: a positive integer or a size such as 200M."""
+        from xfleet.units import parse_size
+
+        val = v.value
+        try:
+            rate = parse_size(str(val)) if isinstance(val, (str, int)) and \
+                not isinstance(val, bool) else 0
+        except UsageError:
+            rate = 0
+        if rate <= 0:
+            raise self.err(v.line, f"{key} must be {keys[key]}, got {_shown(val)}")
+        return rate
+
     def _check(self, key: str, v: _Val) -> Any:
         val = v.value
         if key == "kind":
@@ -474,6 +500,8 @@ class _Loader:
             if not isinstance(val, int) or isinstance(val, bool) or not 1 <= val <= 65535:
                 raise self._bad(key, v)
             return val
+        if key == "bwlimit":
+            return self._rate(key, v, HOST_KEYS)
         if key in ("max_streams", "connect_retries"):
             if not isinstance(val, int) or isinstance(val, bool) or val < 1:
                 raise self._bad(key, v)
@@ -556,30 +584,13 @@ class _Loader:
             mirror=path_of("mirror", state_default / "xfleet" / f"{self.path.stem}.db"),
             state_dir=path_of("state_dir", state_default / "xfleet" / self.path.stem),
         )
-        if "price_per_gb_month" in f:
-            v = f["price_per_gb_month"]
-            if not isinstance(v.value, (int, float)) or isinstance(v.value, bool) or v.value < 0:
-                raise self.err(v.line, f"price_per_gb_month must be "
-                               f"{FLEET_KEYS['price_per_gb_month']}, got {_shown(v.value)}")
-            inv.price_per_gb_month = float(v.value)
-        if "parallel" in f:
-            v = f["parallel"]
-            if not isinstance(v.value, int) or isinstance(v.value, bool) or v.value < 1:
-                raise self.err(v.line, f"parallel must be {FLEET_KEYS['parallel']}, "
-                               f"got {_shown(v.value)}")
-            inv.parallel = v.value
-        if "space_refresh_budget" in f:
-            v = f["space_refresh_budget"]
-            if not isinstance(v.value, int) or isinstance(v.value, bool) or v.value < 0:
-                raise self.err(v.line, f"space_refresh_budget must be "
-                               f"{FLEET_KEYS['space_refresh_budget']}, got {_shown(v.value)}")
-            inv.space_refresh_budget = v.value
-        if "space_refresh_interval" in f:
-            v = f["space_refresh_interval"]
-            if not isinstance(v.value, (int, float)) or isinstance(v.value, bool) or v.value < 0:
-                raise self.err(v.line, f"space_refresh_interval must be "
-                               f"{FLEET_KEYS['space_refresh_interval']}, got {_shown(v.value)}")
-            inv.space_refresh_interval = float(v.value)
+        for key, kind, low in (("price_per_gb_month", float, 0), ("parallel", int, 1),
+                               ("space_refresh_budget", int, 0),
+                               ("space_refresh_interval", float, 0)):
+            if key in f:
+                setattr(inv, key, self._number(key, f[key], kind, low))
+        if "move_bwlimit" in f:
+            inv.move_bwlimit = self._rate("move_bwlimit", f["move_bwlimit"], FLEET_KEYS)
         if "tenant_property" in f:
             inv.tenant_property = self._user_prop("tenant_property", f["tenant_property"])
         if "user_properties" in f:

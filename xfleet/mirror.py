@@ -183,6 +183,10 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX move_log_move ON move_log (move, at)
     """,
+    6: """
+    ALTER TABLE moves ADD COLUMN control TEXT;
+    ALTER TABLE moves ADD COLUMN rate REAL
+    """,
 }
 
 

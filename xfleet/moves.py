@@ -24,9 +24,12 @@ at any point, a dropped connection or a reboot of either node is resumed by `res
 Send flags, chosen deliberately: `-L` always (large blocks, consistently for the whole chain:
 toggling it inside a chain corrupted data before, openzfs 6224); `-c` only when the target keeps
 the source's compression (otherwise blocks travel uncompressed and the target's compression
-applies: a move is a chance to apply compression policy); encrypted volumes (which need `-w`)
-are refused for now. A plain send does not carry properties, so `compression`, `volblocksize`
-(by the stream) and the mirrored user properties are set explicitly with `receive -o`.
+applies: a move is a chance to apply compression policy); encrypted volumes are sent raw (`-w`:
+still encrypted, as stored; the key never travels) with their key location. A plain send does
+not carry properties, so `compression`, `volblocksize` (by the stream) and the mirrored user
+properties are set explicitly with `receive -o`. Before the first byte, `preflight` checks the
+target pool's features (large_blocks, zstd_compress, encryption, lz4_compress) against what
+the volume needs.
 
 Data goes through the xfleet host by default (`xfleet.relay`: no trust between nodes needed),
 in large chunks, limited by token buckets (fleet-wide and per node).
@@ -55,7 +58,11 @@ from xfleet.transport import Connections, Transport
 
 SNAP_PREFIX = "xfleet-move-"
 ACTIVE = ("planned", "base", "catchup", "cutover", "verify", "placed")
+STREAMING = ("planned", "base", "catchup", "cutover")  # states that hold a stream slot
+HALTED = ("failed", "paused")  # resumable: `resume` goes back to the state it stopped in
 FINAL = ("done", "aborted")
+HEARTBEAT = 20.0  # seconds between heartbeats of a running move
+STALE = 120.0  # a heartbeat older than this: nobody runs the move any more
 DEFAULTS: dict[str, Any] = {
     "catchup_bytes": 64 * 1024**2,  # stop catching up below this delta
     "max_rounds": 5,
@@ -89,6 +96,7 @@ class Move:
     verified: str | None = None
     bytes_total: int | None = None
     bytes_done: int = 0
+    rate: float | None = None  # bytes/s of the current transfer, smoothed
     rounds: int = 0
     retired_as: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -103,12 +111,20 @@ class Move:
             return None
         return min(1.0, self.bytes_done / self.bytes_total)
 
+    @property
+    def eta(self) -> float | None:
+        """Seconds left in the current transfer at the current rate (send size estimate)."""
+        if not self.bytes_total or not self.rate or self.state not in STREAMING:
+            return None
+        return max(0.0, self.bytes_total - self.bytes_done) / self.rate
+
     def snap(self, n: int | str) -> str:
         return f"{SNAP_PREFIX}{self.id}-{n}"
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["progress"] = self.progress
+        d["eta"] = self.eta
         return d
 
 
@@ -123,7 +139,7 @@ def _from_row(r: sqlite3.Row) -> Move:
     d = dict(r)
     for k in _JSON:
         d[k] = json.loads(d[k]) if d.get(k) else ([] if k in ("snapshots", "send_flags") else {})
-    for k in ("pid", "host", "heartbeat"):
+    for k in ("pid", "host", "heartbeat", "control"):
         d.pop(k, None)
     return Move(**d)
 
@@ -138,7 +154,7 @@ def get(conn: sqlite3.Connection, move_id: int) -> Move:
 def listing(conn: sqlite3.Connection, *, active_only: bool = False) -> list[Move]:
     sql = "SELECT * FROM moves"
     if active_only:
-        sql += f" WHERE state IN ({', '.join(repr(s) for s in (*ACTIVE, 'failed'))})"
+        sql += f" WHERE state IN ({', '.join(repr(s) for s in (*ACTIVE, *HALTED))})"
     return [_from_row(r) for r in conn.execute(sql + " ORDER BY id DESC")]
 
 
@@ -147,12 +163,13 @@ def _save(conn: sqlite3.Connection, m: Move, message: str | None = None) -> None
     conn.execute("BEGIN IMMEDIATE")
     conn.execute(
         "UPDATE moves SET state = ?, step = ?, snapshots = ?, received = ?, send_flags = ?, "
-        "receive_properties = ?, verified = ?, bytes_total = ?, bytes_done = ?, rounds = ?, "
-        "retired_as = ?, error = ?, updated_at = ?, finished_at = ?, heartbeat = ? WHERE id = ?",
+        "receive_properties = ?, verified = ?, bytes_total = ?, bytes_done = ?, rate = ?, "
+        "rounds = ?, retired_as = ?, options = ?, error = ?, updated_at = ?, finished_at = ?, "
+        "heartbeat = ? WHERE id = ?",
         (m.state, m.step, json.dumps(m.snapshots), m.received, json.dumps(m.send_flags),
          json.dumps(m.receive_properties, sort_keys=True), m.verified, m.bytes_total,
-         m.bytes_done, m.rounds, m.retired_as, m.error, m.updated_at, m.finished_at,
-         time.time(), m.id))
+         m.bytes_done, m.rate, m.rounds, m.retired_as, json.dumps(m.options), m.error,
+         m.updated_at, m.finished_at, time.time(), m.id))
     if message:
         conn.execute("INSERT INTO move_log (move, at, state, message) VALUES (?, ?, ?, ?)",
                      (m.id, time.time(), m.state, message))
@@ -171,12 +188,12 @@ def _claim(conn: sqlite3.Connection, m: Move) -> None:
     r = conn.execute("SELECT pid, host, heartbeat FROM moves WHERE id = ?", (m.id,)).fetchone()
     me = (os.getpid(), socket.gethostname())
     if r["pid"] and (r["pid"], r["host"]) != me and r["host"] == me[1] and _alive(r["pid"]) \
-            and r["heartbeat"] and time.time() - r["heartbeat"] < 120:
+            and r["heartbeat"] and time.time() - r["heartbeat"] < STALE:
         conn.execute("ROLLBACK")
         raise MoveError(f"move {m.id} is being run by process {r['pid']}",
                         hint="wait for it, or stop that process first")
-    conn.execute("UPDATE moves SET pid = ?, host = ?, heartbeat = ? WHERE id = ?",
-                 (me[0], me[1], time.time(), m.id))
+    conn.execute("UPDATE moves SET pid = ?, host = ?, heartbeat = ?, control = NULL "
+                 "WHERE id = ?", (me[0], me[1], time.time(), m.id))
     conn.execute("COMMIT")
 
 
@@ -250,8 +267,8 @@ def plan_move(
     if src["node"] == target_node:
         raise MoveError(f"{volume} is already on {target_node}")
     active = _one(conn, "SELECT id, state FROM moves WHERE volume = ? AND source_node = ? AND "
-                  f"state IN ({', '.join('?' for _ in (*ACTIVE, 'failed'))})",
-                  (volume, src["node"], *ACTIVE, "failed"))
+                  f"state IN ({', '.join('?' for _ in (*ACTIVE, *HALTED))})",
+                  (volume, src["node"], *ACTIVE, *HALTED))
     if active:
         raise MoveError(f"{volume} already has move {active['id']} ({active['state']})",
                         hint=f"xfleet moves resume {active['id']}, or abort it")
@@ -328,6 +345,84 @@ def plan_move(
     ]
     return Plan(volume, src["node"], target_node, target_volume, flags, props, needed,
                 target_free, snaps, notes, cmds)
+
+
+FEATURES = ("large_blocks", "zstd_compress", "encryption", "lz4_compress")
+
+
+def features_needed(volblocksize: int, compression: str, encrypted: bool) -> list[str]:
+    """The pool features a target needs to receive this volume (pure)."""
+    need = []
+    if volblocksize > 128 * 1024:
+        need.append("large_blocks")
+    if compression.startswith("zstd"):
+        need.append("zstd_compress")
+    if compression in ("lz4", "on"):
+        need.append("lz4_compress")
+    if encrypted:
+        need.append("encryption")
+    return need
+
+
+@dataclass
+class Preflight:
+    """What the nodes say about a planned move (read-only remote checks)."""
+
+    send_flags: list[str]
+    receive_properties: dict[str, str]
+    features: dict[str, str]  # target pool feature -> state (missing: unsupported)
+    needed: list[str]
+    notes: list[str]
+
+
+def preflight(source: Transport, target: Transport, volume: str, target_volume: str,
+              send_flags: Sequence[str], receive_properties: dict[str, str]) -> Preflight:
+    """Check a move against the nodes themselves: the source's encryption and block size
+    against the target pool's features. Encrypted volumes switch to a raw send (`-w`: blocks
+    travel as stored, still encrypted; the key never leaves the source), carrying the key's
+    location. Raises MoveError when the target cannot take the volume."""
+    props = dict(receive_properties)
+    flags = list(send_flags)
+    notes: list[str] = []
+    got = dict(line.split("\t", 1) for line in source.run(
+        ["zfs", "get", "-H", "-p", "-o", "property,value",
+         "encryption,keylocation,volblocksize,compression", volume]
+    ).stdout.splitlines() if "\t" in line)
+    encrypted = got.get("encryption", "off") not in ("off", "-", "")
+    if encrypted:
+        flags = ["-w"]
+        keyloc = got.get("keylocation", "none")
+        if keyloc == "none":  # the key is its encryption root's
+            root = source.run(["zfs", "get", "-H", "-o", "value", "encryptionroot",
+                               volume]).stdout.strip()
+            keyloc = source.run(["zfs", "get", "-H", "-o", "value", "keylocation",
+                                 root]).stdout.strip()
+        if keyloc.startswith(("file://", "https://", "http://")):
+            props["keylocation"] = keyloc
+        props.pop("compression", None)
+        notes.append(f"-w: {volume} is encrypted ({got['encryption']}), sent raw: blocks stay "
+                     "encrypted and compressed as stored (a raw send cannot recompress); "
+                     + (f"the copy uses the same key location ({keyloc})" if "keylocation"
+                        in props else "the copy's key must be loaded by hand "
+                        "(keylocation=prompt)"))
+    compression = got.get("compression", "off") if encrypted else \
+        props.get("compression", got.get("compression", "off"))
+    need = features_needed(int(got.get("volblocksize", "0") or 0), compression, encrypted)
+    pool = pool_of(target_volume)
+    states = dict(line.split("\t", 1) for line in target.run(
+        ["zpool", "get", "-H", "-o", "property,value",
+         ",".join(f"feature@{f}" for f in FEATURES), pool]).stdout.splitlines()
+        if "\t" in line)
+    features = {k.removeprefix("feature@"): v for k, v in states.items()}
+    missing = [f for f in need if features.get(f, "unsupported") not in ("enabled", "active")]
+    if missing:
+        raise MoveError(
+            f"pool {pool} on the target cannot take {volume}: it needs feature"
+            f"{'s' if len(missing) > 1 else ''} "
+            + ", ".join(f"{f} ({features.get(f, 'unsupported by its ZFS')})" for f in missing),
+            hint="enable the feature (zpool set feature@NAME=enabled POOL), pick another "
+            "target, or move with --compression set to an algorithm the target has")
+    return Preflight(flags, props, features, need, notes)
 
 
 def _user_props(inv: Inventory, src: sqlite3.Row) -> dict[str, str]:
@@ -419,9 +514,101 @@ def plan_drain(
 # running
 
 
+class StreamSlots:
+    """Caps concurrent move streams per node (the node's `max_streams`). Counts this process's
+    moves and the moves other xfleet processes are running (live heartbeat in the mirror)."""
+
+    def __init__(self, inv: Inventory):
+        self.inv = inv
+        self._held: dict[str, int] = {}
+        self._cond = threading.Condition()
+
+    def acquire(self, conn: sqlite3.Connection, m: Move, halt: threading.Event) -> bool:
+        """Wait until both of the move's nodes have a free stream; False if halted first."""
+        nodes = (m.source_node, m.target_node)
+        waiting: list[str] | None = None
+        while not halt.is_set():
+            with self._cond:
+                elsewhere = _streams_elsewhere(conn, m.id)
+                full = [n for n in nodes if self._held.get(n, 0) + elsewhere.get(n, 0)
+                        >= self.inv.hosts[n].max_streams]
+                if not full:
+                    for n in nodes:
+                        self._held[n] = self._held.get(n, 0) + 1
+                    return True
+            if full != waiting:
+                waiting = full
+                m.step = "waiting for a stream slot on " + ", ".join(
+                    f"{n} (max_streams {self.inv.hosts[n].max_streams})" for n in full)
+                _save(conn, m, m.step)
+            with self._cond:
+                self._cond.wait(1.0)
+        return False
+
+    def release(self, m: Move) -> None:
+        with self._cond:
+            for n in (m.source_node, m.target_node):
+                self._held[n] = max(0, self._held.get(n, 0) - 1)
+            self._cond.notify_all()
+
+
+def _streams_elsewhere(conn: sqlite3.Connection, move_id: int) -> dict[str, int]:
+    """Streams per node of the moves run by other live processes."""
+    out: dict[str, int] = {}
+    rows = conn.execute(
+        f"SELECT source_node, target_node FROM moves WHERE id != ? AND state IN "
+        f"({', '.join('?' for _ in STREAMING)}) AND pid IS NOT NULL AND heartbeat > ? "
+        "AND NOT (pid = ? AND host = ?)",
+        (move_id, *STREAMING, time.time() - STALE, os.getpid(), socket.gethostname()))
+    for src, dst in rows:
+        out[src] = out.get(src, 0) + 1
+        out[dst] = out.get(dst, 0) + 1
+    return out
+
+
+def pause(mirror_path: Path, move_id: int, *, wait: float = 60.0) -> Move:
+    """Pause a move before its cutover. A move being run is asked to stop (its process sees
+    the request within a second, stops its stream and records `paused`); a move nobody runs is
+    marked paused at once. `resume` continues it where it stopped."""
+    conn = mirror.connect(mirror_path)
+    try:
+        m = get(conn, move_id)
+        if m.state in FINAL or m.state in HALTED:
+            return m
+        if m.state not in ("planned", "base", "catchup"):
+            raise MoveError(f"move {m.id} is in {m.state}: past the point where it can pause "
+                            "(its cutover has begun)", hint="it finishes on its own; "
+                            f"xfleet moves show {m.id}")
+        conn.execute("BEGIN IMMEDIATE")
+        r = conn.execute("SELECT pid, heartbeat FROM moves WHERE id = ?", (m.id,)).fetchone()
+        running = bool(r["pid"]) and (r["heartbeat"] or 0) > time.time() - STALE
+        if running:
+            conn.execute("UPDATE moves SET control = 'pause' WHERE id = ?", (m.id,))
+            conn.execute("COMMIT")
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                m = get(conn, move_id)
+                if m.state not in ACTIVE:
+                    return m
+                time.sleep(0.25)
+            raise MoveError(f"move {m.id} was asked to pause but is still {m.state}",
+                            hint="its process may be busy in a remote command; check "
+                            f"xfleet moves show {m.id} again")
+        conn.execute("COMMIT")
+        m.options["failed_state"] = m.state
+        m.state = "paused"
+        m.step = "paused"
+        _save(conn, m, "paused (no process was running it)")
+        return m
+    finally:
+        conn.close()
+
+
 @dataclass
 class Runner:
-    """Drives one move to its end (or to a failure that `resume` continues)."""
+    """Drives moves to their end (or to a failure or pause that `resume` continues). One
+    Runner may run many moves at once from several threads (a drain): the stream slots and
+    the fleet-wide and per-node bandwidth limits are shared by all of them."""
 
     inv: Inventory
     mirror_path: Path
@@ -429,34 +616,89 @@ class Runner:
     progress: Progress | None = None
     limits: Sequence[TokenBucket] = ()
     stop: threading.Event = field(default_factory=threading.Event)
+    slots: StreamSlots = field(init=False)
+    node_limits: dict[str, TokenBucket] = field(init=False)
+    fleet_limit: TokenBucket | None = field(init=False)
+    _halts: dict[int, threading.Event] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.slots = StreamSlots(self.inv)
+        self.node_limits = {n: TokenBucket(h.bwlimit) for n, h in self.inv.hosts.items()
+                            if h.bwlimit}
+        self.fleet_limit = TokenBucket(self.inv.move_bwlimit) if self.inv.move_bwlimit \
+            else None
 
     def run(self, move_id: int) -> Move:
         conn = mirror.connect(self.mirror_path)
+        halt = self._halts[move_id] = threading.Event()
+        done = threading.Event()
+        watcher = threading.Thread(target=self._monitor, args=(move_id, halt, done),
+                                   name=f"move-{move_id}-monitor", daemon=True)
+        slot = False
         try:
             m = get(conn, move_id)
             if m.state in FINAL:
                 return m
             _claim(conn, m)
+            watcher.start()
             m.error = None
+            resume_at = m.options.get("failed_state", "base") if m.state in HALTED else m.state
+            if resume_at in STREAMING:
+                slot = self.slots.acquire(conn, m, halt)
             steps = {"planned": self._base, "base": self._base, "catchup": self._catchup,
                      "cutover": self._cutover, "verify": self._verify, "placed": self._place,
-                     "failed": self._resume_failed}
+                     "failed": self._resume_halted, "paused": self._resume_halted}
             try:
-                while m.state not in FINAL and not self.stop.is_set():
+                while m.state not in FINAL and not halt.is_set():
                     steps[m.state](conn, m)
+                if halt.is_set() and m.state not in FINAL and not self.stop.is_set():
+                    raise MoveError("stopped")
             except XfleetError as exc:
-                m.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-                m.step = f"failed in {m.state}"
-                m.options["failed_state"] = m.state
-                m.state = "failed"
-                _save(conn, m, f"failed: {m.error}")
-                conn.execute("UPDATE moves SET options = ? WHERE id = ?",
-                             (json.dumps(m.options), m.id))
+                if self._pause_requested(conn, m.id) and m.state not in HALTED:
+                    m.options["failed_state"] = m.state
+                    m.state, m.step, m.rate = "paused", "paused", None
+                    _save(conn, m, "paused by request")
+                else:
+                    m.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+                    m.step = f"failed in {m.state}"
+                    if m.state not in HALTED:
+                        m.options["failed_state"] = m.state
+                    m.state, m.rate = "failed", None
+                    _save(conn, m, f"failed: {m.error}")
             return get(conn, move_id)
         finally:
-            conn.execute("UPDATE moves SET pid = NULL WHERE id = ? AND pid = ?",
+            done.set()
+            if watcher.is_alive():
+                watcher.join(timeout=5)
+            if slot:
+                self.slots.release(m)
+            self._halts.pop(move_id, None)
+            conn.execute("UPDATE moves SET pid = NULL, control = NULL WHERE id = ? AND pid = ?",
                          (move_id, os.getpid()))
             conn.close()
+
+    def _monitor(self, move_id: int, halt: threading.Event, done: threading.Event) -> None:
+        """While a move runs: stop it on Ctrl-C or a pause request, and keep its heartbeat."""
+        conn = mirror.connect(self.mirror_path)
+        beat = time.monotonic()
+        try:
+            while not done.wait(0.5):
+                if self.stop.is_set() or self._pause_requested(conn, move_id):
+                    halt.set()
+                if time.monotonic() - beat > HEARTBEAT:
+                    beat = time.monotonic()
+                    conn.execute("UPDATE moves SET heartbeat = ? WHERE id = ? AND pid = ?",
+                                 (time.time(), move_id, os.getpid()))
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _pause_requested(conn: sqlite3.Connection, move_id: int) -> bool:
+        r = conn.execute("SELECT control FROM moves WHERE id = ?", (move_id,)).fetchone()
+        return bool(r and r[0] == "pause")
+
+    def _halt(self, m: Move) -> threading.Event:
+        return self._halts.get(m.id) or self.stop
 
     # -- helpers ---------------------------------------------------------------------------
     def _t(self, node: str) -> Transport:
@@ -538,25 +780,34 @@ class Runner:
 
     def _relay(self, m: Move, send: list[str], recv: list[str], start: int,
                conn: sqlite3.Connection) -> RelayResult:
-        limits = list(self.limits)
+        limits = [*self.limits, *([self.fleet_limit] if self.fleet_limit else []),
+                  *(self.node_limits[n] for n in (m.source_node, m.target_node)
+                    if n in self.node_limits)]
         bw = m.options.get("bwlimit")
         if bw:
             limits.append(TokenBucket(float(bw)))
         last = [time.monotonic()]
         sent = [0]
+        window = [time.monotonic(), 0]  # start of the rate window, bytes in it
 
         def tick(n: int) -> None:  # n: bytes of this chunk (relay reports increments)
             sent[0] += n
             m.bytes_done = start + sent[0]
             if m.bytes_total is not None:
                 m.bytes_total = max(m.bytes_total, m.bytes_done)
+            now = time.monotonic()
+            window[1] += n
+            if now - window[0] >= 1.0:  # smoothed rate over windows of a second or more
+                r = window[1] / (now - window[0])
+                m.rate = r if m.rate is None else 0.7 * m.rate + 0.3 * r
+                window[0], window[1] = now, 0
             self._tick(m)
-            if time.monotonic() - last[0] > 2:
-                last[0] = time.monotonic()
+            if now - last[0] > 2:
+                last[0] = now
                 _save(conn, m)
 
         return relay(self._t(m.source_node), send, self._t(m.target_node), recv,
-                     limits=limits, progress=tick, stop=self.stop)
+                     limits=limits, progress=tick, stop=self._halt(m))
 
     # -- states ----------------------------------------------------------------------------
     def _base(self, conn: sqlite3.Connection, m: Move) -> None:
@@ -564,11 +815,12 @@ class Runner:
             if self._has(m.target_node, m.target_volume):  # not ours: nothing was sent yet
                 raise MoveError(f"{m.target_node} already has {m.target_volume}",
                                 hint="xfleet never overwrites: rename or destroy it first")
-            enc = self._get(m.source_node, m.volume, "encryption")
-            if enc not in (None, "off", "-"):
-                raise MoveError(f"{m.volume} is encrypted ({enc}): moving it needs a raw send "
-                                "(-w), which xfleet does not do yet",
-                                hint="move it with zfs send -w by hand, or wait for support")
+            pf = preflight(self._t(m.source_node), self._t(m.target_node), m.volume,
+                           m.target_volume, m.send_flags, m.receive_properties)
+            m.send_flags, m.receive_properties = pf.send_flags, pf.receive_properties
+            _save(conn, m, "preflight: target pool has "
+                  + (", ".join(pf.needed) if pf.needed else "what the volume needs")
+                  + "".join(f"; {n}" for n in pf.notes))
             parent = m.target_volume.rsplit("/", 1)[0]
             if "/" in m.target_volume and not self._has(m.target_node, parent):
                 self._t(m.target_node).run(["zfs", "create", "-p", parent])
@@ -595,7 +847,7 @@ class Runner:
     def _catchup(self, conn: sqlite3.Connection, m: Move) -> None:
         limit = int(m.options.get("catchup_bytes", DEFAULTS["catchup_bytes"]))
         rounds = int(m.options.get("max_rounds", DEFAULTS["max_rounds"]))
-        while m.rounds < rounds and not self.stop.is_set():
+        while m.rounds < rounds and not self._halt(m).is_set():
             prev = m.received or m.snapshots[-1]
             delta = self._get(m.source_node, m.volume, f"written@{prev}")
             if delta is not None and delta.isdigit() and int(delta) <= limit:
@@ -627,6 +879,9 @@ class Runner:
         final = self._snapshot(m, "final")
         m.bytes_total = None
         self._send(conn, m, final, m.received)
+        if "-w" in m.send_flags and "keylocation" in m.receive_properties and \
+                self._get(m.target_node, m.target_volume, "keystatus") == "unavailable":
+            self._t(m.target_node).run(["zfs", "load-key", m.target_volume])
         volmode = self._get(m.source_node, m.volume, "volmode") or "default"
         self._t(m.target_node).run(["zfs", "set", f"volmode={volmode}", m.target_volume])
         m.state = "verify"
@@ -639,6 +894,12 @@ class Runner:
         if not a or a != b:
             raise MoveError(f"snapshot guids differ: source {a}, target {b}",
                             hint="nothing was destroyed; investigate before resuming")
+        if self._get(m.target_node, m.target_volume, "keystatus") == "unavailable":
+            m.verified = f"guid {a}; content not hashed: the encrypted copy's key is not " \
+                "loaded on the target (zfs load-key)"
+            m.state = "placed"
+            _save(conn, m, f"verified: {m.verified}")
+            return
         volsize = int(self._get(m.source_node, m.volume, "volsize") or 0)
         mode = m.verify
         src = self._hashes(m.source_node, m.volume, volsize, mode, m.id)
@@ -696,9 +957,10 @@ class Runner:
         sync(self.inv, self.mirror_path, [m.source_node, m.target_node],
              connections=self.conns)
 
-    def _resume_failed(self, conn: sqlite3.Connection, m: Move) -> None:
-        back = m.options.get("failed_state") or "base"
+    def _resume_halted(self, conn: sqlite3.Connection, m: Move) -> None:
+        back = m.options.pop("failed_state", None) or "base"
         m.state = back if back in ACTIVE else "base"
+        m.step = None
         _save(conn, m, f"resuming in {m.state}")
 
 
@@ -715,7 +977,7 @@ def abort(inv: Inventory, mirror_path: Path, conns: Connections, move_id: int) -
         m = get(conn, move_id)
         if m.state in FINAL:
             return m
-        stage = m.options.get("failed_state", m.state) if m.state == "failed" else m.state
+        stage = m.options.get("failed_state", m.state) if m.state in HALTED else m.state
         if stage in ("verify", "placed"):
             raise MoveError(f"move {m.id} is past its cutover ({stage})",
                             hint=f"xfleet moves resume {m.id} finishes it")

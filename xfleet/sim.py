@@ -1175,6 +1175,11 @@ _ALIASES = {
 }
 _SPACE_COLS = ("name", "available", "used", "usedbysnapshots", "usedbydataset",
                "usedbyrefreservation", "usedbychildren")
+# States of pool features (`zpool get feature@NAME`) on a fresh OpenZFS 2.3 pool, for those a
+# move's preflight asks about (tests/fixtures/real/zpool_get_features.txt); the others of
+# _FEATURES show "enabled".
+_FEATURE_STATES: dict[str, str] = {"large_blocks": "enabled", "zstd_compress": "enabled",
+                             "encryption": "enabled", "lz4_compress": "active"}
 # Values of properties the simulator does not model (static defaults), as `-p` prints them.
 _STATIC: dict[str, str] = {
     "mounted": "yes", "quota": "0", "reservation": "0", "recordsize": "131072",
@@ -2679,6 +2684,11 @@ class SimTransport(Transport):
                      "dedup": "dedupratio", "expandsz": "expandsize", "ckpoint": "checkpoint"}
 
     def _pool_values(self, view: _View, pool: str) -> dict[str, tuple[str, str]]:
+        features = {f"feature@{f}": (_FEATURE_STATES.get(f, "enabled"), "local")
+                    for f in _FEATURES}
+        return {**self._pool_figures(view, pool), **features}
+
+    def _pool_figures(self, view: _View, pool: str) -> dict[str, tuple[str, str]]:
         size, alloc, _ = view.pool_figures(pool)
         h = _mix(self.settings.seed, self.node, "frag", pool)
         cap = alloc * 100 // size if size else 0
@@ -2762,8 +2772,11 @@ class SimTransport(Transport):
         else:
             props = [self._POOL_ALIASES.get(w, w) for w in spec.split(",")]
             for p in props:
-                if p not in self._POOL_PROPS:
+                if p not in self._POOL_PROPS and not p.startswith("feature@"):
                     raise _usage("zpool get", f"bad property list: invalid property '{p}'")
+            # a feature this ZFS does not know is left out silently, as real zpool does
+            props = [p for p in props if not p.startswith("feature@")
+                     or p[len("feature@"):] in _FEATURES]
         view = _View(self, self._current())
         out = []
         for pool in self._pool_args(pools, ctx):

@@ -93,17 +93,21 @@ def moves(conn: sqlite3.Connection) -> list[Operation]:
                         ).fetchone():
         return []
     from xfleet import moves as moves_mod
+    from xfleet.units import format_age
 
     out = []
     for m in moves_mod.listing(conn)[:500]:
+        eta = m.eta
+        speed = f"{m.rate / 2**20:,.1f} MiB/s, ETA {format_age(eta)}; " \
+            if m.rate and eta is not None else ""
         out.append(Operation(
             id=str(m.id), kind="move", subject=m.volume,
             node=f"{m.source_node}->{m.target_node}",
-            state="failed" if m.state == "failed" else
+            state=m.state if m.state in ("failed", "paused") else
             "done" if m.state in ("done", "aborted") else "running",
             done=float(m.bytes_done), total=float(m.bytes_total) if m.bytes_total else None,
             started_at=m.created_at, updated_at=m.updated_at,
-            message=f"{m.state}: {m.error or m.step or ''}"))
+            message=f"{m.state}: {speed}{m.error or m.step or ''}"))
     return out
 
 
