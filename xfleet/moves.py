@@ -54,7 +54,7 @@ from xfleet.errors import RemoteCommandError, UsageError, XfleetError
 from xfleet.inventory import Inventory
 from xfleet.names import pool_of, validate_dataset
 from xfleet.relay import RelayResult, TokenBucket, relay
-from xfleet.transport import Connections, Transport
+from xfleet.transport import Connections, Transport, quote_command
 
 SNAP_PREFIX = "xfleet-move-"
 ACTIVE = ("planned", "base", "catchup", "cutover", "verify", "placed")
@@ -71,7 +71,16 @@ DEFAULTS: dict[str, Any] = {
     "samples": 64,
     "attempts": 3,  # relay attempts per step (resumed from the receive token)
     "bwlimit": None,  # bytes/s for this move
+    "direct": False,  # stream node to node (the source SSHes to the target) instead of relaying
 }
+# Direct mode: the source node runs `zfs send -v -P ARGS | ssh TARGET RECEIVE` itself. bash for
+# pipefail (a failed send fails the pipeline); send's progress lines (stderr, once a second)
+# come back as our stdout; ssh refuses unknown host keys and never asks for a password.
+DIRECT_SCRIPT = (
+    'set -o pipefail; dest=$1; recv=$2; shift 2; exec 3>&1; '
+    'zfs send -v -P "$@" 2>&3 3>&- | ssh -o BatchMode=yes -o StrictHostKeyChecking=yes '
+    '-o ConnectTimeout=20 "$dest" "$recv" 3>&- >/dev/null'
+)
 Progress = Callable[["Move"], None]
 
 
@@ -322,29 +331,49 @@ def plan_move(
         "SELECT name FROM datasets WHERE node = ? AND name > ? AND name < ? AND type = "
         "'snapshot' ORDER BY createtxg", (src["node"], volume + "@", volume + "A"))
         if not r[0].split("@", 1)[1].startswith(SNAP_PREFIX)]
+    if opts.get("direct"):
+        notes.append(f"--direct: {src['node']} streams to {target_node} over its own SSH "
+                      "(node-to-node trust needed); xfleet's bandwidth limits do not apply")
     if src["origin"]:
         notes.append(f"{volume} is a clone of {src['origin']}: the target gets an independent "
                      "full copy")
-    m = Move(0, volume, src["node"], target_node, target_volume, "planned",
-             send_flags=flags, receive_properties=props)
-    cmds = [
-        f"{src['node']}: zfs snapshot {volume}@{m.snap(0)}",
-        *([f"{src['node']}: zfs send {' '.join(flags)} {volume}@{snaps[0]} | {target_node}: "
-           f"{' '.join(receive_argv(m))}",
-           f"{src['node']}: zfs send {' '.join(flags)} -I @{snaps[0]} {volume}@{m.snap(0)} | "
-           f"{target_node}: {' '.join(receive_argv(m))}"] if snaps else
-          [f"{src['node']}: zfs send {' '.join(flags)} {volume}@{m.snap(0)} | {target_node}: "
-           f"{' '.join(receive_argv(m))}"]),
-        f"catch-up rounds: zfs send {' '.join(flags)} -i @PREV {volume}@{m.snap('N')} | ...",
-        f"{src['node']}: pre_cutover hooks "
-        f"{list(inv.hosts[src['node']].hooks.get('pre_cutover', ()))}",
-        f"{src['node']}: zfs snapshot {volume}@{m.snap('final')}; incremental send; verify",
-        f"{target_node}: post_cutover hooks "
-        f"{list(inv.hosts[target_node].hooks.get('post_cutover', ()))}",
-        f"{src['node']}: zfs rename {volume} {volume}.xfleet-moved-ID; readonly=on; hold",
+    p = Plan(volume, src["node"], target_node, target_volume, flags, props, needed,
+             target_free, snaps, notes, [])
+    p.commands = plan_commands(inv, p)
+    return p
+
+
+def plan_commands(inv: Inventory, p: Plan) -> list[str]:
+    """The commands a plan runs, as printed by `--dry-run`."""
+    m = Move(0, p.volume, p.source_node, p.target_node, p.target_volume, "planned",
+             send_flags=p.send_flags, receive_properties=p.receive_properties)
+    src, dst, vol, flags = p.source_node, p.target_node, p.volume, " ".join(p.send_flags)
+    recv = " ".join(receive_argv(m))
+    first = p.snapshots[0] if p.snapshots else None
+    return [
+        f"{src}: zfs snapshot {vol}@{m.snap(0)}",
+        *([f"{src}: zfs send {flags} {vol}@{first} | {dst}: {recv}",
+           f"{src}: zfs send {flags} -I @{first} {vol}@{m.snap(0)} | {dst}: {recv}"] if first
+          else [f"{src}: zfs send {flags} {vol}@{m.snap(0)} | {dst}: {recv}"]),
+        f"catch-up rounds: zfs send {flags} -i @PREV {vol}@{m.snap('N')} | ...",
+        f"{src}: pre_cutover hooks {list(inv.hosts[src].hooks.get('pre_cutover', ()))}",
+        f"{src}: zfs snapshot {vol}@{m.snap('final')}; incremental send; verify",
+        f"{dst}: post_cutover hooks {list(inv.hosts[dst].hooks.get('post_cutover', ()))}",
+        f"{src}: zfs rename {vol} {vol}.xfleet-moved-ID; readonly=on; hold",
     ]
-    return Plan(volume, src["node"], target_node, target_volume, flags, props, needed,
-                target_free, snaps, notes, cmds)
+
+
+def apply_preflight(inv: Inventory, p: Plan, pf: Preflight) -> Plan:
+    """The plan as the nodes' answers change it (raw send, key location, notes)."""
+    if pf.send_flags != p.send_flags:
+        p.notes = [n for n in p.notes if not n.startswith(("-c:", "no -c:"))]
+    p.send_flags, p.receive_properties = pf.send_flags, pf.receive_properties
+    p.notes += pf.notes
+    if pf.needed:
+        p.notes.append("target pool features: " + ", ".join(
+            f"{f} {pf.features.get(f, 'unsupported')}" for f in pf.needed))
+    p.commands = plan_commands(inv, p)
+    return p
 
 
 FEATURES = ("large_blocks", "zstd_compress", "encryption", "lz4_compress")
@@ -743,6 +772,8 @@ class Runner:
                     send += ["-I" if intermediates else "-i", f"@{base}"]
                 send.append(f"{m.volume}@{snap}")
                 what = f"sending {snap}" + (f" (from @{base})" if base else " (full)")
+            if m.options.get("direct"):
+                what += f" directly {m.source_node} -> {m.target_node}"
             m.step = what
             self._estimate(m, send)
             _save(conn, m, what)
@@ -757,6 +788,13 @@ class Runner:
                 raise MoveError("stopped", hint=f"xfleet moves resume {m.id}")
             reason = (res.dst_stderr or res.src_stderr or "the stream ended early").strip()
             _save(conn, m, f"attempt {attempt}: {reason[:500]}")
+            if "has been modified" in reason or "must destroy them" in reason:
+                raise MoveError(
+                    f"the copy {m.target_node}:{m.target_volume} was changed on the target "
+                    f"since @{m.received or base} ({' '.join(reason.split())[:300]})",
+                    hint="xfleet never rolls a target back (no receive -F): find out who "
+                    "wrote it, then roll it back yourself (zfs rollback) and `xfleet moves "
+                    f"resume {m.id}`, or `xfleet moves abort {m.id}` to discard the copy")
             if "out of space" in reason or "quota exceeded" in reason:
                 raise MoveError(f"{m.target_node} ran out of space receiving {snap}",
                                 hint=f"xfleet moves abort {m.id} discards the partial copy")
@@ -806,8 +844,50 @@ class Runner:
                 last[0] = now
                 _save(conn, m)
 
+        if m.options.get("direct"):
+            return self._direct(m, send, recv, tick)
         return relay(self._t(m.source_node), send, self._t(m.target_node), recv,
                      limits=limits, progress=tick, stop=self._halt(m))
+
+    def _direct(self, m: Move, send: list[str], recv: list[str],
+                tick: Callable[[int], None]) -> RelayResult:
+        """Node to node: the source streams to the target over its own SSH (trust between
+        the nodes is the operator's: a key on the source, the target's host key in the
+        source's known_hosts). Progress comes from `zfs send -v`; xfleet's bandwidth limits
+        do not apply (nothing passes through this host)."""
+        host = self.inv.hosts[m.target_node]
+        dest = (f"{host.user}@" if host.user else "") + (host.private_address or
+                                                          host.address or m.target_node)
+        argv = ["bash", "-c", DIRECT_SCRIPT, "direct", dest, quote_command(recv), *send[2:]]
+        t0 = time.monotonic()
+        done = 0
+        halt = self._halt(m)
+        out = self._t(m.source_node).stream(argv, timeout=3600)
+        stopped = False
+        for line in out:
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[1].isdigit() and ":" in parts[0]:
+                n = int(parts[1])
+                if n > done:
+                    tick(n - done)
+                    done = n
+            if halt.is_set():
+                stopped = True
+                break
+        status = out.exit_status if not stopped else -1
+        err = out.stderr.strip()
+        if status != 0 and not stopped and ("Host key verification failed" in err
+                                            or "Permission denied" in err
+                                            or "Could not resolve" in err
+                                            or "Connection refused" in err
+                                            or "timed out" in err):
+            raise MoveError(f"{m.source_node} cannot stream to {dest} directly: "
+                            f"{' '.join(err.split())[:300]}",
+                            hint="set up SSH trust from the source node to the target "
+                            "(key and pinned host key), or move without --direct (relayed "
+                            "through this host)")
+        return RelayResult(done, time.monotonic() - t0, status, status, "", err,
+                           stopped=stopped)
 
     # -- states ----------------------------------------------------------------------------
     def _base(self, conn: sqlite3.Connection, m: Move) -> None:

@@ -74,8 +74,9 @@ class Lab:
                            timeout=timeout, check=False)
         return CLIResult(p.returncode, p.stdout, p.stderr, time.monotonic() - t)
 
-    def popen_xfleet(self, *args: str, mirror: Path) -> subprocess.Popen[str]:
-        argv = [sys.executable, "-m", "xfleet", "--inventory", str(self.inventory),
+    def popen_xfleet(self, *args: str, mirror: Path,
+                     inventory: Path | None = None) -> subprocess.Popen[str]:
+        argv = [sys.executable, "-m", "xfleet", "--inventory", str(inventory or self.inventory),
                 "--mirror", str(mirror), *args]
         env = {**os.environ, "COLUMNS": "200"}
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

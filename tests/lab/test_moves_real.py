@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from xfleet import moves
+
 from .labkit import TENANT, Lab, log
 
 pytestmark = pytest.mark.lab
@@ -67,6 +69,26 @@ def wait_for(pred: Any, what: str, timeout: float = 180) -> None:
 def db(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("moves") / "lab.db"
     sync(lab, path)
+    return path
+
+
+def test_a_fresh_pool_reports_the_features_the_simulator_claims(lab: Lab) -> None:
+    features = ",".join(f"feature@{f}" for f in moves.FEATURES)
+    out = lab.run(DST, ["zpool", "get", "-H", "-o", "property,value", features, "tank"]).stdout
+    fixture = Path(__file__).parents[1] / "fixtures" / "real" / "zpool_get_features.txt"
+    assert out == fixture.read_text()
+
+
+def inventory_with(lab: Lab, tmp: Path, node: str, **keys: str) -> Path:
+    """A copy of the lab inventory with `keys` (YAML values) set on one host."""
+    lines = lab.inventory.read_text().splitlines()
+    start = lines.index(f"    {node}:") + 1
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("      ")),
+               len(lines))
+    block = [ln for ln in lines[start:end] if ln.split(":")[0].strip() not in keys]
+    block += [f"      {k}: {v}" for k, v in keys.items()]
+    path = tmp / "inventory.yaml"
+    path.write_text("\n".join(lines[:start] + block + lines[end:]) + "\n")
     return path
 
 
@@ -237,3 +259,197 @@ def test_target_out_of_space_fails_cleanly_and_aborts(lab: Lab, db: Path) -> Non
     assert move_row(db, m["id"])["state"] == "aborted"
     lab.run(DST, ["zfs", "destroy", "tank/eater"])
     log(f"out-of-space move {m['id']} aborted cleanly")
+
+
+def test_an_encrypted_volume_moves_raw_and_its_copy_opens_with_the_same_key(
+        lab: Lab, db: Path) -> None:
+    vol = "tank/m/secret"
+    key = "5f" * 32  # a test key, written to the same file on both nodes
+    for node in (SRC, DST):
+        lab.run(node, ["sh", "-c", "umask 077; cat > /root/move-test.key"], input=key)
+    lab.run(SRC, ["zfs", "create", "-p", "-s", "-V", "48M", "-o", "encryption=on", "-o",
+                  "keyformat=hex", "-o", "keylocation=file:///root/move-test.key", vol])
+    lab.run(SRC, ["udevadm", "settle"])
+    lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=24 "
+                  "oflag=direct conv=notrunc status=none"])
+    sync(lab, db)
+    before = sha(lab, SRC, vol)
+    dry = lab.xfleet("move", vol, "--to", DST, "--dry-run", mirror=db)
+    assert dry.code == 0 and "zfs send -w" in dry.out and "-c" not in dry.out.split(
+        "commands:")[1], dry.out
+    assert "keylocation=file:///root/move-test.key" in dry.out
+    res = lab.xfleet("move", vol, "--to", DST, "--json", mirror=db, timeout=900)
+    assert res.code == 0, res.out + res.err
+    m = res.json()
+    assert m["state"] == "done" and m["send_flags"] == ["-w"], m
+    assert "hash(es) equal" in m["verified"], m  # the copy's key was loaded: content checked
+    props = lab.run(DST, ["zfs", "get", "-H", "-o", "property,value",
+                          "encryption,keystatus,encryptionroot", vol]).stdout
+    assert "encryption\taes-256-gcm" in props and "keystatus\tavailable" in props, props
+    assert sha(lab, DST, vol) == before
+    assert key not in (res.out + res.err + lab.xfleet("moves", "show", str(m["id"]),
+                                                         mirror=db).out)
+
+
+def test_a_target_pool_without_a_needed_feature_is_refused_before_any_byte(
+        lab: Lab, db: Path, tmp_path: Path) -> None:
+    lab.run(DST, ["truncate", "-s", "256M", "/var/tmp/oldpool.img"])
+    lab.run(DST, ["zpool", "create", "-o", "feature@zstd_compress=disabled", "oldpool",
+                  "/var/tmp/oldpool.img"])  # a pool without zstd: like one from an old ZFS
+    try:
+        inv = inventory_with(lab, tmp_path, DST, pools="[tank, oldpool]")
+        vol = "tank/m/zstd"
+        lab.run(SRC, ["zfs", "create", "-p", "-s", "-V", "16M", "-o", "compression=zstd", vol])
+        res = lab.xfleet("sync", "--json", inventory=inv, mirror=db)
+        assert res.code == 0, res.err
+        res = lab.xfleet("move", vol, "--to", f"{DST}/oldpool", "--dry-run", inventory=inv,
+                         mirror=db)
+        assert res.code != 0 and "needs feature zstd_compress (disabled)" in res.err, res.err
+        assert "Traceback" not in res.err
+        res = lab.xfleet("move", vol, "--to", f"{DST}/oldpool", "--json", inventory=inv,
+                         mirror=db)
+        assert res.code == 1 and "zstd_compress" in res.json()["error"]
+        assert not lab.run(DST, ["zfs", "list", "oldpool/m/zstd"], check=False).ok
+        # with a compression the target has, the same move goes through (sent without -c)
+        ok = lab.xfleet("moves", "abort", str(res.json()["id"]), "--yes", inventory=inv,
+                        mirror=db)
+        assert ok.code == 0, ok.err
+        res = lab.xfleet("move", vol, "--to", f"{DST}/oldpool", "--compression", "lz4",
+                         "--json", inventory=inv, mirror=db)
+        assert res.code == 0, res.out + res.err
+        assert res.json()["send_flags"] == ["-L"]
+    finally:
+        lab.run(DST, ["zpool", "destroy", "oldpool"], check=False)
+        lab.run(DST, ["rm", "-f", "/var/tmp/oldpool.img"])
+        res = lab.xfleet("sync", "--full", "--node", DST, "--json", mirror=db)
+        assert res.code == 0, res.err
+
+
+def test_pause_resume_and_a_target_changed_meanwhile_is_never_rolled_back(
+        lab: Lab, db: Path) -> None:
+    vol = "tank/m/paused"
+    make_volume(lab, vol, mb=64, snapshots=0)
+    lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=40 "
+                  "oflag=direct conv=notrunc status=none"])
+    sync(lab, db)
+    proc = lab.popen_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--catchup-bytes",
+                            "1M", "--json", mirror=db)
+    try:
+        wait_for(lambda: _bytes(db, vol) > 4 * 2**20, "the base copy to be under way")
+        move_id = _last_id(db, vol)
+        row = move_row(db, move_id)
+        assert row["rate"] and row["rate"] > 0 and row["bytes_total"], row  # rate, for the ETA
+        lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=8 "
+                      "seek=50 oflag=direct conv=notrunc status=none"])
+        wait_for(lambda: move_row(db, move_id)["state"] == "catchup", "a catch-up round")
+        res = lab.xfleet("moves", "pause", str(move_id), "--json", mirror=db)
+        assert res.code == 0, res.err
+        assert res.json()[0]["state"] == "paused"
+        out, err = proc.communicate(timeout=120)  # the running process stops on the request
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert json.loads(out)["state"] == "paused", out + err
+    # somebody writes the copy on the target meanwhile
+    lab.run(DST, ["zfs", "set", "volmode=dev", vol])
+    lab.run(DST, ["udevadm", "settle"])
+    wait_for(lambda: lab.run(DST, ["test", "-e", f"/dev/zvol/{vol}"], check=False).ok,
+             "the target's device")
+    lab.run(DST, ["sh", "-c", f"printf intruder | dd of=/dev/zvol/{vol} bs=512 seek=1 "
+                  "oflag=direct conv=notrunc status=none"])
+    res = lab.xfleet("moves", "resume", str(move_id), "--json", mirror=db)
+    assert res.code == 1
+    m = res.json()
+    assert m["state"] == "failed" and "was changed on the target" in m["error"], m
+    assert "no receive -F" in m["error"]
+    head = lab.run(DST, ["sh", "-c", f"dd if=/dev/zvol/{vol} bs=512 skip=1 count=1 "
+                         "iflag=direct status=none | head -c 8"]).stdout
+    assert head == "intruder"  # not rolled back by xfleet
+    # the operator rolls it back; resume finishes the move with equal data
+    snaps = lab.run(DST, ["zfs", "list", "-H", "-o", "name", "-s", "createtxg", "-t",
+                          "snapshot", vol]).stdout.split()
+    lab.run(DST, ["zfs", "rollback", snaps[-1]])
+    res = lab.xfleet("moves", "resume", str(move_id), "--json", mirror=db)
+    assert res.code == 0, res.out + res.err
+    m = res.json()
+    assert m["state"] == "done"
+    assert sha(lab, DST, vol) == sha(lab, SRC, m["retired_as"])
+    log_text = lab.xfleet("moves", "show", str(move_id), mirror=db).out
+    assert "paused by request" in log_text and "resuming in catchup" in log_text
+
+
+def test_max_streams_makes_a_second_move_to_the_node_wait_its_turn(
+        lab: Lab, db: Path, tmp_path: Path) -> None:
+    inv = inventory_with(lab, tmp_path, DST, max_streams="1")
+    vols = ["tank/m/turn-a", "tank/m/turn-b"]
+    for v in vols:
+        make_volume(lab, v, mb=32, snapshots=0)
+        lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{v} bs=1M count=16 "
+                      "oflag=direct conv=notrunc status=none"])
+    sync(lab, db)
+    first = lab.popen_xfleet("move", vols[0], "--to", DST, "--bwlimit", "2M", "--json",
+                             mirror=db, inventory=inv)
+    second = None
+    try:
+        wait_for(lambda: _bytes(db, vols[0]) > 2**20, "the first move to stream")
+        second = lab.popen_xfleet("move", vols[1], "--to", DST, "--json", mirror=db,
+                                  inventory=inv)
+        wait_for(lambda: _last_step(db, vols[1]).startswith("waiting for a stream slot"),
+                 "the second move to wait", timeout=60)
+        assert _last_step(db, vols[1]) == f"waiting for a stream slot on {DST} (max_streams 1)"
+        assert _bytes(db, vols[0]) < 16 * 2**20 and _bytes(db, vols[1]) == 0
+        out1, err1 = first.communicate(timeout=600)
+        out2, err2 = second.communicate(timeout=600)
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert json.loads(out1)["state"] == "done", out1 + err1
+    assert json.loads(out2)["state"] == "done", out2 + err2
+    m1, m2 = json.loads(out1), json.loads(out2)
+    assert m2["created_at"] > m1["created_at"]
+    log2 = lab.xfleet("moves", "show", str(m2["id"]), mirror=db).out
+    assert "waiting for a stream slot" in log2
+
+
+def _last_step(db: Path, volume: str) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        r = conn.execute("SELECT step FROM moves WHERE volume = ? ORDER BY id DESC LIMIT 1",
+                         (volume,)).fetchone()
+        return str(r[0]) if r and r[0] else ""
+    finally:
+        conn.close()
+
+
+def test_direct_streaming_needs_node_to_node_trust_and_then_moves_the_data(
+        lab: Lab, db: Path) -> None:
+    vol = "tank/m/direct"
+    make_volume(lab, vol, mb=48, snapshots=1)
+    sync(lab, db)
+    before = sha(lab, SRC, vol)
+    address = next(line.split(":", 1)[1].strip() for line in lab.inventory.read_text()
+                   .split(f"    {DST}:")[1].splitlines() if "private_address:" in line)
+    lab.run(SRC, ["rm", "-f", "/root/.ssh/known_hosts"])
+    # no trust between the nodes yet: lab1 does not know lab2's host key, and says so
+    res = lab.xfleet("move", vol, "--to", DST, "--direct", "--json", mirror=db)
+    assert res.code == 1
+    m = res.json()
+    assert m["state"] == "failed" and "cannot stream to" in m["error"], m
+    assert "Host key verification failed" in m["error"] and "without --direct" in m["error"]
+    # the operator sets up trust: a key on lab1, lab2's own host key pinned on lab1
+    lab.run(SRC, ["sh", "-c", "test -f /root/.ssh/id_ed25519 || ssh-keygen -q -t ed25519 "
+                  "-N '' -f /root/.ssh/id_ed25519"])
+    pub = lab.run(SRC, ["cat", "/root/.ssh/id_ed25519.pub"]).stdout
+    lab.run(DST, ["sh", "-c", "mkdir -p /root/.ssh && cat >> /root/.ssh/authorized_keys"],
+            input=pub)
+    hostkey = lab.run(DST, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).stdout.split()
+    lab.run(SRC, ["sh", "-c", "cat > /root/.ssh/known_hosts"],
+            input=f"{address} {hostkey[0]} {hostkey[1]}\n")
+    res = lab.xfleet("moves", "resume", str(m["id"]), "--json", mirror=db, timeout=900)
+    assert res.code == 0, res.out + res.err
+    m = res.json()
+    assert m["state"] == "done" and m["bytes_done"] > 6 * 2**20, m
+    assert sha(lab, DST, vol) == before
+    log_text = lab.xfleet("moves", "show", str(m["id"]), mirror=db).out
+    assert f"directly {SRC} -> {DST}" in log_text
