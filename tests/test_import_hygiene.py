@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 CORE = ["inventory", "transport", "zfs", "events", "mirror", "sync", "watch", "moves", "relay",
-        "query", "names", "units", "errors", "sim", "paging"]
+        "query", "names", "units", "errors", "sim", "paging", "compression", "estimate",
+        "report", "lifecycle", "playbook", "yamlsrc"]
 
 
 def test_core_does_not_import_click_or_textual() -> None:

@@ -607,6 +607,9 @@ def _run_move(c: Ctx, move_id: int, as_json: bool) -> None:
               help="Compression on the target (default: the source's; another value sends "
               "uncompressed so the target recompresses).")
 @click.option("--bwlimit", metavar="RATE", help="Bandwidth limit, e.g. 200M (bytes/s).")
+@click.option("--direct", is_flag=True,
+              help="Stream node to node (the source SSHes to the target's private_address; "
+              "needs trust between the nodes) instead of relaying through this host.")
 @click.option("--catchup-bytes", metavar="SIZE", default="64M", show_default=True,
               help="Catch-up rounds continue while more than this was written since the last "
               "snapshot.")
@@ -614,8 +617,8 @@ def _run_move(c: Ctx, move_id: int, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def move_cmd(c: Ctx, volume: str, target: str, source: str | None, verify: str,
-             compression: str | None, bwlimit: str | None, catchup_bytes: str, dry_run: bool,
-             as_json: bool) -> None:
+             compression: str | None, bwlimit: str | None, direct: bool, catchup_bytes: str,
+             dry_run: bool, as_json: bool) -> None:
     """Move a volume to another node: resumable, verified zfs send/receive with cutover.
 
     Base copy, catch-up rounds, then cutover (the nodes' pre/post_cutover hooks), final
@@ -628,6 +631,7 @@ def move_cmd(c: Ctx, volume: str, target: str, source: str | None, verify: str,
     Examples:
       xfleet move tank/t0001/vol-000001 --to n2 --dry-run
       xfleet move tank/db/pg-main --to node7/fast --verify full --bwlimit 300M
+      xfleet move tank/db/pg-main --to node7 --direct
     """
     from xfleet import moves
     from xfleet.units import parse_size
@@ -638,12 +642,22 @@ def move_cmd(c: Ctx, volume: str, target: str, source: str | None, verify: str,
         opts["compression"] = compression
     if bwlimit:
         opts["bwlimit"] = parse_size(bwlimit)
+    if direct:
+        opts["direct"] = True
     from xfleet import mirror
 
     conn = mirror.connect(c.mirror_path())
     try:
         p = moves.plan_move(inv, conn, volume, target, source_node=source, options=opts)
         if dry_run:
+            from xfleet.transport import Connections
+
+            # read-only checks on both nodes: encryption, block size, target pool features
+            with Connections(inv.hosts, trust_store=inv.trust_store,
+                             state_dir=inv.state_dir) as conns:
+                moves.apply_preflight(inv, p, moves.preflight(
+                    conns.get(p.source_node), conns.get(p.target_node), p.volume,
+                    p.target_volume, p.send_flags, p.receive_properties))
             if as_json:
                 click.echo(json.dumps(p.to_dict(), indent=2))
                 return
@@ -676,12 +690,15 @@ def move_cmd(c: Ctx, volume: str, target: str, source: str | None, verify: str,
 @click.option("--bwlimit", metavar="RATE",
               help="Bandwidth limit for the whole drain, e.g. 500M (bytes/s); the nodes' "
               "bwlimit and the fleet's move_bwlimit still apply.")
+@click.option("--direct", is_flag=True,
+              help="Stream node to node instead of relaying through this host (as in "
+              "`xfleet move --direct`).")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan only.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before starting.")
 @json_option
 @pass_ctx
 def drain_cmd(c: Ctx, node: str, targets: tuple[str, ...], parallel: int, bwlimit: str | None,
-              dry_run: bool, yes: bool, as_json: bool) -> None:
+              direct: bool, dry_run: bool, yes: bool, as_json: bool) -> None:
     """Move every volume off a node, balancing the targets by free space.
 
     Prints the plan (volume, target, bytes), then runs the moves in waves of --parallel with
@@ -702,7 +719,8 @@ def drain_cmd(c: Ctx, node: str, targets: tuple[str, ...], parallel: int, bwlimi
     path = c.mirror_path()
     conn = mirror.connect(path)
     try:
-        plans, refused = moves.plan_drain(inv, conn, node, targets)
+        opts = {"direct": True} if direct else {}
+        plans, refused = moves.plan_drain(inv, conn, node, targets, options=opts)
         rows = [{"volume": p.volume, "target": f"{p.target_node}:{p.target_volume}",
                  "bytes": p.needed_bytes} for p in plans]
         if as_json and dry_run:
@@ -716,7 +734,7 @@ def drain_cmd(c: Ctx, node: str, targets: tuple[str, ...], parallel: int, bwlimi
         if dry_run or not plans:
             return
         _confirm(yes, f"Start {len(plans)} move(s) off {node}?", "start a drain")
-        ids = [moves.create(inv, conn, p).id for p in plans]
+        ids = [moves.create(inv, conn, p, opts).id for p in plans]
     finally:
         conn.close()
     from xfleet.relay import TokenBucket
@@ -1306,6 +1324,15 @@ def lab_down() -> None:
 # command groups kept in their own modules (xfleet/cli_*.py): each has `register(cli)`
 
 # (one import and one call per module, in this block)
+from xfleet import (  # noqa: E402
+    cli_compression,
+    cli_lifecycle,
+    cli_play,
+)
+
+cli_compression.register(cli)
+cli_lifecycle.register(cli)
+cli_play.register(cli)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import yaml
 
 from xfleet.errors import InventoryError, NameError_, UsageError
 from xfleet.names import validate_pool
+from xfleet.yamlsrc import Val, convert, plain, shown, suggest, typename
 
 KINDS = ("ssh", "local", "sim")
 
@@ -66,6 +67,8 @@ FLEET_KEYS: dict[str, str] = {
     "tenant_property": "the user property that names a volume's tenant",
     "environment": "a mapping with name and colour, e.g. {name: prod, colour: red}",
     "state_dir": "a directory for xfleet's local state (relative to the inventory file)",
+    "compression_policy": "a path to a compression policy YAML file (relative to the inventory "
+    "file), see docs/compression.md",
     "move_bwlimit": "a rate in bytes per second, e.g. 1G (all moves run by one xfleet process "
     "together)",
 }
@@ -117,6 +120,7 @@ class Inventory:
     user_properties: tuple[str, ...] = (DEFAULT_TENANT_PROPERTY,)
     tenant_property: str = DEFAULT_TENANT_PROPERTY
     environment: dict[str, str] = field(default_factory=dict)
+    compression_policy: Path | None = None  # docs/compression.md
 
     @property
     def trust_store(self) -> Path:
@@ -144,101 +148,6 @@ class Inventory:
                     f"known hosts: {', '.join(list(self.hosts)[:10])}",
                 )
         return list(out.values())
-
-
-# ---------------------------------------------------------------------------------------------
-# YAML with line numbers
-
-
-@dataclass
-class _Val:
-    """A value from the file, with the line of the value and the line of its key."""
-
-    value: Any
-    line: int
-    key_line: int = 0
-
-    @property
-    def at(self) -> int:
-        """The line to point at for a problem with this entry as a whole (its key)."""
-        return self.key_line or self.line
-
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-def _convert(node: yaml.Node, file: str, constructor: yaml.constructor.SafeConstructor) -> Any:
-    """A composed YAML node to plain Python, with every mapping value and list item wrapped in
-    _Val(line). YAML merge keys (`<<: *defaults`) are applied; explicit keys win."""
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, _Val] = {}
-        merged: dict[str, _Val] = {}
-        for k, v in node.value:
-            if k.tag == _MERGE_TAG:
-                sources = v.value if isinstance(v, yaml.SequenceNode) else [v]
-                for src in sources:
-                    sub = _convert(src, file, constructor)
-                    if not isinstance(sub, dict):
-                        raise InventoryError(
-                            "'<<' must merge a mapping", where=f"{file}:{k.start_mark.line + 1}"
-                        )
-                    for sk, sv in sub.items():
-                        merged.setdefault(sk, sv)
-                continue
-            key = _convert(k, file, constructor)
-            if not isinstance(key, str):
-                raise InventoryError(
-                    f"mapping key {key!r} is not a string",
-                    where=f"{file}:{k.start_mark.line + 1}",
-                    hint="quote it if it is meant as a name",
-                )
-            if key in out:
-                raise InventoryError(
-                    f"duplicate key {key!r} (first at line {out[key].at})",
-                    where=f"{file}:{k.start_mark.line + 1}",
-                    hint="each key may appear once per mapping",
-                )
-            out[key] = _Val(
-                _convert(v, file, constructor), v.start_mark.line + 1, k.start_mark.line + 1
-            )
-        for mk, mv in merged.items():
-            out.setdefault(mk, mv)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_Val(_convert(v, file, constructor), v.start_mark.line + 1) for v in node.value]
-    if isinstance(node, yaml.ScalarNode):
-        return constructor.construct_object(node, deep=True)
-    return None
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, _Val):
-        return _plain(v.value)
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v
-
-
-def _suggest(key: str, known: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
-
-
-def _typename(v: Any) -> str:
-    if v is None:
-        return "nothing"
-    return {list: "a list", dict: "a mapping", str: "a string", int: "a number",
-            float: "a number", bool: "a boolean"}.get(type(v), type(v).__name__)
-
-
-def _shown(v: Any) -> str:
-    """A value as the user wrote it, for error messages."""
-    v = _plain(v)
-    if isinstance(v, (dict, list)) or v is None:
-        return _typename(v)
-    return repr(v)
 
 
 def parse_proxy_jump(spec: str, *, where: str | None = None) -> tuple[str | None, str, int]:
@@ -275,7 +184,7 @@ class _Loader:
         self.host_lines: dict[str, int] = {}
         self.groups: dict[str, list[str]] = {}
         self.group_lines: dict[str, int] = {}
-        self.fleet: dict[str, _Val] = {}
+        self.fleet: dict[str, Val] = {}
 
     def err(self, line: int, msg: str, hint: str | None = None) -> InventoryError:
         return InventoryError(msg, where=f"{self.file}:{line}", hint=hint)
@@ -311,7 +220,7 @@ class _Loader:
             raise self.err(1, "the inventory is empty",
                            hint="it starts with 'all:'; see inventory/example.yaml")
         try:
-            root = _convert(node, self.file, yaml.constructor.SafeConstructor())
+            root = convert(node, self.file, yaml.constructor.SafeConstructor())
         except yaml.constructor.ConstructorError as exc:
             mark = exc.problem_mark
             raise self.err(mark.line + 1 if mark else 1, f"YAML error: {exc.problem}") from None
@@ -320,11 +229,11 @@ class _Loader:
                            hint="it starts with 'all:'; see inventory/example.yaml")
         if not isinstance(root, dict):
             raise self.err(node.start_mark.line + 1,
-                           f"the inventory must be a mapping with 'all:', not {_typename(root)}",
+                           f"the inventory must be a mapping with 'all:', not {typename(root)}",
                            hint="see inventory/example.yaml")
         if "all" not in root:
             first = min(root.values(), key=lambda v: v.at, default=None)
-            close = _suggest(next(iter(root)), ["all"]) if root else None
+            close = suggest(next(iter(root)), ["all"]) if root else None
             raise self.err(first.at if first else 1,
                            "the inventory must have a top-level 'all:' key",
                            hint=close if close and close.startswith("did") else
@@ -337,20 +246,20 @@ class _Loader:
         self._group("all", root["all"], [], {})
         return self._finish(root["all"])
 
-    def _mapping(self, v: _Val, what: str) -> dict[str, _Val]:
+    def _mapping(self, v: Val, what: str) -> dict[str, Val]:
         if v.value is None:
             return {}
         if not isinstance(v.value, dict):
-            raise self.err(v.line, f"{what} must be a mapping, got {_shown(v.value)}")
+            raise self.err(v.line, f"{what} must be a mapping, got {shown(v.value)}")
         return v.value
 
     def _group(
-        self, name: str, v: _Val, parents: list[str], inherited: dict[str, tuple[Any, str]]
+        self, name: str, v: Val, parents: list[str], inherited: dict[str, tuple[Any, str]]
     ) -> list[str]:
         body = self._mapping(v, f"group {name!r}")
         for k, kv in body.items():
             if k not in GROUP_KEYS:
-                hint = _suggest(k, GROUP_KEYS)
+                hint = suggest(k, GROUP_KEYS)
                 if k in HOST_KEYS or k in FLEET_KEYS:
                     hint = f"settings go under '{name}: vars:'"
                 raise self.err(kv.at, f"unknown key {k!r} in group {name!r}",
@@ -367,7 +276,7 @@ class _Loader:
                     continue
                 if k not in HOST_KEYS:
                     raise self.err(val.at, f"unknown setting {k!r} in vars of group {name!r}",
-                                   hint=_suggest(k, [*HOST_KEYS, *FLEET_KEYS]))
+                                   hint=suggest(k, [*HOST_KEYS, *FLEET_KEYS]))
                 src = f"{self.file}:{val.line} (group {name})"
                 if k == "labels" and "labels" in scope:
                     merged = dict(scope["labels"][0])
@@ -397,7 +306,7 @@ class _Loader:
         return members
 
     def _host(
-        self, name: str, v: _Val, groups: list[str], scope: dict[str, tuple[Any, str]]
+        self, name: str, v: Val, groups: list[str], scope: dict[str, tuple[Any, str]]
     ) -> None:
         if name in self.hosts:
             raise self.err(v.at, f"host {name!r} is defined twice "
@@ -411,7 +320,7 @@ class _Loader:
                                f"host {name!r}", hint="set it under 'all: vars:'")
             if k not in HOST_KEYS:
                 raise self.err(val.at, f"unknown setting {k!r} for host {name!r}",
-                               hint=_suggest(k, list(HOST_KEYS)))
+                               hint=suggest(k, list(HOST_KEYS)))
             src = f"{self.file}:{val.line} (host)"
             if k == "labels" and "labels" in settings:
                 merged = dict(settings["labels"][0])
@@ -432,17 +341,17 @@ class _Loader:
         self.hosts[name] = host
         self.host_lines[name] = v.at
 
-    def _labels(self, v: _Val) -> dict[str, str]:
+    def _labels(self, v: Val) -> dict[str, str]:
         m = self._mapping(v, "labels")
         out = {}
         for k, x in m.items():
             if isinstance(x.value, (dict, list)) or x.value is None:
-                raise self.err(x.line, f"label {k!r} must be a plain value, got {_shown(x.value)}",
+                raise self.err(x.line, f"label {k!r} must be a plain value, got {shown(x.value)}",
                                hint="labels are flat: {zone: a, rack: r1}")
             out[k] = str(x.value).lower() if isinstance(x.value, bool) else str(x.value)
         return out
 
-    def _hooks(self, v: _Val) -> dict[str, tuple[tuple[str, ...], ...]]:
+    def _hooks(self, v: Val) -> dict[str, tuple[tuple[str, ...], ...]]:
         m = self._mapping(v, "hooks")
         out: dict[str, tuple[tuple[str, ...], ...]] = {}
         for name, x in m.items():
@@ -455,10 +364,10 @@ class _Loader:
             cmds = [items] if all(isinstance(i.value, str) for i in items) else items
             argvs: list[tuple[str, ...]] = []
             for cmd in cmds:
-                if not isinstance(cmd.value if isinstance(cmd, _Val) else cmd, list):
+                if not isinstance(cmd.value if isinstance(cmd, Val) else cmd, list):
                     raise self.err(x.line, f"hook {name}: each command is a list of strings "
                                    "(an argument list, never a shell line)")
-                args = cmd.value if isinstance(cmd, _Val) else cmd
+                args = cmd.value if isinstance(cmd, Val) else cmd
                 if not args or not all(isinstance(a.value, str) for a in args):
                     raise self.err(x.line, f"hook {name}: each command is a non-empty list of "
                                    "strings")
@@ -466,17 +375,17 @@ class _Loader:
             out[name] = tuple(argvs)
         return out
 
-    def _bad(self, key: str, v: _Val) -> InventoryError:
-        return self.err(v.line, f"{key} must be {HOST_KEYS[key]}, got {_shown(v.value)}")
+    def _bad(self, key: str, v: Val) -> InventoryError:
+        return self.err(v.line, f"{key} must be {HOST_KEYS[key]}, got {shown(v.value)}")
 
-    def _number(self, key: str, v: _Val, kind: type, low: float) -> Any:
+    def _number(self, key: str, v: Val, kind: type, low: float) -> Any:
         """A fleet setting that is a number >= low (an int when `kind` is int)."""
         ok = (int,) if kind is int else (int, float)
         if not isinstance(v.value, ok) or isinstance(v.value, bool) or v.value < low:
-            raise self.err(v.line, f"{key} must be {FLEET_KEYS[key]}, got {_shown(v.value)}")
+            raise self.err(v.line, f"{key} must be {FLEET_KEYS[key]}, got {shown(v.value)}")
         return kind(v.value)
 
-    def _rate(self, key: str, v: _Val, keys: dict[str, str]) -> int:
+    def _rate(self, key: str, v: Val, keys: dict[str, str]) -> int:
         """Bytes per second: a positive integer or a size such as 200M."""
         from xfleet.units import parse_size
 
@@ -487,10 +396,10 @@ class _Loader:
         except UsageError:
             rate = 0
         if rate <= 0:
-            raise self.err(v.line, f"{key} must be {keys[key]}, got {_shown(val)}")
+            raise self.err(v.line, f"{key} must be {keys[key]}, got {shown(val)}")
         return rate
 
-    def _check(self, key: str, v: _Val) -> Any:
+    def _check(self, key: str, v: Val) -> Any:
         val = v.value
         if key == "kind":
             if val not in KINDS:
@@ -516,7 +425,7 @@ class _Loader:
             out: list[str] = []
             for item in val:
                 if not isinstance(item.value, str):
-                    raise self.err(item.line, f"pools: pool name {_shown(item.value)} is not "
+                    raise self.err(item.line, f"pools: pool name {shown(item.value)} is not "
                                    "a string")
                 try:
                     out.append(validate_pool(item.value))
@@ -530,7 +439,7 @@ class _Loader:
         if key == "hooks":
             return self._hooks(v)
         if key == "sim":
-            return _plain(self._mapping(v, "sim"))
+            return plain(self._mapping(v, "sim"))
         if not isinstance(val, str) or not val.strip():
             raise self._bad(key, v)
         if key in ("identity_file", "known_hosts"):
@@ -554,7 +463,7 @@ class _Loader:
             raise self._bad(key, v)
         return val
 
-    def _finish(self, all_val: _Val) -> Inventory:
+    def _finish(self, all_val: Val) -> Inventory:
         f = self.fleet
         base = self.path.parent
 
@@ -563,7 +472,7 @@ class _Loader:
                 return default
             v = f[key]
             if not isinstance(v.value, str) or not v.value:
-                raise self.err(v.line, f"{key} must be {FLEET_KEYS[key]}, got {_shown(v.value)}")
+                raise self.err(v.line, f"{key} must be {FLEET_KEYS[key]}, got {shown(v.value)}")
             p = Path(v.value).expanduser()
             return Path(os.path.normpath(p if p.is_absolute() else (base / p)))
 
@@ -584,6 +493,8 @@ class _Loader:
             mirror=path_of("mirror", state_default / "xfleet" / f"{self.path.stem}.db"),
             state_dir=path_of("state_dir", state_default / "xfleet" / self.path.stem),
         )
+        if "compression_policy" in f:
+            inv.compression_policy = path_of("compression_policy", base)
         for key, kind, low in (("price_per_gb_month", float, 0), ("parallel", int, 1),
                                ("space_refresh_budget", int, 0),
                                ("space_refresh_interval", float, 0)):
@@ -597,7 +508,7 @@ class _Loader:
             v = f["user_properties"]
             if not isinstance(v.value, list):
                 raise self.err(v.line, f"user_properties must be {FLEET_KEYS['user_properties']}"
-                               f", got {_shown(v.value)}")
+                               f", got {shown(v.value)}")
             inv.user_properties = tuple(self._user_prop("user_properties", x) for x in v.value)
         if inv.tenant_property not in inv.user_properties:
             inv.user_properties = (inv.tenant_property, *inv.user_properties)
@@ -606,19 +517,19 @@ class _Loader:
             for k, x in env.items():
                 if k not in ("name", "colour", "color"):
                     raise self.err(x.at, f"unknown key {k!r} in environment",
-                                   hint=_suggest(k, ["name", "colour"]))
+                                   hint=suggest(k, ["name", "colour"]))
                 if isinstance(x.value, (dict, list)) or x.value is None:
                     raise self.err(x.line, f"environment {k} must be a plain value, "
-                                   f"got {_shown(x.value)}")
+                                   f"got {shown(x.value)}")
             inv.environment = {("colour" if k == "color" else k): str(x.value)
                                for k, x in env.items()}
         return inv
 
-    def _user_prop(self, key: str, v: _Val) -> str:
+    def _user_prop(self, key: str, v: Val) -> str:
         from xfleet.zfs import ParseError, validate_user_property
 
         if not isinstance(v.value, str):
-            raise self.err(v.line, f"{key}: {_shown(v.value)} is not a user property name",
+            raise self.err(v.line, f"{key}: {shown(v.value)} is not a user property name",
                            hint="user properties look like 'module:name', e.g. xfleet:tenant")
         try:
             return validate_user_property(v.value)

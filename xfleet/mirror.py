@@ -183,6 +183,130 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX move_log_move ON move_log (move, at)
     """,
+    4: """
+    CREATE TABLE compression_runs (
+        id INTEGER PRIMARY KEY,
+        policy TEXT,
+        user TEXT,
+        host TEXT,
+        state TEXT NOT NULL,
+        changes INTEGER NOT NULL DEFAULT 0,
+        done INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        commands INTEGER NOT NULL DEFAULT 0,
+        batch_size INTEGER NOT NULL DEFAULT 500,
+        pid INTEGER,
+        heartbeat REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL,
+        error TEXT
+    );
+    CREATE TABLE compression_changes (
+        id INTEGER PRIMARY KEY,
+        run INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        name TEXT NOT NULL,
+        old TEXT,
+        new TEXT NOT NULL,
+        rule TEXT,
+        batch INTEGER,
+        state TEXT NOT NULL DEFAULT 'pending',
+        at REAL,
+        error TEXT
+    );
+    CREATE INDEX compression_changes_run ON compression_changes (run, state, node, new);
+    CREATE INDEX compression_changes_volume ON compression_changes (node, name);
+    CREATE TABLE compression_estimates (
+        node TEXT NOT NULL,
+        name TEXT NOT NULL,
+        algorithm TEXT NOT NULL,
+        ratio REAL,
+        ratio_low REAL,
+        ratio_high REAL,
+        zero_fraction REAL,
+        blocks INTEGER NOT NULL,
+        blocks_read INTEGER NOT NULL,
+        blocks_total INTEGER NOT NULL,
+        bytes_read INTEGER NOT NULL,
+        volblocksize INTEGER NOT NULL,
+        ashift INTEGER NOT NULL,
+        ashift_assumed INTEGER NOT NULL DEFAULT 0,
+        method TEXT NOT NULL DEFAULT 'sampled',
+        estimated_at REAL NOT NULL,
+        PRIMARY KEY (node, name, algorithm)
+    );
+    CREATE TABLE compression_daily (
+        day TEXT NOT NULL,
+        node TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        volumes INTEGER NOT NULL,
+        logicalused INTEGER NOT NULL,
+        used INTEGER NOT NULL,
+        usedbyrefreservation INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (day, node, pool)
+    )
+    """,
+    # v5: playbook runs journaled (runs, steps, per-item results) and an audit of lifecycle
+    # commands (docs/mirror.md, "Playbooks and lifecycle operations").
+    5: """
+    CREATE TABLE play_runs (
+        id INTEGER PRIMARY KEY,
+        file TEXT NOT NULL,
+        name TEXT,
+        digest TEXT NOT NULL,
+        vars TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL,
+        step INTEGER,
+        pid INTEGER,
+        host TEXT,
+        heartbeat REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL,
+        error TEXT
+    );
+    CREATE TABLE play_steps (
+        run INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT,
+        line INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        items INTEGER NOT NULL DEFAULT 0,
+        done INTEGER NOT NULL DEFAULT 0,
+        commands INTEGER NOT NULL DEFAULT 0,
+        result TEXT,
+        started_at REAL,
+        finished_at REAL,
+        error TEXT,
+        PRIMARY KEY (run, idx)
+    );
+    CREATE TABLE play_items (
+        run INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        item TEXT NOT NULL,
+        state TEXT NOT NULL,
+        result TEXT,
+        commands INTEGER NOT NULL DEFAULT 0,
+        at REAL NOT NULL,
+        error TEXT,
+        PRIMARY KEY (run, step, item)
+    );
+    CREATE TABLE lifecycle_log (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        op TEXT NOT NULL,
+        node TEXT NOT NULL,
+        argv TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        error TEXT,
+        source TEXT NOT NULL,
+        via TEXT NOT NULL DEFAULT 'zfs'
+    );
+    CREATE INDEX lifecycle_log_at ON lifecycle_log (at)
+    """,
     6: """
     ALTER TABLE moves ADD COLUMN control TEXT;
     ALTER TABLE moves ADD COLUMN rate REAL

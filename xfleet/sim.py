@@ -2174,6 +2174,50 @@ def _snapshot_names(view: _View, ds: str) -> list[Rec]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _text_corpus() -> bytes:
+    """256 KiB of JSON-ish text lines (compresses about 3-4x with lz4)."""
+    r = random.Random(4242)
+    words = ["".join(r.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(2, 9)))
+             for _ in range(400)]
+    out: list[str] = []
+    size = 0
+    while size < 256 << 10:
+        line = json.dumps({"id": r.randint(1, 10**6), "user": r.choice(words),
+                           "text": " ".join(r.choice(words) for _ in range(r.randint(3, 12))),
+                           "ok": r.random() < 0.5})
+        out.append(line)
+        size += len(line) + 1
+    return "\n".join(out).encode()
+
+
+def _synthetic_blocks(name: str, bs: int, want: int, offsets: Sequence[str]) -> Iterator[str]:
+    """The sampler's output for simulated data: per volume, a share of holes (10-60 %), of
+    random blocks (0-50 %), and text blocks whose leading part (0-50 %) is random bytes."""
+    import base64
+
+    v = _mix("blocks", name)
+    holes, noise, mixed = 0.1 + (v % 51) / 100, ((v >> 8) % 51) / 100, ((v >> 16) % 51) / 100
+    corpus = _text_corpus()
+    n = 0
+    for o in offsets:
+        r = random.Random(f"{name}:{o}")
+        x = r.random()
+        if x < holes:
+            yield f"Z {o}"
+            continue
+        if x < holes + (1 - holes) * noise:
+            block = r.randbytes(bs)
+        else:
+            start = r.randrange(0, len(corpus) - bs)
+            cut = int(bs * mixed * r.random() * 2) // 2
+            block = r.randbytes(cut) + corpus[start + cut:start + bs]
+        yield f"D {o} {base64.b64encode(block).decode()}"
+        n += 1
+        if n >= want:
+            return
+
+
 class SimTransport(Transport):
     """A simulated storage node: answers zfs/zpool argv like OpenZFS 2.3 on a real node."""
 
@@ -2293,8 +2337,27 @@ class SimTransport(Transport):
             if handler is None:
                 raise _Fail(f"unrecognized command '{sub}'\nusage: zpool command args ...\n", 2)
             return handler(rest, ctx)
+        if prog == "python3":
+            return self._sample_blocks(args, ctx)
         raise _Fail(f"sim: {prog}: command not found (simulated nodes answer zfs and zpool "
                     f"commands only)\n", 127)
+
+    def _sample_blocks(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
+        """xfleet.estimate's sampler (`python3 -c SAMPLE_CODE BS WANT /dev/zvol/NAME OFF...`):
+        deterministic synthetic blocks, a mix of holes, text-like and random bytes in shares
+        seeded by the volume's name (docs/compression.md); any other python3 program is not
+        found."""
+        from xfleet.estimate import SAMPLE_CODE
+
+        if len(args) < 5 or args[:2] != ["-c", SAMPLE_CODE]:
+            raise _Fail("sim: python3: only xfleet's block sampler is simulated\n", 127)
+        bs, want, dev = int(args[2]), int(args[3]), args[4]
+        name = dev.removeprefix("/dev/zvol/")
+        rec = _View(self, self._current()).record(name) if dev.startswith("/dev/zvol/") \
+            else None
+        if rec is None or rec["type"] != "volume":
+            raise _Fail(f"cannot open {dev}: No such file or directory\n", 2)
+        return _synthetic_blocks(name, bs, want, args[5:])
 
     def _version(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
         return iter([ZFS_VERSION, ZFS_KMOD_VERSION])
@@ -2978,7 +3041,9 @@ class SimTransport(Transport):
         if prop == "compression":
             if value not in _COMPRESS_VALUES:
                 raise _Fail(f"{prefix}: 'compression' must be one of '{_COMPRESS_HELP}'")
-            local[prop] = value
+            # zfs prints gzip-6 as "gzip" (the first name of that value in its table;
+            # seen on the lab's OpenZFS 2.3)
+            local[prop] = "gzip" if value == "gzip-6" else value
             return
         if choices is not None:
             if value not in choices:

@@ -19,7 +19,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -678,6 +678,47 @@ def apply_events(
         finally:
             conn.close()
         raise
+
+
+def refetch(inv: Inventory, mirror_path: Path, node: str, transport: Transport,
+            names: Sequence[str], trees: Sequence[str] = ()) -> int:
+    """Bring the mirror up to date for exactly these names (and these subtrees): sync's own
+    batched re-fetch (`zfs list -Hp ... NAME...`, FETCH_BATCH names per command); names that
+    are gone are removed with their descendants. Recorded as an incremental sync run.
+    Returns the rows written."""
+    names = [n for n in names if not any(n == t or n.startswith((t + "/", t + "@"))
+                                         for t in trees)]
+    if not names and not trees:
+        return 0
+    conn = mirror.connect(mirror_path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        run_id = mirror.start_run(conn, node, "incremental")
+        conn.execute("COMMIT")
+        job = _Job(inv.hosts[node], transport, inv, mirror_path, run_id, threading.Lock(),
+                        lambda *_: None)
+        with tempfile.TemporaryFile("w+", dir=mirror_path.parent,
+                                    prefix=f".lifecycle-{node}-") as spool:
+            try:
+                fetched = _fetch(job, Plan(exact=list(names), trees=list(trees)),
+                                      spool)
+                written, removed = _apply(
+                    job, conn, fetched, (ln.rstrip("\n") for ln in spool), None, [], [])
+                mirror.finish_incremental(
+                    conn, run_id, node, written=written, removed=removed,
+                    commands=job.commands, events=0, received=job.received, gap=None)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                message = exc.message if isinstance(exc, XfleetError) else str(exc)
+                conn.execute("BEGIN IMMEDIATE")
+                mirror.fail_run(conn, run_id, node, message, job.commands)
+                conn.execute("COMMIT")
+                raise
+        return written
+    finally:
+        conn.close()
 
 
 def _refresh_due(cp: mirror.Checkpoint | None, refresh: bool | None, inv: Inventory) -> bool:

@@ -806,46 +806,61 @@ class CompView(BaseView):
 
     @work(thread=True, exclusive=True, group="comp")
     def load(self) -> None:
+        """The cost report's figures (xfleet.report, the same as `xfleet report compression`):
+        by node/pool, by compression, top tenants by savings."""
+        from xfleet import compression, report
+
+        inv = self.xapp.inventory
         conn = self.xapp.connect()
         try:
-            data = {
-                "node/pool": conn.execute(
-                    "SELECT node || '/' || pool, count(*), sum(logicalused), sum(used) "
-                    "FROM datasets WHERE type = 'volume' GROUP BY node, pool "
-                    "ORDER BY node, pool").fetchall(),
-                "compression": conn.execute(
-                    "SELECT coalesce(compression, '-'), count(*), sum(logicalused), sum(used) "
-                    "FROM datasets WHERE type = 'volume' GROUP BY compression "
-                    "ORDER BY sum(logicalused) DESC").fetchall(),
-                "tenant (top 20 by savings)": conn.execute(
-                    "SELECT tenant, count(*), sum(logicalused), sum(used) FROM datasets "
-                    "WHERE type = 'volume' AND tenant IS NOT NULL GROUP BY tenant "
-                    "ORDER BY sum(logicalused) - sum(used) DESC LIMIT 20").fetchall(),
-            }
-        except sqlite3.Error as exc:
+            pol = None
+            if inv is not None and inv.compression_policy is not None:
+                try:
+                    pol = compression.load_policy(inv.compression_policy)
+                except XfleetError as exc:  # the figures without 'possible', and say why
+                    self.app.call_from_thread(self.flash, f"policy: {exc}", error=True)
+            data = {}
+            for title, by, limit in (("node/pool", "pool", None),
+                                     ("compression", "compression", None),
+                                     ("tenant (top 20 by savings)", "tenant", 20)):
+                rep = report.build(conn, by=by, policy=pol, inventory=inv, limit=limit,
+                                   top=0, price_per_gb_month=inv.price_per_gb_month
+                                   if inv is not None else 0.08)
+                data[title] = [(r["group"], r["volumes"], r["logical"], r["physical"],
+                                r["possible"]) for r in rep.rows
+                               if by != "tenant" or r["group"] != "-"]
+        except (sqlite3.Error, XfleetError) as exc:
             self.app.call_from_thread(self.flash, f"cannot read: {exc}", error=True)
             return
         finally:
             conn.close()
-        self.app.call_from_thread(self._loaded, {k: [tuple(r) for r in v]
-                                                 for k, v in data.items()})
+        self.app.call_from_thread(self._loaded, data)
 
     def _loaded(self, data: dict[str, list[tuple[Any, ...]]]) -> None:
         self.data = data
+        with_policy = any(r[4] is not None for rows in data.values() for r in rows)
         out = Table.grid(padding=(0, 2))
         out.add_column()
         for title, rows in data.items():
             t = Table(title=f"by {title}", title_justify="left", title_style="bold",
                       expand=False, show_edge=False, header_style="bold cyan")
-            for h, right in (("", False), ("VOLUMES", True), ("LOGICAL", True),
-                             ("PHYSICAL", True), ("SAVED", True), ("PHYSICAL/LOGICAL, RATIO",
-                                                                   False)):
+            heads = [("", False), ("VOLUMES", True), ("LOGICAL", True), ("PHYSICAL", True),
+                     ("SAVED", True)]
+            if with_policy:
+                heads.append(("POSSIBLE", True))
+            for h, right in (*heads, ("PHYSICAL/LOGICAL, RATIO", False)):
                 t.add_column(h, justify="right" if right else "left")
-            for name, n, logical, physical in rows:
+            for name, n, logical, physical, possible in rows:
                 saved = (logical or 0) - (physical or 0)
-                t.add_row(str(name), f"{n:,}", format_size(logical), format_size(physical),
-                          Text(format_size(saved), style="green" if saved > 0 else "red"),
-                          ratio_bar(logical, physical, 24))
+                cells: list[Any] = [str(name), f"{n:,}", format_size(logical),
+                                    format_size(physical),
+                                    Text(format_size(abs(saved)),
+                                         style="green" if saved > 0 else "red")]
+                if with_policy:
+                    cells.append("-" if possible is None else
+                                 Text(("-" if possible < 0 else "") + format_size(abs(possible)),
+                                      style="cyan" if possible > 0 else "red"))
+                t.add_row(*cells, ratio_bar(logical, physical, 24))
             out.add_row(t)
             out.add_row("")
         self.query_one("#comp", Static).update(out)
@@ -854,7 +869,8 @@ class CompView(BaseView):
     def status_text(self) -> Text:
         if self.data is None:
             return Text("reading the mirror…", style="grey50")
-        return Text("volumes only; physical = used (includes refreservation of thick volumes)")
+        return Text("volumes only; physical = used - usedbyrefreservation; possible = estimated "
+                    "by the policy, after a rewrite (xfleet report compression)")
 
 
 # ---------------------------------------------------------------------------------------------
