@@ -110,11 +110,16 @@ def test_needs_rewrite_after_an_apply_and_daily_totals(fleet: inventory.Inventor
                         "type = 'volume' AND name IN (SELECT name FROM compression_changes)"
                         ).fetchone()[0]
     assert rows["n3"]["rewrite_logical"] == lref
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    # every sync records today's totals (from the pools summary, no scan)
+    assert [r[0] for r in conn.execute("SELECT DISTINCT day FROM compression_daily")] == [today]
     assert report.record_daily(conn, now=1_790_000_000) == 2
     assert report.record_daily(conn, now=1_790_000_100) == 2  # same day: replaced
     report.record_daily(conn, now=1_790_086_400)
     tr = report.trend(conn)
-    assert [d["day"] for d in tr] == ["2026-09-21", "2026-09-22"]
+    assert [d["day"] for d in tr] == ["2026-09-21", "2026-09-22", today]
     assert tr[0]["logical"] == rep.total["logical"] and tr[0]["physical"] == rep.total["physical"]
 
 

@@ -58,8 +58,6 @@ _TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_:\-]+)*$")
 # Kinds whose capability arrives with another piece of work: a clear error until it lands.
 PENDING_KINDS = {
-    "compression_apply": "the compression policy capability (xfleet compression apply, "
-                         "issue #7)",
     "upgrade_target": "the rolling target-upgrade capability (xfleet upgrade)",
 }
 
@@ -1129,6 +1127,105 @@ def _drain(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
     finally:
         conn.close()
     return {"moves": _run_moves(ctx, ids, parallel), "refused": []}
+
+
+def _compression_scope(ctx: StepCtx, args: dict[str, Any]) -> Any:
+    from xfleet import compression, query
+
+    where = args.get("where") or ()
+    nodes = args.get("nodes") or ()
+    sel = query.Selection(where=tuple(map(str, [where] if isinstance(where, str) else where)),
+                          tenants=tuple(map(str, [args["tenant"]] if args.get("tenant")
+                                            else ())),
+                          pattern=args.get("pattern"),
+                          tenant_property=ctx.inv.tenant_property)
+    clause, params = sel.compile()
+    names = [h.name for h in ctx.inv.select([str(n) for n in nodes])] if nodes else []
+    return compression.Scope(names, clause, params)
+
+
+_COMPRESSION_SCOPE = {
+    "policy": Field((str,), doc="a policy file (default: the inventory's compression_policy)"),
+    "nodes": Field((list,), doc="nodes or groups (default: all)"),
+    "tenant": Field((str,), doc="only this tenant's volumes"),
+    "pattern": Field((str,), doc="a name glob, e.g. tank/t0001/*"),
+    "where": Field((list, str), doc="conditions like xfleet ls --where (compression=off)"),
+}
+
+
+@step_kind("compression_apply", dict(_COMPRESSION_SCOPE))
+def _compression_apply(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
+    """Apply the compression policy (xfleet compression apply): one `zfs set` per 500
+    volumes per node, audited, resumable. New settings affect newly written data only."""
+    from xfleet import compression
+
+    conn = ctx.reader()
+    try:
+        prev = ctx.previous or {}
+        if "run" in prev and not ctx.check:
+            run_id = int(prev["run"])
+            ctx.notes.append(f"resuming compression run {run_id}")
+        else:
+            pol = compression.policy_for(ctx.inv, args.get("policy"))
+            plan = compression.plan(conn, pol, ctx.inv, scope=_compression_scope(ctx, args),
+                                    tenant_property=ctx.inv.tenant_property)
+            cmds = list(compression.dry_run_commands(conn, plan))
+            ctx.commands.extend(f"{node}: {' '.join(argv[:4])} ... ({len(argv) - 3} "
+                                "volume(s))" for node, argv in cmds)
+            ctx.notes.append("a new setting applies to newly written data only; existing "
+                             "data is recompressed by a rewrite (a move without -c)")
+            if ctx.check or not cmds:
+                return {"changes": sum(g.volumes for g in plan.groups), "commands": len(cmds)}
+            run_id = compression.create_run(conn, plan).id
+            ctx.journal({"run": run_id})
+    finally:
+        conn.close()
+    run, per_node = compression.apply_run(ctx.mirror_path, run_id, ctx.conns)
+    ctx.remote += sum(n.commands for n in per_node)
+    failed = [n for n in per_node if n.error]
+    if failed:
+        raise PlaybookError(f"compression run {run_id}: {failed[0].node}: {failed[0].error}",
+                            where=ctx.where, hint=f"xfleet compression apply --resume {run_id}")
+    return {"run": run_id, "changes": run.done, "commands": run.commands}
+
+
+@step_kind("compression_report", {
+    **_COMPRESSION_SCOPE,
+    "by": Field((str,), doc="node, pool, tenant, compression, volume or label:KEY"),
+    "html": Field((str,), doc="write the self-contained HTML report to this file"),
+    "json": Field((str,), doc="write the report as JSON to this file"),
+})
+def _compression_report(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
+    """The compression cost report (xfleet report compression), written to files; records
+    today's totals for the trend."""
+    import json as json_mod
+
+    from xfleet import compression, report
+
+    scope = _compression_scope(ctx, args)
+    outputs = [(k, str(args[k])) for k in ("html", "json") if args.get(k)]
+    ctx.commands.extend(f"write the compression report ({k}) to {f}" for k, f in outputs)
+    if ctx.check:
+        return {"files": [f for _, f in outputs]}
+    pol = None
+    if args.get("policy") or ctx.inv.compression_policy is not None:
+        pol = compression.policy_for(ctx.inv, args.get("policy"))
+    conn = ctx.reader()
+    try:
+        report.record_daily(conn)
+        node_clause = "1" if not scope.nodes else \
+            f"node IN ({', '.join('?' for _ in scope.nodes)})"
+        rep = report.build(conn, by=str(args.get("by") or "node"), policy=pol,
+                           inventory=ctx.inv, price_per_gb_month=ctx.inv.price_per_gb_month,
+                           where=f"({scope.where}) AND {node_clause}",
+                           params=[*scope.params, *scope.nodes],
+                           tenant_property=ctx.inv.tenant_property)
+    finally:
+        conn.close()
+    for kind, path in outputs:
+        Path(path).write_text(report.render_html(rep) if kind == "html"
+                              else json_mod.dumps(rep.to_dict(), indent=2))
+    return {"files": [f for _, f in outputs], "groups": len(rep.to_dict().get("rows", []))}
 
 
 @step_kind("wait", {"that": Field((str,), required=True, sql=True,

@@ -798,6 +798,9 @@ def sync(
             report.nodes.append(NodeSync(node=r.node, ok=False, error=err.message, hint=err.hint,
                                          commands=commands, seconds=r.seconds,
                                          run_id=run_ids[r.node]))
+        from xfleet.report import record_daily
+
+        record_daily(conn)  # today's per-pool totals (the compression trend): no scan
     finally:
         conn.close()
     return report
