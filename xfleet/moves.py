@@ -282,7 +282,7 @@ def plan_move(
         raise MoveError(f"{volume} already has move {active['id']} ({active['state']})",
                         hint=f"xfleet moves resume {active['id']}, or abort it")
     clones = [r[0] for r in conn.execute(
-        "SELECT name FROM datasets WHERE node = ? AND origin >= ? AND origin < ?",
+        "SELECT name FROM datasets WHERE +node = ? AND origin >= ? AND origin < ?",
         (src["node"], volume + "@", volume + "A"))]
     if clones:
         raise MoveError(
