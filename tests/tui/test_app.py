@@ -272,15 +272,65 @@ async def test_read_only_refuses_write_actions(fleet: Path) -> None:
         assert "read-only mode" in text and "--write" in text and "READ-ONLY" in text
 
 
-async def test_write_mode_is_shown(fleet: Path) -> None:
+async def test_write_mode_snapshot_clone_destroy_and_move_refusal(fleet: Path) -> None:
+    import sqlite3
+
     app = make(fleet, start="vols", write=True)
+    db = sqlite3.connect(fleet / "mirror.db")
+
+    def names(glob: str) -> list[str]:
+        return [r[0] for r in db.execute("SELECT name FROM datasets WHERE node = 'n1' AND "
+                                         "name GLOB ? ORDER BY name", (glob,))]
+
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         text = screen_text(app)
         assert " WRITE " in text and "READ-ONLY" not in text
+        app.screen.apply_filter("type=volume node=n1", final=True)
+        await settle(pilot)
+        vol = str(table(app).current["name"])  # type: ignore[index]
+        # s: snapshot, the prompt offers a name; enter takes it
+        await pilot.press("s")
+        await settle(pilot)
+        assert "snapshot name for n1:" + vol in screen_text(app)
+        await pilot.press("enter")
+        await settle(pilot)
+        await app.workers.wait_for_complete()
+        await settle(pilot)
+        assert "taken" in screen_text(app), screen_text(app)
+        assert len(names(vol + "@manual-*")) == 1  # the mirror has it (re-fetched)
+        # c: a branch of the volume (a snapshot of it is taken for the clone)
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await settle(pilot)
+        assert db.execute("SELECT origin FROM datasets WHERE name = ?", (vol + "-branch",)
+                          ).fetchone()[0].startswith(vol + "@")
+        # d: destroy asks for the name typed again; a wrong answer destroys nothing
+        await pilot.press("d")
+        await settle(pilot)
+        assert "type " + vol + " to destroy it" in screen_text(app)
+        await pilot.press(*"nope", "enter")
+        await app.workers.wait_for_complete()
+        await settle(pilot)
+        assert "nothing was destroyed" in screen_text(app) and names(vol) == [vol]
+        # ... and the volume has a clone now: destroying it is refused with the reason
+        await pilot.press("d")
+        await settle(pilot)
+        await pilot.press(*vol, "enter")
+        await app.workers.wait_for_complete()
+        await settle(pilot)
+        assert "clone" in screen_text(app) and names(vol) == [vol]
+        # m: the move's preflight refuses (it would orphan the clone), shown, not a traceback
         await pilot.press("m")
         await settle(pilot)
-        assert "nothing was changed" in screen_text(app)
+        assert "move " + vol + " from n1 to NODE" in screen_text(app)
+        await pilot.press(*"n2", "enter")
+        await app.workers.wait_for_complete()
+        await settle(pilot)
+        assert "would orphan them" in screen_text(app)
+        assert db.execute("SELECT count(*) FROM moves").fetchone()[0] == 0
 
 
 async def test_mouse_click_selects_and_header_click_sorts(fleet: Path) -> None:

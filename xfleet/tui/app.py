@@ -244,14 +244,47 @@ class XfleetApp(App[None]):
     # -- actions that change the fleet ----------------------------------------------------
 
     def write_action(self, what: str, view: BaseView) -> None:
-        """Write actions come with later issues (moves, upgrades); read-only mode refuses
-        them before anything else happens."""
+        """Snapshot, clone, destroy or move the selected dataset (xfleet.tui.actions): refused
+        in read-only mode before anything else happens; otherwise the prompt asks for the
+        name (or the target, or the name typed again to destroy) and a worker acts."""
         if not self.write:
             view.flash(f"read-only mode: '{what}' changes the fleet; start with "
                        "'xfleet tui --write' to allow it", error=True)
             return
-        view.flash(f"'{what}' is not available yet (it arrives with the moves feature); "
-                   "nothing was changed", error=True)
+        target = view.write_target()
+        if target is None:
+            view.flash(f"'{what}': select a dataset first", error=True)
+            return
+        if self.inventory is None:
+            view.flash("write actions need the inventory: xfleet -i INVENTORY tui --write",
+                       error=True)
+            return
+        from xfleet.tui.actions import prompt_for
+
+        view.open_write_prompt(what, target, prompt_for(what, *target))
+
+    def run_write(self, what: str, target: tuple[str, str], answer: str,
+                  view: BaseView) -> None:
+        """Carry out a write action in a worker thread; the outcome (or the refusal, with its
+        hint) is flashed in the view, and the view re-reads the mirror."""
+        from xfleet.errors import XfleetError
+        from xfleet.tui import actions
+
+        inv = self.inventory
+        assert inv is not None
+        view.flash(f"{what} {target[0]}:{target[1]} ...", seconds=600)
+
+        def work() -> None:
+            try:
+                message = actions.run(inv, self.mirror_path, what, *target, answer)
+            except XfleetError as exc:
+                text = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+                self.call_from_thread(view.flash, text, error=True, seconds=20)
+                return
+            self.call_from_thread(view.flash, message, seconds=20)
+            self.call_from_thread(view.reload)
+
+        self.run_worker(work, thread=True, group="write", name=f"{what} {target[1]}")
 
 
 def run(mirror_path: Path, *, inventory: Inventory | None = None, write: bool = False) -> None:

@@ -49,7 +49,10 @@ KEYS: tuple[tuple[str, str, str], ...] = (
     ("O N T Z U R L W C X E A", "volumes", "sort by node, name, type, volsize, used, "
                                            "referenced, logicalused, written, compression, "
                                            "ratio, tenant, age (again: reverse)"),
-    ("m", "volumes, detail", "move the volume (a write action: refused in read-only mode)"),
+    ("m", "volumes, detail", "move the volume to another node (write actions: --write only)"),
+    ("s", "volumes, detail", "snapshot the volume (asks for the name)"),
+    ("c", "volumes, detail", "clone: a branch of the volume or snapshot (asks for its name)"),
+    ("d", "volumes, detail", "destroy (type the name to confirm; clones and holds refuse)"),
     ("ctrl+r", "everywhere", "re-read the mirror now (it also refreshes by itself)"),
     ("mouse", "everywhere", "click a row to select, double-click to open, click a column "
                             "header to sort, wheel to scroll"),
@@ -161,6 +164,7 @@ class BaseView(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.prompt_mode: str | None = None
+        self.write_for: tuple[str, str] | None = None  # (node, name) of an open write prompt
         self._message: Text | None = None
         self._message_until = 0.0
         self.stale_data = False
@@ -277,7 +281,9 @@ class BaseView(Screen[None]):
         mode = self.prompt_mode
         value = event.value.strip()
         self.close_prompt()
-        if mode == "command":
+        if mode and mode.startswith("write:") and self.write_for is not None:
+            self.xapp.run_write(mode.split(":", 1)[1], self.write_for, value, self)
+        elif mode == "command":
             self.xapp.run_command(value)
         elif mode == "filter":
             self.apply_filter(value, final=True)
@@ -285,6 +291,8 @@ class BaseView(Screen[None]):
     def action_back(self) -> None:
         if self.prompt_mode is not None:
             restore = self.prompt_mode == "filter"
+            if self.prompt_mode.startswith("write:"):
+                self._message = None  # the write prompt's question
             self.close_prompt()
             if restore:
                 self.restore_filter()
@@ -304,6 +312,22 @@ class BaseView(Screen[None]):
 
     def action_write(self, what: str) -> None:
         self.xapp.write_action(what, self)
+
+    def write_target(self) -> tuple[str, str] | None:
+        """(node, dataset name) that a write action acts on; None where there is none."""
+        return None
+
+    def open_write_prompt(self, what: str, target: tuple[str, str], prompt: Any) -> None:
+        self.write_for = target
+        box = self.query_one("#prompt", Input)
+        self.prompt_mode = f"write:{what}"
+        box.display = True
+        box.placeholder = prompt.placeholder
+        box.value = prompt.value
+        box.border_title = what
+        self.set_focus(box, scroll_visible=False)
+        box.cursor_position = len(box.value)
+        self.flash(prompt.placeholder + " (enter: go, esc: cancel)", seconds=600)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,13 +487,22 @@ class FleetView(BaseView):
 # Volumes
 
 
+# write actions (xfleet tui --write): on the selected volume, snapshot or clone
+WRITE_BINDINGS: list[BindingType] = [
+    Binding("m", "write('move')", "move", show=False),
+    Binding("s", "write('snapshot')", "snapshot", show=False),
+    Binding("c", "write('clone')", "clone", show=False),
+    Binding("d", "write('destroy')", "destroy", show=False),
+]
+
+
 class VolumesView(BaseView):
     view_name = "volumes"
     can_filter = True
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "prompt('filter')", "/filter", show=True),
-        Binding("m", "write('move')", "move", show=False),
+        *WRITE_BINDINGS,
         *(Binding(k, f"sort('{col}')", f"sort {col}", show=False)
           for k, col in SORT_KEYS.items()),
     ]
@@ -490,6 +523,10 @@ class VolumesView(BaseView):
         yield VirtualTable(self.xapp.connect, sort=self._initial_sort, filter=flt,
                            stale_nodes=self.xapp.stale_nodes(), clock=self.xapp.clock,
                            id="table")
+
+    def write_target(self) -> tuple[str, str] | None:
+        row = self.table.current
+        return (str(row["node"]), str(row["name"])) if row else None
 
     @property
     def table(self) -> VirtualTable:
@@ -589,9 +626,10 @@ class VolumesView(BaseView):
 class DetailView(BaseView):
     view_name = "detail"
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("m", "write('move')", "move", show=False),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = [*WRITE_BINDINGS]
+
+    def write_target(self) -> tuple[str, str] | None:
+        return (self.node, self.ds_name)
 
     DEFAULT_CSS = """
     DetailView #detail-body { height: 1fr; }
