@@ -54,6 +54,8 @@ HOST_KEYS: dict[str, str] = {
     "connect_retries": "a positive integer (attempts for connection-level failures)",
     "private_address": "the node's address on the storage network (node-to-node streams)",
     "sim": "a mapping of simulator settings (seed, volumes, ...)",
+    "target": "a mapping for the node's NVMe-oF target daemon: driver (nvmet or command) and "
+    "its settings, e.g. {driver: nvmet, port: 4420} (docs/upgrades.md)",
 }
 FLEET_KEYS: dict[str, str] = {
     "mirror": "a path to the SQLite mirror (relative to the inventory file)",
@@ -102,6 +104,7 @@ class Host:
     connect_retries: int = 3
     private_address: str | None = None
     sim: dict[str, Any] = field(default_factory=dict)
+    target: Any = None  # xfleet.target.TargetSpec (docs/upgrades.md)
     sources: dict[str, str] = field(default_factory=dict)  # key -> where the value came from
 
 
@@ -375,6 +378,66 @@ class _Loader:
             out[name] = tuple(argvs)
         return out
 
+    def _target(self, v: Val) -> Any:
+        """The `target` host key -> xfleet.target.TargetSpec (checked item by item)."""
+        from xfleet.target import (
+            COMMAND_OPS,
+            COMMAND_REQUIRED,
+            COMMAND_VARS,
+            DRIVERS,
+            NVMET_SETTINGS,
+            TargetSpec,
+        )
+
+        m = self._mapping(v, "target")
+        drv = m.get("driver")
+        if drv is None or drv.value not in DRIVERS:
+            raise self.err(drv.line if drv else v.at,
+                           f"target: driver must be one of {', '.join(DRIVERS)}, got "
+                           f"{shown(drv.value) if drv else 'nothing'}",
+                           hint="e.g. target: {driver: nvmet} (docs/upgrades.md)")
+        allowed = NVMET_SETTINGS if drv.value == "nvmet" else COMMAND_OPS
+        settings: dict[str, Any] = {}
+        commands: dict[str, tuple[str, ...]] = {}
+        for k, x in m.items():
+            if k == "driver":
+                continue
+            if k not in allowed:
+                raise self.err(x.line, f"target: unknown setting {k!r} for driver {drv.value}",
+                               hint=suggest(k, list(allowed)))
+            if drv.value == "nvmet":
+                if k == "port":
+                    ok = isinstance(x.value, int) and not isinstance(x.value, bool) and \
+                        1 <= x.value <= 65535
+                else:
+                    ok = isinstance(x.value, str) and bool(x.value.strip()) and \
+                        not any(c.isspace() for c in x.value)
+                if not ok:
+                    raise self.err(x.line, f"target: {k} must be "
+                                   f"{'a TCP port (1-65535)' if k == 'port' else 'a word'}, "
+                                   f"got {shown(x.value)}")
+                settings[k] = x.value
+                continue
+            args = x.value
+            if not isinstance(args, list) or not args or \
+                    not all(isinstance(a.value, str) for a in args):
+                raise self.err(x.line, f"target: {k} must be a command: a non-empty list of "
+                               "strings (an argument list, never a shell line)")
+            argv = tuple(a.value for a in args)
+            try:
+                [a.format(**{n: "" for n in COMMAND_VARS}) for a in argv]
+            except (KeyError, IndexError, ValueError) as exc:
+                raise self.err(x.line, f"target: {k}: unknown variable {exc}",
+                               hint="variables: " + ", ".join("{" + n + "}"
+                                                             for n in COMMAND_VARS)) from None
+            commands[k] = argv
+        if drv.value == "command":
+            missing = [op for op in COMMAND_REQUIRED if op not in commands]
+            if missing:
+                raise self.err(v.at, f"target: the command driver needs {', '.join(missing)}",
+                               hint=f"operations: {', '.join(COMMAND_OPS)}")
+        return TargetSpec(drv.value, settings, commands)
+
     def _bad(self, key: str, v: Val) -> InventoryError:
         return self.err(v.line, f"{key} must be {HOST_KEYS[key]}, got {shown(v.value)}")
 
@@ -440,6 +503,8 @@ class _Loader:
             return self._hooks(v)
         if key == "sim":
             return plain(self._mapping(v, "sim"))
+        if key == "target":
+            return self._target(v)
         if not isinstance(val, str) or not val.strip():
             raise self._bad(key, v)
         if key in ("identity_file", "known_hosts"):

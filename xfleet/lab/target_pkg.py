@@ -1,0 +1,256 @@
+"""The lab's NVMe/TCP target service: versioned Debian packages `xfleet-lab-target`.
+
+Built on the host with `dpkg-deb` (no network): a small python3 daemon script that exports
+every zvol of the node's pools over NVMe/TCP through the kernel target (configfs) with pinned
+identities (xfleet.target.pinned_identity), and a systemd unit. 1.0 and 1.1 work; 1.2 is
+deliberately broken: it exports but its readiness never comes. docs/upgrades.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from xfleet.lab.errors import LabError
+from xfleet.target import NVMET_DEFAULTS, PIN_NAMESPACE
+
+PACKAGE = "xfleet-lab-target"
+VERSIONS = ("1.0", "1.1", "1.2")
+BROKEN = ("1.2",)
+CONF = "/etc/xfleet-lab-target.conf"  # address=, port=, nqn_prefix=, pools= (key=value lines)
+SCRIPT_PATH = "/usr/sbin/xfleet-lab-target"
+
+DAEMON = r'''#!/usr/bin/python3
+"""xfleet-lab-target VERSION: exports the node's zvols over NVMe/TCP (kernel nvmet, configfs).
+
+usage: xfleet-lab-target start|stop|status|export VOLUME|unexport VOLUME"""
+import os, socket, subprocess, sys, uuid
+
+VERSION = "@VERSION@"
+BROKEN = @BROKEN@
+PIN = uuid.UUID("@PIN@")
+ROOT = "/sys/kernel/config/nvmet"
+READY = "@READY@"
+PORT_DIR = ROOT + "/ports/1"
+
+
+def conf():
+    c = {"port": "4420", "nqn_prefix": "@PREFIX@", "address": "", "pools": ""}
+    try:
+        with open("@CONF@") as f:
+            for line in f:
+                if "=" in line and not line.lstrip().startswith("#"):
+                    k, v = line.split("=", 1)
+                    c[k.strip()] = v.strip()
+    except FileNotFoundError:
+        pass
+    if not c["address"]:
+        sys.exit("xfleet-lab-target: no address in @CONF@")
+    return c
+
+
+def put(path, value):
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def out(argv):
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def identity(node, guid):
+    key = "%s/%d" % (node, int(guid))
+    return str(uuid.uuid5(PIN, key)), str(uuid.uuid5(PIN, key + "/nguid"))
+
+
+def nqn(c, volume):
+    return "%s:%s:%s" % (c["nqn_prefix"], socket.gethostname(), volume.replace("/", "."))
+
+
+def ensure_port(c):
+    subprocess.run(["modprobe", "nvmet-tcp"], check=True)
+    if not os.path.isdir(PORT_DIR):
+        os.mkdir(PORT_DIR)
+        put(PORT_DIR + "/addr_trtype", "tcp")
+        put(PORT_DIR + "/addr_adrfam", "ipv4")
+        put(PORT_DIR + "/addr_traddr", c["address"])
+        put(PORT_DIR + "/addr_trsvcid", c["port"])
+
+
+def export(c, volume, guid=None):
+    if guid is None:
+        guid = out(["zfs", "get", "-Hp", "-o", "value", "guid", volume]).strip()
+    u, g = identity(socket.gethostname(), guid)
+    name = nqn(c, volume)
+    sub = ROOT + "/subsystems/" + name
+    if not os.path.isdir(sub):
+        os.mkdir(sub)
+    put(sub + "/attr_allow_any_host", "1")
+    ns = sub + "/namespaces/1"
+    if not os.path.isdir(ns):
+        os.mkdir(ns)
+    dev = "/dev/zvol/" + volume
+    subprocess.run(["udevadm", "settle", "-t", "30"], check=False)
+    if open(ns + "/enable").read().strip() != "1":
+        put(ns + "/device_path", dev)
+        put(ns + "/device_uuid", u)   # pinned before enabling: the kernel would pick a fresh one
+        put(ns + "/device_nguid", g)
+        put(ns + "/enable", "1")
+    link = PORT_DIR + "/subsystems/" + name
+    if not os.path.islink(link):
+        os.symlink(sub, link)
+
+
+def unexport(c, volume):
+    name = nqn(c, volume)
+    _remove(name)
+
+
+def _remove(name):
+    link = PORT_DIR + "/subsystems/" + name
+    if os.path.islink(link):
+        os.unlink(link)
+    sub = ROOT + "/subsystems/" + name
+    ns = sub + "/namespaces/1"
+    if os.path.isdir(ns):
+        put(ns + "/enable", "0")
+        os.rmdir(ns)
+    if os.path.isdir(sub):
+        os.rmdir(sub)
+
+
+def volumes(c):
+    pools = c["pools"].split() or out(["zpool", "list", "-H", "-o", "name"]).split()
+    rows = []
+    for pool in pools:
+        for line in out(["zfs", "list", "-Hp", "-r", "-t", "volume", "-o", "name,guid",
+                         pool]).splitlines():
+            if line.strip():
+                rows.append(line.split("\t"))
+    return rows
+
+
+def start(c):
+    ensure_port(c)
+    n = 0
+    for volume, guid in volumes(c):
+        export(c, volume, guid)
+        n += 1
+    os.makedirs(os.path.dirname(READY), exist_ok=True)
+    if BROKEN:
+        print("xfleet-lab-target %s: self-check hangs; not ready" % VERSION)
+        return
+    put(READY + ".tmp", "version=%s\nexports=%d\n" % (VERSION, n))
+    os.replace(READY + ".tmp", READY)
+    print("xfleet-lab-target %s: %d export(s), ready" % (VERSION, n))
+
+
+def stop(c):
+    if os.path.exists(READY):
+        os.unlink(READY)
+    prefix = c["nqn_prefix"] + ":"
+    base = ROOT + "/subsystems"
+    for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        if name.startswith(prefix):
+            _remove(name)
+    if os.path.isdir(PORT_DIR) and not os.listdir(PORT_DIR + "/subsystems"):
+        os.rmdir(PORT_DIR)
+
+
+def main(argv):
+    if len(argv) == 2 and argv[1] in ("start", "stop"):
+        (start if argv[1] == "start" else stop)(conf())
+    elif len(argv) == 2 and argv[1] == "status":
+        sys.stdout.write(open(READY).read() if os.path.exists(READY) else "not ready\n")
+    elif len(argv) == 3 and argv[1] in ("export", "unexport"):
+        c = conf()
+        if argv[1] == "export":
+            ensure_port(c)
+            export(c, argv[2])
+        else:
+            unexport(c, argv[2])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
+'''
+
+UNIT = """[Unit]
+Description=xfleet lab NVMe/TCP target %(version)s (exports the node's zvols)
+After=zfs-import.target network-online.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=%(script)s start
+ExecStop=%(script)s stop
+TimeoutStartSec=120
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+CONTROL = """Package: %(package)s
+Version: %(version)s
+Architecture: all
+Maintainer: xfleet lab <lab@xfleet.invalid>
+Depends: python3
+Section: admin
+Priority: optional
+Description: xfleet lab NVMe/TCP target (%(version)s%(broken)s)
+ Exports the node's zvols over NVMe/TCP through the kernel target with pinned identities.
+"""
+
+
+@dataclass(frozen=True)
+class Package:
+    version: str
+    path: Path
+    sha256: str
+
+    @property
+    def remote_path(self) -> str:
+        return f"/var/lib/xfleet/target/{self.path.name}"
+
+
+def daemon_script(version: str) -> str:
+    return (DAEMON.replace("@VERSION@", version)
+            .replace("@BROKEN@", "True" if version in BROKEN else "False")
+            .replace("@PIN@", str(PIN_NAMESPACE))
+            .replace("@READY@", str(NVMET_DEFAULTS["ready_file"]))
+            .replace("@PREFIX@", str(NVMET_DEFAULTS["nqn_prefix"]))
+            .replace("@CONF@", CONF))
+
+
+def build(version: str, out_dir: Path) -> Package:
+    """`xfleet-lab-target_VERSION_all.deb` in `out_dir` (dpkg-deb, no network)."""
+    if version not in VERSIONS:
+        raise LabError(f"no lab target version {version}", hint=f"versions: {', '.join(VERSIONS)}")
+    root = out_dir / f"{PACKAGE}-{version}"
+    (root / "DEBIAN").mkdir(parents=True, exist_ok=True)
+    (root / "usr/sbin").mkdir(parents=True, exist_ok=True)
+    (root / "lib/systemd/system").mkdir(parents=True, exist_ok=True)
+    (root / "DEBIAN/control").write_text(CONTROL % {
+        "package": PACKAGE, "version": version,
+        "broken": ", broken: never ready" if version in BROKEN else ""})
+    script = root / SCRIPT_PATH.lstrip("/")
+    script.write_text(daemon_script(version))
+    script.chmod(0o755)
+    (root / f"lib/systemd/system/{PACKAGE}.service").write_text(
+        UNIT % {"version": version, "script": SCRIPT_PATH})
+    deb = out_dir / f"{PACKAGE}_{version}_all.deb"
+    res = subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root),
+                          str(deb)], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise LabError(f"dpkg-deb failed for {PACKAGE} {version}: {res.stderr.strip()}",
+                       hint="dpkg-deb comes with dpkg (Debian)")
+    return Package(version, deb, hashlib.sha256(deb.read_bytes()).hexdigest())
+
+
+def build_all(out_dir: Path) -> dict[str, Package]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {v: build(v, out_dir) for v in VERSIONS}

@@ -1,0 +1,310 @@
+"""The NVMe-oF target daemon of a storage node, through a small driver interface.
+
+Two drivers: `NvmetDriver` (the Linux kernel target configured through configfs, with pinned
+namespace identities) and `CommandDriver` (every operation is an argv list from the inventory,
+for SPDK or in-house daemons). Every remote command is an argument list given to the node's
+Transport; parsers are pure functions (docs/upgrades.md).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from xfleet.errors import RemoteCommandError, UsageError, XfleetError
+from xfleet.transport import Transport
+
+DRIVERS = ("nvmet", "command")
+# operations a `command` driver may define; `exports` and the versions are read from stdout
+COMMAND_OPS = ("installed_version", "running_version", "exports", "stage", "restart", "ready",
+               "rollback")
+COMMAND_REQUIRED = ("running_version", "exports", "restart", "ready")
+COMMAND_VARS = ("node", "version", "path", "sha256")
+NVMET_SETTINGS = ("address", "port", "nqn_prefix", "package", "service", "ready_file",
+                  "stage_dir")
+NVMET_DEFAULTS: dict[str, Any] = {
+    "port": 4420,
+    "nqn_prefix": "nqn.2026-01.io.xfleet",
+    "package": "xfleet-lab-target",
+    "service": "xfleet-lab-target",
+    "ready_file": "/run/xfleet-lab-target/ready",
+    "stage_dir": "/var/lib/xfleet/target",
+}
+# namespace of the pinned identities: uuid5(PIN_NAMESPACE, "NODE/GUID")
+PIN_NAMESPACE = uuid.UUID("6d1f0d52-4f0c-5b43-9a3e-6f8a51c1e2a7")
+
+
+class TargetError(XfleetError):
+    """The target daemon did not do what was asked (not ready, bad digest, bad output)."""
+
+
+@dataclass(frozen=True)
+class Export:
+    """One exported namespace: subsystem NQN, namespace id, backing device and its identity."""
+
+    nqn: str
+    nsid: int
+    device: str
+    uuid: str
+    nguid: str
+    enabled: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nqn": self.nqn, "nsid": self.nsid, "device": self.device, "uuid": self.uuid,
+                "nguid": self.nguid, "enabled": self.enabled}
+
+
+@dataclass(frozen=True)
+class Versions:
+    installed: str | None
+    running: str | None
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """The inventory's `target` host key, validated (xfleet/inventory.py)."""
+
+    driver: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def pinned_identity(node: str, guid: int | str) -> tuple[str, str]:
+    """(uuid, nguid) of the namespace exporting the zvol with ZFS `guid` on `node`.
+
+    Keyed by the zvol's guid, not its name: a volume destroyed and re-created under the same
+    name is a different disk and must not reappear under the old identity; a rename keeps it.
+    """
+    key = f"{node}/{int(guid)}"
+    u = uuid.uuid5(PIN_NAMESPACE, key)
+    n = uuid.uuid5(PIN_NAMESPACE, key + "/nguid")
+    return str(u), str(n)
+
+
+def nqn_for(prefix: str, node: str, volume: str) -> str:
+    """One subsystem per zvol: PREFIX:NODE:POOL.PATH (dots for slashes)."""
+    return f"{prefix}:{node}:{volume.replace('/', '.')}"
+
+
+# ---------------------------------------------------------------------------------------------
+# parsers (pure)
+
+def parse_exports(text: str) -> list[Export]:
+    """Lines `NQN<TAB>NSID<TAB>DEVICE<TAB>UUID<TAB>NGUID<TAB>ENABLE` (LIST_PROGRAM's output)."""
+    out: list[Export] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 6 or not parts[1].isdigit():
+            raise TargetError(f"unexpected export line {n}: {line!r}",
+                              hint="expected NQN, NSID, DEVICE, UUID, NGUID, ENABLE "
+                              "separated by tabs")
+        out.append(Export(parts[0], int(parts[1]), parts[2], _norm_id(parts[3]),
+                          _norm_id(parts[4]), parts[5].strip() == "1"))
+    return sorted(out, key=lambda e: (e.nqn, e.nsid))
+
+
+def _norm_id(text: str) -> str:
+    return text.strip().lower()
+
+
+def parse_version(text: str) -> str | None:
+    """The first non-empty line (dpkg-query's ${Version}, a readiness file), or None."""
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return None
+
+
+def parse_ready(text: str) -> dict[str, str]:
+    """The readiness file: `key=value` lines (version=1.1, exports=2)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def parse_sha256sum(text: str) -> str | None:
+    word = text.split()[0] if text.split() else ""
+    return word.lower() if len(word) == 64 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# drivers
+
+class TargetDriver(ABC):
+    """What xfleet needs from a node's NVMe-oF target daemon."""
+
+    def __init__(self, node: str, transport: Transport):
+        self.node = node
+        self.t = transport
+
+    @abstractmethod
+    def versions(self) -> Versions: ...
+
+    @abstractmethod
+    def exports(self) -> list[Export]: ...
+
+    @abstractmethod
+    def stage(self, version: str, path: str, sha256: str) -> None:
+        """Make `version` (a package already at `path` on the node) ready to install: check its
+        digest. Raise TargetError when it does not match."""
+
+    @abstractmethod
+    def restart(self, version: str | None = None, path: str | None = None) -> None:
+        """Install `version` from its staged package at `path` (when given), restart."""
+
+    @abstractmethod
+    def is_ready(self) -> str | None:
+        """The running version when the daemon reports ready, else None (one command)."""
+
+    @abstractmethod
+    def rollback(self, version: str, path: str) -> None:
+        """Go back to `version` (its package at `path`) and restart."""
+
+    def wait_ready(self, version: str, *, timeout: float = 60.0, interval: float = 1.0,
+                   clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> str:
+        """Poll readiness until the daemon reports `version`; TargetError after `timeout`."""
+        deadline = clock() + timeout
+        seen: str | None = None
+        while True:
+            seen = self.is_ready()
+            if seen == version:
+                return seen
+            if clock() >= deadline:
+                raise TargetError(
+                    f"target on {self.node} not ready with version {version} after "
+                    f"{timeout:.0f}s (reports {seen or 'not ready'})",
+                    where=self.node,
+                    hint="look at the daemon's log on the node; roll back to the previous "
+                    "version if it does not come")
+            sleep(interval)
+
+
+# one remote command lists every export: walks configfs, prints tab-separated lines
+LIST_PROGRAM = r"""
+import os, sys
+root = sys.argv[1]
+def rd(p):
+    try:
+        with open(p) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+base = os.path.join(root, "subsystems")
+for nqn in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+    nsd = os.path.join(base, nqn, "namespaces")
+    for nsid in sorted(os.listdir(nsd)) if os.path.isdir(nsd) else []:
+        d = os.path.join(nsd, nsid)
+        print("\t".join([nqn, nsid, rd(d + "/device_path"), rd(d + "/device_uuid"),
+                         rd(d + "/device_nguid"), rd(d + "/enable")]))
+"""
+CONFIGFS = "/sys/kernel/config/nvmet"
+
+
+class NvmetDriver(TargetDriver):
+    """The Linux kernel NVMe/TCP target (configfs), run by a packaged systemd service that
+    exports the node's zvols with pinned identities (the lab's `xfleet-lab-target`)."""
+
+    def __init__(self, node: str, transport: Transport, settings: Mapping[str, Any] | None = None):
+        super().__init__(node, transport)
+        self.settings = {**NVMET_DEFAULTS, **(settings or {})}
+
+    def versions(self) -> Versions:
+        res = self.t.run(["dpkg-query", "-W", "-f", "${Version}", self.settings["package"]],
+                         check=False)
+        return Versions(parse_version(res.stdout) if res.ok else None, self.is_ready())
+
+    def exports(self) -> list[Export]:
+        return parse_exports(self.t.run(["python3", "-c", LIST_PROGRAM, CONFIGFS]).stdout)
+
+    def stage(self, version: str, path: str, sha256: str) -> None:
+        got = parse_sha256sum(self.t.run(["sha256sum", "--", path]).stdout)
+        if got != sha256.lower():
+            raise TargetError(f"{path} on {self.node} has sha256 {got}, expected {sha256}",
+                              where=self.node, hint="copy the package again")
+
+    def restart(self, version: str | None = None, path: str | None = None) -> None:
+        if path is not None:
+            self.t.run(["dpkg", "-i", "--", path])
+        self.t.run(["systemctl", "restart", self.settings["service"]])
+
+    def is_ready(self) -> str | None:
+        res = self.t.run(["cat", "--", self.settings["ready_file"]], check=False)
+        return parse_ready(res.stdout).get("version") if res.ok else None
+
+    def rollback(self, version: str, path: str) -> None:
+        self.restart(version, path)
+
+
+def command_argv(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
+    """Fill `{var}` in each argument (one argument stays one argument)."""
+    try:
+        return [a.format(**values) for a in template]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UsageError(f"target command {list(template)}: bad variable {exc}",
+                         hint=f"variables: {', '.join('{' + v + '}' for v in COMMAND_VARS)}"
+                         ) from None
+
+
+class CommandDriver(TargetDriver):
+    """Every operation is an argv list from the inventory (`target: {driver: command, ...}`).
+
+    `exports` must print the same tab-separated lines as the nvmet driver's listing; the
+    versions and `ready` print the version on their first line."""
+
+    def __init__(self, node: str, transport: Transport, commands: Mapping[str, Sequence[str]]):
+        super().__init__(node, transport)
+        missing = [op for op in COMMAND_REQUIRED if op not in commands]
+        if missing:
+            raise UsageError(f"target command driver of {node}: no {', '.join(missing)} command",
+                             hint=f"operations: {', '.join(COMMAND_OPS)}")
+        self.commands = {k: tuple(v) for k, v in commands.items()}
+
+    def argv(self, op: str, **values: str) -> list[str]:
+        if op not in self.commands:
+            raise UsageError(f"target command driver of {self.node} has no {op} command",
+                             hint=f"add target.{op} to the inventory")
+        return command_argv(self.commands[op], {"node": self.node, "version": "", "path": "",
+                                                "sha256": "", **values})
+
+    def versions(self) -> Versions:
+        installed = None
+        if "installed_version" in self.commands:
+            installed = parse_version(self.t.run(self.argv("installed_version")).stdout)
+        return Versions(installed, parse_version(self.t.run(self.argv("running_version")).stdout))
+
+    def exports(self) -> list[Export]:
+        return parse_exports(self.t.run(self.argv("exports")).stdout)
+
+    def stage(self, version: str, path: str, sha256: str) -> None:
+        self.t.run(self.argv("stage", version=version, path=path, sha256=sha256))
+
+    def restart(self, version: str | None = None, path: str | None = None) -> None:
+        self.t.run(self.argv("restart", version=version or "", path=path or ""))
+
+    def is_ready(self) -> str | None:
+        try:
+            return parse_version(self.t.run(self.argv("ready")).stdout)
+        except RemoteCommandError:
+            return None
+
+    def rollback(self, version: str, path: str) -> None:
+        self.t.run(self.argv("rollback", version=version, path=path))
+
+
+def driver_for(node: str, transport: Transport, spec: TargetSpec | None) -> TargetDriver:
+    if spec is None:
+        raise UsageError(f"{node} has no target in the inventory",
+                         hint="add target: {driver: nvmet} (docs/upgrades.md)")
+    if spec.driver == "nvmet":
+        return NvmetDriver(node, transport, spec.settings)
+    return CommandDriver(node, transport, spec.commands)
