@@ -903,7 +903,12 @@ class Runner:
                   + "".join(f"; {n}" for n in pf.notes))
             parent = m.target_volume.rsplit("/", 1)[0]
             if "/" in m.target_volume and not self._has(m.target_node, parent):
-                self._t(m.target_node).run(["zfs", "create", "-p", parent])
+                # parallel moves (a drain) may create the same parent at the same moment:
+                # `zfs create -p` then fails with "already exists", which is what we want
+                res = self._t(m.target_node).run(["zfs", "create", "-p", parent], check=False)
+                if not res.ok and not self._has(m.target_node, parent):
+                    raise MoveError(f"cannot create {parent} on {m.target_node}: "
+                                    f"{res.stderr.strip()}")
             m.state = "base"
             _save(conn, m, "base copy")
         existing = [n for n in self._source_snapshots(m) if not n.startswith(SNAP_PREFIX)]
