@@ -151,3 +151,13 @@ def test_builders_are_argument_lists_with_validated_names() -> None:
             zfs_get([bad])
     with pytest.raises(ParseError):
         zfs_list(user_properties=["Tenant"])
+
+
+def test_zfs_list_of_exact_names_takes_snapshots_and_bookmarks_but_not_with_roots() -> None:
+    argv = zfs_list(names=["tank/v", "tank/v@s1", "tank/v#b1"], user_properties=["a:b"])
+    assert argv[-3:] == ["tank/v", "tank/v@s1", "tank/v#b1"] and "-r" not in argv
+    assert argv[argv.index("-o") + 1].endswith(",a:b")
+    with pytest.raises(ValueError):
+        zfs_list(["tank"], names=["tank/v"])
+    with pytest.raises(NameError_):
+        zfs_list(names=["tank/v; rm -rf /"])

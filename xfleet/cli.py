@@ -282,12 +282,8 @@ def inventory_trust(c: Ctx, host: str, replace: bool, yes: bool) -> None:
         raise UsageError(f"{host} is a {h.kind} node; only ssh nodes have host keys")
     key = fetch_host_key(h, trust_store=inv.trust_store)
     click.echo(f"{host} ({h.address}:{h.port}) presents {key.get_name()} {fingerprint(key)}")
-    if not yes:
-        if not sys.stdin.isatty():
-            raise UsageError("refusing to trust a key without confirmation",
-                             hint="run interactively, or pass --yes once you checked the "
-                             "fingerprint")
-        click.confirm("Trust this key?", abort=True)
+    _confirm(yes, "Trust this key?", "trust a key",
+             hint="run interactively, or pass --yes once you checked the fingerprint")
     added = record_trust(inv.trust_store, h, key, replace=replace)
     click.echo(f"{'recorded in' if added else 'already trusted in'} {inv.trust_store}")
 
@@ -536,11 +532,12 @@ def status_cmd(c: Ctx, nodes: tuple[str, ...], as_json: bool) -> None:
 # moves
 
 
-def _confirm(yes: bool, question: str, what: str) -> None:
+def _confirm(yes: bool, question: str, what: str, *, hint: str = "pass --yes") -> None:
+    """Ask before changing something that matters; on a pipe, refuse unless --yes."""
     if yes:
         return
     if not sys.stdin.isatty():
-        raise UsageError(f"refusing to {what} without confirmation", hint="pass --yes")
+        raise UsageError(f"refusing to {what} without confirmation", hint=hint)
     click.confirm(question, abort=True)
 
 

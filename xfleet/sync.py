@@ -344,12 +344,12 @@ def _fetch(job: _Job, p: Plan, spool: IO[str]) -> _Fetch:
     """`zfs list -Hp -t all -o COLUMNS [-r] NAME...`, one command per batch of names: the
     commands grow with the number of changed names, never with the node's size."""
     out = _Fetch(spool, trees=list(p.trees))
-    cols = [*DATASET_COLUMNS, *job.inv.user_properties]
+    props = job.inv.user_properties
     for recursive, names in ((False, p.exact), (True, p.trees)):
         for i in range(0, len(names), FETCH_BATCH):
             batch = names[i:i + FETCH_BATCH]
-            argv = ["zfs", "list", "-H", "-p", "-t", "all", "-o", ",".join(cols),
-                    *(["-r"] if recursive else []), *batch]
+            argv = zfs_list(batch, user_properties=props) if recursive else \
+                zfs_list(names=batch, user_properties=props)
             res = job.transport.stream(argv)
             seen: set[str] = set()
             for line in res:

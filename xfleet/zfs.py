@@ -102,14 +102,19 @@ def zfs_list(
     columns: Sequence[str] = DATASET_COLUMNS,
     user_properties: Sequence[str] = (),
     types: str = "all",
+    names: Sequence[str] = (),
 ) -> list[str]:
-    """`zfs list -Hp -t all -o COLUMNS [-r ROOT...]`: every dataset, one per line."""
+    """`zfs list -Hp -t all -o COLUMNS [-r ROOT...]`: every dataset (under the roots), one per
+    line; or, with `names`, exactly those datasets, snapshots and bookmarks (no -r)."""
     for prop in user_properties:
         validate_user_property(prop)
+    if roots and names:
+        raise ValueError("zfs_list: roots (-r) or names, not both")
     argv = ["zfs", "list", "-H", "-p", "-t", types, "-o", ",".join([*columns, *user_properties])]
     if roots:
         argv.append("-r")
         argv.extend(validate_dataset(r, allow_snapshot=False) for r in roots)
+    argv.extend(validate_dataset(n, allow_bookmark=True) for n in names)
     return argv
 
 
