@@ -6,7 +6,8 @@ from pathlib import Path
 
 CORE = ["inventory", "transport", "zfs", "events", "mirror", "sync", "watch", "moves", "relay",
         "query", "names", "units", "errors", "sim", "paging", "compression", "estimate",
-        "report", "lifecycle", "playbook", "yamlsrc", "target"]
+        "report", "lifecycle", "playbook", "yamlsrc", "target", "rollout", "claims",
+        "initiator"]
 
 
 def test_core_does_not_import_click_or_textual() -> None:

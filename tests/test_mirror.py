@@ -79,3 +79,30 @@ def test_reader_is_not_blocked_by_an_open_write_transaction(tmp_path: Path) -> N
     assert r.execute("SELECT count(*) FROM nodes").fetchone()[0] == 0  # sees the last commit
     w.execute("COMMIT")
     assert r.execute("SELECT count(*) FROM nodes").fetchone()[0] == 1
+
+
+def test_threads_opening_a_new_mirror_together_migrate_it_once(tmp_path: Path) -> None:
+    # the rollout preflight opens the mirror from one thread per node; before the fix two of
+    # them could both apply migration 1 ("table nodes already exists")
+    import threading
+
+    db = tmp_path / "new.db"
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def opener() -> None:
+        start.wait()
+        try:
+            mirror.connect(db).close()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    conn = mirror.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == mirror.SCHEMA_VERSION
+    conn.close()

@@ -64,7 +64,7 @@ def _invalid(tmp_path: Path, text: str) -> playbook.PlaybookError:
     ("- sync: {}\n  snapshot: {targets: [a], name: x}\n", 2, "several step kinds"),
     ("- sync: {}\n  wehn: x\n", 2, "unknown step field 'wehn'"),
     ("- compression_apply: {polcy: x}\n", 1, "unknown field 'polcy'"),
-    ("- upgrade_target: {}\n", 1, "rolling target-upgrade capability"),
+    ("- upgrade_target: {version: \"1.1\"}\n", 1, "missing field 'package'"),
     ("- sync: {}\n- sync: [\n", 3, "YAML syntax error"),
     ("- set: {targets: [tank/a], properties: {compresion: lz4}}\n", 1,
      "unknown property 'compresion'"),
@@ -233,9 +233,13 @@ def test_example_playbooks_check_and_run_on_the_sim(fleet: Fleet, tmp_path: Path
     assert r.code == 0, r.out + r.err
     assert conn.execute("SELECT origin FROM datasets WHERE name = 'tank/acme/db-qa'"
                         ).fetchone()[0] == "tank/acme/db@branch-qa"
-    r = run_cli(*base, str(EXAMPLES / "rolling-upgrade.yaml"), "--check")
-    assert r.code == 2 and "rolling target-upgrade capability" in r.err
-    assert "rolling-upgrade.yaml:" in r.err
+    pkg = tmp_path / "t_1.1.pkg"
+    pkg.write_text("1.1")
+    r = run_cli(*base, str(EXAMPLES / "rolling-upgrade.yaml"), "--check",
+                "--var", f"package=1.1={pkg}", "--var", f"previous=1.0={pkg}")
+    # the simulated fleet has no target daemon: the step says so, with file:line
+    assert r.code != 0 and "no node in the inventory has a target" in r.out + r.err
+    assert "(upgrade_target, line 18)" in r.out
     r = run_cli("-i", str(inv_path), "plays", "list", "--json")
     assert [x["state"] for x in r.json()] == ["done", "done", "done"]
 

@@ -1232,25 +1232,31 @@ def lab_build(force: bool) -> None:
 @click.option("--inventory-out", default="inventory/lab.yaml", show_default=True,
               type=click.Path(dir_okay=False), help="Where to write the lab inventory.")
 @click.option("--fresh", is_flag=True, help="Start from clean disks.")
-def lab_up(nodes: int, inventory_out: str, fresh: bool) -> None:
+@click.option("--clients", default=0, show_default=True, type=click.IntRange(0, 2),
+              help="How many client VMs (NVMe/TCP initiators client1.., no pool); running "
+              "clients are kept.")
+def lab_up(nodes: int, inventory_out: str, fresh: bool, clients: int) -> None:
     """Boot the lab nodes and write their inventory (with pinned host keys).
 
     \b
     Example:
       xfleet lab up --nodes 2
+      xfleet lab up --nodes 2 --clients 1   # also client1, under 'initiators:'
     """
     from xfleet import lab
 
     lab.build(progress=_say)
-    state = lab.up(nodes=nodes, inventory_path=Path(inventory_out), fresh=fresh, progress=_say)
-    click.echo(f"{len(state.nodes)} lab nodes up; inventory written to {inventory_out}")
+    state = lab.up(nodes=nodes, inventory_path=Path(inventory_out), fresh=fresh,
+                   clients=clients, progress=_say)
+    click.echo(f"{len(state.storage_nodes)} lab nodes and {len(state.clients)} client(s) up; "
+               f"inventory written to {inventory_out}")
     click.echo(f"next: xfleet -i {inventory_out} sync && xfleet -i {inventory_out} ls")
 
 
 @lab_group.command("status")
 @json_option
 def lab_status(as_json: bool) -> None:
-    """Show the lab nodes: running, SSH port, ZFS answering.
+    """Show the lab VMs (storage nodes and clients): running, SSH port, ZFS answering.
 
     \b
     Example:
@@ -1325,11 +1331,13 @@ from xfleet import (  # noqa: E402
     cli_compression,
     cli_lifecycle,
     cli_play,
+    cli_upgrade,
 )
 
 cli_compression.register(cli)
 cli_lifecycle.register(cli)
 cli_play.register(cli)
+cli_upgrade.register(cli)
 
 
 # ---------------------------------------------------------------------------------------------

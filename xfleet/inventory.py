@@ -10,6 +10,10 @@ Ansible-like YAML so SREs feel at home::
           hosts:
             n1: {address: 10.0.0.1, pools: [tank]}
 
+Database hosts that connect to the fleet over NVMe/TCP (the initiators) are listed apart, under
+`all: initiators:`; they are reached like hosts (same connection keys, all.vars inherited) but
+are never storage nodes: they land in `Inventory.initiators`, not in `Inventory.hosts`.
+
 Host settings are inherited all.vars < outer group vars < inner group vars < host; `labels`
 mappings are merged along the way instead of replaced. Every value remembers where it came from
 (file:line), so `xfleet inventory show` can tell, and every error names the file, the line and
@@ -75,6 +79,8 @@ FLEET_KEYS: dict[str, str] = {
     "together)",
 }
 GROUP_KEYS = ("vars", "children", "hosts")
+# Keys that only make sense on a storage node; refused on an initiator (and not inherited by one).
+STORAGE_ONLY_KEYS = ("pools", "max_streams", "bwlimit", "hooks", "sim", "target")
 # Commands run around a move's cutover, with {volume}, {target_volume}, {source_node},
 # {target_node} and {pool} replaced in each argument (docs/moves.md).
 HOOK_NAMES = ("pre_cutover", "post_cutover")
@@ -124,6 +130,8 @@ class Inventory:
     tenant_property: str = DEFAULT_TENANT_PROPERTY
     environment: dict[str, str] = field(default_factory=dict)
     compression_policy: Path | None = None  # docs/compression.md
+    # NVMe/TCP initiators (database hosts), `all: initiators:`; never storage nodes
+    initiators: dict[str, Host] = field(default_factory=dict)
 
     @property
     def trust_store(self) -> Path:
@@ -187,6 +195,8 @@ class _Loader:
         self.host_lines: dict[str, int] = {}
         self.groups: dict[str, list[str]] = {}
         self.group_lines: dict[str, int] = {}
+        self.initiators: dict[str, Host] = {}
+        self.initiator_lines: dict[str, int] = {}
         self.fleet: dict[str, Val] = {}
 
     def err(self, line: int, msg: str, hint: str | None = None) -> InventoryError:
@@ -261,6 +271,11 @@ class _Loader:
     ) -> list[str]:
         body = self._mapping(v, f"group {name!r}")
         for k, kv in body.items():
+            if k == "initiators":
+                if name != "all":
+                    raise self.err(kv.at, f"'initiators' cannot be set in group {name!r}",
+                                   hint="initiators are listed once, under 'all: initiators:'")
+                continue
             if k not in GROUP_KEYS:
                 hint = suggest(k, GROUP_KEYS)
                 if k in HOST_KEYS or k in FLEET_KEYS:
@@ -306,25 +321,54 @@ class _Loader:
                 members.extend(self._group(cname, cv, lineage, scope))
         if name != "all":
             self.groups[name] = list(dict.fromkeys(members))
+        if "initiators" in body:
+            conn = {k: x for k, x in scope.items() if k not in STORAGE_ONLY_KEYS}
+            for iname, iv in self._mapping(body["initiators"], "initiators").items():
+                self._initiator(iname, iv, conn)
         return members
 
+    def _initiator(self, name: str, v: Val, scope: dict[str, tuple[Any, str]]) -> None:
+        """An NVMe/TCP initiator: a Host with connection settings only."""
+        if name in self.initiators:
+            raise self.err(v.at, f"initiator {name!r} is defined twice "
+                           f"(first at line {self.initiator_lines[name]})")
+        body = self._mapping(v, f"initiator {name!r}")
+        for k, val in body.items():
+            if k in STORAGE_ONLY_KEYS:
+                raise self.err(val.at, f"{k!r} is a storage-node setting and cannot be set on "
+                               f"initiator {name!r}",
+                               hint="initiators are database hosts that connect to the fleet; "
+                               "they only take connection settings (address, port, user, "
+                               "host_key, ...) and labels")
+        self._host(name, v, [], scope, into=self.initiators, lines=self.initiator_lines,
+                   what="initiator")
+        host = self.initiators[name]
+        if host.kind == "sim":
+            where = body["kind"].line if "kind" in body else v.at
+            raise self.err(where, f"initiator {name!r} has kind sim; the simulator has no "
+                           "NVMe/TCP host", hint="give the initiator kind: ssh (or local)")
+
     def _host(
-        self, name: str, v: Val, groups: list[str], scope: dict[str, tuple[Any, str]]
+        self, name: str, v: Val, groups: list[str], scope: dict[str, tuple[Any, str]],
+        *, into: dict[str, Host] | None = None, lines: dict[str, int] | None = None,
+        what: str = "host",
     ) -> None:
-        if name in self.hosts:
+        into = self.hosts if into is None else into
+        lines = self.host_lines if lines is None else lines
+        if name in into:
             raise self.err(v.at, f"host {name!r} is defined twice "
-                           f"(first at line {self.host_lines[name]})",
+                           f"(first at line {lines[name]})",
                            hint="list a host once; use labels to tag it across zones or racks")
-        body = self._mapping(v, f"host {name!r}")
+        body = self._mapping(v, f"{what} {name!r}")
         settings = dict(scope)
         for k, val in body.items():
             if k in FLEET_KEYS:
                 raise self.err(val.at, f"{k!r} is a fleet-level setting and cannot be set on "
-                               f"host {name!r}", hint="set it under 'all: vars:'")
+                               f"{what} {name!r}", hint="set it under 'all: vars:'")
             if k not in HOST_KEYS:
-                raise self.err(val.at, f"unknown setting {k!r} for host {name!r}",
+                raise self.err(val.at, f"unknown setting {k!r} for {what} {name!r}",
                                hint=suggest(k, list(HOST_KEYS)))
-            src = f"{self.file}:{val.line} (host)"
+            src = f"{self.file}:{val.line} ({what})"
             if k == "labels" and "labels" in settings:
                 merged = dict(settings["labels"][0])
                 merged.update(self._labels(val))
@@ -341,8 +385,8 @@ class _Loader:
         if host.kind == "sim" and not host.pools:
             host.pools = ("tank",)
             host.sources["pools"] = "default for sim nodes"
-        self.hosts[name] = host
-        self.host_lines[name] = v.at
+        into[name] = host
+        lines[name] = v.at
 
     def _labels(self, v: Val) -> dict[str, str]:
         m = self._mapping(v, "labels")
@@ -396,7 +440,7 @@ class _Loader:
                            f"target: driver must be one of {', '.join(DRIVERS)}, got "
                            f"{shown(drv.value) if drv else 'nothing'}",
                            hint="e.g. target: {driver: nvmet} (docs/upgrades.md)")
-        allowed = NVMET_SETTINGS if drv.value == "nvmet" else COMMAND_OPS
+        allowed = NVMET_SETTINGS if drv.value == "nvmet" else (*COMMAND_OPS, "stage_dir")
         settings: dict[str, Any] = {}
         commands: dict[str, tuple[str, ...]] = {}
         for k, x in m.items():
@@ -405,7 +449,7 @@ class _Loader:
             if k not in allowed:
                 raise self.err(x.line, f"target: unknown setting {k!r} for driver {drv.value}",
                                hint=suggest(k, list(allowed)))
-            if drv.value == "nvmet":
+            if drv.value == "nvmet" or k == "stage_dir":
                 if k == "port":
                     ok = isinstance(x.value, int) and not isinstance(x.value, bool) and \
                         1 <= x.value <= 65535
@@ -550,6 +594,15 @@ class _Loader:
                            f"{clash[0]!r} is both a group and a host (host at line "
                            f"{self.host_lines[clash[0]]})",
                            hint="names select hosts or groups, so they must differ")
+        for iname, line in self.initiator_lines.items():
+            if iname in self.hosts:
+                raise self.err(line, f"{iname!r} is both an initiator and a host (host at line "
+                               f"{self.host_lines[iname]})",
+                               hint="a storage node is not an initiator; give each its own name")
+            if iname in self.groups:
+                raise self.err(line, f"{iname!r} is both an initiator and a group (group at "
+                               f"line {self.group_lines[iname]})",
+                               hint="give the initiator another name")
         state_default = Path(os.environ.get("XDG_STATE_HOME", "~/.local/state")).expanduser()
         inv = Inventory(
             path=self.path,
@@ -557,6 +610,7 @@ class _Loader:
             groups=self.groups,
             mirror=path_of("mirror", state_default / "xfleet" / f"{self.path.stem}.db"),
             state_dir=path_of("state_dir", state_default / "xfleet" / self.path.stem),
+            initiators=self.initiators,
         )
         if "compression_policy" in f:
             inv.compression_policy = path_of("compression_policy", base)

@@ -311,6 +311,49 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE moves ADD COLUMN control TEXT;
     ALTER TABLE moves ADD COLUMN rate REAL
     """,
+    7: """
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL DEFAULT 'target',
+        version TEXT NOT NULL,
+        selection TEXT,
+        options TEXT NOT NULL,
+        packages TEXT NOT NULL,
+        state TEXT NOT NULL,
+        control TEXT,
+        batch INTEGER NOT NULL DEFAULT 0,
+        reason TEXT,
+        pid INTEGER,
+        host TEXT,
+        heartbeat REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE TABLE rollout_nodes (
+        rollout INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        batch INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        from_version TEXT,
+        state TEXT NOT NULL,
+        step TEXT,
+        exports INTEGER,
+        exports_digest TEXT,
+        started_at REAL,
+        finished_at REAL,
+        error TEXT,
+        PRIMARY KEY (rollout, node)
+    );
+    CREATE TABLE rollout_log (
+        rollout INTEGER NOT NULL,
+        at REAL NOT NULL,
+        node TEXT,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX rollout_log_rollout ON rollout_log (rollout, at)
+    """,
 }
 
 
@@ -334,7 +377,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         p.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(p), timeout=60.0, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL")
+        _wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA busy_timeout = 60000")
     conn.execute("PRAGMA cache_size = -65536")
@@ -360,15 +403,33 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def _wal(conn: sqlite3.Connection, patience: float = 60.0) -> None:
+    """Switch to WAL. On a brand-new file another connection may be doing the same; the switch
+    does not wait on the busy handler, so retry for a while."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def migrate(conn: sqlite3.Connection) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    """Apply the migrations newer than the file's version, each in its own transaction. The
+    version is read inside the transaction: processes or threads opening a new mirror at the
+    same time apply each migration once."""
     for v in sorted(_MIGRATIONS):
-        if v > version:
-            conn.execute("BEGIN IMMEDIATE")
-            for stmt in _split_sql(_MIGRATIONS[v]):
-                conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {v}")
+        conn.execute("BEGIN IMMEDIATE")
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= v:
             conn.execute("COMMIT")
+            continue
+        for stmt in _split_sql(_MIGRATIONS[v]):
+            conn.execute(stmt)
+        conn.execute(f"PRAGMA user_version = {v}")
+        conn.execute("COMMIT")
 
 
 def _split_sql(script: str) -> Iterator[str]:

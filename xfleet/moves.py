@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xfleet import mirror
+from xfleet import claims, mirror
 from xfleet.errors import RemoteCommandError, UsageError, XfleetError
 from xfleet.inventory import Inventory
 from xfleet.names import pool_of, validate_dataset
@@ -62,7 +62,7 @@ STREAMING = ("planned", "base", "catchup", "cutover")  # states that hold a stre
 HALTED = ("failed", "paused")  # resumable: `resume` goes back to the state it stopped in
 FINAL = ("done", "aborted")
 HEARTBEAT = 20.0  # seconds between heartbeats of a running move
-STALE = 120.0  # a heartbeat older than this: nobody runs the move any more
+STALE = claims.STALE  # a heartbeat older than this: nobody runs the move any more
 DEFAULTS: dict[str, Any] = {
     "catchup_bytes": 64 * 1024**2,  # stop catching up below this delta
     "max_rounds": 5,
@@ -195,25 +195,13 @@ def _claim(conn: sqlite3.Connection, m: Move) -> None:
     """Only one process drives a move: refuse if another live process on this host holds it."""
     conn.execute("BEGIN IMMEDIATE")
     r = conn.execute("SELECT pid, host, heartbeat FROM moves WHERE id = ?", (m.id,)).fetchone()
-    me = (os.getpid(), socket.gethostname())
-    if r["pid"] and (r["pid"], r["host"]) != me and r["host"] == me[1] and _alive(r["pid"]) \
-            and r["heartbeat"] and time.time() - r["heartbeat"] < STALE:
+    pid = claims.holder(r, stale=STALE)
+    if pid is not None:
         conn.execute("ROLLBACK")
-        raise MoveError(f"move {m.id} is being run by process {r['pid']}",
+        raise MoveError(f"move {m.id} is being run by process {pid}",
                         hint="wait for it, or stop that process first")
-    conn.execute("UPDATE moves SET pid = ?, host = ?, heartbeat = ?, control = NULL "
-                 "WHERE id = ?", (me[0], me[1], time.time(), m.id))
+    claims.take(conn, "moves", m.id, extra=", control = NULL")
     conn.execute("COMMIT")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---------------------------------------------------------------------------------------------

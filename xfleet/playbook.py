@@ -27,7 +27,6 @@ skip what exists), a `move` item records its move id before it starts and resume
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import json
@@ -45,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from xfleet import lifecycle, mirror
+from xfleet import claims, lifecycle, mirror
 from xfleet.errors import InventoryError, UsageError, XfleetError
 from xfleet.inventory import Inventory
 from xfleet.transport import Connections
@@ -57,9 +56,7 @@ DEFAULT_MAX_ROWS = 100_000
 _TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_:\-]+)*$")
 # Kinds whose capability arrives with another piece of work: a clear error until it lands.
-PENDING_KINDS = {
-    "upgrade_target": "the rolling target-upgrade capability (xfleet upgrade)",
-}
+PENDING_KINDS: dict[str, str] = {}
 
 
 class PlaybookError(UsageError):
@@ -542,22 +539,6 @@ def start(inv: Inventory, mirror_path: Path, pb: Playbook) -> int:
         conn.close()
 
 
-def _alive(pid: int | None, host: str | None) -> bool:
-    if not pid or host != socket.gethostname() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):  # a zombie (killed, not yet reaped) is not running
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
 def claim(mirror_path: Path, run_id: int) -> sqlite3.Row:
     """Take over a run for --resume: refused while another live process runs it."""
     conn = mirror.connect(mirror_path)
@@ -570,13 +551,11 @@ def claim(mirror_path: Path, run_id: int) -> sqlite3.Row:
         if row["state"] == "done":
             conn.execute("ROLLBACK")
             raise PlaybookError(f"run {run_id} is done already", hint=f"xfleet plays show {run_id}")
-        if row["state"] == "running" and _alive(row["pid"], row["host"]):
+        if row["state"] == "running" and claims.holder(row, stale=None) is not None:
             conn.execute("ROLLBACK")
             raise PlaybookError(f"run {run_id} is being run by process {row['pid']}",
                                 hint="wait for it, or stop that process first")
-        conn.execute("UPDATE play_runs SET state = 'running', pid = ?, host = ?, heartbeat = ?, "
-                     "error = NULL WHERE id = ?",
-                     (os.getpid(), socket.gethostname(), time.time(), run_id))
+        claims.take(conn, "play_runs", run_id, extra=", state = 'running', error = NULL")
         conn.execute("COMMIT")
         return row  # type: ignore[no-any-return]
     finally:
@@ -1226,6 +1205,69 @@ def _compression_report(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
         Path(path).write_text(report.render_html(rep) if kind == "html"
                               else json_mod.dumps(rep.to_dict(), indent=2))
     return {"files": [f for _, f in outputs], "groups": len(rep.to_dict().get("rows", []))}
+
+
+@step_kind("upgrade_target", {
+    "version": Field((str,), required=True, doc="the version to upgrade the target to"),
+    "package": Field((str,), required=True, doc="its package on this host (relative to the "
+                     "playbook; a .deb or VERSION=PATH)"),
+    "rollback_packages": Field((list,), doc="packages of the versions the nodes run now"),
+    "nodes": Field((list,), doc="nodes or groups (default: every node with a target)"),
+    "canary": Field((str,), doc="the node upgraded first, alone"),
+    "serial": Field((list, str, int), doc='batch sizes after the canary, e.g. [1, 2, "25%"]'),
+    "max_failures": Field((int,), doc="failures a batch may have (more pauses); default 0"),
+    "soak": Field((int, float), doc="seconds a node stays ready before the next (10)"),
+    "ready_timeout": Field((int, float), doc="seconds for a restarted target to be ready"),
+    "deadline": Field((int, float), doc="progress deadline per node, seconds"),
+    "skip_checks": Field((list,), doc="preflight checks to skip, by name"),
+    "allow_downgrade": Field((bool,), doc="allow an older version"),
+})
+def _upgrade_target(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
+    """A rolling upgrade of the NVMe-oF target daemon (xfleet upgrade target): preflight,
+    staging, canary, batches; fails (with the rollout paused) when a batch exceeds its
+    failure budget. Resuming the playbook resumes the rollout."""
+    from xfleet import rollout
+
+    prev = ctx.previous or {}
+    if "rollout" in prev and not ctx.check:
+        rid = int(prev["rollout"])
+        ctx.notes.append(f"resuming rollout {rid}")
+    else:
+        serial = args.get("serial", [1])
+        opts = rollout.Options(
+            serial=rollout.parse_serial(serial if isinstance(serial, (list, str))
+                                        else [serial]),
+            max_failures=int(args.get("max_failures", 0)),
+            soak=float(args.get("soak", 10.0)),
+            ready_timeout=float(args.get("ready_timeout", 120.0)),
+            deadline=float(args.get("deadline", 600.0)),
+            skip=tuple(map(str, args.get("skip_checks") or ())),
+            allow_downgrade=bool(args.get("allow_downgrade", False)),
+            canary=args.get("canary"))
+        p = rollout.plan(ctx.inv, ctx.mirror_path, ctx.conns, str(args["version"]),
+                         str(args["package"]), [str(x) for x in args.get("rollback_packages")
+                                                or ()],
+                         opts, [str(n) for n in args.get("nodes") or ()] or None,
+                         base=Path(ctx.where.rsplit(":", 1)[0]).parent)
+        ctx.commands.extend(f"batch {i + 1}: restart {', '.join(b)} into {p.version}"
+                            for i, b in enumerate(p.batches))
+        ctx.notes.extend(f"{c.node or ''} {c.name}: {c.message}" for c in p.checks
+                         if not c.ok or c.warning)
+        if p.refused:
+            first = p.refused[0]
+            raise PlaybookError(f"upgrade_target: preflight refused: {first.node or ''} "
+                                f"{first.name}: {first.message}", where=ctx.where,
+                                hint="fix it, or add the check's name to skip_checks")
+        if ctx.check:
+            return {"nodes": len(p.nodes), "batches": len(p.batches)}
+        rid = rollout.start(ctx.mirror_path, p)
+        ctx.journal({"rollout": rid})
+    res = rollout.Runner(ctx.inv, ctx.mirror_path, ctx.conns, rid).run()
+    if res.state != "done":
+        raise PlaybookError(f"rollout {rid} {res.state}: {res.reason}", where=ctx.where,
+                            hint=f"xfleet rollouts show {rid}; the playbook's --resume "
+                            "resumes the rollout")
+    return {"rollout": rid, "state": res.state, "nodes": len(res.nodes)}
 
 
 @step_kind("wait", {"that": Field((str,), required=True, sql=True,

@@ -146,6 +146,21 @@ class TargetDriver(ABC):
         self.node = node
         self.t = transport
 
+    @property
+    def stage_dir(self) -> str:
+        """Where staged packages go on the node (`stage_dir` setting)."""
+        return str(NVMET_DEFAULTS["stage_dir"])
+
+    def put(self, data: bytes, path: str) -> None:
+        """Write `data` to `path` on the node (via a temporary name: never a half-written
+        package under the final name). One command."""
+        self.t.run(["sh", "-c", PUT_SCRIPT, "put", path], stdin=data)
+
+    def staged_digest(self, path: str) -> str | None:
+        """sha256 of `path` on the node, None when it is not there (one command)."""
+        res = self.t.run(["sha256sum", "--", path], check=False)
+        return parse_sha256sum(res.stdout) if res.ok else None
+
     @abstractmethod
     def versions(self) -> Versions: ...
 
@@ -189,6 +204,9 @@ class TargetDriver(ABC):
             sleep(interval)
 
 
+# writes stdin to "$1" through "$1.part" (the directory is created; the rename is atomic)
+PUT_SCRIPT = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1.part" && mv -f -- "$1.part" "$1"'
+
 # one remote command lists every export: walks configfs, prints tab-separated lines
 LIST_PROGRAM = r"""
 import os, sys
@@ -218,6 +236,10 @@ class NvmetDriver(TargetDriver):
         super().__init__(node, transport)
         self.settings = {**NVMET_DEFAULTS, **(settings or {})}
 
+    @property
+    def stage_dir(self) -> str:
+        return str(self.settings["stage_dir"])
+
     def versions(self) -> Versions:
         res = self.t.run(["dpkg-query", "-W", "-f", "${Version}", self.settings["package"]],
                          check=False)
@@ -227,7 +249,7 @@ class NvmetDriver(TargetDriver):
         return parse_exports(self.t.run(["python3", "-c", LIST_PROGRAM, CONFIGFS]).stdout)
 
     def stage(self, version: str, path: str, sha256: str) -> None:
-        got = parse_sha256sum(self.t.run(["sha256sum", "--", path]).stdout)
+        got = self.staged_digest(path)
         if got != sha256.lower():
             raise TargetError(f"{path} on {self.node} has sha256 {got}, expected {sha256}",
                               where=self.node, hint="copy the package again")
@@ -261,13 +283,19 @@ class CommandDriver(TargetDriver):
     `exports` must print the same tab-separated lines as the nvmet driver's listing; the
     versions and `ready` print the version on their first line."""
 
-    def __init__(self, node: str, transport: Transport, commands: Mapping[str, Sequence[str]]):
+    def __init__(self, node: str, transport: Transport, commands: Mapping[str, Sequence[str]],
+                 settings: Mapping[str, Any] | None = None):
         super().__init__(node, transport)
+        self.settings = dict(settings or {})
         missing = [op for op in COMMAND_REQUIRED if op not in commands]
         if missing:
             raise UsageError(f"target command driver of {node}: no {', '.join(missing)} command",
                              hint=f"operations: {', '.join(COMMAND_OPS)}")
         self.commands = {k: tuple(v) for k, v in commands.items()}
+
+    @property
+    def stage_dir(self) -> str:
+        return str(self.settings.get("stage_dir") or NVMET_DEFAULTS["stage_dir"])
 
     def argv(self, op: str, **values: str) -> list[str]:
         if op not in self.commands:
@@ -307,4 +335,4 @@ def driver_for(node: str, transport: Transport, spec: TargetSpec | None) -> Targ
                          hint="add target: {driver: nvmet} (docs/upgrades.md)")
     if spec.driver == "nvmet":
         return NvmetDriver(node, transport, spec.settings)
-    return CommandDriver(node, transport, spec.commands)
+    return CommandDriver(node, transport, spec.commands, spec.settings)

@@ -2,8 +2,10 @@
 
 One lab per session: the image is built (cached under ~/.cache/xfleet/lab) and two VMs are
 booted once, with their own state dir and ports (2211+, 12311+) so a developer's own
-`xfleet lab up` on 2201 is not disturbed. Pools are recreated between test modules. The lab is
-stopped at session end.
+`xfleet lab up` on 2201 is not disturbed. Pools are recreated between test modules. The client
+VM (`client1`, an NVMe/TCP initiator) is booted only for the modules that ask for the `client`
+fixture and stopped after each (lab1 always has a spare private link for it), so the session
+boots as fast as before and other modules see two nodes. The lab is stopped at session end.
 
 Tests marked `lab` are deselected unless asked for: `pytest -m lab` (or XFLEET_LAB=1). When
 asked for, they never skip: if the lab cannot come up, every test errors with the reason.
@@ -20,7 +22,7 @@ import pytest
 
 from xfleet.lab import LabError, build, down, reset, up
 
-from .labkit import LINK_PORT, SSH_PORT, Lab, log
+from .labkit import LINK_PORT, NODES, SSH_PORT, Lab, log
 
 LAB_DIR = Path(__file__).resolve().parent
 
@@ -61,7 +63,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         build(progress=log)
         timings["build"] = time.monotonic() - t0
         t1 = time.monotonic()
-        state = up(2, inventory, state_dir=state_dir, ssh_port=SSH_PORT, link_port=LINK_PORT,
+        state = up(NODES, inventory, state_dir=state_dir, ssh_port=SSH_PORT, link_port=LINK_PORT,
                    fresh=True, progress=log)
         timings["up"] = time.monotonic() - t1
     except LabError as exc:
@@ -71,6 +73,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     yield handle
     log(f"timings: {', '.join(f'{k}={v:.0f}s' for k, v in handle.timings.items())}")
     down(state_dir=state_dir, progress=log)
+
+
+@pytest.fixture(scope="module")
+def client(lab: Lab) -> Iterator[str]:
+    """The name of the lab's client VM (`client1`, an NVMe/TCP initiator), booted for the
+    module that asks for it (~35 s under TCG; lab1 keeps a spare private link for it) and
+    stopped after it, so other modules see the two storage nodes only. Reach it with
+    `lab.run(client, argv)` or through the inventory's `initiators`."""
+    try:
+        name = lab.ensure_client()
+    except LabError as exc:
+        pytest.fail(f"the lab client could not come up: {exc}", pytrace=False)
+    yield name
+    lab.stop_client()
 
 
 @pytest.fixture(scope="module", autouse=True)

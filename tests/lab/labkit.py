@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from xfleet import zfs
+from xfleet.lab import kill_node, target_pkg, up
 from xfleet.lab import ssh as labssh
-from xfleet.lab import up
 from xfleet.lab.vm import LabState
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "xfleet:tenant"
 SSH_PORT = int(os.environ.get("XFLEET_LAB_TEST_SSH_PORT", "2211"))
 LINK_PORT = int(os.environ.get("XFLEET_LAB_TEST_LINK_PORT", "12311"))
+NODES = 2  # storage nodes of the session lab
+CLIENT = "client1"  # the NVMe/TCP initiator VM, booted on first use (Lab.ensure_client)
 
 
 def log(msg: str) -> None:
@@ -57,7 +59,7 @@ class Lab:
         return self.state.state_dir
 
     def run(self, node: str, argv: Sequence[str], *, check: bool = True,
-            input: str | None = None, timeout: float = 600) -> labssh.Result:
+            input: str | bytes | None = None, timeout: float = 600) -> labssh.Result:
         return labssh.run(self.state.endpoint(node), argv, check=check, input=input,
                           timeout=timeout)
 
@@ -91,12 +93,41 @@ class Lab:
         return sorted(rows, key=lambda r: str(r[0]))
 
     def ensure_up(self) -> None:
-        """Restart nodes that were killed (by a fault test); no-op when all are running."""
+        """Restart nodes that were killed (by a fault test); no-op when all are running. A
+        running client stays (and is kept in the inventory): `up` never drops one."""
         t = time.monotonic()
-        self.state = up(2, self.inventory, state_dir=self.state_dir, ssh_port=SSH_PORT,
+        self.state = up(NODES, self.inventory, state_dir=self.state_dir, ssh_port=SSH_PORT,
                         link_port=LINK_PORT, progress=log)
         self.timings.setdefault("ensure_up", 0.0)
         self.timings["ensure_up"] += time.monotonic() - t
+
+    def ensure_client(self) -> str:
+        """Boot the client VM `client1` (an NVMe/TCP initiator, no pool) if it is not running,
+        without touching the storage nodes (lab1 keeps a spare private link for it); it is
+        written into the inventory under `all: initiators:`. Returns its name."""
+        t = time.monotonic()
+        self.state = up(NODES, self.inventory, state_dir=self.state_dir, ssh_port=SSH_PORT,
+                        link_port=LINK_PORT, clients=1, progress=log)
+        self.timings.setdefault("client_up", 0.0)
+        self.timings["client_up"] += time.monotonic() - t
+        return CLIENT
+
+    def stop_client(self) -> None:
+        """Stop the client VM (SIGKILL: it holds nothing worth keeping; its disk is discarded)
+        and drop it from the lab state and the inventory, so the next modules see the two
+        storage nodes only, as before."""
+        kill_node(CLIENT, state_dir=self.state_dir)
+        self.ensure_up()
+
+    def install_target(self, node: str, packages: dict[str, target_pkg.Package],
+                       version: str = "1.0") -> None:
+        """Copy the lab target packages to `node`, install `version` and wait until it is
+        ready (xfleet.lab.target_pkg.install)."""
+        target_pkg.install(self.state, node, packages, version)
+
+    def remove_target(self, node: str) -> None:
+        """Stop and purge the lab target on `node` (best effort, for clean-up)."""
+        target_pkg.uninstall(self.state, node)
 
 
 def mirror_rows(db: Path, node: str) -> list[tuple[Any, ...]]:

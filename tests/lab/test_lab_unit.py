@@ -13,9 +13,17 @@ from pathlib import Path
 import pytest
 
 from xfleet import inventory
-from xfleet.lab import LabError, down, image, scenario, ssh, status
+from xfleet.lab import LabError, down, image, probe, scenario, ssh, status, up
 from xfleet.lab.image import Image
-from xfleet.lab.vm import LabState, NodeInfo, _link_specs, _qemu_argv, _seed_tar, write_inventory
+from xfleet.lab.vm import (
+    LabState,
+    NodeInfo,
+    _link_specs,
+    _qemu_argv,
+    _seed_tar,
+    plan,
+    write_inventory,
+)
 from xfleet.names import validate_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,3 +175,113 @@ def test_no_insecure_ssh_options_anywhere_in_the_lab() -> None:
         text = path.read_text()
         bad = "StrictHostKeyChecking=" + "no"
         assert bad not in text, path
+
+
+def test_plan_puts_clients_after_the_nodes_on_spare_links() -> None:
+    rows = plan(2, 1, 2231, 12331)
+    assert [(r[0], r[2], r[3], r[4], r[5]) for r in rows] == [
+        ("lab1", 2231, "10.77.0.11", [12331, 12332, 12333], "node"),  # 1 node link + 2 spare
+        ("lab2", 2232, "10.77.0.12", [12331], "node"),
+        ("client1", 2233, "10.77.0.101", [12332], "client"),
+    ]
+    # lab1's links do not depend on the client count: a client boots later without a restart
+    assert plan(2, 0, 2231, 12331)[0] == rows[0] and plan(2, 2, 2231, 12331)[0] == rows[0]
+    assert plan(2, 2, 2231, 12331)[3][4] == [12333]
+    with pytest.raises(LabError, match="clients must be between 0 and 2"):
+        up(2, None, clients=3)
+
+
+@pytest.fixture
+def lab_with_client(tmp_path: Path) -> LabState:
+    sd = tmp_path / "state"
+    nodes = []
+    for name, index, port, addr, links, role in plan(2, 1, 2231, 12331):
+        ndir = sd / "nodes" / name
+        ndir.mkdir(parents=True)
+        nodes.append(NodeInfo(name, index, port, addr, _key(ndir / "ssh_host_ed25519_key"),
+                              links, role))
+    _key(sd / "id_ed25519")
+    return LabState(sd, tmp_path / "img", None, "tcg", nodes)
+
+
+def test_client_vm_has_no_data_disk_and_joins_the_private_network(
+        lab_with_client: LabState, tmp_path: Path) -> None:
+    lab = lab_with_client
+    assert [n.name for n in lab.storage_nodes] == ["lab1", "lab2"]
+    assert [n.name for n in lab.clients] == ["client1"]
+    specs = _link_specs(lab.nodes)
+    assert specs["lab1"] == [f"listen=127.0.0.1:{p}" for p in (12331, 12332, 12333)]
+    assert specs["client1"] == ["connect=127.0.0.1:12332"]
+    img = Image(tmp_path, tmp_path / "root.qcow2", tmp_path / "vmlinuz", tmp_path / "initrd.img",
+                {})
+    client = lab.node("client1")
+    j = " ".join(_qemu_argv(lab, client, img, specs["client1"]))
+    assert "-smp 1 -m 512" in j and "serial=xfleet-data" not in j and "data.raw" not in j
+    assert "hostfwd=tcp:127.0.0.1:2233-:22" in j and "socket,id=priv0,connect=127.0.0.1:12332" in j
+    raw = _seed_tar(lab, client, "7f000065")
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        files = {m.name: tar.extractfile(m).read().decode()  # type: ignore[union-attr]
+                 for m in tar.getmembers()}
+    assert files["hostname"] == "client1\n"
+    assert "Address=10.77.0.101/24" in files["network/22-br0.network"]
+    assert lab.endpoint("client1").port == 2233
+    # lab1 bridges all three of its links
+    raw1 = _seed_tar(lab, lab.node("lab1"), "7f000001")
+    with tarfile.open(fileobj=io.BytesIO(raw1)) as tar:
+        priv = tar.extractfile("network/21-private.network").read().decode()  # type: ignore[union-attr]
+    assert priv.count("52:54:00:77:01:") == 3
+
+
+def test_inventory_lists_clients_as_initiators(lab_with_client: LabState, tmp_path: Path) -> None:
+    path = tmp_path / "inventory" / "lab.yaml"
+    write_inventory(lab_with_client, path)
+    inv = inventory.load(path)
+    assert list(inv.hosts) == ["lab1", "lab2"]
+    c = inv.initiators["client1"]
+    assert (c.address, c.port, c.user, c.pools) == ("127.0.0.1", 2233, "root", ())
+    assert c.host_key == lab_with_client.node("client1").host_key
+    assert c.private_address == "10.77.0.101" and c.labels["role"] == "initiator"
+
+
+def test_lab_state_round_trip_and_old_state_files(lab_with_client: LabState) -> None:
+    lab_with_client.save()
+    again = LabState.load(lab_with_client.state_dir)
+    assert [(n.name, n.role) for n in again.nodes] == \
+        [("lab1", "node"), ("lab2", "node"), ("client1", "client")]
+    # a lab.json written before clients existed has no `role`: every VM is a storage node
+    f = lab_with_client.state_dir / "lab.json"
+    data = json.loads(f.read_text())
+    data["nodes"] = [{k: v for k, v in n.items() if k != "role"} for n in data["nodes"][:2]]
+    f.write_text(json.dumps(data))
+    old = LabState.load(lab_with_client.state_dir)
+    assert [n.role for n in old.nodes] == ["node", "node"] and old.clients == []
+    rows = status(state_dir=lab_with_client.state_dir, probe=False)
+    assert [(r.name, r.role, r.running) for r in rows] == [("lab1", "node", False),
+                                                           ("lab2", "node", False)]
+
+
+def test_probe_start_refuses_bad_paths_and_names(lab_with_client: LabState) -> None:
+    with pytest.raises(LabError, match="not a device path"):
+        probe.start(lab_with_client, "client1", "/dev/../etc/passwd")
+    with pytest.raises(LabError, match="not a device path"):
+        probe.start(lab_with_client, "client1", "nvme0n1; rm -rf /")
+    with pytest.raises(LabError, match="not a probe name"):
+        probe.start(lab_with_client, "client1", "/dev/nvme0n1", name="a b")
+    r = probe.parse_result('{"writes": 3, "reads": 3, "errors": 0, "mismatches": 0, '
+                           '"longest_stall": 0.5, "messages": []}')
+    assert r.clean and r.longest_stall == 0.5
+    assert not probe.parse_result('{"writes": 3, "reads": 2, "errors": 1, "mismatches": 0, '
+                                  '"longest_stall": 9, "messages": ["EIO"]}').clean
+    with pytest.raises(LabError, match="unexpected probe result"):
+        probe.parse_result("Traceback ...")
+
+
+def test_lab_up_cli_offers_clients() -> None:
+    from click.testing import CliRunner
+
+    from xfleet.cli import cli
+
+    res = CliRunner().invoke(cli, ["lab", "up", "--help"])
+    assert res.exit_code == 0 and "--clients" in res.output and "Example" in res.output
+    bad = CliRunner().invoke(cli, ["lab", "up", "--clients", "3"])
+    assert bad.exit_code == 2 and "--clients" in bad.output

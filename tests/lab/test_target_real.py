@@ -5,15 +5,13 @@ ready (the driver's readiness check times out with a clear error); rolling back 
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from pathlib import Path
 
 import pytest
 
 from xfleet import inventory
-from xfleet.lab import target_pkg
+from xfleet.lab import probe, target_pkg
 from xfleet.target import NvmetDriver, TargetError, pinned_identity
 from xfleet.transport import Connections
 
@@ -22,46 +20,6 @@ from .labkit import Lab, log
 pytestmark = pytest.mark.lab
 
 VOLUMES = ("tank/tgt/a", "tank/tgt/b")
-
-# lab2: sequence-numbered, checksummed 4 KiB blocks written with O_DIRECT and read back; every
-# error and mismatch counted, the longest stall (one write+read round) recorded; ends when the
-# stop file exists, then reads every slot back once more.
-PROBE = r"""
-import json, mmap, os, sys, time, zlib
-dev, stop, out = sys.argv[1:4]
-BS, SLOTS = 4096, 256
-fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
-wbuf, rbuf = mmap.mmap(-1, BS), mmap.mmap(-1, BS)
-def block(seq):
-    body = (seq.to_bytes(8, "little") * (BS // 8 - 1))
-    return seq.to_bytes(8, "little")[:4] + zlib.crc32(body).to_bytes(4, "little") + body
-st = {"writes": 0, "reads": 0, "errors": 0, "mismatches": 0, "longest_stall": 0.0,
-      "messages": []}
-last = {}
-seq = 0
-while not os.path.exists(stop):
-    seq += 1
-    slot = seq % SLOTS
-    t = time.monotonic()
-    try:
-        wbuf.seek(0); wbuf.write(block(seq))
-        os.pwritev(fd, [wbuf], slot * BS); st["writes"] += 1
-        last[slot] = seq
-        os.preadv(fd, [rbuf], slot * BS); st["reads"] += 1
-        if bytes(rbuf) != block(seq):
-            st["mismatches"] += 1
-    except OSError as exc:
-        st["errors"] += 1
-        st["messages"].append(str(exc))
-        time.sleep(0.2)
-    st["longest_stall"] = max(st["longest_stall"], time.monotonic() - t)
-    time.sleep(0.01)
-for slot, s in last.items():
-    os.preadv(fd, [rbuf], slot * BS)
-    if bytes(rbuf) != block(s):
-        st["mismatches"] += 1
-json.dump(st, open(out + ".tmp", "w")); os.replace(out + ".tmp", out)
-"""
 
 # lab2: NQN, block device, uuid, nguid of each connected namespace (sysfs)
 IDENTITIES = r"""
@@ -75,11 +33,6 @@ done
 """
 
 
-def _copy(lab: Lab, node: str, src: Path, dst: str) -> None:
-    lab.run(node, ["sh", "-c", 'mkdir -p "$(dirname "$1")" && base64 -d > "$1"', "sh", dst],
-            input=base64.b64encode(src.read_bytes()).decode())
-
-
 def _initiator(lab: Lab) -> dict[str, tuple[str, str, str]]:
     out = lab.run("lab2", ["sh", "-c", IDENTITIES]).stdout
     rows = [line.split("\t") for line in out.splitlines() if line.strip()]
@@ -89,10 +42,7 @@ def _initiator(lab: Lab) -> dict[str, tuple[str, str, str]]:
 def test_target_upgrade_keeps_identities_and_io(lab: Lab, tmp_path: Path) -> None:
     pkgs = target_pkg.build_all(tmp_path / "debs")
     addr = lab.state.node("lab1").private_address
-    for p in pkgs.values():
-        _copy(lab, "lab1", p.path, p.remote_path)
-    lab.run("lab1", ["sh", "-c", 'printf "address=%s\\n" "$1" > "$2"', "sh", addr,
-                     target_pkg.CONF])
+    target_pkg.prepare_node(lab.state, "lab1", pkgs)  # packages + conf (address)
     for v in VOLUMES:
         lab.run("lab1", ["zfs", "create", "-p", "-V", "32M", v])
     inv = inventory.load(lab.inventory)
@@ -124,11 +74,7 @@ def test_target_upgrade_keeps_identities_and_io(lab: Lab, tmp_path: Path) -> Non
             seen = _initiator(lab)
             assert {nqn: (u, g) for nqn, (_, u, g) in seen.items()} == \
                 {e.nqn: (e.uuid, e.nguid) for e in exports}
-            probe_dev = "/dev/" + seen[exports[0].nqn][0]
-            _copy(lab, "lab2", _probe_file(tmp_path), "/root/probe.py")
-            lab.run("lab2", ["sh", "-c", 'rm -f /root/probe.stop /root/probe.json; setsid '
-                             'python3 /root/probe.py "$1" /root/probe.stop /root/probe.json '
-                             '>/root/probe.log 2>&1 < /dev/null &', "sh", probe_dev])
+            io = probe.start(lab.state, "lab2", "/dev/" + seen[exports[0].nqn][0])
             time.sleep(3)
 
             # the upgrade: stage (digest), install + restart, readiness
@@ -150,29 +96,15 @@ def test_target_upgrade_keeps_identities_and_io(lab: Lab, tmp_path: Path) -> Non
             assert drv.versions().installed == "1.1"
             time.sleep(3)
 
-            lab.run("lab2", ["touch", "/root/probe.stop"])
-            probe: dict[str, object] = {}
-            for _ in range(120):
-                res = lab.run("lab2", ["cat", "/root/probe.json"], check=False)
-                if res.exit_status == 0:
-                    probe = json.loads(res.stdout)
-                    break
-                time.sleep(1)
-            log(f"probe through 1.0 -> 1.1 -> 1.2 (broken) -> 1.1: {probe}")
-            assert probe, lab.run("lab2", ["cat", "/root/probe.log"], check=False).stdout
-            assert probe["errors"] == 0 and probe["mismatches"] == 0, probe
-            assert isinstance(probe["writes"], int) and probe["writes"] > 0
+            result = io.stop()
+            log(f"probe through 1.0 -> 1.1 -> 1.2 (broken) -> 1.1: {result}")
+            assert result.errors == 0 and result.mismatches == 0, result
+            assert result.writes > 0 and result.reads > 0
             after = _initiator(lab)
             assert {nqn: (u, g) for nqn, (_, u, g) in after.items()} == \
                 {nqn: (u, g) for nqn, (_, u, g) in seen.items()}
         finally:
-            lab.run("lab2", ["sh", "-c", "touch /root/probe.stop; sleep 1; nvme disconnect-all"],
-                    check=False)
-            lab.run("lab1", ["sh", "-c", "systemctl stop xfleet-lab-target; "
-                             "dpkg -P xfleet-lab-target"], check=False)
+            lab.run("lab2", ["sh", "-c", 'touch "$1"/*.stop; sleep 1; nvme disconnect-all',
+                             "sh", probe.DIR], check=False)
+            lab.remove_target("lab1")
 
-
-def _probe_file(tmp_path: Path) -> Path:
-    p = tmp_path / "probe.py"
-    p.write_text(PROBE)
-    return p

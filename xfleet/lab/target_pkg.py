@@ -8,12 +8,16 @@ deliberately broken: it exports but its readiness never comes. docs/upgrades.md.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from xfleet.lab import ssh
 from xfleet.lab.errors import LabError
+from xfleet.lab.vm import LabState
 from xfleet.target import NVMET_DEFAULTS, PIN_NAMESPACE
 
 PACKAGE = "xfleet-lab-target"
@@ -254,3 +258,63 @@ def build(version: str, out_dir: Path) -> Package:
 def build_all(out_dir: Path) -> dict[str, Package]:
     out_dir.mkdir(parents=True, exist_ok=True)
     return {v: build(v, out_dir) for v in VERSIONS}
+
+
+# ---------------------------------------------------------------------------------------------
+# lab helpers (tests and lab tooling): put the packages on a lab node and run one version
+
+
+def copy_file(lab: LabState, node: str, src: Path, dst: str) -> None:
+    """Copy a host file to `dst` on a lab VM (base64 over the SSH connection)."""
+    ssh.run(lab.endpoint(node),
+            ["sh", "-c", 'mkdir -p "$(dirname "$1")" && base64 -d > "$1"', "sh", dst],
+            input=base64.b64encode(src.read_bytes()).decode())
+
+
+def prepare_node(lab: LabState, node: str, packages: dict[str, Package]) -> None:
+    """Copy every package to its `remote_path` on `node` and write the target's conf file
+    (address = the node's private address, so the lab clients and nodes reach it)."""
+    for p in packages.values():
+        copy_file(lab, node, p.path, p.remote_path)
+    ssh.run(lab.endpoint(node), ["sh", "-c", 'printf "address=%s\\n" "$1" > "$2"', "sh",
+                                 lab.node(node).private_address, CONF])
+
+
+def install(lab: LabState, node: str, packages: dict[str, Package], version: str = "1.0",
+            *, timeout: float = 120.0) -> None:
+    """prepare_node, then install and (re)start `version` on `node` and wait until it is
+    ready (exports every zvol of the node's pools). Raises LabError if it is not ready in
+    `timeout` seconds."""
+    if version not in packages:
+        raise LabError(f"no package for lab target version {version}",
+                       hint=f"built: {', '.join(packages)}")
+    prepare_node(lab, node, packages)
+    ep = lab.endpoint(node)
+    ssh.run(ep, ["dpkg", "-i", "--", packages[version].remote_path])
+    ssh.run(ep, ["systemctl", "restart", str(NVMET_DEFAULTS["service"])])
+    ready = str(NVMET_DEFAULTS["ready_file"])
+    deadline = time.monotonic() + timeout
+    while True:
+        res = ssh.run(ep, ["cat", "--", ready], check=False)
+        if res.exit_status == 0 and f"version={version}" in res.stdout:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"{node}: lab target {version} not ready within {timeout:.0f}s",
+                           hint=f"{ready}: {res.stdout.strip() or res.stderr.strip()}")
+        time.sleep(1)
+
+
+def stop_service(lab: LabState, node: str) -> None:
+    """`systemctl stop` the target on `node`: every export disappears (the initiators start
+    reconnecting)."""
+    ssh.run(lab.endpoint(node), ["systemctl", "stop", str(NVMET_DEFAULTS["service"])])
+
+
+def start_service(lab: LabState, node: str) -> None:
+    ssh.run(lab.endpoint(node), ["systemctl", "start", str(NVMET_DEFAULTS["service"])])
+
+
+def uninstall(lab: LabState, node: str) -> None:
+    """Stop and purge the target on `node` (best effort: for test clean-up)."""
+    ssh.run(lab.endpoint(node), ["sh", "-c", 'systemctl stop "$1"; dpkg -P "$2"', "sh",
+                                 str(NVMET_DEFAULTS["service"]), PACKAGE], check=False)

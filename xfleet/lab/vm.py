@@ -1,4 +1,5 @@
-"""Run the lab: N QEMU VMs booted from the cached image, each with a ZFS pool `tank`.
+"""Run the lab: N QEMU VMs booted from the cached image, each with a ZFS pool `tank`, plus
+optional client VMs (`client1..`, role "client": NVMe/TCP initiators, no data disk, no pool).
 
 Per node (under the state dir, `nodes/<name>/`): a qcow2 overlay over the cached root image, a
 sparse raw data disk holding the pool, a seed tar (hostname, network, SSH host key), the pinned
@@ -36,6 +37,12 @@ DEFAULT_SSH_PORT = 2201
 DEFAULT_LINK_PORT = 12301
 MEMORY_MB = 768
 SMP = 2
+CLIENT_MEMORY_MB = 512  # a client runs nvme-cli and the I/O probe, no ZFS ARC
+CLIENT_SMP = 1  # an idle client must not take host CPU from the storage nodes (TCG)
+MAX_CLIENTS = 2  # lab1 always listens on this many spare private links, so clients can come
+#                  and go (booted later, stopped, rebooted) without restarting lab1
+CLIENT_ADDRESS_BASE = 100  # client1 = 10.77.0.101
+ROLES = ("node", "client")
 BOOT_TIMEOUT = 300.0
 KERNEL_ARGS = (
     "root=/dev/vda rw console=ttyS0,115200 quiet loglevel=3 net.ifnames=0 "
@@ -51,6 +58,11 @@ class NodeInfo:
     private_address: str
     host_key: str  # "ssh-ed25519 AAAA..." (no comment)
     link_ports: list[int] = field(default_factory=list)
+    role: str = "node"  # "node" (storage node with pool tank) or "client" (initiator, no pool)
+
+    @property
+    def is_client(self) -> bool:
+        return self.role == "client"
 
     def dir(self, state_dir: Path) -> Path:
         return state_dir / "nodes" / self.name
@@ -74,13 +86,23 @@ class LabState:
     def known_hosts(self) -> Path:
         return self.state_dir / "known_hosts"
 
+    @property
+    def storage_nodes(self) -> list[NodeInfo]:
+        """The storage nodes (pool `tank`), without the clients."""
+        return [n for n in self.nodes if not n.is_client]
+
+    @property
+    def clients(self) -> list[NodeInfo]:
+        return [n for n in self.nodes if n.is_client]
+
     def node(self, name: str) -> NodeInfo:
+        """A lab VM by name: a storage node (`lab1`) or a client (`client1`)."""
         for n in self.nodes:
             if n.name == name:
                 return n
         raise LabError(
             f"no lab node named {name!r}",
-            hint=f"lab nodes: {', '.join(n.name for n in self.nodes) or '(none)'}",
+            hint=f"lab VMs: {', '.join(n.name for n in self.nodes) or '(none)'}",
         )
 
     def endpoint(self, node: str | NodeInfo) -> ssh.Endpoint:
@@ -131,6 +153,7 @@ class NodeStatus:
     pid: int | None
     ssh_port: int
     private_address: str
+    role: str = "node"
     reachable: bool | None = None  # None: not probed
     pools: dict[str, str] = field(default_factory=dict)  # pool -> health
     zfs_version: str | None = None
@@ -281,8 +304,8 @@ def _qemu_argv(lab: LabState, node: NodeInfo, img: Image, links: Sequence[str]) 
         "-name", f"xfleet-lab-{node.name}",
         "-machine", "q35",
         *accel,
-        "-smp", str(SMP),
-        "-m", str(MEMORY_MB),
+        "-smp", str(CLIENT_SMP if node.is_client else SMP),
+        "-m", str(CLIENT_MEMORY_MB if node.is_client else MEMORY_MB),
         "-nodefaults",
         "-no-user-config",
         "-display", "none",
@@ -294,9 +317,14 @@ def _qemu_argv(lab: LabState, node: NodeInfo, img: Image, links: Sequence[str]) 
         "-device", "virtio-blk-pci,drive=root,addr=0x4",
         "-drive", f"file={ndir / 'seed.tar'},if=none,id=seed,format=raw,readonly=on",
         "-device", "virtio-blk-pci,drive=seed,serial=xfleet-seed,addr=0x5",
-        "-drive", f"file={ndir / 'data.raw'},if=none,id=data,format=raw,cache=unsafe,"
-                  "discard=unmap",
-        "-device", f"virtio-blk-pci,drive=data,serial={DATA_DISK_SERIAL},addr=0x6",
+    ]
+    if not node.is_client:  # a client has no data disk (no pool)
+        argv += [
+            "-drive", f"file={ndir / 'data.raw'},if=none,id=data,format=raw,cache=unsafe,"
+                      "discard=unmap",
+            "-device", f"virtio-blk-pci,drive=data,serial={DATA_DISK_SERIAL},addr=0x6",
+        ]
+    argv += [
         "-netdev", f"user,id=wan,restrict=on,hostfwd=tcp:127.0.0.1:{node.ssh_port}-:22",
         "-device", f"virtio-net-pci,netdev=wan,mac=52:54:00:77:{node.index:02x}:00,addr=0x8",
         "-object", "rng-random,filename=/dev/urandom,id=rng",
@@ -315,16 +343,37 @@ def _qemu_argv(lab: LabState, node: NodeInfo, img: Image, links: Sequence[str]) 
 
 
 def _link_specs(nodes: Sequence[NodeInfo]) -> dict[str, list[str]]:
-    """Private network: node 1 is the hub (one listening link per other node, bridged in the
-    guest); every other node connects to its own port on node 1. All on 127.0.0.1."""
+    """Private network: node 1 is the hub (one listening link per port in its `link_ports`:
+    one per other storage node plus MAX_CLIENTS spare ones for clients, all bridged in the
+    guest); every other VM connects to its own port on node 1. All on 127.0.0.1. QEMU accepts
+    on a listening link at any time and listens again when the peer goes away, so a client can
+    boot, stop and reboot while lab1 keeps running."""
     specs: dict[str, list[str]] = {n.name: [] for n in nodes}
-    if len(nodes) < 2:
+    if not nodes:
         return specs
     hub = nodes[0]
-    for other, port in zip(nodes[1:], hub.link_ports, strict=True):
-        specs[hub.name].append(f"listen=127.0.0.1:{port}")
-        specs[other.name].append(f"connect=127.0.0.1:{port}")
+    specs[hub.name] = [f"listen=127.0.0.1:{port}" for port in hub.link_ports]
+    for other in nodes[1:]:
+        specs[other.name] = [f"connect=127.0.0.1:{port}" for port in other.link_ports]
     return specs
+
+
+def plan(nodes: int, clients: int, ssh_port: int, link_port: int) -> list[tuple[str, int, int,
+                                                                                 str, list[int],
+                                                                                 str]]:
+    """(name, index, ssh port, private address, link ports, role) of every lab VM: storage
+    nodes lab1..labN on ssh_port.., then clients client1.. on the next ssh ports, 10.77.0.101..
+    lab1 listens on link_port.. (one per other node, then MAX_CLIENTS spare ones)."""
+    out: list[tuple[str, int, int, str, list[int], str]] = []
+    for i in range(1, nodes + 1):
+        links = ([link_port + k for k in range(nodes - 1 + MAX_CLIENTS)] if i == 1
+                 else [link_port + i - 2])
+        out.append((f"lab{i}", i, ssh_port + i - 1, f"{PRIVATE_NET}.{10 + i}", links, "node"))
+    for c in range(1, clients + 1):
+        out.append((f"client{c}", CLIENT_ADDRESS_BASE + c, ssh_port + nodes + c - 1,
+                    f"{PRIVATE_NET}.{CLIENT_ADDRESS_BASE + c}", [link_port + nodes - 1 + c - 1],
+                    "client"))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,12 +389,18 @@ def up(
     link_port: int = DEFAULT_LINK_PORT,
     data_disk_gb: int = 8,
     fresh: bool = False,
+    clients: int = 0,
     progress: Progress = None,
 ) -> LabState:
-    """Boot `nodes` VMs (reusing running ones), make sure pool `tank` exists on each, and write
-    the inventory. `fresh=True` throws away existing overlays and data disks first."""
+    """Boot `nodes` storage VMs and `clients` initiator VMs (reusing running ones), make sure
+    pool `tank` exists on each storage node, and write the inventory. `fresh=True` throws away
+    existing overlays and data disks first. Clients that are already running are kept (so
+    `up(2)` after `up(2, clients=1)` does not lose client1)."""
     if not 1 <= nodes <= 9:
         raise LabError(f"nodes must be between 1 and 9, got {nodes}")
+    if not 0 <= clients <= MAX_CLIENTS:
+        raise LabError(f"clients must be between 0 and {MAX_CLIENTS}, got {clients}",
+                       hint="lab1 has one spare private link per possible client")
     img = cached_image()
     if img is None:
         raise LabError("the lab image is not built", hint="run `xfleet lab build` first")
@@ -353,12 +408,13 @@ def up(
     sd.mkdir(parents=True, exist_ok=True)
     os.chmod(sd, 0o700)
     with locked(sd, "lab operation", progress):
-        return _up(nodes, inventory_path, img, sd, ssh_port, link_port, data_disk_gb, fresh,
-                   progress)
+        return _up(nodes, clients, inventory_path, img, sd, ssh_port, link_port, data_disk_gb,
+                   fresh, progress)
 
 
 def _up(
     nodes: int,
+    clients: int,
     inventory_path: Path | None,
     img: Image,
     sd: Path,
@@ -374,10 +430,20 @@ def _up(
         old = None
     if old is not None:
         running = [n.name for n in old.nodes if _pid_of(n.dir(sd))]
-        if running and (len(old.nodes) != nodes or fresh):
+        if running and (len(old.storage_nodes) != nodes or fresh):
             raise LabError(
                 f"the lab is already running with nodes {', '.join(running)}",
                 hint="run `xfleet lab down` first to change the node count or start fresh",
+            )
+        running_clients = [n.index - CLIENT_ADDRESS_BASE for n in old.clients
+                           if _pid_of(n.dir(sd))]
+        clients = max([clients, *running_clients])
+        hub = old.storage_nodes[0] if old.storage_nodes else None
+        if (clients and hub is not None and _pid_of(hub.dir(sd))
+                and len(hub.link_ports) < nodes - 1 + clients):
+            raise LabError(
+                f"{hub.name} is running without a spare private link for clients",
+                hint="run `xfleet lab down` and `xfleet lab up --clients N` again",
             )
     if fresh and (sd / "nodes").exists():
         shutil.rmtree(sd / "nodes")
@@ -394,23 +460,19 @@ def _up(
         nodes=[],
     )
     _keygen(lab.identity_file, "xfleet-lab-client")
-    for i in range(1, nodes + 1):
-        name = f"lab{i}"
+    for name, index, port, address, link_ports, role in plan(nodes, clients, ssh_port,
+                                                             link_port):
         ndir = sd / "nodes" / name
         host_key = _keygen(ndir / "ssh_host_ed25519_key", f"root@{name}")
-        link_ports = (
-            [link_port + k for k in range(nodes - 1)] if i == 1 else []
-        )
-        if i > 1:
-            link_ports = [link_port + i - 2]
         lab.nodes.append(
             NodeInfo(
                 name=name,
-                index=i,
-                ssh_port=ssh_port + i - 1,
-                private_address=f"{PRIVATE_NET}.{10 + i}",
+                index=index,
+                ssh_port=port,
+                private_address=address,
                 host_key=host_key,
                 link_ports=link_ports,
+                role=role,
             )
         )
     lab.known_hosts.write_text("".join(f"{n.name} {n.host_key}\n" for n in lab.nodes))
@@ -444,7 +506,7 @@ def _up(
                 check=True, capture_output=True,
             )
         data = ndir / "data.raw"
-        if not data.exists():
+        if not node.is_client and not data.exists():
             with data.open("wb") as fh:
                 fh.truncate(data_disk_gb * 1024**3)
         hostid = f"{0x7f000000 + node.index:08x}"
@@ -466,6 +528,10 @@ def _up(
 
     def ready(node: NodeInfo) -> None:
         _wait_ssh(lab, node, progress)
+        if node.is_client:
+            ssh.run(lab.endpoint(node), ["modprobe", "nvme-tcp"])
+            emit(progress, f"{node.name}: client ready ({time.monotonic() - t0:.0f}s)")
+            return
         _ensure_pool(lab, node)
         emit(progress, f"{node.name}: pool {POOL} ready ({time.monotonic() - t0:.0f}s)")
 
@@ -475,7 +541,8 @@ def _up(
     if inventory_path is not None:
         write_inventory(lab, inventory_path)
         emit(progress, f"inventory written: {inventory_path}")
-    emit(progress, f"lab up: {len(lab.nodes)} node(s) in {time.monotonic() - t0:.0f}s")
+    emit(progress, f"lab up: {len(lab.storage_nodes)} node(s), {len(lab.clients)} client(s) "
+                   f"in {time.monotonic() - t0:.0f}s")
     return lab
 
 
@@ -498,7 +565,8 @@ def _wait_ssh(lab: LabState, node: NodeInfo, progress: Progress) -> None:
             time.sleep(0.5)
             continue
         try:
-            res = ssh.run(ep, ["zfs", "version"], timeout=60, check=False, connect_timeout=20)
+            res = ssh.run(ep, ["nvme", "version"] if node.is_client else ["zfs", "version"],
+                          timeout=60, check=False, connect_timeout=20)
         except LabError as exc:
             last = str(exc)
             continue
@@ -563,7 +631,7 @@ def write_inventory(lab: LabState, path: Path) -> None:
         "    command_timeout: 600",
         "  hosts:",
     ]
-    for n in lab.nodes:
+    for n in lab.storage_nodes:
         lines += [
             f"    {n.name}:",
             "      address: 127.0.0.1",
@@ -572,6 +640,17 @@ def write_inventory(lab: LabState, path: Path) -> None:
             f"      pools: [{POOL}]",
             f"      private_address: {n.private_address}",
             '      labels: {role: storage, lab: "true"}',
+        ]
+    if lab.clients:
+        lines.append("  initiators:")
+    for n in lab.clients:
+        lines += [
+            f"    {n.name}:",
+            "      address: 127.0.0.1",
+            f"      port: {n.ssh_port}",
+            f'      host_key: "{n.host_key}"',
+            f"      private_address: {n.private_address}",
+            '      labels: {role: initiator, lab: "true"}',
         ]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -587,8 +666,16 @@ def status(*, state_dir: Path | None = None, probe: bool = True) -> list[NodeSta
     out: list[NodeStatus] = []
     for n in lab.nodes:
         pid = _pid_of(n.dir(lab.state_dir))
-        st = NodeStatus(n.name, pid is not None, pid, n.ssh_port, n.private_address)
-        if probe and pid is not None:
+        st = NodeStatus(n.name, pid is not None, pid, n.ssh_port, n.private_address, n.role)
+        if probe and pid is not None and n.is_client:
+            try:
+                ssh.run(lab.endpoint(n), ["nvme", "version"], timeout=30, check=True,
+                        connect_timeout=5)
+                st.reachable = True
+            except LabError as exc:
+                st.reachable = False
+                st.error = exc.message
+        elif probe and pid is not None:
             try:
                 res = ssh.run(
                     lab.endpoint(n),
@@ -631,14 +718,15 @@ def run(
 
 
 def reset(*, state_dir: Path | None = None, progress: Progress = None) -> None:
-    """Destroy and recreate pool `tank` on every running node (no reboot)."""
+    """Destroy and recreate pool `tank` on every running storage node (no reboot; clients are
+    left alone)."""
     lab = LabState.load(state_dir)
     with locked(lab.state_dir, "lab operation", progress):
         _reset(lab, progress)
 
 
 def _reset(lab: LabState, progress: Progress) -> None:
-    running = [n for n in lab.nodes if _pid_of(n.dir(lab.state_dir))]
+    running = [n for n in lab.storage_nodes if _pid_of(n.dir(lab.state_dir))]
     if not running:
         raise LabError("no lab node is running", hint="start the lab with `xfleet lab up`")
 

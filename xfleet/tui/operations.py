@@ -114,6 +114,33 @@ def moves(conn: sqlite3.Connection) -> list[Operation]:
 register("moves", moves)
 
 
+def rollouts(conn: sqlite3.Connection) -> list[Operation]:
+    """Rolling target upgrades (xfleet.rollout): nodes done/total, the current node and step,
+    the time of each finished node."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                        "'rollouts'").fetchone():
+        return []
+    from xfleet import rollout
+
+    out = []
+    for r in rollout.list_rollouts(conn, limit=50):
+        times = ", ".join(f"{n['node']} {n['seconds']:.0f}s" for n in r["nodes"]
+                          if n["state"] == "done" and n["seconds"] is not None)
+        now = "; ".join(r["current"]) or r["reason"] or ""
+        out.append(Operation(
+            id=str(r["id"]), kind="upgrade", subject=f"target {r['version']}",
+            node=f"{r['nodes_done']}/{r['nodes_total']} nodes",
+            state=r["state"] if r["state"] in ("paused", "done") else
+            "done" if r["state"] == "stopped" else "running",
+            done=float(r["nodes_done"]), total=float(r["nodes_total"]) or None,
+            started_at=r["created_at"], updated_at=r["finished_at"] or r["created_at"],
+            message=f"{r['state']}: {now}" + (f" (per node: {times})" if times else "")))
+    return out
+
+
+register("rollouts", rollouts)
+
+
 def collect(conn: sqlite3.Connection) -> tuple[list[Operation], list[str]]:
     """All operations from all sources, and the errors of sources that failed."""
     ops: list[Operation] = []

@@ -1,0 +1,171 @@
+"""An I/O probe for lab tests: prove that a block device kept serving I/O through an event
+(a target restart, an upgrade, a move's cutover).
+
+The probe runs on a lab VM (usually a client) in the background: it writes sequence-numbered,
+checksummed 4 KiB blocks with O_DIRECT over 256 slots of the device and reads each one back,
+counting every error and mismatch and the longest stall (one write+read round); when told to
+stop it reads every slot back once more and writes its result as JSON. Several probes can run
+at once on one VM, one per device, each with its own state files under `/root/xfleet-probe/`
+(`NAME.stop`, `NAME.json`, `NAME.log`).
+
+    p = probe.start(lab, "client1", "/dev/nvme0n1")
+    ...                         # restart the target
+    result = p.stop()
+    assert result.clean, result
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+
+from xfleet.lab import ssh
+from xfleet.lab.errors import LabError
+from xfleet.lab.vm import LabState
+
+DIR = "/root/xfleet-probe"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DEVICE = re.compile(r"^/dev/[A-Za-z0-9][A-Za-z0-9_./-]*$")
+
+# argv: DEVICE STOPFILE OUTFILE. Never raises before writing OUTFILE once STOPFILE exists.
+PROGRAM = r"""
+import json, mmap, os, sys, time, zlib
+dev, stop, out = sys.argv[1:4]
+BS, SLOTS = 4096, 256
+st = {"writes": 0, "reads": 0, "errors": 0, "mismatches": 0, "longest_stall": 0.0,
+      "messages": []}
+def note(msg):
+    st["errors"] += 1
+    if len(st["messages"]) < 50:
+        st["messages"].append(msg)
+def block(seq):
+    body = (seq.to_bytes(8, "little") * (BS // 8 - 1))
+    return seq.to_bytes(8, "little")[:4] + zlib.crc32(body).to_bytes(4, "little") + body
+try:
+    fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
+except OSError as exc:
+    fd = None
+    note("open %s: %s" % (dev, exc))
+wbuf, rbuf = mmap.mmap(-1, BS), mmap.mmap(-1, BS)
+last = {}
+seq = 0
+while fd is not None and not os.path.exists(stop):
+    seq += 1
+    slot = seq % SLOTS
+    t = time.monotonic()
+    try:
+        wbuf.seek(0); wbuf.write(block(seq))
+        os.pwritev(fd, [wbuf], slot * BS); st["writes"] += 1
+        last[slot] = seq
+        os.preadv(fd, [rbuf], slot * BS); st["reads"] += 1
+        if bytes(rbuf) != block(seq):
+            st["mismatches"] += 1
+    except OSError as exc:
+        note(str(exc))
+        time.sleep(0.2)
+    st["longest_stall"] = max(st["longest_stall"], time.monotonic() - t)
+    time.sleep(0.01)
+while fd is None and not os.path.exists(stop):
+    time.sleep(0.2)
+for slot, s in sorted(last.items()):
+    try:
+        os.preadv(fd, [rbuf], slot * BS)
+        if bytes(rbuf) != block(s):
+            st["mismatches"] += 1
+    except OSError as exc:
+        note("final read: %s" % exc)
+json.dump(st, open(out + ".tmp", "w")); os.replace(out + ".tmp", out)
+"""
+
+
+# Named by its content and written by rename: a probe starting while another start rewrites the
+# file must never read a half-written program (it would run an empty file and exit silently).
+PROGRAM_PATH = f"{DIR}/probe-{hashlib.sha256(PROGRAM.encode()).hexdigest()[:12]}.py"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    writes: int
+    reads: int
+    errors: int
+    mismatches: int
+    longest_stall: float  # seconds, one write+read round
+    messages: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def clean(self) -> bool:
+        """Wrote and read something, and saw no error and no mismatch."""
+        return self.writes > 0 and self.errors == 0 and self.mismatches == 0
+
+
+@dataclass
+class Probe:
+    """A probe started by `start` on lab VM `vm` against `device`."""
+
+    lab: LabState
+    vm: str
+    device: str
+    name: str
+
+    def _path(self, ext: str) -> str:
+        return f"{DIR}/{self.name}.{ext}"
+
+    def _run(self, argv: list[str], *, check: bool = True) -> ssh.Result:
+        return ssh.run(self.lab.endpoint(self.vm), argv, timeout=60, check=check)
+
+    def running(self) -> bool:
+        """True while the probe's process runs."""
+        res = self._run(["pgrep", "-f", "--", f"{PROGRAM_PATH} {self.device} "], check=False)
+        return res.exit_status == 0
+
+    def stop(self, *, timeout: float = 120.0) -> ProbeResult:
+        """Tell the probe to stop, wait for its result (it reads every slot back first)."""
+        self._run(["touch", self._path("stop")])
+        deadline = time.monotonic() + timeout
+        while True:
+            res = self._run(["cat", self._path("json")], check=False)
+            if res.exit_status == 0 and res.stdout.strip():
+                return parse_result(res.stdout)
+            if time.monotonic() > deadline:
+                log = self._run(["tail", "-n", "20", self._path("log")], check=False).stdout
+                ps = self._run(["ps", "-o", "pid,stat,wchan:32,args", "-C", "python3"],
+                               check=False).stdout
+                raise LabError(f"{self.vm}: probe {self.name} on {self.device} gave no result "
+                               f"within {timeout:.0f}s",
+                               hint=f"its log:\n{log}\nprocesses (D = blocked in I/O):\n{ps}")
+            time.sleep(1)
+
+
+def parse_result(text: str) -> ProbeResult:
+    """The probe's JSON result -> ProbeResult."""
+    try:
+        d = json.loads(text)
+        return ProbeResult(int(d["writes"]), int(d["reads"]), int(d["errors"]),
+                           int(d["mismatches"]), float(d["longest_stall"]),
+                           tuple(str(m) for m in d.get("messages", [])))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LabError(f"unexpected probe result: {exc}: {text[:200]!r}") from None
+
+
+def start(lab: LabState, vm: str, device: str, *, name: str | None = None) -> Probe:
+    """Start a probe on `vm` against block device `device` (e.g. /dev/nvme0n1); returns at once.
+    `name` (default: the device's base name) names its state files; a previous probe's files
+    of that name are removed first. The probe overwrites the first 1 MiB of the device."""
+    if not _DEVICE.match(device) or ".." in device:
+        raise LabError(f"not a device path: {device!r}", hint="e.g. /dev/nvme0n1")
+    name = name or device.rsplit("/", 1)[-1]
+    if not _NAME.match(name):
+        raise LabError(f"not a probe name: {name!r}", hint="letters, digits, '_', '.', '-'")
+    p = Probe(lab, vm, device, name)
+    ep = lab.endpoint(vm)
+    ssh.run(ep, ["sh", "-c", 'mkdir -p "$1" && base64 -d > "$2.$$" && mv -f "$2.$$" "$2"',
+                 "sh", DIR, PROGRAM_PATH], input=base64.b64encode(PROGRAM.encode()).decode())
+    stop, out, log = p._path("stop"), p._path("json"), p._path("log")
+    ssh.run(ep, ["rm", "-f", stop, out, out + ".tmp", log])
+    ssh.run(ep, ["sh", "-c", 'setsid python3 "$1" "$2" "$3" "$4" > "$5" 2>&1 < /dev/null &',
+                 "sh", PROGRAM_PATH, device, stop, out, log])
+    return p
