@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,9 @@ case "$OP" in
   ready) test -s "$S/$N.running" && cat "$S/$N.running" ;;
   exports) v=$(cat "$S/$N.running" 2>/dev/null || true)
     id=00000000-0000-4000-8000-00000000000$( [ "$v" = 1.3 ] && echo 2 || echo 1)
-    printf 'nqn.test:%s:tank.a\t1\t/dev/zvol/tank/a\t%s\t%s\t1\n' "$N" "$id" "$id" ;;
+    k=0; while [ "$k" -lt "$(cat "$S/$N.volumes" 2>/dev/null || echo 1)" ]; do k=$((k+1))
+      printf 'nqn.test:%s:tank.v%s\t1\t/dev/zvol/tank/v%s\t%s\t%s\t1\n' "$N" $k $k "$id" "$id"
+    done ;;
   stage) test "$(sha256sum -- "$1" | cut -d' ' -f1)" = "$2" ;;
   restart) echo "$2" >> "$S/$N.restarts"; echo "$2" > "$S/$N.installed"
     if grep -qx -- "$2" "$S/broken" 2>/dev/null || grep -qx -- "$2" "$S/$N.broken" 2>/dev/null
@@ -318,3 +321,127 @@ def test_only_one_open_rollout(tmp_path: Path) -> None:
         rollout.create(inv.mirror, "1.1", ["n1"], _pkgs(tmp_path), o)
     assert rollout.request(inv.mirror, rid, "pause") == "paused"
 
+
+@pytest.mark.parametrize("volumes", [1, 400])
+def test_remote_commands_do_not_grow_with_the_exports(tmp_path: Path, volumes: int) -> None:
+    nodes = ["n1", "n2"]
+    inv_path = _setup(tmp_path, nodes)
+    for n in nodes:
+        (tmp_path / "target" / f"{n}.volumes").write_text(f"{volumes}\n")
+    inv = inventory.load(inv_path)
+    o = rollout.Options(soak=0, ready_timeout=5, skip=SKIP).validate()
+    rid = rollout.create(inv.mirror, "1.1", nodes, _pkgs(tmp_path), o)
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        res = rollout.Runner(inv, inv.mirror, conns, rid).run()
+        counts = [conns.get(n).commands for n in nodes]
+    assert res.state == "done"
+    # per node: versions (2); digest, copy and check of two packages (6); versions again (2);
+    # exports before and after (2); restart, ready, still ready after the soak (3)
+    assert counts == [15, 15], counts
+
+
+# ---------------------------------------------------------------------------------------------
+# on the simulated fleet: the simulated target daemon (xfleet-sim-target) exports every volume
+# with pinned identities, so the exports/identities checks run against a real mirror
+
+SIM_TARGET = """    target:
+      driver: command
+      installed_version: [xfleet-sim-target, installed]
+      running_version: [xfleet-sim-target, running]
+      ready: [xfleet-sim-target, ready]
+      exports: [xfleet-sim-target, exports]
+      stage: [xfleet-sim-target, stage, "{path}", "{sha256}"]
+      restart: [xfleet-sim-target, restart, "{path}", "{version}"]
+      rollback: [xfleet-sim-target, restart, "{path}", "{version}"]
+"""
+
+
+def _sim(tmp_path: Path, volumes: int = 200) -> Any:
+    from xfleet.sync import sync
+
+    p = tmp_path / "sim.yaml"
+    p.write_text("all:\n  vars:\n    mirror: m.db\n    state_dir: st\n    kind: sim\n" + SIM_TARGET
+                 + "  hosts:\n" + "".join(f"    n{i}: {{sim: {{seed: {i}, volumes: {volumes}}}}}\n"
+                                          for i in (1, 2, 3)))
+    inv = inventory.load(p)
+    assert sync(inv).ok
+    return inv
+
+
+def test_sim_preflight_compares_exports_with_the_mirror_and_sees_moves(tmp_path: Path) -> None:
+    inv = _sim(tmp_path)
+    pk = _pkgs(tmp_path)
+    opts = rollout.Options(soak=0)
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        p = rollout.plan(inv, inv.mirror, conns, "1.1", f"1.1={pk['1.1'].file}",
+                         [f"1.0={pk['1.0'].file}"], opts)
+        assert p.refused == []
+        ok = {(c.node, c.name): c.message for c in p.checks}
+        assert ok[("n1", "exports")] == "200 export(s) match the mirror"
+        assert ok[("n1", "identities")] == "identities pinned"
+        # a volume created behind the mirror's back, and a move in progress on n2
+        conns.get("n1").run(["zfs", "create", "-V", "1G", "tank/late"])
+        conn = mirror.connect(inv.mirror)
+        conn.execute("INSERT INTO moves (volume, source_node, target_node, target_volume, state,"
+                     " created_at, updated_at) VALUES ('tank/x', 'n2', 'n3', 'tank/x', 'base',"
+                     " 0, 0)")
+        conn.close()
+        p = rollout.plan(inv, inv.mirror, conns, "1.1", f"1.1={pk['1.1'].file}",
+                         [f"1.0={pk['1.0'].file}"], opts)
+    bad = {(c.node, c.name): c.message for c in p.refused}
+    assert set(bad) == {("n1", "exports"), ("n2", "moves"), ("n3", "moves")}
+    assert "1 export(s) of no volume in the mirror (/dev/zvol/tank/late)" in bad[("n1", "exports")]
+    assert "xfleet sync n1" in bad[("n1", "exports")]
+    assert bad[("n2", "moves")] == "move(s) 1 in progress"
+    with pytest.raises(rollout.RolloutError, match="preflight refused"):
+        rollout.start(inv.mirror, p)
+
+
+@pytest.mark.parametrize("volumes", [50, 2000])
+def test_sim_rollout_commands_per_node_do_not_grow_with_volumes(tmp_path: Path,
+                                                                volumes: int) -> None:
+    inv = _sim(tmp_path, volumes)
+    pk = _pkgs(tmp_path)
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        p = rollout.plan(inv, inv.mirror, conns, "1.1", f"1.1={pk['1.1'].file}",
+                         [f"1.0={pk['1.0'].file}"], rollout.Options(soak=0, serial=["50%"]))
+        before = {n: conns.get(n).commands for n in inv.hosts}
+        res = rollout.Runner(inv, inv.mirror, conns, rollout.start(inv.mirror, p)).run()
+        used = [conns.get(n).commands - before[n] for n in inv.hosts]
+        status = [conns.get(n).run(["xfleet-sim-target", "running"]).stdout.strip()
+                  for n in inv.hosts]
+    assert res.state == "done" and status == ["1.1", "1.1", "1.1"]
+    assert [n["batch"] for n in res.nodes] == [0, 1, 1]  # canary, then 50 % of 3 = 2
+    # the ok-to-stop checks (zpool status, exports), staging, restart, ready...: a constant
+    assert used == [17, 17, 17], used
+
+
+def test_cli_pause_of_a_running_rollout_then_resume(tmp_path: Path) -> None:
+    inv_path = _setup(tmp_path, ["n1", "n2", "n3"])
+    pk = _pkgs(tmp_path)
+    skip = [a for c in SKIP for a in ("--skip-check", c)]
+    argv = [sys.executable, "-m", "xfleet", "--inventory", str(inv_path), "upgrade", "target",
+            "1.1", "--package", f"1.1={pk['1.1'].file}", "--rollback-package",
+            f"1.0={pk['1.0'].file}", *skip, "--soak", "2", "--yes"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
+    try:
+        for _ in range(200):  # until n1 is being upgraded
+            if _state(tmp_path, "n1", "restarts"):
+                break
+            time.sleep(0.05)
+        r = _cli(inv_path, "rollouts", "pause", "1")
+        assert r.returncode == 0 and "rollout 1: pause requested" in r.stdout, r.stderr
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 4, err
+    assert "rollout 1: paused: pause requested by the user" in out
+    assert "n1: at 1.1 in" in err and "(1/3 nodes done)" in err  # n1 finished first
+    assert _state(tmp_path, "n2", "restarts") == ""
+    r = _cli(inv_path, "rollouts", "list")
+    assert "paused" in r.stdout and "1/3" in r.stdout
+    r = _cli(inv_path, "rollouts", "resume", "1")
+    assert r.returncode == 0 and "rollout 1: done" in r.stdout, r.stderr
+    assert all(_state(tmp_path, n, "running") == "1.1" for n in ("n1", "n2", "n3"))

@@ -23,13 +23,9 @@ _nodes = click.option("--node", "-n", "nodes", multiple=True, metavar="NODE|GROU
 
 def _scope(c: Ctx, nodes: tuple[str, ...], where: tuple[str, ...] = (),
            pattern: str | None = None) -> Any:
-    from xfleet import compression, query
+    from xfleet import compression
 
-    inv = c.inventory()
-    names = [h.name for h in inv.select(nodes)] if nodes else []
-    sel = query.Selection(where=where, pattern=pattern, tenant_property=inv.tenant_property)
-    clause, params = sel.compile()
-    return compression.Scope(names, clause, params)
+    return compression.scope_for(c.inventory(), nodes, where, pattern)
 
 
 def _writer(c: Ctx) -> Any:

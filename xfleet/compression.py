@@ -400,6 +400,19 @@ class Scope:
     params: Sequence[Any] = ()
 
 
+def scope_for(inv: Inventory, nodes: Sequence[str] = (), where: Sequence[str] = (),
+              pattern: str | None = None, tenants: Sequence[str] = ()) -> Scope:
+    """The volumes a compression command covers: nodes or groups (all when empty), `--where`
+    conditions, a name glob and tenants (xfleet.query.Selection), for the CLI and playbooks."""
+    from xfleet import query
+
+    sel = query.Selection(where=tuple(where), tenants=tuple(tenants), pattern=pattern,
+                          tenant_property=inv.tenant_property)
+    clause, params = sel.compile()
+    names = [h.name for h in inv.select(list(nodes))] if nodes else []
+    return Scope(names, clause, params)
+
+
 def _changes_sql(policy: Policy, inventory: Inventory | None, scope: Scope,
                  tenant_property: str) -> tuple[str, list[Any]]:
     """SELECT node, name, old, new, rule, ... of every volume whose desired compression differs

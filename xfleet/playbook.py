@@ -1109,18 +1109,13 @@ def _drain(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _compression_scope(ctx: StepCtx, args: dict[str, Any]) -> Any:
-    from xfleet import compression, query
+    from xfleet import compression
 
     where = args.get("where") or ()
-    nodes = args.get("nodes") or ()
-    sel = query.Selection(where=tuple(map(str, [where] if isinstance(where, str) else where)),
-                          tenants=tuple(map(str, [args["tenant"]] if args.get("tenant")
-                                            else ())),
-                          pattern=args.get("pattern"),
-                          tenant_property=ctx.inv.tenant_property)
-    clause, params = sel.compile()
-    names = [h.name for h in ctx.inv.select([str(n) for n in nodes])] if nodes else []
-    return compression.Scope(names, clause, params)
+    return compression.scope_for(
+        ctx.inv, [str(n) for n in args.get("nodes") or ()],
+        [str(w) for w in ([where] if isinstance(where, str) else where)],
+        args.get("pattern"), [str(args["tenant"])] if args.get("tenant") else [])
 
 
 _COMPRESSION_SCOPE = {

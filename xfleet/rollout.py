@@ -896,7 +896,10 @@ class Runner:
             self._verify_clients(node, after, deadline)
             t = time.time()
             self._node(node, "done", None, finished_at=t, error=None)
-            self._log(node, "done", f"at {self.version} in {t - started:.1f}s")
+            nodes = self._nodes()
+            done = sum(1 for n in nodes if n["state"] in ("done", "skipped"))
+            self._log(node, "done", f"at {self.version} in {t - started:.1f}s "
+                      f"({done}/{len(nodes)} nodes done)")
         except NodeFailed as exc:
             self._fail(node, str(exc), rolled=exc.restarted)
         except (XfleetError, OSError) as exc:

@@ -33,6 +33,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import random
 import re
 import sqlite3
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xfleet.errors import CommandTimeout, TransportError, UsageError
+from xfleet.target import PUT_SCRIPT
 from xfleet.transport import Transport
 
 if TYPE_CHECKING:
@@ -1909,6 +1911,7 @@ class _Ctx:
     code: int = 0
     argv: list[str] = field(default_factory=list)
     timeout: float = 300.0
+    stdin: bytes | None = None
 
     def fail(self, text: str, code: int = 1) -> None:
         self.err.append(text if text.endswith("\n") else text + "\n")
@@ -2293,7 +2296,7 @@ class SimTransport(Transport):
 
     def _stream(self, argv: list[str], timeout: float, stdin: bytes | None,
                 status: list[int], err: list[str]) -> Iterator[str]:
-        ctx = _Ctx(argv=argv, timeout=timeout)
+        ctx = _Ctx(argv=argv, timeout=timeout, stdin=stdin)
         try:
             out = self._dispatch(argv, ctx)
             rate = self.settings.rows_per_second
@@ -2339,8 +2342,84 @@ class SimTransport(Transport):
             return handler(rest, ctx)
         if prog == "python3":
             return self._sample_blocks(args, ctx)
+        if prog in ("xfleet-sim-target", "sha256sum") or (prog == "sh" and args[:2] == [
+                "-c", PUT_SCRIPT]):
+            return self._target(prog, args, ctx)
         raise _Fail(f"sim: {prog}: command not found (simulated nodes answer zfs and zpool "
-                    f"commands only)\n", 127)
+                    f"commands, and xfleet-sim-target)\n", 127)
+
+    # -- the simulated NVMe-oF target daemon -------------------------------------------------
+    # `xfleet-sim-target installed|running|ready|exports|restart PATH VERSION|stage PATH SHA`
+    # behind the `command` driver (docs/sim.md). It exports every volume of the node with
+    # pinned identities, in the nvmet listing's format; a version ending in "-broken" never
+    # gets ready. Packages are files put with PUT_SCRIPT (only their digest is kept).
+    def _target_path(self) -> Path | None:
+        return self.store.path.with_suffix(".target.json") if self.store else None
+
+    def _target_state(self) -> dict[str, Any]:
+        path = self._target_path()
+        if path is not None and path.exists():
+            return dict(json.loads(path.read_text()))
+        mem = getattr(self, "_target_mem", None)
+        return dict(mem) if mem else {"installed": "1.0", "running": "1.0", "files": {}}
+
+    def _target_save(self, st: dict[str, Any]) -> None:
+        path = self._target_path()
+        if path is None:
+            self._target_mem = st
+            return
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(st))
+        os.replace(tmp, path)
+
+    def _target(self, prog: str, args: list[str], ctx: _Ctx) -> Iterator[str]:
+        from xfleet.target import pinned_identity
+
+        with self._lock:
+            st = self._target_state()
+            if prog == "sh":  # PUT_SCRIPT put PATH, the package on stdin
+                st["files"][args[3]] = hashlib.sha256(ctx.stdin or b"").hexdigest()
+                self._target_save(st)
+                return iter(())
+            if prog == "sha256sum":
+                path = args[-1]
+                if path not in st["files"]:
+                    raise _Fail(f"sha256sum: {path}: No such file or directory\n", 1)
+                return iter([f"{st['files'][path]}  {path}"])
+            op, rest = (args[0], args[1:]) if args else ("", [])
+            if op in ("installed", "running", "ready"):
+                v = st["installed"] if op == "installed" else st["running"]
+                if op == "ready" and not v:
+                    raise _Fail("not ready\n", 1)
+                return iter([v] if v else [])
+            if op == "stage" and len(rest) == 2:
+                if st["files"].get(rest[0]) != rest[1]:
+                    raise _Fail(f"stage: {rest[0]}: digest mismatch\n", 1)
+                return iter(())
+            if op == "restart" and len(rest) == 2:
+                path, version = rest
+                if path and path not in st["files"]:
+                    raise _Fail(f"dpkg: error: cannot access archive '{path}'\n", 2)
+                st["installed"] = version or st["installed"]
+                st["running"] = None if st["installed"].endswith("-broken") else st["installed"]
+                self._target_save(st)
+                return iter(())
+            if op == "exports":
+                if not st["running"] and not st["installed"].endswith("-broken"):
+                    return iter(())
+                lines = self._dispatch(["zfs", "list", "-Hp", "-t", "volume", "-o", "name,guid"],
+                                       _Ctx(argv=["zfs", "list"]))
+                node = self.host.name
+
+                def rows() -> Iterator[str]:
+                    for line in lines:
+                        name, guid = line.split("\t")
+                        u, g = pinned_identity(node, guid)
+                        yield (f"nqn.2026-01.io.xfleet.sim:{node}:{name.replace('/', '.')}\t1\t"
+                               f"/dev/zvol/{name}\t{u}\t{g}\t1")
+                return rows()
+        raise _Fail("usage: xfleet-sim-target installed|running|ready|exports|"
+                    "restart PATH VERSION|stage PATH SHA256\n", 2)
 
     def _sample_blocks(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
         """xfleet.estimate's sampler (`python3 -c SAMPLE_CODE BS WANT /dev/zvol/NAME OFF...`):
