@@ -52,6 +52,7 @@ def run(tmp: Path, volumes: int, nodes: int) -> dict[str, float]:
     t0 = time.monotonic()
     assert sync(inv).ok
     synced = time.monotonic() - t0
+    peak_sync = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     opts = rollout.Options(serial=["50%"], soak=0)
     with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
         t1 = time.monotonic()
@@ -67,7 +68,9 @@ def run(tmp: Path, volumes: int, nodes: int) -> dict[str, float]:
     assert res.state == "done", res.reason
     per_node = [n["finished_at"] - n["started_at"] for n in res.nodes]
     return {"synced": synced, "preflight": checked, "rollout": rolled,
-            "per_node": max(per_node), "commands": max(cmds), "min_commands": min(cmds)}
+            "per_node": max(per_node), "commands": max(cmds), "min_commands": min(cmds),
+            "peak_sync": peak_sync,
+            "peak_rollout": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
@@ -87,8 +90,8 @@ def main() -> None:
                              ("commands", "remote commands per node", "")):
         fmt = (lambda v: f"{v:.0f}") if not unit else (lambda v: f"{v:.2f} s")
         print(f"{label:28} {fmt(small[key]):>20} {fmt(big[key]):>22}")
-    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} "
-          "MiB")
+    print(f"peak RSS of this process: {big['peak_sync']:.0f} MiB after the syncs, "
+          f"{big['peak_rollout']:.0f} MiB after the preflight and rollout")
 
 
 if __name__ == "__main__":

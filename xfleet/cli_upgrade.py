@@ -294,9 +294,9 @@ def register(cli: click.Group) -> None:
                 try:
                     drv = driver_for(n, conns.get(n), inv.hosts[n].target)
                     v = drv.versions()
+                    count = sum(1 for _ in drv.iter_exports())
                     return {"node": n, "installed": v.installed, "running": v.running,
-                            "ready": v.running is not None, "exports": len(drv.exports()),
-                            "error": None}
+                            "ready": v.running is not None, "exports": count, "error": None}
                 except XfleetError as exc:
                     return {"node": n, "installed": None, "running": None, "ready": False,
                             "exports": None, "error": exc.message}

@@ -29,7 +29,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -228,51 +228,80 @@ class Check:
         return asdict(self)
 
 
-def exports_digest(exports: Sequence[Export]) -> str:
-    h = hashlib.sha256()
-    for e in sorted(exports, key=lambda e: (e.nqn, e.nsid)):
-        h.update(f"{e.nqn}\t{e.nsid}\t{e.device}\t{e.uuid}\t{e.nguid}\t{int(e.enabled)}\n"
-                 .encode())
-    return h.hexdigest()
+def exports_digest(exports: Iterable[Export]) -> tuple[int, str]:
+    """(count, digest) of a listing, streamed and independent of the listing's order: the sum
+    of each export's sha256 (nqn, nsid, device, uuid, nguid, enabled) modulo 2**256."""
+    total = n = 0
+    for e in exports:
+        line = f"{e.nqn}\t{e.nsid}\t{e.device}\t{e.uuid}\t{e.nguid}\t{int(e.enabled)}\n"
+        total = (total + int.from_bytes(hashlib.sha256(line.encode()).digest(), "big")) \
+            % (1 << 256)
+        n += 1
+    return n, f"{total:064x}"
 
 
-def exports_vs_mirror(conn: Any, host: Host, exports: Sequence[Export], *,
-                      pinned: bool) -> tuple[list[str], list[str]]:
-    """(export problems, identity problems) of `host`'s exports against the mirror's volumes:
-    volumes not exported, exports of no volume, identities not pinned. Streams the mirror."""
-    by_dev = {e.device: e for e in exports}
+def _examples(names: list[str], n: int) -> str:
+    return f"{', '.join(names)}{', ...' if n > len(names) else ''}"
+
+
+def exports_vs_mirror(conn: Any, host: Host, exports: Iterable[Export], *,
+                      pinned: bool) -> tuple[int, list[str], list[str]]:
+    """(exports seen, export problems, identity problems) of `host`'s exports against the
+    mirror's volumes: volumes not exported, exports of no volume, identities not pinned.
+    The exports go through a temporary table: neither side is held in Python at once."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS rollout_exports (device TEXT PRIMARY KEY, "
+                 "uuid TEXT, nguid TEXT)")
+    conn.execute("DELETE FROM temp.rollout_exports")
+    seen = [0]
+
+    def rows() -> Iterator[tuple[str, str, str]]:
+        for e in exports:
+            seen[0] += 1
+            yield e.device, e.uuid, e.nguid
+
+    conn.executemany("INSERT OR REPLACE INTO temp.rollout_exports VALUES (?, ?, ?)", rows())
+    where = "d.node = ? AND d.type = 'volume'"
+    args: list[Any] = [host.name]
+    if host.pools:
+        where += f" AND d.pool IN ({', '.join('?' for _ in host.pools)})"
+        args += list(host.pools)
     missing: list[str] = []
     wrong: list[str] = []
     n_missing = n_wrong = 0
-    sql = "SELECT name, guid FROM datasets WHERE node = ? AND type = 'volume'"
-    args: list[Any] = [host.name]
-    if host.pools:
-        sql += f" AND pool IN ({', '.join('?' for _ in host.pools)})"
-        args += list(host.pools)
-    for name, guid in conn.execute(sql, args):
-        e = by_dev.pop(f"/dev/zvol/{name}", None)
-        if e is None:
+    for name, guid, uuid_, nguid in conn.execute(
+            f"SELECT d.name, d.guid, e.uuid, e.nguid FROM datasets d LEFT JOIN "
+            f"temp.rollout_exports e ON e.device = '/dev/zvol/' || d.name WHERE {where}", args):
+        if uuid_ is None and nguid is None:
             n_missing += 1
             if len(missing) < 3:
                 missing.append(name)
-        elif (not (e.uuid or e.nguid) if not pinned or guid is None
-              else (e.uuid, e.nguid) != pinned_identity(host.name, guid)):
+        elif (not (uuid_ or nguid) if not pinned or guid is None
+              else (uuid_, nguid) != pinned_identity(host.name, guid)):
             n_wrong += 1
             if len(wrong) < 3:
                 wrong.append(name)
+    extra: list[str] = []
+    n_extra = 0
+    for (device,) in conn.execute(
+            f"SELECT e.device FROM temp.rollout_exports e WHERE NOT EXISTS (SELECT 1 FROM "
+            f"datasets d WHERE d.name = substr(e.device, 11) AND {where}) ORDER BY e.device",
+            args):
+        n_extra += 1
+        if len(extra) < 3:
+            extra.append(device)
+    conn.execute("DELETE FROM temp.rollout_exports")
     problems = []
     if n_missing:
         problems.append(f"{n_missing} volume(s) in the mirror not exported "
-                        f"({', '.join(missing)}{', ...' if n_missing > 3 else ''})")
-    if by_dev:
-        extra = sorted(by_dev)[:3]
-        problems.append(f"{len(by_dev)} export(s) of no volume in the mirror "
-                        f"({', '.join(extra)}{', ...' if len(by_dev) > 3 else ''})")
+                        f"({_examples(missing, n_missing)})")
+    if n_extra:
+        problems.append(f"{n_extra} export(s) of no volume in the mirror "
+                        f"({_examples(extra, n_extra)})")
     ident = []
     if n_wrong:
         ident.append(f"{n_wrong} namespace(s) without a pinned identity "
-                     f"({', '.join(wrong)}{', ...' if n_wrong > 3 else ''})")
-    return problems, ident
+                     f"({_examples(wrong, n_wrong)})")
+    return seen[0], problems, ident
 
 
 def _pools_problems(t: Any, host: Host) -> list[str]:
@@ -350,14 +379,13 @@ def _safety_checks(mirror_path: Path, drv: TargetDriver, host: Host,
                              else "no move in progress"))
         if "exports" in skip and "identities" in skip:
             return out
-        exports = drv.exports()
-        problems, ident = exports_vs_mirror(conn, host, exports,
-                                            pinned=getattr(host.target, "driver", "") == "nvmet")
+        count, problems, ident = exports_vs_mirror(
+            conn, host, drv.iter_exports(), pinned=getattr(host.target, "driver", "") == "nvmet")
     finally:
         conn.close()
     out.append(Check("exports", node, not problems, "; ".join(problems) + " (run `xfleet sync "
                      f"{node}` if the mirror is behind)" if problems
-                     else f"{len(exports)} export(s) match the mirror"))
+                     else f"{count} export(s) match the mirror"))
     out.append(Check("identities", node, not ident, "; ".join(ident) or "identities pinned"))
     return [c for c in out if c.name not in skip]
 
@@ -876,24 +904,24 @@ class Runner:
                 if bad:
                     raise NodeFailed("not ok to stop: " + "; ".join(
                         f"{c.name}: {c.message}" for c in bad), restarted=False)
-                exports = drv.exports()
-                before = exports_digest(exports)
+                count, before = exports_digest(drv.iter_exports())
                 self._node(node, "restarting", f"restart into {self.version}",
-                           exports=len(exports), exports_digest=before)
+                           exports=count, exports_digest=before)
                 self._log(node, "restarting", f"{row['from_version']} -> {self.version}: "
-                          f"restarting with {len(exports)} export(s)")
+                          f"restarting with {count} export(s)")
                 drv.restart(self.version, self.packages[self.version].remote(drv.stage_dir))
             self._node(node, "restarting", f"waiting for {self.version} to be ready")
             drv.wait_ready(self.version, timeout=self._left(deadline, self.opts.ready_timeout))
             self._node(node, "ready", "checking exports")
-            after = drv.exports()
-            if before is not None and exports_digest(after) != before:
+            count, after = exports_digest(drv.iter_exports())
+            if before is not None and after != before:
                 raise NodeFailed(f"ready at {self.version} but its exports changed "
-                                 f"({len(after)} export(s) now)", restarted=True)
+                                 f"({count} export(s) now, {row['exports']} before)",
+                                 restarted=True)
             self._node(node, "soaking", f"soak {self.opts.soak:g}s")
             self._soak(drv, deadline)
             self._node(node, "verifying", "verifying from the initiators")
-            self._verify_clients(node, after, deadline)
+            self._verify_clients(node, drv, deadline)
             t = time.time()
             self._node(node, "done", None, finished_at=t, error=None)
             nodes = self._nodes()
@@ -924,13 +952,19 @@ class Runner:
                              f"{self.opts.soak:g}s (reports {seen or 'not ready'})",
                              restarted=True)
 
-    def _verify_clients(self, node: str, exports: Sequence[Export], deadline: float) -> None:
+    def _verify_clients(self, node: str, drv: TargetDriver, deadline: float) -> None:
         """Every initiator connected to this node's subsystems has its paths live again with
-        the identities it had (uuid/nguid per subsystem equal to the exports')."""
+        the identities it had (uuid/nguid per subsystem equal to the exports'). Only the
+        exports of subsystems an initiator is connected to are kept."""
         if not self.inv.initiators or "clients" in self.opts.skip:
             return
         from xfleet import initiator
-        want = {e.nqn: (e.uuid, e.nguid) for e in exports}
+        connected = {c.nqn for name in sorted(self.inv.initiators)
+                     for c in initiator.controllers(self.clients.get(name))}
+        want = {e.nqn: (e.uuid, e.nguid) for e in drv.iter_exports() if e.nqn in connected}
+        if not want:
+            self._log(node, "verifying", "no initiator in the inventory is connected to it")
+            return
         until = min(deadline, time.time() + self.opts.ready_timeout)
         for name in sorted(self.inv.initiators):
             t = self.clients.get(name)

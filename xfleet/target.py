@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,19 +93,24 @@ def nqn_for(prefix: str, node: str, volume: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # parsers (pure)
 
+def parse_export_line(line: str, n: int = 1) -> Export | None:
+    """One line `NQN<TAB>NSID<TAB>DEVICE<TAB>UUID<TAB>NGUID<TAB>ENABLE` (LIST_PROGRAM's
+    output); None for a blank line; TargetError (naming line `n`) for anything else."""
+    if not line.strip():
+        return None
+    parts = line.split("\t")
+    if len(parts) != 6 or not parts[1].isdigit():
+        raise TargetError(f"unexpected export line {n}: {line!r}",
+                          hint="expected NQN, NSID, DEVICE, UUID, NGUID, ENABLE "
+                          "separated by tabs")
+    return Export(parts[0], int(parts[1]), parts[2], _norm_id(parts[3]), _norm_id(parts[4]),
+                  parts[5].strip() == "1")
+
+
 def parse_exports(text: str) -> list[Export]:
-    """Lines `NQN<TAB>NSID<TAB>DEVICE<TAB>UUID<TAB>NGUID<TAB>ENABLE` (LIST_PROGRAM's output)."""
-    out: list[Export] = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) != 6 or not parts[1].isdigit():
-            raise TargetError(f"unexpected export line {n}: {line!r}",
-                              hint="expected NQN, NSID, DEVICE, UUID, NGUID, ENABLE "
-                              "separated by tabs")
-        out.append(Export(parts[0], int(parts[1]), parts[2], _norm_id(parts[3]),
-                          _norm_id(parts[4]), parts[5].strip() == "1"))
+    """Every export of a listing, sorted by (nqn, nsid)."""
+    out = [e for n, line in enumerate(text.splitlines(), 1)
+           if (e := parse_export_line(line, n)) is not None]
     return sorted(out, key=lambda e: (e.nqn, e.nsid))
 
 
@@ -165,7 +170,23 @@ class TargetDriver(ABC):
     def versions(self) -> Versions: ...
 
     @abstractmethod
-    def exports(self) -> list[Export]: ...
+    def exports_argv(self) -> list[str]:
+        """The one command that lists every export (tab-separated lines)."""
+
+    def iter_exports(self) -> Iterator[Export]:
+        """Every export, streamed from one remote command (a node's 100k exports are never
+        all held at once)."""
+        out = self.t.stream(self.exports_argv())
+        for n, line in enumerate(out, 1):
+            e = parse_export_line(line, n)
+            if e is not None:
+                yield e
+        if out.exit_status != 0:
+            raise RemoteCommandError(self.node, out.argv, out.exit_status, out.stderr)
+
+    def exports(self) -> list[Export]:
+        """Every export, sorted by (nqn, nsid) (one command; for small nodes and tests)."""
+        return sorted(self.iter_exports(), key=lambda e: (e.nqn, e.nsid))
 
     @abstractmethod
     def stage(self, version: str, path: str, sha256: str) -> None:
@@ -245,8 +266,8 @@ class NvmetDriver(TargetDriver):
                          check=False)
         return Versions(parse_version(res.stdout) if res.ok else None, self.is_ready())
 
-    def exports(self) -> list[Export]:
-        return parse_exports(self.t.run(["python3", "-c", LIST_PROGRAM, CONFIGFS]).stdout)
+    def exports_argv(self) -> list[str]:
+        return ["python3", "-c", LIST_PROGRAM, CONFIGFS]
 
     def stage(self, version: str, path: str, sha256: str) -> None:
         got = self.staged_digest(path)
@@ -310,8 +331,8 @@ class CommandDriver(TargetDriver):
             installed = parse_version(self.t.run(self.argv("installed_version")).stdout)
         return Versions(installed, parse_version(self.t.run(self.argv("running_version")).stdout))
 
-    def exports(self) -> list[Export]:
-        return parse_exports(self.t.run(self.argv("exports")).stdout)
+    def exports_argv(self) -> list[str]:
+        return self.argv("exports")
 
     def stage(self, version: str, path: str, sha256: str) -> None:
         self.t.run(self.argv("stage", version=version, path=path, sha256=sha256))
