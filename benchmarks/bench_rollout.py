@@ -12,6 +12,7 @@ commands must not grow with the volumes. Record the figures in docs/benchmarks.m
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -23,27 +24,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from xfleet import inventory, rollout  # noqa: E402
+from xfleet import inventory, rollout, sim  # noqa: E402
 from xfleet.sync import sync  # noqa: E402
 from xfleet.transport import Connections  # noqa: E402
-
-TARGET = """    target:
-      driver: command
-      installed_version: [xfleet-sim-target, installed]
-      running_version: [xfleet-sim-target, running]
-      ready: [xfleet-sim-target, ready]
-      exports: [xfleet-sim-target, exports]
-      stage: [xfleet-sim-target, stage, "{path}", "{sha256}"]
-      restart: [xfleet-sim-target, restart, "{path}", "{version}"]
-      rollback: [xfleet-sim-target, restart, "{path}", "{version}"]
-"""
 
 
 def run(tmp: Path, volumes: int, nodes: int) -> dict[str, float]:
     tmp.mkdir()
     inv_path = tmp / "fleet.yaml"
     inv_path.write_text(
-        "all:\n  vars:\n    mirror: m.db\n    state_dir: st\n    kind: sim\n" + TARGET
+        "all:\n  vars:\n    mirror: m.db\n    state_dir: st\n    kind: sim\n"
+        f"    target: {json.dumps(sim.TARGET)}\n"
         + "  hosts:\n" + "".join(f"    n{i}: {{sim: {{seed: {i}, volumes: {volumes}}}}}\n"
                                  for i in range(1, nodes + 1)))
     for v in ("1.0", "1.1"):

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,9 @@ from typing import Any
 
 import pytest
 from sshd import SSHD
+
+from xfleet import inventory
+from xfleet.errors import InventoryError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +74,35 @@ def sim_fleet(tmp_path: Path) -> Path:
         tmp_path / "fleet.yaml",
         {"n1": {"seed": 1, "volumes": 300}, "n2": {"seed": 2, "volumes": 200}},
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# inventory files and their errors (tests/test_inventory*.py)
+
+
+def write(tmp_path: Path, text: str, name: str = "fleet.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def line_of(path: Path, needle: str, nth: int = 1) -> int:
+    """The 1-based line of the nth line of `path` containing `needle`."""
+    hits = [i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line]
+    assert len(hits) >= nth, f"{needle!r} not in {path}"
+    return hits[nth - 1]
+
+
+def load_error(path: Path) -> InventoryError:
+    with pytest.raises(InventoryError) as exc:
+        inventory.load(path)
+    return exc.value
+
+
+def assert_error(err: InventoryError, path: Path, line: int, *words: str) -> None:
+    """The error names `path:line` and says every one of `words`."""
+    assert err.where == f"{path}:{line}", str(err)
+    text = str(err)
+    for w in words:
+        assert w in text, f"{w!r} not in {text!r}"
+

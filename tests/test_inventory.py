@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import assert_error, line_of, load_error, write
 
 from xfleet import inventory
 from xfleet.errors import InventoryError
@@ -15,25 +15,6 @@ from xfleet.inventory import FLEET_KEYS, HOST_KEYS, Host, apply_ssh_config, ssh_
 ROOT = Path(__file__).resolve().parent.parent
 PINNED = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII1P3Q7wr7M2ucJNbmdYBNfN+k8ouuG3DYJPojornvei "
           "root@stor-b-r1-01")
-
-
-def write(tmp_path: Path, text: str, name: str = "fleet.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return path
-
-
-def line_of(path: Path, needle: str, nth: int = 1) -> int:
-    """The 1-based line of the nth line of `path` containing `needle`."""
-    hits = [i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line]
-    assert len(hits) >= nth, f"{needle!r} not in {path}"
-    return hits[nth - 1]
-
-
-def load_error(path: Path) -> InventoryError:
-    with pytest.raises(InventoryError) as exc:
-        inventory.load(path)
-    return exc.value
 
 
 FLEET = """
@@ -214,13 +195,6 @@ def test_docs_describe_every_key() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # invalid inventories: every error names file:LINE and the key, and says what is expected
-
-
-def assert_error(err: InventoryError, path: Path, line: int, *words: str) -> None:
-    assert err.where == f"{path}:{line}", str(err)
-    text = str(err)
-    for w in words:
-        assert w in text, f"{w!r} not in {text!r}"
 
 
 def test_yaml_syntax_error(tmp_path: Path) -> None:

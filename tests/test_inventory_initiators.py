@@ -3,10 +3,10 @@ treated as one; errors name file:line."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import assert_error, line_of, load_error, write
 
 from xfleet import inventory
 from xfleet.errors import InventoryError
@@ -15,29 +15,6 @@ from xfleet.transport import Connections, LocalTransport
 PINNED = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII1P3Q7wr7M2ucJNbmdYBNfN+k8ouuG3DYJPojornvei "
           "root@client1")
 
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "fleet.yaml"
-    path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return path
-
-
-def line_of(path: Path, needle: str, nth: int = 1) -> int:
-    hits = [i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line]
-    assert len(hits) >= nth, f"{needle!r} not in {path}"
-    return hits[nth - 1]
-
-
-def load_error(path: Path) -> InventoryError:
-    with pytest.raises(InventoryError) as exc:
-        inventory.load(path)
-    return exc.value
-
-
-def assert_error(err: InventoryError, path: Path, line: int, *words: str) -> None:
-    assert err.where == f"{path}:{line}", str(err)
-    for w in words:
-        assert w in str(err), f"{w!r} not in {str(err)!r}"
 
 FLEET = """
 all:

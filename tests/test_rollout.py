@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from xfleet import inventory, mirror, rollout
+from xfleet import inventory, mirror, rollout, sim
 from xfleet.errors import UsageError
 from xfleet.transport import Connections
 from xfleet.tui import operations
@@ -344,23 +344,14 @@ def test_remote_commands_do_not_grow_with_the_exports(tmp_path: Path, volumes: i
 # on the simulated fleet: the simulated target daemon (xfleet-sim-target) exports every volume
 # with pinned identities, so the exports/identities checks run against a real mirror
 
-SIM_TARGET = """    target:
-      driver: command
-      installed_version: [xfleet-sim-target, installed]
-      running_version: [xfleet-sim-target, running]
-      ready: [xfleet-sim-target, ready]
-      exports: [xfleet-sim-target, exports]
-      stage: [xfleet-sim-target, stage, "{path}", "{sha256}"]
-      restart: [xfleet-sim-target, restart, "{path}", "{version}"]
-      rollback: [xfleet-sim-target, restart, "{path}", "{version}"]
-"""
 
 
 def _sim(tmp_path: Path, volumes: int = 200) -> Any:
     from xfleet.sync import sync
 
     p = tmp_path / "sim.yaml"
-    p.write_text("all:\n  vars:\n    mirror: m.db\n    state_dir: st\n    kind: sim\n" + SIM_TARGET
+    p.write_text("all:\n  vars:\n    mirror: m.db\n    state_dir: st\n    kind: sim\n"
+                 f"    target: {json.dumps(sim.TARGET)}\n"
                  + "  hosts:\n" + "".join(f"    n{i}: {{sim: {{seed: {i}, volumes: {volumes}}}}}\n"
                                           for i in (1, 2, 3)))
     inv = inventory.load(p)
@@ -445,3 +436,10 @@ def test_cli_pause_of_a_running_rollout_then_resume(tmp_path: Path) -> None:
     r = _cli(inv_path, "rollouts", "resume", "1")
     assert r.returncode == 0 and "rollout 1: done" in r.stdout, r.stderr
     assert all(_state(tmp_path, n, "running") == "1.1" for n in ("n1", "n2", "n3"))
+
+
+def test_demo_fleet_uses_the_simulated_target() -> None:
+    demo = inventory.load(ROOT / "inventory" / "demo.yaml")
+    want = {k: tuple(v) for k, v in sim.TARGET.items() if k != "driver"}
+    assert {h.target.driver for h in demo.hosts.values()} == {"command"}
+    assert all(h.target.commands == want for h in demo.hosts.values())

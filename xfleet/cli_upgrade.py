@@ -45,9 +45,7 @@ def _nodes_table(nodes: list[dict[str, Any]]) -> None:
     _emit(["batch", "node", "from", "state", "step", "seconds", "error"],
           [{"batch": n["batch"] + 1, "node": n["node"], "from": n["from_version"],
             "state": n["state"], "step": n["step"],
-            "seconds": (round((n["finished_at"] or time.time()) - n["started_at"], 1)
-                        if n["started_at"] else None),
-            "error": n["error"]} for n in nodes], "table")
+            "seconds": n["seconds"], "error": n["error"]} for n in nodes], "table")
 
 
 def register(cli: click.Group) -> None:

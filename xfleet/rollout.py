@@ -38,18 +38,13 @@ from typing import Any
 from xfleet import claims, inventory, mirror, zfs
 from xfleet.errors import UsageError, XfleetError
 from xfleet.inventory import Host, Inventory
-from xfleet.target import Export, TargetDriver, TargetError, driver_for, pinned_identity
+from xfleet.target import Export, TargetDriver, driver_for, pinned_identity
 from xfleet.transport import Connections
 
-STATES = ("staging", "running", "paused", "stopped", "done")
-OPEN = ("staging", "running", "paused")
-# a node's states; the ones in IN_FLIGHT were mid-upgrade when xfleet stopped
-NODE_STATES = ("pending", "staged", "checking", "restarting", "ready", "soaking", "verifying",
-               "rolling_back", "done", "skipped", "failed")
+OPEN = ("staging", "running", "paused")  # a rollout's states before done/stopped
+# a node's states (docs/mirror.md); the ones in IN_FLIGHT were mid-upgrade when xfleet stopped
 IN_FLIGHT = ("restarting", "ready", "soaking", "verifying", "rolling_back")
 FINISHED = ("done", "skipped", "failed")
-CHECKS = ("reachable", "version", "rollback", "pools", "moves", "exports", "identities",
-          "clients")
 CHECK_HELP = {
     "reachable": "every node answers and reports its target version",
     "version": "the new version is newer than each node's (no silent downgrade)",
@@ -60,6 +55,7 @@ CHECK_HELP = {
     "identities": "every namespace identity is pinned (uuid/nguid from node + zvol guid)",
     "clients": "initiators in the inventory are reachable and their reconnect budget known",
 }
+CHECKS = tuple(CHECK_HELP)  # the preflight checks, by the names --skip-check takes
 HEARTBEAT = 10.0
 POLL = 1.0
 Say = Callable[[str], None]
@@ -159,11 +155,17 @@ def deb_version(path: Path) -> str | None:
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
-def package(spec: str, version: str | None = None) -> Package:
-    """`PATH` (a .deb: its version is read) or `VERSION=PATH`; digest computed here."""
-    given, path_text = (spec.split("=", 1) if "=" in spec and not Path(spec).exists()
+def package(spec: str, version: str | None = None, *, base: Path | None = None) -> Package:
+    """`PATH` (a .deb: its version is read) or `VERSION=PATH`, a relative PATH taken against
+    `base` (default: the current directory); `version` when the file cannot tell. The digest
+    is computed here."""
+    def resolve(text: str) -> Path:
+        p = Path(text).expanduser()
+        return base / p if base is not None and not p.is_absolute() else p
+
+    given, path_text = (spec.split("=", 1) if "=" in spec and not resolve(spec).exists()
                         else (None, spec))
-    path = Path(path_text).expanduser()
+    path = resolve(path_text)
     if not path.is_file():
         raise UsageError(f"package {path_text} does not exist",
                          hint="pass the path of the package file on this host")
@@ -459,22 +461,14 @@ def plan(inv: Inventory, mirror_path: Path, conns: Connections, version: str,
          nodes: Sequence[str] | None = None, *, base: Path | None = None) -> Plan:
     """Read the packages (relative paths against `base`), pick the nodes and batches, run the
     preflight. Nothing is changed."""
-    def pkg(spec: str, fallback: str | None = None) -> Package:
-        ver, sep, path = spec.rpartition("=") if "=" in spec and not Path(spec).exists() \
-            else ("", "", spec)
-        p = Path(path).expanduser()
-        if base is not None and not p.is_absolute():
-            p = base / p
-        return package(f"{ver}={p}" if sep else str(p), fallback)
-
     opts.validate()
-    new = pkg(package_spec, version)
+    new = package(package_spec, version, base=base)
     if new.version != version:
         raise UsageError(f"{package_spec} is version {new.version}, not {version}",
                          hint="pass the package of the version you upgrade to")
     packages = {version: new}
     for spec in rollback_specs:
-        p = pkg(spec)
+        p = package(spec, base=base)
         packages.setdefault(p.version, p)
     selection = list(nodes) if nodes else None
     targets = target_nodes(inv, selection)
@@ -560,8 +554,13 @@ def get(conn: Any, rid: int) -> dict[str, Any]:
 
 
 def nodes_of(conn: Any, rid: int) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(
+    """The rollout's nodes in order, each with `seconds` (start to done, or so far)."""
+    out = [dict(r) for r in conn.execute(
         "SELECT * FROM rollout_nodes WHERE rollout = ? ORDER BY batch, position", (rid,))]
+    for n in out:
+        n["seconds"] = (round((n["finished_at"] or time.time()) - n["started_at"], 1)
+                        if n["started_at"] else None)
+    return out
 
 
 def log(conn: Any, rid: int, limit: int | None = None) -> list[dict[str, Any]]:
@@ -578,9 +577,6 @@ def summary(conn: Any, rid: int) -> dict[str, Any]:
     done = sum(1 for n in nodes if n["state"] in ("done", "skipped"))
     failed = [n["node"] for n in nodes if n["state"] == "failed"]
     current = [n for n in nodes if n["state"] not in (*FINISHED, "pending", "staged")]
-    for n in nodes:
-        n["seconds"] = (round((n["finished_at"] or time.time()) - n["started_at"], 1)
-                        if n["started_at"] else None)
     return {
         "id": r["id"], "version": r["version"], "state": r["state"], "control": r["control"],
         "reason": r["reason"], "batch": r["batch"],
@@ -1013,15 +1009,3 @@ class Runner:
 def resume(inv: Inventory, mirror_path: Path, conns: Connections, rid: int, *,
            say: Say | None = None) -> Result:
     return Runner(inv, mirror_path, conns, rid, say=say).run()
-
-
-def active(conn: Any) -> Iterator[dict[str, Any]]:
-    """Open rollouts, newest first (the TUI's operations view)."""
-    for (rid,) in conn.execute(f"SELECT id FROM rollouts WHERE state IN "
-                               f"({', '.join('?' for _ in OPEN)}) ORDER BY id DESC", OPEN):
-        yield summary(conn, rid)
-
-
-__all__ = ["CHECKS", "Check", "Options", "Package", "Result", "RolloutError", "Runner",
-           "TargetError", "compare_versions", "create", "exports_digest", "package",
-           "plan_batches", "preflight", "refusals", "request", "resume", "summary"]

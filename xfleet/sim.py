@@ -2221,6 +2221,20 @@ def _synthetic_blocks(name: str, bs: int, want: int, offsets: Sequence[str]) -> 
             return
 
 
+# The inventory's `target` for simulated nodes: the simulated target daemon behind the
+# `command` driver (docs/sim.md; inventory/demo.yaml spells out the same)
+TARGET: dict[str, Any] = {
+    "driver": "command",
+    "installed_version": ["xfleet-sim-target", "installed"],
+    "running_version": ["xfleet-sim-target", "running"],
+    "ready": ["xfleet-sim-target", "ready"],
+    "exports": ["xfleet-sim-target", "exports"],
+    "stage": ["xfleet-sim-target", "stage", "{path}", "{sha256}"],
+    "restart": ["xfleet-sim-target", "restart", "{path}", "{version}"],
+    "rollback": ["xfleet-sim-target", "restart", "{path}", "{version}"],
+}
+
+
 class SimTransport(Transport):
     """A simulated storage node: answers zfs/zpool argv like OpenZFS 2.3 on a real node."""
 
@@ -2348,7 +2362,7 @@ class SimTransport(Transport):
         raise _Fail(f"sim: {prog}: command not found (simulated nodes answer zfs and zpool "
                     f"commands, and xfleet-sim-target)\n", 127)
 
-    # -- the simulated NVMe-oF target daemon -------------------------------------------------
+    # -- the simulated NVMe-oF target daemon (TARGET: its `target` inventory setting) ---------
     # `xfleet-sim-target installed|running|ready|exports|restart PATH VERSION|stage PATH SHA`
     # behind the `command` driver (docs/sim.md). It exports every volume of the node with
     # pinned identities, in the nvmet listing's format; a version ending in "-broken" never
