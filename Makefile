@@ -34,7 +34,7 @@ unit: $(STAMP)
 
 # the whole suite: lab of real OpenZFS VMs included (image built once, cached in ~/.cache/xfleet)
 test: $(STAMP) deps-test lint
-	XFLEET_LAB=1 $(BIN)/pytest -q
+	XFLEET_LAB=1 $(BIN)/pytest -q --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py

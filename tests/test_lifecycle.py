@@ -273,6 +273,24 @@ def test_cli_destroy_shows_and_asks_and_dry_run_changes_nothing(fleet: Fleet) ->
                         ).fetchone()[0] == 0
 
 
+def test_cli_set_on_many_datasets_asks_first(fleet: Fleet) -> None:
+    inv, inv_path, _ = fleet
+    conn = mirror.connect(inv.mirror)
+    many = [v.name for v in _vols(conn, 3)]
+
+    def compressions() -> list[str | None]:
+        return [conn.execute("SELECT compression FROM datasets WHERE node = 'n1' AND name = ?",
+                             (n,)).fetchone()[0] for n in many]
+
+    before = compressions()
+    r = run_cli("-i", str(inv_path), "set", "compression=zle", *many, "--node", "n1")
+    assert r.code == 2 and "refusing to change many datasets without confirmation" in r.err
+    assert compressions() == before
+    r = run_cli("-i", str(inv_path), "set", "compression=zle", *many, "--node", "n1", "--yes")
+    assert r.code == 0, r.err
+    assert compressions() == ["zle"] * 3
+
+
 def test_cli_snapshot_set_resize_clone(fleet: Fleet) -> None:
     inv, inv_path, _ = fleet
     r = run_cli("-i", str(inv_path), "snapshot", "--tenant", "acme", "--name", "n1", "--json",

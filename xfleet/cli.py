@@ -8,9 +8,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -145,6 +145,15 @@ def _output_format(as_json: bool, as_csv: bool) -> str:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 csv_option = click.option("--csv", "as_csv", is_flag=True, help="Output CSV.")
+
+
+FC = TypeVar("FC", bound=Callable[..., Any])
+
+
+def where_option(help: str = "Condition like 'used>10G', 'compression=off', 'name~*db*' "
+                 "(repeatable).") -> Callable[[FC], FC]:
+    """`--where/-w EXPR` (repeatable): conditions in the query language of `xfleet ls`."""
+    return click.option("--where", "-w", "where", multiple=True, metavar="EXPR", help=help)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -897,8 +906,7 @@ def moves_retire(c: Ctx, move_id: int, destroy: bool, yes: bool) -> None:
               help="Only on nodes with this inventory label.")
 @click.option("--origin", metavar="SNAPSHOT|DATASET",
               help="Clones of this snapshot (or of any snapshot of this dataset).")
-@click.option("--where", "-w", "where", multiple=True, metavar="EXPR",
-              help="Condition like 'used>10G', 'compression=off', 'name~*db*' (repeatable).")
+@where_option()
 @click.option("--sort", "-s", metavar="COLUMN", help="Sort by a column; '-used' sorts descending.")
 @click.option("--desc", is_flag=True, help="Sort descending.")
 @click.option("--limit", "-l", type=click.IntRange(0), metavar="N",

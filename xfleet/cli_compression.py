@@ -10,15 +10,27 @@ from typing import Any
 
 import click
 
-from xfleet.cli import Ctx, _confirm, _console, _emit, _output_format, _say, pass_ctx
+from xfleet.cli import (
+    Ctx,
+    _confirm,
+    _console,
+    _emit,
+    _output_format,
+    _say,
+    csv_option,
+    json_option,
+    pass_ctx,
+    where_option,
+)
 from xfleet.errors import UsageError
 
-_json = click.option("--json", "as_json", is_flag=True, help="Output JSON.")
-_csv = click.option("--csv", "as_csv", is_flag=True, help="Output CSV.")
 _policy = click.option("--policy", "policy_path", metavar="FILE",
                        help="Policy YAML (default: the inventory's compression_policy).")
 _nodes = click.option("--node", "-n", "nodes", multiple=True, metavar="NODE|GROUP",
                       help="Only these nodes or inventory groups (repeatable).")
+_where = where_option("Only volumes matching, like 'used>10G' (repeatable).")
+_batch = click.option("--batch", "batch_size", type=click.IntRange(1, 5000), default=500,
+                      show_default=True, help="Volumes per zfs set command.")
 
 
 def _scope(c: Ctx, nodes: tuple[str, ...], where: tuple[str, ...] = (),
@@ -64,13 +76,11 @@ def register(cli: click.Group) -> None:
     @compression_group.command("plan")
     @_policy
     @_nodes
-    @click.option("--where", "-w", "where", multiple=True, metavar="EXPR",
-                  help="Only volumes matching, like 'used>10G' (repeatable).")
-    @click.option("--batch", "batch_size", type=click.IntRange(1, 5000), default=500,
-                  show_default=True, help="Volumes per zfs set command.")
+    @_where
+    @_batch
     @click.option("--show", "show", type=click.IntRange(0), default=15, show_default=True,
                   help="How many single changes to list (largest estimated effect first).")
-    @_json
+    @json_option
     @pass_ctx
     def plan_cmd(c: Ctx, policy_path: str | None, nodes: tuple[str, ...],
                  where: tuple[str, ...], batch_size: int, show: int, as_json: bool) -> None:
@@ -104,15 +114,13 @@ def register(cli: click.Group) -> None:
     @compression_group.command("apply")
     @_policy
     @_nodes
-    @click.option("--where", "-w", "where", multiple=True, metavar="EXPR",
-                  help="Only volumes matching, like 'used>10G' (repeatable).")
-    @click.option("--batch", "batch_size", type=click.IntRange(1, 5000), default=500,
-                  show_default=True, help="Volumes per zfs set command.")
+    @_where
+    @_batch
     @click.option("--dry-run", is_flag=True, help="Print the commands, change nothing.")
     @click.option("--resume", "resume_id", type=int, metavar="RUN",
                   help="Continue an interrupted run (its pending changes).")
     @click.option("--yes", "-y", is_flag=True, help="Do not ask before changing the nodes.")
-    @_json
+    @json_option
     @pass_ctx
     def apply_cmd(c: Ctx, policy_path: str | None, nodes: tuple[str, ...],
                   where: tuple[str, ...], batch_size: int, dry_run: bool, resume_id: int | None,
@@ -193,8 +201,7 @@ def register(cli: click.Group) -> None:
     @compression_group.command("estimate")
     @click.argument("volume", required=False)
     @_nodes
-    @click.option("--where", "-w", "where", multiple=True, metavar="EXPR",
-                  help="Volumes matching, like 'compression=off' 'used>10G' (repeatable).")
+    @where_option("Volumes matching, like 'compression=off' 'used>10G' (repeatable).")
     @click.option("--algorithm", "-a", "algorithms", multiple=True, metavar="ALGO",
                   help="Setting to estimate (repeatable; default: lz4, zstd and the "
                   "policy's settings).")
@@ -205,7 +212,7 @@ def register(cli: click.Group) -> None:
                   help="Bytes read per volume at most.")
     @click.option("--limit", "-l", type=click.IntRange(1), default=100, show_default=True,
                   help="At most this many volumes (largest logical data first).")
-    @_json
+    @json_option
     @pass_ctx
     def estimate_cmd(c: Ctx, volume: str | None, nodes: tuple[str, ...],
                      where: tuple[str, ...], algorithms: tuple[str, ...],
@@ -295,7 +302,7 @@ def register(cli: click.Group) -> None:
 
     @compression_group.command("runs")
     @click.option("--limit", "-l", type=click.IntRange(1), default=20, show_default=True)
-    @_json
+    @json_option
     @pass_ctx
     def runs_cmd(c: Ctx, limit: int, as_json: bool) -> None:
         """List compression apply runs (newest first).
@@ -318,8 +325,8 @@ def register(cli: click.Group) -> None:
     @click.option("--run", "run_id", type=int, help="Only this run.")
     @click.option("--volume", help="Only this volume.")
     @click.option("--limit", "-l", type=click.IntRange(1), default=100, show_default=True)
-    @_json
-    @_csv
+    @json_option
+    @csv_option
     @pass_ctx
     def audit_cmd(c: Ctx, run_id: int | None, volume: str | None, limit: int, as_json: bool,
                   as_csv: bool) -> None:
@@ -358,14 +365,13 @@ def register(cli: click.Group) -> None:
     @_policy
     @click.option("--no-policy", is_flag=True, help="Leave the 'possible' columns out.")
     @_nodes
-    @click.option("--where", "-w", "where", multiple=True, metavar="EXPR",
-                  help="Only volumes matching (repeatable).")
+    @_where
     @click.option("--limit", "-l", type=click.IntRange(0), default=50, show_default=True,
                   help="At most this many groups (largest savings first; 0: all).")
     @click.option("--html", "html_path", metavar="FILE",
                   help="Also write a self-contained HTML report with charts.")
-    @_json
-    @_csv
+    @json_option
+    @csv_option
     @pass_ctx
     def report_compression(c: Ctx, by: str, policy_path: str | None, no_policy: bool,
                            nodes: tuple[str, ...], where: tuple[str, ...], limit: int,

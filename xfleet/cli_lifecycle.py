@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from xfleet.cli import Ctx, _confirm, _console, _emit, json_option, pass_ctx
+from xfleet.cli import Ctx, _confirm, _console, _emit, json_option, pass_ctx, where_option
 from xfleet.errors import UsageError
 
 
@@ -23,8 +23,7 @@ def _selection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--tenant", "tenants", multiple=True, help="Only these tenants."),
         click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
                      help="Only on nodes with this inventory label."),
-        click.option("--where", "-w", "where", multiple=True, metavar="EXPR",
-                     help="Condition like xfleet ls: 'used>10G', 'name~*db*' (repeatable)."),
+        where_option("Condition like xfleet ls: 'used>10G', 'name~*db*' (repeatable)."),
         click.option("--dry-run", is_flag=True,
                      help="Print exactly the commands that would run, and change nothing."),
         click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation."),
@@ -105,6 +104,18 @@ def _show_plan(plan: Any, as_json: bool, dry_run: bool) -> None:
                   + (" (dry run: nothing changed)" if dry_run else ""), style="dim")
 
 
+def _carry_out(c: Ctx, plan: Any, as_json: bool, dry_run: bool, *, yes: bool = False,
+               ask: tuple[str, str] | None = None) -> None:
+    """Show the plan; unless it is a dry run, ask first when `ask` is given (question, what
+    --yes stands for) and there is something to do, then run it."""
+    _show_plan(plan, as_json, dry_run)
+    if dry_run:
+        return
+    if ask and plan.commands:
+        _confirm(yes, *ask)
+    _run(c, plan, as_json)
+
+
 def _run(c: Ctx, plan: Any, as_json: bool) -> None:
     from xfleet import lifecycle
     from xfleet.transport import Connections
@@ -161,9 +172,7 @@ def register(cli: click.Group) -> None:
             plan = lifecycle.plan_snapshot(conn, targets, snapname, properties=_props(props))
         finally:
             conn.close()
-        _show_plan(plan, as_json, dry_run)
-        if not dry_run:
-            _run(c, plan, as_json)
+        _carry_out(c, plan, as_json, dry_run)
 
     @cli.command("clone")
     @click.argument("source")
@@ -196,9 +205,7 @@ def register(cli: click.Group) -> None:
                                         properties=_props(props))
         finally:
             conn.close()
-        _show_plan(plan, as_json, dry_run)
-        if not dry_run:
-            _run(c, plan, as_json)
+        _carry_out(c, plan, as_json, dry_run)
 
     @cli.command("destroy")
     @click.argument("names", nargs=-1)
@@ -245,13 +252,8 @@ def register(cli: click.Group) -> None:
                   title="would be destroyed" if dry_run else "to be destroyed",
                   footer=f"{len(rows)} dataset(s)"
                   + (", first 200 shown (--json lists all)" if len(rows) > 200 else ""))
-        _show_plan(plan, as_json, dry_run)
-        if dry_run or not plan.commands:
-            if not dry_run:
-                _run(c, plan, as_json)
-            return
-        _confirm(yes, f"Destroy these {len(rows)} dataset(s)?", "destroy datasets")
-        _run(c, plan, as_json)
+        _carry_out(c, plan, as_json, dry_run, yes=yes,
+                   ask=(f"Destroy these {len(rows)} dataset(s)?", "destroy datasets"))
 
     @cli.command("set")
     @click.argument("args", nargs=-1, required=True)
@@ -284,13 +286,9 @@ def register(cli: click.Group) -> None:
             plan = lifecycle.plan_set(conn, targets, _props(assigns))
         finally:
             conn.close()
-        _show_plan(plan, as_json, dry_run)
-        if dry_run:
-            return
-        if len(targets) > 1:
-            _confirm(yes, f"Set {', '.join(assigns)} on {len(targets)} datasets?",
-                     "change many datasets")
-        _run(c, plan, as_json)
+        _carry_out(c, plan, as_json, dry_run, yes=yes, ask=(
+            f"Set {', '.join(assigns)} on {len(targets)} datasets?", "change many datasets")
+            if len(targets) > 1 else None)
 
     @cli.command("resize")
     @click.argument("names", nargs=-1)
@@ -317,9 +315,6 @@ def register(cli: click.Group) -> None:
             plan = lifecycle.plan_resize(conn, targets, size)
         finally:
             conn.close()
-        _show_plan(plan, as_json, dry_run)
-        if dry_run:
-            return
-        if len(targets) > 1:
-            _confirm(yes, f"Resize {len(targets)} volumes?", "resize many volumes")
-        _run(c, plan, as_json)
+        _carry_out(c, plan, as_json, dry_run, yes=yes, ask=(
+            f"Resize {len(targets)} volumes?", "resize many volumes") if len(targets) > 1
+            else None)

@@ -230,16 +230,37 @@ class Check:
         return asdict(self)
 
 
+class ExportsDigest:
+    """The (count, digest) of a listing, accumulated while the listing streams past and
+    independent of its order: the sum of each export's sha256 (nqn, nsid, device, uuid, nguid,
+    enabled) modulo 2**256."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.complete = False  # the whole listing went past
+        self._total = 0
+
+    def feed(self, exports: Iterable[Export]) -> Iterator[Export]:
+        """Yield `exports` unchanged, counting each into the digest."""
+        for e in exports:
+            line = f"{e.nqn}\t{e.nsid}\t{e.device}\t{e.uuid}\t{e.nguid}\t{int(e.enabled)}\n"
+            self._total = (self._total + int.from_bytes(hashlib.sha256(line.encode()).digest(),
+                                                        "big")) % (1 << 256)
+            self.count += 1
+            yield e
+        self.complete = True
+
+    @property
+    def hexdigest(self) -> str:
+        return f"{self._total:064x}"
+
+
 def exports_digest(exports: Iterable[Export]) -> tuple[int, str]:
-    """(count, digest) of a listing, streamed and independent of the listing's order: the sum
-    of each export's sha256 (nqn, nsid, device, uuid, nguid, enabled) modulo 2**256."""
-    total = n = 0
-    for e in exports:
-        line = f"{e.nqn}\t{e.nsid}\t{e.device}\t{e.uuid}\t{e.nguid}\t{int(e.enabled)}\n"
-        total = (total + int.from_bytes(hashlib.sha256(line.encode()).digest(), "big")) \
-            % (1 << 256)
-        n += 1
-    return n, f"{total:064x}"
+    """(count, digest) of a whole listing (see ExportsDigest)."""
+    d = ExportsDigest()
+    for _ in d.feed(exports):
+        pass
+    return d.count, d.hexdigest
 
 
 def _examples(names: list[str], n: int) -> str:
@@ -360,10 +381,11 @@ def node_checks(inv: Inventory, mirror_path: Path, conns: Connections, node: str
     return out
 
 
-def _safety_checks(mirror_path: Path, drv: TargetDriver, host: Host,
-                   skip: Sequence[str]) -> list[Check]:
+def _safety_checks(mirror_path: Path, drv: TargetDriver, host: Host, skip: Sequence[str],
+                   digest: ExportsDigest | None = None) -> list[Check]:
     """The ok-to-stop checks: run in preflight and again right before each node restarts.
-    A skipped check is not run at all."""
+    A skipped check is not run at all. `digest` is fed the exports' listing, when the checks
+    list them (so the listing before a restart is read once)."""
     node = host.name
     out: list[Check] = []
     if "pools" not in skip:
@@ -381,8 +403,10 @@ def _safety_checks(mirror_path: Path, drv: TargetDriver, host: Host,
                              else "no move in progress"))
         if "exports" in skip and "identities" in skip:
             return out
+        exports = drv.iter_exports()
         count, problems, ident = exports_vs_mirror(
-            conn, host, drv.iter_exports(), pinned=getattr(host.target, "driver", "") == "nvmet")
+            conn, host, digest.feed(exports) if digest else exports,
+            pinned=getattr(host.target, "driver", "") == "nvmet")
     finally:
         conn.close()
     out.append(Check("exports", node, not problems, "; ".join(problems) + " (run `xfleet sync "
@@ -895,12 +919,16 @@ class Runner:
                     self._node(node, "skipped", None, finished_at=time.time())
                     self._log(node, "skipped", f"already running {self.version}")
                     return
+                listed = ExportsDigest()
                 bad = [c for c in _safety_checks(self.mirror_path, drv, self.inv.hosts[node],
-                                                 self.opts.skip) if not c.ok]
+                                                 self.opts.skip, listed) if not c.ok]
                 if bad:
                     raise NodeFailed("not ok to stop: " + "; ".join(
                         f"{c.name}: {c.message}" for c in bad), restarted=False)
-                count, before = exports_digest(drv.iter_exports())
+                if listed.complete:
+                    count, before = listed.count, listed.hexdigest
+                else:  # the exports and identities checks were skipped
+                    count, before = exports_digest(drv.iter_exports())
                 self._node(node, "restarting", f"restart into {self.version}",
                            exports=count, exports_digest=before)
                 self._log(node, "restarting", f"{row['from_version']} -> {self.version}: "

@@ -3,9 +3,9 @@
 One lab per session: the image is built (cached under ~/.cache/xfleet/lab) and two VMs are
 booted once, with their own state dir and ports (2211+, 12311+) so a developer's own
 `xfleet lab up` on 2201 is not disturbed. Pools are recreated between test modules. The client
-VM (`client1`, an NVMe/TCP initiator) is booted only for the modules that ask for the `client`
-fixture and stopped after each (lab1 always has a spare private link for it), so the session
-boots as fast as before and other modules see two nodes. The lab is stopped at session end.
+VM (`client1`, an NVMe/TCP initiator) is booted once, when the first test that asks for the
+`client` fixture runs (lab1 always has a spare private link for it); those tests run last, so
+it boots once and every other module sees two nodes. The lab is stopped at session end.
 
 Tests marked `lab` are deselected unless asked for: `pytest -m lab` (or XFLEET_LAB=1). When
 asked for, they never skip: if the lab cannot come up, every test errors with the reason.
@@ -44,6 +44,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         keep = set(map(id, lab_items))
         items[:] = [i for i in items if id(i) not in keep]
         config._xfleet_lab_deselected = len(lab_items)  # type: ignore[attr-defined]
+    # tests that need the client VM last (the sort is stable): it boots once, for them only
+    items.sort(key=lambda i: "client" in getattr(i, "fixturenames", ()))
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -75,18 +77,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     down(state_dir=state_dir, progress=log)
 
 
-@pytest.fixture(scope="module")
-def client(lab: Lab) -> Iterator[str]:
-    """The name of the lab's client VM (`client1`, an NVMe/TCP initiator), booted for the
-    module that asks for it (~35 s under TCG; lab1 keeps a spare private link for it) and
-    stopped after it, so other modules see the two storage nodes only. Reach it with
-    `lab.run(client, argv)` or through the inventory's `initiators`."""
+@pytest.fixture(scope="session")
+def client(lab: Lab) -> str:
+    """The name of the lab's client VM (`client1`, an NVMe/TCP initiator), booted when the
+    first test asks for it (~35-80 s under TCG; lab1 keeps a spare private link for it) and
+    kept until the lab stops; the tests that ask for it run last. Reach it with
+    `lab.run(client, argv)` or through the inventory's `initiators`. A module leaves it with no
+    NVMe connection."""
     try:
-        name = lab.ensure_client()
+        return lab.ensure_client()
     except LabError as exc:
         pytest.fail(f"the lab client could not come up: {exc}", pytrace=False)
-    yield name
-    lab.stop_client()
 
 
 @pytest.fixture(scope="module", autouse=True)

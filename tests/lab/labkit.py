@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from xfleet import zfs
-from xfleet.lab import kill_node, target_pkg, up
 from xfleet.lab import ssh as labssh
+from xfleet.lab import target_pkg, up
 from xfleet.lab.vm import LabState
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,13 +111,6 @@ class Lab:
         self.timings.setdefault("client_up", 0.0)
         self.timings["client_up"] += time.monotonic() - t
         return CLIENT
-
-    def stop_client(self) -> None:
-        """Stop the client VM (SIGKILL: it holds nothing worth keeping; its disk is discarded)
-        and drop it from the lab state and the inventory, so the next modules see the two
-        storage nodes only, as before."""
-        kill_node(CLIENT, state_dir=self.state_dir)
-        self.ensure_up()
 
     def install_target(self, node: str, packages: dict[str, target_pkg.Package],
                        version: str = "1.0") -> None:
