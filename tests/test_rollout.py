@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 from xfleet import inventory, mirror, rollout, sim
 from xfleet.errors import UsageError
+from xfleet.target import Export
 from xfleet.transport import Connections
 from xfleet.tui import operations
 
@@ -125,6 +127,24 @@ def test_versions_compare_like_debian() -> None:
     assert rollout.compare_versions("2.0~rc1", "2.0") == -1
     assert rollout.compare_versions("1:1.0", "2.0") == 1
     assert rollout.compare_versions("1.1", "1.1") == 0
+
+
+def test_exports_digest_ignores_order_and_sees_any_change() -> None:
+    exports = [Export(f"nqn.2026-11.io.xfleet:n1:v{i}", 1, f"/dev/zvol/tank/v{i}",
+                      f"uuid-{i}", f"nguid-{i}") for i in range(5)]
+    count, digest = rollout.exports_digest(exports)
+    assert count == 5
+    assert rollout.exports_digest(reversed(exports)) == (5, digest)
+    changed = [*exports[:4], replace(exports[4], uuid="uuid-new")]
+    assert rollout.exports_digest(changed)[1] != digest
+    assert rollout.exports_digest([*exports[:4], replace(exports[4], enabled=False)])[1] != digest
+    assert rollout.exports_digest(exports[:4])[1] != digest
+    # fed while another consumer reads the listing: same figures, the listing unchanged
+    fed = rollout.ExportsDigest()
+    it = fed.feed(iter(exports))
+    assert next(it) == exports[0] and not fed.complete
+    assert list(it) == exports[1:]
+    assert fed.complete and (fed.count, fed.hexdigest) == (count, digest)
 
 
 def test_rollout_upgrades_every_node_in_batches(tmp_path: Path) -> None:
