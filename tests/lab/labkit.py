@@ -8,7 +8,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,25 @@ class Lab:
         env = {**os.environ, "COLUMNS": "200"}
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, cwd=ROOT, env=env)
+
+    @contextmanager
+    def running_xfleet(self, *args: str, mirror: Path,
+                       inventory: Path | None = None) -> Iterator[subprocess.Popen[str]]:
+        """`popen_xfleet` for a `with` block: the process is killed on the way out if it is
+        still running (an assertion that fails mid-test leaves no xfleet behind)."""
+        proc = self.popen_xfleet(*args, mirror=mirror, inventory=inventory)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()  # reaps it and closes the pipes (harmless if done already)
+
+    def write_random(self, node: str, volume: str, mb: int, *, seek_mb: int = 0) -> None:
+        """Write `mb` MiB of random data into zvol `volume` at `seek_mb` (direct I/O)."""
+        self.run(node, ["sh", "-c", 'dd if=/dev/urandom of="/dev/zvol/$1" bs=1M count="$2" '
+                        'seek="$3" oflag=direct conv=notrunc status=none', "sh", volume,
+                        str(mb), str(seek_mb)])
 
     def zfs_list(self, node: str) -> list[tuple[Any, ...]]:
         """What the node itself reports: `zfs list -Hp -t all -o COLUMNS,xfleet:tenant`,

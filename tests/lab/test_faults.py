@@ -89,17 +89,12 @@ def test_node_killed_mid_sync_is_failed_and_stale_and_keeps_rows(
     assert before
     # a full listing (seconds on lab2 under TCG) is what gets cut; an incremental sync of an
     # unchanged node is two quick commands
-    proc = lab.popen_xfleet("sync", "--full", "--json", mirror=baseline)
-    try:
+    with lab.running_xfleet("sync", "--full", "--json", mirror=baseline) as proc:
         seen = _wait_for_remote_zfs_list(lab, "lab2", time.monotonic() + 60)
         assert proc.poll() is None, "sync finished before lab2 could be killed"
         assert seen, "xfleet's zfs list never showed up on lab2"
         assert kill_node("lab2", state_dir=lab.state_dir)
         out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 1, f"exit {proc.returncode}\n{out}\n{err}"
     report = json.loads(out)
     assert report["ok"] is False

@@ -33,9 +33,7 @@ def make_volume(lab: Lab, name: str, mb: int = 96, snapshots: int = 2) -> None:
                   "-o", f"{TENANT}=mover", name])
     lab.run(SRC, ["udevadm", "settle"])
     for i in range(snapshots):
-        lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{name} bs=1M "
-                      f"count={min(8, mb // 4)} seek={i * min(8, mb // 4)} oflag=direct "
-                      "conv=notrunc status=none"])
+        lab.write_random(SRC, name, min(8, mb // 4), seek_mb=i * min(8, mb // 4))
         lab.run(SRC, ["zfs", "snapshot", f"{name}@s{i}"])
     lab.run(SRC, ["sh", "-c", f"yes 'text line for compression {name}' | head -c "
                   f"{mb // 4 * 2**20} | dd of=/dev/zvol/{name} bs=1M seek={mb // 2} "
@@ -151,18 +149,14 @@ def test_refusals_are_clear(lab: Lab, db: Path) -> None:
 def test_a_cut_stream_resumes_from_the_receive_token(lab: Lab, db: Path) -> None:
     vol = "tank/m/cut"
     make_volume(lab, vol, mb=64, snapshots=0)
-    lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=48 "
-                  "oflag=direct conv=notrunc status=none"])
+    lab.write_random(SRC, vol, 48)
     sync(lab, db)
     before = sha(lab, SRC, vol)
-    proc = lab.popen_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--json", mirror=db)
-    try:
+    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--json",
+                            mirror=db) as proc:
         wait_for(lambda: _bytes(db, vol) > 8 * 2**20, "the base copy to be under way")
         lab.run(DST, ["pkill", "-f", "zfs receive"])  # cut the stream on the receiving side
         out, err = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, out + err
     m = json.loads(out)
     assert m["state"] == "done"
@@ -194,14 +188,14 @@ def _last_id(db: Path, volume: str) -> int:
 def test_xfleet_killed_mid_copy_resumes(lab: Lab, db: Path) -> None:
     vol = "tank/m/killed"
     make_volume(lab, vol, mb=64, snapshots=1)
-    lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=40 seek=16 "
-                  "oflag=direct conv=notrunc status=none"])
+    lab.write_random(SRC, vol, 40, seek_mb=16)
     sync(lab, db)
     before = sha(lab, SRC, vol)
-    proc = lab.popen_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--json", mirror=db)
-    wait_for(lambda: _bytes(db, vol) > 12 * 2**20, "the copy to be under way")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--json",
+                            mirror=db) as proc:
+        wait_for(lambda: _bytes(db, vol) > 12 * 2**20, "the copy to be under way")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
     move_id = _last_id(db, vol)
     assert move_row(db, move_id)["state"] in ("base", "catchup")
     time.sleep(2)  # the remote receive notices the closed connection and keeps its token
@@ -215,19 +209,13 @@ def test_source_written_during_the_copy_is_carried_by_a_catchup_round(
         lab: Lab, db: Path) -> None:
     vol = "tank/m/busy"
     make_volume(lab, vol, mb=64, snapshots=0)
-    lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=40 "
-                  "oflag=direct conv=notrunc status=none"])
+    lab.write_random(SRC, vol, 40)
     sync(lab, db)
-    proc = lab.popen_xfleet("move", vol, "--to", DST, "--bwlimit", "6M", "--catchup-bytes",
-                            "1M", "--json", mirror=db)
-    try:
+    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "6M", "--catchup-bytes",
+                            "1M", "--json", mirror=db) as proc:
         wait_for(lambda: _bytes(db, vol) > 4 * 2**20, "the base copy to be under way")
-        lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=6 "
-                      "seek=50 oflag=direct conv=notrunc status=none"])
+        lab.write_random(SRC, vol, 6, seek_mb=50)
         out, err = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, out + err
     m = json.loads(out)
     assert m["state"] == "done" and m["rounds"] >= 1, m
@@ -238,8 +226,7 @@ def test_source_written_during_the_copy_is_carried_by_a_catchup_round(
 def test_target_out_of_space_fails_cleanly_and_aborts(lab: Lab, db: Path) -> None:
     vol = "tank/m/big"
     make_volume(lab, vol, mb=256, snapshots=0)
-    lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=200 "
-                  "oflag=direct conv=notrunc status=none"])
+    lab.write_random(SRC, vol, 200)
     sync(lab, db)  # the mirror still sees room on lab2 ...
     free = int(lab.run(DST, ["zfs", "get", "-Hp", "-o", "value", "available", "tank"]
                        ).stdout)
@@ -270,8 +257,7 @@ def test_an_encrypted_volume_moves_raw_and_its_copy_opens_with_the_same_key(
     lab.run(SRC, ["zfs", "create", "-p", "-s", "-V", "48M", "-o", "encryption=on", "-o",
                   "keyformat=hex", "-o", "keylocation=file:///root/move-test.key", vol])
     lab.run(SRC, ["udevadm", "settle"])
-    lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=24 "
-                  "oflag=direct conv=notrunc status=none"])
+    lab.write_random(SRC, vol, 24)
     sync(lab, db)
     before = sha(lab, SRC, vol)
     dry = lab.xfleet("move", vol, "--to", DST, "--dry-run", mirror=db)
@@ -329,26 +315,20 @@ def test_pause_resume_and_a_target_changed_meanwhile_is_never_rolled_back(
         lab: Lab, db: Path) -> None:
     vol = "tank/m/paused"
     make_volume(lab, vol, mb=64, snapshots=0)
-    lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=40 "
-                  "oflag=direct conv=notrunc status=none"])
+    lab.write_random(SRC, vol, 40)
     sync(lab, db)
-    proc = lab.popen_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--catchup-bytes",
-                            "1M", "--json", mirror=db)
-    try:
+    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--catchup-bytes",
+                            "1M", "--json", mirror=db) as proc:
         wait_for(lambda: _bytes(db, vol) > 4 * 2**20, "the base copy to be under way")
         move_id = _last_id(db, vol)
         row = move_row(db, move_id)
         assert row["rate"] and row["rate"] > 0 and row["bytes_total"], row  # rate, for the ETA
-        lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=8 "
-                      "seek=50 oflag=direct conv=notrunc status=none"])
+        lab.write_random(SRC, vol, 8, seek_mb=50)
         wait_for(lambda: move_row(db, move_id)["state"] == "catchup", "a catch-up round")
         res = lab.xfleet("moves", "pause", str(move_id), "--json", mirror=db)
         assert res.code == 0, res.err
         assert res.json()[0]["state"] == "paused"
         out, err = proc.communicate(timeout=120)  # the running process stops on the request
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert json.loads(out)["state"] == "paused", out + err
     # somebody writes the copy on the target meanwhile
     lab.run(DST, ["zfs", "set", "volmode=dev", vol])
@@ -384,26 +364,20 @@ def test_max_streams_makes_a_second_move_to_the_node_wait_its_turn(
     vols = ["tank/m/turn-a", "tank/m/turn-b"]
     for v in vols:
         make_volume(lab, v, mb=32, snapshots=0)
-        lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{v} bs=1M count=16 "
-                      "oflag=direct conv=notrunc status=none"])
+        lab.write_random(SRC, v, 16)
     sync(lab, db)
-    first = lab.popen_xfleet("move", vols[0], "--to", DST, "--bwlimit", "2M", "--json",
-                             mirror=db, inventory=inv)
-    second = None
-    try:
+    with lab.running_xfleet("move", vols[0], "--to", DST, "--bwlimit", "2M", "--json",
+                            mirror=db, inventory=inv) as first:
         wait_for(lambda: _bytes(db, vols[0]) > 2**20, "the first move to stream")
-        second = lab.popen_xfleet("move", vols[1], "--to", DST, "--json", mirror=db,
-                                  inventory=inv)
-        wait_for(lambda: _last_step(db, vols[1]).startswith("waiting for a stream slot"),
-                 "the second move to wait", timeout=60)
-        assert _last_step(db, vols[1]) == f"waiting for a stream slot on {DST} (max_streams 1)"
-        assert _bytes(db, vols[0]) < 16 * 2**20 and _bytes(db, vols[1]) == 0
-        out1, err1 = first.communicate(timeout=600)
-        out2, err2 = second.communicate(timeout=600)
-    finally:
-        for p in (first, second):
-            if p is not None and p.poll() is None:
-                p.kill()
+        with lab.running_xfleet("move", vols[1], "--to", DST, "--json", mirror=db,
+                                inventory=inv) as second:
+            wait_for(lambda: _last_step(db, vols[1]).startswith("waiting for a stream slot"),
+                     "the second move to wait", timeout=60)
+            assert _last_step(db, vols[1]) == (f"waiting for a stream slot on {DST} "
+                                               "(max_streams 1)")
+            assert _bytes(db, vols[0]) < 16 * 2**20 and _bytes(db, vols[1]) == 0
+            out1, err1 = first.communicate(timeout=600)
+            out2, err2 = second.communicate(timeout=600)
     assert json.loads(out1)["state"] == "done", out1 + err1
     assert json.loads(out2)["state"] == "done", out2 + err2
     m1, m2 = json.loads(out1), json.loads(out2)
@@ -461,19 +435,15 @@ def test_the_target_rebooting_mid_copy_is_resumed_from_its_on_disk_token(
 
     vol = "tank/m/reboot"
     make_volume(lab, vol, mb=64, snapshots=0)
-    lab.run(SRC, ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{vol} bs=1M count=40 "
-                  "oflag=direct conv=notrunc status=none"])
+    lab.write_random(SRC, vol, 40)
     sync(lab, db)
     before = sha(lab, SRC, vol)
-    proc = lab.popen_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--json", mirror=db)
-    try:
+    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--json",
+                            mirror=db) as proc:
         wait_for(lambda: _bytes(db, vol) > 12 * 2**20, "the base copy to be under way")
         lab.run(DST, ["systemctl", "reboot"], check=False, timeout=30)
         labssh.close_master(lab.state.endpoint(DST))
         out, err = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     m = json.loads(out)
     time.sleep(5)
     lab.ensure_up()  # waits for ssh and imports the pool again

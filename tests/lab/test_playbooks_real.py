@@ -35,8 +35,7 @@ def db(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
         name = f"tank/d/v{i}"
         lab.run("lab2", ["zfs", "create", "-s", "-V", "16M", "-o", f"{TENANT}=drain", name])
         lab.run("lab2", ["udevadm", "settle"])
-        lab.run("lab2", ["sh", "-c", f"dd if=/dev/urandom of=/dev/zvol/{name} bs=1M count=2 "
-                         "oflag=direct status=none"])
+        lab.write_random("lab2", name, 2)
     path = tmp_path_factory.mktemp("plays") / "lab.db"
     res = lab.xfleet("sync", "--json", mirror=path)
     assert res.code == 0, res.out + res.err

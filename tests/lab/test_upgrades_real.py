@@ -198,11 +198,11 @@ def test_broken_version_fails_the_canary_rolls_back_and_pauses(lab: Lab, fleet: 
 
 def test_sigkill_mid_rollout_then_resume_finishes(lab: Lab, fleet: Fleet) -> None:
     probes = _probes(lab, fleet)
-    p = lab.popen_xfleet("upgrade", "target", "1.0", "--allow-downgrade", "--package",
-                         fleet.deb("1.0"), "--rollback-package", fleet.deb("1.1"), "--soak",
-                         "20", "--yes", inventory=fleet.inventory, mirror=fleet.mirror)
     rid, state = None, None
-    try:
+    with lab.running_xfleet("upgrade", "target", "1.0", "--allow-downgrade", "--package",
+                            fleet.deb("1.0"), "--rollback-package", fleet.deb("1.1"), "--soak",
+                            "20", "--yes", inventory=fleet.inventory,
+                            mirror=fleet.mirror) as p:
         for _ in range(300):
             conn = sqlite3.connect(f"file:{fleet.mirror}?mode=ro", uri=True)
             try:
@@ -220,10 +220,6 @@ def test_sigkill_mid_rollout_then_resume_finishes(lab: Lab, fleet: Fleet) -> Non
             time.sleep(0.5)
         assert state == "soaking", "the rollout never got to soak lab1"
         p.send_signal(signal.SIGKILL)
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.communicate()
     assert p.returncode == -signal.SIGKILL
     r = lab.xfleet("rollouts", "show", str(rid), "--json", inventory=fleet.inventory,
                    mirror=fleet.mirror)
