@@ -9,6 +9,7 @@ node reboots — each must be detected and caught up.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -202,7 +203,7 @@ def test_watch_follows_operations_through_a_killed_channel(lab: Lab, tmp_path: P
             name = f"{ROOT}/fs/v0@lat{i}"
             t = time.monotonic()
             lab.run(NODE, ["zfs", "snapshot", name])
-            wait_for(lambda name=name: has_row(db, name), f"{name} in the mirror", 60)
+            wait_for(functools.partial(has_row, db, name), f"{name} in the mirror", 60)
             lat.append(time.monotonic() - t)
         log(f"watch latency snapshot -> mirror: median {statistics.median(lat):.2f}s, "
             f"max {max(lat):.2f}s (includes the ssh round trip of `zfs snapshot`)")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from xfleet import inventory
-from xfleet.lab import LabError, down, image, probe, scenario, ssh, status, up
+from xfleet.lab import LabError, down, image, paths, probe, scenario, ssh, status, up
 from xfleet.lab.image import Image
 from xfleet.lab.vm import (
     LabState,
@@ -124,7 +124,7 @@ def test_recipe_hash_is_stable_and_pins_backports() -> None:
     assert "n=bookworm-backports" in image.APT_PREFERENCES
     assert {"zfs-dkms", "zfsutils-linux", "linux-image-amd64", "openssh-server",
             "python3", "nvme-cli"} <= set(image.PACKAGES)
-    assert image.cache_root().name == "lab"
+    assert paths.cache_root().name == "lab"
 
 
 def test_cache_and_state_respect_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

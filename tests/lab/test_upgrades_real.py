@@ -67,7 +67,7 @@ def _running(lab: Lab, node: str) -> tuple[str | None, str]:
 @pytest.fixture(scope="module")
 def fleet(lab: Lab, client: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     tmp = tmp_path_factory.mktemp("upgrades")
-    assert client == CLIENT  # booted for this module (conftest.py)
+    assert client == CLIENT  # booted for these tests (conftest.py)
     debs = target_pkg.build_all(tmp / "debs")
     try:
         for node, vol in VOLUMES.items():
@@ -82,18 +82,18 @@ def fleet(lab: Lab, client: str, tmp_path_factory: pytest.TempPathFactory) -> It
         nqns, ids = {}, {}
         with Connections(inv.hosts, state_dir=inv.state_dir) as conns, \
                 Connections(inv.initiators, state_dir=inv.state_dir) as clients:
-            client = clients.get(CLIENT)
+            host = clients.get(CLIENT)
             for node, vol in VOLUMES.items():
                 (e,) = NvmetDriver(node, conns.get(node)).exports()
                 guid = lab.run(node, ["zfs", "get", "-Hp", "-o", "value", "guid", vol]
                                ).stdout.strip()
                 assert (e.uuid, e.nguid) == pinned_identity(node, guid)
                 nqns[node], ids[node] = e.nqn, (e.uuid, e.nguid)
-                initiator.connect(client, lab.state.node(node).private_address, 4420, e.nqn,
+                initiator.connect(host, lab.state.node(node).private_address, 4420, e.nqn,
                                   ctrl_loss_tmo=-1, reconnect_delay=1)
             devices: dict[str, str] = {}
             for _ in range(60):
-                by = initiator.by_nqn(initiator.controllers(client))
+                by = initiator.by_nqn(initiator.controllers(host))
                 devices = {node: "/dev/" + by[nqn][0].namespaces[0].device
                            for node, nqn in nqns.items()
                            if nqn in by and by[nqn][0].live and by[nqn][0].namespaces}
