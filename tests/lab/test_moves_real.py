@@ -444,6 +444,7 @@ def test_the_target_rebooting_mid_copy_is_resumed_from_its_on_disk_token(
         lab.run(DST, ["systemctl", "reboot"], check=False, timeout=30)
         labssh.close_master(lab.state.endpoint(DST))
         out, err = proc.communicate(timeout=900)
+    assert out.strip(), f"xfleet move printed nothing (exit {proc.returncode}):\n{err[-3000:]}"
     m = json.loads(out)
     time.sleep(5)
     lab.ensure_up()  # waits for ssh and imports the pool again
