@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv deps-test lint typecheck unit bench clean
+.PHONY: demo test venv deps-test lint typecheck unit lab-image bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,13 +28,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check xfleet tests
 	$(BIN)/mypy
 
-# everything but the lab (quick inner loop)
+# Everything but the lab (quick inner loop), on both cores (pytest-xdist).
+UNIT_JOBS ?= 2
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(UNIT_JOBS) -m "not lab" --durations=15
 
-# the whole suite: lab of real OpenZFS VMs included (image built once, cached in ~/.cache/xfleet)
-test: $(STAMP) deps-test lint
-	XFLEET_LAB=1 $(BIN)/pytest -q --durations=25
+# The lab image (built once, cached in ~/.cache/xfleet/lab; a cold build takes 5-15 min).
+lab-image: $(STAMP) deps-test
+	$(BIN)/xfleet lab build
+
+# The whole suite: the unit part in parallel, then the lab of real OpenZFS VMs (one session:
+# its VMs are shared, so it runs serially; the time per lab module is printed at the end).
+test: $(STAMP) deps-test lint lab-image
+	$(BIN)/pytest -q -n $(UNIT_JOBS) -m "not lab" --durations=15
+	XFLEET_LAB=1 $(BIN)/pytest -q -m lab --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py

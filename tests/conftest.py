@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sshd import SSHD
@@ -19,6 +21,48 @@ from xfleet import inventory
 from xfleet.errors import InventoryError
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+# How long a test waits for something it expects to happen soon (a process to end, a line to
+# arrive, a thread to finish). Generous on purpose: it only bounds a hang; a passing test goes
+# on as soon as the awaited state is seen, so a loaded machine makes it slower, never red.
+PATIENCE = 60.0
+
+
+def wait_for(cond: Callable[[], T], what: str, timeout: float = PATIENCE,
+             interval: float = 0.02) -> T:
+    """Poll `cond` until it returns something true, and return that. Fails, naming `what`, if
+    it has not within `timeout` seconds. Tests wait on observable state with this, never with
+    a bare sleep."""
+    deadline = time.monotonic() + timeout
+    while not (value := cond()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+    return value
+
+
+def finishes(fn: Callable[[], T], what: str, timeout: float = PATIENCE) -> T:
+    """fn() run in a daemon thread; its result (or its exception) once it returned. Fails,
+    naming `what`, if it has not returned within `timeout` seconds: for calls that must not
+    wait for something that never comes (a test asserting that does not hang instead)."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as exc:  # handed to the caller
+            box.append((False, exc))
+
+    th = threading.Thread(target=run, name=f"finishes: {what}", daemon=True)
+    th.start()
+    th.join(timeout)
+    if th.is_alive():
+        raise AssertionError(f"{what}: still not done after {timeout:g} s")
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]  # (box holds Any)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli, write_sim_inventory
+from conftest import run_cli, wait_for, write_sim_inventory
 from opsgen import Ops
 
 from xfleet import inventory, mirror, query
@@ -112,7 +112,8 @@ def test_nothing_changed_costs_two_small_commands(tmp_path: Path) -> None:
     assert (r.mode, r.events, r.fetched, r.commands) == ("incremental", 0, 0, 2)
 
 
-def _cost_after_changes(tmp_path: Path, volumes: int, k: int) -> tuple[Any, Any]:
+def _cost_after_changes(tmp_path: Path, volumes: int, k: int,
+                        check: bool = True) -> tuple[Any, Any]:
     inv, t = node(tmp_path, f"v{volumes}", volumes=volumes)
     db = tmp_path / f"v{volumes}.db"
     full = sync(inv, db).nodes[0]
@@ -123,13 +124,14 @@ def _cost_after_changes(tmp_path: Path, volumes: int, k: int) -> tuple[Any, Any]
         t.run(["zfs", "snapshot", f"{name}@s"])
     inc = sync(inv, db, refresh_budget=0).nodes[0]
     assert inc.ok and inc.mode == "incremental" and inc.gap is None
-    assert_equals_full_sync(inv, db, tmp_path)
+    if check:  # (the same changes as on the small node: its check covers them)
+        assert_equals_full_sync(inv, db, tmp_path)
     return full, inc
 
 
 def test_cost_grows_with_changes_not_with_datasets(tmp_path: Path) -> None:
     small_full, small = _cost_after_changes(tmp_path, 300, 20)
-    big_full, big = _cost_after_changes(tmp_path, 30_000, 20)
+    big_full, big = _cost_after_changes(tmp_path, 30_000, 20, check=False)
     assert big_full.datasets > 50 * small_full.datasets  # a far bigger node ...
     assert big.commands == small.commands  # ... the same commands for the same changes
     assert big.received < 1.5 * small.received  # ... and about the same bytes
@@ -259,13 +261,8 @@ def test_watch_applies_changes_and_survives_a_reboot(tmp_path: Path) -> None:
     try:
         conn = mirror.connect(db, readonly=True)
 
-        def wait(pred: Any, what: str, timeout: float = 30) -> None:
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < timeout:
-                if pred():
-                    return
-                time.sleep(0.05)
-            raise AssertionError(f"timed out waiting for {what}: {w.status}")
+        def wait(pred: Any, what: str) -> None:
+            wait_for(pred, f"{what} (watcher status: {w.status})")
 
         def has(name: str) -> bool:
             return conn.execute("SELECT 1 FROM datasets WHERE name = ?", (name,)).fetchone() \

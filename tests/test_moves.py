@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write_sim_inventory
+from conftest import PATIENCE, run_cli, wait_for, write_sim_inventory
 
 from xfleet import inventory, mirror, moves
 from xfleet.sim import SimTransport
@@ -99,7 +99,7 @@ def test_the_simulator_has_no_data_path_and_says_so(fleet) -> None:  # type: ign
     res = run_cli("-i", str(inv_path), "move", "tank/app/db", "--to", "n2", "--json")
     assert res.code == 1 and "Traceback" not in res.err
     m = json.loads(res.out)
-    assert m["state"] == "failed" and "no data path" in m["error"]
+    assert m["state"] == "failed" and "no data path" in m["error"]["message"]
     # nothing on the target; the failed move is listed and can be aborted
     assert not SimTransport(inv.hosts["n2"], state_dir=inv.state_dir).run(
         ["zfs", "list", "tank/app/db"], check=False).ok
@@ -207,12 +207,12 @@ def test_stream_slots_count_this_process_and_live_moves_of_others(fleet) -> None
     waiter = threading.Thread(target=lambda: got.append(slots.acquire(
         mirror.connect(inv.mirror), other, halt)))
     waiter.start()
-    time.sleep(1.5)
-    assert got == []  # n2 full: 1 elsewhere + 1 here
-    step = conn.execute("SELECT step FROM moves WHERE id = ?", (other.id,)).fetchone()[0]
+    step = wait_for(lambda: conn.execute("SELECT step FROM moves WHERE id = ?",
+                                         (other.id,)).fetchone()[0], "the waiter to say why")
     assert step == "waiting for a stream slot on n2 (max_streams 2)"
+    assert got == []  # n2 full: 1 elsewhere + 1 here (it wrote that step instead of returning)
     slots.release(me)
-    waiter.join(5)
+    waiter.join(PATIENCE)
     assert got == [True]
     halt.set()  # a halted waiter gives up
     third = moves.Move(_move_row(conn, "n1", "n2", "planned", None, 0), "tank/z", "n1", "n2",
@@ -234,7 +234,7 @@ def test_pause_of_a_move_nobody_runs_and_resume_goes_back(fleet) -> None:  # typ
     # resume goes back to planned, then to the nodes (the simulator has no data path)
     res = run_cli("-i", str(inv_path), "moves", "resume", str(m.id), "--json")
     after = json.loads(res.out)
-    assert after["state"] == "failed" and "no data path" in after["error"]
+    assert after["state"] == "failed" and "no data path" in after["error"]["message"]
     assert any("resuming in planned" in e["message"] for e in moves.log(conn, m.id))
     res = run_cli("-i", str(inv_path), "moves", "pause", "999")
     assert res.code != 0 and "no move with id 999" in res.err and "Traceback" not in res.err

@@ -8,11 +8,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli, write_sim_inventory
+from conftest import ROOT, run_cli, wait_for, write_sim_inventory
 
 from xfleet import inventory, mirror, playbook
 from xfleet.sim import SimTransport
@@ -279,19 +278,16 @@ steps:
                              str(path)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     conn = mirror.connect(inv.mirror)
-    deadline = time.monotonic() + 120
-    state = None
-    while time.monotonic() < deadline:
+
+    def step_state() -> str | None:
         try:
             row = conn.execute("SELECT state FROM play_steps WHERE run = 1 AND idx = 1"
                                ).fetchone()
-        except sqlite3.OperationalError:
-            row = None
-        state = row[0] if row else None
-        if state == "running":
-            break
-        time.sleep(0.1)
-    assert state == "running"
+        except sqlite3.OperationalError:  # the play has not created its tables yet
+            return None
+        return row[0] if row else None
+
+    wait_for(lambda: step_state() == "running", "the wait step to run", timeout=120)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     run = conn.execute("SELECT state, pid FROM play_runs WHERE id = 1").fetchone()

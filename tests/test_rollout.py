@@ -10,12 +10,12 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 
 from xfleet import inventory, mirror, rollout, sim
 from xfleet.errors import UsageError
@@ -438,10 +438,7 @@ def test_cli_pause_of_a_running_rollout_then_resume(tmp_path: Path) -> None:
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
     try:
-        for _ in range(200):  # until n1 is being upgraded
-            if _state(tmp_path, "n1", "restarts"):
-                break
-            time.sleep(0.05)
+        wait_for(lambda: _state(tmp_path, "n1", "restarts"), "n1 to be upgraded")
         r = _cli(inv_path, "rollouts", "pause", "1")
         assert r.returncode == 0 and "rollout 1: pause requested" in r.stdout, r.stderr
         out, err = p.communicate(timeout=60)

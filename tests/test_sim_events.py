@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PATIENCE, finishes, wait_for
 
 from xfleet.errors import CommandTimeout, TransportError, UsageError
 from xfleet.inventory import Host
@@ -447,21 +448,15 @@ def follow(t: SimTransport, *extra: str) -> tuple[list[tuple[float, str]], threa
     return got, th, errors
 
 
-def wait_for(cond: Any, limit: float = 1.0) -> float:
-    start = time.monotonic()
-    while not cond():
-        assert time.monotonic() - start < limit, "not within the time limit"
-        time.sleep(0.01)
-    return time.monotonic() - start
-
-
 def test_follow_gets_events_posted_by_another_transport(tmp_path: Path) -> None:
     writer = sim(20, state_dir=tmp_path)
     reader = sim(20, state_dir=tmp_path)
     got, th, errors = follow(reader)
-    wait_for(lambda: sum(line.startswith("        eid = ") for _, line in got) == 5)
+    wait_for(lambda: sum(line.startswith("        eid = ") for _, line in got) == 5,
+             "the 5 queued events")
     ok(writer, "zfs", "create", "tank/new")
-    wait_for(lambda: any('history_dsname = "tank/new"' in line for _, line in got))
+    wait_for(lambda: any('history_dsname = "tank/new"' in line for _, line in got),
+             "the event of tank/new")
     # another process, through the state directory
     code = ("from pathlib import Path; from xfleet.inventory import Host; "
             "from xfleet.sim import SimTransport; "
@@ -469,14 +464,14 @@ def test_follow_gets_events_posted_by_another_transport(tmp_path: Path) -> None:
             f"SimTransport(h, state_dir=Path({str(tmp_path)!r})).run(['zfs', 'snapshot', "
             "'tank/new@from-elsewhere'])")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    wait_for(lambda: sum(line == "" for _, line in got) == 7)
+    wait_for(lambda: sum(line == "" for _, line in got) == 7, "7 events")
     events = parse_events("".join(line + "\n" for _, line in got))
     assert [e["eid"] for e in events] == list(range(1, 8))
     assert what(events[-2:]) == [("create", "tank/new", " "),
                                  ("snapshot", "tank/new@from-elsewhere", " ")]
     assert not errors and th.is_alive()
     writer.reboot()  # the node goes down: the stream ends like a dropped connection
-    th.join(2)
+    th.join(PATIENCE)
     assert not th.is_alive() and isinstance(errors[0], TransportError)
     assert "connection lost" in str(errors[0])
 
@@ -484,20 +479,21 @@ def test_follow_gets_events_posted_by_another_transport(tmp_path: Path) -> None:
 def test_follow_says_dropped_when_its_last_event_left_the_queue() -> None:
     t = sim(10, zevent_len_max=8)
     got, th, errors = follow(t, "tank")
-    wait_for(lambda: sum(line.startswith("        eid = ") for _, line in got) == 5)
+    wait_for(lambda: sum(line.startswith("        eid = ") for _, line in got) == 5,
+             "the 5 queued events")
     ok(t, "zfs", "create", "tank/a")
     ok(t, "zpool", "events", "-c")
     ok(t, "zfs", "create", "tank/b")
-    wait_for(lambda: any('"tank/b"' in line for _, line in got))
+    wait_for(lambda: any('"tank/b"' in line for _, line in got), "the event of tank/b")
     lines = [line for _, line in got]
     assert lines.count("dropped 1 events") == 1
     assert lines.index("dropped 1 events") < next(i for i, x in enumerate(lines) if '"tank/b"' in x)
     # a burst larger than the queue: the reader misses the oldest of it, and is told so
     ok(t, "zfs", "snapshot", "tank/b@s")
-    wait_for(lambda: any('"tank/b@s"' in line for _, line in got))
+    wait_for(lambda: any('"tank/b@s"' in line for _, line in got), "the event of tank/b@s")
     ok(t, "zfs", "create", "-p", "tank/c/d/e/f/g/h/i/j/k")  # 9 events at once
     wait_for(lambda: any('"tank/c/d/e/f/g/h/i/j/k"' in line for _, line in got[-17:])
-             and got[-1][1] == "")
+             and got[-1][1] == "", "the burst's last event, whole")
     lines = [line for _, line in got]
     assert lines.count("dropped 1 events") == 2
     after = len(lines) - lines[::-1].index("dropped 1 events")
@@ -506,7 +502,7 @@ def test_follow_says_dropped_when_its_last_event_left_the_queue() -> None:
         ["tank/c/d/e/f/g/h/i/j/k"[:n] for n in range(8, 23, 2)]
     assert not errors and th.is_alive()
     t.close()  # like closing the SSH connection under a running command
-    th.join(2)
+    th.join(PATIENCE)
     assert not th.is_alive() and isinstance(errors[0], TransportError)
 
 
@@ -515,9 +511,7 @@ def test_closing_a_follow_stream_stops_it() -> None:
     stream = t.lines(["zpool", "events", "-f", "-H"])
     first = next(stream)
     assert HEADER.match(first)
-    start = time.monotonic()
-    stream.close()
-    assert time.monotonic() - start < 0.5
+    finishes(stream.close, "close() of a follow stream with no new events")
     with pytest.raises(StopIteration):
         next(stream)
     for _ in range(3):  # the transport is still usable, the queue unchanged

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import finishes, wait_for
 from sshd import process_running
 
 from xfleet.errors import CommandTimeout, RemoteCommandError, TransportError, UsageError
@@ -16,13 +17,8 @@ from xfleet.inventory import Host
 from xfleet.transport import Connections, LocalTransport, Transport, open_transport, quote_command
 
 
-def wait_until_gone(pattern: str, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process_running(pattern):
-            return True
-        time.sleep(0.05)
-    return not process_running(pattern)
+def wait_until_gone(pattern: str) -> None:
+    wait_for(lambda: not process_running(pattern), f"no process running {pattern!r}")
 
 
 def unique_sleep() -> str:
@@ -30,14 +26,18 @@ def unique_sleep() -> str:
     return f"30.{random.randrange(10**8):08d}"
 
 
-def test_lines_stream_before_the_command_ends() -> None:
+def test_lines_stream_before_the_command_ends(tmp_path: Path) -> None:
+    # The command cannot end before the test lets it (`go`), and the test never does: so the
+    # first line arrived before the end, and close() stopped the command instead of waiting.
     t = LocalTransport("here")
-    start = time.monotonic()
-    stream = t.lines(["sh", "-c", "echo first; sleep 5; echo second"])
-    assert next(stream) == "first"
-    assert time.monotonic() - start < 2.0
-    stream.close()
-    assert time.monotonic() - start < 3.0
+    go, arg = tmp_path / "go", unique_sleep()
+    stream = t.lines(["sh", "-c", f"echo first; while [ ! -e {go} ]; do sleep {arg}; done"])
+    try:
+        assert finishes(lambda: next(stream), "the first line") == "first"
+        finishes(stream.close, "close() of a stream whose command goes on")
+        wait_until_gone(f"sleep {arg}")
+    finally:
+        go.touch()
 
 
 def test_big_output_streams_in_order() -> None:
@@ -86,11 +86,10 @@ def test_stdin() -> None:
 def test_timeout_stops_the_whole_command() -> None:
     arg = unique_sleep()
     t = LocalTransport("here")
-    start = time.monotonic()
+    # the timeout, not the end of the 30 s sleep (then `never` would be the output), ended it
     with pytest.raises(CommandTimeout, match="no output from sh for 0.5s"):
         t.run(["sh", "-c", f"sleep {arg}; echo never"], timeout=0.5)
-    assert time.monotonic() - start < 2.0
-    assert wait_until_gone(f"sleep {arg}"), "the shell's child outlived the timeout"
+    wait_until_gone(f"sleep {arg}")  # the shell's child too
 
 
 def test_timeout_counts_silence_not_total_time() -> None:
@@ -107,7 +106,7 @@ def test_closing_early_stops_the_whole_command() -> None:
     assert next(stream) == "go"
     assert process_running(f"sleep {arg}")
     stream.close()
-    assert wait_until_gone(f"sleep {arg}")
+    wait_until_gone(f"sleep {arg}")
 
 
 def test_commands_are_counted_and_recorded() -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
 import os
+import select
+import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -100,8 +103,11 @@ def _emit(
     n = 0
     out = sys.stdout
     if fmt == "json":
+        it = iter(rows)
+        first = next(it, None)  # a failing query fails before the document starts
+        JSON_OUT.emitted = True
         out.write("[")
-        for row in rows:
+        for row in (it if first is None else _chain_one(first, it)):
             out.write(("," if n else "") + "\n  " + json.dumps(row, default=str))
             n += 1
         out.write("\n]\n" if n else "]\n")
@@ -130,6 +136,11 @@ def _emit(
     return n
 
 
+def _chain_one(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    yield first
+    yield from rest
+
+
 _NUMERIC = frozenset({
     "volumes", "snapshots", "clones", "filesystems", "bookmarks", "datasets", "added", "removed",
     "commands", "seconds", "createtxg", "creation", "written", "refreservation", "free",
@@ -143,7 +154,69 @@ def _output_format(as_json: bool, as_csv: bool) -> str:
     return "json" if as_json else "csv" if as_csv else "table"
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+# ---------------------------------------------------------------------------------------------
+# JSON output: exactly one document on stdout on every exit path (docs/query.md)
+
+
+class JsonOutput:
+    """What this invocation's `--json` (or `--json-lines`) asked for, and what went out.
+
+    `json_option` records the request while click parses the command line; a command prints
+    its document with `echo_json` (or `_emit`), which records that it went out; `main()`
+    prints the error document on every other exit path (an XfleetError, a usage error, Ctrl-C,
+    SIGTERM, a bug) unless the command's own document went out already. A command that works
+    on one object (a move, a rollout plan) may set `state`: a function returning that object's
+    state, included in the error document.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.lines = False  # --json-lines: a stream of documents; an error is one more line
+        self.emitted = False
+        self.state: Callable[[], dict[str, Any] | None] | None = None
+        self.in_main = False  # run by main(): the process is ours (signal handlers)
+
+    def reset(self, *, in_main: bool) -> None:
+        self.__init__()  # type: ignore[misc]  # one invocation at a time
+        self.in_main = in_main
+
+
+JSON_OUT = JsonOutput()
+
+
+def _record_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """The callback of --json and --json-lines: note that a JSON document is due."""
+    if value and not ctx.resilient_parsing:
+        JSON_OUT.requested = True
+        JSON_OUT.lines = JSON_OUT.lines or param.name == "json_lines"
+        if JSON_OUT.in_main:
+            _catch_sigterm()
+    return value
+
+
+def echo_json(doc: Any, *, indent: int | None = 2) -> None:
+    """Print the command's JSON document on stdout (and note that it went out)."""
+    JSON_OUT.emitted = True
+    click.echo(json.dumps(doc, indent=indent, default=str))
+
+
+def error_object(message: str, where: str | None = None,
+                 hint: str | None = None) -> dict[str, Any]:
+    return {"message": message, "where": where, "hint": hint}
+
+
+def failed_doc(state: dict[str, Any], message: str, where: str | None = None,
+               hint: str | None = None) -> dict[str, Any]:
+    """`state` (a command's document, or {}) marked as a failure: `"ok": false` and the error
+    object `{"message", "where", "hint"}` under `"error"` (it replaces an `error` text the
+    state had, such as what a move journaled: pass that text as `message`)."""
+    err = error_object(message, where, hint)
+    return {"ok": False, "error": err,
+            **{k: v for k, v in state.items() if k not in ("ok", "error")}}
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Output JSON.",
+                           callback=_record_json)
 csv_option = click.option("--csv", "as_csv", is_flag=True, help="Output CSV.")
 
 
@@ -160,7 +233,25 @@ def where_option(help: str = "Condition like 'used>10G', 'compression=off', 'nam
 # the group
 
 
+class _BrokenPipe(Exception):
+    """A BrokenPipeError out of a command, carried past click (which would exit 1 in silence
+    for any EPIPE): main() decides whether it was stdout (quiet) or anything else (an error)."""
+
+    def __init__(self, error: BrokenPipeError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _BrokenPipe(exc) from exc
+
+
 @click.group(
+    cls=_Group,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="""\b
 Examples:
@@ -185,6 +276,7 @@ def cli(ctx: click.Context, inventory: str | None, mirror: str | None) -> None:
     `xfleet sync` refreshes it.
     """
     ctx.obj = Ctx(inventory, mirror)
+    JSON_OUT.reset(in_main=JSON_OUT.in_main)  # a new invocation (in-process runs: tests)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,7 +436,15 @@ def sync_cmd(c: Ctx, nodes: tuple[str, ...], parallel: int | None, full: bool, r
     report = _run_sync(inv, path, nodes, parallel, quiet=as_json, full=full,
                        reconcile=reconcile, refresh=refresh, refresh_budget=refresh_budget)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        doc = report.to_dict()
+        if not report.ok:
+            bad = [n.node for n in report.failed]
+            first = report.failed[0]
+            doc = failed_doc(doc, f"{len(bad)} of {len(report.nodes)} node(s) failed to sync: "
+                             f"{first.node}: {first.error}", where=", ".join(bad),
+                             hint=first.hint or "failed nodes keep their last-known rows, "
+                             "marked stale; each node's error is in 'nodes'")
+        echo_json(doc)
     else:
         _sync_summary(report)
     if not report.ok:
@@ -417,7 +517,7 @@ def _sync_summary(report: Any) -> None:
               "space_refresh_interval, 300).")
 @click.option("--duration", type=click.FloatRange(0.0), metavar="SECONDS",
               help="Stop after this long (default: until SIGINT/SIGTERM).")
-@click.option("--json-lines", "json_lines", is_flag=True,
+@click.option("--json-lines", "json_lines", is_flag=True, callback=_record_json,
               help="Print one JSON object per node state change instead of a status line.")
 @pass_ctx
 def watch_cmd(c: Ctx, nodes: tuple[str, ...], refresh_interval: float,
@@ -462,8 +562,7 @@ def watch_cmd(c: Ctx, nodes: tuple[str, ...], refresh_interval: float,
     def changed(st: NodeWatch) -> None:
         with lock:
             if json_lines:
-                click.echo(json.dumps({"time": round(time.time(), 3), **st.to_dict()}),
-                           nl=True)
+                echo_json({"time": round(time.time(), 3), **st.to_dict()}, indent=None)
             elif live:
                 console.print(f"\r{line(watcher)}"[: console.width + 1], end="",
                               soft_wrap=True, highlight=False)
@@ -511,7 +610,7 @@ def status_cmd(c: Ctx, nodes: tuple[str, ...], as_json: bool) -> None:
     conn = c.reader()
     rows = query.status(conn, [h.name for h in inv.select(list(nodes))], now=time.time())
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo_json(rows)
         return
 
     from xfleet.units import format_age
@@ -547,7 +646,7 @@ def _confirm(yes: bool, question: str, what: str, *, hint: str = "pass --yes") -
         return
     if not sys.stdin.isatty():
         raise UsageError(f"refusing to {what} without confirmation", hint=hint)
-    click.confirm(question, abort=True)
+    click.confirm(question, abort=True, err=JSON_OUT.requested)
 
 
 def _move_line(m: Any) -> str:
@@ -559,6 +658,18 @@ def _move_line(m: Any) -> str:
     rate = f" {m.rate / 2**20:,.1f} MiB/s" if m.rate and m.eta is not None else ""
     eta = f" ETA {format_age(m.eta)}" if m.eta is not None else ""
     return f"move {m.id} {m.state}{pct}{done}{rate}{eta} {m.step or ''}"
+
+
+def _move_doc(m: Any) -> dict[str, Any]:
+    """A move's JSON document: its state, `"ok"` (done), and for a move that did not get
+    done, why (`error`: the error object, its message the text the move journaled)."""
+    doc = {"ok": m.state == "done", **m.to_dict()}
+    if m.state == "done":
+        return doc
+    hint = (f"xfleet moves resume {m.id}" if m.state in ("failed", "paused") else
+            f"xfleet moves show {m.id}")
+    return failed_doc(doc, m.error or f"move {m.id} ended {m.state}",
+                      where=f"{m.source_node} -> {m.target_node}", hint=hint)
 
 
 def _run_move(c: Ctx, move_id: int, as_json: bool) -> None:
@@ -581,6 +692,17 @@ def _run_move(c: Ctx, move_id: int, as_json: bool) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     last = [0.0]
 
+    def state() -> dict[str, Any]:  # for the error document, whatever ends the command
+        from xfleet import mirror
+
+        conn = mirror.connect(path, readonly=True)
+        try:
+            return _move_doc(moves.get(conn, move_id))
+        finally:
+            conn.close()
+
+    JSON_OUT.state = state
+
     def tick(m: Any) -> None:
         if live and time.monotonic() - last[0] > 0.5:
             last[0] = time.monotonic()
@@ -591,7 +713,7 @@ def _run_move(c: Ctx, move_id: int, as_json: bool) -> None:
     if live:
         console.print()
     if as_json:
-        click.echo(json.dumps(m.to_dict(), indent=2, default=str))
+        echo_json(_move_doc(m))
     else:
         click.echo(_move_line(m) + (f"\n  error: {m.error}" if m.error else ""))
         if m.state == "done":
@@ -665,7 +787,7 @@ def move_cmd(c: Ctx, volume: str, target: str, source: str | None, verify: str,
                     conns.get(p.source_node), conns.get(p.target_node), p.volume,
                     p.target_volume, p.send_flags, p.receive_properties))
             if as_json:
-                click.echo(json.dumps(p.to_dict(), indent=2))
+                echo_json(p.to_dict())
                 return
             click.echo(f"move {p.volume} from {p.source_node} to {p.target_node}:"
                        f"{p.target_volume}")
@@ -729,12 +851,13 @@ def drain_cmd(c: Ctx, node: str, targets: tuple[str, ...], parallel: int, bwlimi
         plans, refused = moves.plan_drain(inv, conn, node, targets, options=opts)
         rows = [{"volume": p.volume, "target": f"{p.target_node}:{p.target_volume}",
                  "bytes": p.needed_bytes} for p in plans]
-        if as_json and dry_run:
-            click.echo(json.dumps({"moves": rows, "refused": [
-                {"volume": v, "why": w} for v, w in refused]}, indent=2))
+        refused_rows = [{"volume": v, "why": w} for v, w in refused]
+        if as_json and (dry_run or not plans):
+            echo_json({"moves": rows, "refused": refused_rows})
             return
-        _emit(["volume", "target", "bytes"], rows, "table",
-              footer=f"{len(plans)} move(s) planned off {node}")
+        if not as_json:
+            _emit(["volume", "target", "bytes"], rows, "table",
+                  footer=f"{len(plans)} move(s) planned off {node}")
         for v, w in refused:
             click.echo(f"cannot move {v}: {w}", err=True)
         if dry_run or not plans:
@@ -751,9 +874,22 @@ def drain_cmd(c: Ctx, node: str, targets: tuple[str, ...], parallel: int, bwlimi
         runner = moves.Runner(inv, path, conns, limits=limits)
         with ThreadPoolExecutor(max_workers=parallel) as pool:
             done = list(pool.map(runner.run, ids))
-    for m in done:
-        click.echo(_move_line(m) + (f" — {m.error}" if m.error else ""))
-    if any(m.state != "done" for m in done) or refused:
+    ok = not refused and all(m.state == "done" for m in done)
+    if as_json:
+        doc: dict[str, Any] = {"ok": ok, "moves": [_move_doc(m) for m in done],
+                               "refused": refused_rows}
+        if not ok:
+            bad = [m for m in done if m.state != "done"]
+            doc = failed_doc(doc, f"{len(bad)} of {len(done)} move(s) off {node} did not "
+                             f"finish, {len(refused)} volume(s) could not move"
+                             + (f"; first: move {bad[0].id}: {bad[0].error or bad[0].state}"
+                                if bad else ""), where=node,
+                             hint="xfleet moves list --active; xfleet moves resume ID")
+        echo_json(doc)
+    else:
+        for m in done:
+            click.echo(_move_line(m) + (f" — {m.error}" if m.error else ""))
+    if not ok:
         sys.exit(1)
 
 
@@ -783,7 +919,7 @@ def moves_list(c: Ctx, active: bool, as_json: bool) -> None:
     conn = c.reader()
     rows = [m.to_dict() for m in moves.listing(conn, active_only=active)]
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        echo_json(rows)
         return
     for r in rows:
         r["progress"] = "-" if r["progress"] is None else f"{100 * r['progress']:.0f}%"
@@ -804,7 +940,7 @@ def moves_show(c: Ctx, move_id: int, as_json: bool) -> None:
     m = moves.get(conn, move_id)
     entries = moves.log(conn, move_id)
     if as_json:
-        click.echo(json.dumps({**m.to_dict(), "log": entries}, indent=2, default=str))
+        echo_json({**m.to_dict(), "log": entries})
         return
     click.echo(_move_line(m))
     for k in ("volume", "source_node", "target_node", "target_volume", "send_flags",
@@ -846,7 +982,7 @@ def moves_pause(c: Ctx, move_ids: tuple[int, ...], as_json: bool) -> None:
 
     out = [moves.pause(c.mirror_path(), i) for i in move_ids]
     if as_json:
-        click.echo(json.dumps([m.to_dict() for m in out], indent=2, default=str))
+        echo_json([m.to_dict() for m in out])
         return
     for m in out:
         click.echo(_move_line(m))
@@ -949,7 +1085,7 @@ def ls_cmd(c: Ctx, pattern: str | None, nodes: tuple[str, ...], pools: tuple[str
         if count_only:
             n, capped = query.count(conn, sel, cap=10_000_000)
             if fmt == "json":
-                click.echo(json.dumps({"count": n, "capped": capped}))
+                echo_json({"count": n, "capped": capped}, indent=None)
             else:
                 click.echo(f"{n}{'+' if capped else ''}")
             return
@@ -988,9 +1124,9 @@ def show_cmd(c: Ctx, name: str, node: str | None, as_json: bool) -> None:
     finally:
         conn.close()
     if as_json:
-        click.echo(json.dumps({"dataset": d.row, "node": d.node, "snapshots": d.snapshots,
-                               "clones": d.clones, "origin_chain": d.origin_chain,
-                               "children": d.children}, indent=2, default=str))
+        echo_json({"dataset": d.row, "node": d.node, "snapshots": d.snapshots,
+                   "clones": d.clones, "origin_chain": d.origin_chain,
+                   "children": d.children})
         return
     console = _console()
     r = d.row
@@ -1276,7 +1412,7 @@ def lab_status(as_json: bool) -> None:
 
     rows = [asdict(s) for s in lab.status()]
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        echo_json(rows)
         return
     if not rows:
         click.echo("no lab nodes (run 'xfleet lab up')")
@@ -1353,6 +1489,7 @@ cli_upgrade.register(cli)
 
 
 def _fail(exc: XfleetError) -> NoReturn:
+    _json_failure(exc.message, exc.where, exc.hint)
     where = f"{exc.where}: " if exc.where else ""
     sys.stderr.write(f"error: {where}{exc.message}\n")
     if exc.hint:
@@ -1360,21 +1497,121 @@ def _fail(exc: XfleetError) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def _json_failure(message: str, where: str | None = None, hint: str | None = None) -> None:
+    """The error document on stdout, if the command was asked for JSON and its own document
+    did not go out (in --json-lines mode, one more line whatever went before)."""
+    out = JSON_OUT
+    if not out.requested or (out.emitted and not out.lines):
+        return
+    state: dict[str, Any] = {}
+    if out.state is not None:
+        try:
+            state = out.state() or {}
+        except Exception:  # the object's state is a bonus; the error document must go out
+            state = {}
+    out.emitted = True
+    text = json.dumps(failed_doc(state, message, where, hint),
+                      indent=None if out.lines else 2, default=str)
+    with contextlib.suppress(OSError, ValueError):  # stdout gone: stderr says it all
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
+def _internal_error(exc: BaseException) -> NoReturn:
+    """A bug or an unexpected library error: the traceback for diagnosis, then the error."""
+    import traceback
+
+    traceback.print_exception(exc)
+    message = f"internal error: {type(exc).__name__}: {exc}"
+    _json_failure(message, hint="this is a bug in xfleet or an unexpected error of a library "
+                  "it uses; the traceback is on stderr")
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(1)
+
+
+def _interrupted() -> NoReturn:
+    _json_failure("interrupted (SIGINT)", hint="what the command left is as its journal "
+                  "says (xfleet moves list, plays list, rollouts list)")
+    sys.stderr.write("interrupted\n")
+    sys.exit(130)
+
+
+def _catch_sigterm() -> None:
+    """With --json, SIGTERM ends the process as before (at once, without unwinding), but after
+    the error document went out. Commands that stop gracefully on SIGTERM (move, watch) set
+    their own handler, and print their own document."""
+
+    def on_sigterm(signum: int, _frame: Any) -> None:
+        _json_failure("terminated by SIGTERM", hint="what the command left is as its journal "
+                      "says (xfleet moves list, plays list, rollouts list)")
+        with contextlib.suppress(Exception):
+            sys.stderr.write("terminated\n")
+            sys.stderr.flush()
+        os._exit(128 + signum)
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _stdout_closed() -> bool:
+    """Did the reader of our stdout go away (a pipe or socket with nobody reading)?"""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="xfleet",
-                 standalone_mode=False)
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno() if sys.__stdout__ else 1, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
+def _wants_json(exc: click.ClickException, args: Sequence[str]) -> bool:
+    """A usage error found before --json was parsed: was it on the command line of a command
+    that has it?"""
+    if JSON_OUT.requested:
+        return True
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None or not any(p.name in ("as_json", "json_lines") for p in ctx.command.params):
+        return False
+    given = list(args)[: list(args).index("--")] if "--" in args else list(args)
+    lines = "--json-lines" in given
+    if "--json" in given or lines:
+        JSON_OUT.requested, JSON_OUT.lines = True, lines
+    return JSON_OUT.requested
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The `xfleet` entry point: errors to stderr (and, with --json, as one JSON document on
+    stdout: see JsonOutput), exit statuses 1 (failure), 2 (usage), 3 (host key), 130
+    (interrupted), 128+15 (SIGTERM)."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    JSON_OUT.reset(in_main=True)
+    try:
+        cli.main(args=args, prog_name="xfleet", standalone_mode=False)
     except XfleetError as exc:
         _fail(exc)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        cause = exc.__cause__  # click turns KeyboardInterrupt and EOFError into Abort
+        if isinstance(cause, KeyboardInterrupt):
+            _interrupted()
+        if isinstance(cause, EOFError):  # not the user's: e.g. paramiko's on a lost socket
+            _internal_error(cause)
+        _json_failure("aborted", hint="pass --yes to confirm without a prompt")
         sys.stderr.write("aborted\n")
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
+        if _wants_json(exc, args):
+            ctx = getattr(exc, "ctx", None)
+            _json_failure(exc.format_message(), where=ctx.command_path if ctx else None,
+                          hint=f"{ctx.command_path} --help" if ctx else "xfleet --help")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.stderr.close()
-        sys.exit(0)
+        _interrupted()
+    except _BrokenPipe as exc:
+        if _stdout_closed():  # the reader of our output went away (xfleet ls | head)
+            with contextlib.suppress(OSError):  # no flush error at exit
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
+        _internal_error(exc.error)
+    except Exception as exc:
+        _internal_error(exc)

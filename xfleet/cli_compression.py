@@ -3,7 +3,6 @@ thin faces over xfleet.compression, xfleet.estimate and xfleet.report (docs/comp
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from xfleet.cli import (
     _output_format,
     _say,
     csv_option,
+    echo_json,
+    failed_doc,
     json_option,
     pass_ctx,
     where_option,
@@ -107,7 +108,7 @@ def register(cli: click.Group) -> None:
         finally:
             conn.close()
         if as_json:
-            click.echo(json.dumps({**p.to_dict(), "changes": top}, indent=2, default=str))
+            echo_json({**p.to_dict(), "changes": top})
             return
         _print_plan(p, top)
 
@@ -155,8 +156,8 @@ def register(cli: click.Group) -> None:
                 if dry_run:
                     cmds = [(n, argv) for n, argv in compression.dry_run_commands(conn, p)]
                     if as_json:
-                        click.echo(json.dumps({**p.to_dict(), "commands": [
-                            {"node": n, "argv": a} for n, a in cmds]}, indent=2))
+                        echo_json({**p.to_dict(), "commands": [
+                            {"node": n, "argv": a} for n, a in cmds]})
                         return
                     _print_plan(p, [])
                     click.echo(f"\ndry run: {len(cmds)} command(s) would run:")
@@ -167,7 +168,7 @@ def register(cli: click.Group) -> None:
                     return
                 if p.volumes == 0:
                     if as_json:
-                        click.echo(json.dumps({"run": None, "volumes": 0}))
+                        echo_json({"run": None, "volumes": 0}, indent=None)
                     else:
                         click.echo("nothing to change: every volume already has the "
                                    "compression the policy asks for")
@@ -183,9 +184,18 @@ def register(cli: click.Group) -> None:
                          state_dir=inv.state_dir) as conns:
             done, per_node = compression.apply_run(c.mirror_path(), run.id, conns,
                                                    parallel=inv.parallel)
+        ok = done.state == "done" and not done.failed
         if as_json:
-            click.echo(json.dumps({"run": done.to_dict(),
-                                   "nodes": [n.to_dict() for n in per_node]}, indent=2))
+            doc = {"ok": ok, "run": done.to_dict(), "nodes": [n.to_dict() for n in per_node]}
+            if not ok:
+                bad = [n for n in per_node if n.error]
+                doc = failed_doc(doc, f"compression run {done.id} is {done.state}: "
+                                 f"{done.failed:,} change(s) failed"
+                                 + (f"; {bad[0].node}: {bad[0].error}" if bad else ""),
+                                 where=", ".join(n.node for n in bad) or None,
+                                 hint=f"xfleet compression apply --resume {done.id} retries "
+                                 "what is pending")
+            echo_json(doc)
         else:
             _emit(["node", "done", "failed", "commands", "batches", "error"],
                   [n.to_dict() for n in per_node], "table",
@@ -195,7 +205,7 @@ def register(cli: click.Group) -> None:
                        " existing data needs a rewrite (see docs/compression.md).")
             if done.state != "done":
                 click.echo(f"resume with: xfleet compression apply --resume {done.id}")
-        if done.state != "done" or done.failed:
+        if not ok:
             sys.exit(1)
 
     @compression_group.command("estimate")
@@ -282,8 +292,13 @@ def register(cli: click.Group) -> None:
                  "read": e.blocks_read, "of": e.blocks_total, "ashift": e.ashift,
                  "ashift_assumed": e.ashift_assumed} for e in ests]
         if as_json:
-            click.echo(json.dumps({"estimates": rows, "failed": [f.__dict__ for f in fails]},
-                                  indent=2))
+            doc: dict[str, Any] = {"estimates": rows, "failed": [f.__dict__ for f in fails]}
+            if fails:
+                doc = failed_doc(doc, f"{len(fails)} volume(s) could not be estimated; first "
+                                 f"{fails[0].node}:{fails[0].name}: {fails[0].error}",
+                                 where=fails[0].node,
+                                 hint="each failure is in 'failed'; the others are stored")
+            echo_json(doc)
         else:
             table = [{**r, "ratio (95%)": "-" if r["ratio"] is None else
                       f"{r['ratio']:.2f}x ({r['ratio_low']:.2f}..{r['ratio_high']:.2f})",
@@ -414,7 +429,7 @@ def register(cli: click.Group) -> None:
             Path(html_path).write_text(report.render_html(rep))
             _say(f"wrote {html_path}")
         if fmt == "json":
-            click.echo(json.dumps(rep.to_dict(), indent=2))
+            echo_json(rep.to_dict())
         elif fmt == "csv":
             _emit(list(report.COLUMNS), report.csv_rows(rep), "csv")
         else:

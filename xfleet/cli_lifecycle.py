@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from xfleet.cli import Ctx, _confirm, _console, _emit, json_option, pass_ctx, where_option
+from xfleet.cli import (
+    Ctx,
+    _confirm,
+    _console,
+    _emit,
+    echo_json,
+    failed_doc,
+    json_option,
+    pass_ctx,
+    where_option,
+)
 from xfleet.errors import UsageError
 
 
@@ -89,7 +98,7 @@ def _props(pairs: tuple[str, ...]) -> dict[str, str]:
 
 def _show_plan(plan: Any, as_json: bool, dry_run: bool) -> None:
     if as_json and dry_run:
-        click.echo(json.dumps({**plan.to_dict(), "dry_run": True}, indent=2))
+        echo_json({**plan.to_dict(), "dry_run": True})
         return
     if as_json:
         return
@@ -123,14 +132,22 @@ def _run(c: Ctx, plan: Any, as_json: bool) -> None:
     inv = c.inventory()
     if not plan.commands:
         if as_json:
-            click.echo(json.dumps({"op": plan.op, "ok": True, "commands": 0, "nodes": []}))
+            echo_json({"op": plan.op, "ok": True, "commands": 0, "nodes": []}, indent=None)
         else:
             click.echo("nothing to do")
         return
     with Connections(inv.hosts, trust_store=inv.trust_store, state_dir=inv.state_dir) as conns:
         out = lifecycle.execute(inv, c.mirror_path(), plan, conns)
     if as_json:
-        click.echo(json.dumps(out.to_dict(), indent=2))
+        doc = out.to_dict()
+        if not out.ok:
+            bad = [n for n in out.nodes if not n.ok]
+            doc = failed_doc(doc, f"{plan.op} failed on {len(bad)} of {len(out.nodes)} "
+                             f"node(s); first {bad[0].node}: {bad[0].error}",
+                             where=", ".join(n.node for n in bad),
+                             hint="each node stopped at its first failure; its changes so "
+                             "far are in 'nodes' (and in the mirror)")
+        echo_json(doc)
     else:
         for n in out.nodes:
             click.echo(f"{n.node}: {'ok' if n.ok else 'FAILED'}, {len(n.done)} change "

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any
 
 import click
 
-from xfleet.cli import Ctx, _console, _emit, json_option, pass_ctx
+from xfleet.cli import Ctx, _console, _emit, echo_json, failed_doc, json_option, pass_ctx
 from xfleet.errors import UsageError
 
 
@@ -79,7 +78,17 @@ def register(cli: click.Group) -> None:
         with Connections(inv.hosts, trust_store=inv.trust_store, state_dir=inv.state_dir) as conns:
             report = playbook.play(inv, path, pb, conns, check=check, resume=resume, say=say)
         if as_json:
-            click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+            doc = report.to_dict()
+            if not report.ok:
+                bad = [st for st in report.steps if st.error]
+                doc = failed_doc(
+                    doc, f"run {report.run_id} is {report.state}"
+                    + (f": step {bad[0].idx + 1} (line {bad[0].line}) {bad[0].label}: "
+                       f"{bad[0].error}" if bad else ""),
+                    where=f"{pb.path}:{bad[0].line}" if bad else str(pb.path),
+                    hint=f"xfleet play --resume {report.run_id} continues"
+                    if report.run_id is not None else None)
+            echo_json(doc)
         else:
             if check:
                 for s in report.steps:
@@ -154,7 +163,7 @@ def register(cli: click.Group) -> None:
         finally:
             conn.close()
         if as_json:
-            click.echo(json.dumps(d, indent=2, default=str))
+            echo_json(d)
             return
         click.echo(f"run {d['id']} {d['name']} ({d['file']}): {d['state']}"
                    + (f" — {d['error']}" if d["error"] else ""))

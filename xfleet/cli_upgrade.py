@@ -3,14 +3,24 @@ target status`: the CLI face of xfleet.rollout (docs/upgrades.md)."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from xfleet.cli import Ctx, _confirm, _console, _emit, json_option, pass_ctx
+from xfleet.cli import (
+    JSON_OUT,
+    Ctx,
+    _confirm,
+    _console,
+    _emit,
+    echo_json,
+    failed_doc,
+    json_option,
+    pass_ctx,
+)
 
 EXIT_PAUSED = 4  # the rollout paused (a failure beyond its budget, or asked to)
 
@@ -28,7 +38,13 @@ def _say_fn(as_json: bool) -> Any:
 
 def _finish(result: Any, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        doc = {"ok": result.state != "paused", **result.to_dict()}
+        if result.state == "paused":
+            doc = failed_doc(doc, f"rollout {result.id} paused"
+                             + (f": {result.reason}" if result.reason else ""),
+                             hint=f"xfleet rollouts show {result.id}; xfleet rollouts resume "
+                             f"{result.id} retries, xfleet rollouts stop {result.id} ends it")
+        echo_json(doc)
     else:
         _nodes_table(result.nodes)
         click.echo(f"rollout {result.id}: {result.state}"
@@ -39,6 +55,22 @@ def _finish(result: Any, as_json: bool) -> None:
                        err=True)
     if result.state == "paused":
         sys.exit(EXIT_PAUSED)
+
+
+def _rollout_state(path: Any, rid: int) -> Callable[[], dict[str, Any]]:
+    """The rollout's summary from the journal, for the error document of --json."""
+
+    def state() -> dict[str, Any]:
+        from xfleet import mirror, rollout
+
+        conn = mirror.connect(path, readonly=True)
+        try:
+            d: dict[str, Any] = rollout.summary(conn, rid)
+            return d
+        finally:
+            conn.close()
+
+    return state
 
 
 def _nodes_table(nodes: list[dict[str, Any]]) -> None:
@@ -124,8 +156,9 @@ def register(cli: click.Group) -> None:
         with Connections(inv.hosts, trust_store=inv.trust_store,
                          state_dir=inv.state_dir) as conns:
             p = rollout.plan(inv, path, conns, version, package_path, rollback, opts, nodes)
-            if as_json and (dry_run or p.refused):
-                click.echo(json.dumps(p.to_dict(), indent=2))
+            JSON_OUT.state = p.to_dict  # a refused plan is the state of the error document
+            if as_json and dry_run and not p.refused:
+                echo_json(p.to_dict())
             elif not as_json:
                 for ch in p.checks:
                     mark = "ok " if ch.ok and not ch.warning else "WARN" if ch.ok else (
@@ -140,6 +173,7 @@ def register(cli: click.Group) -> None:
                 _confirm(yes, f"Upgrade the target on {len(p.nodes)} node(s) to {version}?",
                          f"upgrade {len(p.nodes)} node(s)")
             rid = rollout.start(path, p)
+            JSON_OUT.state = _rollout_state(path, rid)
             say(f"rollout {rid}: {len(p.nodes)} node(s) in {len(p.batches)} batch(es)")
             result = rollout.Runner(inv, path, conns, rid, say=say).run()
         _finish(result, as_json)
@@ -167,8 +201,7 @@ def register(cli: click.Group) -> None:
         finally:
             conn.close()
         if as_json:
-            click.echo(json.dumps([{k: v for k, v in r.items() if k != "nodes"} for r in rows],
-                                  indent=2, default=str))
+            echo_json([{k: v for k, v in r.items() if k != "nodes"} for r in rows])
             return
         _emit(["id", "version", "state", "nodes", "current", "started", "reason"],
               [{"id": r["id"], "version": r["version"],
@@ -199,7 +232,7 @@ def register(cli: click.Group) -> None:
         finally:
             conn.close()
         if as_json:
-            click.echo(json.dumps(d, indent=2, default=str))
+            echo_json(d)
             return
         click.echo(f"rollout {d['id']} to {d['version']}: {d['state']}, "
                    f"{d['nodes_done']}/{d['nodes_total']} node(s) done"
@@ -219,7 +252,7 @@ def register(cli: click.Group) -> None:
 
             state = rollout.request(c.mirror_path(), rollout_id, what)
             if as_json:
-                click.echo(json.dumps({"id": rollout_id, "state": state}))
+                echo_json({"id": rollout_id, "state": state}, indent=None)
             else:
                 click.echo(f"rollout {rollout_id}: {state}")
 
@@ -254,6 +287,7 @@ def register(cli: click.Group) -> None:
         from xfleet.transport import Connections
 
         inv = c.inventory()
+        JSON_OUT.state = _rollout_state(c.mirror_path(), rollout_id)
         with Connections(inv.hosts, trust_store=inv.trust_store,
                          state_dir=inv.state_dir) as conns:
             result = rollout.resume(inv, c.mirror_path(), conns, rollout_id,

@@ -38,6 +38,7 @@ in large chunks, limited by token buckets (fleet-wide and per node).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import socket
@@ -676,12 +677,14 @@ class Runner:
                     m.state, m.step, m.rate = "paused", "paused", None
                     _save(conn, m, "paused by request")
                 else:
-                    m.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-                    m.step = f"failed in {m.state}"
-                    if m.state not in HALTED:
-                        m.options["failed_state"] = m.state
-                    m.state, m.rate = "failed", None
-                    _save(conn, m, f"failed: {m.error}")
+                    self._failed(conn, m, exc.message + (f" (hint: {exc.hint})"
+                                                         if exc.hint else ""))
+            except Exception as exc:  # a bug or an unexpected library error (e.g. paramiko's)
+                # Journaled like any failure, so the move stays resumable and the mirror says
+                # what happened; the traceback goes to the log (stderr unless configured).
+                logging.getLogger(__name__).exception("move %s failed unexpectedly", m.id)
+                self._failed(conn, m, f"internal error: {type(exc).__name__}: {exc}"
+                             f" (hint: xfleet moves resume {m.id})")
             return get(conn, move_id)
         finally:
             done.set()
@@ -693,6 +696,16 @@ class Runner:
             conn.execute("UPDATE moves SET pid = NULL, control = NULL WHERE id = ? AND pid = ?",
                          (move_id, os.getpid()))
             conn.close()
+
+    @staticmethod
+    def _failed(conn: sqlite3.Connection, m: Move, error: str) -> None:
+        """Journal `m` as failed with `error`; `resume` continues in the state that failed."""
+        m.error = error
+        m.step = f"failed in {m.state}"
+        if m.state not in HALTED:
+            m.options["failed_state"] = m.state
+        m.state, m.rate = "failed", None
+        _save(conn, m, f"failed: {m.error}")
 
     def _monitor(self, move_id: int, halt: threading.Event, done: threading.Event) -> None:
         """While a move runs: stop it on Ctrl-C or a pause request, and keep its heartbeat."""

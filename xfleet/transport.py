@@ -500,6 +500,8 @@ class _LocalProcess(Process):
             return b""
 
     def write(self, data: bytes | memoryview) -> None:
+        if self.killed:  # a killed group's last member may still hold the pipe for a moment
+            raise self._gone("it was killed")
         view = memoryview(data).cast("B")
         poller = select.poll()
         poller.register(self._in, select.POLLOUT)
@@ -668,6 +670,19 @@ def _feed_pipe(pipe: Any, data: bytes) -> None:
         pass
 
 
+def _ssh_errors() -> tuple[type[BaseException], ...]:
+    """What a paramiko call on a channel raises when its connection breaks under it.
+
+    `Channel.send`, `close`, `shutdown_write` and even `recv` (which may send a window
+    adjustment) go through `Transport._send_user_message`: its socket write raises EOFError
+    when the connection was reset but paramiko's reader thread has not noticed yet, and it
+    raises SSHException when a key exchange does not complete; a closed channel raises OSError.
+    """
+    import paramiko
+
+    return (EOFError, OSError, paramiko.SSHException)
+
+
 def _feed_channel(chan: paramiko.Channel, data: bytes) -> None:
     """Send `data` as the command's stdin, then end-of-file (in its own thread, so a command
     that writes while it reads cannot deadlock against us)."""
@@ -767,7 +782,8 @@ class SSHTransport(Transport):
                 t = self._client.get_transport()
                 if t is not None and t.is_active():
                     return self._client
-                self._client.close()
+                with contextlib.suppress(Exception):
+                    self._client.close()
                 self._client = None
             self._client = self._connect_with_retry()
             return self._client
@@ -930,7 +946,8 @@ class SSHTransport(Transport):
             except Exception as exc:
                 with self._lock:
                     if self._client is client:
-                        client.close()
+                        with contextlib.suppress(Exception):
+                            client.close()
                         self._client = None
                 if attempt == 2:
                     raise ConnectError(
@@ -969,10 +986,10 @@ class SSHTransport(Transport):
             while True:
                 got = False
                 while chan.recv_stderr_ready():
-                    errbuf.add(chan.recv_stderr(_CHUNK))
+                    errbuf.add(self._chan_recv(chan.recv_stderr, argv))
                     got = True
                 if chan.recv_ready():
-                    data = chan.recv(_CHUNK)
+                    data = self._chan_recv(chan.recv, argv)
                     if data:
                         last = time.monotonic()
                         yield from lines.feed(data)
@@ -1009,7 +1026,7 @@ class SSHTransport(Transport):
                     raise TransportError(f"connection lost while {argv[0]} was exiting",
                                          where=self.node)
             while chan.recv_stderr_ready():
-                errbuf.add(chan.recv_stderr(_CHUNK))
+                errbuf.add(self._chan_recv(chan.recv_stderr, argv))
             status[0] = chan.recv_exit_status()
             if status[0] == -1 and not transport.is_active():
                 raise TransportError(
@@ -1019,12 +1036,28 @@ class SSHTransport(Transport):
             err[0] = errbuf.text()
         finally:
             sel.close()
-            chan.close()
+            with contextlib.suppress(Exception):  # best effort: the connection may be gone
+                chan.close()
+
+    def _chan_recv(self, recv: Callable[[int], bytes], argv: list[str]) -> bytes:
+        """recv(_CHUNK) of a command's channel; a broken connection is a TransportError (the
+        command ran, so not a ConnectError: it must not be retried blindly)."""
+        try:
+            return recv(_CHUNK)
+        except TimeoutError:  # recv is only called when data is ready: nothing lost
+            return b""
+        except _ssh_errors() as exc:
+            raise TransportError(
+                f"connection lost while running {argv[0]} ({exc or type(exc).__name__}); it "
+                "may or may not have completed",
+                where=self.node,
+            ) from None
 
     def close(self) -> None:
         with self._lock:
             if self._client is not None:
-                self._client.close()
+                with contextlib.suppress(Exception):  # a dead connection may fail to close
+                    self._client.close()
                 self._client = None
         if self._jump is not None:
             self._jump.close()
@@ -1055,7 +1088,8 @@ class _SSHProcess(Process):
             chan.settimeout(_PROCESS_POLL)
             chan.exec_command(quote_command(argv))
         except Exception as exc:  # SSHException "Channel closed.", EOFError...: not started
-            chan.close()
+            with contextlib.suppress(Exception):
+                chan.close()
             raise ConnectError(
                 f"could not start {argv[0]}: {exc or type(exc).__name__}", where=self.node
             ) from None
@@ -1078,6 +1112,23 @@ class _SSHProcess(Process):
             where=self.node,
         )
 
+    def _broken(self, exc: BaseException) -> TransportError:
+        """The error for a paramiko call on this channel that raised `exc` (see _ssh_errors).
+
+        EOFError means the socket write itself failed: the connection is gone even if
+        paramiko's reader thread has not noticed yet, and the SSH stream is unusable (a packet
+        may be half written), so the connection is closed here: every other channel on it
+        sees the loss at once and the node's next command reconnects. Otherwise the
+        connection decides: lost if it is not active any more, else the command is gone.
+        """
+        if isinstance(exc, EOFError) and not self.killed:
+            with contextlib.suppress(Exception):
+                self._transport.close()
+            return self._lost()
+        if not self._transport.is_active() and not self.killed:
+            return self._lost()
+        return self._gone()
+
     def read(self, n: int = 1 << 20) -> bytes:
         self._check_readable()
         chan = self._chan
@@ -1095,6 +1146,11 @@ class _SSHProcess(Process):
                         f"no output from {self.name} for {self.timeout:g}s", where=self.node
                     ) from None
                 continue
+            except _ssh_errors() as exc:  # recv may send a window adjustment and fail
+                if self.killed:
+                    return b""
+                self._broken(exc)  # closes a connection whose socket failed
+                raise self._lost() from None
             if data:
                 self._owner.received += len(data)
                 return data
@@ -1120,10 +1176,8 @@ class _SSHProcess(Process):
                         f"{self.name} took no input for {self.timeout:g}s", where=self.node
                     ) from None
                 continue
-            except OSError:  # paramiko: "Socket is closed"
-                if not self._transport.is_active() and not self.killed:
-                    raise self._lost() from None
-                raise self._gone() from None
+            except _ssh_errors() as exc:  # "Socket is closed", a reset connection (EOFError)
+                raise self._broken(exc) from None
             if sent <= 0:  # end-of-file was sent or the channel closed
                 raise self._gone()
             view = view[sent:]
@@ -1195,10 +1249,12 @@ class _SSHProcess(Process):
                 m.add_string("KILL")
                 sender: Any = self._transport
                 sender._send_user_message(m)
-        chan.close()
+        with contextlib.suppress(Exception):  # best effort: the connection may be gone
+            chan.close()
 
     def _release(self) -> None:
-        self._chan.close()
+        with contextlib.suppress(Exception):
+            self._chan.close()
 
 
 _TRANSPORT_CLASS: Any = None
@@ -1353,7 +1409,8 @@ def fetch_host_key(
                 where=h.name,
             ) from None
         finally:
-            t.close()
+            with contextlib.suppress(Exception):
+                t.close()
     finally:
         via.close()
 

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from xfleet.lab import LabError, build, down, reset, up
 
-from .labkit import LINK_PORT, NODES, SSH_PORT, Lab, log
+from . import labkit
+from .labkit import LINK_PORT, NODES, ROOT, SSH_PORT, Lab, log
+
+ARTIFACTS = ROOT / ".xfleet" / "test-artifacts"
+_session: dict[str, Path] = {}  # "state_dir": the session lab's, once known
 
 LAB_DIR = Path(__file__).resolve().parent
 
@@ -59,6 +63,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     state_dir = Path(os.environ.get("XFLEET_LAB_TEST_STATE_DIR") or
                      tmp_path_factory.mktemp("labstate"))
     inventory = state_dir / "inventory" / "lab.yaml"
+    _session["state_dir"] = state_dir
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     try:
@@ -81,11 +86,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def client(lab: Lab) -> str:
     """The name of the lab's client VM (`client1`, an NVMe/TCP initiator), booted when the
     first test asks for it (~35-80 s under TCG; lab1 keeps a spare private link for it) and
-    kept until the lab stops; the tests that ask for it run last. Reach it with
+    kept until the lab stops; the tests that ask for it run last. Its first boot is stalled
+    (QEMU -S), so it comes up on boot 2 through the boot watchdog (checked by
+    test_lab_nodes.py). Reach it with
     `lab.run(client, argv)` or through the inventory's `initiators`. A module leaves it with no
     NVMe connection."""
     try:
-        return lab.ensure_client()
+        return lab.ensure_client(stall_first_boot=True)  # the boot watchdog's lab proof
     except LabError as exc:
         pytest.fail(f"the lab client could not come up: {exc}", pytrace=False)
 
@@ -101,3 +108,52 @@ def fresh_pools(request: pytest.FixtureRequest) -> None:
     reset(state_dir=handle.state_dir, progress=log)
     handle.timings.setdefault("reset", 0.0)
     handle.timings["reset"] += time.monotonic() - t
+
+
+# ---------------------------------------------------------------------------------------------
+# failure bundles: everything needed to name the cause of a lab failure after the fact
+
+
+@pytest.fixture(autouse=True)
+def _xfleet_commands() -> None:
+    """Each test's bundle lists the xfleet commands of that test only."""
+    labkit.COMMANDS.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+    outcome = yield
+    rep: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if not rep.failed or item.get_closest_marker("lab") is None:
+        return
+    try:
+        path = labkit.write_bundle(ARTIFACTS, item.nodeid, rep.when, rep.longreprtext,
+                                   _session.get("state_dir"))
+    except Exception as exc:  # a bundle must never hide the failure itself
+        rep.sections.append(("xfleet lab failure bundle", f"could not be written: {exc!r}"))
+        return
+    rep.sections.append(("xfleet lab failure bundle", f"written to {path}"))
+    log(f"failure bundle for {item.nodeid} ({rep.when}): {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the lab's time budget: seconds per module (setup + call + teardown), printed at the end so
+# every change sees what it costs (docs/lab.md has the budget)
+
+_module_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if LAB_DIR.name in report.nodeid and "lab" in report.keywords:
+        module = report.nodeid.split("::")[0]
+        _module_seconds[module] = _module_seconds.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _module_seconds:
+        return
+    terminalreporter.section("xfleet lab: seconds per module (budget: docs/lab.md)")
+    for module, seconds in sorted(_module_seconds.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{seconds:7.0f}s  {module}")
+    terminalreporter.write_line(f"{sum(_module_seconds.values()):7.0f}s  lab total")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from xfleet import zfs
+from xfleet.lab import LabError, target_pkg, up
 from xfleet.lab import ssh as labssh
-from xfleet.lab import target_pkg, up
-from xfleet.lab.vm import LabState
+from xfleet.lab.vm import SILENT_TIMEOUT, LabState
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "xfleet:tenant"
@@ -25,10 +27,27 @@ SSH_PORT = int(os.environ.get("XFLEET_LAB_TEST_SSH_PORT", "2211"))
 LINK_PORT = int(os.environ.get("XFLEET_LAB_TEST_LINK_PORT", "12311"))
 NODES = 2  # storage nodes of the session lab
 CLIENT = "client1"  # the NVMe/TCP initiator VM, booted on first use (Lab.ensure_client)
+# the session boots it through the boot watchdog (its first boot stalled): long enough for a
+# normal client boot to have printed on its console (the kernel decompressor prints within
+# seconds of the start, even on a loaded machine)
+CLIENT_SILENT_TIMEOUT = 30.0
 
 
 def log(msg: str) -> None:
     print(f"[lab {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# What the current test ran through xfleet (argv, exit status, outputs), for its failure
+# bundle (conftest.py writes it under .xfleet/test-artifacts/<test>/ when the test fails).
+COMMANDS: list[dict[str, Any]] = []
+
+
+def consoles(state: LabState | None, lines: int = 12) -> str:
+    """The last console lines of every lab VM, for assertion messages."""
+    if state is None:
+        return ""
+    return "".join(f"\n--- {n.name} console (last {lines} lines):\n"
+                   f"{labssh.console_tail(state.endpoint(n), lines)}" for n in state.nodes)
 
 
 @dataclass
@@ -37,14 +56,21 @@ class CLIResult:
     out: str
     err: str
     seconds: float
+    argv: list[str] = field(default_factory=list)
+    state: LabState | None = field(default=None, repr=False)
+
+    def explain(self) -> str:
+        """The command, its exit status, its outputs' tails and the VMs' last console lines:
+        the message of an assertion about this result."""
+        return (f"command: {' '.join(self.argv)}\nexit status: {self.code} after "
+                f"{self.seconds:.1f}s\nstdout (tail): {self.out[-2000:]}\n"
+                f"stderr (tail): {self.err[-3000:]}{consoles(self.state)}")
 
     def json(self) -> Any:
         try:
             return json.loads(self.out)
         except json.JSONDecodeError as exc:
-            raise AssertionError(
-                f"not JSON (exit {self.code}): {self.out[:500]!r}\nstderr: {self.err[-2000:]}"
-            ) from exc
+            raise AssertionError(f"not JSON:\n{self.explain()}") from exc
 
 
 @dataclass
@@ -73,15 +99,26 @@ class Lab:
         env.pop("XFLEET_INVENTORY", None)
         env.pop("XFLEET_MIRROR", None)
         t = time.monotonic()
-        p = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env,
-                           timeout=timeout, check=False)
-        return CLIResult(p.returncode, p.stdout, p.stderr, time.monotonic() - t)
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env,
+                               timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            COMMANDS.append({"argv": argv, "exit": None, "timeout": timeout,
+                             "stdout": _text(exc.stdout), "stderr": _text(exc.stderr)})
+            raise AssertionError(
+                f"command: {' '.join(argv)}\ndid not finish within {timeout:.0f}s\n"
+                f"stderr (tail): {_text(exc.stderr)[-3000:]}{consoles(self.state)}") from exc
+        COMMANDS.append({"argv": argv, "exit": p.returncode, "seconds": time.monotonic() - t,
+                         "stdout": p.stdout, "stderr": p.stderr})
+        return CLIResult(p.returncode, p.stdout, p.stderr, time.monotonic() - t, argv,
+                         self.state)
 
     def popen_xfleet(self, *args: str, mirror: Path,
                      inventory: Path | None = None) -> subprocess.Popen[str]:
         argv = [sys.executable, "-m", "xfleet", "--inventory", str(inventory or self.inventory),
                 "--mirror", str(mirror), *args]
         env = {**os.environ, "COLUMNS": "200"}
+        COMMANDS.append({"argv": argv, "background": True})
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, cwd=ROOT, env=env)
 
@@ -112,6 +149,37 @@ class Lab:
                 for line in out.splitlines() if line.strip()]
         return sorted(rows, key=lambda r: str(r[0]))
 
+    def boot_id(self, node: str) -> str:
+        return self.run(node, ["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip()
+
+    def reboot(self, node: str) -> str:
+        """`systemctl reboot` on `node`; returns the boot id it had (for `wait_rebooted`)."""
+        old = self.boot_id(node)
+        self.run(node, ["systemctl", "reboot"], check=False, timeout=30)
+        labssh.close_master(self.state.endpoint(node))
+        return old
+
+    def wait_rebooted(self, node: str, old_boot_id: str, timeout: float = 400) -> None:
+        """Wait until `node` answers from a boot other than `old_boot_id`, then `ensure_up`
+        (which imports its pool again). No fixed sleep: the node's boot id is the state."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                res = labssh.run(self.state.endpoint(node),
+                                 ["cat", "/proc/sys/kernel/random/boot_id"], check=False,
+                                 timeout=20, connect_timeout=5)
+                if res.ok and res.stdout.strip() not in ("", old_boot_id):
+                    self.ensure_up()
+                    return
+                last = res.stderr.strip()[-200:] or res.stdout.strip()
+            except LabError as exc:  # a connection that hangs while the guest boots
+                last = str(exc)[:200]
+            labssh.close_master(self.state.endpoint(node))
+            time.sleep(1)
+        raise AssertionError(f"{node} did not come back from its reboot within {timeout:.0f}s "
+                             f"(last: {last}){consoles(self.state)}")
+
     def ensure_up(self) -> None:
         """Restart nodes that were killed (by a fault test); no-op when all are running. A
         running client stays (and is kept in the inventory): `up` never drops one."""
@@ -121,13 +189,20 @@ class Lab:
         self.timings.setdefault("ensure_up", 0.0)
         self.timings["ensure_up"] += time.monotonic() - t
 
-    def ensure_client(self) -> str:
+    def ensure_client(self, *, stall_first_boot: bool = False) -> str:
         """Boot the client VM `client1` (an NVMe/TCP initiator, no pool) if it is not running,
         without touching the storage nodes (lab1 keeps a spare private link for it); it is
-        written into the inventory under `all: initiators:`. Returns its name."""
+        written into the inventory under `all: initiators:`. Returns its name.
+
+        `stall_first_boot`: its first boot is started with its CPUs stopped (a QEMU that never
+        prints), so the boot watchdog must kill it after CLIENT_SILENT_TIMEOUT and boot it
+        again: the watchdog's proof in the lab, for the price of that timeout."""
         t = time.monotonic()
         self.state = up(NODES, self.inventory, state_dir=self.state_dir, ssh_port=SSH_PORT,
-                        link_port=LINK_PORT, clients=1, progress=log)
+                        link_port=LINK_PORT, clients=1, progress=log,
+                        stall_first_boot=[CLIENT] if stall_first_boot else [],
+                        silent_timeout=CLIENT_SILENT_TIMEOUT if stall_first_boot else
+                        SILENT_TIMEOUT)
         self.timings.setdefault("client_up", 0.0)
         self.timings["client_up"] += time.monotonic() - t
         return CLIENT
@@ -141,6 +216,56 @@ class Lab:
     def remove_target(self, node: str) -> None:
         """Stop and purge the lab target on `node` (best effort, for clean-up)."""
         target_pkg.uninstall(self.state, node)
+
+
+def write_bundle(root: Path, nodeid: str, when: str, report: str,
+                 state_dir: Path | None) -> Path:
+    """Write `root`/<test>/ (.xfleet/test-artifacts/<test>/ in the suite): the failure
+    report, the xfleet command lines and outputs of the test, every VM's serial console, and
+    from each VM that answers the tail of `zpool events -v`, `dmesg`, `zpool status` and the
+    processes. Returns the directory."""
+    out = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / "report.txt").write_text(f"{nodeid} failed in {when}\n\n{report}\n")
+    (out / "commands.json").write_text(json.dumps(COMMANDS, indent=1, default=str))
+    (out / "commands.txt").write_text("".join(
+        f"$ {' '.join(map(str, c['argv']))}\n"
+        + ("(started in the background)\n" if c.get("background") else
+           f"exit status: {c.get('exit')}\n--- stdout\n{c.get('stdout', '')}\n"
+           f"--- stderr\n{c.get('stderr', '')}\n")
+        + "\n" for c in COMMANDS))
+    if state_dir is None:
+        return out
+    for console in sorted((state_dir / "nodes").glob("*/console.log")):
+        shutil.copy(console, out / f"{console.parent.name}-console.log")
+    try:
+        lab = LabState.load(state_dir)
+    except LabError:
+        return out
+    probes = {
+        "zpool-events": "zpool events -v 2>&1 | tail -n 400",
+        "dmesg": "dmesg 2>&1 | tail -n 200",
+        "zpool-status": "zpool status -v 2>&1; zpool list -v 2>&1",
+        "ps": "ps -eo pid,ppid,stat,etime,args 2>&1",
+    }
+    for n in lab.nodes:
+        for name, script in probes.items():
+            if n.is_client and name.startswith("zpool"):
+                continue
+            try:
+                res = labssh.run(lab.endpoint(n), ["sh", "-c", script], check=False,
+                                 timeout=30, connect_timeout=5)
+                text = res.stdout + (f"\n(stderr: {res.stderr})" if res.stderr else "")
+            except LabError as exc:
+                text = f"(not reachable: {exc})"
+            (out / f"{n.name}-{name}.txt").write_text(text)
+    return out
+
+
+def _text(data: str | bytes | None) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
 
 
 def mirror_rows(db: Path, node: str) -> list[tuple[Any, ...]]:

@@ -112,7 +112,7 @@ def zget(lab: Lab, name: str, *props: str) -> dict[str, str]:
 
 def cli_json(lab: Lab, db: Path, *args: str) -> Any:
     res = lab.xfleet(*args, "--json", mirror=db)
-    assert res.code == 0, f"{args}: {res.out[-2000:]} {res.err[-2000:]}"
+    assert res.code == 0, res.explain()
     return res.json()
 
 
@@ -186,7 +186,7 @@ def test_estimates_match_what_zfs_stores_after_a_rewrite_and_policy_applies(
     html = tmp_path / "report.html"
     rep = lab.xfleet("report", "compression", "--by", "volume", "--policy", str(policy),
                      "--html", str(html), "--json", mirror=db)
-    assert rep.code == 0, rep.err
+    assert rep.code == 0, rep.explain()
     data = json.loads(rep.out)
     by = {r["group"]: r for r in data["rows"]}
     assert by[f"{NODE}:tank/ctest/pg-zstd"]["ratio"] > 1.5

@@ -32,7 +32,7 @@ def baseline(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
     lab.run("lab2", ["zfs", "snapshot", "-r", "tank/f@b.2"])
     db = tmp_path_factory.mktemp("faults") / "lab.db"
     res = lab.xfleet("sync", "--json", mirror=db)
-    assert res.code == 0, f"baseline sync failed: {res.out}\n{res.err}"
+    assert res.code == 0, res.explain()
     assert len(mirror_rows(db, "lab2")) >= 120
     return db
 
@@ -68,7 +68,7 @@ def test_changed_host_key_is_refused(lab: Lab, baseline: Path, tmp_path: Path) -
     # existing mirror: lab1's rows are kept, untouched
     before = mirror_rows(baseline, "lab1")
     res = lab.xfleet("sync", "--node", "lab1", "--json", inventory=bad_inv, mirror=baseline)
-    assert res.code != 0
+    assert res.code != 0, res.explain()
     assert mirror_rows(baseline, "lab1") == before
 
 
@@ -113,5 +113,5 @@ def test_node_killed_mid_sync_is_failed_and_stale_and_keeps_rows(
 
     # and the CLI still reads the kept rows, without contacting any node
     res = lab.xfleet("ls", "--node", "lab2", "--json", mirror=baseline)
-    assert res.code == 0, res.err
+    assert res.code == 0, res.explain()
     assert len(res.json()) == len(before)

@@ -91,9 +91,10 @@ def test_seed_tar_contents_and_modes(lab_state: LabState) -> None:
     assert files["hostname"] == "lab1\n" and files["hostid"] == "7f000001\n"
     assert members["ssh_host_ed25519_key"].mode == 0o600
     assert members["network/10-wan.network"].mode == 0o644  # networkd must read it
-    assert "Address=10.77.0.11/24" in files["network/22-br0.network"]
+    assert "ip addr add 10.77.0.11/24 dev br0" in files["early.sh"]
+    assert not any(n.startswith("network/2") for n in files)  # networkd leaves br0 alone
     # lab1 is the hub: two private NICs bridged
-    assert files["network/21-private.network"].count("52:54:00:77:01:") == 2
+    assert "for mac in 52:54:00:77:01:01 52:54:00:77:01:02; do" in files["early.sh"]
     assert files["authorized_keys"].startswith("ssh-ed25519 ")
 
 
@@ -223,13 +224,13 @@ def test_client_vm_has_no_data_disk_and_joins_the_private_network(
         files = {m.name: tar.extractfile(m).read().decode()  # type: ignore[union-attr]
                  for m in tar.getmembers()}
     assert files["hostname"] == "client1\n"
-    assert "Address=10.77.0.101/24" in files["network/22-br0.network"]
+    assert "ip addr add 10.77.0.101/24 dev br0" in files["early.sh"]
     assert lab.endpoint("client1").port == 2233
     # lab1 bridges all three of its links
     raw1 = _seed_tar(lab, lab.node("lab1"), "7f000001")
     with tarfile.open(fileobj=io.BytesIO(raw1)) as tar:
-        priv = tar.extractfile("network/21-private.network").read().decode()  # type: ignore[union-attr]
-    assert priv.count("52:54:00:77:01:") == 3
+        early = tar.extractfile("early.sh").read().decode()  # type: ignore[union-attr]
+    assert "for mac in 52:54:00:77:01:01 52:54:00:77:01:02 52:54:00:77:01:03; do" in early
 
 
 def test_inventory_lists_clients_as_initiators(lab_with_client: LabState, tmp_path: Path) -> None:
@@ -285,3 +286,31 @@ def test_lab_up_cli_offers_clients() -> None:
     assert res.exit_code == 0 and "--clients" in res.output and "Example" in res.output
     bad = CliRunner().invoke(cli, ["lab", "up", "--clients", "3"])
     assert bad.exit_code == 2 and "--clients" in bad.output
+
+
+def test_a_failure_bundle_holds_the_report_the_commands_and_the_consoles(
+        tmp_path: Path) -> None:
+    from . import labkit
+
+    state = tmp_path / "state"
+    (state / "nodes" / "lab1").mkdir(parents=True)
+    (state / "nodes" / "lab1" / "console.log").write_text("lab1 login:\n")
+    labkit.COMMANDS[:] = [
+        {"argv": ["python", "-m", "xfleet", "sync"], "exit": 1, "stdout": "{}",
+         "stderr": "error: lab2: connection refused"},
+        {"argv": ["python", "-m", "xfleet", "watch"], "background": True},
+    ]
+    try:
+        out = labkit.write_bundle(tmp_path / "artifacts", "tests/lab/test_x.py::test_y[a b]",
+                                  "call", "AssertionError: boom", state)
+    finally:
+        labkit.COMMANDS.clear()
+    assert out == tmp_path / "artifacts" / "tests_lab_test_x.py_test_y_a_b"
+    assert "failed in call" in (out / "report.txt").read_text()
+    assert "AssertionError: boom" in (out / "report.txt").read_text()
+    commands = (out / "commands.txt").read_text()
+    assert "$ python -m xfleet sync\nexit status: 1" in commands
+    assert "error: lab2: connection refused" in commands
+    assert "$ python -m xfleet watch\n(started in the background)" in commands
+    assert json.loads((out / "commands.json").read_text())[0]["exit"] == 1
+    assert (out / "lab1-console.log").read_text() == "lab1 login:\n"

@@ -42,7 +42,7 @@ def make_volume(lab: Lab, name: str, mb: int = 96, snapshots: int = 2) -> None:
 
 def sync(lab: Lab, db: Path) -> None:
     res = lab.xfleet("sync", "--json", mirror=db)
-    assert res.code == 0, res.out + res.err
+    assert res.code == 0, res.explain()
 
 
 def move_row(db: Path, move_id: int) -> dict[str, Any]:
@@ -97,9 +97,9 @@ def test_move_copies_chain_properties_and_data_then_retires_the_source(
     sync(lab, db)
     before = sha(lab, SRC, vol)
     dry = lab.xfleet("move", vol, "--to", DST, "--dry-run", mirror=db)
-    assert dry.code == 0 and "zfs receive -s -u" in dry.out and "-L -c" in dry.out, dry.out
+    assert dry.code == 0 and "zfs receive -s -u" in dry.out and "-L -c" in dry.out, dry.explain()
     res = lab.xfleet("move", vol, "--to", DST, "--json", mirror=db)
-    assert res.code == 0, res.out + res.err
+    assert res.code == 0, res.explain()
     m = res.json()
     assert m["state"] == "done" and m["verified"], m
     assert sha(lab, DST, vol) == before
@@ -123,9 +123,9 @@ def test_move_copies_chain_properties_and_data_then_retires_the_source(
     assert "verified" in show.out and "done" in show.out
     # destroying the retired source needs --destroy and a confirmation
     res = lab.xfleet("moves", "retire", str(m["id"]), "--destroy", mirror=db)
-    assert res.code != 0 and "confirmation" in res.err
+    assert res.code != 0 and "confirmation" in res.err, res.explain()
     res = lab.xfleet("moves", "retire", str(m["id"]), "--destroy", "--yes", mirror=db)
-    assert res.code == 0, res.err
+    assert res.code == 0, res.explain()
     assert not lab.run(SRC, ["zfs", "list", retired], check=False).ok
 
 
@@ -136,9 +136,9 @@ def test_refusals_are_clear(lab: Lab, db: Path) -> None:
     lab.run(SRC, ["zfs", "clone", f"{vol}@s0", "tank/m/taken-branch"])
     sync(lab, db)
     res = lab.xfleet("move", vol, "--to", DST, mirror=db)
-    assert res.code == 1 and "several nodes" in res.err and "--from" in res.err
+    assert res.code == 1 and "several nodes" in res.err and "--from" in res.err, res.explain()
     res = lab.xfleet("move", vol, "--from", SRC, "--to", DST, mirror=db)
-    assert res.code == 1 and "Traceback" not in res.err
+    assert res.code == 1 and "Traceback" not in res.err, res.explain()
     assert "clone" in res.err  # never orphan a clone
     lab.run(SRC, ["zfs", "destroy", "tank/m/taken-branch"])
     sync(lab, db)
@@ -198,9 +198,11 @@ def test_xfleet_killed_mid_copy_resumes(lab: Lab, db: Path) -> None:
         proc.wait(timeout=30)
     move_id = _last_id(db, vol)
     assert move_row(db, move_id)["state"] in ("base", "catchup")
-    time.sleep(2)  # the remote receive notices the closed connection and keeps its token
+    wait_for(lambda: not lab.run(DST, ["pgrep", "-f", f"zfs receive .*{vol}"],
+                                 check=False).stdout.strip(),
+             "the target's receive to notice the closed connection (it keeps its token)")
     res = lab.xfleet("moves", "resume", str(move_id), "--json", mirror=db, timeout=900)
-    assert res.code == 0, res.out + res.err
+    assert res.code == 0, res.explain()
     assert res.json()["state"] == "done"
     assert sha(lab, DST, vol) == before
 
@@ -234,11 +236,11 @@ def test_target_out_of_space_fails_cleanly_and_aborts(lab: Lab, db: Path) -> Non
     lab.run(DST, ["zfs", "create", "-V", str(eat // 2**20) + "M", "tank/eater"])
     before = sha(lab, SRC, vol)
     res = lab.xfleet("move", vol, "--to", DST, "--json", mirror=db, timeout=900)
-    assert res.code == 1
+    assert res.code == 1, res.explain()
     m = res.json()
-    assert m["state"] == "failed" and "out of space" in (m["error"] or ""), m
+    assert m["state"] == "failed" and "out of space" in m["error"]["message"], m
     res = lab.xfleet("moves", "abort", str(m["id"]), "--yes", mirror=db)
-    assert res.code == 0, res.err
+    assert res.code == 0, res.explain()
     assert not lab.run(DST, ["zfs", "list", vol], check=False).ok  # partial copy discarded
     assert sha(lab, SRC, vol) == before  # source untouched
     assert not [s for s in lab.run(SRC, ["zfs", "list", "-H", "-o", "name", "-t", "snapshot",
@@ -265,7 +267,7 @@ def test_an_encrypted_volume_moves_raw_and_its_copy_opens_with_the_same_key(
         "commands:")[1], dry.out
     assert "keylocation=file:///root/move-test.key" in dry.out
     res = lab.xfleet("move", vol, "--to", DST, "--json", mirror=db, timeout=900)
-    assert res.code == 0, res.out + res.err
+    assert res.code == 0, res.explain()
     m = res.json()
     assert m["state"] == "done" and m["send_flags"] == ["-w"], m
     assert "hash(es) equal" in m["verified"], m  # the copy's key was loaded: content checked
@@ -287,28 +289,28 @@ def test_a_target_pool_without_a_needed_feature_is_refused_before_any_byte(
         vol = "tank/m/zstd"
         lab.run(SRC, ["zfs", "create", "-p", "-s", "-V", "16M", "-o", "compression=zstd", vol])
         res = lab.xfleet("sync", "--json", inventory=inv, mirror=db)
-        assert res.code == 0, res.err
+        assert res.code == 0, res.explain()
         res = lab.xfleet("move", vol, "--to", f"{DST}/oldpool", "--dry-run", inventory=inv,
                          mirror=db)
-        assert res.code != 0 and "needs feature zstd_compress (disabled)" in res.err, res.err
+        assert res.code != 0 and "needs feature zstd_compress (disabled)" in res.err, res.explain()
         assert "Traceback" not in res.err
         res = lab.xfleet("move", vol, "--to", f"{DST}/oldpool", "--json", inventory=inv,
                          mirror=db)
-        assert res.code == 1 and "zstd_compress" in res.json()["error"]
+        assert res.code == 1 and "zstd_compress" in res.json()["error"]["message"], res.explain()
         assert not lab.run(DST, ["zfs", "list", "oldpool/m/zstd"], check=False).ok
         # with a compression the target has, the same move goes through (sent without -c)
         ok = lab.xfleet("moves", "abort", str(res.json()["id"]), "--yes", inventory=inv,
                         mirror=db)
-        assert ok.code == 0, ok.err
+        assert ok.code == 0, ok.explain()
         res = lab.xfleet("move", vol, "--to", f"{DST}/oldpool", "--compression", "lz4",
                          "--json", inventory=inv, mirror=db)
-        assert res.code == 0, res.out + res.err
+        assert res.code == 0, res.explain()
         assert res.json()["send_flags"] == ["-L"]
     finally:
         lab.run(DST, ["zpool", "destroy", "oldpool"], check=False)
         lab.run(DST, ["rm", "-f", "/var/tmp/oldpool.img"])
         res = lab.xfleet("sync", "--full", "--node", DST, "--json", mirror=db)
-        assert res.code == 0, res.err
+        assert res.code == 0, res.explain()
 
 
 def test_pause_resume_and_a_target_changed_meanwhile_is_never_rolled_back(
@@ -326,7 +328,7 @@ def test_pause_resume_and_a_target_changed_meanwhile_is_never_rolled_back(
         lab.write_random(SRC, vol, 8, seek_mb=50)
         wait_for(lambda: move_row(db, move_id)["state"] == "catchup", "a catch-up round")
         res = lab.xfleet("moves", "pause", str(move_id), "--json", mirror=db)
-        assert res.code == 0, res.err
+        assert res.code == 0, res.explain()
         assert res.json()[0]["state"] == "paused"
         out, err = proc.communicate(timeout=120)  # the running process stops on the request
     assert json.loads(out)["state"] == "paused", out + err
@@ -338,10 +340,10 @@ def test_pause_resume_and_a_target_changed_meanwhile_is_never_rolled_back(
     lab.run(DST, ["sh", "-c", f"printf intruder | dd of=/dev/zvol/{vol} bs=512 seek=1 "
                   "oflag=direct conv=notrunc status=none"])
     res = lab.xfleet("moves", "resume", str(move_id), "--json", mirror=db)
-    assert res.code == 1
+    assert res.code == 1, res.explain()
     m = res.json()
-    assert m["state"] == "failed" and "was changed on the target" in m["error"], m
-    assert "no receive -F" in m["error"]
+    assert m["state"] == "failed" and "was changed on the target" in m["error"]["message"], m
+    assert "no receive -F" in m["error"]["message"]
     head = lab.run(DST, ["sh", "-c", f"dd if=/dev/zvol/{vol} bs=512 skip=1 count=1 "
                          "iflag=direct status=none | head -c 8"]).stdout
     assert head == "intruder"  # not rolled back by xfleet
@@ -350,7 +352,7 @@ def test_pause_resume_and_a_target_changed_meanwhile_is_never_rolled_back(
                           "snapshot", vol]).stdout.split()
     lab.run(DST, ["zfs", "rollback", snaps[-1]])
     res = lab.xfleet("moves", "resume", str(move_id), "--json", mirror=db)
-    assert res.code == 0, res.out + res.err
+    assert res.code == 0, res.explain()
     m = res.json()
     assert m["state"] == "done"
     assert sha(lab, DST, vol) == sha(lab, SRC, m["retired_as"])
@@ -407,10 +409,11 @@ def test_direct_streaming_needs_node_to_node_trust_and_then_moves_the_data(
     lab.run(SRC, ["rm", "-f", "/root/.ssh/known_hosts"])
     # no trust between the nodes yet: lab1 does not know lab2's host key, and says so
     res = lab.xfleet("move", vol, "--to", DST, "--direct", "--json", mirror=db)
-    assert res.code == 1
+    assert res.code == 1, res.explain()
     m = res.json()
-    assert m["state"] == "failed" and "cannot stream to" in m["error"], m
-    assert "Host key verification failed" in m["error"] and "without --direct" in m["error"]
+    assert m["state"] == "failed" and "cannot stream to" in m["error"]["message"], m
+    assert "Host key verification failed" in m["error"]["message"]
+    assert "without --direct" in m["error"]["message"]
     # the operator sets up trust: a key on lab1, lab2's own host key pinned on lab1
     lab.run(SRC, ["sh", "-c", "test -f /root/.ssh/id_ed25519 || ssh-keygen -q -t ed25519 "
                   "-N '' -f /root/.ssh/id_ed25519"])
@@ -421,7 +424,7 @@ def test_direct_streaming_needs_node_to_node_trust_and_then_moves_the_data(
     lab.run(SRC, ["sh", "-c", "cat > /root/.ssh/known_hosts"],
             input=f"{address} {hostkey[0]} {hostkey[1]}\n")
     res = lab.xfleet("moves", "resume", str(m["id"]), "--json", mirror=db, timeout=900)
-    assert res.code == 0, res.out + res.err
+    assert res.code == 0, res.explain()
     m = res.json()
     assert m["state"] == "done" and m["bytes_done"] > 2**20, m  # progress from send -v
     assert sha(lab, DST, vol) == before
@@ -431,8 +434,6 @@ def test_direct_streaming_needs_node_to_node_trust_and_then_moves_the_data(
 
 def test_the_target_rebooting_mid_copy_is_resumed_from_its_on_disk_token(
         lab: Lab, db: Path) -> None:
-    from xfleet.lab import ssh as labssh
-
     vol = "tank/m/reboot"
     make_volume(lab, vol, mb=64, snapshots=0)
     lab.write_random(SRC, vol, 40)
@@ -441,17 +442,15 @@ def test_the_target_rebooting_mid_copy_is_resumed_from_its_on_disk_token(
     with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--json",
                             mirror=db) as proc:
         wait_for(lambda: _bytes(db, vol) > 12 * 2**20, "the base copy to be under way")
-        lab.run(DST, ["systemctl", "reboot"], check=False, timeout=30)
-        labssh.close_master(lab.state.endpoint(DST))
+        booted = lab.reboot(DST)
         out, err = proc.communicate(timeout=900)
     assert out.strip(), f"xfleet move printed nothing (exit {proc.returncode}):\n{err[-3000:]}"
     m = json.loads(out)
-    time.sleep(5)
-    lab.ensure_up()  # waits for ssh and imports the pool again
+    lab.wait_rebooted(DST, booted)  # and imports the pool again
     if m["state"] != "done":  # the node came back after the move gave up: resume it
         assert m["state"] == "failed", m
         res = lab.xfleet("moves", "resume", str(m["id"]), "--json", mirror=db, timeout=900)
-        assert res.code == 0, res.out + res.err
+        assert res.code == 0, res.explain()
         m = res.json()
     assert m["state"] == "done", m
     assert sha(lab, DST, vol) == before

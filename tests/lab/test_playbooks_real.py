@@ -38,7 +38,7 @@ def db(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
         lab.write_random("lab2", name, 2)
     path = tmp_path_factory.mktemp("plays") / "lab.db"
     res = lab.xfleet("sync", "--json", mirror=path)
-    assert res.code == 0, res.out + res.err
+    assert res.code == 0, res.explain()
     return path
 
 
@@ -46,11 +46,11 @@ def test_branch_playbook(lab: Lab, db: Path) -> None:
     args = ("play", str(PLAYBOOKS / "branch-tenant.yaml"), "--var", "volume=tank/acme/db",
             "--var", "branch=qa")
     check = lab.xfleet(*args, "--check", mirror=db)
-    assert check.code == 0, check.out + check.err
+    assert check.code == 0, check.explain()
     assert "lab1: zfs snapshot tank/acme/db@branch-qa" in check.out
     assert not lab.run("lab1", ["zfs", "list", "tank/acme/db@branch-qa"], check=False).ok
     res = lab.xfleet(*args, "--json", mirror=db)
-    assert res.code == 0, res.out + res.err
+    assert res.code == 0, res.explain()
     assert res.json()["state"] == "done"
     out = lab.run("lab1", ["zfs", "get", "-H", "-o", "value", "origin,xfleet:env",
                            "tank/acme/db-qa"]).stdout.split()
@@ -60,10 +60,10 @@ def test_branch_playbook(lab: Lab, db: Path) -> None:
 def test_nightly_snapshot_playbook(lab: Lab, db: Path) -> None:
     args = ("play", str(PLAYBOOKS / "nightly-snapshot.yaml"), "--var", "tenant=acme")
     check = lab.xfleet(*args, "--check", mirror=db)
-    assert check.code == 0, check.out + check.err
+    assert check.code == 0, check.explain()
     assert "zfs snapshot tank/acme/cache@nightly-" in check.out
     res = lab.xfleet(*args, "--json", mirror=db)
-    assert res.code == 0, res.out + res.err
+    assert res.code == 0, res.explain()
     snaps = lab.run("lab1", ["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r",
                              "tank/acme"]).stdout.split()
     assert sum("@nightly-" in s for s in snaps) == 2  # db and cache; the branch is no tenant's
@@ -72,10 +72,10 @@ def test_nightly_snapshot_playbook(lab: Lab, db: Path) -> None:
 def test_drain_playbook_moves_every_volume(lab: Lab, db: Path) -> None:
     args = ("play", str(PLAYBOOKS / "drain-node.yaml"), "--var", "node=lab2")
     check = lab.xfleet(*args, "--check", mirror=db)
-    assert check.code == 0, check.out + check.err
+    assert check.code == 0, check.explain()
     assert "move tank/d/v0 (lab2) -> lab1:tank/d/v0" in check.out
     res = lab.xfleet(*args, "--json", mirror=db, timeout=1800)
-    assert res.code == 0, res.out + res.err
+    assert res.code == 0, res.explain()
     assert res.json()["state"] == "done"
     on1 = lab.run("lab1", ["zfs", "list", "-H", "-o", "name", "-t", "volume", "-r", "tank/d"]
                   ).stdout.split()

@@ -67,7 +67,7 @@ def settled_sync(lab: Lab, db: Path) -> dict[str, list[tuple[Any, ...]]]:
     for attempt in range(4):
         before = settled(lab)
         res = lab.xfleet("sync", "--json", *(["--refresh"] if attempt else []), mirror=db)
-        assert res.code == 0, f"sync failed: {res.out}\n{res.err}"
+        assert res.code == 0, res.explain()
         report = res.json()
         assert report["ok"] is True
         assert {n["node"]: n["ok"] for n in report["nodes"]} == {"lab1": True, "lab2": True}
@@ -148,12 +148,12 @@ def test_compression_and_space_are_real(synced: tuple[Path, dict[str, Any]]) -> 
 def test_ls_json_reads_the_mirror(lab: Lab, synced: tuple[Path, dict[str, Any]]) -> None:
     db, listing = synced
     res = lab.xfleet("ls", "--json", mirror=db)
-    assert res.code == 0, res.err
+    assert res.code == 0, res.explain()
     rows = res.json()
     names = {(r["node"], r["name"]) for r in rows}
     assert names == {(n, e[0]) for n, v in listing.items() for e in v}
     clones = lab.xfleet("ls", "--origin", f"{V}/tmpl@gold", "--json", mirror=db)
-    assert clones.code == 0, clones.err
+    assert clones.code == 0, clones.explain()
     assert {r["name"] for r in clones.json()} == {f"{V}/branch-1", f"{V}/branch 2"}
 
 

@@ -77,7 +77,7 @@ def fleet(lab: Lab, client: str, tmp_path_factory: pytest.TempPathFactory) -> It
         inv_path = _with_targets(lab, tmp / "fleet.yaml")
         mirror = tmp / "m.db"
         r = lab.xfleet("sync", inventory=inv_path, mirror=mirror)
-        assert r.code == 0, r.err
+        assert r.code == 0, r.explain()
         inv = inventory.load(inv_path)
         nqns, ids = {}, {}
         with Connections(inv.hosts, state_dir=inv.state_dir) as conns, \
@@ -149,7 +149,7 @@ def test_rolling_upgrade_1_0_to_1_1_without_io_errors(lab: Lab, fleet: Fleet) ->
                    "--var", f"package=1.1={fleet.deb('1.1')}",
                    "--var", f"previous=1.0={fleet.deb('1.0')}",
                    inventory=fleet.inventory, mirror=fleet.mirror)
-    assert r.code == 0, r.out + r.err
+    assert r.code == 0, r.explain()
     assert "batch 1: restart lab1 into 1.1" in r.out and "batch 2: restart lab2" in r.out
 
     probes = _probes(lab, fleet)
@@ -157,7 +157,7 @@ def test_rolling_upgrade_1_0_to_1_1_without_io_errors(lab: Lab, fleet: Fleet) ->
                    "--rollback-package", fleet.deb("1.0"), "--soak", "5", "--yes", "--json",
                    inventory=fleet.inventory, mirror=fleet.mirror)
     results = _stop(lab, probes)
-    assert r.code == 0, r.out + r.err
+    assert r.code == 0, r.explain()
     d = r.json()
     assert d["state"] == "done", d
     assert [(n["node"], n["batch"], n["from_version"], n["state"]) for n in d["nodes"]] == [
@@ -170,7 +170,7 @@ def test_rolling_upgrade_1_0_to_1_1_without_io_errors(lab: Lab, fleet: Fleet) ->
     _check_clients(lab, fleet, results, "1.0 -> 1.1")
     r = lab.xfleet("rollouts", "show", str(d["id"]), inventory=fleet.inventory,
                    mirror=fleet.mirror)
-    assert r.code == 0 and "client1: 1 path(s) live, identities unchanged" in r.out
+    assert r.code == 0 and "client1: 1 path(s) live, identities unchanged" in r.out, r.explain()
 
 
 def test_broken_version_fails_the_canary_rolls_back_and_pauses(lab: Lab, fleet: Fleet) -> None:
@@ -181,7 +181,7 @@ def test_broken_version_fails_the_canary_rolls_back_and_pauses(lab: Lab, fleet: 
                    "--rollback-package", fleet.deb("1.1"), "--ready-timeout", "20", "--soak",
                    "2", "--yes", "--json", inventory=fleet.inventory, mirror=fleet.mirror)
     results = _stop(lab, probes)
-    assert r.code == 4, r.out + r.err  # paused
+    assert r.code == 4, r.explain()  # paused
     d = r.json()
     assert d["state"] == "paused"
     assert "the canary failed" in d["reason"] and "not ready with version 1.2" in d["reason"]
@@ -193,7 +193,7 @@ def test_broken_version_fails_the_canary_rolls_back_and_pauses(lab: Lab, fleet: 
     _check_clients(lab, fleet, results, "broken 1.2 on the canary, rolled back")
     r = lab.xfleet("rollouts", "stop", str(d["id"]), inventory=fleet.inventory,
                    mirror=fleet.mirror)
-    assert r.code == 0 and "stopped" in r.out
+    assert r.code == 0 and "stopped" in r.out, r.explain()
 
 
 def test_sigkill_mid_rollout_then_resume_finishes(lab: Lab, fleet: Fleet) -> None:
@@ -228,14 +228,14 @@ def test_sigkill_mid_rollout_then_resume_finishes(lab: Lab, fleet: Fleet) -> Non
     r = lab.xfleet("rollouts", "resume", str(rid), "--json", inventory=fleet.inventory,
                    mirror=fleet.mirror)
     results = _stop(lab, probes)
-    assert r.code == 0, r.out + r.err
+    assert r.code == 0, r.explain()
     d = r.json()
     assert d["state"] == "done" and [n["state"] for n in d["nodes"]] == ["done", "done"]
     for node in VOLUMES:
         assert _running(lab, node)[0] == "1.0"
     r = lab.xfleet("rollouts", "show", str(rid), "--json", "--log", "0",
                    inventory=fleet.inventory, mirror=fleet.mirror)
-    assert r.code == 0
+    assert r.code == 0, r.explain()
     msgs = [e["message"] for e in json.loads(r.out)["log"]]
     assert "resuming from soaking" in msgs  # lab1 was not restarted a second time
     assert sum(m.startswith("1.1 -> 1.0: restarting") for m in msgs) == 2

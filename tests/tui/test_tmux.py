@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PATIENCE, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +30,7 @@ def _keys(session: str, *keys: str) -> None:
     subprocess.run(["tmux", "send-keys", "-t", session, *keys], check=True)
 
 
-def _wait_for(session: str, *texts: str, timeout: float = 20.0) -> str:
+def _wait_for(session: str, *texts: str, timeout: float = PATIENCE) -> str:
     """The pane once every one of `texts` is on it."""
     deadline = time.monotonic() + timeout
     pane = ""
@@ -58,8 +59,8 @@ def test_tui_in_tmux(fleet: Path, sql: Any) -> None:
                     f"{sys.executable} {script}; sleep 30"], check=True, env=env,
                    cwd=Path(__file__).resolve().parents[2])
     try:
-        pane = _wait_for(session, "READ-ONLY")
-        assert "PROD-EU" in pane and "n1" in pane and "STALE" in pane
+        # the header comes before the rows are read: wait for the rows too
+        _wait_for(session, "READ-ONLY", "PROD-EU", " n1 ", "STALE")
         # typed fast: every call below is ONE tmux send-keys, so the keys arrive in a single
         # burst, before the app has reacted to the ':' or '/' (or the enter) among them
         _keys(session, ":vols", "Enter", "/used>1T", "Enter")
@@ -85,12 +86,7 @@ def test_tui_in_tmux(fleet: Path, sql: Any) -> None:
                                   "used>10G")
         assert "n2 " not in pane
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            alive = "READ-ONLY" in _pane(session)
-            if not alive:
-                break
-            time.sleep(0.1)
-        assert not alive, "q did not quit the dashboard"  # (the pane's shell sleeps on)
+        # (the pane's shell sleeps on)
+        wait_for(lambda: "READ-ONLY" not in _pane(session), "q to quit the dashboard")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -102,15 +102,29 @@ def run(
     )
     if check and not res.ok:
         detail = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "no error output"
+        console = f"\nlast console lines of {ep.name}:\n{console_tail(ep)}"
         if res.exit_status == 255:
             raise LabError(
                 f"{ep.name}: ssh to 127.0.0.1:{ep.port} failed: {detail}",
-                hint="is the lab up? `xfleet lab status`",
+                hint=f"is the lab up? `xfleet lab status`{console}",
             )
         raise LabError(
-            f"{ep.name}: `{remote_command(argv)[:200]}` exited with {res.exit_status}: {detail}"
+            f"{ep.name}: `{remote_command(argv)[:200]}` exited with {res.exit_status}: {detail}",
+            hint=f"stderr:\n{res.stderr.strip()[-2000:]}{console}",
         )
     return res
+
+
+def console_tail(ep: Endpoint, lines: int = 15) -> str:
+    """The last lines of the node's serial console (its `console.log` in the lab's state
+    dir), for error messages: what the guest itself said (kernel oopses, hung tasks, OOM)."""
+    if ep.control_dir is None:
+        return "(unknown state dir)"
+    try:
+        text = (ep.control_dir / "nodes" / ep.name / "console.log").read_text(errors="replace")
+    except OSError:
+        return "(no console log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty console log)"
 
 
 def close_master(ep: Endpoint) -> None:

@@ -9,6 +9,7 @@ console log. The client key pair and the known_hosts file are shared by the lab.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,9 +45,19 @@ MAX_CLIENTS = 2  # lab1 always listens on this many spare private links, so clie
 CLIENT_ADDRESS_BASE = 100  # client1 = 10.77.0.101
 ROLES = ("node", "client")
 BOOT_TIMEOUT = 300.0
+# Boot watchdog: a guest whose serial console is still empty this long after QEMU started is
+# hung in early boot (seen under TCG: QEMU spinning, not one byte written for 300 s while its
+# sibling booted in 50 s). It is killed and booted again, at most BOOT_ATTEMPTS boots in all.
+SILENT_TIMEOUT = 90.0
+BOOT_ATTEMPTS = 3
+# No `quiet`, and `earlyprintk` on the serial port: the boot stub ("Probing EDD...") and the
+# kernel's first lines ("Linux version ...", before `loglevel` applies) reach the console
+# within seconds of QEMU's start, the first sign of life the watchdog waits for (with `quiet`
+# nothing was printed until the login prompt, minutes later under load); `loglevel=3` keeps
+# the rest off the slow serial port (measured: +2 s of kernel time on one node).
 KERNEL_ARGS = (
-    "root=/dev/vda rw console=ttyS0,115200 quiet loglevel=3 net.ifnames=0 "
-    "mitigations=off nowatchdog systemd.show_status=false"
+    "root=/dev/vda rw console=ttyS0,115200 earlyprintk=serial,ttyS0,115200 loglevel=3 "
+    "net.ifnames=0 mitigations=off nowatchdog systemd.show_status=false"
 )
 
 
@@ -59,6 +70,8 @@ class NodeInfo:
     host_key: str  # "ssh-ed25519 AAAA..." (no comment)
     link_ports: list[int] = field(default_factory=list)
     role: str = "node"  # "node" (storage node with pool tank) or "client" (initiator, no pool)
+    boot_attempt: int = 1  # which boot of its last start came up (the watchdog retries)
+    boot_note: str | None = None  # why earlier boots were killed, if any
 
     @property
     def is_client(self) -> bool:
@@ -158,6 +171,8 @@ class NodeStatus:
     pools: dict[str, str] = field(default_factory=dict)  # pool -> health
     zfs_version: str | None = None
     error: str | None = None
+    boot_attempt: int = 1  # which boot came up (1 unless the boot watchdog restarted it)
+    boot_note: str | None = None  # why the watchdog killed earlier boots
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,22 +247,45 @@ def _keygen(path: Path, comment: str) -> str:
 
 
 _EARLY_SH = """\
+# the NIC sshd is reached through, up at once (networkd takes seconds to start under TCG)
 i=0
-while [ $i -lt 50 ]; do
+wan=
+while [ -z "$wan" ] && [ $i -lt 50 ]; do
     for n in /sys/class/net/*; do
-        if [ "$(cat "$n/address" 2>/dev/null)" = "@MAC@" ]; then
-            dev=$(basename "$n")
-            ip link set dev "$dev" up
-            ip addr add 10.0.2.15/24 dev "$dev"
-            ip route add default via 10.0.2.2 dev "$dev"
-            exit 0
-        fi
+        [ "$(cat "$n/address" 2>/dev/null)" = "@MAC@" ] && wan=$(basename "$n")
     done
+    [ -n "$wan" ] || sleep 0.1
     i=$((i + 1))
-    sleep 0.1
 done
-echo "early.sh: no NIC with MAC @MAC@" >&2
-exit 1
+if [ -z "$wan" ]; then
+    echo "early.sh: no NIC with MAC @MAC@" >&2
+    exit 1
+fi
+ip link set dev "$wan" up
+ip addr add 10.0.2.15/24 dev "$wan"
+ip route add default via 10.0.2.2 dev "$wan"
+# the private links, bridged here rather than by networkd: under load networkd's netlink
+# calls time out ("br0: netdev could not be created: Connection timed out") and it then never
+# enslaves the links; plain `ip` calls cannot time out
+ip link add br0 type bridge
+ip addr add @ADDRESS@/24 dev br0
+ip link set br0 up
+for mac in @PRIVATE_MACS@; do
+    i=0
+    while [ $i -lt 50 ]; do
+        for n in /sys/class/net/*; do
+            if [ "$(cat "$n/address" 2>/dev/null)" = "$mac" ]; then
+                ip link set dev "$(basename "$n")" master br0
+                ip link set dev "$(basename "$n")" up
+                i=99
+            fi
+        done
+        [ $i -eq 99 ] || sleep 0.1
+        i=$((i + 1))
+    done
+    [ $i -ge 99 ] || echo "early.sh: no private NIC with MAC $mac" >&2
+done
+exit 0
 """
 
 
@@ -267,19 +305,11 @@ def _seed_tar(lab: LabState, node: NodeInfo, hostid: str) -> bytes:
             f"[Match]\nMACAddress={wan_mac}\n\n[Network]\nAddress=10.0.2.15/24\n"
             "Gateway=10.0.2.2\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
         ).encode(),
-        "network/20-br0.netdev": b"[NetDev]\nName=br0\nKind=bridge\n",
-        # run by xfleet-lab-init before networkd: bring the NIC sshd is reached through up now
-        "early.sh": _EARLY_SH.replace("@MAC@", wan_mac).encode(),
-        "network/22-br0.network": (
-            f"[Match]\nName=br0\n\n[Network]\nAddress={node.private_address}/24\n"
-            "ConfigureWithoutCarrier=yes\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
-        ).encode(),
+        # run by xfleet-lab-init before networkd: the NIC sshd is reached through, and the
+        # bridge br0 over the private links (networkd leaves both alone: no .network matches)
+        "early.sh": _EARLY_SH.replace("@MAC@", wan_mac).replace(
+            "@ADDRESS@", node.private_address).replace("@PRIVATE_MACS@", priv_macs).encode(),
     }
-    if priv_macs:
-        files["network/21-private.network"] = (
-            f"[Match]\nMACAddress={priv_macs}\n\n[Network]\nBridge=br0\n"
-            "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
-        ).encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in files.items():
@@ -391,11 +421,19 @@ def up(
     fresh: bool = False,
     clients: int = 0,
     progress: Progress = None,
+    silent_timeout: float = SILENT_TIMEOUT,
+    stall_first_boot: Sequence[str] = (),
 ) -> LabState:
     """Boot `nodes` storage VMs and `clients` initiator VMs (reusing running ones), make sure
     pool `tank` exists on each storage node, and write the inventory. `fresh=True` throws away
     existing overlays and data disks first. Clients that are already running are kept (so
-    `up(2)` after `up(2, clients=1)` does not lose client1)."""
+    `up(2)` after `up(2, clients=1)` does not lose client1).
+
+    Boot watchdog: a VM whose console stays empty for `silent_timeout` seconds is killed and
+    booted again, at most `BOOT_ATTEMPTS` boots; `NodeInfo.boot_attempt`/`boot_note` (and
+    `status()`) say which boot came up and why earlier ones were killed. `stall_first_boot`
+    names VMs whose first boot is started with its CPUs stopped (QEMU `-S`): fault injection
+    for the watchdog's own test."""
     if not 1 <= nodes <= 9:
         raise LabError(f"nodes must be between 1 and 9, got {nodes}")
     if not 0 <= clients <= MAX_CLIENTS:
@@ -409,7 +447,7 @@ def up(
     os.chmod(sd, 0o700)
     with locked(sd, "lab operation", progress):
         return _up(nodes, clients, inventory_path, img, sd, ssh_port, link_port, data_disk_gb,
-                   fresh, progress)
+                   fresh, progress, silent_timeout, frozenset(stall_first_boot))
 
 
 def _up(
@@ -423,6 +461,8 @@ def _up(
     data_disk_gb: int,
     fresh: bool,
     progress: Progress,
+    silent_timeout: float,
+    stall_first_boot: frozenset[str],
 ) -> LabState:
     try:
         old = LabState.load(sd)
@@ -479,10 +519,15 @@ def _up(
     lab.save()
 
     specs = _link_specs(lab.nodes)
+    started: list[NodeInfo] = []
     for node in lab.nodes:
         ndir = node.dir(sd)
         if _pid_of(ndir):
             emit(progress, f"{node.name}: already running")
+            if old is not None:  # keep what the watchdog recorded about its boot
+                for o in old.nodes:
+                    if o.name == node.name:
+                        node.boot_attempt, node.boot_note = o.boot_attempt, o.boot_note
             continue
         ports = [node.ssh_port, *[p for p in node.link_ports if node.index == 1]]
         busy = [p for p in ports if not _port_free(p)]
@@ -514,17 +559,19 @@ def _up(
         seed.touch(mode=0o600)
         os.chmod(seed, 0o600)
         seed.write_bytes(_seed_tar(lab, node, hostid))
-        (ndir / "console.log").unlink(missing_ok=True)
         argv = _qemu_argv(lab, node, img, specs[node.name])
-        (ndir / "qemu.argv").write_text(json.dumps(argv, indent=1) + "\n")
-        proc = subprocess.run(argv, capture_output=True, check=False)
-        if proc.returncode != 0:
-            raise LabError(
-                f"{node.name}: qemu failed to start: "
-                f"{proc.stderr.decode(errors='replace').strip()[-500:]}",
-                hint=f"argv saved in {ndir / 'qemu.argv'}",
-            )
+        if node.name in stall_first_boot:  # fault injection: a guest that never starts
+            argv = [*argv, "-S"]
+        start_qemu(node, ndir, argv)
+        started.append(node)
         emit(progress, f"{node.name}: qemu started (ssh 127.0.0.1:{node.ssh_port})")
+
+    def restart(node: NodeInfo) -> None:
+        start_qemu(node, node.dir(sd), _qemu_argv(lab, node, img, specs[node.name]))
+
+    watch_boot(started, sd, restart, progress, silent_timeout=silent_timeout)
+    if any(n.boot_attempt > 1 for n in started):
+        lab.save()
 
     def ready(node: NodeInfo) -> None:
         _wait_ssh(lab, node, progress)
@@ -533,7 +580,8 @@ def _up(
             emit(progress, f"{node.name}: client ready ({time.monotonic() - t0:.0f}s)")
             return
         _ensure_pool(lab, node)
-        emit(progress, f"{node.name}: pool {POOL} ready ({time.monotonic() - t0:.0f}s)")
+        attempt = f", boot attempt {node.boot_attempt}" if node.boot_attempt > 1 else ""
+        emit(progress, f"{node.name}: pool {POOL} ready ({time.monotonic() - t0:.0f}s{attempt})")
 
     with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
         for f in [pool.submit(ready, n) for n in lab.nodes]:
@@ -546,6 +594,103 @@ def _up(
     return lab
 
 
+def start_qemu(node: NodeInfo, ndir: Path, argv: list[str]) -> None:
+    """Start one VM's QEMU (it daemonizes once its devices are set up) on an empty console
+    log; the argv is saved next to it."""
+    (ndir / "console.log").unlink(missing_ok=True)
+    (ndir / "qemu.argv").write_text(json.dumps(argv, indent=1) + "\n")
+    proc = subprocess.run(argv, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise LabError(
+            f"{node.name}: qemu failed to start: "
+            f"{proc.stderr.decode(errors='replace').strip()[-500:]}",
+            hint=f"argv saved in {ndir / 'qemu.argv'}",
+        )
+
+
+def _console_bytes(ndir: Path) -> int:
+    try:
+        return (ndir / "console.log").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _stop_qemu(ndir: Path, sig: int = signal.SIGKILL, wait: float = 15.0) -> None:
+    """Stop a VM's QEMU by its pid file and wait until it is gone."""
+    pid = _pid_of(ndir)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while _pid_of(ndir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid_of(ndir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5  # its ports must be free for a restart
+            while _pid_of(ndir) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    (ndir / "qemu.pid").unlink(missing_ok=True)
+
+
+def watch_boot(
+    started: Sequence[NodeInfo],
+    state_dir: Path,
+    restart: Callable[[NodeInfo], None],
+    progress: Progress,
+    *,
+    silent_timeout: float = SILENT_TIMEOUT,
+    attempts: int = BOOT_ATTEMPTS,
+    poll: float = 0.25,
+) -> None:
+    """The boot watchdog. Returns once every VM in `started` (just started, in plan order) has
+    written to its serial console or exited (`_wait_ssh` reports an exit). A VM still silent
+    `silent_timeout` seconds after its start is killed and `restart`ed, at most `attempts`
+    boots in all; its `boot_attempt` and `boot_note` record it. Restarting the hub (lab1, which
+    listens on the private links) restarts the VMs started with it too, since their links
+    connect to it once, at start. Raises LabError when a VM stays silent on its last boot."""
+    since = {n.name: time.monotonic() for n in started}
+    pending = {n.name: n for n in started}
+    while pending:
+        now = time.monotonic()
+        silent: list[NodeInfo] = []
+        for n in list(pending.values()):
+            ndir = n.dir(state_dir)
+            if _console_bytes(ndir) > 0 or not _pid_of(ndir):
+                del pending[n.name]
+            elif now - since[n.name] > silent_timeout:
+                silent.append(n)
+        for n in silent:
+            if n.name not in pending:
+                continue  # restarted with the hub in this round
+            reason = f"boot {n.boot_attempt}: no console output within {silent_timeout:.0f}s"
+            if n.boot_attempt >= attempts:
+                _stop_qemu(n.dir(state_dir))
+                raise LabError(
+                    f"{n.name}: hung in early boot {attempts} times (no console output within "
+                    f"{silent_timeout:.0f}s of each start)",
+                    hint=f"{n.boot_note + '; ' if n.boot_note else ''}{reason}. QEMU argv: "
+                    f"{n.dir(state_dir) / 'qemu.argv'}; is the host overloaded?",
+                )
+            group = [n]
+            if n.index == 1 and not n.is_client:  # the hub: its peers reconnect only at start
+                group += [m for m in started if m is not n]
+            for m in reversed(group):  # peers first, the hub last
+                _stop_qemu(m.dir(state_dir))
+            for m in group:  # the hub first: it listens, the others connect
+                note = (reason if m is n else
+                        f"boot {m.boot_attempt}: restarted with {n.name}, whose private "
+                        "links it connects to")
+                m.boot_note = f"{m.boot_note}; {note}" if m.boot_note else note
+                m.boot_attempt += 1
+                emit(progress, f"{m.name}: {note}; killed, booting again "
+                               f"(attempt {m.boot_attempt} of {attempts})")
+                restart(m)
+                since[m.name] = time.monotonic()
+                pending[m.name] = m
+        time.sleep(poll)
+
+
 def _wait_ssh(lab: LabState, node: NodeInfo, progress: Progress) -> None:
     ep = lab.endpoint(node)
     ndir = node.dir(lab.state_dir)
@@ -553,7 +698,7 @@ def _wait_ssh(lab: LabState, node: NodeInfo, progress: Progress) -> None:
     last = ""
     while time.monotonic() < deadline:
         if not _pid_of(ndir):
-            tail = _console_tail(ndir)
+            tail = ssh.console_tail(ep)
             raise LabError(
                 f"{node.name}: qemu exited during boot",
                 hint=f"last console lines:\n{tail}",
@@ -576,7 +721,7 @@ def _wait_ssh(lab: LabState, node: NodeInfo, progress: Progress) -> None:
         time.sleep(1)
     raise LabError(
         f"{node.name}: no answer over SSH within {BOOT_TIMEOUT:.0f}s ({last})",
-        hint=f"see {ndir / 'console.log'}:\n{_console_tail(ndir)}",
+        hint=f"see {ndir / 'console.log'}:\n{ssh.console_tail(ep)}",
     )
 
 
@@ -590,14 +735,6 @@ def _ssh_banner(port: int, timeout: float = 1.5) -> bool:
         return False
 
 
-def _console_tail(ndir: Path, lines: int = 15) -> str:
-    try:
-        text = (ndir / "console.log").read_text(errors="replace")
-    except FileNotFoundError:
-        return "(no console log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def _ensure_pool(lab: LabState, node: NodeInfo) -> None:
     ep = lab.endpoint(node)
     if ssh.run(ep, ["zpool", "list", "-H", "-o", "name", POOL], check=False).ok:
@@ -607,12 +744,38 @@ def _ensure_pool(lab: LabState, node: NodeInfo) -> None:
     _create_pool(ep)
 
 
+CREATE_ATTEMPTS = 4
+
+
 def _create_pool(ep: ssh.Endpoint) -> None:
-    ssh.run(ep, ["udevadm", "settle"], check=False)
-    ssh.run(
-        ep,
-        ["zpool", "create", "-f", "-o", "ashift=12", "-o", "cachefile=none",
-         "-O", "canmount=off", "-O", "mountpoint=none", POOL, DATA_DEVICE],
+    """`zpool create tank` on the data disk, once udev is done with it.
+
+    Creating the pool relabels the disk, and udev then removes and re-adds the disk's by-id
+    links (more than once under TCG, where udev is slow): when the kernel opens the new
+    partition in such a window, the create fails with "no such pool or dataset" (ENOENT) and
+    leaves nothing behind. So wait for udev and the device link, and try again; the error
+    names every attempt and what the node showed."""
+    argv = ["zpool", "create", "-f", "-o", "ashift=12", "-o", "cachefile=none",
+            "-O", "canmount=off", "-O", "mountpoint=none", POOL, DATA_DEVICE]
+    failures: list[str] = []
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        ssh.run(ep, ["udevadm", "settle", "--timeout=60"], check=False, timeout=90)
+        ssh.run(ep, ["sh", "-c", 'i=0; while [ ! -e "$1" ] && [ $i -lt 100 ]; do '
+                     'sleep 0.1; i=$((i+1)); done', "sh", DATA_DEVICE], check=False)
+        res = ssh.run(ep, argv, check=False)
+        if res.ok:
+            return
+        if ssh.run(ep, ["zpool", "list", "-H", "-o", "name", POOL], check=False).ok:
+            # created after all (a lost answer), or a pool nobody destroyed: both usable only
+            # if it is empty, which recreate_pool's destroy and up's import both ensure
+            return
+        failures.append(f"attempt {attempt}: exit {res.exit_status}: {res.stderr.strip()}")
+    diag = ssh.run(ep, ["sh", "-c", "ls -l /dev/disk/by-id/ 2>&1; zpool status 2>&1; "
+                        "zpool import 2>&1 | head -20; dmesg | tail -20"], check=False)
+    raise LabError(
+        f"{ep.name}: zpool create {POOL} failed {CREATE_ATTEMPTS} times: "
+        + "; ".join(failures),
+        hint=f"what the node shows:\n{diag.stdout.strip()[-3000:]}",
     )
 
 
@@ -666,7 +829,8 @@ def status(*, state_dir: Path | None = None, probe: bool = True) -> list[NodeSta
     out: list[NodeStatus] = []
     for n in lab.nodes:
         pid = _pid_of(n.dir(lab.state_dir))
-        st = NodeStatus(n.name, pid is not None, pid, n.ssh_port, n.private_address, n.role)
+        st = NodeStatus(n.name, pid is not None, pid, n.ssh_port, n.private_address, n.role,
+                        boot_attempt=n.boot_attempt, boot_note=n.boot_note)
         if probe and pid is not None and n.is_client:
             try:
                 ssh.run(lab.endpoint(n), ["nvme", "version"], timeout=30, check=True,
@@ -743,9 +907,42 @@ def _reset(lab: LabState, progress: Progress) -> None:
 def recreate_pool(lab: LabState, node: str | NodeInfo) -> None:
     """Destroy pool `tank` on one node (if any), create it empty, clear the event queue."""
     ep = lab.endpoint(node)
-    ssh.run(ep, ["zpool", "destroy", "-f", POOL], check=False)
+    if ssh.run(ep, ["zpool", "list", "-H", "-o", "name", POOL], check=False).ok:
+        _destroy_pool(ep)
+    elif ssh.run(ep, ["zpool", "import", "-N", "-f", POOL], check=False).ok:
+        _destroy_pool(ep)  # an exported pool on the disk: destroyed like a live one
     _create_pool(ep)
     ssh.run(ep, ["zpool", "events", "-c"], check=False)
+
+
+# What keeps a lab pool busy, stopped: zfs send/receive left behind by a killed test, any
+# process holding a zvol open (dd, a probe, a shell), the lab NVMe target exporting zvols.
+FREE_POOL_SCRIPT = """
+pkill -9 -x zfs
+for p in /proc/[0-9]*; do
+    ls -l "$p/fd" 2>/dev/null | grep -q ' /dev/zd' && kill -9 "${p#/proc/}"
+done
+systemctl stop xfleet-lab-target 2>/dev/null
+for d in /sys/kernel/config/nvmet/ports/*/subsystems/*; do [ -L "$d" ] && rm -f "$d"; done
+udevadm settle --timeout=30
+true
+"""
+
+
+def _destroy_pool(ep: ssh.Endpoint) -> None:
+    """`zpool destroy -f tank`, after stopping whatever still uses it: a process holding one
+    of its zvols open makes the destroy (and an export) wait in the kernel, uninterruptibly,
+    for as long as it holds it (seen: `zpool export` in D state until the holder died)."""
+    ssh.run(ep, ["sh", "-c", FREE_POOL_SCRIPT], check=False, timeout=120)
+    res = ssh.run(ep, ["zpool", "destroy", "-f", POOL], check=False, timeout=300)
+    if not res.ok and ssh.run(ep, ["zpool", "list", "-H", "-o", "name", POOL],
+                              check=False).ok:
+        diag = ssh.run(ep, ["sh", "-c", "zpool status 2>&1; ps -eo pid,stat,args | grep -E "
+                            "'zfs|zpool|dd' | grep -v grep"], check=False)
+        raise LabError(
+            f"{ep.name}: cannot destroy pool {POOL}: {res.stderr.strip()}",
+            hint=f"what the node shows:\n{diag.stdout.strip()[-3000:]}",
+        )
 
 
 def kill_node(
@@ -758,15 +955,10 @@ def kill_node(
     lab = LabState.load(state_dir)
     n = lab.node(node)
     ndir = n.dir(lab.state_dir)
-    pid = _pid_of(ndir)
-    if pid is None:
+    if _pid_of(ndir) is None:
         return False
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while _pid_of(ndir) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _stop_qemu(ndir, signal.SIGKILL, wait=10)
     ssh.close_master(lab.endpoint(n))
-    (ndir / "qemu.pid").unlink(missing_ok=True)
     if discard_disks:
         for name in ("root.qcow2", "data.raw"):
             (ndir / name).unlink(missing_ok=True)
@@ -792,13 +984,7 @@ def _down(lab: LabState, progress: Progress) -> list[str]:
         pid = _pid_of(ndir)
         if pid is None:
             continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while _pid_of(ndir) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_of(ndir):
-            os.kill(pid, signal.SIGKILL)
-        (ndir / "qemu.pid").unlink(missing_ok=True)
+        _stop_qemu(ndir, signal.SIGTERM, wait=15)
         stopped.append(n.name)
         emit(progress, f"{n.name}: stopped (pid {pid})")
     return stopped
