@@ -52,7 +52,10 @@ def test_tui_in_tmux(fleet: Path, sql: Any) -> None:
     code = ("from pathlib import Path; from xfleet import inventory; from xfleet.tui import run; "
             f"run(Path({str(fleet / 'mirror.db')!r}), "
             f"inventory=inventory.load({str(fleet / 'fleet.yaml')!r}))")
-    env = {**os.environ, "TERM": "xterm-256color"}
+    # the pane's size is the terminal's: no COLUMNS/LINES from our environment (pytest-xdist
+    # workers have COLUMNS=80 LINES=24, which the app would take over the pane's 150x40)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["TERM"] = "xterm-256color"
     script = fleet / "run_tui.py"
     script.write_text(code + "\n")
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "40",
