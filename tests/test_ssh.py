@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import finishes, wait_for
+from conftest import PATIENCE, finishes, wait_for
 from sshd import SSHD, free_port, keygen, process_running, ssh_keygen_fingerprint
 
 from xfleet import inventory
@@ -547,6 +547,8 @@ def test_each_never_runs_more_than_parallel_nodes(sshd: SSHD) -> None:
     hosts = {f"n{i}": sshd.host(f"n{i}") for i in range(1, 5)}
     lock = threading.Lock()
     active = [0, 0]  # now, max
+    # two at once, whatever the load: each pair meets here (with parallel=1 this times out)
+    pair = threading.Barrier(2, timeout=PATIENCE)
 
     def work(node: str, t: Transport) -> tuple[float, float]:
         t.run(["true"])  # connect outside of the measured window
@@ -554,6 +556,7 @@ def test_each_never_runs_more_than_parallel_nodes(sshd: SSHD) -> None:
             active[0] += 1
             active[1] = max(active[1], active[0])
         try:
+            pair.wait()
             out = t.run(["sh", "-c", "date +%s.%N; sleep 0.4; date +%s.%N"]).stdout.split()
             return float(out[0]), float(out[1])
         finally:
@@ -566,8 +569,8 @@ def test_each_never_runs_more_than_parallel_nodes(sshd: SSHD) -> None:
     assert all(r.ok for r in results), [str(r.error) for r in results]
     spans = [r.value for r in results if r.value is not None]
     overlap = max(sum(1 for s, e in spans if s <= t0 < e) for t0, _ in spans)
-    assert overlap == 2, f"remote clocks show {overlap} commands at once"
-    assert active[1] == 2
+    assert overlap <= 2, f"remote clocks show {overlap} commands at once"
+    assert active[1] == 2, f"{active[1]} at once at most"
 
 
 def test_each_keeps_going_when_nodes_fail(sshd: SSHD) -> None:

@@ -43,6 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         i for i in items
         if LAB_DIR in Path(str(i.fspath)).parents and i.get_closest_marker("lab") is not None
     ]
+    _lab_ids.update(i.nodeid for i in lab_items)
     if lab_items and not _lab_requested(config):
         config.hook.pytest_deselected(items=lab_items)
         keep = set(map(id, lab_items))
@@ -142,10 +143,11 @@ def pytest_runtest_makereport(
 # every change sees what it costs (docs/lab.md has the budget)
 
 _module_seconds: dict[str, float] = {}
+_lab_ids: set[str] = set()  # the tests marked `lab` (not the VM-less unit tests beside them)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if LAB_DIR.name in report.nodeid and "lab" in report.keywords:
+    if report.nodeid in _lab_ids:
         module = report.nodeid.split("::")[0]
         _module_seconds[module] = _module_seconds.get(module, 0.0) + report.duration
 

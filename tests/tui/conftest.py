@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,17 @@ async def settle(pilot: Any) -> None:
         await app.workers.wait_for_complete()
         await asyncio.sleep(0.01)
     await pilot.pause()
+
+
+async def until(pilot: Any, cond: Callable[[], bool], what: str,
+                timeout: float = 60.0) -> None:
+    """Settle until `cond()` holds (a loaded machine may need more rounds than `settle`
+    gives): the wait is on the app's state, and a timeout says what never happened."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await settle(pilot)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from xfleet.tui.views import (
     VolumesView,
 )
 
-from .conftest import screen_text, settle
+from .conftest import screen_text, settle, until
 
 SIZE = (150, 40)
 
@@ -446,6 +446,9 @@ async def test_command_then_filter_in_one_burst(fleet: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await burst(pilot, ":", *"vols", "enter", "/", *"used>10G", "enter", "U")
+        await until(pilot, lambda: isinstance(app.screen, VolumesView)
+                    and table(app).sort.column == "used" and "USED▼" in screen_text(app),
+                    "the volumes view, filtered and sorted by used")
         assert isinstance(app.screen, VolumesView)
         t = table(app)
         assert t.filter.text == "used>10G" and t.sort.column == "used"

@@ -500,10 +500,12 @@ def _up(
         nodes=[],
     )
     _keygen(lab.identity_file, "xfleet-lab-client")
+    booted = {n.name: n for n in old.nodes if _pid_of(n.dir(sd))} if old is not None else {}
     for name, index, port, address, link_ports, role in plan(nodes, clients, ssh_port,
                                                              link_port):
         ndir = sd / "nodes" / name
         host_key = _keygen(ndir / "ssh_host_ed25519_key", f"root@{name}")
+        prior = booted.get(name)  # running: keeps what the watchdog recorded about its boot
         lab.nodes.append(
             NodeInfo(
                 name=name,
@@ -513,6 +515,8 @@ def _up(
                 host_key=host_key,
                 link_ports=link_ports,
                 role=role,
+                boot_attempt=prior.boot_attempt if prior else 1,
+                boot_note=prior.boot_note if prior else None,
             )
         )
     lab.known_hosts.write_text("".join(f"{n.name} {n.host_key}\n" for n in lab.nodes))
@@ -524,10 +528,6 @@ def _up(
         ndir = node.dir(sd)
         if _pid_of(ndir):
             emit(progress, f"{node.name}: already running")
-            if old is not None:  # keep what the watchdog recorded about its boot
-                for o in old.nodes:
-                    if o.name == node.name:
-                        node.boot_attempt, node.boot_note = o.boot_attempt, o.boot_note
             continue
         ports = [node.ssh_port, *[p for p in node.link_ports if node.index == 1]]
         busy = [p for p in ports if not _port_free(p)]
@@ -919,10 +919,8 @@ def recreate_pool(lab: LabState, node: str | NodeInfo) -> None:
 # process holding a zvol open (dd, a probe, a shell), the lab NVMe target exporting zvols.
 FREE_POOL_SCRIPT = """
 pkill -9 -x zfs
-for p in /proc/[0-9]*; do
-    ls -l "$p/fd" 2>/dev/null | grep -q ' /dev/zd' && kill -9 "${p#/proc/}"
-done
-systemctl stop xfleet-lab-target 2>/dev/null
+find /proc/[0-9]*/fd -lname '/dev/zd*' 2>/dev/null | cut -d/ -f3 | sort -u | xargs -r kill -9
+[ -d /sys/kernel/config/nvmet/ports ] && systemctl stop xfleet-lab-target 2>/dev/null
 for d in /sys/kernel/config/nvmet/ports/*/subsystems/*; do [ -L "$d" ] && rm -f "$d"; done
 udevadm settle --timeout=30
 true
