@@ -616,20 +616,17 @@ def _console_bytes(ndir: Path) -> int:
 
 
 def _stop_qemu(ndir: Path, sig: int = signal.SIGKILL, wait: float = 15.0) -> None:
-    """Stop a VM's QEMU by its pid file and wait until it is gone."""
+    """Stop a VM's QEMU by its pid file (`sig`, then SIGKILL after `wait` seconds) and wait
+    until it is gone: its ports must be free for a restart."""
     pid = _pid_of(ndir)
-    if pid is not None:
+    for signum, seconds in ((sig, wait), (signal.SIGKILL, 5.0)):
+        if pid is None or not _pid_of(ndir):
+            break
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + wait
+            os.kill(pid, signum)
+        deadline = time.monotonic() + seconds
         while _pid_of(ndir) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _pid_of(ndir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5  # its ports must be free for a restart
-            while _pid_of(ndir) and time.monotonic() < deadline:
-                time.sleep(0.05)
     (ndir / "qemu.pid").unlink(missing_ok=True)
 
 
