@@ -46,6 +46,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -988,8 +989,12 @@ class Runner:
             return
         volsize = int(self._get(m.source_node, m.volume, "volsize") or 0)
         mode = m.verify
-        src = self._hashes(m.source_node, m.volume, volsize, mode, m.id)
-        dst = self._hashes(m.target_node, m.target_volume, volsize, mode, m.id)
+        # both sides at once: each reads its own disks, so the check takes the time of one
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xfleet-verify") as ex:
+            src_f = ex.submit(self._hashes, m.source_node, m.volume, volsize, mode, m.id)
+            dst_f = ex.submit(self._hashes, m.target_node, m.target_volume, volsize, mode,
+                              m.id)
+            src, dst = src_f.result(), dst_f.result()
         if src != dst:
             bad = sum(1 for x, y in zip(src, dst, strict=False) if x != y)
             raise MoveError(

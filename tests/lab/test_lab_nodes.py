@@ -56,9 +56,9 @@ def test_reset_empties_the_pools_even_when_something_holds_them_busy(lab: Lab) -
     lab.run("lab2", ["udevadm", "settle"])
     lab.run("lab2", ["sh", "-c", "nohup sh -c 'exec 3</dev/zvol/tank/held; exec sleep 600' "
                      ">/dev/null 2>&1 &"])
-    lab.run("lab2", ["sh", "-c", "for i in $(seq 300); do for p in /proc/[0-9]*; do "
-                     "ls -l $p/fd 2>/dev/null | grep -q ' /dev/zd' && exit 0; done; sleep 0.1; "
-                     "done; echo 'no process holds a zvol open' >&2; exit 1"])
+    lab.run("lab2", ["sh", "-c", "for i in $(seq 300); do find /proc/[0-9]*/fd -lname "
+                     "'/dev/zd*' 2>/dev/null | grep -q . && exit 0; sleep 0.1; done; "
+                     "echo 'no process holds a zvol open' >&2; exit 1"])
     t = time.monotonic()
     reset(state_dir=lab.state_dir)
     log(f"reset of both nodes, one held busy: {time.monotonic() - t:.1f}s")

@@ -314,3 +314,33 @@ def test_a_failure_bundle_holds_the_report_the_commands_and_the_consoles(
     assert "$ python -m xfleet watch\n(started in the background)" in commands
     assert json.loads((out / "commands.json").read_text())[0]["exit"] == 1
     assert (out / "lab1-console.log").read_text() == "lab1 login:\n"
+
+
+def test_a_scenario_script_runs_every_step_in_order_and_names_the_one_that_failed(
+        tmp_path: Path) -> None:
+    # the commands themselves are recorded by a stand-in `zfs` (this checks the script's
+    # quoting and its stop-on-failure; the lab runs the same script on real ZFS)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "argv.log"
+    fake = bin_dir / "zfs"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s|" "$a"; done >> "$LOG"\n'
+                    'echo >> "$LOG"\ncase "$*" in *broken*) exit 3 ;; esac\n')
+    fake.chmod(0o755)
+    steps = [s for s in scenario.default_scenario("tank") if s["op"] in ("snapshot", "rename",
+                                                                        "set", "clone")]
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log)}
+    ok = subprocess.run(scenario.script_argv(steps, prepare=False), capture_output=True,
+                        text=True, env=env, check=False)
+    assert ok.returncode == 0, ok.stderr
+    want = ["|".join(a[1:]) + "|" for s in steps for a in scenario.step_argv(s)]
+    assert log.read_text().splitlines() == want
+    assert any(" " in line for line in want)  # names with spaces survived the quoting
+
+    log.unlink()
+    broken = [steps[0], {"op": "snapshot", "name": "tank/vols/broken@x"}, steps[1]]
+    bad = subprocess.run(scenario.script_argv(broken, prepare=False), capture_output=True,
+                         text=True, env=env, check=False)
+    assert bad.returncode == 1
+    assert "command 2 of 3 failed: zfs snapshot tank/vols/broken@x" in bad.stderr
+    assert len(log.read_text().splitlines()) == 2  # the third never ran

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for as shared_wait_for
 
 from xfleet import moves
 
@@ -28,7 +29,10 @@ def sha(lab: Lab, node: str, volume: str) -> str:
     return lab.run(node, ["sha256sum", dev], timeout=600).stdout.split()[0]
 
 
-def make_volume(lab: Lab, name: str, mb: int = 96, snapshots: int = 2) -> None:
+def make_volume(lab: Lab, name: str, mb: int = 32, snapshots: int = 2) -> None:
+    """A sparse lz4 volume of `mb` MiB: random data under each of `snapshots` snapshots and
+    compressible text in its second half. Kept small: under TCG a lab node streams ~2 MB/s
+    and hashes ~8 MB/s, so every MiB here costs the suite about a second per move."""
     lab.run(SRC, ["zfs", "create", "-p", "-s", "-V", f"{mb}M", "-o", "compression=lz4",
                   "-o", f"{TENANT}=mover", name])
     lab.run(SRC, ["udevadm", "settle"])
@@ -54,13 +58,9 @@ def move_row(db: Path, move_id: int) -> dict[str, Any]:
         conn.close()
 
 
-def wait_for(pred: Any, what: str, timeout: float = 180) -> None:
-    t = time.monotonic()
-    while time.monotonic() - t < timeout:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(pred: Callable[[], object], what: str, timeout: float = 180) -> None:
+    """The suite's `wait_for`, polling the mirror and the nodes at a lab's pace."""
+    shared_wait_for(pred, what, timeout=timeout, interval=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -148,13 +148,13 @@ def test_refusals_are_clear(lab: Lab, db: Path) -> None:
 
 def test_a_cut_stream_resumes_from_the_receive_token(lab: Lab, db: Path) -> None:
     vol = "tank/m/cut"
-    make_volume(lab, vol, mb=64, snapshots=0)
-    lab.write_random(SRC, vol, 48)
+    make_volume(lab, vol, mb=24, snapshots=0)
+    lab.write_random(SRC, vol, 16)
     sync(lab, db)
     before = sha(lab, SRC, vol)
-    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--json",
+    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "1M", "--json",
                             mirror=db) as proc:
-        wait_for(lambda: _bytes(db, vol) > 8 * 2**20, "the base copy to be under way")
+        wait_for(lambda: _bytes(db, vol) > 3 * 2**20, "the base copy to be under way")
         lab.run(DST, ["pkill", "-f", "zfs receive"])  # cut the stream on the receiving side
         out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, out + err
@@ -187,13 +187,13 @@ def _last_id(db: Path, volume: str) -> int:
 
 def test_xfleet_killed_mid_copy_resumes(lab: Lab, db: Path) -> None:
     vol = "tank/m/killed"
-    make_volume(lab, vol, mb=64, snapshots=1)
-    lab.write_random(SRC, vol, 40, seek_mb=16)
+    make_volume(lab, vol, mb=32, snapshots=1)
+    lab.write_random(SRC, vol, 16, seek_mb=8)
     sync(lab, db)
     before = sha(lab, SRC, vol)
-    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--json",
+    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "1M", "--json",
                             mirror=db) as proc:
-        wait_for(lambda: _bytes(db, vol) > 12 * 2**20, "the copy to be under way")
+        wait_for(lambda: _bytes(db, vol) > 8 * 2**20, "the copy to be under way")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     move_id = _last_id(db, vol)
@@ -210,13 +210,13 @@ def test_xfleet_killed_mid_copy_resumes(lab: Lab, db: Path) -> None:
 def test_source_written_during_the_copy_is_carried_by_a_catchup_round(
         lab: Lab, db: Path) -> None:
     vol = "tank/m/busy"
-    make_volume(lab, vol, mb=64, snapshots=0)
-    lab.write_random(SRC, vol, 40)
+    make_volume(lab, vol, mb=24, snapshots=0)
+    lab.write_random(SRC, vol, 16)
     sync(lab, db)
-    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "6M", "--catchup-bytes",
+    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "1M", "--catchup-bytes",
                             "1M", "--json", mirror=db) as proc:
-        wait_for(lambda: _bytes(db, vol) > 4 * 2**20, "the base copy to be under way")
-        lab.write_random(SRC, vol, 6, seek_mb=50)
+        wait_for(lambda: _bytes(db, vol) > 3 * 2**20, "the base copy to be under way")
+        lab.write_random(SRC, vol, 4, seek_mb=18)
         out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, out + err
     m = json.loads(out)
@@ -227,12 +227,12 @@ def test_source_written_during_the_copy_is_carried_by_a_catchup_round(
 
 def test_target_out_of_space_fails_cleanly_and_aborts(lab: Lab, db: Path) -> None:
     vol = "tank/m/big"
-    make_volume(lab, vol, mb=256, snapshots=0)
-    lab.write_random(SRC, vol, 200)
+    make_volume(lab, vol, mb=64, snapshots=0)
+    lab.write_random(SRC, vol, 48)
     sync(lab, db)  # the mirror still sees room on lab2 ...
     free = int(lab.run(DST, ["zfs", "get", "-Hp", "-o", "value", "available", "tank"]
                        ).stdout)
-    eat = free - 120 * 2**20  # ... then lab2 fills up, leaving ~120 MiB
+    eat = free - 24 * 2**20  # ... then lab2 fills up, leaving ~24 MiB (the copy needs 48)
     lab.run(DST, ["zfs", "create", "-V", str(eat // 2**20) + "M", "tank/eater"])
     before = sha(lab, SRC, vol)
     res = lab.xfleet("move", vol, "--to", DST, "--json", mirror=db, timeout=900)
@@ -256,10 +256,10 @@ def test_an_encrypted_volume_moves_raw_and_its_copy_opens_with_the_same_key(
     key = "5f" * 32  # a test key, written to the same file on both nodes
     for node in (SRC, DST):
         lab.run(node, ["sh", "-c", "umask 077; cat > /root/move-test.key"], input=key)
-    lab.run(SRC, ["zfs", "create", "-p", "-s", "-V", "48M", "-o", "encryption=on", "-o",
+    lab.run(SRC, ["zfs", "create", "-p", "-s", "-V", "24M", "-o", "encryption=on", "-o",
                   "keyformat=hex", "-o", "keylocation=file:///root/move-test.key", vol])
     lab.run(SRC, ["udevadm", "settle"])
-    lab.write_random(SRC, vol, 24)
+    lab.write_random(SRC, vol, 8)
     sync(lab, db)
     before = sha(lab, SRC, vol)
     dry = lab.xfleet("move", vol, "--to", DST, "--dry-run", mirror=db)
@@ -316,16 +316,16 @@ def test_a_target_pool_without_a_needed_feature_is_refused_before_any_byte(
 def test_pause_resume_and_a_target_changed_meanwhile_is_never_rolled_back(
         lab: Lab, db: Path) -> None:
     vol = "tank/m/paused"
-    make_volume(lab, vol, mb=64, snapshots=0)
-    lab.write_random(SRC, vol, 40)
+    make_volume(lab, vol, mb=24, snapshots=0)
+    lab.write_random(SRC, vol, 12)
     sync(lab, db)
-    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--catchup-bytes",
+    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "1M", "--catchup-bytes",
                             "1M", "--json", mirror=db) as proc:
-        wait_for(lambda: _bytes(db, vol) > 4 * 2**20, "the base copy to be under way")
+        wait_for(lambda: _bytes(db, vol) > 3 * 2**20, "the base copy to be under way")
         move_id = _last_id(db, vol)
         row = move_row(db, move_id)
         assert row["rate"] and row["rate"] > 0 and row["bytes_total"], row  # rate, for the ETA
-        lab.write_random(SRC, vol, 8, seek_mb=50)
+        lab.write_random(SRC, vol, 4, seek_mb=18)
         wait_for(lambda: move_row(db, move_id)["state"] == "catchup", "a catch-up round")
         res = lab.xfleet("moves", "pause", str(move_id), "--json", mirror=db)
         assert res.code == 0, res.explain()
@@ -364,11 +364,11 @@ def test_max_streams_makes_a_second_move_to_the_node_wait_its_turn(
         lab: Lab, db: Path, tmp_path: Path) -> None:
     inv = inventory_with(lab, tmp_path, DST, max_streams="1")
     vols = ["tank/m/turn-a", "tank/m/turn-b"]
-    for v in vols:
-        make_volume(lab, v, mb=32, snapshots=0)
-        lab.write_random(SRC, v, 16)
+    for v, mb in zip(vols, (32, 16), strict=True):  # the first streams long enough to wait on
+        make_volume(lab, v, mb=mb, snapshots=0)
+        lab.write_random(SRC, v, mb // 2)
     sync(lab, db)
-    with lab.running_xfleet("move", vols[0], "--to", DST, "--bwlimit", "2M", "--json",
+    with lab.running_xfleet("move", vols[0], "--to", DST, "--bwlimit", "1M", "--json",
                             mirror=db, inventory=inv) as first:
         wait_for(lambda: _bytes(db, vols[0]) > 2**20, "the first move to stream")
         with lab.running_xfleet("move", vols[1], "--to", DST, "--json", mirror=db,
@@ -401,7 +401,7 @@ def _last_step(db: Path, volume: str) -> str:
 def test_direct_streaming_needs_node_to_node_trust_and_then_moves_the_data(
         lab: Lab, db: Path) -> None:
     vol = "tank/m/direct"
-    make_volume(lab, vol, mb=48, snapshots=1)
+    make_volume(lab, vol, mb=16, snapshots=1)
     sync(lab, db)
     before = sha(lab, SRC, vol)
     address = next(line.split(":", 1)[1].strip() for line in lab.inventory.read_text()
@@ -435,13 +435,13 @@ def test_direct_streaming_needs_node_to_node_trust_and_then_moves_the_data(
 def test_the_target_rebooting_mid_copy_is_resumed_from_its_on_disk_token(
         lab: Lab, db: Path) -> None:
     vol = "tank/m/reboot"
-    make_volume(lab, vol, mb=64, snapshots=0)
-    lab.write_random(SRC, vol, 40)
+    make_volume(lab, vol, mb=32, snapshots=0)
+    lab.write_random(SRC, vol, 20)
     sync(lab, db)
     before = sha(lab, SRC, vol)
-    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "4M", "--json",
+    with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "1M", "--json",
                             mirror=db) as proc:
-        wait_for(lambda: _bytes(db, vol) > 12 * 2**20, "the base copy to be under way")
+        wait_for(lambda: _bytes(db, vol) > 4 * 2**20, "the base copy to be under way")
         booted = lab.reboot(DST)
         out, err = proc.communicate(timeout=900)
     assert out.strip(), f"xfleet move printed nothing (exit {proc.returncode}):\n{err[-3000:]}"

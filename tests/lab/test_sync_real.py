@@ -36,10 +36,7 @@ LAB2_STEPS: list[dict[str, Any]] = [
 
 
 def play(lab: Lab, node: str, steps: list[dict[str, Any]]) -> None:
-    lab.run(node, sc.prepare_argv())
-    for step in steps:
-        for argv in sc.step_argv(step):
-            lab.run(node, argv)
+    lab.run(node, sc.script_argv(steps))  # one round trip for the whole scenario
     lab.run(node, ["zpool", "sync", "tank"])
 
 

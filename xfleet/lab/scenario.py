@@ -10,6 +10,7 @@ is on) and `text` (log-like lines; compressratio ~1.8 with lz4, ~2.0 with zstd/g
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -179,6 +180,20 @@ def step_argv(step: Step) -> list[list[str]]:
     if op == "bookmark":
         return [["zfs", "bookmark", step["name"], step["bookmark"]]]
     raise ValueError(f"unknown scenario op {op!r}")
+
+
+def script_argv(steps: Sequence[Step], *, prepare: bool = True) -> list[str]:
+    """One `sh` command that performs all `steps` in order (after `prepare_argv` when
+    `prepare`), stopping at the first that fails and naming it on stderr: a whole scenario
+    in one round trip instead of one per step (each costs ~0.5 s on a TCG lab node)."""
+    argvs = ([prepare_argv()] if prepare else []) + [a for s in steps for a in step_argv(s)]
+    lines = ["set -u"]
+    for i, argv in enumerate(argvs, 1):
+        cmd = shlex.join(argv)
+        what = shlex.quote(f"xfleet scenario: command {i} of {len(argvs)} failed: "
+                           f"{' '.join(argv[:2])} {argv[-1][:200]}")
+        lines.append(f"{cmd} || {{ echo {what} >&2; exit 1; }}")
+    return ["sh", "-c", "\n".join(lines)]
 
 
 def prepare_argv() -> list[str]:
