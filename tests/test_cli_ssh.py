@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli, write_sim_inventory
-from sshd import SSHD, ssh_keygen_fingerprint
+from sshd import SSHD, keygen, ssh_keygen_fingerprint
 
 pytestmark = pytest.mark.ssh
 
@@ -62,3 +62,35 @@ def test_unknown_host_key_refused_mirror_intact_then_trusted(sshd: SSHD, tmp_pat
     assert sshd.logins() > logins_before
     assert conn.execute("SELECT * FROM datasets WHERE node='n2' ORDER BY name").fetchall() == \
         n2_rows
+
+
+def test_trust_fixes_a_node_whose_old_key_is_still_in_the_users_known_hosts(
+        sshd: SSHD, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    env = {"HOME": str(home)}
+    stale = keygen(tmp_path / "stale")  # the node's key before it was reinstalled
+    (home / ".ssh" / "known_hosts").write_text(
+        f"[127.0.0.1]:{sshd.port} {' '.join(Path(f'{stale}.pub').read_text().split()[:2])}\n")
+    inv = tmp_path / "inv.yaml"
+    node = (f"    n2:\n      kind: ssh\n      address: 127.0.0.1\n      port: {sshd.port}\n"
+            f"      user: {sshd.user}\n      identity_file: {sshd.client_key}\n"
+            "      connect_retries: 1\n      connect_timeout: 5\n")
+    inv.write_text("all:\n  vars:\n    mirror: mirror.db\n    state_dir: state\n  hosts:\n"
+                   + node)
+    r = run_cli("-i", str(inv), "sync", "--json", env=env)
+    err = r.json()["nodes"][0]
+    assert r.code == 1 and "does not match" in err["error"] and "ssh-keygen -R" in err["hint"]
+    yes = run_cli("-i", str(inv), "inventory", "trust", "n2", "--replace", "--yes", env=env)
+    assert yes.code == 0 and "recorded in" in yes.out and "warning" not in yes.err, yes
+    r = run_cli("-i", str(inv), "sync", "--json", env=env)
+    err = r.json()["nodes"][0]
+    assert "host key" not in err["error"] and "zpool" in err["error"], err  # connected
+
+    # a known_hosts file named in the inventory outranks the trust store: trust says so
+    known = tmp_path / "inventory_known_hosts"
+    known.write_text((home / ".ssh" / "known_hosts").read_text())
+    inv.write_text(inv.read_text() + f"      known_hosts: {known}\n")
+    again = run_cli("-i", str(inv), "inventory", "trust", "n2", "--yes", env=env)
+    assert again.code == 0 and "already trusted" in again.out
+    assert "the inventory's known_hosts lists another key for n2" in again.err, again

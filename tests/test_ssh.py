@@ -251,7 +251,8 @@ def test_wrong_pinned_key_is_refused(connect: Any, sshd: SSHD, tmp_path: Path) -
     assert "does not match" in text
     assert ssh_keygen_fingerprint(sshd.host_key.with_suffix(".pub")) in text  # what we got
     assert ssh_keygen_fingerprint(Path(f"{other}.pub")) in text  # what we expected
-    assert "--replace" in text
+    assert "from the inventory's host_key" in text and "update 'host_key'" in str(
+        exc.value.hint)
 
 
 def test_right_pinned_key_is_accepted(connect: Any, sshd: SSHD) -> None:
@@ -314,6 +315,110 @@ def test_pinned_key_excludes_every_other_key_known_for_the_host(
     t2 = connect(host_key=None, known_hosts=str(known))
     with pytest.raises(HostKeyError, match="does not match"):
         t2.run(["true"])
+
+
+# -- the order of the sources: pin, inventory known_hosts, trust store, ~/.ssh/known_hosts ---
+
+
+def _other_key_line(tmp_path: Path, sshd: SSHD, name: str, kind: str = "ed25519") -> str:
+    """A known_hosts line for the test sshd with a key it does not have."""
+    pub = Path(f"{keygen(tmp_path / name, kind=kind)}.pub").read_text().split()
+    return f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n"
+
+
+def test_the_trust_store_outranks_a_stale_user_known_hosts(
+        connect: Any, sshd: SSHD, tmp_path: Path, isolated_home: Path) -> None:
+    (isolated_home / ".ssh" / "known_hosts").write_text(_other_key_line(tmp_path, sshd, "old"))
+    store = tmp_path / "trusted"
+    store.write_text(sshd.known_hosts_line() + "\n")
+    t = connect(host_key=None, trust_store=store)
+    assert t.run(["echo", "ok"]).stdout == "ok\n"
+    # without the trust store, the stale line decides, and says where it came from
+    t2 = connect(host_key=None)
+    with pytest.raises(HostKeyError) as exc:
+        t2.run(["true"])
+    assert "does not match" in str(exc.value) and "~/.ssh/known_hosts" in str(exc.value)
+    assert "ssh-keygen -R" in (exc.value.hint or "")
+
+
+def test_a_key_only_a_weaker_source_holds_is_refused(
+        connect: Any, sshd: SSHD, tmp_path: Path, isolated_home: Path) -> None:
+    # the inventory's known_hosts lists another key; the real one is in ~/.ssh/known_hosts
+    (isolated_home / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line() + "\n")
+    known = tmp_path / "inventory_known_hosts"
+    known.write_text(_other_key_line(tmp_path, sshd, "other"))
+    logins = sshd.logins()
+    t = connect(host_key=None, known_hosts=str(known))
+    with pytest.raises(HostKeyError) as exc:
+        t.run(["true"])
+    assert "does not match" in str(exc.value)
+    assert "the inventory's known_hosts" in str(exc.value)
+    # a stronger source listing only an RSA key: the server's ed25519 key, known to a weaker
+    # source, is refused as well (and not by a fallback to the weaker source)
+    store = tmp_path / "trusted"
+    store.write_text(_other_key_line(tmp_path, sshd, "other-rsa", kind="rsa"))
+    t2 = connect(host_key=None, trust_store=store)
+    with pytest.raises(HostKeyError) as exc2:
+        t2.run(["true"])
+    assert "xfleet's trust store" in str(exc2.value), exc2.value
+    assert t.connects == t2.connects == 0 and sshd.logins() == logins
+
+
+def test_marker_and_unreadable_lines_are_skipped_with_a_warning(
+        connect: Any, sshd: SSHD, tmp_path: Path, isolated_home: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    ca = Path(f"{keygen(tmp_path / 'ca')}.pub").read_text().split()
+    revoked_elsewhere = _other_key_line(tmp_path, sshd, "gone").split(" ", 1)[1]
+    (isolated_home / ".ssh" / "known_hosts").write_text(
+        "# a user's file, as OpenSSH writes and reads it\n"
+        f"@cert-authority *.example.com {ca[0]} {ca[1]}\n"
+        f"@revoked other.example.com {revoked_elsewhere}"
+        "broken.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\n"
+        + sshd.known_hosts_line() + "\n")
+    with caplog.at_level("WARNING", logger="xfleet.hostkeys"):
+        pinned = connect("pinned")  # a pinned node: untouched by the user's file
+        assert pinned.run(["echo", "ok"]).stdout == "ok\n"
+        t = connect("n2", host_key=None)  # known only from ~/.ssh/known_hosts
+        assert t.run(["echo", "ok"]).stdout == "ok\n"
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "known_hosts:2: @cert-authority line skipped" in text, text
+    assert "known_hosts:4: ssh-ed25519 key cannot be read" in text, text
+    assert text.count("@cert-authority") == 1  # once per process, not per connection
+
+
+def test_a_revoked_key_is_refused_whatever_source_lists_it(
+        connect: Any, sshd: SSHD, tmp_path: Path, isolated_home: Path) -> None:
+    (isolated_home / ".ssh" / "known_hosts").write_text(
+        f"@revoked [127.0.0.1]:{sshd.port} {sshd.host_key_line}\n")
+    store = tmp_path / "trusted"
+    store.write_text(sshd.known_hosts_line() + "\n")
+    logins = sshd.logins()
+    for t in (connect(host_key=None, trust_store=store), connect("pinned")):
+        with pytest.raises(HostKeyError) as exc:
+            t.run(["true"])
+        assert "is marked @revoked" in str(exc.value), exc.value
+    assert sshd.logins() == logins
+
+
+def test_record_trust_keeps_other_lines_and_replace_really_replaces(
+        sshd: SSHD, tmp_path: Path) -> None:
+    import paramiko
+
+    host = sshd.host(host_key=None)
+    store = tmp_path / "trusted"
+    stale_rsa = _other_key_line(tmp_path, sshd, "stale-rsa", kind="rsa")
+    store.write_text(f"# kept\n@revoked gone.example.com {stale_rsa.split(' ', 1)[1]}"
+                     f"{sshd.known_hosts_line()}\n{stale_rsa}")
+    key = fetch_host_key(host)
+    assert record_trust(store, host, key) is False  # already trusted
+    # --replace: the stale RSA line for the host goes, the trusted key stays, once
+    assert record_trust(store, host, key, replace=True) is True
+    lines = store.read_text().splitlines()
+    assert lines[0] == "# kept" and lines[1].startswith("@revoked gone.example.com")
+    mine = [ln for ln in lines if ln.startswith(f"[127.0.0.1]:{sshd.port} ")]
+    assert mine == [f"[127.0.0.1]:{sshd.port} ssh-ed25519 {key.get_base64()}"]
+    assert record_trust(store, host, key, replace=True) is False
+    assert isinstance(key, paramiko.PKey)
 
 
 def test_trust_flow_fetch_record_then_connect(connect: Any, sshd: SSHD, tmp_path: Path) -> None:

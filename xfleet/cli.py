@@ -373,7 +373,8 @@ def inventory_trust(c: Ctx, host: str, replace: bool, yes: bool) -> None:
     Example:
       xfleet inventory trust n1
     """
-    from xfleet.transport import fetch_host_key, fingerprint, record_trust
+    from xfleet.hostkeys import TRUST_STORE
+    from xfleet.transport import SSHTransport, fetch_host_key, fingerprint, record_trust
 
     inv = c.inventory()
     if host not in inv.hosts:
@@ -387,6 +388,11 @@ def inventory_trust(c: Ctx, host: str, replace: bool, yes: bool) -> None:
              hint="run interactively, or pass --yes once you checked the fingerprint")
     added = record_trust(inv.trust_store, h, key, replace=replace)
     click.echo(f"{'recorded in' if added else 'already trusted in'} {inv.trust_store}")
+    decision = SSHTransport(h, trust_store=inv.trust_store).host_keys()
+    if decision.source not in (None, TRUST_STORE) and not any(
+            k.asbytes() == key.asbytes() for k in decision.keys):
+        click.echo(f"warning: {decision.source} lists another key for {host} and outranks "
+                   "the trust store: update it, or connections stay refused", err=True)
 
 
 # ---------------------------------------------------------------------------------------------

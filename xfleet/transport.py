@@ -17,10 +17,10 @@ channel on the node's one connection, with a large window. The simulator has no 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import fcntl
+import logging
 import os
 import select
 import selectors
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from xfleet import hostkeys
 from xfleet.errors import (
     CommandTimeout,
     ConnectError,
@@ -752,11 +753,19 @@ class SSHTransport(Transport):
         import paramiko
 
         client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        decision = self.host_keys()
+        for w in decision.warnings:
+            _warn_once(w)
+        client.set_missing_host_key_policy(_refuse(decision))
         known = client.get_host_keys()
-        for path in (self.user_known_hosts, self.trust_store):
-            if path and path.is_file():
-                _load_known_hosts(known, path, self.node)
+        for key in decision.keys:
+            known.add(decision.name, key.get_name(), key)
+        return client
+
+    def host_keys(self) -> hostkeys.Decision:
+        """The host keys this node may present, from the strongest source that lists it
+        (xfleet.hostkeys: pin, inventory known_hosts, trust store, ~/.ssh/known_hosts)."""
+        files: list[tuple[str, hostkeys.KnownHostsFile | None]] = []
         if self.host.known_hosts:
             path = Path(self.host.known_hosts).expanduser()
             if not path.is_file():
@@ -765,15 +774,14 @@ class SSHTransport(Transport):
                     where=self.node,
                     hint="fix 'known_hosts' in the inventory or pin 'host_key' instead",
                 )
-            _load_known_hosts(known, path, self.node)
-        if self.host.host_key:
-            # A pinned key replaces anything else known for this host.
-            name = self._host_key_name()
-            while name in known:  # `del` drops one known_hosts line at a time
-                del known[name]
-            key = parse_public_key(self.host.host_key, where=self.node)
-            known.add(name, key.get_name(), key)
-        return client
+            files.append((hostkeys.INVENTORY_FILE, _read_known_hosts(path, self.node)))
+        for source, p in ((hostkeys.TRUST_STORE, self.trust_store),
+                          (hostkeys.USER_FILE, self.user_known_hosts)):
+            files.append((source, _read_known_hosts(p, self.node)
+                          if p is not None and p.is_file() else None))
+        pinned = (parse_public_key(self.host.host_key, where=self.node)
+                  if self.host.host_key else None)
+        return hostkeys.decide(self._host_key_name(), pinned, files)
 
     def connect(self) -> paramiko.SSHClient:
         """The open connection, made (with retries) if there is none or it has dropped."""
@@ -829,14 +837,20 @@ class SSHTransport(Transport):
             )
         except paramiko.BadHostKeyException as exc:
             client.close()
+            source = self.host_keys().source
             raise HostKeyError(
                 f"host key for {self._host_key_name()} does not match the known key "
                 f"(got {exc.key.get_name()} {fingerprint(exc.key)}, expected "
-                f"{fingerprint(exc.expected_key)}); refusing to connect",
+                f"{fingerprint(exc.expected_key)} from {source}); refusing to connect",
                 where=self.node,
-                hint="if the node was reinstalled on purpose, update 'host_key' in the "
-                f"inventory or run 'xfleet inventory trust {self.node} --replace'",
+                hint=_replace_hint(source, self.node),
             ) from None
+        except _PolicyRefusal as exc:
+            client.close()
+            raise HostKeyError(
+                exc.message, where=self.node,
+                hint=exc.hint or f"check the key out of band, then run 'xfleet inventory "
+                f"trust {self.node}' or pin it with 'host_key' in the inventory") from None
         except paramiko.AuthenticationException as exc:
             client.close()
             raise TransportError(
@@ -1330,17 +1344,75 @@ def _known_hosts_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
-def _load_known_hosts(keys: paramiko.HostKeys, path: Path, where: str) -> None:
+def _replace_hint(source: str | None, node: str) -> str:
+    """What to do about a node whose key changed, by the source that listed the old one."""
+    if source == hostkeys.PINNED:
+        return "if the node was reinstalled on purpose, update 'host_key' in the inventory"
+    if source == hostkeys.INVENTORY_FILE:
+        return ("if the node was reinstalled on purpose, update the inventory's known_hosts "
+                "file")
+    if source == hostkeys.USER_FILE:
+        return (f"if the node was reinstalled on purpose, remove its line from "
+                f"~/.ssh/known_hosts (ssh-keygen -R) or run 'xfleet inventory trust {node}' "
+                "(the trust store outranks ~/.ssh/known_hosts)")
+    return (f"if the node was reinstalled on purpose, run 'xfleet inventory trust {node} "
+            "--replace'")
+
+
+def _read_known_hosts(path: Path, where: str) -> hostkeys.KnownHostsFile:
     try:
-        keys.load(str(path))
-    except Exception as exc:  # unreadable, or a line paramiko cannot parse
-        raise HostKeyError(f"cannot read known hosts file {path}: {exc}", where=where) from None
+        return hostkeys.read_known_hosts(path)
+    except HostKeyError as exc:
+        raise HostKeyError(exc.message, where=where, hint=exc.hint) from None
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(message: str) -> None:
+    """A known_hosts line xfleet skipped: said once per process, not once per connection."""
+    with _warned_lock:
+        if message in _warned:
+            return
+        _warned.add(message)
+    logging.getLogger("xfleet.hostkeys").warning("warning: %s", message)
+
+
+def _refuse(decision: hostkeys.Decision) -> paramiko.MissingHostKeyPolicy:
+    """paramiko's missing-host-key policy: refuse, saying why (revoked, or not the key the
+    deciding source lists, or unknown), as a _PolicyRefusal the caller turns into a
+    HostKeyError."""
+    import paramiko
+
+    class Refuse(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                             key: paramiko.PKey) -> None:
+            d = decision
+            if d.is_revoked(key):
+                raise _PolicyRefusal(
+                    f"host key for {d.name} ({key.get_name()} {fingerprint(key)}) is marked "
+                    "@revoked in a known_hosts file; refusing to connect",
+                    "the node presents a revoked key: find out why before trusting anything")
+            if d.source is not None:
+                raise _PolicyRefusal(
+                    f"host key for {d.name} ({key.get_name()} {fingerprint(key)}) is not "
+                    f"one {d.source} lists; refusing to connect (a weaker source cannot "
+                    "override it)",
+                    f"if the node was reinstalled on purpose, update {d.source}")
+            raise _PolicyRefusal(f"unknown host key for {d.name}; refusing to connect", None)
+
+    return Refuse()
+
+
+class _PolicyRefusal(Exception):
+    def __init__(self, message: str, hint: str | None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
 
 
 def parse_public_key(text: str, *, where: str | None = None) -> paramiko.PKey:
     """A pinned host key 'ssh-ed25519 AAAA...' (as in a .pub file, known_hosts or ssh-keyscan)."""
-    import paramiko
-
     parts = text.split()
     if parts and not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
         parts = parts[1:]  # a known_hosts line: "host keytype base64"
@@ -1351,19 +1423,13 @@ def parse_public_key(text: str, *, where: str | None = None) -> paramiko.PKey:
             hint="copy the key from the node's /etc/ssh/ssh_host_ed25519_key.pub",
         )
     try:
-        blob = base64.b64decode(parts[1], validate=True)
-        key = paramiko.PKey.from_type_string(parts[0], blob)
-    except Exception as exc:
+        return hostkeys.parse_key(parts[0], parts[1])
+    except ValueError as exc:
         raise HostKeyError(
-            f"pinned host_key cannot be read: {exc or type(exc).__name__}",
+            f"pinned host_key cannot be read: {exc}",
             where=where,
             hint="copy the key from the node's /etc/ssh/ssh_host_ed25519_key.pub",
         ) from None
-    if key.get_name() != parts[0] and parts[0] not in key.get_name():
-        raise HostKeyError(
-            f"pinned host_key says {parts[0]} but holds a {key.get_name()} key", where=where
-        )
-    return key
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -1429,30 +1495,32 @@ def record_trust(
     same type already trusted for the host is an error unless `replace`. The key is recorded
     under the address and port SSHTransport connects to (after ~/.ssh/config).
     """
-    import paramiko
-
     host = effective_host(host, ssh_config)
     store.parent.mkdir(parents=True, exist_ok=True)
-    keys = paramiko.HostKeys()
-    if store.is_file():
-        _load_known_hosts(keys, store, host.name)
     name = _known_hosts_name(host.address or host.name, host.port)
-    existing = keys.lookup(name)
-    if existing is not None and key.get_name() in existing:
-        if existing[key.get_name()] == key:
+    known = _read_known_hosts(store, host.name) if store.is_file() else None
+    mine = [e for e in known.entries if e.matches(name)] if known is not None else []
+    if any(e.key.get_name() == key.get_name() and e.key.asbytes() == key.asbytes()
+           for e in mine):
+        if not replace or len(mine) == 1:
             return False
-        if not replace:
+    else:
+        same_type = [e for e in mine if e.key.get_name() == key.get_name()]
+        if same_type and not replace:
             raise HostKeyError(
-                f"a different {key.get_name()} key ({fingerprint(existing[key.get_name()])}) "
+                f"a different {key.get_name()} key ({fingerprint(same_type[0].key)}) "
                 f"is already trusted for {name}",
                 where=host.name,
                 hint="pass --replace if the node was reinstalled on purpose",
             )
-    while replace and name in keys:  # every line for this host, whatever its key type
-        del keys[name]
-    keys.add(name, key.get_name(), key)
+    # every other line stays as written (comments, other hosts, @revoked markers); with
+    # `replace`, every line for this host goes, whatever its key type
+    drop = {e.where for e in mine} if replace else set()
+    lines = store.read_text(errors="replace").splitlines() if store.is_file() else []
+    kept = [ln for i, ln in enumerate(lines, 1) if f"{store}:{i}" not in drop]
+    kept.append(f"{name} {key.get_name()} {key.get_base64()}")
     tmp = store.with_name(store.name + ".tmp")
-    keys.save(str(tmp))
+    tmp.write_text("\n".join(kept) + "\n")
     os.replace(tmp, store)
     return True
 
