@@ -9,6 +9,7 @@ import json
 import os
 import select
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -1246,7 +1247,14 @@ def sql_cmd(c: Ctx, query_text: str | None, saved: str | None, list_saved: bool,
         k, sep, v = p.partition("=")
         if not sep:
             raise UsageError(f"--param {p!r} is not NAME=VALUE")
-        bound[k] = int(v) if v.lstrip("-").isdigit() else v
+        bound[k] = v
+        if v.lstrip("-").isdigit():
+            number = int(v)
+            if not -(2**63) <= number < 2**63:
+                raise UsageError(f"--param {k}: {v[:40]} is out of range for SQLite "
+                                 "(a 64-bit integer)", hint="pass a smaller number, or "
+                                 "compare as text with a quoted parameter in the query")
+            bound[k] = number
     conn = c.reader()
     try:
         names, cursor = query.run_sql(conn, query_text, bound)
@@ -1612,6 +1620,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _interrupted()
+    except sqlite3.Error as exc:  # the mirror's file system or file, not a bug: one clear line
+        from xfleet.mirror import explain
+
+        _fail(explain(exc))
     except _BrokenPipe as exc:
         if _stdout_closed():  # the reader of our output went away (xfleet ls | head)
             with contextlib.suppress(OSError):  # no flush error at exit

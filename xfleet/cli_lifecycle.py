@@ -152,7 +152,8 @@ def _run(c: Ctx, plan: Any, as_json: bool) -> None:
         for n in out.nodes:
             click.echo(f"{n.node}: {'ok' if n.ok else 'FAILED'}, {len(n.done)} change "
                        f"command(s), {n.commands} remote command(s) in all, {n.refetched} "
-                       "mirror row(s) refreshed" + (f"\n  error: {n.error}" if n.error else ""))
+                       "mirror row(s) refreshed" + (f"\n  error: {n.error}" if n.error else "")
+                       + "".join(f"\n  warning: {u}" for u in n.unrecorded))
     if not out.ok:
         sys.exit(1)
 

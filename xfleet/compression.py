@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from xfleet import mirror
 from xfleet.errors import UsageError, XfleetError
 from xfleet.names import validate_dataset
 from xfleet.units import parse_size
@@ -579,7 +580,7 @@ def create_run(conn: sqlite3.Connection, p: Plan) -> Run:
     """Record the plan as a run with one pending audit row per volume (one INSERT ... SELECT:
     the changes never pass through Python)."""
     now = time.time()
-    conn.execute("BEGIN IMMEDIATE")
+    mirror.begin(conn, "a new compression run")
     try:
         cur = conn.execute(
             "INSERT INTO compression_runs (policy, user, host, state, batch_size, created_at, "
@@ -595,7 +596,7 @@ def create_run(conn: sqlite3.Connection, p: Plan) -> Run:
         conn.execute("UPDATE compression_runs SET changes = ? WHERE id = ?", (n, run_id))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        mirror.rollback(conn)
         raise
     return get_run(conn, run_id)
 
@@ -679,7 +680,7 @@ def _apply_batch(conn: sqlite3.Connection, t: Transport, run_id: int, b: Batch,
             if canonical(now_value.get(n, "")) != canonical(b.new):
                 failed[n] = why if n in now_value else f"{why} (dataset not found)"
     now = time.time()
-    conn.execute("BEGIN IMMEDIATE")
+    mirror.begin(conn, "a compression batch")
     try:
         done_names = [n for n in b.names if n not in failed]
         for i, n in zip(b.ids, b.names, strict=True):
@@ -700,7 +701,7 @@ def _apply_batch(conn: sqlite3.Connection, t: Transport, run_id: int, b: Batch,
                      (len(done_names), len(failed), commands, now, now, run_id))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        mirror.rollback(conn)
         raise
     return len(done_names), len(failed), commands
 

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from xfleet import mirror
 from xfleet.compression import canonical, validate_compression
 from xfleet.errors import TransportError, UsageError
 from xfleet.names import validate_dataset
@@ -334,7 +335,7 @@ def estimate_fleet(conn: sqlite3.Connection, connections: Connections, items: li
 
 def store(conn: sqlite3.Connection, estimates: Sequence[Estimate]) -> None:
     now = time.time()
-    conn.execute("BEGIN IMMEDIATE")
+    mirror.begin(conn, "compression estimates")
     try:
         conn.executemany(
             "INSERT OR REPLACE INTO compression_estimates (node, name, algorithm, ratio, "
@@ -347,5 +348,5 @@ def store(conn: sqlite3.Connection, estimates: Sequence[Estimate]) -> None:
              for e in estimates])
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        mirror.rollback(conn)
         raise

@@ -631,6 +631,9 @@ class NodeOutcome:
     refetched: int = 0
     backend: str = "zfs"  # "libzfs_core" on a local node with OpenZFS's Python bindings
     lzc_calls: int = 0  # changes made through libzfs_core (no process forked)
+    # what the node did that the mirror could not record (the changes stand; `xfleet sync`
+    # brings the mirror up to date): never a reason to report the node as failed
+    unrecorded: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -680,6 +683,12 @@ def execute(inv: Inventory, mirror_path: Path, plan: LifecyclePlan, conns: Conne
             res.backend = "libzfs_core"
         try:
             for c in by_node.get(node, []):
+                # journal before acting: a command the mirror cannot record is not run
+                try:
+                    log_id = _journal(mirror_path, plan.op, node, c.argv, source)
+                except (XfleetError, sqlite3.Error) as exc:
+                    raise XfleetError(f"not run: {c.line()}: the mirror could not record it "
+                                      f"({_why(exc)})") from None
                 via = "zfs"
                 try:
                     if lzc is not None and lzc_run(lzc, c.argv, node):
@@ -688,9 +697,9 @@ def execute(inv: Inventory, mirror_path: Path, plan: LifecyclePlan, conns: Conne
                     else:
                         t.run(c.argv)
                 except XfleetError as exc:
-                    _log(mirror_path, plan.op, node, c.argv, False, exc.message, source, via)
+                    _outcome(mirror_path, log_id, False, exc.message, via, res, c)
                     raise
-                _log(mirror_path, plan.op, node, c.argv, True, None, source, via)
+                _outcome(mirror_path, log_id, True, None, via, res, c)
                 res.done.append(c.line())
         except XfleetError as exc:
             res.ok, res.error = False, exc.message
@@ -698,9 +707,9 @@ def execute(inv: Inventory, mirror_path: Path, plan: LifecyclePlan, conns: Conne
         try:
             res.refetched = refetch(inv, mirror_path, node, t, sorted(touched[node]),
                                     sorted(trees[node]))
-        except XfleetError as exc:
-            res.ok = False
-            res.error = (res.error + "; " if res.error else "") + f"mirror: {exc.message}"
+        except (XfleetError, sqlite3.Error) as exc:
+            res.unrecorded.append(f"the mirror was not updated ({_why(exc)}); run `xfleet "
+                                  f"sync --node {node}` to bring it up to date")
         res.commands = t.commands - start
         return res
 
@@ -721,15 +730,42 @@ def _origin_dataset(mirror_path: Path, node: str, name: str) -> str | None:
         conn.close()
 
 
-def _log(mirror_path: Path, op: str, node: str, argv: list[str], ok: bool, error: str | None,
-         source: str, via: str) -> None:
+def _journal(mirror_path: Path, op: str, node: str, argv: list[str], source: str) -> int:
+    """The intent, before the command runs: a `lifecycle_log` row in state `started`."""
     conn = mirror.connect(mirror_path)
     try:
-        conn.execute("INSERT INTO lifecycle_log (at, op, node, argv, ok, error, source, via) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                     (time.time(), op, node, json.dumps(argv), int(ok), error, source, via))
+        with mirror.transaction(conn, f"a {op} command on {node}"):
+            cur = conn.execute(
+                "INSERT INTO lifecycle_log (at, op, node, argv, ok, error, source, via, state) "
+                "VALUES (?, ?, ?, ?, 0, NULL, ?, 'zfs', 'started')",
+                (time.time(), op, node, json.dumps(argv), source))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
     finally:
         conn.close()
+
+
+def _outcome(mirror_path: Path, log_id: int, ok: bool, error: str | None, via: str,
+             res: NodeOutcome, c: Command) -> None:
+    """The outcome, after: the journal row becomes `done` or `failed`. If the mirror cannot
+    take it, the node's result says what ran and that row `log_id` stays `started`."""
+    try:
+        conn = mirror.connect(mirror_path)
+        try:
+            with mirror.transaction(conn, "a lifecycle command's outcome"):
+                conn.execute("UPDATE lifecycle_log SET ok = ?, error = ?, via = ?, state = ? "
+                             "WHERE id = ?",
+                             (int(ok), error, via, "done" if ok else "failed", log_id))
+        finally:
+            conn.close()
+    except (XfleetError, sqlite3.Error) as exc:
+        res.unrecorded.append(f"{c.line()}: {'done' if ok else 'failed'} on {res.node}, but "
+                              f"the mirror could not record it ({_why(exc)}); lifecycle_log "
+                              f"row {log_id} stays 'started'")
+
+
+def _why(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, XfleetError) else str(exc)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,14 +7,23 @@ table and column. Ingest uses the standard `sqlite3` module with `executemany` (
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import logging
+import math
+import os
+import socket
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xfleet import claims
 from xfleet.errors import MirrorError
 from xfleet.zfs import DATASET_COLUMNS, POOL_COLUMNS, PoolRecord
 
@@ -354,6 +363,12 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX rollout_log_rollout ON rollout_log (rollout, at)
     """,
+    8: """
+    ALTER TABLE lifecycle_log ADD COLUMN state TEXT NOT NULL DEFAULT 'done';
+    UPDATE lifecycle_log SET state = 'failed' WHERE ok = 0;
+    ALTER TABLE sync_runs ADD COLUMN pid INTEGER;
+    ALTER TABLE sync_runs ADD COLUMN host TEXT
+    """,
 }
 
 
@@ -362,45 +377,130 @@ SCHEMA_VERSION = max(_MIGRATIONS)
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open the mirror. Read-write opens create and migrate it; read-only opens never write."""
+    """Open the mirror. Read-write opens create and migrate it; read-only opens never write
+    (and read a mirror on a read-only filesystem too). SQLite's own errors (not a database,
+    read-only, full disk...) become one clear MirrorError (`explain`)."""
     p = Path(path)
-    if readonly:
-        if not p.exists():
+    if readonly and not p.exists():
+        raise MirrorError(
+            f"the mirror {p} does not exist yet",
+            hint="run 'xfleet sync' first (or 'xfleet demo' for the simulated fleet)",
+        )
+    try:
+        if not readonly:
+            p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MirrorError(f"cannot create the mirror's directory {p.parent}: "
+                          f"{exc.strerror or exc}", where=str(p),
+                          hint="point --mirror (or the inventory's 'mirror') at a writable "
+                          "place") from None
+    try:
+        conn = _open(p, readonly)
+    except sqlite3.Error as exc:
+        if not readonly and (_read_only_fs(p) or not os.access(p.parent, os.W_OK)):
+            exc = sqlite3.OperationalError(f"attempt to write a readonly database ({exc})")
+        raise explain(exc, p) from None
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
             raise MirrorError(
-                f"the mirror {p} does not exist yet",
-                hint="run 'xfleet sync' first (or 'xfleet demo' for the simulated fleet)",
+                f"the mirror {p} has schema version {version}, newer than this xfleet "
+                f"({SCHEMA_VERSION})",
+                hint="upgrade xfleet, or point --mirror at another file",
             )
-        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True,
-                               check_same_thread=False)
-        conn.execute("PRAGMA query_only = ON")
+        if version < SCHEMA_VERSION:
+            if readonly:
+                raise MirrorError(
+                    f"the mirror {p} has schema version {version}; this xfleet needs "
+                    f"{SCHEMA_VERSION}",
+                    hint="run any write command once (e.g. 'xfleet sync') to migrate it",
+                )
+            migrate(conn)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise explain(exc, p) from None
+        raise
+    return conn
+
+
+def _open(p: Path, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        try:
+            conn = _open_ro(p, immutable=False)
+        except sqlite3.OperationalError as exc:
+            # a WAL mirror on a read-only filesystem: SQLite cannot make its -shm file. Nothing
+            # can write there either, so reading it as immutable is safe.
+            if not _read_only_fs(p) or "unable to open" not in str(exc):
+                raise
+            conn = _open_ro(p, immutable=True)
     else:
-        p.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(p), timeout=60.0, isolation_level=None,
                                check_same_thread=False)
-        _wal(conn)
-        conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA busy_timeout = 60000")
+        try:
+            _wal(conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
     conn.execute("PRAGMA cache_size = -65536")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.row_factory = sqlite3.Row
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        conn.close()
-        raise MirrorError(
-            f"the mirror {p} has schema version {version}, newer than this xfleet "
-            f"({SCHEMA_VERSION})",
-            hint="upgrade xfleet, or point --mirror at another file",
-        )
-    if version < SCHEMA_VERSION:
-        if readonly:
-            conn.close()
-            raise MirrorError(
-                f"the mirror {p} has schema version {version}; this xfleet needs "
-                f"{SCHEMA_VERSION}",
-                hint="run any write command once (e.g. 'xfleet sync') to migrate it",
-            )
-        migrate(conn)
     return conn
+
+
+def _open_ro(p: Path, *, immutable: bool) -> sqlite3.Connection:
+    uri = f"{p.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("PRAGMA schema_version").fetchone()  # opens the file: errors surface here
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _read_only_fs(p: Path) -> bool:
+    try:
+        return bool(os.statvfs(p.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+# SQLite's errors about the mirror file: (words in SQLite's message, what, what to do)
+_EXPLAINED: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("disk is full", "disk I/O error"),
+     "the mirror could not be written: {text} (the step that failed wrote nothing)",
+     "free space on the filesystem that holds the mirror (df -h), then run the command "
+     "again: journaled operations resume where they stopped"),
+    (("readonly", "read-only"),
+     "the mirror is read-only here: this command writes to it",
+     "run it where the mirror file and its directory are writable, or point --mirror at a "
+     "writable copy; reading commands (ls, show, sql) work as is"),
+    (("not a database", "malformed"),
+     "not an xfleet mirror (SQLite: file is not a database)",
+     "point --mirror (or the inventory's 'mirror') at the mirror file; a path that does not "
+     "exist yet is created by 'xfleet sync'"),
+    (("unable to open",),
+     "cannot open the mirror (SQLite: unable to open database file)",
+     "check that the file and its directory exist and are readable (and, for commands that "
+     "write, writable)"),
+    (("locked", "busy"),
+     "the mirror stayed locked by another writer",
+     "another xfleet process holds its write lock: find it with `ps -ef | grep xfleet`"),
+)
+
+
+def explain(exc: sqlite3.Error, path: str | Path | None = None) -> MirrorError:
+    """SQLite's error about the mirror as one clear line: what, where, what to do."""
+    text = str(exc)
+    where = str(path) if path is not None else None
+    for words, what, hint in _EXPLAINED:
+        if any(w in text for w in words):
+            return MirrorError(what.format(text=text), where=where, hint=hint)
+    return MirrorError(f"the mirror: {text}", where=where)
 
 
 def _wal(conn: sqlite3.Connection, patience: float = 60.0) -> None:
@@ -417,12 +517,101 @@ def _wal(conn: sqlite3.Connection, patience: float = 60.0) -> None:
             time.sleep(0.02)
 
 
+# ---------------------------------------------------------------------------------------------
+# write transactions: short, and patient with each other
+#
+# Every writer takes the mirror's write lock with `begin` (or `transaction`) and holds it only
+# while it writes, never while it waits on a node: a full sync spools its listing first and
+# applies it in chunks of ROWS_PER_TRANSACTION (docs/sync.md states the bound). A writer that
+# meets the lock held retries with backoff (tenacity), says on stderr what it waits for after
+# a couple of seconds, and gives up after WRITE_PATIENCE with a clear error.
+
+WRITE_PATIENCE = 600.0  # seconds a writer waits for the write lock before giving up
+ROWS_PER_TRANSACTION = 10_000  # rows a bulk apply writes per transaction (~0.1 s)
+_TRY_MS = 250  # each try waits this long in SQLite's own busy handler
+_BUSY_MS = 60_000  # busy_timeout of a connection outside `begin` (reads, autocommit writes)
+_log = logging.getLogger("xfleet.mirror")
+
+
+def _is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
+
+
+def begin(conn: sqlite3.Connection, what: str, *, patience: float | None = None) -> None:
+    """BEGIN IMMEDIATE: take the mirror's write lock to record `what` (a few words, for the
+    message a waiting writer prints: "waiting for the mirror's write lock to record WHAT")."""
+    from tenacity import (
+        RetryCallState,
+        Retrying,
+        retry_if_exception,
+        stop_after_delay,
+        wait_exponential,
+        wait_random,
+    )
+
+    limit = WRITE_PATIENCE if patience is None else patience
+    start = time.monotonic()
+    told = [0.0]
+
+    def say(state: RetryCallState) -> None:
+        waited = time.monotonic() - start
+        if waited >= 2.0 and (not told[0] or waited - told[0] >= 30.0):
+            told[0] = waited
+            _log.warning("xfleet: waiting for the mirror's write lock to record %s (another "
+                         "process is writing; %.0fs so far)", what, waited)
+
+    conn.execute(f"PRAGMA busy_timeout = {_TRY_MS}")
+    try:
+        for attempt in Retrying(retry=retry_if_exception(_is_locked),
+                                wait=wait_exponential(multiplier=0.02, max=0.5)
+                                + wait_random(0, 0.05),
+                                stop=stop_after_delay(limit), before_sleep=say, reraise=True):
+            with attempt:
+                conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if not _is_locked(exc):
+            raise
+        raise MirrorError(
+            f"the mirror stayed locked for {time.monotonic() - start:.0f}s; could not record "
+            f"{what}",
+            hint="another xfleet process holds its write lock: find it with `ps -ef | grep "
+            "xfleet`; nothing was written for this step") from None
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+    if told[0]:
+        _log.warning("xfleet: got the mirror's write lock after %.1fs (recording %s)",
+                     time.monotonic() - start, what)
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already (it does on SQLITE_FULL and
+    some I/O errors): never let a failing ROLLBACK hide the error that caused it."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, what: str, *,
+                patience: float | None = None) -> Iterator[sqlite3.Connection]:
+    """`with transaction(conn, "what"):` begin (patiently), COMMIT on success, roll back
+    (without masking the error) on any exception."""
+    begin(conn, what, patience=patience)
+    try:
+        yield conn
+    except BaseException:
+        rollback(conn)
+        raise
+    conn.execute("COMMIT")
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """Apply the migrations newer than the file's version, each in its own transaction. The
     version is read inside the transaction: processes or threads opening a new mirror at the
     same time apply each migration once."""
     for v in sorted(_MIGRATIONS):
-        conn.execute("BEGIN IMMEDIATE")
+        begin(conn, f"schema migration {v}")
         if conn.execute("PRAGMA user_version").fetchone()[0] >= v:
             conn.execute("COMMIT")
             continue
@@ -459,9 +648,28 @@ def upsert_node(
 
 
 def start_run(conn: sqlite3.Connection, node: str, kind: str = "full") -> int:
+    """Record a sync run of `node` as `running` (by this process), after marking the node's
+    runs that can no longer finish `interrupted`: those of a dead process on this host, and
+    those of unknown process (older xfleet) that a later run outlived."""
+    me_pid, me_host = os.getpid(), socket.gethostname()
+    for r in conn.execute("SELECT id, pid, host, started_at FROM sync_runs WHERE node = ? AND "
+                          "status = 'running'", (node,)).fetchall():
+        if r["pid"] is None:
+            later = conn.execute("SELECT 1 FROM sync_runs WHERE node = ? AND started_at > ? "
+                                 "AND status <> 'running' LIMIT 1",
+                                 (node, r["started_at"])).fetchone()
+            dead = later is not None
+        else:
+            dead = (r["host"] == me_host and r["pid"] != me_pid
+                    and not claims.alive(r["pid"], r["host"]))
+        if dead:
+            conn.execute("UPDATE sync_runs SET status = 'interrupted', finished_at = ?, "
+                         "error = coalesce(error, 'the process running it ended before it "
+                         "finished') WHERE id = ?", (time.time(), r["id"]))
     cur = conn.execute(
-        "INSERT INTO sync_runs (node, kind, started_at, status) VALUES (?, ?, ?, 'running')",
-        (node, kind, time.time()),
+        "INSERT INTO sync_runs (node, kind, started_at, status, pid, host) "
+        "VALUES (?, ?, ?, 'running', ?, ?)",
+        (node, kind, time.time(), me_pid, me_host),
     )
     conn.execute("UPDATE nodes SET last_attempt = ? WHERE name = ?", (time.time(), node))
     assert cur.lastrowid is not None
@@ -486,6 +694,9 @@ _UPSERT_SQL = (
     f"VALUES ({', '.join('?' for _ in DATASET_TABLE_COLUMNS)}) "
     "ON CONFLICT (node, name) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in DATASET_TABLE_COLUMNS if c not in ("node", "name"))
+    # never older over newer: a full sync applies a listing taken before another writer
+    # (a lifecycle command's re-fetch, a watch) stored a fresher row
+    + " WHERE excluded.synced_at >= datasets.synced_at"
 )
 
 
@@ -518,6 +729,46 @@ def write_datasets(
     return total
 
 
+def write_datasets_chunked(
+    conn: sqlite3.Connection,
+    rows: Iterable[Sequence[Any]],
+    *,
+    what: str,
+    lock: threading.Lock | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Upsert dataset rows in transactions of ROWS_PER_TRANSACTION rows each (taken with
+    `begin`, and `lock` for the writers of one process): another writer waits for one chunk
+    at most. Rows are read from `rows` one chunk at a time (never the whole listing in
+    memory). Returns the number of rows written."""
+    total = 0
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, ROWS_PER_TRANSACTION)):
+        with lock or contextlib.nullcontext(), transaction(conn, what):
+            conn.executemany(_UPSERT_SQL, chunk)
+        total += len(chunk)
+        if on_batch:
+            on_batch(total)
+    return total
+
+
+def delete_unlisted(conn: sqlite3.Connection, node: str, run_id: int, listed_at: float, *,
+                    lock: threading.Lock | None = None) -> int:
+    """After a full listing: delete the node's rows the listing did not have (another sync
+    run's, older than the listing), ROWS_PER_TRANSACTION per transaction. A row another
+    writer stored after the listing began is kept. Returns the rows deleted."""
+    removed = 0
+    while True:
+        with lock or contextlib.nullcontext(), transaction(conn, f"the rows {node} no longer has"):
+            n = conn.execute(
+                "DELETE FROM datasets WHERE rowid IN (SELECT rowid FROM datasets WHERE node = ? "
+                "AND sync_run <> ? AND synced_at < ? LIMIT ?)",
+                (node, run_id, listed_at, ROWS_PER_TRANSACTION)).rowcount
+        removed += n
+        if n < ROWS_PER_TRANSACTION:
+            return removed
+
+
 def write_pools(conn: sqlite3.Connection, node: str, pools: Sequence[PoolRecord]) -> None:
     now = time.time()
     names = [p.name for p in pools]
@@ -536,12 +787,15 @@ def write_pools(conn: sqlite3.Connection, node: str, pools: Sequence[PoolRecord]
 
 
 def finish_run(
-    conn: sqlite3.Connection, run_id: int, node: str, *, written: int, commands: int
+    conn: sqlite3.Connection, run_id: int, node: str, *, written: int, commands: int,
+    listed_at: float, removed: int = 0,
 ) -> tuple[int, int]:
-    """Remove rows the node no longer has, record success. Returns (added, removed)."""
-    removed = conn.execute(
-        "DELETE FROM datasets WHERE node = ? AND sync_run <> ?", (node, run_id)
-    ).rowcount
+    """Remove rows the node no longer has (those `delete_unlisted` left: none, unless a writer
+    slipped one in since), record success. `removed`: rows deleted already. Returns (added,
+    removed)."""
+    removed += conn.execute(
+        "DELETE FROM datasets WHERE node = ? AND sync_run <> ? AND synced_at < ?",
+        (node, run_id, listed_at)).rowcount
     count = summarize_pools(conn, node)
     prev = conn.execute("SELECT datasets FROM nodes WHERE name = ?", (node,)).fetchone()
     previous = prev[0] if prev else 0
@@ -693,13 +947,15 @@ def _tree_ranges(root: str) -> list[tuple[str, str | None]]:
 
 
 def delete_trees(
-    conn: sqlite3.Connection, node: str, roots: Iterable[str], keep_run: int | None = None
+    conn: sqlite3.Connection, node: str, roots: Iterable[str], keep_run: int | None = None,
+    listed_at: float = math.inf,
 ) -> int:
     """Delete each root's row and its descendants' (only rows not written by `keep_run`,
-    when given: what a fresh listing of that subtree no longer returned). One index range
-    per statement: an OR of ranges would make SQLite scan the node."""
-    keep = " AND sync_run <> ?" if keep_run is not None else ""
-    extra: tuple[Any, ...] = (keep_run,) if keep_run is not None else ()
+    when given: what a fresh listing of that subtree, taken at `listed_at`, no longer
+    returned; a row another writer stored after `listed_at` stays). One index range per
+    statement: an OR of ranges would make SQLite scan the node."""
+    keep = " AND sync_run <> ? AND synced_at < ?" if keep_run is not None else ""
+    extra: tuple[Any, ...] = (keep_run, listed_at) if keep_run is not None else ()
     removed = 0
     for root in roots:
         for lo, hi in _tree_ranges(root):

@@ -171,7 +171,7 @@ def listing(conn: sqlite3.Connection, *, active_only: bool = False) -> list[Move
 
 def _save(conn: sqlite3.Connection, m: Move, message: str | None = None) -> None:
     m.updated_at = time.time()
-    conn.execute("BEGIN IMMEDIATE")
+    mirror.begin(conn, "a move's progress")
     conn.execute(
         "UPDATE moves SET state = ?, step = ?, snapshots = ?, received = ?, send_flags = ?, "
         "receive_properties = ?, verified = ?, bytes_total = ?, bytes_done = ?, rate = ?, "
@@ -195,11 +195,11 @@ def log(conn: sqlite3.Connection, move_id: int) -> list[dict[str, Any]]:
 
 def _claim(conn: sqlite3.Connection, m: Move) -> None:
     """Only one process drives a move: refuse if another live process on this host holds it."""
-    conn.execute("BEGIN IMMEDIATE")
+    mirror.begin(conn, "the claim of a move")
     r = conn.execute("SELECT pid, host, heartbeat FROM moves WHERE id = ?", (m.id,)).fetchone()
     pid = claims.holder(r, stale=STALE)
     if pid is not None:
-        conn.execute("ROLLBACK")
+        mirror.rollback(conn)
         raise MoveError(f"move {m.id} is being run by process {pid}",
                         hint="wait for it, or stop that process first")
     claims.take(conn, "moves", m.id, extra=", control = NULL")
@@ -465,7 +465,7 @@ def create(inv: Inventory, conn: sqlite3.Connection, p: Plan,
            options: dict[str, Any] | None = None) -> Move:
     opts = {**DEFAULTS, **(options or {})}
     now = time.time()
-    conn.execute("BEGIN IMMEDIATE")
+    mirror.begin(conn, "a new move")
     cur = conn.execute(
         "INSERT INTO moves (volume, source_node, target_node, target_volume, state, send_flags, "
         "receive_properties, verify, options, created_at, updated_at) "
@@ -598,7 +598,7 @@ def pause(mirror_path: Path, move_id: int, *, wait: float = 60.0) -> Move:
             raise MoveError(f"move {m.id} is in {m.state}: past the point where it can pause "
                             "(its cutover has begun)", hint="it finishes on its own; "
                             f"xfleet moves show {m.id}")
-        conn.execute("BEGIN IMMEDIATE")
+        mirror.begin(conn, "a move's pause request")
         r = conn.execute("SELECT pid, heartbeat FROM moves WHERE id = ?", (m.id,)).fetchone()
         running = bool(r["pid"]) and (r["heartbeat"] or 0) > time.time() - STALE
         if running:

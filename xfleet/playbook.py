@@ -47,6 +47,7 @@ import yaml
 from xfleet import claims, lifecycle, mirror
 from xfleet.errors import InventoryError, UsageError, XfleetError
 from xfleet.inventory import Inventory
+from xfleet.query import read_only
 from xfleet.transport import Connections
 from xfleet.yamlsrc import Val, convert, plain
 
@@ -431,7 +432,7 @@ class StepCtx:
     planned: set[tuple[str, str]] = field(default_factory=set)  # check: (node, name) created
 
     def reader(self) -> sqlite3.Connection:
-        return mirror.connect(self.mirror_path)
+        return mirror.connect(self.mirror_path, readonly=self.check)
 
 
 @dataclass
@@ -516,7 +517,7 @@ def start(inv: Inventory, mirror_path: Path, pb: Playbook) -> int:
     now = time.time()
     conn = mirror.connect(mirror_path)
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        mirror.begin(conn, "a new playbook run")
         cur = conn.execute(
             "INSERT INTO play_runs (file, name, digest, vars, state, pid, host, heartbeat, "
             "created_at, updated_at) VALUES (?, ?, ?, '{}', 'running', ?, ?, ?, ?, ?)",
@@ -543,16 +544,16 @@ def claim(mirror_path: Path, run_id: int) -> sqlite3.Row:
     """Take over a run for --resume: refused while another live process runs it."""
     conn = mirror.connect(mirror_path)
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        mirror.begin(conn, "the claim of a playbook run")
         row = conn.execute("SELECT * FROM play_runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            conn.execute("ROLLBACK")
+            mirror.rollback(conn)
             raise PlaybookError(f"no playbook run {run_id}", hint="xfleet plays list")
         if row["state"] == "done":
-            conn.execute("ROLLBACK")
+            mirror.rollback(conn)
             raise PlaybookError(f"run {run_id} is done already", hint=f"xfleet plays show {run_id}")
         if row["state"] == "running" and claims.holder(row, stale=None) is not None:
-            conn.execute("ROLLBACK")
+            mirror.rollback(conn)
             raise PlaybookError(f"run {run_id} is being run by process {row['pid']}",
                                 hint="wait for it, or stop that process first")
         claims.take(conn, "play_runs", run_id, extra=", state = 'running', error = NULL")
@@ -661,7 +662,7 @@ def _run_step(inv: Inventory, mirror_path: Path, conns: Connections, pb: Playboo
                                     hint="loop over a query's rows: for_each: \"{{ rows }}\"")
         else:
             items = [None]
-        conn = mirror.connect(mirror_path)
+        conn = read_only(mirror.connect(mirror_path, readonly=True))
         try:
             if step.when is not None and step.for_each is None and \
                     not condition(conn, str(step.when.value), variables, where):
@@ -692,7 +693,7 @@ def _run_step(inv: Inventory, mirror_path: Path, conns: Connections, pb: Playboo
             if step.for_each is not None:
                 local[step.loop_var] = item
                 if step.when is not None:
-                    c = mirror.connect(mirror_path)
+                    c = read_only(mirror.connect(mirror_path, readonly=True))
                     try:
                         if not condition(c, str(step.when.value), local, where):
                             return
@@ -929,7 +930,7 @@ def _sync(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
 def _query(ctx: StepCtx, args: dict[str, Any]) -> list[dict[str, Any]]:
     """SQL on the mirror (read-only); the rows (dicts) are bound to `register`."""
     limit = int(args.get("max_rows") or DEFAULT_MAX_ROWS)
-    conn = mirror.connect(ctx.mirror_path, readonly=True)
+    conn = read_only(mirror.connect(ctx.mirror_path, readonly=True))
     try:
         try:
             sql, params = bind(str(args["sql"]), ctx.vars, ctx.where)
@@ -1305,7 +1306,7 @@ def _wait(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
                       "message": Field((str,), doc="said when it fails")})
 def _assert(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
     """Stop the run unless a condition holds (in --check too)."""
-    conn = mirror.connect(ctx.mirror_path, readonly=True)
+    conn = read_only(mirror.connect(ctx.mirror_path, readonly=True))
     try:
         ok = condition(conn, str(args["that"]), ctx.vars, ctx.where)
     finally:

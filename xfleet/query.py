@@ -424,21 +424,60 @@ def status(conn: sqlite3.Connection, nodes: Sequence[str], now: float) -> list[d
     return out
 
 
+# What a user's SQL (`xfleet sql`, playbook `query`, `assert` and `when`) may do on the mirror:
+# read. The connection is read-only already (mode=ro, query_only); the authorizer also refuses
+# what a read-only connection still allows: ATTACH (which creates the file it names), VACUUM
+# INTO (an ATTACH inside), pragmas that set or change something.
+_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                 sqlite3.SQLITE_RECURSIVE}
+_INFO_PRAGMAS = {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo",
+                 "foreign_key_list", "table_list", "function_list", "pragma_list",
+                 "collation_list", "compile_options", "database_list"}
+_VALUE_PRAGMAS = {"user_version", "schema_version", "data_version", "page_count", "page_size",
+                  "freelist_count", "encoding", "application_id"}
+REFUSED = ("xfleet runs read-only SQL on the mirror: ATTACH, VACUUM, writes and pragmas that "
+           "set something are refused")
+
+
+def _authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None,
+               _trigger: str | None) -> int:
+    if action in _READ_ACTIONS:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and arg1 is not None:
+        name = arg1.lower()
+        if name in _INFO_PRAGMAS or (name in _VALUE_PRAGMAS and arg2 is None):
+            return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+def read_only(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """Guard a (read-only) mirror connection for SQL a user wrote: reading only."""
+    conn.set_authorizer(_authorize)
+    # text that is not UTF-8 (a value written by another tool) is shown, not an error
+    conn.text_factory = lambda b: b.decode("utf-8", "replace")
+    return conn
+
+
 def run_sql(
     conn: sqlite3.Connection, sql: str, params: dict[str, Any] | None = None
 ) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
-    """Run SQL on a read-only connection; returns (column names, row iterator)."""
+    """Run SQL on a read-only connection (guarded by `read_only`); returns (column names,
+    row iterator)."""
+    read_only(conn)
     try:
         cur = conn.execute(sql, params or {})
-    except sqlite3.OperationalError as exc:
+    except sqlite3.ProgrammingError as exc:
+        raise UsageError(f"SQL error: {exc}",
+                         hint="named parameters are passed with --param NAME=VALUE") from None
+    except sqlite3.DatabaseError as exc:
         msg = str(exc)
+        if "not authorized" in msg or "authorization denied" in msg:
+            raise UsageError(f"refused: {REFUSED}",
+                             hint="xfleet sql is for SELECT queries (docs/mirror.md)") from None
         if "readonly" in msg or "read-only" in msg or "query_only" in msg.replace(" ", "_"):
             raise UsageError(f"the mirror is opened read-only here: {msg}",
                              hint="xfleet sql is for SELECT queries") from None
         raise UsageError(f"SQL error: {msg}", hint="tables: see docs/mirror.md") from None
-    except sqlite3.ProgrammingError as exc:
-        raise UsageError(f"SQL error: {exc}",
-                         hint="named parameters are passed with --param NAME=VALUE") from None
     names = [d[0] for d in cur.description] if cur.description else []
     return names, iter(cur)
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from xfleet import mirror
 from xfleet.compression import Policy, canonical_sql
 from xfleet.errors import UsageError
 
@@ -277,7 +278,7 @@ def record_daily(conn: sqlite3.Connection, now: float | None = None) -> int:
     Returns the number of pool rows written."""
     now = now or time.time()
     day = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d")
-    conn.execute("BEGIN IMMEDIATE")
+    mirror.begin(conn, "today's compression totals")
     try:
         n = conn.execute(
             "INSERT OR REPLACE INTO compression_daily (day, node, pool, volumes, logicalused, "
@@ -286,7 +287,7 @@ def record_daily(conn: sqlite3.Connection, now: float | None = None) -> int:
             "? FROM pools", (day, now)).rowcount
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        mirror.rollback(conn)
         raise
     return n
 

@@ -538,11 +538,11 @@ def create(mirror_path: Path, version: str, nodes: Sequence[str], packages: dict
     now = time.time()
     conn = mirror.connect(mirror_path)
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        mirror.begin(conn, "a new rollout")
         open_ = conn.execute(f"SELECT id FROM rollouts WHERE state IN "
                              f"({', '.join('?' for _ in OPEN)})", OPEN).fetchone()
         if open_ is not None:
-            conn.execute("ROLLBACK")
+            mirror.rollback(conn)
             raise RolloutError(f"rollout {open_[0]} is not finished",
                                hint=f"resume it (xfleet rollouts resume {open_[0]}) or stop it "
                                f"(xfleet rollouts stop {open_[0]}) first")
@@ -624,13 +624,13 @@ def request(mirror_path: Path, rid: int, what: str) -> str:
     changes at once. Returns the new (or requested) state."""
     conn = mirror.connect(mirror_path)
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        mirror.begin(conn, "a rollout's pause or stop")
         r = get(conn, rid)
         if r["state"] not in OPEN:
-            conn.execute("ROLLBACK")
+            mirror.rollback(conn)
             raise RolloutError(f"rollout {rid} is {r['state']}: nothing to {what}")
         if what == "pause" and r["state"] == "paused":
-            conn.execute("ROLLBACK")
+            mirror.rollback(conn)
             return "paused"
         if claims.holder(r) is not None:
             conn.execute("UPDATE rollouts SET control = ?, updated_at = ? WHERE id = ?",
@@ -729,16 +729,16 @@ class Runner:
     def _claim(self) -> None:
         with self._lock:
             c = self._conn
-            c.execute("BEGIN IMMEDIATE")
+            mirror.begin(c, "the claim of a rollout")
             r = get(c, self.rid)
             pid = claims.holder(r)
             if pid is not None:
-                c.execute("ROLLBACK")
+                mirror.rollback(c)
                 raise RolloutError(f"rollout {self.rid} is being run by process {pid}",
                                    hint="wait for it, or pause it (xfleet rollouts pause "
                                    f"{self.rid})")
             if r["state"] not in OPEN:
-                c.execute("ROLLBACK")
+                mirror.rollback(c)
                 raise RolloutError(f"rollout {self.rid} is {r['state']}",
                                    hint=f"xfleet rollouts show {self.rid}")
             state = "running" if r["state"] == "paused" else r["state"]

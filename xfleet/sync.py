@@ -13,6 +13,7 @@ memory) and are written when the writer is free, so no node's remote listing wai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from xfleet import mirror
-from xfleet.errors import RemoteCommandError, XfleetError
+from xfleet.errors import MirrorError, RemoteCommandError, XfleetError
 from xfleet.events import (
     Plan,
     Touch,
@@ -146,6 +147,23 @@ def _spool(lines: Iterable[str], spool: IO[str], tick: Callable[[int], None]) ->
     spool.seek(0)
 
 
+def _spool_file(mirror_path: Path, node: str) -> IO[str]:
+    """A temporary file next to the mirror for a node's listing (deleted when closed)."""
+    try:
+        return tempfile.TemporaryFile("w+", dir=mirror_path.parent,  # noqa: SIM115
+                                      prefix=f".sync-{node}-")
+    except OSError as exc:
+        raise _spool_error(mirror_path, node, exc) from None
+
+
+def _spool_error(mirror_path: Path, node: str, exc: OSError) -> XfleetError:
+    return MirrorError(
+        f"cannot spool {node}'s listing next to the mirror: {exc.strerror or exc}",
+        where=str(mirror_path.parent),
+        hint="a full sync writes the listing to a temporary file beside the mirror first; "
+        "free space there (df -h) or make it writable, then sync again")
+
+
 def _pools_and_load_guids(
     transport: Transport, host: Host
 ) -> tuple[list[PoolRecord], dict[str, str]]:
@@ -237,25 +255,33 @@ def _sync_node(job: _Job, cp: mirror.Checkpoint | None, *, full: bool, reconcile
 def _full_node(
     job: _Job, pools: list[PoolRecord], load_guids: dict[str, str], events: list[ZEvent] | None
 ) -> NodeSync:
+    """List the node whole and make the mirror equal to the listing. The listing is spooled
+    to disk first (no lock is held while the node lists, which takes minutes at 100k+
+    datasets), then applied in short transactions (mirror.write_datasets_chunked), so other
+    writers wait at most one chunk."""
     node, transport, inv = job.node, job.transport, job.inv
     argv = zfs_list(job.host.pools, user_properties=inv.user_properties)
     job.progress(node, "listing", 0)
-    source, spool = _write_lock(job.lock, transport.lines(argv), node, job.mirror_path,
-                                job.progress)
-    try:
+    listed_at = time.time()  # the rows are as of now: a row written later by another is newer
+    with _spool_file(job.mirror_path, node) as spool:
+        try:
+            _spool(transport.lines(argv), spool, lambda c: job.progress(node, "listing", c))
+        except OSError as exc:
+            raise _spool_error(job.mirror_path, node, exc) from None
         conn = mirror.connect(job.mirror_path)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                rows = dataset_rows(source, node, job.run_id, inv.user_properties,
-                                    inv.tenant_property, time.time())
-                written = mirror.write_datasets(
-                    conn, rows, on_batch=lambda c: job.progress(node, "writing", c)
-                )
+            job.progress(node, "writing", 0)
+            rows = dataset_rows((ln.rstrip("\n") for ln in spool), node, job.run_id,
+                                inv.user_properties, inv.tenant_property, listed_at)
+            written = mirror.write_datasets_chunked(
+                conn, rows, what=f"the listing of {node}", lock=job.lock,
+                on_batch=lambda c: job.progress(node, "writing", c))
+            gone = mirror.delete_unlisted(conn, node, job.run_id, listed_at, lock=job.lock)
+            with job.lock, mirror.transaction(conn, f"the end of {node}'s full sync"):
                 mirror.write_pools(conn, node, pools)
                 added, removed = mirror.finish_run(
-                    conn, job.run_id, node, written=written, commands=job.commands
-                )
+                    conn, job.run_id, node, written=written, commands=job.commands,
+                    listed_at=listed_at, removed=gone)
                 # The checkpoint: the queue was read before the listing, so a change made
                 # meanwhile is applied again by the next incremental sync (idempotent). Per
                 # pool, the txg of the newest queued history record (a record the pool's
@@ -279,16 +305,8 @@ def _full_node(
                              (time.time(), node))
                 conn.execute("UPDATE sync_runs SET bytes = ?, events = 0 WHERE id = ?",
                              (job.received, job.run_id))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         finally:
             conn.close()
-    finally:
-        job.lock.release()
-        if spool is not None:
-            spool.close()
     job.progress(node, "done", written)
     return NodeSync(
         node=node, ok=True, mode="full", datasets=written, added=added, removed=removed,
@@ -338,6 +356,9 @@ class _Fetch:
     lines: int = 0
     missing: list[str] = field(default_factory=list)
     trees: list[str] = field(default_factory=list)
+    # when the fetch began: its rows are as of then (a row another writer stored later is
+    # newer and is not overwritten; mirror._UPSERT_SQL)
+    at: float = field(default_factory=time.time)
 
 
 def _fetch(job: _Job, p: Plan, spool: IO[str]) -> _Fetch:
@@ -518,8 +539,7 @@ def _incremental_node(
             txgs[pool] = max(txgs.get(pool, 0), found[1])
     gap_text = "; ".join(sorted({f"{r}" for r in gaps.values()})) or None
     gone_names: list[str] = []
-    spool = tempfile.TemporaryFile("w+", dir=job.mirror_path.parent,  # noqa: SIM115
-                                   prefix=f".sync-{node}-")
+    spool = _spool_file(job.mirror_path, node)
     conn = mirror.connect(job.mirror_path)
     try:
         if to_reconcile:
@@ -550,7 +570,7 @@ def _incremental_node(
                 spool2 = tempfile.TemporaryFile("w+", dir=job.mirror_path.parent)  # noqa: SIM115
                 try:
                     f2 = _fetch(job, Plan(exact=again, trees=[]), spool2)
-                    conn.execute("BEGIN IMMEDIATE")
+                    mirror.begin(conn, "the clones a change moved")
                     w2, r2 = _apply(job, conn, f2, (ln.rstrip("\n") for ln in spool2), pools,
                                     [], [])
                     written, removed = written + w2, removed + r2
@@ -588,7 +608,7 @@ def _incremental_node(
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                mirror.rollback(conn)
             raise
         finally:
             job.lock.release()
@@ -631,13 +651,14 @@ def _apply(
     node, inv = job.node, job.inv
     mirror.track_pool_deltas(conn)
     if not conn.in_transaction:
-        conn.execute("BEGIN IMMEDIATE")
+        mirror.begin(conn, f"the changes of {node}")
     rows = dataset_rows(source, node, job.run_id, inv.user_properties, inv.tenant_property,
-                        time.time())
+                        fetched.at)
     written = mirror.write_datasets(conn, rows)
     removed = mirror.delete_trees(conn, node, fetched.missing)
     removed += mirror.delete_trees(
-        conn, node, [t for t in fetched.trees if t not in fetched.missing], keep_run=job.run_id)
+        conn, node, [t for t in fetched.trees if t not in fetched.missing], keep_run=job.run_id,
+        listed_at=fetched.at)
     removed += mirror.delete_trees(conn, node, gone_names)
     removed += mirror.delete_pool_rows(conn, node, gone_pools)
     if pools is not None:
@@ -660,7 +681,7 @@ def apply_events(
         cp = mirror.checkpoint(conn, node)
         if cp is None or not cp.usable:
             raise XfleetError(f"{node} has no checkpoint yet", hint="run 'xfleet sync' first")
-        conn.execute("BEGIN IMMEDIATE")
+        mirror.begin(conn, "a followed node's sync run")
         run_id = mirror.start_run(conn, node, "incremental")
         conn.execute("COMMIT")
     finally:
@@ -672,7 +693,7 @@ def apply_events(
     except XfleetError as exc:
         conn = mirror.connect(mirror_path)
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            mirror.begin(conn, "a followed node's failed run")
             mirror.fail_run(conn, run_id, node, exc.message, job.commands)
             conn.execute("COMMIT")
         finally:
@@ -692,7 +713,7 @@ def refetch(inv: Inventory, mirror_path: Path, node: str, transport: Transport,
         return 0
     conn = mirror.connect(mirror_path)
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        mirror.begin(conn, "a re-fetch")
         run_id = mirror.start_run(conn, node, "incremental")
         conn.execute("COMMIT")
         job = _Job(inv.hosts[node], transport, inv, mirror_path, run_id, threading.Lock(),
@@ -710,15 +731,29 @@ def refetch(inv: Inventory, mirror_path: Path, node: str, transport: Transport,
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    mirror.rollback(conn)
                 message = exc.message if isinstance(exc, XfleetError) else str(exc)
-                conn.execute("BEGIN IMMEDIATE")
+                mirror.begin(conn, "a failed re-fetch")
                 mirror.fail_run(conn, run_id, node, message, job.commands)
                 conn.execute("COMMIT")
                 raise
         return written
     finally:
         conn.close()
+
+
+def _interrupted(path: Path, run_ids: list[int]) -> None:
+    """Best effort, on the way out of an interrupted sync: its unfinished runs say so."""
+    with contextlib.suppress(Exception):
+        conn = mirror.connect(path)
+        try:
+            with mirror.transaction(conn, "interrupted sync runs", patience=5.0):
+                conn.executemany(
+                    "UPDATE sync_runs SET status = 'interrupted', finished_at = ?, error = "
+                    "'interrupted (Ctrl-C or SIGTERM)' WHERE id = ? AND status = 'running'",
+                    [(time.time(), r) for r in run_ids])
+        finally:
+            conn.close()
 
 
 def _refresh_due(cp: mirror.Checkpoint | None, refresh: bool | None, inv: Inventory) -> bool:
@@ -756,7 +791,7 @@ def sync(
     checkpoints: dict[str, mirror.Checkpoint | None] = {}
     try:
         for h in hosts:
-            conn.execute("BEGIN IMMEDIATE")
+            mirror.begin(conn, "the start of a sync")
             mirror.upsert_node(conn, h.name, h.kind, h.address, h.labels, h.groups)
             cp = checkpoints[h.name] = mirror.checkpoint(conn, h.name)
             kind = "incremental" if not full and cp is not None and cp.usable else "full"
@@ -779,6 +814,9 @@ def sync(
                 budget=budget if _refresh_due(checkpoints[name], refresh, inv) else None),
             parallel=parallel or inv.parallel,
         )
+    except BaseException:  # Ctrl-C, SIGTERM: the runs end as `interrupted`, not `running`
+        _interrupted(path, list(run_ids.values()))
+        raise
     finally:
         if own:
             conns.close()
@@ -791,7 +829,7 @@ def sync(
                 continue
             err = r.error or XfleetError("unknown failure")
             commands = conns.commands(r.node)
-            conn.execute("BEGIN IMMEDIATE")
+            mirror.begin(conn, "a failed node's sync run")
             mirror.fail_run(conn, run_ids[r.node], r.node, err.message, commands)
             conn.execute("COMMIT")
             tick(r.node, "failed", 0)

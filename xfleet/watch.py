@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import queue
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -113,7 +114,8 @@ class Watcher:
     def _heartbeat(self, final: bool = False) -> None:
         conn = mirror.connect(self.path)
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            # a heartbeat that cannot be written now is skipped: the next one comes soon
+            mirror.begin(conn, "the watch heartbeat", patience=HEARTBEAT)
             for n, st in self.status.items():
                 conn.execute(
                     "UPDATE nodes SET watch_pid = ?, watch_host = ?, watch_heartbeat = ?, "
@@ -121,8 +123,8 @@ class Watcher:
                     (None if final else os.getpid(), None if final else socket.gethostname(),
                      time.time(), st.state, n))
             conn.execute("COMMIT")
-        except XfleetError:
-            pass
+        except (XfleetError, sqlite3.Error):
+            mirror.rollback(conn)
         finally:
             conn.close()
 
