@@ -277,6 +277,12 @@ def test_unknown_host_key(tmp_path: Path, snippet: str, needle: str, words: list
     assert_error(load_error(path), path, line_of(path, needle), *words)
 
 
+@pytest.mark.parametrize("name", ['""', '"a\\nb"', '" stor-a1"', '"stor a1"', '"-n1"'])
+def test_a_host_name_that_cannot_be_a_node_name(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path, f"all:\n  hosts:\n    ok1: {{}}\n    {name}: {{}}\n")
+    assert_error(load_error(path), path, 4, "host name", "is not valid", "'address'")
+
+
 def test_unknown_key_in_group_vars(tmp_path: Path) -> None:
     path = write(tmp_path, """
         all:
@@ -321,12 +327,12 @@ def test_setting_directly_under_a_group(tmp_path: Path) -> None:
         ("pools: tank", ["pools must be a non-empty list of pool names, got 'tank'"]),
         ("pools: []", ["pools must be a non-empty list of pool names, got a list"]),
         ("pools: {tank: 1}", ["pools must be a non-empty list", "got a mapping"]),
-        ("max_streams: 0", ["max_streams must be a positive integer", "got 0"]),
-        ("max_streams: 2.5", ["max_streams must be a positive integer", "got 2.5"]),
-        ("max_streams: many", ["max_streams must be a positive integer", "got 'many'"]),
+        ("max_streams: 0", ["max_streams must be an integer from 1 to 1000", "got 0"]),
+        ("max_streams: 2.5", ["max_streams must be an integer from 1 to 1000", "got 2.5"]),
+        ("max_streams: many", ["max_streams must be an integer from 1 to 1000", "got 'many'"]),
         ("connect_timeout: -1", ["connect_timeout must be a positive number of seconds"]),
         ("command_timeout: soon", ["command_timeout must be a positive number of seconds"]),
-        ("connect_retries: 0", ["connect_retries must be a positive integer"]),
+        ("connect_retries: 0", ["connect_retries must be an integer from 1 to 1000"]),
         ("kind: vm", ["kind must be one of ssh, local, sim, got 'vm'"]),
         ("address: 10", ["address must be a host name or IP address, got 10"]),
         ("address: 'two words'", ["address must be a host name or IP address"]),
@@ -451,7 +457,8 @@ def test_fleet_key_on_a_host(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("var", "words"),
     [
-        ("parallel: 0", ["parallel must be a positive integer (nodes worked on at once), got 0"]),
+        ("parallel: 0", ["parallel must be an integer from 1 to 1024 (nodes worked on at once)",
+                         "got 0"]),
         ("price_per_gb_month: cheap", ["price_per_gb_month must be", "got 'cheap'"]),
         ("mirror: [a]", ["mirror must be a path", "got a list"]),
         ("user_properties: xfleet:tenant",

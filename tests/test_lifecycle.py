@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli, write_sim_inventory
 
 from xfleet import inventory, lifecycle, mirror, query
-from xfleet.errors import UsageError
+from xfleet.errors import RemoteCommandError, UsageError
 from xfleet.sim import SimTransport
 from xfleet.sync import sync
 from xfleet.transport import Connections
@@ -215,6 +215,35 @@ def test_destroy_refusals_and_clone_handling(fleet: Fleet) -> None:
     assert conn.execute("SELECT count(*) FROM datasets WHERE name GLOB 'tank/app/branch@*'"
                         ).fetchone()[0] == 2  # a and b moved to the promoted clone
     _equal_to_full_sync(inv)
+
+
+def test_destroying_an_origin_with_its_clone_destroys_the_clone_first(fleet: Fleet) -> None:
+    inv, _, t = fleet
+    t.run(["zfs", "clone", "tank/app/db@b", "tank/app/branch"])
+    t.run(["zfs", "clone", "tank/app/db@b", "tank/app/zz-branch"])  # sorts after the origin
+    assert sync(inv, nodes=["n1"]).ok
+    conn = mirror.connect(inv.mirror)
+    both = lifecycle.resolve(conn, ["tank/app/db", "tank/app/branch", "tank/app/zz-branch"])
+    plan = lifecycle.plan_destroy(conn, both)
+    order = [c.argv[-1] for c in plan.commands]
+    assert order.index("tank/app/db") == 2, order  # ZFS refuses an origin with clones
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        out = lifecycle.execute(inv, inv.mirror, plan, conns)
+    assert out.ok, out.to_dict()
+    assert conn.execute("SELECT count(*) FROM datasets WHERE name GLOB 'tank/app/*'"
+                        ).fetchone()[0] == 0
+    _equal_to_full_sync(inv)
+
+
+def test_a_failed_command_says_what_zfs_said_first_not_its_last_line() -> None:
+    # the real error output of `zfs destroy -r` of an origin (tests/fixtures/real)
+    text = (Path(__file__).parent / "fixtures" / "real" / "zfs_errors.txt").read_text()
+    stderr = text.split("### zfs destroy -r tank/vols/tmpl\nexit=1\n", 1)[1].split("###")[0]
+    err = RemoteCommandError("n1", ["zfs", "destroy", "-r", "tank/vols/tmpl"], 1, stderr)
+    assert err.message.startswith("zfs exited with status 1: cannot destroy 'tank/vols/tmpl': "
+                                  "volume has dependent clones / use '-R' to destroy the "
+                                  "following datasets: / tank/vols/branch-1.1"), err.message
+    assert err.message.endswith("(+2 more lines)")
 
 
 def test_destroy_retired_move_source_and_active_move_refused(fleet: Fleet) -> None:

@@ -162,6 +162,24 @@ steps:
                                          ("n1:tank/acme/db", "done")]
 
 
+@pytest.mark.parametrize(("argv", "says"), [
+    ("[]", "argv is empty"),
+    ("[echo, null]", "argv holds nothing"),
+    ("[echo, {a: 1}]", "argv holds a mapping"),
+])
+def test_a_run_step_refuses_an_argv_it_cannot_run_as_written(
+        fleet: Fleet, tmp_path: Path, argv: str, says: str) -> None:
+    inv, _, _ = fleet
+    path = tmp_path / "run.yaml"
+    path.write_text(f"name: bad run\nsteps:\n  - run: {{argv: {argv}, nodes: [n1]}}\n")
+    for check in (True, False):
+        report = _play(inv, path, check=check)
+        assert report.state == "failed", report
+        step = report.steps[0]
+        assert step.error and says in step.error, step.error
+        assert not step.commands  # nothing ran, and "None" was never an argument
+
+
 def test_failed_step_stops_the_run_and_resume_skips_finished_steps(fleet: Fleet,
                                                                   tmp_path: Path) -> None:
     inv, _, t = fleet

@@ -466,6 +466,17 @@ def test_replace_drops_every_key_of_the_host(tmp_path: Path) -> None:
     assert lines[1].split()[2] == new.get_base64()
 
 
+def test_a_missing_identity_file_is_said_at_once_not_retried(
+        connect: Any, sshd: SSHD, tmp_path: Path) -> None:
+    logins = sshd.logins()
+    t = connect(identity_file=str(tmp_path / "no-such-key"), connect_retries=5)
+    with pytest.raises(TransportError) as exc:
+        t.run(["true"])
+    assert not isinstance(exc.value, ConnectError)  # not "is the node up?"
+    assert "identity_file" in str(exc.value) and "does not exist" in str(exc.value)
+    assert t.connect_attempts == 1 and sshd.logins() == logins
+
+
 def test_fetch_host_key_of_a_closed_port(sshd: SSHD) -> None:
     with pytest.raises(ConnectError, match="connection refused"):
         fetch_host_key(sshd.host(port=free_port()))

@@ -113,7 +113,7 @@ MATCH_KEYS: dict[str, str] = {
 }
 RULE_KEYS = ("name", "match", "compression")
 _SIZE_KEYS = ("volsize", "used", "referenced", "logicalused", "logicalreferenced")
-_COND = re.compile(r"^\s*(>=|<=|!=|=|>|<)?\s*([0-9][0-9.]*\s*[A-Za-z]*)\s*$")
+_COND = re.compile(r"^\s*(>=|<=|!=|=|>|<)?\s*([0-9][0-9.]*\s*[A-Za-z]*)\s*\Z")
 
 
 @dataclass

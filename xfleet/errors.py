@@ -62,15 +62,25 @@ class RemoteCommandError(TransportError):
     """A remote command ran and exited non-zero."""
 
     def __init__(self, node: str, argv: list[str], exit_status: int, stderr: str):
-        detail = stderr.strip().splitlines()[-1] if stderr.strip() else "no error output"
         super().__init__(
-            f"{argv[0]} exited with status {exit_status}: {detail}",
+            f"{argv[0]} exited with status {exit_status}: {stderr_summary(stderr)}",
             where=node,
         )
         self.node = node
         self.argv = argv
         self.exit_status = exit_status
         self.stderr = stderr
+
+
+def stderr_summary(stderr: str, lines: int = 4) -> str:
+    """A command's error output in one line: its first `lines` lines (where ZFS says what
+    failed and why; `cannot destroy 'x': volume has dependent clones`, then the clones), and
+    how many more there were."""
+    text = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    if not text:
+        return "no error output"
+    more = f" (+{len(text) - lines} more lines)" if len(text) > lines else ""
+    return " / ".join(text[:lines]) + more
 
 
 class MirrorError(XfleetError):

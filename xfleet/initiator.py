@@ -28,8 +28,8 @@ DEFAULT_RECONNECT_DELAY = 10.0
 DEFAULT_CTRL_LOSS_TMO = 600.0
 TRANSPORTS = ("tcp", "rdma", "fc", "loop")
 # printable, no blanks, no ',' (the kernel's option separator); NVMe: at most 223 bytes
-_NQN = re.compile(r"^nqn\.[\x21-\x2b\x2d-\x7e]{1,219}$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$")
+_NQN = re.compile(r"^nqn\.[\x21-\x2b\x2d-\x7e]{1,219}\Z")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?\Z")
 
 
 class InitiatorError(XfleetError):
@@ -269,7 +269,7 @@ def _check_address(address: str) -> str:
 
 def _seconds_arg(value: float | int, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            (value < 0 and value != -1):
+            not math.isfinite(value) or (value < 0 and value != -1) or value > 2**31:
         raise UsageError(f"{what} must be a number of seconds >= 0, or -1 (never), got {value!r}")
     return str(int(value))
 

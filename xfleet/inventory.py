@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,14 +49,14 @@ HOST_KEYS: dict[str, str] = {
     "known_hosts": "a path to a known_hosts file",
     "pools": "a non-empty list of pool names",
     "labels": "a mapping of label names to plain values",
-    "max_streams": "a positive integer (concurrent send/receive streams on this node)",
+    "max_streams": "an integer from 1 to 1000 (concurrent send/receive streams on this node)",
     "bwlimit": "a rate in bytes per second, e.g. 200M (all move streams of this node together)",
     "hooks": "a mapping of hook names (pre_cutover, post_cutover) to a command (a list of "
     "strings) or a list of commands, e.g. {pre_cutover: [[nvmet-unexport, '{volume}']]}",
-    "connect_timeout": "a positive number of seconds",
-    "command_timeout": "a positive number of seconds without output before a command is "
-    "abandoned",
-    "connect_retries": "a positive integer (attempts for connection-level failures)",
+    "connect_timeout": "a positive number of seconds (at most a year)",
+    "command_timeout": "a positive number of seconds (at most a year) without output before "
+    "a command is abandoned",
+    "connect_retries": "an integer from 1 to 1000 (attempts for connection-level failures)",
     "private_address": "the node's address on the storage network (node-to-node streams)",
     "sim": "a mapping of simulator settings (seed, volumes, ...)",
     "target": "a mapping for the node's NVMe-oF target daemon: driver (nvmet or command) and "
@@ -64,11 +65,11 @@ HOST_KEYS: dict[str, str] = {
 FLEET_KEYS: dict[str, str] = {
     "mirror": "a path to the SQLite mirror (relative to the inventory file)",
     "price_per_gb_month": "a price in your currency per GB-month (a non-negative number)",
-    "parallel": "a positive integer (nodes worked on at once)",
+    "parallel": "an integer from 1 to 1024 (nodes worked on at once)",
     "space_refresh_budget": "a non-negative integer (rows per node whose space figures an "
     "incremental sync refreshes at most, stalest first)",
-    "space_refresh_interval": "a non-negative number of seconds between space refreshes of "
-    "a node (0: every sync)",
+    "space_refresh_interval": "a non-negative number of seconds (at most a year) between "
+    "space refreshes of a node (0: every sync)",
     "user_properties": "a list of ZFS user properties to mirror, e.g. [xfleet:tenant]",
     "tenant_property": "the user property that names a volume's tenant",
     "environment": "a mapping with name and colour, e.g. {name: prod, colour: red}",
@@ -86,6 +87,9 @@ STORAGE_ONLY_KEYS = ("pools", "max_streams", "bwlimit", "hooks", "sim", "target"
 HOOK_NAMES = ("pre_cutover", "post_cutover")
 DEFAULT_TENANT_PROPERTY = "xfleet:tenant"
 _FROM_NAME = "host name (no 'address' set)"
+MAX_SECONDS = 366 * 86400.0  # timeouts and intervals: at most a year (select() has a limit)
+MAX_PARALLEL = 1024
+_HOST_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,252}\Z")
 
 
 @dataclass
@@ -355,6 +359,11 @@ class _Loader:
     ) -> None:
         into = self.hosts if into is None else into
         lines = self.host_lines if lines is None else lines
+        if not _HOST_NAME.match(name):
+            raise self.err(v.at, f"{what} name {name[:60]!r} is not valid: a name is 1 to 253 "
+                           "letters, digits, '.', '-', '_' or ':', starting with a letter or "
+                           "digit", hint="name the host as you call it (stor-a1); its address "
+                           "goes in 'address'")
         if name in into:
             raise self.err(v.at, f"host {name!r} is defined twice "
                            f"(first at line {lines[name]})",
@@ -485,10 +494,11 @@ class _Loader:
     def _bad(self, key: str, v: Val) -> InventoryError:
         return self.err(v.line, f"{key} must be {HOST_KEYS[key]}, got {shown(v.value)}")
 
-    def _number(self, key: str, v: Val, kind: type, low: float) -> Any:
-        """A fleet setting that is a number >= low (an int when `kind` is int)."""
+    def _number(self, key: str, v: Val, kind: type, low: float, high: float = 1e12) -> Any:
+        """A fleet setting that is a number in [low, high] (an int when `kind` is int)."""
         ok = (int,) if kind is int else (int, float)
-        if not isinstance(v.value, ok) or isinstance(v.value, bool) or v.value < low:
+        if not isinstance(v.value, ok) or isinstance(v.value, bool) or \
+                not low <= v.value <= high:
             raise self.err(v.line, f"{key} must be {FLEET_KEYS[key]}, got {shown(v.value)}")
         return kind(v.value)
 
@@ -519,11 +529,12 @@ class _Loader:
         if key == "bwlimit":
             return self._rate(key, v, HOST_KEYS)
         if key in ("max_streams", "connect_retries"):
-            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+            if not isinstance(val, int) or isinstance(val, bool) or not 1 <= val <= 1000:
                 raise self._bad(key, v)
             return val
         if key in ("connect_timeout", "command_timeout"):
-            if not isinstance(val, (int, float)) or isinstance(val, bool) or val <= 0:
+            if not isinstance(val, (int, float)) or isinstance(val, bool) or \
+                    not 0 < val <= MAX_SECONDS:
                 raise self._bad(key, v)
             return float(val)
         if key == "pools":
@@ -614,11 +625,12 @@ class _Loader:
         )
         if "compression_policy" in f:
             inv.compression_policy = path_of("compression_policy", base)
-        for key, kind, low in (("price_per_gb_month", float, 0), ("parallel", int, 1),
-                               ("space_refresh_budget", int, 0),
-                               ("space_refresh_interval", float, 0)):
+        for key, kind, low, high in (("price_per_gb_month", float, 0, 1e9),
+                                     ("parallel", int, 1, MAX_PARALLEL),
+                                     ("space_refresh_budget", int, 0, 2**62),
+                                     ("space_refresh_interval", float, 0, MAX_SECONDS)):
             if key in f:
-                setattr(inv, key, self._number(key, f[key], kind, low))
+                setattr(inv, key, self._number(key, f[key], kind, low, high))
         if "move_bwlimit" in f:
             inv.move_bwlimit = self._rate("move_bwlimit", f["move_bwlimit"], FLEET_KEYS)
         if "tenant_property" in f:

@@ -23,6 +23,7 @@ malformed properties.
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 import sqlite3
@@ -39,7 +40,7 @@ from xfleet.inventory import Host, Inventory
 from xfleet.names import pool_of, validate_dataset
 from xfleet.sync import refetch
 from xfleet.transport import Connections, Transport
-from xfleet.units import parse_size
+from xfleet.units import MAX_SIZE, parse_size
 
 # Bytes of dataset names per command: far below the 128 KiB a single argument may have (over
 # SSH the whole command line is one argument of the remote shell).
@@ -59,7 +60,7 @@ class LifecycleError(XfleetError):
 _ON_OFF = ("on", "off")
 _COMPRESSION = re.compile(
     r"^(on|off|lz4|lzjb|zle|gzip|gzip-[1-9]|zstd|zstd-(1[0-9]|[1-9])|zstd-fast|"
-    r"zstd-fast-([1-9]|[1-9]0|100|500|1000))$")
+    r"zstd-fast-([1-9]|[1-9]0|100|500|1000))\Z")
 _CHECKSUM = ("on", "off", "fletcher2", "fletcher4", "sha256", "noparity", "sha512", "skein",
              "edonr", "blake3")
 # property -> (types it applies to, allowed values or a value kind)
@@ -98,7 +99,7 @@ READONLY = frozenset({
     "snapshots_changed", "version", "utf8only", "normalization", "casesensitivity", "redact_snaps",
     "filesystem_count", "snapshot_count", "snapshot_limit_reached",
 })
-_USER_PROP = re.compile(r"^[a-z0-9_.\-]+:[a-z0-9_.:\-]*$")
+_USER_PROP = re.compile(r"^[a-z0-9_.\-]+:[a-z0-9_.:\-]*\Z")
 MAX_USER_VALUE = 8191  # ZFS_MAXPROPLEN - 1
 
 
@@ -503,9 +504,9 @@ def plan_destroy(conn: sqlite3.Connection, targets: Sequence[Target], *,
             p.refetch_trees.append((node, c))
             p.changed.append((node, c))
         flag = ["-R"] if clones == "destroy" and extra else []
-        for d in datasets:
-            if any(d.startswith(o + "/") for o in datasets):
-                continue  # inside another destroyed dataset: -r takes it
+        # inside another destroyed dataset: -r takes it
+        roots = [d for d in datasets if not any(d.startswith(o + "/") for o in datasets)]
+        for d in _clones_first(conn, node, roots):
             p.commands.append(Command(node, ["zfs", "destroy", "-r", *flag, d],
                                       f"destroy {gone.get(d, 'dataset')} and its snapshots"))
         by_ds: dict[str, list[str]] = defaultdict(list)
@@ -535,6 +536,40 @@ def plan_destroy(conn: sqlite3.Connection, targets: Sequence[Target], *,
             "them); held snapshots and retired move sources: --release, after checking why "
             "they are kept (xfleet moves list)")
     return p
+
+
+def _clones_first(conn: sqlite3.Connection, node: str, roots: list[str]) -> list[str]:
+    """`roots` ordered so that a clone is destroyed before the dataset its origin snapshot
+    belongs to (ZFS refuses to destroy an origin while its clone exists: "volume has dependent
+    clones"), whichever order the user named them in."""
+    by_name = set(roots)
+
+    def root_of(name: str) -> str | None:
+        parts = name.split("@", 1)[0].split("/")
+        return next((r for r in ("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+                     if r in by_name), None)
+
+    blocks: dict[str, list[str]] = defaultdict(list)  # clone root -> origin roots it blocks
+    waiting = dict.fromkeys(roots, 0)  # origin root -> clone roots still to go first
+    for r in roots:
+        for row in _subtree(conn, node, r):
+            o = root_of(row["origin"]) if row["origin"] else None
+            if o is not None and o != r:
+                blocks[r].append(o)
+                waiting[o] += 1
+    ready = [r for r, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    out: list[str] = []
+    while ready:
+        r = heapq.heappop(ready)
+        out.append(r)
+        for o in blocks[r]:
+            waiting[o] -= 1
+            if waiting[o] == 0:
+                heapq.heappush(ready, o)
+    # a cycle cannot happen in ZFS; whatever is left keeps name order
+    done = set(out)
+    return out + sorted(r for r in roots if r not in done)
 
 
 @dataclass
@@ -574,7 +609,10 @@ def new_volsize(current: int, spec: str) -> int:
     """'+10G' grows by 10G; '20G' is the new size."""
     spec = spec.strip()
     if spec.startswith("+"):
-        return current + parse_size(spec[1:])
+        grown = current + parse_size(spec[1:])
+        if grown > MAX_SIZE:
+            raise UsageError(f"{spec}: the volume would be larger than ZFS can hold (8E)")
+        return grown
     if spec.startswith("-"):
         raise LifecycleError(f"{spec}: shrinking a volume is refused",
                              hint="a zvol's data beyond the new size would be lost")

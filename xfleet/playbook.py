@@ -55,7 +55,7 @@ COMMON_KEYS = ("name", "when", "for_each", "as", "concurrency", "register")
 BUILTINS = ("date", "time", "now", "run", "check")
 DEFAULT_MAX_ROWS = 100_000
 _TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_:\-]+)*$")
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_:\-]+)*\Z")
 # Kinds whose capability arrives with another piece of work: a clear error until it lands.
 PENDING_KINDS: dict[str, str] = {}
 
@@ -257,7 +257,7 @@ def _step(p: Path, idx: int, sv: Val) -> Step:
     step.for_each = d.get("for_each")
     if "as" in d:
         var = plain(d["as"])
-        if not isinstance(var, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", var):
+        if not isinstance(var, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\Z", var):
             raise _err(p, d["as"].at, "as: a variable name (letters, digits, _)")
         step.loop_var = var
         if step.for_each is None:
@@ -269,7 +269,7 @@ def _step(p: Path, idx: int, sv: Val) -> Step:
         step.concurrency = n
     if "register" in d:
         r = plain(d["register"])
-        if not isinstance(r, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", r) \
+        if not isinstance(r, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\Z", r) \
                 or r in BUILTINS:
             raise _err(p, d["register"].at, "register: a variable name (letters, digits, _), "
                        f"not one of the built-ins {', '.join(BUILTINS)}")
@@ -1329,7 +1329,17 @@ def _run(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
     not run again on resume."""
     from xfleet.transport import check_argv
 
-    argv = [str(a) for a in args["argv"]]
+    raw = args["argv"]
+    if not raw:
+        raise PlaybookError("run: argv is empty", where=ctx.where,
+                            hint="argv: [program, arg, ...] (an argument list, never a shell "
+                            "line)")
+    wrong = [a for a in raw if a is None or isinstance(a, (bool, dict, list))]
+    if wrong:
+        raise PlaybookError(f"run: argv holds {typename(wrong[0])}, not a string or a number",
+                            where=ctx.where, hint="quote every argument; a template that "
+                            "renders to nothing is an empty string: \"\"")
+    argv = [str(a) for a in raw]
     check_argv(argv)
     hosts = [h.name for h in ctx.inv.select([str(n) for n in args["nodes"]])]
     from xfleet.transport import quote_command

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import sqlite3
 import time
@@ -102,8 +103,12 @@ def parse_where(expr: str, *, tenant_property: str = "xfleet:tenant") -> Conditi
             value = parse_size(raw)
         elif col in INT_COLUMNS:
             value = int(raw)
+            if not -(2**63) <= value < 2**63:
+                raise ValueError("out of range")
         elif col in RATIO_COLUMNS:
             value = float(raw.rstrip("xX"))
+            if not math.isfinite(value):
+                raise ValueError("not finite")
     except (ValueError, UsageError):
         raise UsageError(
             f"{raw!r} is not a valid value for {col!r} in {expr!r}",

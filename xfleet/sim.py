@@ -277,7 +277,7 @@ class SimSettings:
             raise UsageError(f"sim setting vdev={vdev!r} is not valid", where=node,
                              hint="expected 'mirror' or 'single'")
         tprop = raw.get("tenant_property", "xfleet:tenant")
-        if not isinstance(tprop, str) or not re.match(r"^[a-z0-9_.\-]+:[a-z0-9_.:\-]+$", tprop):
+        if not isinstance(tprop, str) or not re.match(r"^[a-z0-9_.\-]+:[a-z0-9_.:\-]+\Z", tprop):
             raise UsageError(f"sim setting tenant_property={tprop!r} is not valid", where=node,
                              hint="a user property name such as xfleet:tenant")
         return cls(
@@ -1311,11 +1311,11 @@ _TYPE_WORDS = {"filesystem": "filesystem", "fs": "filesystem", "volume": "volume
                "bookmark": "bookmark"}
 _KIND_OF = {"filesystem": "fs", "volume": "vol", "snapshot": "snap", "bookmark": "bm"}
 _ALL_KINDS = frozenset({"fs", "vol", "snap", "bm"})
-_NAME_CHARS = re.compile(r"^[A-Za-z0-9_\-:. ]+$")
+_NAME_CHARS = re.compile(r"^[A-Za-z0-9_\-:. ]+\Z")
 
 
 def _is_user_prop(prop: str) -> bool:
-    return ":" in prop and bool(re.match(r"^[a-z0-9_.\-]+:[a-z0-9_.:\-]*$", prop)) \
+    return ":" in prop and bool(re.match(r"^[a-z0-9_.\-]+:[a-z0-9_.:\-]*\Z", prop)) \
         and len(prop) <= 256
 
 

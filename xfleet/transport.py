@@ -816,6 +816,14 @@ class SSHTransport(Transport):
         import paramiko
 
         self.connect_attempts += 1
+        identity_file = self.host.identity_file
+        if identity_file and not Path(identity_file).expanduser().is_file():
+            # the user's to fix, not the node's: said at once, never retried
+            raise TransportError(
+                f"identity_file {identity_file} does not exist (or is not a file)",
+                where=self.node,
+                hint="fix 'identity_file' for this host in the inventory (or ~/.ssh/config), "
+                "or remove it to use the SSH agent and ~/.ssh/id_*")
         client = self._new_client()
         sock: Any = None
         if self.host.proxy_jump:

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from xfleet.errors import UsageError
 
 _UNITS = "KMGTPE"
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTPE]?)(?:i?B)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\A[ \t]*([0-9]{1,30}(?:\.[0-9]{1,30})?)[ \t]*([KMGTPE]?)(?:i?B)?[ \t]*\Z",
+                   re.IGNORECASE)
+MAX_SIZE = 2**63 - 1  # the largest size ZFS (and the mirror's 64-bit integers) can hold
 
 
 def parse_size(text: str) -> int:
-    """'10G', '1.5T', '512', '4KiB' -> bytes (binary units, as zfs uses)."""
+    """'10G', '1.5T', '512', '4KiB' -> bytes (binary units, as zfs uses), exactly (no float
+    rounding); at most MAX_SIZE (8E)."""
     m = _SIZE.match(str(text))
     if not m:
         raise UsageError(
-            f"{text!r} is not a size",
+            f"{str(text)[:60]!r} is not a size",
             hint="use a number of bytes or a number with K, M, G, T, P (binary: 1K = 1024)",
         )
     number, unit = m.groups()
     mult = 1024 ** (_UNITS.index(unit.upper()) + 1) if unit else 1
-    return int(float(number) * mult)
+    value = int(Fraction(number) * mult)
+    if value > MAX_SIZE:
+        raise UsageError(f"{str(text)[:60]!r} is larger than ZFS can hold (8E)",
+                         hint="sizes go up to 8E (2^63 - 1 bytes)")
+    return value
 
 
 def format_size(n: int | float | None) -> str:

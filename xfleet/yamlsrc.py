@@ -4,6 +4,7 @@ the inventory, compression policies and playbooks all report errors as file:line
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +70,19 @@ def convert(node: yaml.Node, file: str, constructor: yaml.constructor.SafeConstr
     if isinstance(node, yaml.SequenceNode):
         return [Val(convert(v, file, constructor), v.start_mark.line + 1) for v in node.value]
     if isinstance(node, yaml.ScalarNode):
-        return constructor.construct_object(node, deep=True)
+        value = constructor.construct_object(node, deep=True)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InventoryError(
+                f"{node.value!r} is not a finite number",
+                where=f"{file}:{node.start_mark.line + 1}",
+                hint="write a number (quote it if it is meant as text)")
+        if isinstance(value, int) and not isinstance(value, bool) and \
+                not -(2**63) <= value < 2**63:
+            raise InventoryError(
+                f"{node.value[:40]!r} is too large a number (64-bit integers at most)",
+                where=f"{file}:{node.start_mark.line + 1}",
+                hint="write a smaller number (quote it if it is meant as text)")
+        return value
     return None
 
 

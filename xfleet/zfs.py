@@ -76,7 +76,7 @@ POOL_COLUMNS: tuple[str, ...] = (
 )
 POOL_INT_COLUMNS = frozenset({"size", "allocated", "free", "ashift", "fragmentation", "capacity"})
 
-_USER_PROP = re.compile(r"^[a-z0-9_.\-]+:[a-z0-9_.:\-]+$")
+_USER_PROP = re.compile(r"^[a-z0-9_.\-]+:[a-z0-9_.:\-]+\Z")
 
 
 class ParseError(XfleetError, ValueError):
