@@ -237,6 +237,14 @@ class _Job:
 
 def _sync_node(job: _Job, cp: mirror.Checkpoint | None, *, full: bool, reconcile: bool,
                budget: int | None) -> NodeSync:
+    try:
+        return _sync_node_unchecked(job, cp, full=full, reconcile=reconcile, budget=budget)
+    except sqlite3.Error as exc:  # the mirror's file or file system: said as such
+        raise mirror.explain(exc, job.mirror_path) from None
+
+
+def _sync_node_unchecked(job: _Job, cp: mirror.Checkpoint | None, *, full: bool,
+                         reconcile: bool, budget: int | None) -> NodeSync:
     node, transport = job.node, job.transport
     job.progress(node, "connecting", 0)
     # The two reads are independent: run them at once over the node's connection (each is a

@@ -232,8 +232,10 @@ def test_target_out_of_space_fails_cleanly_and_aborts(lab: Lab, db: Path) -> Non
     sync(lab, db)  # the mirror still sees room on lab2 ...
     free = int(lab.run(DST, ["zfs", "get", "-Hp", "-o", "value", "available", "tank"]
                        ).stdout)
-    eat = free - 24 * 2**20  # ... then lab2 fills up, leaving ~24 MiB (the copy needs 48)
-    lab.run(DST, ["zfs", "create", "-V", str(eat // 2**20) + "M", "tank/eater"])
+    # ... then lab2 fills up, leaving ~32 MiB (the copy needs 48): a filesystem's
+    # refreservation takes exactly what it says (a thick zvol's adds its metadata, ~1.5 %)
+    eat = free - 32 * 2**20
+    lab.run(DST, ["zfs", "create", "-o", f"refreservation={eat // 2**20}M", "tank/eater"])
     before = sha(lab, SRC, vol)
     res = lab.xfleet("move", vol, "--to", DST, "--json", mirror=db, timeout=900)
     assert res.code == 1, res.explain()

@@ -10,9 +10,10 @@ is on) and `text` (log-like lines; compressratio ~1.8 with lz4, ~2.0 with zstd/g
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 from typing import Any
+
+from xfleet.transport import quote_command
 
 Step = dict[str, Any]
 MiB = 1024 * 1024
@@ -189,9 +190,9 @@ def script_argv(steps: Sequence[Step], *, prepare: bool = True) -> list[str]:
     argvs = ([prepare_argv()] if prepare else []) + [a for s in steps for a in step_argv(s)]
     lines = ["set -u"]
     for i, argv in enumerate(argvs, 1):
-        cmd = shlex.join(argv)
-        what = shlex.quote(f"xfleet scenario: command {i} of {len(argvs)} failed: "
-                           f"{' '.join(argv[:2])} {argv[-1][:200]}")
+        cmd = quote_command(argv)  # the one place argument lists become shell words
+        what = quote_command([f"xfleet scenario: command {i} of {len(argvs)} failed: "
+                              f"{' '.join(argv[:2])} {argv[-1][:200]}"])
         lines.append(f"{cmd} || {{ echo {what} >&2; exit 1; }}")
     return ["sh", "-c", "\n".join(lines)]
 
