@@ -7,6 +7,8 @@ logins and forwarded connections, /proc shows whether a remote command still run
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -687,6 +689,38 @@ def test_each_never_runs_more_than_parallel_nodes(sshd: SSHD) -> None:
     overlap = max(sum(1 for s, e in spans if s <= t0 < e) for t0, _ in spans)
     assert overlap <= 2, f"remote clocks show {overlap} commands at once"
     assert active[1] == 2, f"{active[1]} at once at most"
+
+
+def test_ctrl_c_in_each_closes_the_streams_and_does_not_wait_for_them(sshd: SSHD) -> None:
+    # a node streaming a long command (a full listing takes minutes at scale) while the user
+    # presses Ctrl-C: each() raises at once and the worker is not left reading
+    hosts = {"n1": sshd.host("n1"), "n2": sshd.host("n2")}
+    streaming = threading.Event()
+    ended: list[str] = []
+
+    def work(node: str, t: Transport) -> int:
+        n = 0
+        try:
+            # ~30 s of rows: long enough to be cut, finite if it is not
+            for _ in t.lines(["sh", "-c", "for i in $(seq 600); do echo row; sleep 0.05; done"]):
+                n += 1
+                streaming.set()
+        finally:
+            ended.append(node)
+        return n
+
+    def interrupt() -> None:  # a real SIGINT, as Ctrl-C sends (it interrupts a blocked wait)
+        if streaming.wait(PATIENCE):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    conns = Connections(hosts)
+    with pytest.raises(KeyboardInterrupt):
+        conns.each(hosts, work, parallel=1)  # n1 streams for ever; n2 waits its turn
+    wait_for(lambda: ended == ["n1"], "the interrupted stream to end (its connection closed)")
+    wait_for(lambda: not process_running("for i in $(seq 600); do echo row"),
+             "the remote command to stop with its connection")
+    assert ended == ["n1"]  # n2 was never started
 
 
 def test_each_keeps_going_when_nodes_fail(sshd: SSHD) -> None:

@@ -2311,12 +2311,17 @@ class SimTransport(Transport):
     def _stream(self, argv: list[str], timeout: float, stdin: bytes | None,
                 status: list[int], err: list[str]) -> Iterator[str]:
         ctx = _Ctx(argv=argv, timeout=timeout, stdin=stdin)
+        epoch = self._epoch
         try:
             out = self._dispatch(argv, ctx)
             rate = self.settings.rows_per_second
             if rate > 0:
                 out = _throttle(out, rate)
-            yield from out
+            for line in out:
+                if self._epoch != epoch:  # closed meanwhile: like a dropped SSH connection
+                    raise TransportError("the connection was closed while the command ran",
+                                         where=self.node)
+                yield line
         except _Fail as f:
             ctx.fail(f.stderr, f.code)
         status[0] = ctx.code

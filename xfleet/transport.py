@@ -1619,10 +1619,19 @@ class Connections:
 
         if not names:
             return []
-        with ThreadPoolExecutor(
-            max_workers=max(1, min(parallel, len(names))), thread_name_prefix="xfleet-node"
-        ) as pool:
-            return list(pool.map(one, names))
+        pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(names))),
+                                  thread_name_prefix="xfleet-node")
+        try:
+            results = list(pool.map(one, names))
+        except BaseException:
+            # Ctrl-C or SIGTERM in the caller: close every connection, so that a node still
+            # streaming (a full listing takes minutes) stops now instead of the process
+            # waiting for it on the way out; nodes not started yet are not started
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.close()
+            raise
+        pool.shutdown(wait=True)
+        return results
 
     def close(self) -> None:
         with self._lock:
