@@ -7,6 +7,7 @@ the same code falls back to the zfs command line."""
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import json
 import shutil
@@ -101,6 +102,11 @@ def _put(lab: Lab, path: str, data: bytes) -> None:
             input=base64.b64encode(data).decode())
 
 
+# Pure-Python packages xfleet's core imports that Debian's python3 on the node lacks (a
+# `kind: local` node runs xfleet with its dependencies installed, as pip would)
+CORE_DEPS = ("tenacity",)
+
+
 def _source_tar() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -109,6 +115,10 @@ def _source_tar() -> bytes:
             if rel.parts[1] in ("tui", "lab") or rel.name.startswith("cli"):
                 continue  # the core only
             tar.add(p, arcname=str(rel))
+        for dep in CORE_DEPS:
+            pkg = Path(importlib.import_module(dep).__file__ or "").parent
+            for p in sorted(pkg.rglob("*.py")):
+                tar.add(p, arcname=str(Path(dep) / p.relative_to(pkg)))
     return buf.getvalue()
 
 
