@@ -58,7 +58,9 @@ def test_branch_playbook(lab: Lab, db: Path) -> None:
 
 
 def test_nightly_snapshot_playbook(lab: Lab, db: Path) -> None:
-    args = ("play", str(PLAYBOOKS / "nightly-snapshot.yaml"), "--var", "tenant=acme")
+    report = db.parent / "nightly-compression.html"  # not the repository's working tree
+    args = ("play", str(PLAYBOOKS / "nightly-snapshot.yaml"), "--var", "tenant=acme",
+            "--var", f"report={report}")
     check = lab.xfleet(*args, "--check", mirror=db)
     assert check.code == 0, check.explain()
     assert "zfs snapshot tank/acme/cache@nightly-" in check.out
@@ -67,6 +69,7 @@ def test_nightly_snapshot_playbook(lab: Lab, db: Path) -> None:
     snaps = lab.run("lab1", ["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r",
                              "tank/acme"]).stdout.split()
     assert sum("@nightly-" in s for s in snaps) == 2  # db and cache; the branch is no tenant's
+    assert "<html" in report.read_text().lower()  # the compression report, where it was asked
 
 
 def test_drain_playbook_moves_every_volume(lab: Lab, db: Path) -> None:
