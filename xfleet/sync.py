@@ -2,13 +2,11 @@
 
 Per node, two remote commands whatever the number of datasets: `zpool list` and one
 `zfs list -Hp -t all -o ...` whose output is streamed. Nodes are listed in parallel (bounded).
-Each node is written in ONE transaction: its rows are upserted, and rows that disappeared are
-removed only when the node's listing completed. A node that fails keeps its last-known rows,
-marked stale, with the error recorded.
-
-Writes to SQLite are serialised: the first node to start streams straight into the mirror;
-nodes that start while another writes spool their raw listing to a temporary file (disk, not
-memory) and are written when the writer is free, so no node's remote listing waits on another.
+Each node's listing is spooled to a temporary file beside the mirror (disk, not memory) with
+no lock held, then applied in short transactions of mirror.ROWS_PER_TRANSACTION rows; rows
+that disappeared are removed only when the node's listing completed. No node's remote listing
+waits on another, and no other writer waits longer than one chunk. A node that fails keeps its
+last-known rows, marked stale, with the error recorded.
 """
 
 from __future__ import annotations
@@ -54,7 +52,7 @@ from xfleet.zfs import (
     zpool_list,
 )
 
-# progress(node, phase, rows): phase is "connecting", "listing", "spooling", "writing",
+# progress(node, phase, rows): phase is "connecting", "listing", "writing",
 # "done" or "failed".
 Progress = Callable[[str, str, int], None]
 
@@ -187,22 +185,6 @@ def _queued_events(transport: Transport, after: int | None) -> list[ZEvent] | No
         return list(parse_events(transport.lines(zpool_events()), after=after))
     except RemoteCommandError:
         return None
-
-
-def _write_lock(
-    lock: threading.Lock, stream: Iterable[str], node: str, mirror_path: Path,
-    progress: Progress,
-) -> tuple[Iterable[str], IO[str] | None]:
-    """Take the mirror's writer lock; if another node is writing, spool `stream` to disk
-    first so this node's remote command never waits on another node's write."""
-    if lock.acquire(blocking=False):
-        return stream, None
-    spool = tempfile.TemporaryFile(  # noqa: SIM115 - the caller closes it
-        "w+", dir=mirror_path.parent, prefix=f".sync-{node}-"
-    )
-    _spool(stream, spool, lambda c: progress(node, "spooling", c))
-    lock.acquire()
-    return (line.rstrip("\n") for line in spool), spool
 
 
 @dataclass
@@ -567,15 +549,15 @@ def _incremental_node(
         fetched = _fetch(job, todo, spool)
         # A clone whose origin snapshot was renamed or moved (rename, promote) by a change
         # we just fetched: fetch it again too (a second, small round).
-        source, _ = _write_lock(job.lock, (ln.rstrip("\n") for ln in spool), node,
-                                job.mirror_path, job.progress)
+        job.lock.acquire()  # the changes are on disk already: only the writing waits
+        source = (ln.rstrip("\n") for ln in spool)
         try:
             written, removed = _apply(job, conn, fetched, source, pools, gone_pools, gone_names)
             moved = [t.name for t in touched if t.moved or t.promoted] + former
             again = _valid(mirror.clones_under(conn, node, moved, job.run_id)) if moved else []
             if again:
                 conn.execute("COMMIT")
-                spool2 = tempfile.TemporaryFile("w+", dir=job.mirror_path.parent)  # noqa: SIM115
+                spool2 = _spool_file(job.mirror_path, node)
                 try:
                     f2 = _fetch(job, Plan(exact=again, trees=[]), spool2)
                     mirror.begin(conn, "the clones a change moved")
@@ -726,8 +708,7 @@ def refetch(inv: Inventory, mirror_path: Path, node: str, transport: Transport,
         conn.execute("COMMIT")
         job = _Job(inv.hosts[node], transport, inv, mirror_path, run_id, threading.Lock(),
                         lambda *_: None)
-        with tempfile.TemporaryFile("w+", dir=mirror_path.parent,
-                                    prefix=f".lifecycle-{node}-") as spool:
+        with _spool_file(mirror_path, node) as spool:
             try:
                 fetched = _fetch(job, Plan(exact=list(names), trees=list(trees)),
                                       spool)
