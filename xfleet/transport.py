@@ -1558,9 +1558,12 @@ class Connections:
     state_dir: Path | None = None
     _open: dict[str, Transport] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _interrupted: bool = False  # each() was interrupted: no new connection for its workers
 
     def get(self, node: str) -> Transport:
         with self._lock:
+            if self._interrupted:
+                raise TransportError("interrupted (Ctrl-C or SIGTERM)", where=node)
             if node not in self._open:
                 if node not in self.hosts:
                     raise UsageError(f"no node named {node!r} in this fleet")
@@ -1628,6 +1631,8 @@ class Connections:
             # streaming (a full listing takes minutes) stops now instead of the process
             # waiting for it on the way out; nodes not started yet are not started
             pool.shutdown(wait=False, cancel_futures=True)
+            with self._lock:  # a worker that has not connected yet must not connect now
+                self._interrupted = True
             self.close()
             raise
         pool.shutdown(wait=True)
