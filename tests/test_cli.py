@@ -34,7 +34,7 @@ def test_sync_json_report(sim_fleet: Path, cli: Cli) -> None:
     assert r.code == 0, r.err
     rep = r.json()
     assert rep["ok"] is True
-    assert {n["node"]: n["commands"] for n in rep["nodes"]} == {"n1": 3, "n2": 3}
+    assert {n["node"]: n["commands"] for n in rep["nodes"]} == {"n1": 4, "n2": 4}
     assert all(n["datasets"] > 0 for n in rep["nodes"])
 
 

@@ -227,8 +227,9 @@ def test_reconcile_at_scale_lists_only_fast_columns(tmp_path: Path) -> None:
     conn.close()
     r = sync(inv, db, reconcile=True, refresh_budget=0).nodes[0]
     assert r.reconciled == ["tank"] and r.gap is None
-    # zpool list, zpool events, the fast listing, one fetch of the 8 names (and ancestors)
-    assert r.commands == 4 and 8 <= r.fetched < 40
+    # zpool list, zpool events, the fast listing, one fetch of the 8 names (and ancestors):
+    # their listing and their user properties
+    assert r.commands == 5 and 8 <= r.fetched < 40
     assert r.received < full.received / 2  # four short columns instead of twenty
     assert set(lost) <= {row[0] for row in rows(db, "n1")}
     assert_equals_full_sync(inv, db, tmp_path)

@@ -71,7 +71,8 @@ def test_snapshot_is_one_command_per_pool_whatever_the_count(fleet: Fleet) -> No
         counts.append(out.commands)
         assert conn.execute("SELECT count(*) FROM datasets WHERE name GLOB ?",
                             (f"*@{snap}",)).fetchone()[0] == n
-    assert counts[0] == counts[1] == 2  # the snapshot, and the mirror's batched re-fetch
+    # the snapshot, and the mirror's batched re-fetch (the listing, the user properties)
+    assert counts[0] == counts[1] == 3
     again = lifecycle.plan_snapshot(conn, _vols(conn, 60), "s60")
     assert again.commands == [] and len(again.skipped) == 60  # idempotent
     _equal_to_full_sync(inv)
@@ -279,7 +280,7 @@ def test_destroy_snapshots_of_one_volume_in_one_command(fleet: Fleet) -> None:
         d2 = lifecycle.plan_destroy(conn, tmp, holds=lifecycle.RemoteHolds(conns))
         assert len(d2.commands) == 30  # one per volume: `zfs destroy` takes one dataset
         out = lifecycle.execute(inv, inv.mirror, d2, conns)
-        assert out.ok and out.commands == 31  # + one batched re-fetch
+        assert out.ok and out.commands == 32  # + one batched re-fetch (listing, properties)
     assert [r[0] for r in conn.execute("SELECT name FROM datasets WHERE name GLOB "
                                        "'tank/app/db@*'")] == ["tank/app/db@b"]
     _equal_to_full_sync(inv)
@@ -429,7 +430,7 @@ def test_execute_routes_changes_through_libzfs_core(fleet: Fleet,
         out = lifecycle.execute(inv, inv.mirror, plan, conns)
     (n1,) = out.nodes
     assert n1.backend == "libzfs_core" and n1.lzc_calls == 1
-    assert n1.commands == 1  # only the mirror's re-fetch forked a zfs command
+    assert n1.commands == 2  # only the mirror's re-fetch forked zfs commands (list, get)
     assert [c[0] for c in fake.calls] == ["lzc_snapshot"] and len(fake.calls[0][1][0]) == 20
     assert [tuple(r) for r in conn.execute("SELECT via FROM lifecycle_log")] == [
         ("libzfs_core",)]

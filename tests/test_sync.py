@@ -49,7 +49,8 @@ def test_sync_mirrors_every_column_of_every_dataset(sim_fleet: Path) -> None:
     assert nodes == {"n1": 0, "n2": 0}
     assert conn.execute("SELECT count(*) FROM pools").fetchone()[0] == 2
     runs = conn.execute("SELECT node, status, commands FROM sync_runs ORDER BY node").fetchall()
-    assert runs == [("n1", "ok", 3), ("n2", "ok", 3)]  # zpool list, zpool events, zfs list
+    # zpool list, zpool events, zfs list, zfs get -j (user properties)
+    assert runs == [("n1", "ok", 4), ("n2", "ok", 4)]
 
 
 def test_remote_commands_per_node_do_not_grow_with_datasets(tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ def test_remote_commands_per_node_do_not_grow_with_datasets(tmp_path: Path) -> N
         assert report.ok
         counts[volumes] = (report.nodes[0].commands, report.nodes[0].datasets)
     assert counts[20][1] * 10 < counts[2000][1]  # 100x the volumes, far more rows ...
-    assert counts[20][0] == counts[2000][0] == 3  # ... and the same three commands
+    assert counts[20][0] == counts[2000][0] == 4  # ... and the same four commands
 
 
 def test_resync_applies_creates_and_destroys(sim_fleet: Path) -> None:

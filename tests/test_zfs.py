@@ -120,9 +120,12 @@ def test_parse_status_with_scan_and_degraded_mirror() -> None:
 
 def test_hot_path_rows_equal_typed_parse() -> None:
     """sync's fast row builder (SQLite affinity does the typing) agrees with the typed parser."""
-    lines = real_lines("zfs_list_all.txt")
-    rows = list(dataset_rows(lines, "n1", 7, UP, "xfleet:tenant", time.time()))
+    lines = real_lines("zfs_list_all.txt")  # DATASET_COLUMNS, then the tenant
     recs = list(parse_datasets(lines, user_properties=UP))
+    values = {r.name: r.user_properties for r in recs}
+    native = [line.rsplit("\t", 1)[0] for line in lines]
+    rows = list(dataset_rows(native, "n1", 7, lambda n: values[n], "xfleet:tenant",
+                             time.time()))
     for row, rec in zip(rows, recs, strict=True):
         assert row[0] == "n1" and row[1] == rec.pool
         for i, col in enumerate(DATASET_COLUMNS):
@@ -137,7 +140,7 @@ def test_wrong_field_count_is_a_parse_error() -> None:
         list(parse_datasets(["tank\tfilesystem"]))
     assert "expected" in str(exc.value)
     with pytest.raises(ParseError):
-        list(dataset_rows(["a\tb"], "n", 1, UP, "xfleet:tenant", 0.0))
+        list(dataset_rows(["a\tb"], "n", 1, lambda _: {}, "xfleet:tenant", 0.0))
 
 
 def test_builders_are_argument_lists_with_validated_names() -> None:

@@ -543,7 +543,6 @@ def watch_cmd(c: Ctx, nodes: tuple[str, ...], refresh_interval: float,
       xfleet watch --node zone-a --refresh-interval 10
       xfleet watch --json-lines --duration 60 > watch.log
     """
-    import signal
     import threading
 
     from xfleet.watch import NodeWatch, Watcher
@@ -580,16 +579,12 @@ def watch_cmd(c: Ctx, nodes: tuple[str, ...], refresh_interval: float,
     watcher = Watcher(inv, path, list(nodes), refresh_interval=refresh_interval,
                       reconcile_interval=reconcile_interval, on_change=changed)
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     if duration is not None:
         threading.Timer(duration, stop.set).start()
     if not json_lines:
         console.print(f"watching {len(watcher.hosts)} node(s); Ctrl-C to stop", highlight=False)
-    final = watcher.run(stop)
+    with _stop_on_signals(stop):
+        final = watcher.run(stop)
     if live:
         console.print()
     if not json_lines:
@@ -680,7 +675,6 @@ def _move_doc(m: Any) -> dict[str, Any]:
 
 
 def _run_move(c: Ctx, move_id: int, as_json: bool) -> None:
-    import signal
     import threading
 
     from xfleet import moves
@@ -692,11 +686,6 @@ def _run_move(c: Ctx, move_id: int, as_json: bool) -> None:
     live = console.is_terminal and not as_json
     stop = threading.Event()
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     last = [0.0]
 
     def state() -> dict[str, Any]:  # for the error document, whatever ends the command
@@ -715,7 +704,8 @@ def _run_move(c: Ctx, move_id: int, as_json: bool) -> None:
             last[0] = time.monotonic()
             console.print(f"\r{_move_line(m)}"[: console.width], end="", highlight=False)
 
-    with Connections(inv.hosts, trust_store=inv.trust_store, state_dir=inv.state_dir) as conns:
+    with _stop_on_signals(stop), Connections(inv.hosts, trust_store=inv.trust_store,
+                                             state_dir=inv.state_dir) as conns:
         m = moves.Runner(inv, path, conns, progress=tick, stop=stop).run(move_id)
     if live:
         console.print()
@@ -1550,6 +1540,22 @@ def _interrupted() -> NoReturn:
     sys.exit(130)
 
 
+@contextlib.contextmanager
+def _stop_on_signals(stop: Any) -> Iterator[None]:  # a threading.Event
+    """SIGINT and SIGTERM set `stop` (the command winds down and reports) while inside; the
+    handlers before are put back after, since commands also run in-process (tests, Python
+    callers of main()) and a handler left behind would swallow a later Ctrl-C."""
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def _catch_sigterm() -> None:
     """With --json, SIGTERM ends the process as before (at once, without unwinding), but after
     the error document went out. Commands that stop gracefully on SIGTERM (move, watch) set
@@ -1598,6 +1604,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     (interrupted), 128+15 (SIGTERM)."""
     args = list(argv) if argv is not None else sys.argv[1:]
     JSON_OUT.reset(in_main=True)
+    sigterm = signal.getsignal(signal.SIGTERM)  # _catch_sigterm's is put back after
     try:
         cli.main(args=args, prog_name="xfleet", standalone_mode=False)
     except XfleetError as exc:
@@ -1633,3 +1640,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _internal_error(exc.error)
     except Exception as exc:
         _internal_error(exc)
+    finally:
+        if sigterm is not None:
+            with contextlib.suppress(ValueError):  # not the main thread: it was never set
+                signal.signal(signal.SIGTERM, sigterm)

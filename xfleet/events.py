@@ -95,18 +95,82 @@ def _int(raw: str) -> int:
 _INDENT = "        "
 
 
+# Only a history event's `history_internal_str` holds text a user chose (a property value
+# of `zfs set`, which may span lines, and which ZFS prints raw). The fields before it are
+# ZFS's own; these close every history event, in this order, after it:
+_TRAILER = ("history_internal_name", "history_dsid", "history_txg", "history_time", "time",
+            "eid")
+_POOL_TRAILER = tuple(k for k in _TRAILER if k != "history_dsid")  # a pool's own records
+_HEADER = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d{4} \d\d:\d\d:\d\d\.\d{9}\t(\S+)\Z")
+_FIELD = re.compile(r"^ {8}(\w+) = (.*)\Z")
+_STR = "history_internal_str"
+# The eid of an event whose text could not be read whole (see parse_events).
+UNREADABLE = -1
+
+
+def _unquote(value: str) -> str:
+    value = value.rstrip(" ")
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def _history_event(cls: str, block: list[str], after: int | None) -> ZEvent:
+    """A history event's block: the head (ZFS's fields, up to history_internal_str), the
+    value of history_internal_str over as many lines as it takes, then the trailer (the
+    last len(_TRAILER) lines). A block of another shape (a value that forged a blank line or
+    an event header splits an event) is UNREADABLE, with the head's fields."""
+    fields: dict[str, str] = {}
+    at = None
+    for i, line in enumerate(block):
+        m = _FIELD.match(line)
+        if m is None or m.group(1) in fields:
+            break
+        if m.group(1) == _STR:
+            at = i
+            break
+        fields[m.group(1)] = _unquote(m.group(2))
+    trailer: list[re.Match[str] | None] = []
+    n = 0
+    for shape in (_TRAILER, _POOL_TRAILER):
+        n = len(shape)
+        trailer = [_FIELD.match(line) for line in block[-n:]] if len(block) > n else []
+        if [m.group(1) if m else None for m in trailer] == list(shape):
+            break
+        trailer = []
+    if at is None or not trailer or at + 1 > len(block) - n:
+        return ZEvent(eid=UNREADABLE, cls=cls, time=(0, 0), fields=fields)
+    tail = {m.group(1): m.group(2) for m in trailer if m}
+    eid = _int(tail["eid"].strip())
+    t = tail["time"].split()
+    when = (_int(t[0]), _int(t[1])) if len(t) == 2 else (0, 0)
+    if after is not None and eid <= after:
+        return ZEvent(eid=eid, cls=cls, time=when, fields={})
+    first = block[at][len(_INDENT) + len(_STR) + 3:]
+    fields[_STR] = _unquote("\n".join([first, *block[at + 1:len(block) - n]]))
+    fields.update((k, _unquote(v)) for k, v in tail.items())
+    return ZEvent(eid=eid, cls=fields.get("class", cls), time=when, fields=fields)
+
+
 def parse_events(lines: Iterable[str], after: int | None = None) -> Iterator[ZEvent]:
     """Events from `zpool events -H -v` lines, each yielded as soon as its block ends (the blank
     line after it), so a `-f` stream is applied live. Nested nvlists and unknown lines are
     skipped; an event without an `eid` cannot be checkpointed and is skipped too. Events with
     an eid at or below `after` are yielded with their id, time and class only (the queue is
-    re-read whole on every sync: its old events are only needed to judge continuity)."""
+    re-read whole on every sync: its old events are only needed to judge continuity).
+
+    A history event whose text is not of the shape ZFS gives it (a property value with line
+    breaks can imitate a blank line and an event header) is yielded with eid UNREADABLE: the
+    queue cannot vouch for the changes around it (new_events)."""
     cls: str | None = None
     block: list[str] = []
+    orphan = False
 
     def done() -> ZEvent | None:
         if cls is None:
             return None
+        if cls == HISTORY_EVENT:
+            return _history_event(cls, block, after)
         eid = when = None
         for line in reversed(block):  # `time` and `eid` close the block
             key, _, value = line.strip().partition(" = ")
@@ -126,32 +190,39 @@ def parse_events(lines: Iterable[str], after: int | None = None) -> Iterator[ZEv
                     key, sep, value = line[8:].partition(" = ")
                     if not sep:
                         continue
-                    value = value.rstrip(" ")
-                    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-                        value = value[1:-1]
-                    fields.setdefault(key, value)
+                    fields.setdefault(key, _unquote(value))
         return ZEvent(eid=eid, cls=fields.get("class", cls), time=when or (0, 0), fields=fields)
 
     for raw in lines:
         line = raw.rstrip("\n")
         if not line.strip():
             ev = done()
-            cls, block = None, []
+            cls, block, orphan = None, [], False
             if ev is not None:
                 yield ev
             continue
         if not line.startswith(" "):
+            header = _HEADER.match(line)
+            if header is None and cls is not None:
+                block.append(line)  # a line of a value that spans lines
+                continue
             ev = done()
             if ev is not None:
                 yield ev
             if line.startswith("dropped "):  # a follower fell behind (`zpool events -f`): the
                 cls, block = None, []  # count is not what was lost; the eid gap tells
                 continue
+            if header is not None:
+                cls, block = header.group(1), []
+                continue
             head = line.split("\t")
             cls, block = (head[-1].strip() if len(head) > 1 else line.split()[-1]), []
             continue
         if cls is not None:
             block.append(line)
+        elif not orphan:  # fields of no event: the rest of one that a value split (see above)
+            orphan = True
+            yield ZEvent(eid=UNREADABLE, cls="", time=(0, 0), fields={})
     ev = done()
     if ev is not None:
         yield ev
@@ -177,6 +248,9 @@ class HistoryRecord:
 
 
 _HIST_HEAD = re.compile(r"^History for '([^']+)':$")
+# the end of a user command's record (a line of a value that spans lines can look like an
+# internal record up to it)
+_HIST_USER = re.compile(r" \[user \d+ \([^)]*\) on [^\]]*\]$")
 _HIST_CREATE = re.compile(r"^\d{4}-\d\d-\d\d\.\d\d:\d\d:\d\d zpool create ")
 _HIST_INTERNAL = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\d\.\d\d:\d\d:\d\d) \[txg:(?P<txg>\d+)\] (?P<rest>.*?)"
@@ -190,6 +264,7 @@ def parse_history(lines: Iterable[str], pool: str | None = None) -> Iterator[His
     (names may contain spaces, and some operations are two words, e.g. 'finish receiving')."""
     ds_re: re.Pattern[str] | None = _ds_pattern(pool) if pool else None
     tail = False
+    held: HistoryRecord | None = None
     for raw in lines:
         line = raw.rstrip("\n")
         head = _HIST_HEAD.match(line)
@@ -201,17 +276,24 @@ def parse_history(lines: Iterable[str], pool: str | None = None) -> Iterator[His
             tail = True
             continue
         m = _HIST_INTERNAL.match(line)
-        if m is None:
+        if m is None or _HIST_USER.search(line):
             continue  # user command, ioctl record or its continuation lines
         rest = m.group("rest").rstrip()
         d = ds_re.match(rest) if ds_re is not None else None
         if d is not None:
-            yield HistoryRecord(m.group("time"), int(m.group("txg")), d.group("op"),
+            rec = HistoryRecord(m.group("time"), int(m.group("txg")), d.group("op"),
                                 d.group("ds"), (d.group("detail") or "").strip(), tail)
         else:
             op, _, detail = rest.partition(" ")
-            yield HistoryRecord(m.group("time"), int(m.group("txg")), op, None, detail.strip(),
+            rec = HistoryRecord(m.group("time"), int(m.group("txg")), op, None, detail.strip(),
                                 tail)
+        # txgs never go back in a pool's history: a record with a later txg than the record
+        # after it is text a property value made up, and is dropped
+        if held is not None and not (held.tail and rec.tail and rec.txg < held.txg):
+            yield held
+        held = rec
+    if held is not None:
+        yield held
 
 
 def _ds_pattern(pool: str) -> re.Pattern[str]:

@@ -1314,6 +1314,48 @@ _ALL_KINDS = frozenset({"fs", "vol", "snap", "bm"})
 _NAME_CHARS = re.compile(r"^[A-Za-z0-9_\-:. ]+\Z")
 
 
+_JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                 "\b": "\\b", "\f": "\\f"}
+
+
+def _zfs_json_string(text: str) -> str | None:
+    """`text` as OpenZFS 2.3's JSON printer writes it (nvlist_print_json_string, UTF-8
+    locale): control characters and the rest of the Basic Multilingual Plane as \\uXXXX,
+    ASCII (DEL included) as is, characters beyond U+FFFF dropped. None when `text` holds a
+    byte that is not UTF-8 (a surrogate escape, as from os.fsdecode): there ZFS stops."""
+    out = ['"']
+    for ch in text:
+        c = ord(ch)
+        if ch in _JSON_ESCAPES:
+            out.append(_JSON_ESCAPES[ch])
+        elif 0xD800 <= c <= 0xDFFF:
+            return None
+        elif c < 0x20 or 0x80 <= c <= 0xFFFF:
+            out.append(f"\\u{c:04x}")
+        elif c < 0x80:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _zfs_json_string_until_bad(text: str) -> str:
+    """What ZFS prints of a value with a byte that is not UTF-8: the part before it (then
+    the line ends, and nothing more is printed)."""
+    for i, ch in enumerate(text):
+        if 0xD800 <= ord(ch) <= 0xDFFF:
+            return (_zfs_json_string(text[:i]) or '""')[:-1]
+    return _zfs_json_string(text) or '""'
+
+
+def _as_received(value: str) -> str:
+    """A value as it reaches xfleet over SSH: bytes that are not UTF-8 read as U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
+
+
 def _is_user_prop(prop: str) -> bool:
     return ":" in prop and bool(re.match(r"^[a-z0-9_.\-]+:[a-z0-9_.:\-]*\Z", prop)) \
         and len(prop) <= 256
@@ -1387,6 +1429,32 @@ def _cannot_open(view: _View, name: str, *, snapshot: bool | None) -> str | None
     if not view.exists(name):
         return f"cannot open '{name}': dataset does not exist"
     return None
+
+
+def _roots(view: _View, names: Sequence[str], ctx: _Ctx) -> list[str]:
+    """The names a `zfs list`/`zfs get` can open (each once, in order); the others are
+    reported on stderr as ZFS does."""
+    roots: list[str] = []
+    for n in names:
+        err = _cannot_open(view, n, snapshot=None)
+        if err is not None:
+            ctx.fail(err)
+        elif n not in roots:
+            roots.append(n)
+    return roots
+
+
+def _by_pool(pools: Sequence[str], roots: list[str]
+             ) -> Iterator[tuple[str, list[str] | None]]:
+    """(pool, the roots in it) for the pools holding a root; every pool (None: all of it)
+    when there are no roots."""
+    for pool in pools:
+        if not roots:
+            yield pool, None
+            continue
+        mine = [r for r in roots if _pool_of(r) == pool]
+        if mine:
+            yield pool, mine
 
 
 def _open(view: _View, name: str, *, snapshot: bool | None) -> Rec:
@@ -2321,13 +2389,23 @@ class SimTransport(Transport):
                 if self._epoch != epoch:  # closed meanwhile: like a dropped SSH connection
                     raise TransportError("the connection was closed while the command ran",
                                          where=self.node)
-                yield line
+                if line.isascii() and "\n" not in line:
+                    yield line
+                else:  # as a transport reads bytes: lines end at every newline (a value's too)
+                    yield from _as_received(line).split("\n")
         except _Fail as f:
             ctx.fail(f.stderr, f.code)
         status[0] = ctx.code
         err[0] = "".join(ctx.err)
 
     def _dispatch(self, argv: list[str], ctx: _Ctx) -> Iterator[str]:
+        if argv[0] == "env":  # `env NAME=VALUE... COMMAND`: the locale of zfs_get_user_properties
+            i = 1
+            while i < len(argv) and "=" in argv[i]:
+                i += 1
+            if i == len(argv):
+                raise _Fail("env: missing command\n", 125)
+            argv = argv[i:]
         prog = argv[0].rsplit("/", 1)[-1]
         args = argv[1:]
         if prog == "zfs":
@@ -2602,14 +2680,7 @@ class SimTransport(Transport):
         b = self.base
         need_space = any(not (c in _IDENTITY or ":" in c) for c in cols)
         need_avail = "available" in cols
-        roots: list[str] = []
-        for n in names:
-            err = _cannot_open(view, n, snapshot=None)
-            if err is not None:
-                ctx.fail(err)
-                continue
-            if n not in roots:
-                roots.append(n)
+        roots = _roots(view, names, ctx)
         if names and not roots:
             return
         if names and not recursive:
@@ -2626,12 +2697,7 @@ class SimTransport(Transport):
             yield [view.line(d, cols) for d in found]
             return
         fast_ok = all(c in FAST_COLUMNS or ":" in c for c in cols)
-        for pool in b.pools:
-            pool_roots: list[str] | None = None
-            if roots:
-                pool_roots = [r for r in roots if _pool_of(r) == pool]
-                if not pool_roots:
-                    continue
+        for pool, pool_roots in _by_pool(b.pools, roots):
             whole = pool_roots is None or pool in pool_roots
             root_row = whole and "fs" in kinds
             totals: tuple[int, int, int] | None = None
@@ -2695,8 +2761,8 @@ class SimTransport(Transport):
 
     # -- zfs get -------------------------------------------------------------------------------
     def _zfs_get(self, args: list[str], ctx: _Ctx) -> Iterator[str]:
-        opts, rest = _getopt("get", args, "rHp", "dots")
-        recursive = scripted = parsable = False
+        opts, rest = _getopt("get", args, "rHpj", "dots")
+        recursive = scripted = parsable = as_json = False
         depth: int | None = None
         fields = ["name", "property", "value", "source"]
         kinds: frozenset[str] | None = None
@@ -2708,6 +2774,8 @@ class SimTransport(Transport):
                 scripted = True
             elif o == "p":
                 parsable = True
+            elif o == "j":
+                as_json = True
             elif o == "d":
                 if not v.isdigit():
                     raise _usage("get", f"invalid depth '{v}'")
@@ -2747,6 +2815,9 @@ class SimTransport(Transport):
             recursive, depth = True, 1
         need_space = props is None or any(not (p in _IDENTITY or ":" in p) for p in props)
         view = _View(self, self._current())
+        if as_json:
+            return self._get_json(view, props, sources, kinds, names, recursive, depth,
+                                  need_space, ctx)
         out = self._get_lines(view, props, fields, sources, kinds, names, recursive, depth,
                               need_space, parsable, ctx)
         if scripted:
@@ -2760,13 +2831,7 @@ class SimTransport(Transport):
     def _records(self, view: _View, kinds: frozenset[str], names: list[str], recursive: bool,
                  depth: int | None, need_space: bool, ctx: _Ctx) -> Iterator[Rec]:
         """Derived records selected like `zfs get`/`zfs list` select them."""
-        roots: list[str] = []
-        for n in names:
-            err = _cannot_open(view, n, snapshot=None)
-            if err is not None:
-                ctx.fail(err)
-            elif n not in roots:
-                roots.append(n)
+        roots = _roots(view, names, ctx)
         if names and not roots:
             return
         if names and not recursive:
@@ -2778,12 +2843,7 @@ class SimTransport(Transport):
             found.sort(key=lambda d: _key(d["name"], d["createtxg"]))
             yield from found
             return
-        for pool in self.base.pools:
-            pool_roots: list[str] | None = None
-            if roots:
-                pool_roots = [r for r in roots if _pool_of(r) == pool]
-                if not pool_roots:
-                    continue
+        for pool, pool_roots in _by_pool(self.base.pools, roots):
             if (pool_roots is None or pool in pool_roots) and "fs" in kinds:
                 yield view.root(pool, view.totals(pool) if need_space else None)
             yield from view.items(pool, pool_roots, depth, kinds, None, keep=False)
@@ -2792,7 +2852,99 @@ class SimTransport(Transport):
                    sources: set[str] | None, kinds: frozenset[str], names: list[str],
                    recursive: bool, depth: int | None, need_space: bool, parsable: bool,
                    ctx: _Ctx) -> Iterator[str]:
-        for d in self._records(view, kinds, names, recursive, depth, need_space, ctx):
+        records = self._records(view, kinds, names, recursive, depth, need_space, ctx)
+        for d, pairs in self._get_pairs(view, records, props, sources):
+            for prop, value, source in pairs:
+                shown = value if parsable else _human(prop, value)
+                cells = {"name": d["name"], "property": prop, "value": shown,
+                         "received": "-", "source": source}
+                yield "\t".join(cells[f] for f in fields)
+
+    def _get_json(self, view: _View, props: list[str] | None, sources: set[str] | None,
+                  kinds: frozenset[str], names: list[str], recursive: bool, depth: int | None,
+                  need_space: bool, ctx: _Ctx) -> Iterator[str]:
+        """`zfs get -j -p`: one line of JSON, printed the way OpenZFS 2.3 prints it (see
+        _zfs_json_string), nothing at all when a name cannot be opened, and cut short (exit
+        0) at a value that is not UTF-8."""
+        tprop = self.settings.tenant_property
+        fast = recursive and depth is None and props is not None and sources is not None \
+            and all(":" in p for p in props) and sources <= {"local", "received"}
+        records: Iterable[Any] = self._set_values_fast(view, kinds, names, ctx) if fast else \
+            self._records(view, kinds, names, recursive, depth, need_space, ctx)
+        head = '{"output_version":{"command":"zfs get","vers_major":0,"vers_minor":1},' \
+            '"datasets":{'
+        out = [head]
+        first = True
+        cut = False
+
+        def tenants(items: Iterable[Any]) -> Iterator[Any]:
+            for it in items:
+                if type(it) is tuple:  # (name, createtxg) of an untouched tenant filesystem
+                    name, txg = it
+                    yield ({"name": name, "type": "filesystem", "createtxg": txg},
+                           [(tprop, name.rsplit("/", 1)[1], "local")] if props is not None
+                           and tprop in props else [])
+                else:
+                    yield from self._get_pairs(view, [it], props, sources)
+
+        for d, pairs in tenants(records):
+            if not pairs:
+                continue
+            name = d["name"]
+            entry = [_zfs_json_string(name) or "", ":{\"name\":", _zfs_json_string(name) or "",
+                     ",\"type\":\"", d["type"].upper(), "\",\"pool\":\"", _pool_of(name),
+                     "\",\"createtxg\":\"", str(d["createtxg"]), "\""]
+            if "@" in name:
+                ds, snap = name.split("@", 1)
+                entry += [",\"dataset\":", _zfs_json_string(ds) or "",
+                          ",\"snapshot_name\":", _zfs_json_string(snap) or ""]
+            entry.append(",\"properties\":{")
+            for i, (prop, value, source) in enumerate(pairs):
+                kind, _, data = source.partition(" from ")
+                entry += ["," if i else "", _zfs_json_string(prop) or "", ":{\"value\":"]
+                shown = _zfs_json_string(value)
+                if shown is None:  # ZFS's printer stops at the first byte that is not UTF-8
+                    entry.append(_zfs_json_string_until_bad(value))
+                    cut = True
+                    break
+                entry += [shown, ",\"source\":{\"type\":\"",
+                          "NONE" if kind == "-" else kind.upper(), "\",\"data\":",
+                          _zfs_json_string(data or "-") or "", "}}"]
+            out.append(("" if first else ",") + "".join(entry))
+            first = False
+            if cut:
+                break
+            out.append("}}")
+        if ctx.code != 0:
+            return  # like ZFS: a name it could not open, and it prints no JSON at all
+        yield "".join(out) + ("" if cut else "}}")
+
+    def _set_values_fast(self, view: _View, kinds: frozenset[str], names: list[str],
+                         ctx: _Ctx) -> Iterator[Any]:
+        """What `zfs get -r -s local,received USERPROPS` looks at: derived records where the
+        overlay touched something, and for each untouched tenant only its filesystem, the one
+        dataset of the tenant with a user property of its own (name, createtxg)."""
+        b = self.base
+        roots = _roots(view, names, ctx)
+        if names and not roots:
+            return
+        gen = _compile(("name", "createtxg"), frozenset({"fs"}), False,
+                       self.settings.tenant_property)
+        for pool, pool_roots in _by_pool(b.pools, roots):
+            if (pool_roots is None or pool in pool_roots) and "fs" in kinds:
+                yield view.root(pool, None)
+            fast = _Fast(b, gen, pool, view.env(pool, (), False))
+            for it in view.items(pool, pool_roots, None, kinds, fast, False):
+                if type(it) is list:
+                    for line in it:
+                        name, txg = line.split("\t")
+                        yield (name, txg)
+                else:
+                    yield it
+
+    def _get_pairs(self, view: _View, records: Iterable[Rec], props: list[str] | None,
+                   sources: set[str] | None) -> Iterator[tuple[Rec, list[tuple[str, str, str]]]]:
+        for d in records:
             letter = _TYPE_LETTER[d["type"]]
             pairs: list[tuple[str, str, str]] = []
             if props is None:
@@ -2813,15 +2965,10 @@ class SimTransport(Transport):
                         pairs.append((prop, "-", "-"))
                     else:
                         pairs.append((prop, got[0], got[1]))
-            for prop, value, source in pairs:
-                if sources is not None:
-                    kind = "none" if source == "-" else source.split(" ", 1)[0]
-                    if kind not in sources:
-                        continue
-                shown = value if parsable else _human(prop, value)
-                cells = {"name": d["name"], "property": prop, "value": shown,
-                         "received": "-", "source": source}
-                yield "\t".join(cells[f] for f in fields)
+            if sources is not None:
+                pairs = [(prop, value, source) for prop, value, source in pairs
+                         if ("none" if source == "-" else source.split(" ", 1)[0]) in sources]
+            yield d, pairs
 
     def _user_props(self, view: _View, d: Rec) -> list[str]:
         found: set[str] = set()

@@ -1,7 +1,10 @@
 """Full sync: list every dataset of every node and mirror it.
 
-Per node, two remote commands whatever the number of datasets: `zpool list` and one
-`zfs list -Hp -t all -o ...` whose output is streamed. Nodes are listed in parallel (bounded).
+Per node, four remote commands whatever the number of datasets: `zpool list`, `zpool events`,
+one `zfs list -Hp -t all -o ...` of the native columns whose output is streamed, and, at the
+same time, one `zfs get -j` of the user properties set on the node's datasets (JSON, since a
+user property's value may hold any character; see xfleet.zfs). Nodes are listed in parallel
+(bounded).
 Each node's listing is spooled to a temporary file beside the mirror (disk, not memory) with
 no lock held, then applied in short transactions of mirror.ROWS_PER_TRANSACTION rows; rows
 that disappeared are removed only when the node's listing completed. No node's remote listing
@@ -12,6 +15,7 @@ last-known rows, marked stale, with the error recorded.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import sqlite3
@@ -27,6 +31,7 @@ from typing import IO, Any
 from xfleet import mirror
 from xfleet.errors import MirrorError, RemoteCommandError, XfleetError
 from xfleet.events import (
+    UNREADABLE,
     Plan,
     Touch,
     ZEvent,
@@ -43,11 +48,20 @@ from xfleet.names import pool_of, validate_dataset
 from xfleet.transport import Connections, Transport
 from xfleet.zfs import (
     DATASET_COLUMNS,
+    EFFECTIVE_SOURCES,
     FAST_COLUMNS,
     POOL_COLUMNS,
+    SET_SOURCES,
+    OutputCut,
     ParseError,
     PoolRecord,
+    UserProperties,
+    UserPropertyValue,
+    parse_get_json,
     parse_pools,
+    parse_raw_value,
+    zfs_get_raw_value,
+    zfs_get_user_properties,
     zfs_list,
     zpool_list,
 )
@@ -97,23 +111,25 @@ class SyncReport:
                 "nodes": [asdict(n) for n in self.nodes]}
 
 
+PropsOf = Callable[[str], dict[str, str]]
+
+
 def dataset_rows(
     lines: Iterable[str],
     node: str,
     run_id: int,
-    user_properties: tuple[str, ...],
+    props_of: PropsOf,
     tenant_property: str,
     now: float,
 ) -> Iterator[tuple[Any, ...]]:
-    """`zfs list -Hp` lines -> rows in mirror.DATASET_TABLE_COLUMNS order (the hot path).
+    """`zfs list -Hp -o DATASET_COLUMNS` lines, with each dataset's user property values
+    from `props_of(name)`, -> rows in mirror.DATASET_TABLE_COLUMNS order (the hot path).
 
     Numbers stay text here: the columns' INTEGER/REAL affinity converts them in SQLite, as
-    `.import` does; only '-' (not applicable) becomes NULL.
+    `.import` does; only '-' (not applicable) becomes NULL. No native column can hold a tab
+    or a newline (names and native values are ZFS's own), so a line is always one dataset.
     """
-    width = len(DATASET_COLUMNS) + len(user_properties)
-    n = len(DATASET_COLUMNS)
-    tenant_at = n + user_properties.index(tenant_property)
-    extra = [(i, p) for i, p in enumerate(user_properties, n) if p != tenant_property]
+    width = len(DATASET_COLUMNS)
     lineno = 0
     for line in lines:
         lineno += 1
@@ -126,11 +142,103 @@ def dataset_rows(
                 f"fields, got {len(parts)}: {line[:120]!r}"
             )
         vals = [None if p == "-" else p for p in parts]
-        props = None
-        if extra:
-            d = {p: vals[i] for i, p in extra if vals[i] is not None}
-            props = json.dumps(d, sort_keys=True) if d else None
-        yield (node, pool_of(parts[0]), *vals[:n], vals[tenant_at], props, now, run_id)
+        got = props_of(parts[0])
+        tenant = got.get(tenant_property)
+        extra = {k: v for k, v in got.items() if k != tenant_property}
+        props = json.dumps(extra, sort_keys=True) if extra else None
+        yield (node, pool_of(parts[0]), *vals, tenant, props, now, run_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# user properties: `zfs get -j`, and what to do when ZFS cuts it short
+
+
+def _read_values(transport: Transport, argv: list[str],
+                 add: Callable[[UserPropertyValue], None]) -> tuple[str | None, list[str]]:
+    """Run one `zfs get -j` and pass each value to `add`. Returns the dataset at which ZFS
+    cut its output short (None when it did not) and the names it could not open (then it
+    printed nothing at all: the caller asks again without them)."""
+    res = transport.stream(argv)
+    cut = None
+    try:
+        for rec in parse_get_json(res):
+            add(rec)
+    except OutputCut as exc:
+        cut = exc.name
+        for _ in res:  # the rest (there is none: ZFS stopped printing)
+            pass
+    if res.exit_status == 0:
+        return cut, []
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    missing = [m.group(1) for ln in lines if (m := _MISSING.match(ln))]
+    if res.exit_status != 1 or not missing or len(missing) != len(lines):
+        raise RemoteCommandError(transport.node, argv, res.exit_status, res.stderr)
+    return cut, missing
+
+
+def _get_values(job: _Job, names: Sequence[str], sources: Sequence[str],
+                add: Callable[[UserPropertyValue], None], *, recursive: bool = False
+                ) -> str | None:
+    """The user property values of `names` (of their trees, `recursive`), from `sources`.
+    Names that are gone meanwhile are left out. Returns where ZFS cut the output short."""
+    todo = list(names)
+    while True:
+        argv = zfs_get_user_properties(job.inv.user_properties, todo, recursive=recursive,
+                                       sources=sources)
+        cut, missing = _read_values(job.transport, argv, add)
+        if not missing:
+            return cut
+        gone = set(missing)
+        todo = [n for n in todo if n not in gone]
+        if not todo:
+            return None
+
+
+def _raw_values(job: _Job, name: str, sources: Sequence[str],
+                add: Callable[[UserPropertyValue], None]) -> None:
+    """`name`'s values one property at a time with -H, where the whole output is the value:
+    exact whatever bytes it holds (bytes that are not UTF-8 read as U+FFFD)."""
+    for prop in job.inv.user_properties:
+        res = job.transport.run(zfs_get_raw_value(prop, name), check=False)
+        if res.exit_status != 0:
+            if _MISSING.match(res.stderr.strip()):
+                return  # destroyed meanwhile
+            raise RemoteCommandError(job.node, res.argv, res.exit_status, res.stderr)
+        got = parse_raw_value(res.stdout)
+        if got is not None and got[0].split(" ", 1)[0] in sources:
+            add(UserPropertyValue(name, prop, got[1], got[0].split(" ", 1)[0]))
+
+
+def _resume_values(job: _Job, cut: str | None, listed: Callable[[], Iterable[str]],
+                   sources: Sequence[str], add: Callable[[UserPropertyValue], None]) -> int:
+    """After `zfs get -j` stopped at dataset `cut` (a value that is not UTF-8, which ZFS's
+    JSON printer cannot print): read that dataset's values with -H, then ask again for the
+    datasets after it, in the order of `listed()` (the `zfs list` order, which is `zfs get`'s
+    too), FETCH_BATCH names per command. Only a node holding such a value pays for this.
+    Returns how many datasets were read with -H."""
+    raw = 0
+    while cut is not None:
+        _raw_values(job, cut, sources, add)
+        raw += 1
+        at, batch = cut, []
+        cut = None
+        # the datasets after `at`; all of them if `at` is not listed (gone meanwhile)
+        after = not any(name == at for name in listed())
+        for name in listed():
+            if not after:
+                after = name == at
+                continue
+            if "#" in name:
+                continue
+            batch.append(name)
+            if len(batch) == FETCH_BATCH:
+                cut = _get_values(job, batch, sources, add)
+                batch = []
+                if cut is not None:
+                    break
+        if cut is None and batch:
+            cut = _get_values(job, batch, sources, add)
+    return raw
 
 
 def _spool(lines: Iterable[str], spool: IO[str], tick: Callable[[int], None]) -> None:
@@ -250,19 +358,38 @@ def _full_node(
     datasets), then applied in short transactions (mirror.write_datasets_chunked), so other
     writers wait at most one chunk."""
     node, transport, inv = job.node, job.transport, job.inv
-    argv = zfs_list(job.host.pools, user_properties=inv.user_properties)
+    argv = zfs_list(job.host.pools)
     job.progress(node, "listing", 0)
     listed_at = time.time()  # the rows are as of now: a row written later by another is newer
+    values = UserProperties()
     with _spool_file(job.mirror_path, node) as spool:
+        # the user properties are read while the node lists (each command walks every
+        # dataset; at 100k+ both take minutes), over the same connection
+        ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"xfleet-props-{node}")
         try:
-            _spool(transport.lines(argv), spool, lambda c: job.progress(node, "listing", c))
-        except OSError as exc:
-            raise _spool_error(job.mirror_path, node, exc) from None
+            got = ex.submit(_get_values, job, list(job.host.pools), SET_SOURCES, values.add,
+                            recursive=True)
+            try:
+                _spool(transport.lines(argv), spool,
+                       lambda c: job.progress(node, "listing", c))
+            except OSError as exc:
+                raise _spool_error(job.mirror_path, node, exc) from None
+            cut = got.result()
+        finally:  # on an error or Ctrl-C, do not wait for the other command
+            ex.shutdown(wait=False, cancel_futures=True)
+
+        def listed() -> Iterator[str]:
+            spool.seek(0)
+            for ln in spool:
+                yield ln.split("\t", 1)[0]
+
+        _resume_values(job, cut, listed, SET_SOURCES, values.add)
+        spool.seek(0)
         conn = mirror.connect(job.mirror_path)
         try:
             job.progress(node, "writing", 0)
             rows = dataset_rows((ln.rstrip("\n") for ln in spool), node, job.run_id,
-                                inv.user_properties, inv.tenant_property, listed_at)
+                                values.effective, inv.tenant_property, listed_at)
             written = mirror.write_datasets_chunked(
                 conn, rows, what=f"the listing of {node}", lock=job.lock,
                 on_batch=lambda c: job.progress(node, "writing", c))
@@ -283,7 +410,8 @@ def _full_node(
                 for e in events or ():
                     if e.is_history and e.pool in txgs and e.txg is not None:
                         txgs[e.pool] = e.txg
-                last = events[-1] if events else None
+                readable = [e for e in events or () if e.eid != UNREADABLE]
+                last = readable[-1] if readable else None
                 mirror.save_checkpoint(
                     conn, node, eid=(last.eid if last else 0) if events is not None else None,
                     stamp=last.stamp if last else None, txgs=txgs, load_guids=load_guids,
@@ -319,8 +447,26 @@ def new_events(cp_eid: int | None, cp_stamp: str | None,
                events: list[ZEvent]) -> tuple[list[ZEvent], str | None]:
     """The events after the checkpoint, and why the queue cannot vouch for every change since
     the checkpoint (None when it can): ids restarted (reboot, module reload), or lost from the
-    front of the queue (overflow of its ~512 events, or `zpool events -c`)."""
+    front of the queue (overflow of its ~512 events, or `zpool events -c`), or an event after
+    the checkpoint that could not be read whole, or ids out of order (events.UNREADABLE: a
+    property value whose line breaks imitate the event format)."""
     last = cp_eid or 0
+    seen = [i for i, e in enumerate(events) if 0 <= e.eid <= last]
+    unreadable = [e for e in events[seen[-1] + 1 if seen else 0:] if e.eid == UNREADABLE]
+    events = [e for e in events if e.eid != UNREADABLE]
+    fresh, gap = _new_events(last, cp_stamp, events)
+    if gap is None and unreadable:
+        where = f" (on {unreadable[0].dsname})" if unreadable[0].dsname else ""
+        gap = f"an event after event {last} could not be read whole{where}: a property value " \
+            "with line breaks that imitate the event format"
+    if gap is None and any(b.eid <= a.eid for a, b in itertools.pairwise(fresh)):
+        gap = "event ids out of order: a property value with line breaks that imitate the " \
+            "event format"
+    return fresh, gap
+
+
+def _new_events(last: int, cp_stamp: str | None,
+                events: list[ZEvent]) -> tuple[list[ZEvent], str | None]:
     if not events:
         return [], ("the event queue is empty (cleared, or the node restarted)"
                     if last > 0 else None)
@@ -346,6 +492,8 @@ class _Fetch:
     lines: int = 0
     missing: list[str] = field(default_factory=list)
     trees: list[str] = field(default_factory=list)
+    # user property values of the fetched datasets, as ZFS resolves them (inherited too)
+    values: dict[str, dict[str, str]] = field(default_factory=dict)
     # when the fetch began: its rows are as of then (a row another writer stored later is
     # newer and is not overwritten; mirror._UPSERT_SQL)
     at: float = field(default_factory=time.time)
@@ -355,25 +503,34 @@ def _fetch(job: _Job, p: Plan, spool: IO[str]) -> _Fetch:
     """`zfs list -Hp -t all -o COLUMNS [-r] NAME...`, one command per batch of names: the
     commands grow with the number of changed names, never with the node's size."""
     out = _Fetch(spool, trees=list(p.trees))
-    props = job.inv.user_properties
+
+    def add(rec: UserPropertyValue) -> None:
+        out.values.setdefault(rec.name, {})[rec.property] = rec.value
+
     for recursive, names in ((False, p.exact), (True, p.trees)):
         for i in range(0, len(names), FETCH_BATCH):
             batch = names[i:i + FETCH_BATCH]
-            argv = zfs_list(batch, user_properties=props) if recursive else \
-                zfs_list(names=batch, user_properties=props)
+            argv = zfs_list(batch) if recursive else zfs_list(names=batch)
             res = job.transport.stream(argv)
-            seen: set[str] = set()
+            seen: list[str] = []
             for line in res:
                 if line:
                     spool.write(line + "\n")
-                    seen.add(line.split("\t", 1)[0])
+                    seen.append(line.split("\t", 1)[0])
                     out.lines += 1
             if res.exit_status != 0:
                 other = [ln for ln in res.stderr.splitlines()
                          if ln.strip() and not _MISSING.match(ln)]
                 if other or res.exit_status != 1:
                     raise RemoteCommandError(job.node, argv, res.exit_status, res.stderr)
-            out.missing.extend(n for n in batch if n not in seen)
+            found = set(seen)
+            out.missing.extend(n for n in batch if n not in found)
+            # then the user properties of what was found (one `zfs get -j` per batch)
+            ask = [n for n in batch if n in found and "#" not in n]
+            if ask:
+                cut = _get_values(job, ask, EFFECTIVE_SOURCES, add, recursive=recursive)
+                _resume_values(job, cut, seen.__iter__,
+                               EFFECTIVE_SOURCES, add)
     spool.seek(0)
     return out
 
@@ -397,12 +554,18 @@ def _history_touches(job: _Job, pool: str, since: int) -> tuple[list[Touch], int
     out: list[Touch] = []
     covered = False
     newest = since
+    last = None
     for rec in parse_history(job.transport.lines(zpool_history(pool)), pool):
         if rec.txg <= since and (rec.tail or since == rec.txg):
             covered = True
         if rec.txg >= since:
             out.extend(touches(rec.op, rec.dsname, rec.detail))
             newest = max(newest, rec.txg)
+        last = rec.txg
+    if last is not None and last < since:
+        # a checkpoint later than every record: a txg that a property value made up (text
+        # imitating a record) was taken for real; the history cannot vouch from there
+        return None
     return (out, newest) if covered else None
 
 
@@ -586,7 +749,8 @@ def _incremental_node(
                              (time.time(), node))
             if gap_text:
                 mirror.record_gap(conn, node, gap_text)
-            last = events[-1] if events else None
+            readable = [e for e in events if e.eid != UNREADABLE]
+            last = readable[-1] if readable else None
             mirror.save_checkpoint(
                 conn, node, eid=last.eid if last else (cp.eid if not gap else 0),
                 stamp=last.stamp if last else (cp.stamp if not gap else None),
@@ -642,8 +806,8 @@ def _apply(
     mirror.track_pool_deltas(conn)
     if not conn.in_transaction:
         mirror.begin(conn, f"the changes of {node}")
-    rows = dataset_rows(source, node, job.run_id, inv.user_properties, inv.tenant_property,
-                        fetched.at)
+    rows = dataset_rows(source, node, job.run_id, lambda name: fetched.values.get(name, {}),
+                        inv.tenant_property, fetched.at)
     written = mirror.write_datasets(conn, rows)
     removed = mirror.delete_trees(conn, node, fetched.missing)
     removed += mirror.delete_trees(

@@ -14,6 +14,7 @@ Each node's watch state (pid, heartbeat, state) is in the mirror's `nodes` table
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import socket
@@ -27,7 +28,7 @@ from typing import Any
 
 from xfleet import mirror
 from xfleet.errors import TransportError, XfleetError
-from xfleet.events import ZEvent, parse_events, zpool_events
+from xfleet.events import UNREADABLE, ZEvent, parse_events, zpool_events
 from xfleet.inventory import Inventory
 from xfleet.sync import apply_events, sync
 from xfleet.transport import Connections
@@ -222,12 +223,16 @@ class Watcher:
     def _apply(self, node: str, batch: list[ZEvent]) -> None:
         st = self.status[node]
         last = st.last_eid or 0
+        seen = [i for i, e in enumerate(batch) if 0 <= e.eid <= last]
+        unreadable = any(e.eid == UNREADABLE for e in batch[seen[-1] + 1 if seen else 0:])
         fresh = [e for e in batch if e.eid > last]  # the stream starts with the queue: skip
-        if not fresh:
+        if not fresh and not unreadable:
             return
-        if fresh[0].eid != last + 1:
-            # ids jumped (lost events) or restarted: the incremental sync judges the gap and
-            # catches up from history or reconciles.
+        if unreadable or fresh[0].eid != last + 1 or \
+                any(b.eid != a.eid + 1 for a, b in itertools.pairwise(fresh)):
+            # ids jumped (lost events), restarted, or an event could not be read whole (a
+            # property value imitating the event format): the incremental sync judges the gap
+            # and catches up from history or reconciles.
             self._update(node, last_eid=self._sync(node))
             return
         r = apply_events(self.inv, self.path, node, self.conns.get(node), fresh)

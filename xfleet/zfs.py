@@ -7,9 +7,11 @@ real OpenZFS (tests/fixtures/real/).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from xfleet.errors import XfleetError
 from xfleet.names import pool_of, validate_dataset, validate_pool
@@ -373,3 +375,228 @@ def parse_status(text: str) -> list[PoolStatus]:
             cur[key] = (cur[key] + " " + raw.strip()).strip()
     flush()
     return pools
+
+
+# ---------------------------------------------------------------------------------------------
+# user properties: `zfs get -j`, the one format in which any value survives
+#
+# ZFS lets a user property's value hold any character, tab and newline included, and prints
+# it raw in `-H` output, where one hostile value would shift columns or forge whole lines.
+# Full syncs therefore list native columns with `zfs list -H` (names and native values cannot
+# hold a tab or a newline) and user properties with `zfs get -j` (JSON, every value quoted).
+
+# Sources a full sync asks for: values set on the dataset itself; the rest is inherited,
+# resolved by UserProperties.effective the way ZFS resolves it.
+SET_SOURCES: tuple[str, ...] = ("local", "received")
+# Sources a fetch of named datasets asks for: with "inherited", ZFS resolves the values.
+EFFECTIVE_SOURCES: tuple[str, ...] = ("local", "received", "inherited")
+USER_PROPERTY_TYPES = "filesystem,volume,snapshot"  # bookmarks have no user properties
+# ZFS's JSON printer escapes by the locale's character set: in the C locale it stops at the
+# first byte above 127. UTF-8 is asked for explicitly, whatever the node's default.
+JSON_LOCALE: tuple[str, ...] = ("env", "LC_ALL=C.UTF-8")
+
+
+def zfs_get_user_properties(
+    properties: Sequence[str],
+    names: Sequence[str] = (),
+    *,
+    recursive: bool = False,
+    sources: Sequence[str] = SET_SOURCES,
+) -> list[str]:
+    """`zfs get -j -p -s SOURCES -t filesystem,volume,snapshot [-r] PROPS [NAME...]` (in the
+    UTF-8 locale). Note: `zfs get -j` prints nothing at all when one NAME does not exist."""
+    if not properties:
+        raise ValueError("zfs_get_user_properties: no properties")
+    for prop in properties:
+        validate_user_property(prop)
+    argv = [*JSON_LOCALE, "zfs", "get", "-j", "-p", "-s", ",".join(sources),
+            "-t", USER_PROPERTY_TYPES]
+    if recursive:
+        argv.append("-r")
+    argv.append(",".join(properties))
+    argv.extend(validate_dataset(n) for n in names)
+    return argv
+
+
+def zfs_get_raw_value(prop: str, name: str) -> list[str]:
+    """`zfs get -H -p -o source,value PROP NAME`: one property of one dataset, so the whole
+    output is `SOURCE<tab>VALUE<newline>` whatever bytes VALUE holds (parse_raw_value)."""
+    return ["zfs", "get", "-H", "-p", "-o", "source,value", validate_user_property(prop),
+            validate_dataset(name)]
+
+
+def parse_raw_value(stdout: str) -> tuple[str, str] | None:
+    """(source, value) from zfs_get_raw_value's output; None when the property is not set
+    (source '-')."""
+    text = stdout[:-1] if stdout.endswith("\n") else stdout
+    source, tab, value = text.partition("\t")
+    if not tab:
+        raise ParseError(f"unexpected zfs get -H -o source,value output: {stdout[:120]!r}")
+    if source == "-":
+        return None
+    return source, value
+
+
+@dataclass(frozen=True, slots=True)
+class UserPropertyValue:
+    """One property of one dataset in `zfs get -j` output."""
+
+    name: str
+    property: str
+    value: str
+    source: str  # local, received, inherited (lower case, as -H prints its first word)
+
+
+class OutputCut(ParseError):
+    """`zfs get -j` output that ends part-way through a dataset: ZFS's JSON printer stops,
+    and still exits 0, at a value that is not valid UTF-8 (OpenZFS 2.3). The datasets before
+    `name` were complete; `name` and every dataset after it are missing."""
+
+    def __init__(self, name: str):
+        super().__init__(f"zfs get -j output stops part-way through {name}: a value that is "
+                         "not valid UTF-8")
+        self.name = name
+
+
+_JSON = json.JSONDecoder()
+_WS = " \t\r\n"
+
+
+class _JsonStream:
+    """A JSON document arriving as lines, read value by value."""
+
+    def __init__(self, pieces: Iterable[str]):
+        self._pieces = iter(pieces)
+        self._buf = ""
+        self._pos = 0
+        self.ended = False
+
+    def _more(self) -> bool:
+        if self.ended:
+            return False
+        for piece in self._pieces:
+            if self._pos > 65536:  # drop what was read: memory stays about one value
+                self._buf, self._pos = self._buf[self._pos:], 0
+            self._buf += piece + "\n"
+            return True
+        self.ended = True
+        return False
+
+    def peek(self) -> str:
+        """The next non-blank character ('' at the end of the input)."""
+        while True:
+            while self._pos < len(self._buf) and self._buf[self._pos] in _WS:
+                self._pos += 1
+            if self._pos < len(self._buf):
+                return self._buf[self._pos]
+            if not self._more():
+                return ""
+
+    def expect(self, char: str) -> None:
+        got = self.peek()
+        if got != char:
+            raise ParseError(f"unexpected zfs get -j output: expected {char!r}, got "
+                             f"{self._buf[self._pos:self._pos + 60]!r}")
+        self._pos += 1
+
+    def value(self) -> Any:
+        self.peek()
+        while True:
+            try:
+                val, end = _JSON.raw_decode(self._buf, self._pos)
+            except json.JSONDecodeError as exc:
+                if self._more():
+                    continue
+                raise ParseError(f"unexpected zfs get -j output: {exc.msg} at "
+                                 f"{self._buf[exc.pos:exc.pos + 60]!r}") from None
+            self._pos = end
+            return val
+
+    def members(self) -> Iterator[str]:
+        """The keys of an object; the caller reads each key's value before the next."""
+        self.expect("{")
+        if self.peek() == "}":
+            self._pos += 1
+            return
+        while True:
+            key = self.value()
+            if not isinstance(key, str):
+                raise ParseError(f"unexpected zfs get -j output: key {key!r} is not a string")
+            self.expect(":")
+            yield key
+            if self.peek() == ",":
+                self._pos += 1
+                continue
+            self.expect("}")
+            return
+
+
+def parse_get_json(pieces: Iterable[str]) -> Iterator[UserPropertyValue]:
+    """`zfs get -j` output, as lines, -> one record per value, made as the document is read
+    (one dataset's object at a time; ZFS prints the document on one line). Empty output
+    yields nothing. Raises OutputCut when the output stops part-way through a dataset."""
+    doc = _JsonStream(pieces)
+    if doc.peek() == "":
+        return
+    for key in doc.members():
+        if key != "datasets":
+            doc.value()  # output_version
+            continue
+        for name in doc.members():
+            try:
+                entry = doc.value()
+            except ParseError:
+                if doc.ended:
+                    raise OutputCut(name) from None
+                raise
+            props = entry.get("properties") if isinstance(entry, dict) else None
+            if not isinstance(props, dict):
+                raise ParseError(f"unexpected zfs get -j output for {name!r}: no properties")
+            for prop, got in props.items():
+                src = got.get("source") if isinstance(got, dict) else None
+                if not isinstance(src, dict) or not isinstance(got.get("value"), str):
+                    raise ParseError(f"unexpected zfs get -j output for {name!r} {prop}: "
+                                     f"{str(got)[:120]}")
+                yield UserPropertyValue(name, prop, got["value"],
+                                        str(src.get("type", "-")).lower())
+    if doc.peek() != "":
+        raise ParseError("unexpected zfs get -j output: text after the JSON document")
+
+
+class UserProperties:
+    """A node's user property values as set on each dataset, resolved the way ZFS resolves
+    them: a dataset without its own value inherits its parent's, a snapshot its dataset's;
+    bookmarks have none. Holds only the datasets that have a value of their own (typically
+    one per tenant filesystem or volume), never one entry per dataset."""
+
+    def __init__(self) -> None:
+        self._own: dict[str, dict[str, str]] = {}
+        self._heads: dict[str, dict[str, str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._own)
+
+    def add(self, rec: UserPropertyValue) -> None:
+        self._own.setdefault(rec.name, {})[rec.property] = rec.value
+        self._heads.clear()
+
+    def effective(self, name: str) -> dict[str, str]:
+        if "#" in name:
+            return {}
+        head, at, _ = name.partition("@")
+        out = self._heads.get(head)
+        if out is None:
+            out = {}
+            parts = head.split("/")
+            for i in range(1, len(parts) + 1):
+                own = self._own.get("/".join(parts[:i]))
+                if own:
+                    out.update(own)
+            if len(self._heads) > 4096:
+                self._heads.clear()
+            self._heads[head] = out
+        if at:
+            own = self._own.get(name)
+            if own:
+                return {**out, **own}
+        return out

@@ -2,6 +2,7 @@
 
     python -m xfleet.lab.capture [--node lab1] [--out tests/fixtures/real] [--state-dir DIR]
     python -m xfleet.lab.capture --ops [--node lab1] [--out tests/fixtures/real]
+    python -m xfleet.lab.capture --hostile [--node lab1] [--out tests/fixtures/real]
 
 It recreates pool `tank` on the node (destroying what was there), plays the scenario of
 `xfleet.lab.scenario.default_scenario`, then saves the output of the exact commands xfleet runs
@@ -26,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from xfleet import zfs
+from xfleet.lab import hostile, ssh
 from xfleet.lab import scenario as sc
-from xfleet.lab import ssh
 from xfleet.lab.errors import LabError
 from xfleet.lab.paths import Progress, emit
 from xfleet.lab.vm import POOL, LabState, recreate_pool
@@ -418,8 +419,76 @@ Every file is the verbatim stdout of one command run on a lab node after the sce
 | `scenario.json` | the steps played (replayable by the simulator), versions, the dataset names |
 
 The exact argv of each file is in `scenario.json` under `commands`.
-""" + _OPS_README
+""" + _OPS_README + _HOSTILE_README
     readme.write_text(head + body)
+
+
+_HOSTILE_README = """
+## Hostile user property values (`--hostile`)
+
+`.venv/bin/python -m xfleet.lab.capture --hostile` stores the values of `xfleet/lab/hostile.py`
+(tabs and newlines forging `zfs list` lines, quotes, control characters, DEL, an emoji, 8191
+bytes, bytes that are not UTF-8) under `tank/hostile` on a fresh pool and writes six files (text
+as xfleet reads it: bytes that are not UTF-8 as U+FFFD):
+
+- `zfs_get_json_cut.txt`: `zfs.zfs_get_user_properties([xfleet:tenant, xfleet:note], [tank],
+  recursive=True)`; ZFS stops mid-value at `tank/hostile/bad` (not UTF-8), and exits 0;
+- `zfs_get_raw_value.txt`: `zfs.zfs_get_raw_value("xfleet:tenant", "tank/hostile/bad")`;
+- `zfs_get_json_missing.txt`: that `zfs get -j` (with `-s local,received,inherited`) of an
+  existing and a missing name: `exit=N`, then `--- stdout` (empty) and `--- stderr`;
+- `zfs_get_json_hostile.txt`: the first command again, after
+  `zfs inherit xfleet:tenant tank/hostile/bad`;
+- `zpool_events_hostile.txt`: `zpool events -H -v` after `hostile.changes("lab1")` (values
+  imitating an event and a history record, a value over two lines);
+- `zpool_history_hostile.txt`: `zpool history -il tank`, then.
+"""
+
+
+HOSTILE_FILES = ("zfs_get_json_cut.txt", "zfs_get_raw_value.txt", "zfs_get_json_missing.txt",
+                 "zfs_get_json_hostile.txt", "zpool_events_hostile.txt",
+                 "zpool_history_hostile.txt")
+
+
+def capture_hostile(
+    node: str = "lab1",
+    out: Path = DEFAULT_OUT,
+    *,
+    state_dir: Path | None = None,
+    progress: Progress = None,
+) -> dict[str, str]:
+    """Store the values of xfleet.lab.hostile on a fresh pool and write what ZFS prints of
+    them (HOSTILE_FILES; text as xfleet reads it: bytes that are not UTF-8 as U+FFFD)."""
+    lab = LabState.load(state_dir)
+    ep = lab.endpoint(node)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def run(argv: Sequence[str], check: bool = True) -> ssh.Result:
+        return ssh.run(ep, argv, check=check, timeout=900)
+
+    emit(progress, f"{node}: recreating pool {POOL}")
+    recreate_pool(lab, node)
+    run(sc.commands_argv(hostile.commands(POOL)))
+    fs = f"{POOL}/{hostile.ROOT}"
+    props = [sc.TENANT, hostile.NOTE]
+    texts: dict[str, str] = {}
+    texts["zfs_get_json_cut.txt"] = run(
+        zfs.zfs_get_user_properties(props, [POOL], recursive=True)).stdout
+    texts["zfs_get_raw_value.txt"] = run(zfs.zfs_get_raw_value(sc.TENANT, f"{fs}/bad")).stdout
+    missing = run(zfs.zfs_get_user_properties(props, [f"{fs}/tab@s1", f"{fs}/nope"],
+                                              sources=zfs.EFFECTIVE_SOURCES), check=False)
+    texts["zfs_get_json_missing.txt"] = (f"exit={missing.exit_status}\n--- stdout\n"
+                                         f"{missing.stdout}--- stderr\n{missing.stderr}")
+    run(["zfs", "inherit", sc.TENANT, f"{fs}/bad"])
+    texts["zfs_get_json_hostile.txt"] = run(
+        zfs.zfs_get_user_properties(props, [POOL], recursive=True)).stdout
+    for argv in hostile.changes(node, POOL):
+        run(argv)
+    texts["zpool_events_hostile.txt"] = run(["zpool", "events", "-H", "-v"]).stdout
+    texts["zpool_history_hostile.txt"] = run(["zpool", "history", "-il", POOL]).stdout
+    for name in HOSTILE_FILES:
+        (out / name).write_text(texts[name])
+        emit(progress, f"{node}: {name} ({len(texts[name])} characters)")
+    return texts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -430,10 +499,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--state-dir", type=Path, default=None, help="lab state directory")
     ap.add_argument("--ops", action="store_true",
                     help="capture the change feed of ops_scenario instead (3 files only)")
+    ap.add_argument("--hostile", action="store_true",
+                    help="capture what ZFS prints of xfleet.lab.hostile's values instead "
+                    "(the 6 files of HOSTILE_FILES only)")
     args = ap.parse_args(argv)
+    fn = capture_ops if args.ops else capture_hostile if args.hostile else capture
     try:
-        (capture_ops if args.ops else capture)(args.node, args.out, state_dir=args.state_dir,
-                progress=lambda m: print(m, file=sys.stderr, flush=True))
+        fn(args.node, args.out, state_dir=args.state_dir,
+           progress=lambda m: print(m, file=sys.stderr, flush=True))
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -188,6 +188,12 @@ def script_argv(steps: Sequence[Step], *, prepare: bool = True) -> list[str]:
     `prepare`), stopping at the first that fails and naming it on stderr: a whole scenario
     in one round trip instead of one per step (each costs ~0.5 s on a TCG lab node)."""
     argvs = ([prepare_argv()] if prepare else []) + [a for s in steps for a in step_argv(s)]
+    return commands_argv(argvs)
+
+
+def commands_argv(argvs: Sequence[Sequence[str]]) -> list[str]:
+    """One `sh` command that runs `argvs` in order, stopping at the first that fails and
+    naming it on stderr."""
     lines = ["set -u"]
     for i, argv in enumerate(argvs, 1):
         cmd = quote_command(argv)  # the one place argument lists become shell words
