@@ -6,6 +6,7 @@ never reported as failed because the mirror was busy; killed syncs do not stay `
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli, wait_for, write_sim_inventory
+from conftest import PATIENCE, ROOT, run_cli, wait_for, write_sim_inventory
 
 from xfleet import mirror
 from xfleet.errors import MirrorError
@@ -90,6 +91,32 @@ def test_a_long_full_sync_never_blocks_the_other_writers(tmp_path: Path) -> None
     assert runs[killed["id"]]["status"] == "interrupted"
     assert "ended before it finished" in runs[killed["id"]]["error"]
     assert [r["status"] for r in runs.values()][-1] == "ok"
+
+
+# `python -m xfleet` with SIGINT as a terminal leaves it: a suite started as a background job
+# (CI runners, nohup, `make test &`) hands its children SIGINT ignored, and Python keeps it so
+INTERACTIVE = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "runpy.run_module('xfleet', run_name='__main__', alter_sys=True)")
+
+
+def test_ctrl_c_stops_a_long_full_sync_at_once_and_its_run_says_so(tmp_path: Path) -> None:
+    # the listing alone takes ~150 s (2000 volumes at 40 rows/s): Ctrl-C must not wait for it
+    inv = write_sim_inventory(tmp_path / "fleet.yaml", {
+        "slow": {"seed": 1, "volumes": 2000, "rows_per_second": 40}})
+    db = tmp_path / "mirror.db"
+    argv = [sys.executable, "-c", INTERACTIVE, "-i", str(inv), "sync", "--full", "--node",
+            "slow"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    try:
+        wait_for(lambda: _listing(db, "slow"), "the full sync of slow to be listing")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=PATIENCE)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 130 and "interrupted" in err, (proc.returncode, err[-2000:])
+    assert [r["status"] for r in _runs(db, "slow")] == ["interrupted"]
 
 
 def test_a_writer_that_meets_the_lock_waits_and_says_what_for(

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, write_sim_inventory
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from xfleet import inventory, zfs
 from xfleet.events import UNREADABLE, parse_events, parse_history
@@ -228,7 +230,8 @@ def mirrored(db: Path, prefix: str) -> dict[str, tuple[str | None, dict[str, str
     try:
         return {name: (tenant, json.loads(props) if props else {}) for name, tenant, props in
                 conn.execute("SELECT name, tenant, user_properties FROM datasets WHERE "
-                             "name = ? OR name LIKE ? ORDER BY name", (prefix, prefix + "/%"))}
+                             "name = ? OR name LIKE ? OR name LIKE ? ORDER BY name",
+                             (prefix, prefix + "/%", prefix + "@%"))}
     finally:
         conn.close()
 
@@ -257,3 +260,53 @@ def test_full_and_incremental_sync_mirror_every_hostile_value(tmp_path: Path) ->
     fresh = tmp_path / "fresh.db"
     assert sync(inv, fresh, full=True).ok
     assert mirrored(fresh, "tank") == mirrored(db, "tank")  # incremental == full
+
+
+# ---------------------------------------------------------------------------------------------
+# any value at all, on the simulator (property-based)
+
+# Text a user property can hold: any character but NUL, including lone surrogates (the
+# surrogate escapes of bytes that are not UTF-8) and characters beyond U+FFFF.
+any_value = st.text(st.characters(exclude_characters="\x00", codec=None), max_size=60)
+
+
+def as_mirrored(value: str) -> str:
+    """What the mirror must hold for `value`: with a byte that is not UTF-8, ZFS's JSON stops
+    and the -H read gives the exact value with U+FFFD for each such byte; otherwise the JSON
+    value, without the characters beyond U+FFFF that ZFS's printer drops."""
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return hostile.shown(value)
+
+
+@pytest.fixture(scope="module")
+def synced_node(tmp_path_factory: pytest.TempPathFactory) -> tuple[Inventory, SimTransport, Path]:
+    tmp = tmp_path_factory.mktemp("anyvalue")
+    inv, t = sim_node(tmp, volumes=3)
+    db = tmp / "mirror.db"
+    assert sync(inv, db, full=True).ok
+    t.run(["zfs", "create", "-s", "-V", "8M", "tank/any"])
+    t.run(["zfs", "snapshot", "tank/any@s"])
+    return inv, t, db
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=any_value)
+@example(value="x\"\n\nDec  5 2026 03:42:24.412000000\tsysevent.fs.zfs.history_event\n"
+               "        eid = 0x1\n")
+@example(value="\udcff")
+@example(value="a\n        history_dsname = \"tank/t0000\"\nb")
+def test_any_value_is_mirrored_by_incremental_and_full_syncs(
+        synced_node: tuple[Inventory, SimTransport, Path], value: str) -> None:
+    inv, t, db = synced_node
+    t.run(["zfs", "set", f"{TENANT}={value}", "tank/any"])
+    inc = sync(inv, db)
+    assert inc.ok, inc.to_dict()
+    want = as_mirrored(value)
+    got = mirrored(db, "tank/any")
+    assert got == {"tank/any": (want, {}), "tank/any@s": (want, {})}, inc.to_dict()
+    fresh = db.with_name("fresh.db")
+    fresh.unlink(missing_ok=True)
+    assert sync(inv, fresh, full=True).ok
+    assert mirrored(fresh, "tank/any") == got

@@ -30,8 +30,8 @@ def mirrored(db: Path, prefix: str) -> dict[str, tuple[str | None, dict[str, str
     try:
         return {name: (tenant, json.loads(props) if props else {}) for name, tenant, props in
                 conn.execute("SELECT name, tenant, user_properties FROM datasets WHERE "
-                             "node = ? AND (name = ? OR name LIKE ?)",
-                             (NODE, prefix, prefix + "/%"))}
+                             "node = ? AND (name = ? OR name LIKE ? OR name LIKE ?)",
+                             (NODE, prefix, prefix + "/%", prefix + "@%"))}
     finally:
         conn.close()
 
