@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,13 @@ from xfleet import mirror, query  # noqa: E402
 from xfleet.inventory import Host, load  # noqa: E402
 from xfleet.sim import SimTransport  # noqa: E402
 from xfleet.sync import dataset_rows  # noqa: E402
-from xfleet.zfs import DATASET_COLUMNS, zfs_list  # noqa: E402
+from xfleet.zfs import (  # noqa: E402
+    DATASET_COLUMNS,
+    UserProperties,
+    parse_get_json,
+    zfs_get_user_properties,
+    zfs_list,
+)
 
 USER_PROPS = ("xfleet:tenant",)
 
@@ -85,20 +92,30 @@ def bench_ingest(workdir: Path, volumes: int) -> dict[str, float]:
                    text=True, check=True, capture_output=True)
     import_s = time.perf_counter() - t0
 
-    # xfleet's ingest (parse + executemany upsert in one transaction) of the same rows
+    # the user properties as a full sync reads them (zfs get -j of the set values, parsed)
+    t0 = time.perf_counter()
+    values = UserProperties()
+    for rec in parse_get_json(SimTransport(host).lines(
+            zfs_get_user_properties(USER_PROPS, ["tank"], recursive=True))):
+        values.add(rec)
+    props_s = time.perf_counter() - t0
+
+    # xfleet's ingest (parse, inheritance resolved per row, executemany upsert in one
+    # transaction) of the same rows: the native columns, as sync lists them
     db = workdir / "ingest.db"
     conn = mirror.connect(db)
     conn.execute("BEGIN IMMEDIATE")
     t0 = time.perf_counter()
     with tsv.open() as f:
-        rows = dataset_rows((line.rstrip("\n") for line in f), "big", 1, USER_PROPS,
-                            "xfleet:tenant", time.time())
+        rows = dataset_rows((line.rstrip("\n").rsplit("\t", 1)[0] for line in f), "big", 1,
+                            values.effective, "xfleet:tenant", time.time())
         written = mirror.write_datasets(conn, rows)
     conn.execute("COMMIT")
     ingest_s = time.perf_counter() - t0
     conn.close()
     assert written == n
     return {"rows": n, "sim_generate_s": gen_s, "sqlite_import_s": import_s,
+            "props_s": props_s, "props_set": len(values),
             "xfleet_ingest_s": ingest_s, "import_rows_per_s": n / import_s,
             "xfleet_rows_per_s": n / ingest_s, "ratio": import_s / ingest_s}
 
@@ -165,7 +182,7 @@ def main() -> None:
     inv = write_inventory(workdir, volumes)
     load(inv)
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, SQLite {mirror.sqlite3.sqlite_version}")
+          f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
     print(f"sim node: {volumes} volumes\n")
     ing = bench_ingest(workdir, volumes)
     print("1. ingest of the same rows")
@@ -176,6 +193,8 @@ def main() -> None:
           f"{ing['xfleet_rows_per_s']:>12,.0f} rows/s")
     print(f"   ratio xfleet/.import      {ing['ratio']:>10.2f}   (target >= 0.6)")
     print(f"   (sim generation alone     {ing['sim_generate_s']:>10.2f} s)")
+    print(f"   zfs get -j: set values    {ing['props_set']:>12,}   read and parsed in "
+          f"{ing['props_s']:.2f} s (sim generation included)")
     syn = bench_sync(workdir, inv)
     print("2. full sync of the sim node (CLI, child process)")
     print(f"   wall                      {syn['sync_wall_s']:>10.2f} s "
