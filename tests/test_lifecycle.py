@@ -434,3 +434,58 @@ def test_execute_routes_changes_through_libzfs_core(fleet: Fleet,
     assert [c[0] for c in fake.calls] == ["lzc_snapshot"] and len(fake.calls[0][1][0]) == 20
     assert [tuple(r) for r in conn.execute("SELECT via FROM lifecycle_log")] == [
         ("libzfs_core",)]
+
+
+class _MirrorTakenAfterSnapshot(SimTransport):
+    """A node whose `zfs snapshot` is followed by another writer taking the mirror's write
+    lock (and keeping it): the change is made, and the mirror cannot record it."""
+
+    def __init__(self, host: Any, state_dir: Path, db: Path):
+        super().__init__(host, state_dir=state_dir)
+        self.db = db
+        self.holder: sqlite3.Connection | None = None
+
+    def run(self, argv: Any, **kw: Any) -> Any:
+        res = super().run(argv, **kw)
+        if list(argv[:2]) == ["zfs", "snapshot"] and self.holder is None:
+            self.holder = sqlite3.connect(self.db, isolation_level=None,
+                                          check_same_thread=False)
+            self.holder.execute("BEGIN IMMEDIATE")
+        return res
+
+
+def test_a_change_the_mirror_cannot_record_is_reported_as_done_and_unrecorded(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Journal before acting, reconcile after: a snapshot made on the node is never reported
+    as failed because the mirror was busy; the result says what ran and what was not recorded,
+    the journal row stays 'started', and a sync brings the mirror up to date."""
+    inv, _, _ = fleet
+    monkeypatch.setattr(mirror, "WRITE_PATIENCE", 1.0)  # the other writer keeps the lock
+    conn = mirror.connect(inv.mirror)
+    plan = lifecycle.plan_snapshot(conn, lifecycle.resolve(conn, ["tank/app/db"]), "busy")
+    conn.close()
+    node = _MirrorTakenAfterSnapshot(inv.hosts["n1"], inv.state_dir, inv.mirror)
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        conns.use("n1", node)
+        out = lifecycle.execute(inv, inv.mirror, plan, conns)
+    assert node.holder is not None
+    node.holder.execute("ROLLBACK")
+    node.holder.close()
+    n1 = out.nodes[0]
+    assert n1.ok and n1.error is None and n1.done == ["n1: zfs snapshot tank/app/db@busy"], \
+        out.to_dict()
+    assert len(n1.unrecorded) == 2, n1.unrecorded
+    assert n1.unrecorded[0].startswith("n1: zfs snapshot tank/app/db@busy: done on n1, but "
+                                       "the mirror could not record it")
+    assert "stays 'started'" in n1.unrecorded[0]
+    assert "xfleet sync --node n1" in n1.unrecorded[1]
+    assert node.run(["zfs", "list", "-H", "-o", "name", "tank/app/db@busy"]).ok  # it was made
+    conn = mirror.connect(inv.mirror)
+    try:
+        assert [r[0] for r in conn.execute(
+            "SELECT state FROM lifecycle_log WHERE argv LIKE '%@busy%'")] == ["started"]
+        assert sync(inv, nodes=["n1"]).ok
+        assert conn.execute("SELECT count(*) FROM datasets WHERE name = 'tank/app/db@busy'"
+                            ).fetchone()[0] == 1
+    finally:
+        conn.close()
