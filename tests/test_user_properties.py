@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, write_sim_inventory
+from conftest import ROOT, run_cli, write_sim_inventory
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +25,7 @@ from xfleet.inventory import Inventory
 from xfleet.lab import hostile
 from xfleet.sim import SimTransport
 from xfleet.sync import new_events, sync
+from xfleet.text import printable
 from xfleet.zfs import (
     EFFECTIVE_SOURCES,
     OutputCut,
@@ -310,3 +311,29 @@ def test_any_value_is_mirrored_by_incremental_and_full_syncs(
     fresh.unlink(missing_ok=True)
     assert sync(inv, fresh, full=True).ok
     assert mirrored(fresh, "tank/any") == got
+
+
+# ---------------------------------------------------------------------------------------------
+# shown on a terminal: a value is text, never escape sequences or markup
+
+
+def test_printable_escapes_what_would_drive_a_terminal() -> None:
+    assert printable("\x1b]0;title\x07\x1b[2J\x1b[31mred\nline\tcol\r\x7f\x9b") == (
+        "\\x1b]0;title\\x07\\x1b[2J\\x1b[31mred\\nline\\tcol\\r\\x7f\\x9b")
+    assert printable("evil\u202etxt.exe \u200b") == "evil\\u202etxt.exe \\u200b"
+    assert printable("ünï € [bold]x[/] 😀") == "ünï € [bold]x[/] 😀"
+
+
+def test_ls_shows_hostile_values_as_text(tmp_path: Path) -> None:
+    """A tenant value with terminal escape sequences and Rich markup: `xfleet ls` neither
+    writes the escapes to the terminal nor fails on the markup (it crashed on '[/]')."""
+    inv, t = sim_node(tmp_path)
+    value = "\x1b]0;pwned\x07\x1b[2J[/] [bold]x\nline"
+    t.run(["zfs", "create", "-s", "-V", "8M", "-o", f"{TENANT}={value}", "tank/esc"])
+    assert sync(inv, inv.mirror, full=True).ok
+    res = run_cli("-i", str(inv.path), "ls", "--where", "name=tank/esc")
+    assert res.code == 0 and "Traceback" not in res.err, res.err
+    assert "\x1b" not in res.out and "\x07" not in res.out, repr(res.out)
+    assert "\\x1b]0;pwned\\x07\\x1b[2J[/] [bold]x\\nline" in res.out.replace("\n", ""), res.out
+    shown = run_cli("-i", str(inv.path), "ls", "--json", "--where", "name=tank/esc")
+    assert json.loads(shown.out)[0]["tenant"] == value  # JSON keeps the value exact

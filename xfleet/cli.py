@@ -121,6 +121,9 @@ def _emit(
             n += 1
         return n
     from rich.table import Table
+    from rich.text import Text
+
+    from xfleet.text import printable
 
     table = Table(title=title, box=None, header_style="bold", pad_edge=False)
     for c in columns:
@@ -128,7 +131,8 @@ def _emit(
         table.add_column(c.upper(), justify="right" if numeric else "left",
                          overflow="fold")
     for row in rows:
-        table.add_row(*(_fmt(c, row.get(c)) for c in columns))
+        # Text, not markup: a value such as '[/]' is a value; control characters are escaped
+        table.add_row(*(Text(printable(_fmt(c, row.get(c)))) for c in columns))
         n += 1
     console = _console()
     console.print(table)

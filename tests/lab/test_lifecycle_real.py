@@ -58,8 +58,9 @@ def test_snapshot_is_one_command_per_pool_whatever_the_count(lab: Lab, db: Path)
     assert few.code == 0, few.explain()
     many = lab.xfleet("snapshot", "--tenant", "lc", "--name", "many", "--json", mirror=db)
     assert many.code == 0, many.explain()
-    # the change, then the mirror's batched re-fetch: the same for 3 and 12 volumes
-    assert few.json()["commands"] == many.json()["commands"] == 2
+    # the change, then the mirror's batched re-fetch (the listing, the user properties): the
+    # same for 3 and 12 volumes
+    assert few.json()["commands"] == many.json()["commands"] == 3
     snaps = lab.run(NODE, ["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r",
                            "tank/lc"]).stdout.split()
     assert sum(s.endswith("@many") for s in snaps) == 12
@@ -77,7 +78,7 @@ def test_set_and_resize_in_batches_and_validation(lab: Lab, db: Path) -> None:
     res = lab.xfleet("set", "compression=zstd", "xfleet:tier=free", "--tenant", "lc", "--yes",
                      "--json", mirror=db)
     assert res.code == 0, res.explain()
-    assert res.json()["commands"] == 2
+    assert res.json()["commands"] == 3  # the set, the re-fetch's listing and properties
     got = lab.run(NODE, ["zfs", "get", "-H", "-o", "value", "-r", "-t", "volume",
                          "compression", "tank/lc"]).stdout.split()
     assert got == ["zstd"] * 12
@@ -88,7 +89,7 @@ def test_set_and_resize_in_batches_and_validation(lab: Lab, db: Path) -> None:
     grow = lab.xfleet("resize", "--tenant", "lc", "--size", "+16M", "--yes", "--json",
                       mirror=db)
     assert grow.code == 0, grow.explain()
-    assert grow.json()["commands"] == 2  # one `zfs set volsize=` for all, one re-fetch
+    assert grow.json()["commands"] == 3  # one `zfs set volsize=` for all, one re-fetch (2)
     # a sparse volume's resize posts no zpool event: the re-fetch is what updates the mirror
     assert one(db, "SELECT volsize FROM datasets WHERE name = ?", VOLS[5]) == 80 << 20
     assert lab.run(NODE, ["zfs", "get", "-Hp", "-o", "value", "volsize", VOLS[5]]

@@ -505,3 +505,29 @@ async def test_fleet_view_shows_a_live_watch_and_refreshes_with_it(fleet: Path) 
             if "live (watch)" not in screen_text(app):
                 break
         assert "live (watch)" not in screen_text(app)
+
+
+async def test_a_hostile_tenant_value_is_shown_as_text(fleet: Path) -> None:
+    """Terminal escape sequences and Rich markup in a user property value (ZFS lets a tenant
+    store any character): shown escaped, as text, in the table and the detail view."""
+    conn = mirror.connect(fleet / "mirror.db")
+    vol = conn.execute("SELECT name FROM datasets WHERE type='volume' AND node='n1' "
+                       "ORDER BY name LIMIT 1").fetchone()[0]
+    hostile = "\x1b[2J[/] [bold]evil\nline"
+    conn.execute("UPDATE datasets SET tenant = ?, user_properties = ? WHERE node='n1' AND "
+                 "name = ?", (hostile, '{"xfleet:note": "[red]x\\u001b[31m"}', vol))
+    conn.commit()
+    conn.close()
+    app = make(fleet, start="vols")
+    async with app.run_test(size=(220, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *vol.rsplit("/", 1)[1], "enter")
+        await until(pilot, lambda: vol in [r["name"] for r in table(app).rows][:3],
+                    f"the filter to show {vol} first")
+        text = screen_text(app)
+        assert "\\x1b[2J" in text and "\x1b" not in text, text  # (the column is narrow)
+        app.push_screen(DetailView("n1", vol))
+        await settle(pilot)
+        text = screen_text(app)
+        assert "\\x1b[2J[/] [bold]evil\\nline" in text and "\x1b" not in text, text
+        assert "[red]x\\x1b[31m" in text, text

@@ -28,6 +28,7 @@ from textual.widget import Widget
 from textual.worker import get_current_worker
 
 from xfleet.paging import Count, Filter, Key, Pager, Row, Sort
+from xfleet.text import printable
 from xfleet.units import format_age, format_size
 
 CHUNK = 200  # rows per read (one read serves several pages)
@@ -523,7 +524,7 @@ class VirtualTable(Widget, can_focus=True):
         else:
             style = _ROW
         now = self.clock()
-        strip = Strip(self._cells([c.text(row, now) for c in self.columns], style))
+        strip = Strip(self._cells([printable(c.text(row, now)) for c in self.columns], style))
         return strip.adjust_cell_length(width, style)
 
     def position_label(self) -> str:

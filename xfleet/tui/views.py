@@ -23,6 +23,7 @@ from textual.widgets.tree import TreeNode
 from xfleet import query
 from xfleet.errors import XfleetError
 from xfleet.paging import Filter, Sort, has_index, parse_filter
+from xfleet.text import printable
 from xfleet.tui import operations
 from xfleet.tui.table import SORT_KEYS, VirtualTable
 from xfleet.units import format_age, format_size
@@ -704,9 +705,9 @@ class DetailView(BaseView):
                 shown = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v)) + " UTC"
             else:
                 shown = "-" if v is None else str(v)
-            t.add_row(col, shown)
+            t.add_row(col, Text(printable(shown)))  # Text: a value is never markup
         for k, v in (r.get("user_properties") or {}).items():
-            t.add_row(k, str(v))
+            t.add_row(k, Text(printable(str(v))))
         t.add_row("children", str(d.children))
         return t
 
@@ -890,7 +891,7 @@ class CompView(BaseView):
                 t.add_column(h, justify="right" if right else "left")
             for name, n, logical, physical, possible in rows:
                 saved = (logical or 0) - (physical or 0)
-                cells: list[Any] = [str(name), f"{n:,}", format_size(logical),
+                cells: list[Any] = [Text(printable(str(name))), f"{n:,}", format_size(logical),
                                     format_size(physical),
                                     Text(format_size(abs(saved)),
                                          style="green" if saved > 0 else "red")]
