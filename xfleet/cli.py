@@ -578,7 +578,7 @@ def watch_cmd(c: Ctx, nodes: tuple[str, ...], refresh_interval: float,
                               soft_wrap=True, highlight=False)
             elif st.error or st.state.startswith(("following", "stopped", "reconnecting")):
                 console.print(f"{st.node}: {st.state}" + (f" ({st.error})" if st.error else ""),
-                              highlight=False)
+                              highlight=False, markup=False)  # an error quotes the node
 
     watcher = Watcher(inv, path, list(nodes), refresh_interval=refresh_interval,
                       reconcile_interval=reconcile_interval, on_change=changed)

@@ -274,7 +274,7 @@ def register(cli: click.Group) -> None:
 
             def progress(x: Any) -> None:
                 if isinstance(x, estimate.Failure):
-                    console.print(f"[red]{x.node}:{x.name}: {x.error}[/]")
+                    console.print(f"{x.node}:{x.name}: {x.error}", style="red", markup=False)
 
             with Connections(inv.hosts, trust_store=inv.trust_store,
                              state_dir=inv.state_dir) as conns:
