@@ -20,12 +20,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from xfleet import inventory, zfs
+from xfleet.errors import XfleetError
 from xfleet.events import UNREADABLE, parse_events, parse_history
 from xfleet.inventory import Inventory
 from xfleet.lab import hostile
 from xfleet.sim import SimTransport
-from xfleet.sync import new_events, sync
+from xfleet.sync import _read_values, new_events, sync
 from xfleet.text import printable
+from xfleet.transport import LocalTransport
 from xfleet.zfs import (
     EFFECTIVE_SOURCES,
     OutputCut,
@@ -337,3 +339,13 @@ def test_ls_shows_hostile_values_as_text(tmp_path: Path) -> None:
     assert "\\x1b]0;pwned\\x07\\x1b[2J[/] [bold]x\\nline" in res.out.replace("\n", ""), res.out
     shown = run_cli("-i", str(inv.path), "ls", "--json", "--where", "name=tank/esc")
     assert json.loads(shown.out)[0]["tenant"] == value  # JSON keeps the value exact
+
+
+def test_a_zfs_without_json_output_is_said_plainly() -> None:
+    """OpenZFS before 2.3 answers `zfs get -j` with its usage (exit 2): the sync says what the
+    node lacks, not a usage text. The stderr below is the older zfs's own first line."""
+    t = LocalTransport("old")
+    old = ["sh", "-c", "echo \"invalid option 'j'\" >&2; echo usage: >&2; exit 2"]
+    with pytest.raises(XfleetError) as exc:
+        _read_values(t, old, lambda _: None)
+    assert "OpenZFS 2.3 or later" in exc.value.message and exc.value.where == "old"

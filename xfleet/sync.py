@@ -170,6 +170,12 @@ def _read_values(transport: Transport, argv: list[str],
     if res.exit_status == 0:
         return cut, []
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    if lines and lines[0].strip() == "invalid option 'j'":
+        raise XfleetError(
+            f"{transport.node}'s zfs has no JSON output (`zfs get -j`, OpenZFS 2.3 or later)",
+            where=transport.node,
+            hint="xfleet reads user properties as JSON, the one format in which any value "
+            "survives; upgrade the node's OpenZFS to 2.3 or later")
     missing = [m.group(1) for ln in lines if (m := _MISSING.match(ln))]
     if res.exit_status != 1 or not missing or len(missing) != len(lines):
         raise RemoteCommandError(transport.node, argv, res.exit_status, res.stderr)
