@@ -131,6 +131,10 @@ def dataset_rows(
     """
     width = len(DATASET_COLUMNS)
     lineno = 0
+    # rows come in `zfs list` order: a volume's snapshots, a tenant's volumes share one dict
+    last: dict[str, str] | None = None
+    tenant: str | None = None
+    props: str | None = None
     for line in lines:
         lineno += 1
         parts = line.split("\t")
@@ -143,9 +147,11 @@ def dataset_rows(
             )
         vals = [None if p == "-" else p for p in parts]
         got = props_of(parts[0])
-        tenant = got.get(tenant_property)
-        extra = {k: v for k, v in got.items() if k != tenant_property}
-        props = json.dumps(extra, sort_keys=True) if extra else None
+        if got is not last:
+            last = got
+            tenant = got.get(tenant_property)
+            extra = {k: v for k, v in got.items() if k != tenant_property}
+            props = json.dumps(extra, sort_keys=True) if extra else None
         yield (node, pool_of(parts[0]), *vals, tenant, props, now, run_id)
 
 

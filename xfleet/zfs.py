@@ -581,22 +581,26 @@ class UserProperties:
         self._heads.clear()
 
     def effective(self, name: str) -> dict[str, str]:
+        """The values `name` has. Datasets without values of their own get their parent's
+        dict itself (the same object), so a caller may cache per dict while rows go by."""
         if "#" in name:
             return {}
         head, at, _ = name.partition("@")
-        out = self._heads.get(head)
-        if out is None:
-            out = {}
-            parts = head.split("/")
-            for i in range(1, len(parts) + 1):
-                own = self._own.get("/".join(parts[:i]))
-                if own:
-                    out.update(own)
-            if len(self._heads) > 4096:
-                self._heads.clear()
-            self._heads[head] = out
+        out = self._of(head)
         if at:
             own = self._own.get(name)
             if own:
                 return {**out, **own}
+        return out
+
+    def _of(self, head: str) -> dict[str, str]:
+        out = self._heads.get(head)
+        if out is None:
+            parent, slash, _ = head.rpartition("/")
+            base = self._of(parent) if slash else {}
+            own = self._own.get(head)
+            out = {**base, **own} if own else base
+            if len(self._heads) > 65536:
+                self._heads.clear()
+            self._heads[head] = out
         return out
