@@ -108,6 +108,13 @@ _STR = "history_internal_str"
 UNREADABLE = -1
 
 
+def unreadable_after(events: Sequence[ZEvent], eid: int) -> list[ZEvent]:
+    """The UNREADABLE events that come after event `eid` in the queue's order (those before
+    it were judged when the checkpoint was taken)."""
+    seen = [i for i, e in enumerate(events) if 0 <= e.eid <= eid]
+    return [e for e in events[seen[-1] + 1 if seen else 0:] if e.eid == UNREADABLE]
+
+
 def _unquote(value: str) -> str:
     value = value.rstrip(" ")
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':

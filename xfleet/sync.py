@@ -40,6 +40,7 @@ from xfleet.events import (
     parse_history,
     plan,
     touches,
+    unreadable_after,
     zpool_events,
     zpool_history,
 )
@@ -463,8 +464,7 @@ def new_events(cp_eid: int | None, cp_stamp: str | None,
     the checkpoint that could not be read whole, or ids out of order (events.UNREADABLE: a
     property value whose line breaks imitate the event format)."""
     last = cp_eid or 0
-    seen = [i for i, e in enumerate(events) if 0 <= e.eid <= last]
-    unreadable = [e for e in events[seen[-1] + 1 if seen else 0:] if e.eid == UNREADABLE]
+    unreadable = unreadable_after(events, last)
     events = [e for e in events if e.eid != UNREADABLE]
     fresh, gap = _new_events(last, cp_stamp, events)
     if gap is None and unreadable:

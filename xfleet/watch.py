@@ -28,7 +28,7 @@ from typing import Any
 
 from xfleet import mirror
 from xfleet.errors import TransportError, XfleetError
-from xfleet.events import UNREADABLE, ZEvent, parse_events, zpool_events
+from xfleet.events import ZEvent, parse_events, unreadable_after, zpool_events
 from xfleet.inventory import Inventory
 from xfleet.sync import apply_events, sync
 from xfleet.transport import Connections
@@ -223,8 +223,7 @@ class Watcher:
     def _apply(self, node: str, batch: list[ZEvent]) -> None:
         st = self.status[node]
         last = st.last_eid or 0
-        seen = [i for i, e in enumerate(batch) if 0 <= e.eid <= last]
-        unreadable = any(e.eid == UNREADABLE for e in batch[seen[-1] + 1 if seen else 0:])
+        unreadable = bool(unreadable_after(batch, last))
         fresh = [e for e in batch if e.eid > last]  # the stream starts with the queue: skip
         if not fresh and not unreadable:
             return
