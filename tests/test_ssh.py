@@ -764,6 +764,40 @@ def test_ctrl_c_in_each_closes_the_streams_and_does_not_wait_for_them(sshd: SSHD
              "the remote command to stop with its connection")
 
 
+def test_a_worker_holding_its_transport_when_each_is_interrupted_starts_nothing(
+        sshd: SSHD) -> None:
+    # the race behind a Ctrl-C that hung at exit: a worker had its transport in hand (but no
+    # command running) when the interrupt came; its next command used to reconnect and run
+    # to its end (a whole listing) while the interpreter waited for it on the way out
+    hosts = {"n1": sshd.host("n1"), "n2": sshd.host("n2")}
+    held = threading.Event()
+    outcome: list[BaseException | str] = []
+    done = threading.Event()
+
+    def work(node: str, t: Transport) -> str:
+        if node == "n2":
+            assert held.wait(PATIENCE), "n1 never got its transport"
+            raise KeyboardInterrupt  # as Ctrl-C reaches the caller of each()
+        held.set()
+        try:
+            wait_for(lambda: t.cancelled, "each() to cancel n1's transport")
+            outcome.append(t.run(["echo", "ran after the interrupt"]).stdout)
+        except BaseException as exc:  # noqa: BLE001 - the outcome is what the test checks
+            outcome.append(exc)
+        finally:
+            done.set()
+        return "n1"
+
+    conns = Connections(hosts)
+    with pytest.raises(KeyboardInterrupt):
+        conns.each(["n2", "n1"], work, parallel=2)  # n2's interrupt is the first result
+    assert done.wait(PATIENCE), "the n1 worker never finished"
+    assert len(outcome) == 1 and isinstance(outcome[0], TransportError), outcome
+    assert "interrupted" in str(outcome[0]) and "echo was not started" in str(outcome[0])
+    with pytest.raises(TransportError, match="interrupted"):
+        conns.get("n1")  # nor does a new connection open
+
+
 def test_each_keeps_going_when_nodes_fail(sshd: SSHD) -> None:
     hosts = {
         "ok1": sshd.host("ok1"),

@@ -2384,7 +2384,7 @@ class SimTransport(Transport):
             out = self._dispatch(argv, ctx)
             rate = self.settings.rows_per_second
             if rate > 0:
-                out = _throttle(out, rate)
+                out = _throttle(out, rate, lambda: self._epoch != epoch)
             for line in out:
                 if self._epoch != epoch:  # closed meanwhile: like a dropped SSH connection
                     raise TransportError("the connection was closed while the command ran",
@@ -4249,11 +4249,12 @@ def _destroy_order_iter(view: _View, pool: str) -> Iterator[Rec]:
     yield from ordered(chunk)
 
 
-def _throttle(lines: Iterator[str], rate: float) -> Iterator[str]:
+def _throttle(lines: Iterator[str], rate: float, closed: Callable[[], bool]) -> Iterator[str]:
+    """`lines` at `rate` lines a second; waits in short slices so that a connection closed
+    meanwhile (`closed()`) ends the stream at once, as a dropped SSH connection does."""
     start = time.monotonic()
     for n, line in enumerate(lines, 1):
         if n % 256 == 0:
-            ahead = n / rate - (time.monotonic() - start)
-            if ahead > 0:
-                time.sleep(ahead)
+            while (ahead := n / rate - (time.monotonic() - start)) > 0 and not closed():
+                time.sleep(min(ahead, 0.05))
         yield line

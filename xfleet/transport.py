@@ -145,6 +145,15 @@ class Transport(ABC):
         self.received = 0  # bytes of stdout received (tests assert it follows the changes)
         self._tally = threading.Lock()  # commands may run from several threads at once
         self.history: list[list[str]] = []
+        self.cancelled = False  # set by cancel(): every later command is refused
+
+    def cancel(self) -> None:
+        """Close the connection for good: Ctrl-C or SIGTERM in the caller. A command already
+        running ends as a dropped connection does, and a command started later (by a worker
+        that held this transport when the interrupt came) is refused at once instead of
+        connecting again and running to its end while the process waits on its way out."""
+        self.cancelled = True
+        self.close()
 
     @abstractmethod
     def _stream(
@@ -159,6 +168,9 @@ class Transport(ABC):
 
     def _start(self, argv: Sequence[str]) -> list[str]:
         args = check_argv(argv)
+        if self.cancelled:
+            raise TransportError(f"interrupted (Ctrl-C or SIGTERM): {args[0]} was not started",
+                                 where=self.node)
         with self._tally:
             self.commands += 1
             self.history.append(args)
@@ -1633,7 +1645,11 @@ class Connections:
             pool.shutdown(wait=False, cancel_futures=True)
             with self._lock:  # a worker that has not connected yet must not connect now
                 self._interrupted = True
-            self.close()
+                opened = list(self._open.values())
+                self._open.clear()
+            for t in opened:  # nor may one that holds its transport start a command now
+                with contextlib.suppress(Exception):
+                    t.cancel()
             raise
         pool.shutdown(wait=True)
         return results
