@@ -92,7 +92,8 @@ def test_client_follows_target_stop_and_start(lab: Lab, client: str, tmp_path: P
 
             probes = [probe.start(lab.state, client, devices[node]) for node in NODES]
             assert len({p.name for p in probes}) == 2  # own state files per device
-            time.sleep(3)
+            for p in probes:  # I/O flows on both devices before the target goes
+                p.wait_writes()
 
             # lab1's target goes away: its controller reconnects, lab2's stays live
             target_pkg.stop_service(lab.state, "lab1")
@@ -107,14 +108,16 @@ def test_client_follows_target_stop_and_start(lab: Lab, client: str, tmp_path: P
             assert down.namespaces == by[nqns["lab1"]].namespaces  # the namespace stays
             warned = initiator.budget_warnings([down], expected_outage=5, initiator=client)
             assert warned and "not live" in warned[0] and nqns["lab1"] in warned[0]
-            time.sleep(3)
+            live = next(p for p in probes if p.device == devices["lab2"])
+            live.wait_writes()  # lab2's device serves I/O while lab1's target is down
 
             target_pkg.start_service(lab.state, "lab1")
             ctrls = _wait_state(t, nqns["lab1"], want_live=True)
             assert all(c.live for c in ctrls)
             assert {c.nqn: c.namespaces for c in ctrls} == \
                 {c.nqn: c.namespaces for c in by.values()}
-            time.sleep(3)
+            for p in probes:  # and both carry I/O again once it is back
+                p.wait_writes()
 
             results = {p.device: p.stop() for p in probes}
             probes = []

@@ -25,6 +25,7 @@ from xfleet.lab.vm import (
     write_inventory,
 )
 from xfleet.names import validate_dataset
+from xfleet.transport import quote_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -344,3 +345,19 @@ def test_a_scenario_script_runs_every_step_in_order_and_names_the_one_that_faile
     assert bad.returncode == 1
     assert "command 2 of 3 failed: zfs snapshot tank/vols/broken@x" in bad.stderr
     assert len(log.read_text().splitlines()) == 2  # the third never ran
+
+
+def test_a_scaled_scenario_writes_in_smaller_blocks_and_makes_only_the_text_it_needs() -> None:
+    full = scenario.default_scenario("tank")
+    quarter = scenario.scaled(full, 256)
+    assert [{k: v for k, v in s.items() if k != "block_kib"} for s in quarter] == full
+    writes = [(s, q) for s, q in zip(full, quarter, strict=True) if s["op"] == "write"]
+    for s, q in writes:  # the fixtures' scenario is unchanged: dd's default 1M blocks
+        (a,) = scenario.step_argv(s)
+        (b,) = scenario.step_argv(q)
+        assert b == [*a, "256K"] and len(a) == 8
+    # the text source is as big as the biggest text write: 32 MiB, or 8 at a quarter
+    assert scenario.prepare_argv()[3] == "32"
+    for steps, mb in ((full, 32), (quarter, 8)):
+        script = scenario.script_argv(steps)[2]
+        assert script.startswith(f"set -u\n{quote_command(scenario.prepare_argv(mb))} ||")

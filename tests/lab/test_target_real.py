@@ -5,7 +5,6 @@ ready (the driver's readiness check times out with a clear error); rolling back 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -75,7 +74,7 @@ def test_target_upgrade_keeps_identities_and_io(lab: Lab, tmp_path: Path) -> Non
             assert {nqn: (u, g) for nqn, (_, u, g) in seen.items()} == \
                 {e.nqn: (e.uuid, e.nguid) for e in exports}
             io = probe.start(lab.state, "lab2", "/dev/" + seen[exports[0].nqn][0])
-            time.sleep(3)
+            io.wait_writes()  # I/O through this version before the next step
 
             # the upgrade: stage (digest), install + restart, readiness
             drv.stage("1.1", pkgs["1.1"].remote_path, pkgs["1.1"].sha256)
@@ -85,7 +84,7 @@ def test_target_upgrade_keeps_identities_and_io(lab: Lab, tmp_path: Path) -> Non
             assert drv.wait_ready("1.1", timeout=120) == "1.1"
             assert drv.versions().installed == "1.1" and drv.versions().running == "1.1"
             assert drv.exports() == exports  # same NQNs, devices and pinned identities
-            time.sleep(3)
+            io.wait_writes()  # I/O through this version before the next step
 
             # the broken 1.2: exports, but never ready; roll back to 1.1
             drv.restart("1.2", pkgs["1.2"].remote_path)
@@ -94,7 +93,7 @@ def test_target_upgrade_keeps_identities_and_io(lab: Lab, tmp_path: Path) -> Non
             drv.rollback("1.1", pkgs["1.1"].remote_path)
             assert drv.wait_ready("1.1", timeout=120) == "1.1"
             assert drv.versions().installed == "1.1"
-            time.sleep(3)
+            io.wait_writes()  # I/O through this version before the next step
 
             result = io.stop()
             log(f"probe through 1.0 -> 1.1 -> 1.2 (broken) -> 1.1: {result}")

@@ -123,7 +123,8 @@ def _stop(lab: Lab, probes: list[probe.Probe]) -> list[probe.ProbeResult]:
 def _probes(lab: Lab, fleet: Fleet) -> list[probe.Probe]:
     ps = [probe.start(lab.state, CLIENT, dev, name=f"up-{node}")
           for node, dev in fleet.devices.items()]
-    time.sleep(3)  # some I/O before the first restart
+    for p in ps:  # some I/O on every device before the first restart
+        p.wait_writes()
     return ps
 
 

@@ -122,6 +122,9 @@ KbdInteractiveAuthentication no
 UseDNS no
 MaxSessions 64
 MaxStartups 64:30:128
+# No PAM: its session stack (motd, env, limits, loginuid) ran for every command and cost
+# ~0.1 s of each command's ~0.27 s under TCG, and ~0.45 s of each new connection.
+UsePAM no
 """
 
 FSTAB = "/dev/vda / ext4 rw,noatime,errors=remount-ro 0 0\n"

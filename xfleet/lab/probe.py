@@ -6,7 +6,8 @@ checksummed 4 KiB blocks with O_DIRECT over 256 slots of the device and reads ea
 counting every error and mismatch and the longest stall (one write+read round); when told to
 stop it reads every slot back once more and writes its result as JSON. Several probes can run
 at once on one VM, one per device, each with its own state files under `/root/xfleet-probe/`
-(`NAME.stop`, `NAME.json`, `NAME.log`).
+(`NAME.stop`, `NAME.json`, `NAME.log`, and `NAME.json.progress`: its write count, every 10
+writes, which `Probe.wait_writes` waits on).
 
     p = probe.start(lab, "client1", "/dev/nvme0n1")
     ...                         # restart the target
@@ -64,6 +65,10 @@ while fd is not None and not os.path.exists(stop):
         os.preadv(fd, [rbuf], slot * BS); st["reads"] += 1
         if bytes(rbuf) != block(seq):
             st["mismatches"] += 1
+        if st["writes"] % 10 == 0:  # progress, for tests to wait on I/O instead of on time
+            with open(out + ".progress.tmp", "w") as f:
+                f.write("%d\n" % st["writes"])
+            os.replace(out + ".progress.tmp", out + ".progress")
     except OSError as exc:
         note(str(exc))
         time.sleep(0.2)
@@ -122,6 +127,26 @@ class Probe:
         res = self._run(["pgrep", "-f", "--", f"{PROGRAM_PATH} {self.device} "], check=False)
         return res.exit_status == 0
 
+    def writes(self) -> int:
+        """Blocks written so far (as of the probe's last progress note, every 10 writes)."""
+        res = self._run(["cat", self._path("json.progress")], check=False)
+        return int(res.stdout) if res.exit_status == 0 and res.stdout.strip().isdigit() else 0
+
+    def wait_writes(self, more: int = 20, *, timeout: float = 120.0) -> int:
+        """Wait until the probe has written `more` blocks beyond what it had written when
+        called (so a phase of a test is proven to have carried I/O, whatever the machine's
+        speed); returns the count. Raises LabError if it does not get there in `timeout`."""
+        want = self.writes() + more
+        deadline = time.monotonic() + timeout
+        while (n := self.writes()) < want:
+            if time.monotonic() > deadline:
+                log = self._run(["tail", "-n", "20", self._path("log")], check=False).stdout
+                raise LabError(f"{self.vm}: probe {self.name} on {self.device} wrote {n} "
+                               f"blocks, not {want}, within {timeout:.0f}s",
+                               hint=f"running: {self.running()}; its log:\n{log}")
+            time.sleep(0.2)
+        return n
+
     def stop(self, *, timeout: float = 120.0) -> ProbeResult:
         """Tell the probe to stop, wait for its result (it reads every slot back first)."""
         self._run(["touch", self._path("stop")])
@@ -165,7 +190,7 @@ def start(lab: LabState, vm: str, device: str, *, name: str | None = None) -> Pr
     ssh.run(ep, ["sh", "-c", 'mkdir -p "$1" && base64 -d > "$2.$$" && mv -f "$2.$$" "$2"',
                  "sh", DIR, PROGRAM_PATH], input=base64.b64encode(PROGRAM.encode()).decode())
     stop, out, log = p._path("stop"), p._path("json"), p._path("log")
-    ssh.run(ep, ["rm", "-f", stop, out, out + ".tmp", log])
+    ssh.run(ep, ["rm", "-f", stop, out, out + ".tmp", log, out + ".progress"])
     ssh.run(ep, ["sh", "-c", 'setsid python3 "$1" "$2" "$3" "$4" > "$5" 2>&1 < /dev/null &',
                  "sh", PROGRAM_PATH, device, stop, out, log])
     return p

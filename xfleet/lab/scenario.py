@@ -22,16 +22,16 @@ TENANT = "xfleet:tenant"
 TEXT_FILE = "/root/xfleet-text.bin"
 TEXT_MB = 32
 
-# Writes `count` MiB from a source file to the zvol named $1 at offset `seek` MiB.
+# Writes `count` blocks of `bs` from a source file to the zvol named $1 at block `seek`.
 _WRITE_SH = r"""set -eu
-name="$1"; src="$2"; count="$3"; seek="$4"
+name="$1"; src="$2"; count="$3"; seek="$4"; bs="${5:-1M}"
 # zvol_id (and so /dev/zvol/...) shows a space in a dataset name as '+'
 want=$(printf '%s' "$name" | tr ' ' '+')
 udevadm settle
 for d in /dev/zd*; do
     case "$d" in *p[0-9]*) continue ;; esac
     if [ "$(/usr/lib/udev/zvol_id "$d" 2>/dev/null)" = "$want" ]; then
-        dd if="$src" of="$d" bs=1M count="$count" seek="$seek" iflag=fullblock conv=fsync \
+        dd if="$src" of="$d" bs="$bs" count="$count" seek="$seek" iflag=fullblock conv=fsync \
             status=none
         exit 0
     fi
@@ -42,12 +42,12 @@ exit 1
 
 # Builds the compressible text source once on the node (deterministic content).
 _TEXT_PY = f"""
-import random
+import random, sys
 rnd = random.Random(7)
 words = "select insert update delete from where tenant volume snapshot clone commit".split()
 with open({TEXT_FILE!r}, "w") as f:
     n = 0
-    while n < {TEXT_MB} * 1024 * 1024:
+    while n < int(sys.argv[1]) * 1024 * 1024:
         line = "%08d %s %s %s id=%d\\n" % (n, rnd.choice(words), rnd.choice(words),
                                            rnd.choice(words), rnd.randrange(100000))
         f.write(line)
@@ -79,6 +79,18 @@ def _vol(
 
 def _write(name: str, source: str, mb: int, at_mb: int = 0) -> Step:
     return {"op": "write", "name": name, "source": source, "size_mb": mb, "offset_mb": at_mb}
+
+
+def scaled(steps: Sequence[Step], block_kib: int) -> list[Step]:
+    """`steps` with every write's size and offset counted in blocks of `block_kib` KiB
+    instead of MiB: the same datasets, snapshots and history with a fraction of the data
+    (the sync test plays the fixtures' scenario at 256 KiB: a quarter of the writes, which
+    are most of its time under TCG)."""
+    return [{**s, "block_kib": block_kib} if s["op"] == "write" else dict(s) for s in steps]
+
+
+def _write_bytes(step: Step) -> int:
+    return int(step["size_mb"]) * int(step.get("block_kib", 1024)) * 1024
 
 
 def _snap(name: str) -> Step:
@@ -166,8 +178,9 @@ def step_argv(step: Step) -> list[list[str]]:
         sparse = ["-s"] if step["sparse"] else []
         return [["zfs", "create", *sparse, "-V", step["volsize"], *popts, step["name"]]]
     if op == "write":
+        bs = [f"{step['block_kib']}K"] if "block_kib" in step else []
         return [["sh", "-c", _WRITE_SH, "xfleet-write", step["name"], SOURCES[step["source"]],
-                 str(step["size_mb"]), str(step["offset_mb"])]]
+                 str(step["size_mb"]), str(step["offset_mb"]), *bs]]
     if op == "snapshot":
         return [["zfs", "snapshot", step["name"]]]
     if op == "set":
@@ -187,8 +200,9 @@ def script_argv(steps: Sequence[Step], *, prepare: bool = True) -> list[str]:
     """One `sh` command that performs all `steps` in order (after `prepare_argv` when
     `prepare`), stopping at the first that fails and naming it on stderr: a whole scenario
     in one round trip instead of one per step (each costs ~0.5 s on a TCG lab node)."""
-    argvs = ([prepare_argv()] if prepare else []) + [a for s in steps for a in step_argv(s)]
-    return commands_argv(argvs)
+    text = [_write_bytes(s) for s in steps if s["op"] == "write" and s["source"] == "text"]
+    first = [prepare_argv(-(-max(text) // MiB))] if prepare and text else []
+    return commands_argv(first + [a for s in steps for a in step_argv(s)])
 
 
 def commands_argv(argvs: Sequence[Sequence[str]]) -> list[str]:
@@ -203,9 +217,10 @@ def commands_argv(argvs: Sequence[Sequence[str]]) -> list[str]:
     return ["sh", "-c", "\n".join(lines)]
 
 
-def prepare_argv() -> list[str]:
-    """Create the compressible text source on the node (once)."""
-    return ["python3", "-c", _TEXT_PY]
+def prepare_argv(mb: int = TEXT_MB) -> list[str]:
+    """Create the compressible text source on the node: its first `mb` MiB (the same bytes
+    whatever the size; python under TCG writes ~1 MiB/s of it)."""
+    return ["python3", "-c", _TEXT_PY, str(mb)]
 
 
 def failing_commands(pool: str = "tank") -> Sequence[list[str]]:

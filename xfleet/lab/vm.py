@@ -301,10 +301,12 @@ def _seed_tar(lab: LabState, node: NodeInfo, hostid: str) -> bytes:
         "authorized_keys": lab.identity_file.with_suffix(".pub").read_bytes(),
         "ssh_host_ed25519_key": (ndir / "ssh_host_ed25519_key").read_bytes(),
         "ssh_host_ed25519_key.pub": (ndir / "ssh_host_ed25519_key.pub").read_bytes(),
-        "network/10-wan.network": (
-            f"[Match]\nMACAddress={wan_mac}\n\n[Network]\nAddress=10.0.2.15/24\n"
-            "Gateway=10.0.2.2\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
-        ).encode(),
+        # early.sh configures the NIC itself; networkd must leave it alone: configuring the
+        # address early.sh had set failed after ~30 s of networkd spinning at 85 % of a vCPU
+        # (~100 s of CPU in every boot, "Failed to configure address: Numerical result out
+        # of range")
+        "network/10-wan.network": f"[Match]\nMACAddress={wan_mac}\n\n[Link]\nUnmanaged=yes\n"
+        .encode(),
         # run by xfleet-lab-init before networkd: the NIC sshd is reached through, and the
         # bridge br0 over the private links (networkd leaves both alone: no .network matches)
         "early.sh": _EARLY_SH.replace("@MAC@", wan_mac).replace(
