@@ -28,8 +28,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check xfleet tests
 	$(BIN)/mypy
 
-# Everything but the lab (quick inner loop), on both cores (pytest-xdist).
-UNIT_JOBS ?= 2
+# Everything but the lab (quick inner loop), in 3 pytest-xdist workers on the 2 cores: many
+# tests wait on subprocesses and sshd, so a third worker cut the wall time ~25 % (196 s vs 242-280 s).
+UNIT_JOBS ?= 3
 unit: $(STAMP)
 	$(BIN)/pytest -q -n $(UNIT_JOBS) -m "not lab" --durations=15
 

@@ -704,6 +704,12 @@ from xfleet.transport import Connections
 
 hosts = {name: Host(name=name, **settings) for name, settings in json.loads(sys.argv[1]).items()}
 ended = []
+_out = threading.Lock()
+
+def say(*words):  # one whole line per write: the main thread and a worker print at once
+    with _out:
+        sys.stdout.write(" ".join(map(str, words)) + "\\n")
+        sys.stdout.flush()
 
 def work(node, t):
     n = 0
@@ -712,21 +718,21 @@ def work(node, t):
         for _ in t.lines(["sh", "-c", "for i in $(seq 600); do echo row; sleep 0.05; done"]):
             n += 1
             if n == 1:
-                print("streaming", node, flush=True)
+                say("streaming", node)
     finally:
         ended.append(node)
-        print("ended", node, n, flush=True)  # n < 600: the stream was cut, not read to its end
+        say("ended", node, n)  # n < 600: the stream was cut, not read to its end
     return n
 
 try:
     Connections(hosts).each(hosts, work, parallel=1)  # n1 streams; n2 waits its turn
-    print("each returned", flush=True)
+    say("each returned")
 except KeyboardInterrupt:
-    print("interrupted", flush=True)
+    say("interrupted")
     for t in threading.enumerate():  # the interrupted stream ends, nothing waits for it
         if t.name.startswith("xfleet-node"):
             t.join(30)
-    print("workers", sorted(ended), flush=True)
+    say("workers", sorted(ended))
 """
 
 

@@ -1348,11 +1348,17 @@ def _zfs_json_string_until_bad(text: str) -> str:
 
 
 def _as_received(value: str) -> str:
-    """A value as it reaches xfleet over SSH: bytes that are not UTF-8 read as U+FFFD."""
+    """A value as it reaches xfleet over SSH: bytes that are not UTF-8 read as U+FFFD. (Its
+    lone surrogates are the escapes of such bytes; any other, which no byte string gives, is
+    sent as its UTF-8-like encoding rather than failing the node's listing.)"""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "replace")
     return value
 
 
