@@ -3,7 +3,9 @@ tests/lab/test_moves_real.py), the journal, and the CLI's refusals."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from conftest import PATIENCE, run_cli, wait_for, write_sim_inventory
 from xfleet import inventory, mirror, moves
 from xfleet.sim import SimTransport
 from xfleet.sync import sync
+from xfleet.transport import LocalTransport
 
 
 @pytest.fixture
@@ -249,3 +252,16 @@ def test_eta_from_rate_and_estimate_never_past_the_end() -> None:
     m.state = "verify"
     assert m.eta is None
     assert "eta" in m.to_dict()
+
+
+def test_sampled_verification_hashes_each_slice_in_one_process(tmp_path: Path) -> None:
+    """The verify program, run as a node runs it: each 1 MiB slice's SHA-256 at its offset,
+    a slice past the end hashing nothing; equal to hashing the slices here."""
+    data = random.Random(3).randbytes(5 * 2**20 + 4096)
+    dev = tmp_path / "vol"
+    dev.write_bytes(data)
+    t = LocalTransport("local")
+    out = t.run(moves.sample_hashes_argv(str(dev), [4, 0, 5, 9])).stdout
+    want = [f"{hashlib.sha256(data[o << 20:(o + 1) << 20]).hexdigest()} {o}" for o in (4, 0, 5, 9)]
+    assert out.splitlines() == want
+    assert t.commands == 1

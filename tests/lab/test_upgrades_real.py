@@ -202,7 +202,7 @@ def test_sigkill_mid_rollout_then_resume_finishes(lab: Lab, fleet: Fleet) -> Non
     rid, state = None, None
     with lab.running_xfleet("upgrade", "target", "1.0", "--allow-downgrade", "--package",
                             fleet.deb("1.0"), "--rollback-package", fleet.deb("1.1"), "--soak",
-                            "20", "--yes", inventory=fleet.inventory,
+                            "8", "--yes", inventory=fleet.inventory,
                             mirror=fleet.mirror) as p:
         for _ in range(300):
             conn = sqlite3.connect(f"file:{fleet.mirror}?mode=ro", uri=True)

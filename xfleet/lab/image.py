@@ -85,10 +85,8 @@ install -d -m 0700 /root/.ssh
 install -m 0600 "$d/authorized_keys" /root/.ssh/authorized_keys
 install -m 0600 "$d/ssh_host_ed25519_key" /etc/ssh/ssh_host_ed25519_key
 install -m 0644 "$d/ssh_host_ed25519_key.pub" /etc/ssh/ssh_host_ed25519_key.pub
-mkdir -p /run/systemd/network
-cp "$d"/network/* /run/systemd/network/
-# Optional early hook from the seed (e.g. configure the NIC sshd is reached through right now:
-# systemd-networkd takes several seconds to start under TCG).
+# The seed's network setup (the NIC sshd is reached through and the private bridge; the image
+# has no systemd-networkd: it cost ~25 s of guest CPU in every boot, for nothing to manage).
 if [ -f "$d/early.sh" ]; then
     sh "$d/early.sh" || echo "xfleet-lab-init: early.sh failed" >&2
 fi
@@ -101,7 +99,7 @@ INIT_UNIT = """\
 Description=xfleet lab: apply this node's seed (hostname, network, SSH keys)
 DefaultDependencies=no
 After=systemd-remount-fs.service local-fs.target
-Before=sysinit.target systemd-networkd.service xfleet-sshd.service
+Before=sysinit.target xfleet-sshd.service
 ConditionPathExists=/usr/local/sbin/xfleet-lab-init
 
 [Service]
@@ -129,13 +127,14 @@ UsePAM no
 
 FSTAB = "/dev/vda / ext4 rw,noatime,errors=remount-ro 0 0\n"
 
-# Load the ZFS module in the background at boot, without zfs-load-module.service's
-# dependency on systemd-udev-settle (8 s under TCG, on the path to sshd).
+# Load the ZFS module in the background from the start of the boot (~25 s of TCG time, beside
+# the rest of the boot on the guest's second vCPU), without zfs-load-module.service's
+# dependency on systemd-udev-settle (8 s under TCG). `xfleet lab up` waits for it over SSH.
 ZFS_LOAD_UNIT = """\
 [Unit]
 Description=xfleet lab: load the ZFS module (without waiting for udev to settle)
 DefaultDependencies=no
-After=systemd-modules-load.service xfleet-sshd.service
+After=systemd-remount-fs.service systemd-modules-load.service
 
 [Service]
 Type=oneshot
@@ -168,8 +167,11 @@ WantedBy=multi-user.target
 """
 
 # A small initrd: only what finds and mounts the virtio root disk (MODULES=most is ~30 MB and
-# costs seconds of TCG time at every boot).
-INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "ext4", "crc32c_generic", "crc32c_intel")
+# costs seconds of TCG time at every boot), and the NIC driver: loaded there, the NICs exist
+# when xfleet-lab-init configures them (left to udev's coldplug they appeared ~40 s into the
+# boot, and sshd waited for them).
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4", "crc32c_generic",
+                     "crc32c_intel")
 
 # Units that only slow a throw-away VM's boot down. Pool import is not on the boot path either:
 # `xfleet lab up` imports or creates the pool over SSH once the node answers.
@@ -198,6 +200,18 @@ MASKED_UNITS: tuple[str, ...] = (
     "nvmf-autoconnect.service",
     "ssh.service",
     "ssh.socket",
+    # nothing for networkd to manage: xfleet-lab-init configures the NICs with `ip`
+    "systemd-networkd.service",
+    "systemd-networkd.socket",
+    # kernel facilities no lab test uses (each a unit started in every boot)
+    "modprobe@drm.service",
+    "modprobe@fuse.service",
+    "modprobe@efi_pstore.service",
+    "systemd-binfmt.service",
+    "proc-sys-fs-binfmt_misc.automount",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "dev-hugepages.mount",
 )
 
 
@@ -297,8 +311,8 @@ rm -f "$r"/etc/ssh/ssh_host_*
 echo MODULES=list > "$r/etc/initramfs-tools/conf.d/xfleet"
 printf '%s\\n' {" ".join(INITRAMFS_MODULES)} >> "$r/etc/initramfs-tools/modules"
 chroot "$r" update-initramfs -u -k all
-chroot "$r" systemctl enable systemd-networkd.service xfleet-lab-init.service \
-    xfleet-zfs-load.service xfleet-sshd.service
+chroot "$r" systemctl enable xfleet-lab-init.service xfleet-zfs-load.service \
+    xfleet-sshd.service
 chroot "$r" systemctl mask {masks}
 echo xfleet-lab > "$r/etc/hostname"
 rm -f "$r/etc/machine-id" "$r/var/lib/dbus/machine-id"
