@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,29 @@ def _socket(t: SSHTransport) -> socket.socket:
     return transport.sock
 
 
+def _holders(inode: str) -> dict[int, str]:
+    """pid -> comm of every process holding socket `inode` (from /proc)."""
+    holders = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == f"socket:[{inode}]":
+                        holders[int(entry.name)] = (entry / "comm").read_text().strip()
+                        break
+    return holders
+
+
 def serving_pids(sshd: SSHD, t: SSHTransport) -> list[int]:
-    """The sshd processes holding the server's end of `t`'s connection (from /proc)."""
+    """The sshd processes holding the server's end of `t`'s connection (from /proc).
+
+    A session's child holds the socket from sshd's fork until it closes the connection's
+    descriptors before exec'ing the command: a scan in that window sees it, and by the time
+    its comm is read it may be the command (`bash`). So the scan is repeated until only
+    sshd processes hold the socket.
+    """
     ours = _socket(t).getsockname()[1]
     local, remote = f"0100007F:{sshd.port:04X}", f"0100007F:{ours:04X}"
     inode = None
@@ -70,20 +92,14 @@ def serving_pids(sshd: SSHD, t: SSHTransport) -> list[int]:
         if f[1] == local and f[2] == remote:
             inode = f[9]
     assert inode is not None, f"no server socket 127.0.0.1:{sshd.port} <- :{ours}"
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in (entry / "fd").iterdir():
-                with contextlib.suppress(OSError):
-                    if os.readlink(fd) == f"socket:[{inode}]":
-                        pids.append(int(entry.name))
-                        break
-    assert pids, f"no process holds socket inode {inode}"
-    comms = {p: Path(f"/proc/{p}/comm").read_text().strip() for p in pids}
-    assert all(c.startswith("sshd") for c in comms.values()), comms
-    return pids
+    deadline = time.monotonic() + 10
+    holders = _holders(inode)
+    while not holders or not all(c.startswith("sshd") for c in holders.values()):
+        assert time.monotonic() < deadline, (
+            f"after 10 s, socket inode {inode} is held by {holders}, not only by sshd")
+        time.sleep(0.01)
+        holders = _holders(inode)
+    return list(holders)
 
 
 class Breaker:
