@@ -1387,19 +1387,25 @@ def lab_build(force: bool) -> None:
 @click.option("--clients", default=0, show_default=True, type=click.IntRange(0, 2),
               help="How many client VMs (NVMe/TCP initiators client1.., no pool); running "
               "clients are kept.")
-def lab_up(nodes: int, inventory_out: str, fresh: bool, clients: int) -> None:
+@click.option("--cold", is_flag=True,
+              help="Boot every VM from the image, not from its saved boot (and save it anew).")
+def lab_up(nodes: int, inventory_out: str, fresh: bool, clients: int, cold: bool) -> None:
     """Boot the lab nodes and write their inventory (with pinned host keys).
+
+    A VM that booted once is saved when it is ready; the next `up` restores it in seconds
+    (docs/lab.md, "Saved boots").
 
     \b
     Example:
       xfleet lab up --nodes 2
       xfleet lab up --nodes 2 --clients 1   # also client1, under 'initiators:'
+      xfleet lab up --fresh --cold          # clean disks, booted from the image
     """
     from xfleet import lab
 
     lab.build(progress=_say)
     state = lab.up(nodes=nodes, inventory_path=Path(inventory_out), fresh=fresh,
-                   clients=clients, progress=_say)
+                   clients=clients, progress=_say, cold=cold)
     click.echo(f"{len(state.storage_nodes)} lab nodes and {len(state.clients)} client(s) up; "
                f"inventory written to {inventory_out}")
     click.echo(f"next: xfleet -i {inventory_out} sync && xfleet -i {inventory_out} ls")

@@ -133,3 +133,30 @@ def test_restarting_the_hub_restarts_the_guests_linked_to_it(tmp_path: Path) -> 
         assert all(_pid_of(n.dir(tmp_path)) for n in nodes)
     finally:
         lab.stop_all(nodes)
+
+
+def test_restored_guests_print_nothing_and_are_not_killed_for_it(tmp_path: Path) -> None:
+    # a VM restored from its saved boot goes on where it was saved: its console stays empty.
+    # lab2 is restored (never prints); client1 hangs on its first boot, and its restart is a
+    # restore (restart returns True): the watchdog stops watching it then.
+    lab = FakeLab(tmp_path, {"lab1": 1, "lab2": 0, "client1": 0})
+    nodes = [_node("lab1", 1), _node("lab2", 2), _node("client1", 101)]
+    nodes[2].role = "client"
+    for n in nodes:
+        lab.start(n)
+    restored: list[str] = []
+
+    def restart(node: NodeInfo) -> bool:
+        lab.start(node)
+        restored.append(node.name)
+        return True
+
+    try:
+        watch_boot(nodes, tmp_path, restart, lab.progress, silent_timeout=1.0, poll=0.05,
+                   alive={"lab2"})
+        assert restored == ["client1"], lab.lines
+        assert [lab.boots(n) for n in nodes] == [1, 1, 2], lab.lines
+        assert [n.boot_attempt for n in nodes] == [1, 1, 2]
+        assert all(_pid_of(n.dir(tmp_path)) for n in nodes)
+    finally:
+        lab.stop_all(nodes)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from xfleet.lab import reset, ssh_argv, status
+from xfleet.lab import kill_node, reset, ssh_argv, status
+from xfleet.lab.vm import _pid_of
 
 from .labkit import Lab, log
 
@@ -69,6 +70,26 @@ def test_reset_empties_the_pools_even_when_something_holds_them_busy(lab: Lab) -
         assert "to be gone" not in events and "held" not in events  # the queue was cleared
     holders = lab.run("lab2", ["pgrep", "-f", "sleep 600"], check=False)
     assert not holders.stdout.strip(), f"the zvol holder survived the reset: {holders}"
+
+
+def test_a_killed_node_comes_back_from_its_saved_boot(lab: Lab) -> None:
+    # the session's first `up` either restored lab2 or booted it cold and saved it: after a
+    # hard kill (disks discarded) the next `up` restores it in seconds, with its clock set to
+    # now, its pinned host key, its pool, and its private link to lab1
+    old_pid = _pid_of(lab.state.node("lab2").dir(lab.state_dir))
+    assert kill_node("lab2", state_dir=lab.state_dir)
+    t = time.monotonic()
+    lab.ensure_up()
+    log(f"lab2 back in {time.monotonic() - t:.1f}s")
+    rows = {s.name: s for s in status(state_dir=lab.state_dir)}
+    st = rows["lab2"]
+    assert st.running and st.reachable and st.pools == {"tank": "ONLINE"}, st
+    assert st.boot_note and "restored from the boot saved" in st.boot_note, st
+    assert _pid_of(lab.state.node("lab2").dir(lab.state_dir)) not in (None, old_pid)
+    guest = float(lab.run("lab2", ["date", "+%s.%N"]).stdout)
+    assert abs(guest - time.time()) < 10, f"lab2's clock is {guest - time.time():+.0f}s off"
+    assert lab.run("lab2", ["zfs", "list", "-H", "-o", "name"]).stdout.split() == ["tank"]
+    lab.run("lab2", ["ping", "-c", "1", "-w", "60", "10.77.0.11"])
 
 
 def test_a_guest_hung_in_early_boot_is_booted_again_by_the_watchdog(

@@ -20,12 +20,12 @@ import socket
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from xfleet.lab import ssh
+from xfleet.lab import saved, ssh
 from xfleet.lab.errors import LabError
 from xfleet.lab.image import Image, cached_image
 from xfleet.lab.paths import Progress, emit, locked, state_root
@@ -56,6 +56,7 @@ BOOT_TIMEOUT = 300.0
 # sibling booted in 50 s). It is killed and booted again, at most BOOT_ATTEMPTS boots in all.
 SILENT_TIMEOUT = 90.0
 BOOT_ATTEMPTS = 3
+RESTORE_TIMEOUT = 90.0  # a restored VM answers over SSH within seconds, or it boots cold
 # No `quiet`, and `earlyprintk` on the serial port: the boot stub ("Probing EDD...") and the
 # kernel's first lines ("Linux version ...", before `loglevel` applies) reach the console
 # within seconds of QEMU's start, the first sign of life the watchdog waits for (with `quiet`
@@ -318,7 +319,7 @@ def _seed_tar(lab: LabState, node: NodeInfo, hostid: str) -> bytes:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o600 if "key" in name else 0o644
-            info.mtime = int(time.time())
+            info.mtime = 0  # the same seed for the same node: its saved boot matches
             tar.addfile(info, io.BytesIO(data))
     raw = buf.getvalue()
     return raw + b"\0" * (-len(raw) % 4096)
@@ -365,6 +366,9 @@ def _qemu_argv(lab: LabState, node: NodeInfo, img: Image, links: Sequence[str]) 
         "-pidfile", str(ndir / "qemu.pid"),
         "-daemonize",
     ]
+    qmp = saved.qmp_path(ndir)
+    if qmp is not None:  # to save the booted VM, and to restore it (xfleet.lab.saved)
+        argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
     for k, spec in enumerate(links):
         argv += [
             "-netdev", f"socket,id=priv{k},{spec}",
@@ -425,6 +429,7 @@ def up(
     progress: Progress = None,
     silent_timeout: float = SILENT_TIMEOUT,
     stall_first_boot: Sequence[str] = (),
+    cold: bool = False,
 ) -> LabState:
     """Boot `nodes` storage VMs and `clients` initiator VMs (reusing running ones), make sure
     pool `tank` exists on each storage node, and write the inventory. `fresh=True` throws away
@@ -435,7 +440,11 @@ def up(
     booted again, at most `BOOT_ATTEMPTS` boots; `NodeInfo.boot_attempt`/`boot_note` (and
     `status()`) say which boot came up and why earlier ones were killed. `stall_first_boot`
     names VMs whose first boot is started with its CPUs stopped (QEMU `-S`): fault injection
-    for the watchdog's own test."""
+    for the watchdog's own test.
+
+    Saved boots (xfleet.lab.saved): a VM whose saved boot matches is restored (seconds)
+    instead of booted; one that boots cold is saved once it is ready. `cold=True` boots every
+    VM from the image (and saves it anew)."""
     if not 1 <= nodes <= 9:
         raise LabError(f"nodes must be between 1 and 9, got {nodes}")
     if not 0 <= clients <= MAX_CLIENTS:
@@ -449,7 +458,7 @@ def up(
     os.chmod(sd, 0o700)
     with locked(sd, "lab operation", progress):
         return _up(nodes, clients, inventory_path, img, sd, ssh_port, link_port, data_disk_gb,
-                   fresh, progress, silent_timeout, frozenset(stall_first_boot))
+                   fresh, progress, silent_timeout, frozenset(stall_first_boot), cold)
 
 
 def _up(
@@ -465,6 +474,7 @@ def _up(
     progress: Progress,
     silent_timeout: float,
     stall_first_boot: frozenset[str],
+    cold: bool,
 ) -> LabState:
     try:
         old = LabState.load(sd)
@@ -501,12 +511,16 @@ def _up(
         accel=accel,
         nodes=[],
     )
+    saved.adopt_key(img.dir, "id_ed25519", lab.identity_file)  # shared with saved boots
     _keygen(lab.identity_file, "xfleet-lab-client")
+    saved.adopt_key(img.dir, "id_ed25519", lab.identity_file)
     booted = {n.name: n for n in old.nodes if _pid_of(n.dir(sd))} if old is not None else {}
     for name, index, port, address, link_ports, role in plan(nodes, clients, ssh_port,
                                                              link_port):
         ndir = sd / "nodes" / name
+        saved.adopt_key(img.dir, f"{name}/ssh_host_ed25519_key", ndir / "ssh_host_ed25519_key")
         host_key = _keygen(ndir / "ssh_host_ed25519_key", f"root@{name}")
+        saved.adopt_key(img.dir, f"{name}/ssh_host_ed25519_key", ndir / "ssh_host_ed25519_key")
         prior = booted.get(name)  # running: keeps what the watchdog recorded about its boot
         lab.nodes.append(
             NodeInfo(
@@ -526,6 +540,44 @@ def _up(
 
     specs = _link_specs(lab.nodes)
     started: list[NodeInfo] = []
+    fingerprints: dict[str, str] = {}  # VM -> what its saved boot must match
+    restored: set[str] = set()  # VMs that came up from their saved boot
+
+    def argv_of(node: NodeInfo) -> list[str]:
+        ndir = node.dir(sd)
+        argv = _qemu_argv(lab, node, img, specs[node.name])
+        fingerprints[node.name] = saved.fingerprint(argv, ndir, (ndir / "seed.tar").read_bytes())
+        return argv
+
+    def try_restore(node: NodeInfo, argv: list[str]) -> bool:
+        """Restore `node` from its saved boot and check it answers; False (and nothing
+        running) when there is none or it fails: then it boots cold."""
+        ndir = node.dir(sd)
+        entry = None if cold else saved.saved(img.dir, node.name, fingerprints[node.name])
+        if entry is None:
+            return False
+        t = time.monotonic()
+        try:
+            start_qemu(node, ndir, [*argv, *saved.prepare(entry, ndir)])
+            saved.resume(ndir, lambda: _pid_of(ndir) is not None)
+            _wait_ssh(lab, node, progress, timeout=RESTORE_TIMEOUT)
+            ssh.run(lab.endpoint(node), saved.after_restore_argv(), timeout=60)
+        except (LabError, OSError) as exc:
+            emit(progress, f"{node.name}: its saved boot did not come up "
+                           f"({getattr(exc, 'message', exc)}); forgotten, booting cold")
+            _stop_qemu(ndir)
+            saved.forget(img.dir, node.name)
+            for disk in saved.DISKS:
+                (ndir / disk).unlink(missing_ok=True)
+            _prepare_disks(node, ndir, img, data_disk_gb)
+            return False
+        note = saved.describe(entry)
+        node.boot_note = f"{node.boot_note}; {note}" if node.boot_note else note
+        restored.add(node.name)
+        emit(progress, f"{node.name}: {note} in {time.monotonic() - t:.1f}s "
+                       f"(ssh 127.0.0.1:{node.ssh_port})")
+        return True
+
     for node in lab.nodes:
         ndir = node.dir(sd)
         if _pid_of(ndir):
@@ -538,52 +590,48 @@ def _up(
                 f"{node.name}: port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use",
                 hint="stop what uses them, or pass other ports (ssh_port=/link_port=)",
             )
-        overlay = ndir / "root.qcow2"
-        base_file = ndir / "base-image"  # which cached image the overlay is on top of
-        if overlay.exists() and (
-            not base_file.exists() or base_file.read_text().strip() != str(img.root)
-        ):
-            emit(progress, f"{node.name}: the lab image changed; new root overlay")
-            overlay.unlink()
-        if not overlay.exists():
-            base_file.write_text(f"{img.root}\n")
-            subprocess.run(
-                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
-                 "-b", str(img.root), str(overlay)],
-                check=True, capture_output=True,
-            )
-        data = ndir / "data.raw"
-        if not node.is_client and not data.exists():
-            with data.open("wb") as fh:
-                fh.truncate(data_disk_gb * 1024**3)
+        _prepare_disks(node, ndir, img, data_disk_gb, progress)
         hostid = f"{0x7f000000 + node.index:08x}"
         seed = ndir / "seed.tar"  # holds the node's private host key
         seed.touch(mode=0o600)
         os.chmod(seed, 0o600)
         seed.write_bytes(_seed_tar(lab, node, hostid))
-        argv = _qemu_argv(lab, node, img, specs[node.name])
+        argv = argv_of(node)
+        started.append(node)
+        if node.name not in stall_first_boot and try_restore(node, argv):
+            continue
         if node.name in stall_first_boot:  # fault injection: a guest that never starts
             argv = [*argv, "-S"]
         start_qemu(node, ndir, argv)
-        started.append(node)
         emit(progress, f"{node.name}: qemu started (ssh 127.0.0.1:{node.ssh_port})")
 
-    def restart(node: NodeInfo) -> None:
-        start_qemu(node, node.dir(sd), _qemu_argv(lab, node, img, specs[node.name]))
+    def restart(node: NodeInfo) -> bool:
+        restored.discard(node.name)
+        argv = argv_of(node)
+        if try_restore(node, argv):
+            return True
+        start_qemu(node, node.dir(sd), argv)
+        return False
 
-    watch_boot(started, sd, restart, progress, silent_timeout=silent_timeout)
-    if any(n.boot_attempt > 1 for n in started):
+    watch_boot(started, sd, restart, progress, silent_timeout=silent_timeout,
+               alive=restored)
+    if any(n.boot_attempt > 1 for n in started) or restored:
         lab.save()
 
     def ready(node: NodeInfo) -> None:
-        _wait_ssh(lab, node, progress)
+        if node.name not in restored:
+            _wait_ssh(lab, node, progress)
         if node.is_client:
-            ssh.run(lab.endpoint(node), ["modprobe", "nvme-tcp"])
+            if node.name not in restored:
+                ssh.run(lab.endpoint(node), ["modprobe", "nvme-tcp"])
             emit(progress, f"{node.name}: client ready ({time.monotonic() - t0:.0f}s)")
-            return
-        _ensure_pool(lab, node)
-        attempt = f", boot attempt {node.boot_attempt}" if node.boot_attempt > 1 else ""
-        emit(progress, f"{node.name}: pool {POOL} ready ({time.monotonic() - t0:.0f}s{attempt})")
+        else:
+            _ensure_pool(lab, node)
+            attempt = f", boot attempt {node.boot_attempt}" if node.boot_attempt > 1 else ""
+            emit(progress, f"{node.name}: pool {POOL} ready ({time.monotonic() - t0:.0f}s"
+                           f"{attempt})")
+        if node in started and node.name not in restored:
+            _save_boot(lab, node, img, fingerprints[node.name], progress)
 
     with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
         for f in [pool.submit(ready, n) for n in lab.nodes]:
@@ -594,6 +642,48 @@ def _up(
     emit(progress, f"lab up: {len(lab.storage_nodes)} node(s), {len(lab.clients)} client(s) "
                    f"in {time.monotonic() - t0:.0f}s")
     return lab
+
+
+def _prepare_disks(node: NodeInfo, ndir: Path, img: Image, data_disk_gb: int,
+                   progress: Progress = None) -> None:
+    """The VM's root overlay on the cached image (a new one if the image changed) and, on a
+    storage node, its sparse data disk, where missing."""
+    overlay = ndir / "root.qcow2"
+    base_file = ndir / "base-image"  # which cached image the overlay is on top of
+    if overlay.exists() and (
+        not base_file.exists() or base_file.read_text().strip() != str(img.root)
+    ):
+        emit(progress, f"{node.name}: the lab image changed; new root overlay")
+        overlay.unlink()
+    if not overlay.exists():
+        base_file.write_text(f"{img.root}\n")
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+             "-b", str(img.root), str(overlay)],
+            check=True, capture_output=True,
+        )
+    data = ndir / "data.raw"
+    if not node.is_client and not data.exists():
+        with data.open("wb") as fh:
+            fh.truncate(data_disk_gb * 1024**3)
+
+
+def _save_boot(lab: LabState, node: NodeInfo, img: Image, fp: str, progress: Progress) -> None:
+    """Save a VM that just booted cold and is ready (xfleet.lab.saved), replacing its older
+    saved boot. Best effort: a failure is reported and the VM runs on. XFLEET_LAB_SAVE=0
+    turns saving off."""
+    ndir = node.dir(lab.state_dir)
+    if saved.qmp_path(ndir) is None or os.environ.get("XFLEET_LAB_SAVE") == "0":
+        return
+    ssh.close_master(lab.endpoint(node))  # no connection of ours inside the saved state
+    try:
+        stopped = saved.save(img.dir, node.name, ndir, fp)
+    except (LabError, OSError) as exc:
+        emit(progress, f"{node.name}: could not save its boot "
+                       f"({getattr(exc, 'message', exc)}); the next up boots it cold")
+        return
+    emit(progress, f"{node.name}: boot saved (stopped {stopped:.1f}s); the next up restores "
+                   "it")
 
 
 def start_qemu(node: NodeInfo, ndir: Path, argv: list[str]) -> None:
@@ -629,27 +719,46 @@ def _stop_qemu(ndir: Path, sig: int = signal.SIGKILL, wait: float = 15.0) -> Non
         deadline = time.monotonic() + seconds
         while _pid_of(ndir) and time.monotonic() < deadline:
             time.sleep(0.05)
+    # an exiting process loses its command line (its memory: a GiB of guest RAM and TCG
+    # buffers, freed first) before its sockets are closed: wait until it is really gone, or
+    # a restart finds its SSH port still bound
+    deadline = time.monotonic() + 30
+    while pid is not None and not _exited(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     (ndir / "qemu.pid").unlink(missing_ok=True)
+
+
+def _exited(pid: int) -> bool:
+    """True once `pid` is gone or a zombie (its files, sockets included, are closed)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
 
 
 def watch_boot(
     started: Sequence[NodeInfo],
     state_dir: Path,
-    restart: Callable[[NodeInfo], None],
+    restart: Callable[[NodeInfo], bool | None],
     progress: Progress,
     *,
     silent_timeout: float = SILENT_TIMEOUT,
     attempts: int = BOOT_ATTEMPTS,
     poll: float = 0.25,
+    alive: Collection[str] = (),
 ) -> None:
     """The boot watchdog. Returns once every VM in `started` (just started, in plan order) has
     written to its serial console or exited (`_wait_ssh` reports an exit). A VM still silent
     `silent_timeout` seconds after its start is killed and `restart`ed, at most `attempts`
     boots in all; its `boot_attempt` and `boot_note` record it. Restarting the hub (lab1, which
     listens on the private links) restarts the VMs started with it too, since their links
-    connect to it once, at start. Raises LabError when a VM stays silent on its last boot."""
+    connect to it once, at start. Raises LabError when a VM stays silent on its last boot.
+
+    `alive` names VMs of `started` known to be up already (restored from a saved boot: they
+    print nothing); `restart` returns True when it restored the VM rather than booting it."""
     since = {n.name: time.monotonic() for n in started}
-    pending = {n.name: n for n in started}
+    pending = {n.name: n for n in started if n.name not in alive}
     while pending:
         now = time.monotonic()
         silent: list[NodeInfo] = []
@@ -684,16 +793,19 @@ def watch_boot(
                 m.boot_attempt += 1
                 emit(progress, f"{m.name}: {note}; killed, booting again "
                                f"(attempt {m.boot_attempt} of {attempts})")
-                restart(m)
                 since[m.name] = time.monotonic()
-                pending[m.name] = m
+                if restart(m):
+                    pending.pop(m.name, None)
+                else:
+                    pending[m.name] = m
         time.sleep(poll)
 
 
-def _wait_ssh(lab: LabState, node: NodeInfo, progress: Progress) -> None:
+def _wait_ssh(lab: LabState, node: NodeInfo, progress: Progress,
+              timeout: float = BOOT_TIMEOUT) -> None:
     ep = lab.endpoint(node)
     ndir = node.dir(lab.state_dir)
-    deadline = time.monotonic() + BOOT_TIMEOUT
+    deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         if not _pid_of(ndir):
@@ -719,7 +831,7 @@ def _wait_ssh(lab: LabState, node: NodeInfo, progress: Progress) -> None:
         last = (res.stderr.strip().splitlines() or ["?"])[-1]
         time.sleep(1)
     raise LabError(
-        f"{node.name}: no answer over SSH within {BOOT_TIMEOUT:.0f}s ({last})",
+        f"{node.name}: no answer over SSH within {timeout:.0f}s ({last})",
         hint=f"see {ndir / 'console.log'}:\n{ssh.console_tail(ep)}",
     )
 
