@@ -82,6 +82,15 @@ def test_a_running_vm_is_saved_killed_and_restored(
     assert oct(os.stat(saved.root(image_dir)).st_mode & 0o777) == "0o700"
     assert saved.saved(image_dir, "vm1", "another fingerprint") is None
     assert saved.saved(image_dir, "vm2", fp) is None
+    # other labs (other ports: other fingerprints) keep theirs, up to KEEP per VM name
+    for n in range(saved.KEEP):
+        saved.save(image_dir, "vm1", ndir, f"other{n}")
+    kept = sorted(d.name for d in (saved.root(image_dir) / "vm1").iterdir())
+    assert kept == sorted(f"other{n}" for n in range(saved.KEEP)), kept
+    assert saved.saved(image_dir, "vm1", fp) is None  # the oldest went
+    saved.save(image_dir, "vm1", ndir, fp)
+    entry = saved.saved(image_dir, "vm1", fp)
+    assert entry is not None
 
     _stop_qemu(ndir)  # as kill_node does: the VM and its disks are gone
     (ndir / "root.qcow2").unlink()
@@ -146,7 +155,7 @@ def test_keys_are_kept_with_the_saved_boots_and_adopted_by_a_new_lab(tmp_path: P
 
 def test_an_incomplete_saved_boot_is_not_used(tmp_path: Path) -> None:
     image_dir = tmp_path / "image"
-    d = saved.boot_dir(image_dir, "lab1")
+    d = saved.boot_dir(image_dir, "lab1", "f")
     d.mkdir(parents=True)
     (d / "meta.json").write_text(json.dumps({"fingerprint": "f", "disks": ["data.raw"]}))
     (d / "state").write_bytes(b"x")

@@ -2,7 +2,7 @@
 next `up` restores it in seconds instead of booting it again (a minute or more under TCG).
 
 After a VM came up from a cold boot (pool created on a storage node, `nvme-tcp` loaded on a
-client), `save` stops it, migrates its state to a file (`migrate exec:cat > state`, which also
+client), `save` stops it, migrates its state to a file (`migrate exec:dd of=state`, which also
 flushes the disks' caches), copies its disks beside it, and lets it run on: about two seconds.
 `restore` copies the disks back and starts QEMU with `-incoming exec:cat state`; the guest
 goes on from where it was saved, so the caller sets its clock and stirs its random pool
@@ -16,8 +16,10 @@ the saved boots (`adopt_key`). Saving and restoring are optimisations: any failu
 reported through `progress` and the VM boots cold.
 
 Layout: `<image dir>/saved/id_ed25519{,.pub}` (the lab's client key),
-`<image dir>/saved/<vm>/ssh_host_ed25519_key{,.pub}` and `<image dir>/saved/<vm>/boot/`
-(`state`, `root.qcow2`, `data.raw` on storage nodes, `meta.json`).
+`<image dir>/saved/<vm>/ssh_host_ed25519_key{,.pub}` and `<image dir>/saved/<vm>/<fingerprint>/`
+(`state`, `root.qcow2`, `data.raw` on storage nodes, `meta.json`). The newest `KEEP` boots of
+a VM name are kept (labs on other ports, such as the test session's beside `xfleet lab up`'s,
+each keep theirs).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import json
 import os
 import re
 import secrets
-import shlex
 import shutil
 import socket
 import subprocess
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from xfleet.lab.errors import LabError
+from xfleet.transport import quote_command
 
 # what changes with every boot and not with what the VM is: the machine id on the kernel
 # command line, the node's own directory (a lab's state dir), `-S` (stalled start)
@@ -45,6 +47,7 @@ _MACHINE_ID = re.compile(r"systemd\.machine_id=[0-9a-f]+")
 DISKS = ("root.qcow2", "data.raw")
 QMP_SOCKET = "qmp.sock"
 MIGRATE_TIMEOUT = 180.0
+KEEP = 3  # saved boots per VM name (~180 MB each)
 UNIX_PATH_MAX = 107
 
 
@@ -123,13 +126,13 @@ def root(image_dir: Path) -> Path:
     return image_dir / "saved"
 
 
-def boot_dir(image_dir: Path, vm: str) -> Path:
-    return root(image_dir) / vm / "boot"
+def boot_dir(image_dir: Path, vm: str, fp: str) -> Path:
+    return root(image_dir) / vm / fp
 
 
 def saved(image_dir: Path, vm: str, fp: str) -> Path | None:
-    """The saved boot of `vm` if it has fingerprint `fp` and is complete."""
-    d = boot_dir(image_dir, vm)
+    """The saved boot of `vm` with fingerprint `fp`, if it is complete."""
+    d = boot_dir(image_dir, vm, fp)
     try:
         meta = json.loads((d / "meta.json").read_text())
     except (OSError, ValueError):
@@ -208,16 +211,17 @@ def save(image_dir: Path, vm: str, ndir: Path, fp: str) -> float:
     """Save the running VM in `ndir` as `vm`'s boot with fingerprint `fp`; it runs on
     afterwards. Returns the seconds it was stopped. Raises LabError (the VM still runs on)."""
     _private_root(image_dir)
-    final = boot_dir(image_dir, vm)
+    final = boot_dir(image_dir, vm, fp)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"boot.tmp{os.getpid()}")
+    tmp = final.with_name(f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(mode=0o700)
     t = time.monotonic()
     try:
         qmp(ndir, {"execute": "stop"},
             {"execute": "migrate",
-             "arguments": {"uri": f"exec:cat > {shlex.quote(str(tmp / 'state'))}"}})
+             "arguments": {"uri": "exec:" + quote_command(
+                 ["dd", f"of={tmp / 'state'}", "bs=1M", "status=none"])}})
         _wait_migration(ndir, MIGRATE_TIMEOUT)
         disks = [d for d in DISKS if (ndir / d).exists()]
         for d in disks:  # the images were flushed and released when the migration completed
@@ -232,12 +236,21 @@ def save(image_dir: Path, vm: str, ndir: Path, fp: str) -> float:
     (tmp / "meta.json").write_text(json.dumps(
         {"fingerprint": fp, "saved_at": time.time(), "disks": disks,
          "qemu": qemu_version(), "seconds": round(stopped, 2)}, indent=1) + "\n")
-    old = final.with_name(f"boot.old{os.getpid()}")
+    old = final.with_name(f".old{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         os.rename(final, old)
     os.rename(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+    _prune(final.parent)
     return stopped
+
+
+def _prune(vm_dir: Path) -> None:
+    """Keep the newest KEEP saved boots of a VM name."""
+    boots = sorted((d for d in vm_dir.iterdir() if d.is_dir() and (d / "meta.json").exists()),
+                   key=lambda d: (d / "meta.json").stat().st_mtime, reverse=True)
+    for d in boots[KEEP:]:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def prepare(d: Path, ndir: Path) -> list[str]:
@@ -246,7 +259,7 @@ def prepare(d: Path, ndir: Path) -> list[str]:
     for disk in meta.get("disks", []):
         (ndir / disk).unlink(missing_ok=True)
         _copy(d / disk, ndir / disk)
-    return ["-incoming", f"exec:cat {shlex.quote(str(d / 'state'))}"]
+    return ["-incoming", "exec:" + quote_command(["cat", str(d / "state")])]
 
 
 def resume(ndir: Path, alive: Any, timeout: float = 120.0) -> None:
@@ -280,6 +293,6 @@ def after_restore_argv() -> list[str]:
             f"{time.time():.3f}", secrets.token_hex(32)]
 
 
-def forget(image_dir: Path, vm: str) -> None:
-    """Drop `vm`'s saved boot (it failed to restore)."""
-    shutil.rmtree(boot_dir(image_dir, vm), ignore_errors=True)
+def forget(d: Path) -> None:
+    """Drop a saved boot (it failed to restore)."""
+    shutil.rmtree(d, ignore_errors=True)

@@ -566,7 +566,7 @@ def _up(
             emit(progress, f"{node.name}: its saved boot did not come up "
                            f"({getattr(exc, 'message', exc)}); forgotten, booting cold")
             _stop_qemu(ndir)
-            saved.forget(img.dir, node.name)
+            saved.forget(entry)
             for disk in saved.DISKS:
                 (ndir / disk).unlink(missing_ok=True)
             _prepare_disks(node, ndir, img, data_disk_gb)
