@@ -29,8 +29,8 @@ NODES = 2  # storage nodes of the session lab
 CLIENT = "client1"  # the NVMe/TCP initiator VM, booted on first use (Lab.ensure_client)
 # the session boots it through the boot watchdog (its first boot stalled): long enough for a
 # normal client boot to have printed on its console (the kernel decompressor prints within
-# seconds of the start, even on a loaded machine)
-CLIENT_SILENT_TIMEOUT = 30.0
+# seconds of the start, even on a loaded machine); its second boot is usually a restore
+CLIENT_SILENT_TIMEOUT = 20.0
 
 
 def log(msg: str) -> None:

@@ -212,6 +212,33 @@ def _port_free(port: int) -> bool:
     return True
 
 
+PORT_WAIT = 75.0  # > tcp_fin_timeout (60 s): how long a cut connection can hold its port
+
+
+def _wait_ports_free(name: str, ports: Sequence[int]) -> None:
+    """Wait until `ports` can be bound on 127.0.0.1. A killed VM's cut connections keep its
+    SSH port (FIN-WAIT-2) until their peers close or the kernel's FIN timeout ends them."""
+    deadline = time.monotonic() + PORT_WAIT
+    while True:
+        busy = [p for p in ports if not _port_free(p)]
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            try:
+                shown = subprocess.run(
+                    ["ss", "-tanp", "( " + " or ".join(f"sport = :{p}" for p in busy) + " )"],
+                    capture_output=True, text=True, check=False).stdout.strip()
+            except OSError as exc:
+                shown = f"(ss: {exc})"
+            raise LabError(
+                f"{name}: port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use "
+                f"(waited {PORT_WAIT:.0f}s)",
+                hint=f"stop what uses them, or pass other ports (ssh_port=/link_port=):\n"
+                     f"{shown}",
+            )
+        time.sleep(0.2)
+
+
 def detect_accel() -> str:
     """`kvm` only if a KVM guest really runs here, else `tcg`. `XFLEET_LAB_ACCEL` overrides."""
     forced = os.environ.get("XFLEET_LAB_ACCEL")
@@ -584,12 +611,7 @@ def _up(
             emit(progress, f"{node.name}: already running")
             continue
         ports = [node.ssh_port, *[p for p in node.link_ports if node.index == 1]]
-        busy = [p for p in ports if not _port_free(p)]
-        if busy:
-            raise LabError(
-                f"{node.name}: port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use",
-                hint="stop what uses them, or pass other ports (ssh_port=/link_port=)",
-            )
+        _wait_ports_free(node.name, ports)
         _prepare_disks(node, ndir, img, data_disk_gb, progress)
         hostid = f"{0x7f000000 + node.index:08x}"
         seed = ndir / "seed.tar"  # holds the node's private host key
@@ -1066,8 +1088,8 @@ def kill_node(
     ndir = n.dir(lab.state_dir)
     if _pid_of(ndir) is None:
         return False
+    ssh.close_master(lab.endpoint(n))  # first: a connection the kill cuts holds its port
     _stop_qemu(ndir, signal.SIGKILL, wait=10)
-    ssh.close_master(lab.endpoint(n))
     if discard_disks:
         for name in ("root.qcow2", "data.raw"):
             (ndir / name).unlink(missing_ok=True)
