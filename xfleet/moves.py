@@ -765,15 +765,47 @@ class Runner:
     def _has(self, node: str, name: str) -> bool:
         return self._t(node).run(["zfs", "list", "-H", "-o", "name", name], check=False).ok
 
+    def _props(self, node: str, names: list[str], props: list[str]) -> dict[tuple[str, str],
+                                                                            str]:
+        """{(dataset, property): value} of `props` on `names`, in one command (what exists:
+        a missing dataset is left out)."""
+        res = self._t(node).run(["zfs", "get", "-H", "-p", "-o", "name,property,value",
+                                 ",".join(props), *names], check=False)
+        out: dict[tuple[str, str], str] = {}
+        for line in res.stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3:
+                out[(parts[0], parts[1])] = parts[2]
+        return out
+
     def _get(self, node: str, name: str, prop: str) -> str | None:
         res = self._t(node).run(["zfs", "get", "-H", "-p", "-o", "value", prop, name],
                                 check=False)
         return res.stdout.strip() if res.ok else None
 
+    def _target_state(self, m: Move, snap: str) -> tuple[bool, str | None]:
+        """(the target has @snap, its receive resume token or None) in one command: the
+        copy and its snapshots, listed by name (a partly received copy is listed too)."""
+        res = self._t(m.target_node).run(
+            ["zfs", "list", "-H", "-p", "-o", "name,receive_resume_token", "-t", "all",
+             "-d", "1", m.target_volume], check=False)
+        if not res.ok:  # no copy yet
+            return False, None
+        has, token = False, None
+        for line in res.stdout.splitlines():
+            name, _, value = line.partition("\t")
+            if name == m.target_volume:
+                token = value.strip() or None
+            elif name == f"{m.target_volume}@{snap}":
+                has = True
+        return has, token
+
     def _snapshot(self, m: Move, n: int | str) -> str:
         snap = m.snap(n)
-        if not self._has(m.source_node, f"{m.volume}@{snap}"):
-            self._t(m.source_node).run(["zfs", "snapshot", f"{m.volume}@{snap}"])
+        res = self._t(m.source_node).run(["zfs", "snapshot", f"{m.volume}@{snap}"], check=False)
+        # taken by an earlier attempt of this move (one round trip in the usual case)
+        if not res.ok and not self._has(m.source_node, f"{m.volume}@{snap}"):
+            raise RemoteCommandError(m.source_node, res.argv, res.exit_status, res.stderr)
         if snap not in m.snapshots:
             m.snapshots.append(snap)
         return snap
@@ -784,10 +816,10 @@ class Runner:
         (full when `base` is None, else incremental from @base). Retries from the token."""
         attempts = int(m.options.get("attempts", DEFAULTS["attempts"]))
         for attempt in range(1, attempts + 1):
-            if self._has(m.target_node, f"{m.target_volume}@{snap}"):
+            has, token = self._target_state(m, snap)
+            if has:
                 m.received = snap
                 return
-            token = self._get(m.target_node, m.target_volume, "receive_resume_token")
             if token and token != "-":
                 send = ["zfs", "send", "-t", token]
                 what = f"resuming {snap} from the receive token"
@@ -927,9 +959,10 @@ class Runner:
                   + (", ".join(pf.needed) if pf.needed else "what the volume needs")
                   + "".join(f"; {n}" for n in pf.notes))
             parent = m.target_volume.rsplit("/", 1)[0]
-            if "/" in m.target_volume and not self._has(m.target_node, parent):
-                # parallel moves (a drain) may create the same parent at the same moment:
-                # `zfs create -p` then fails with "already exists", which is what we want
+            if "/" in m.target_volume:
+                # `-p`: an existing parent is success; parallel moves (a drain) may create the
+                # same parent at the same moment, and one then fails with "already exists",
+                # which is what we want
                 res = self._t(m.target_node).run(["zfs", "create", "-p", parent], check=False)
                 if not res.ok and not self._has(m.target_node, parent):
                     raise MoveError(f"cannot create {parent} on {m.target_node}: "
@@ -999,18 +1032,25 @@ class Runner:
 
     def _verify(self, conn: sqlite3.Connection, m: Move) -> None:
         final = m.snap("final")
-        a = self._get(m.source_node, f"{m.volume}@{final}", "guid")
-        b = self._get(m.target_node, f"{m.target_volume}@{final}", "guid")
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xfleet-verify") as ex:
+            src_props = ex.submit(self._props, m.source_node,
+                                  [f"{m.volume}@{final}", m.volume], ["guid", "volsize"])
+            dst_props = ex.submit(self._props, m.target_node,
+                                  [f"{m.target_volume}@{final}", m.target_volume],
+                                  ["guid", "keystatus"])
+            src_p, dst_p = src_props.result(), dst_props.result()
+        a = src_p.get((f"{m.volume}@{final}", "guid"))
+        b = dst_p.get((f"{m.target_volume}@{final}", "guid"))
         if not a or a != b:
             raise MoveError(f"snapshot guids differ: source {a}, target {b}",
                             hint="nothing was destroyed; investigate before resuming")
-        if self._get(m.target_node, m.target_volume, "keystatus") == "unavailable":
+        if dst_p.get((m.target_volume, "keystatus")) == "unavailable":
             m.verified = f"guid {a}; content not hashed: the encrypted copy's key is not " \
                 "loaded on the target (zfs load-key)"
             m.state = "placed"
             _save(conn, m, f"verified: {m.verified}")
             return
-        volsize = int(self._get(m.source_node, m.volume, "volsize") or 0)
+        volsize = int(src_p.get((m.volume, "volsize")) or 0)
         mode = m.verify
         # both sides at once: each reads its own disks, so the check takes the time of one
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xfleet-verify") as ex:
@@ -1045,14 +1085,17 @@ class Runner:
     def _place(self, conn: sqlite3.Connection, m: Move) -> None:
         self._hooks(m, m.target_node, "post_cutover")
         retired = f"{m.volume}.xfleet-moved-{m.id}"
-        if self._has(m.source_node, m.volume):
-            self._t(m.source_node).run(["zfs", "rename", m.volume, retired])
-        if self._has(m.source_node, retired):
-            self._t(m.source_node).run(["zfs", "set", "readonly=on", retired])
+        src = self._t(m.source_node)
+        listed = src.run(["zfs", "list", "-H", "-o", "name", m.volume, retired],
+                         check=False).stdout.split("\n")  # exits 1 when one is missing
+        if m.volume in listed:
+            src.run(["zfs", "rename", m.volume, retired])
+        if m.volume in listed or retired in listed:
+            src.run(["zfs", "set", "readonly=on", retired])
             snap = f"{retired}@{m.snap('final')}"
-            holds = self._t(m.source_node).run(["zfs", "holds", "-H", snap]).stdout
-            if f"xfleet-move-{m.id}" not in holds:
-                self._t(m.source_node).run(["zfs", "hold", f"xfleet-move-{m.id}", snap])
+            res = src.run(["zfs", "hold", f"xfleet-move-{m.id}", snap], check=False)
+            if not res.ok and "tag already exists" not in res.stderr:  # held by an earlier try
+                raise RemoteCommandError(m.source_node, res.argv, res.exit_status, res.stderr)
         m.retired_as = retired
         # the copy's intermediate snapshots served the transfer only; the final one stays (an
         # incremental base for a later move)
