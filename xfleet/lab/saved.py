@@ -34,7 +34,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +262,7 @@ def prepare(d: Path, ndir: Path) -> list[str]:
     return ["-incoming", "exec:" + quote_command(["cat", str(d / "state")])]
 
 
-def resume(ndir: Path, alive: Any, timeout: float = 120.0) -> None:
+def resume(ndir: Path, alive: Callable[[], bool], timeout: float = 120.0) -> None:
     """Once QEMU (started with `prepare`'s arguments) has loaded the state, run the guest.
     `alive()` says whether QEMU still runs. Raises LabError if it does not get there."""
     deadline = time.monotonic() + timeout

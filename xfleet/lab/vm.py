@@ -691,9 +691,9 @@ def _prepare_disks(node: NodeInfo, ndir: Path, img: Image, data_disk_gb: int,
 
 
 def _save_boot(lab: LabState, node: NodeInfo, img: Image, fp: str, progress: Progress) -> None:
-    """Save a VM that just booted cold and is ready (xfleet.lab.saved), replacing its older
-    saved boot. Best effort: a failure is reported and the VM runs on. XFLEET_LAB_SAVE=0
-    turns saving off."""
+    """Save a VM that just booted cold and is ready (xfleet.lab.saved) under its fingerprint
+    (the newest saved.KEEP per VM name are kept). Best effort: a failure is reported and the
+    VM runs on. XFLEET_LAB_SAVE=0 turns saving off."""
     ndir = node.dir(lab.state_dir)
     if saved.qmp_path(ndir) is None or os.environ.get("XFLEET_LAB_SAVE") == "0":
         return
