@@ -280,6 +280,16 @@ def _keygen(path: Path, comment: str) -> str:
     return f"{pub[0]} {pub[1]}"
 
 
+def _shared_keygen(img: Image, name: str, path: Path, comment: str) -> str:
+    """`_keygen`, sharing the pair with the saved boots (kept there as `name`): a lab without
+    keys takes the kept pair, a new pair is kept for the next lab, so every lab on this
+    machine can restore the same saved boots."""
+    saved.adopt_key(img.dir, name, path)
+    key = _keygen(path, comment)
+    saved.adopt_key(img.dir, name, path)
+    return key
+
+
 _EARLY_SH = """\
 # the NIC sshd is reached through, up at once (networkd takes seconds to start under TCG)
 i=0
@@ -538,16 +548,13 @@ def _up(
         accel=accel,
         nodes=[],
     )
-    saved.adopt_key(img.dir, "id_ed25519", lab.identity_file)  # shared with saved boots
-    _keygen(lab.identity_file, "xfleet-lab-client")
-    saved.adopt_key(img.dir, "id_ed25519", lab.identity_file)
+    _shared_keygen(img, "id_ed25519", lab.identity_file, "xfleet-lab-client")
     booted = {n.name: n for n in old.nodes if _pid_of(n.dir(sd))} if old is not None else {}
     for name, index, port, address, link_ports, role in plan(nodes, clients, ssh_port,
                                                              link_port):
         ndir = sd / "nodes" / name
-        saved.adopt_key(img.dir, f"{name}/ssh_host_ed25519_key", ndir / "ssh_host_ed25519_key")
-        host_key = _keygen(ndir / "ssh_host_ed25519_key", f"root@{name}")
-        saved.adopt_key(img.dir, f"{name}/ssh_host_ed25519_key", ndir / "ssh_host_ed25519_key")
+        host_key = _shared_keygen(img, f"{name}/ssh_host_ed25519_key",
+                                  ndir / "ssh_host_ed25519_key", f"root@{name}")
         prior = booted.get(name)  # running: keeps what the watchdog recorded about its boot
         lab.nodes.append(
             NodeInfo(
@@ -869,47 +876,70 @@ def _ssh_banner(port: int, timeout: float = 1.5) -> bool:
 
 
 def _ensure_pool(lab: LabState, node: NodeInfo) -> None:
-    ep = lab.endpoint(node)
-    if ssh.run(ep, ["zpool", "list", "-H", "-o", "name", POOL], check=False).ok:
-        return
-    if ssh.run(ep, ["zpool", "import", "-N", "-f", POOL], check=False).ok:
-        return
-    _create_pool(ep)
+    """Pool `tank` on `node`: the one it has, or the one on its data disk (imported), or a new
+    one (one round trip: POOL_SCRIPT)."""
+    _pool_script(lab.endpoint(node), "ensure")
 
 
 CREATE_ATTEMPTS = 4
 
+# Pool `tank` on a lab node, in one round trip (each command costs ~0.3-0.8 s of SSH and guest
+# CPU under TCG; a reset used to be 7 of them per node). `ensure` keeps a pool it finds
+# (imported if it is only on the disk); `recreate` destroys it first, after stopping whatever
+# keeps it busy: zfs send/receive left behind by a killed test, any process holding a zvol
+# open (dd, a probe, a shell; it would make the destroy wait in the kernel, uninterruptibly,
+# for as long as it holds it: seen `zpool export` in D state until the holder died), the lab
+# NVMe target exporting zvols. Then it clears the event queue.
+#
+# Creating the pool relabels the disk, and udev then removes and re-adds the disk's by-id links
+# (more than once under TCG, where udev is slow): when the kernel opens the new partition in
+# such a window, the create fails with "no such pool or dataset" (ENOENT) and leaves nothing
+# behind. So the script waits for udev and the device link, and tries again.
+# Exit 0: the pool is there; 3: it could not be destroyed; 4: it could not be created. Either
+# failure prints what the node shows on stdout.
+POOL_SCRIPT = """
+mode=$1 pool=$2 dev=$3 attempts=$4
+have() { zpool list -H -o name "$pool" >/dev/null 2>&1; }
+if have || zpool import -N -f "$pool" >/dev/null 2>&1; then
+  [ "$mode" = ensure ] && exit 0
+  pkill -9 -x zfs
+  find /proc/[0-9]*/fd -lname '/dev/zd*' 2>/dev/null | cut -d/ -f3 | sort -u | xargs -r kill -9
+  [ -d /sys/kernel/config/nvmet/ports ] && systemctl stop xfleet-lab-target 2>/dev/null
+  for d in /sys/kernel/config/nvmet/ports/*/subsystems/*; do [ -L "$d" ] && rm -f "$d"; done
+  udevadm settle --timeout=30
+  if ! zpool destroy -f "$pool" && have; then
+    zpool status 2>&1; ps -eo pid,stat,args | grep -E 'zfs|zpool|dd' | grep -v grep
+    exit 3
+  fi
+fi
+i=1
+while [ "$i" -le "$attempts" ]; do
+  udevadm settle --timeout=60
+  j=0; while [ ! -e "$dev" ] && [ "$j" -lt 100 ]; do sleep 0.1; j=$((j + 1)); done
+  if err=$(zpool create -f -o ashift=12 -o cachefile=none -O canmount=off \
+           -O mountpoint=none "$pool" "$dev" 2>&1) || have; then
+    # created, or created after all (a lost answer)
+    zpool events -c >/dev/null 2>&1
+    exit 0
+  fi
+  echo "attempt $i: $err" >&2
+  i=$((i + 1))
+done
+ls -l /dev/disk/by-id/ 2>&1; zpool status 2>&1; zpool import 2>&1 | head -20; dmesg | tail -20
+exit 4
+"""
 
-def _create_pool(ep: ssh.Endpoint) -> None:
-    """`zpool create tank` on the data disk, once udev is done with it.
 
-    Creating the pool relabels the disk, and udev then removes and re-adds the disk's by-id
-    links (more than once under TCG, where udev is slow): when the kernel opens the new
-    partition in such a window, the create fails with "no such pool or dataset" (ENOENT) and
-    leaves nothing behind. So wait for udev and the device link, and try again; the error
-    names every attempt and what the node showed."""
-    argv = ["zpool", "create", "-f", "-o", "ashift=12", "-o", "cachefile=none",
-            "-O", "canmount=off", "-O", "mountpoint=none", POOL, DATA_DEVICE]
-    failures: list[str] = []
-    for attempt in range(1, CREATE_ATTEMPTS + 1):
-        ssh.run(ep, ["udevadm", "settle", "--timeout=60"], check=False, timeout=90)
-        ssh.run(ep, ["sh", "-c", 'i=0; while [ ! -e "$1" ] && [ $i -lt 100 ]; do '
-                     'sleep 0.1; i=$((i+1)); done', "sh", DATA_DEVICE], check=False)
-        res = ssh.run(ep, argv, check=False)
-        if res.ok:
-            return
-        if ssh.run(ep, ["zpool", "list", "-H", "-o", "name", POOL], check=False).ok:
-            # created after all (a lost answer), or a pool nobody destroyed: both usable only
-            # if it is empty, which recreate_pool's destroy and up's import both ensure
-            return
-        failures.append(f"attempt {attempt}: exit {res.exit_status}: {res.stderr.strip()}")
-    diag = ssh.run(ep, ["sh", "-c", "ls -l /dev/disk/by-id/ 2>&1; zpool status 2>&1; "
-                        "zpool import 2>&1 | head -20; dmesg | tail -20"], check=False)
-    raise LabError(
-        f"{ep.name}: zpool create {POOL} failed {CREATE_ATTEMPTS} times: "
-        + "; ".join(failures),
-        hint=f"what the node shows:\n{diag.stdout.strip()[-3000:]}",
-    )
+def _pool_script(ep: ssh.Endpoint, mode: str) -> None:
+    res = ssh.run(ep, ["sh", "-c", POOL_SCRIPT, "sh", mode, POOL, DATA_DEVICE,
+                       str(CREATE_ATTEMPTS)], check=False, timeout=600)
+    if res.ok:
+        return
+    what = {3: f"cannot destroy pool {POOL}",
+            4: f"zpool create {POOL} failed {CREATE_ATTEMPTS} times"}.get(
+                res.exit_status, f"pool {POOL} script exited {res.exit_status}")
+    raise LabError(f"{ep.name}: {what}: {res.stderr.strip()[-2000:]}",
+                   hint=f"what the node shows:\n{res.stdout.strip()[-3000:]}")
 
 
 def write_inventory(lab: LabState, path: Path) -> None:
@@ -1038,42 +1068,9 @@ def _reset(lab: LabState, progress: Progress) -> None:
 
 
 def recreate_pool(lab: LabState, node: str | NodeInfo) -> None:
-    """Destroy pool `tank` on one node (if any), create it empty, clear the event queue."""
-    ep = lab.endpoint(node)
-    if ssh.run(ep, ["zpool", "list", "-H", "-o", "name", POOL], check=False).ok:
-        _destroy_pool(ep)
-    elif ssh.run(ep, ["zpool", "import", "-N", "-f", POOL], check=False).ok:
-        _destroy_pool(ep)  # an exported pool on the disk: destroyed like a live one
-    _create_pool(ep)
-    ssh.run(ep, ["zpool", "events", "-c"], check=False)
-
-
-# What keeps a lab pool busy, stopped: zfs send/receive left behind by a killed test, any
-# process holding a zvol open (dd, a probe, a shell), the lab NVMe target exporting zvols.
-FREE_POOL_SCRIPT = """
-pkill -9 -x zfs
-find /proc/[0-9]*/fd -lname '/dev/zd*' 2>/dev/null | cut -d/ -f3 | sort -u | xargs -r kill -9
-[ -d /sys/kernel/config/nvmet/ports ] && systemctl stop xfleet-lab-target 2>/dev/null
-for d in /sys/kernel/config/nvmet/ports/*/subsystems/*; do [ -L "$d" ] && rm -f "$d"; done
-udevadm settle --timeout=30
-true
-"""
-
-
-def _destroy_pool(ep: ssh.Endpoint) -> None:
-    """`zpool destroy -f tank`, after stopping whatever still uses it: a process holding one
-    of its zvols open makes the destroy (and an export) wait in the kernel, uninterruptibly,
-    for as long as it holds it (seen: `zpool export` in D state until the holder died)."""
-    ssh.run(ep, ["sh", "-c", FREE_POOL_SCRIPT], check=False, timeout=120)
-    res = ssh.run(ep, ["zpool", "destroy", "-f", POOL], check=False, timeout=300)
-    if not res.ok and ssh.run(ep, ["zpool", "list", "-H", "-o", "name", POOL],
-                              check=False).ok:
-        diag = ssh.run(ep, ["sh", "-c", "zpool status 2>&1; ps -eo pid,stat,args | grep -E "
-                            "'zfs|zpool|dd' | grep -v grep"], check=False)
-        raise LabError(
-            f"{ep.name}: cannot destroy pool {POOL}: {res.stderr.strip()}",
-            hint=f"what the node shows:\n{diag.stdout.strip()[-3000:]}",
-        )
+    """Destroy pool `tank` on one node (if any), create it empty, clear the event queue (one
+    round trip: POOL_SCRIPT)."""
+    _pool_script(lab.endpoint(node), "recreate")
 
 
 def kill_node(
