@@ -51,6 +51,17 @@ def _wait_state(t: Transport, nqn: str, want_live: bool,
         time.sleep(0.5)
 
 
+def _wait_namespaces(t: Transport, nqns: list[str], timeout: float = 60) -> None:
+    """Until every controller of `nqns` is live with its namespace."""
+    deadline = time.monotonic() + timeout
+    while True:
+        by = initiator.by_nqn(initiator.controllers(t))
+        if all(n in by and by[n][0].live and by[n][0].namespaces for n in nqns):
+            return
+        assert time.monotonic() < deadline, f"namespaces not seen within {timeout:.0f}s: {by}"
+        time.sleep(0.2)
+
+
 def test_client_follows_target_stop_and_start(lab: Lab, client: str, tmp_path: Path) -> None:
     pkgs = target_pkg.build_all(tmp_path / "debs")
     guids: dict[str, str] = {}
@@ -71,6 +82,8 @@ def test_client_follows_target_stop_and_start(lab: Lab, client: str, tmp_path: P
             for node in NODES:
                 initiator.connect(t, lab.state.node(node).private_address, PORT, nqns[node],
                                   ctrl_loss_tmo=-1, reconnect_delay=1)
+            # the kernel scans a new controller's namespaces after `nvme connect` returns
+            _wait_namespaces(t, list(nqns.values()))
 
             before = t.commands
             raw = t.run(initiator.list_argv()).stdout
@@ -119,7 +132,8 @@ def test_client_follows_target_stop_and_start(lab: Lab, client: str, tmp_path: P
             for p in probes:  # and both carry I/O again once it is back
                 p.wait_writes()
 
-            results = {p.device: p.stop() for p in probes}
+            results = dict(zip([p.device for p in probes], probe.stop_all(probes),
+                               strict=True))
             probes = []
             log(f"probes through a stop/start of lab1's target: {results}")
             for dev, res in results.items():
@@ -146,8 +160,6 @@ def test_client_follows_target_stop_and_start(lab: Lab, client: str, tmp_path: P
             initiator.disconnect_all(t)
             assert initiator.controllers(t) == []
         finally:
-            for p in probes:
-                lab.run(client, ["touch", f"{probe.DIR}/{p.name}.stop"], check=False)
-            lab.run(client, ["nvme", "disconnect-all"], check=False)
+            lab.run(client, probe.cleanup_argv(), check=False)
             for node in NODES:
                 lab.remove_target(node)

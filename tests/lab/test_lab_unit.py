@@ -7,10 +7,12 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from xfleet import inventory
 from xfleet.lab import LabError, down, image, paths, probe, scenario, ssh, status, up
@@ -275,6 +277,52 @@ def test_probe_start_refuses_bad_paths_and_names(lab_with_client: LabState) -> N
                                   '"longest_stall": 9, "messages": ["EIO"]}').clean
     with pytest.raises(LabError, match="unexpected probe result"):
         probe.parse_result("Traceback ...")
+
+
+def test_probe_program_writes_reads_back_and_verifies_every_slot_at_the_end(
+        tmp_path: Path) -> None:
+    """The probe's own program on a local file standing in for a device (O_DIRECT, as on a
+    VM): it counts its writes, stops on request and reports a clean final pass."""
+    dev, stop, out = tmp_path / "dev", tmp_path / "stop", tmp_path / "out.json"
+    dev.write_bytes(b"\0" * 2**20)
+    proc = subprocess.Popen([sys.executable, "-c", probe.PROGRAM, str(dev), str(stop), str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        progress = Path(f"{out}.progress")
+        # past the 256 slots: the final pass checks slots written twice
+        wait_for(lambda: progress.exists() and int(progress.read_text() or 0) >= 300,
+                 "300 probe writes", timeout=60)
+        stop.touch()
+        assert proc.wait(timeout=60) == 0, proc.communicate()[1]
+    finally:
+        proc.kill()
+        proc.communicate()
+    r = probe.parse_result(out.read_text())
+    assert r.clean and r.reads == r.writes >= 300, r
+    # the device holds the last block of each slot: the final pass found them all equal
+    assert r.mismatches == 0 and r.messages == ()
+
+
+def test_probe_cleanup_kills_the_probes_and_still_reaches_the_disconnect(
+        tmp_path: Path) -> None:
+    """The clean-up script kills what its pattern names without killing itself (`pkill -f
+    PATH` once matched its own shell, so the disconnect after it never ran). A `sleep` stands
+    in for a probe, and `nvme` is a stub that records its call."""
+    (tmp_path / "nvme").write_text('#!/bin/sh\necho "$@" > "$(dirname "$0")/nvme.called"\n')
+    (tmp_path / "nvme").chmod(0o755)
+    victim = subprocess.Popen(["sleep", "3600"])
+    try:
+        argv = probe.cleanup_argv()
+        assert argv[-1].startswith("^python3 ") and probe.PROGRAM_PATH in argv[-1]
+        argv[-1] = "^sleep 3600$"
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+        assert res.returncode == 0, res.stderr
+        assert victim.wait(timeout=10) != 0  # killed
+        assert (tmp_path / "nvme.called").read_text() == "disconnect-all\n"
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 def test_lab_up_cli_offers_clients() -> None:

@@ -103,7 +103,6 @@ def test_target_upgrade_keeps_identities_and_io(lab: Lab, tmp_path: Path) -> Non
             assert {nqn: (u, g) for nqn, (_, u, g) in after.items()} == \
                 {nqn: (u, g) for nqn, (_, u, g) in seen.items()}
         finally:
-            lab.run("lab2", ["sh", "-c", 'touch "$1"/*.stop; sleep 1; nvme disconnect-all',
-                             "sh", probe.DIR], check=False)
+            lab.run("lab2", probe.cleanup_argv(), check=False)
             lab.remove_target("lab1")
 

@@ -103,15 +103,14 @@ def fleet(lab: Lab, client: str, tmp_path_factory: pytest.TempPathFactory) -> It
             assert len(devices) == 2, f"the client did not see both namespaces: {by}"
         yield Fleet(inv_path, mirror, debs, devices, nqns, ids)
     finally:
-        lab.run(CLIENT, ["sh", "-c", "pkill -f \"$1\"; sleep 1; nvme disconnect-all", "sh",
-                         probe.PROGRAM_PATH], check=False)
+        lab.run(CLIENT, probe.cleanup_argv(), check=False)
         for node in VOLUMES:
             target_pkg.uninstall(lab.state, node)
 
 
 def _stop(lab: Lab, probes: list[probe.Probe]) -> list[probe.ProbeResult]:
     try:
-        return [p.stop() for p in probes]
+        return probe.stop_all(probes)
     except Exception:
         diag = lab.run(CLIENT, ["sh", "-c", "ps aux | grep [p]robe; ls -la /root/xfleet-probe; "
                                 "journalctl -b --no-pager | tail -60; dmesg | tail -60"],
