@@ -30,7 +30,7 @@ CLIENT = "client1"  # the NVMe/TCP initiator VM, booted on first use (Lab.ensure
 # the session boots it through the boot watchdog (its first boot stalled): long enough for a
 # normal client boot to have printed on its console (the kernel decompressor prints within
 # seconds of the start, even on a loaded machine); its second boot is usually a restore
-CLIENT_SILENT_TIMEOUT = 20.0
+CLIENT_SILENT_TIMEOUT = 12.0
 
 
 def log(msg: str) -> None:

@@ -159,8 +159,8 @@ def test_refusals_are_clear(lab: Lab, db: Path) -> None:
 
 def test_a_cut_stream_resumes_from_the_receive_token(lab: Lab, db: Path) -> None:
     vol = "tank/m/cut"
-    make_volume(lab, vol, mb=24, snapshots=0)
-    lab.write_random(SRC, vol, 16)
+    make_volume(lab, vol, mb=16, snapshots=0)
+    lab.write_random(SRC, vol, 8)
     sync(lab, db)
     before = sha(lab, SRC, vol)
     with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "1M", "--json",
@@ -198,13 +198,13 @@ def _last_id(db: Path, volume: str) -> int:
 
 def test_xfleet_killed_mid_copy_resumes(lab: Lab, db: Path) -> None:
     vol = "tank/m/killed"
-    make_volume(lab, vol, mb=32, snapshots=1)
-    lab.write_random(SRC, vol, 16, seek_mb=8)
+    make_volume(lab, vol, mb=16, snapshots=1)
+    lab.write_random(SRC, vol, 8, seek_mb=4)
     sync(lab, db)
     before = sha(lab, SRC, vol)
     with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "1M", "--json",
                             mirror=db) as proc:
-        wait_for(lambda: _bytes(db, vol) > 8 * 2**20, "the copy to be under way")
+        wait_for(lambda: _bytes(db, vol) > 5 * 2**20, "the copy to be under way")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     move_id = _last_id(db, vol)
@@ -221,13 +221,13 @@ def test_xfleet_killed_mid_copy_resumes(lab: Lab, db: Path) -> None:
 def test_source_written_during_the_copy_is_carried_by_a_catchup_round(
         lab: Lab, db: Path) -> None:
     vol = "tank/m/busy"
-    make_volume(lab, vol, mb=24, snapshots=0)
-    lab.write_random(SRC, vol, 16)
+    make_volume(lab, vol, mb=16, snapshots=0)
+    lab.write_random(SRC, vol, 8)
     sync(lab, db)
     with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "1M", "--catchup-bytes",
                             "1M", "--json", mirror=db) as proc:
         wait_for(lambda: _bytes(db, vol) > 3 * 2**20, "the base copy to be under way")
-        lab.write_random(SRC, vol, 4, seek_mb=18)
+        lab.write_random(SRC, vol, 2, seek_mb=10)
         out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, out + err
     m = json.loads(out)
@@ -329,8 +329,8 @@ def test_a_target_pool_without_a_needed_feature_is_refused_before_any_byte(
 def test_pause_resume_and_a_target_changed_meanwhile_is_never_rolled_back(
         lab: Lab, db: Path) -> None:
     vol = "tank/m/paused"
-    make_volume(lab, vol, mb=24, snapshots=0)
-    lab.write_random(SRC, vol, 12)
+    make_volume(lab, vol, mb=16, snapshots=0)
+    lab.write_random(SRC, vol, 8)
     sync(lab, db)
     with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "1M", "--catchup-bytes",
                             "1M", "--json", mirror=db) as proc:
@@ -338,7 +338,7 @@ def test_pause_resume_and_a_target_changed_meanwhile_is_never_rolled_back(
         move_id = _last_id(db, vol)
         row = move_row(db, move_id)
         assert row["rate"] and row["rate"] > 0 and row["bytes_total"], row  # rate, for the ETA
-        lab.write_random(SRC, vol, 4, seek_mb=18)
+        lab.write_random(SRC, vol, 2, seek_mb=10)
         wait_for(lambda: move_row(db, move_id)["state"] == "catchup", "a catch-up round")
         res = lab.xfleet("moves", "pause", str(move_id), "--json", mirror=db)
         assert res.code == 0, res.explain()
@@ -377,7 +377,7 @@ def test_max_streams_makes_a_second_move_to_the_node_wait_its_turn(
         lab: Lab, db: Path, tmp_path: Path) -> None:
     inv = inventory_with(lab, tmp_path, DST, max_streams="1")
     vols = ["tank/m/turn-a", "tank/m/turn-b"]
-    for v, mb in zip(vols, (32, 16), strict=True):  # the first streams long enough to wait on
+    for v, mb in zip(vols, (32, 8), strict=True):  # the first streams long enough to wait on
         make_volume(lab, v, mb=mb, snapshots=0)
         lab.write_random(SRC, v, mb // 2)
     sync(lab, db)
@@ -448,8 +448,8 @@ def test_direct_streaming_needs_node_to_node_trust_and_then_moves_the_data(
 def test_the_target_rebooting_mid_copy_is_resumed_from_its_on_disk_token(
         lab: Lab, db: Path) -> None:
     vol = "tank/m/reboot"
-    make_volume(lab, vol, mb=32, snapshots=0)
-    lab.write_random(SRC, vol, 20)
+    make_volume(lab, vol, mb=16, snapshots=0)
+    lab.write_random(SRC, vol, 14)  # ~10 s of stream left at 1M/s when the reboot starts
     sync(lab, db)
     before = sha(lab, SRC, vol)
     with lab.running_xfleet("move", vol, "--to", DST, "--bwlimit", "1M", "--json",
