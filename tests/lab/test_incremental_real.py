@@ -278,16 +278,16 @@ def test_watch_follows_operations_through_a_killed_channel(lab: Lab, tmp_path: P
 
 
 def test_watch_catches_up_after_the_node_reboots(lab: Lab, tmp_path: Path) -> None:
-    """A real reboot: the event queue is lost and its ids restart; the pool is imported again
-    (new load_guid). Watch loses the node, retries with backoff, then catches up from the
-    pool's on-disk history."""
+    """A reboot (a power cycle: Lab.power_cycle): the event queue is lost and its ids
+    restart; the pool is imported again (new load_guid). Watch loses the node, retries with
+    backoff, then catches up from the pool's on-disk history."""
     db = tmp_path / "reboot.db"
     proc = start_watch(lab, db)
     try:
         ops = lab_ops(lab, SEED + 3)
         ops.run(4)
         settle(lab)
-        lab.wait_rebooted(NODE, lab.reboot(NODE))  # and imports the pool again
+        lab.power_cycle(NODE)  # and imports the pool again
         ops.run(4)
         name = f"{ROOT}/after-reboot"
         lab.run(NODE, ["zfs", "create", "-s", "-V", "8M", name])

@@ -164,3 +164,20 @@ def test_an_incomplete_saved_boot_is_not_used(tmp_path: Path) -> None:
     assert saved.saved(image_dir, "lab1", "f") == d
     (d / "meta.json").write_text("{not json")
     assert saved.saved(image_dir, "lab1", "f") is None
+
+
+def test_a_restore_replaces_the_root_overlay_and_never_the_data_disk(
+        tmp_path: Path) -> None:
+    image_dir, ndir = tmp_path / "image", tmp_path / "lab1"
+    d = saved.boot_dir(image_dir, "lab1", "f")
+    d.mkdir(parents=True)
+    ndir.mkdir()
+    (d / "meta.json").write_text(json.dumps({"fingerprint": "f", "disks": list(saved.DISKS)}))
+    for name in ("state", *saved.DISKS):
+        (d / name).write_bytes(b"saved " + name.encode())
+    (ndir / "data.raw").write_bytes(b"the pool as it was on the disk")
+    (ndir / "root.qcow2").write_bytes(b"a root overlay written by a killed VM")
+    saved.prepare(d, ndir)
+    assert (ndir / "data.raw").read_bytes() == b"the pool as it was on the disk"
+    assert (ndir / "root.qcow2").read_bytes() == b"saved root.qcow2"
+    assert saved.DISKS == ("root.qcow2",)

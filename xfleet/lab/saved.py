@@ -44,7 +44,9 @@ from xfleet.transport import quote_command
 # what changes with every boot and not with what the VM is: the machine id on the kernel
 # command line, the node's own directory (a lab's state dir), `-S` (stalled start)
 _MACHINE_ID = re.compile(r"systemd\.machine_id=[0-9a-f]+")
-DISKS = ("root.qcow2", "data.raw")
+# What a saved boot holds of its VM's disks: the root overlay only. The data disk stays the
+# node's own (saved.SAVE_POINT: no pool was imported when it was saved).
+DISKS = ("root.qcow2",)
 QMP_SOCKET = "qmp.sock"
 MIGRATE_TIMEOUT = 180.0
 KEEP = 3  # saved boots per VM name (~180 MB each)
@@ -111,13 +113,20 @@ def qemu_version() -> str:
     return _qemu_version
 
 
+# Where in a boot it is saved: 3 = a storage node before any pool is imported, and without
+# its data disk (a restore keeps the node's own: after `down` or a power cycle its pool is
+# imported from it; else it is blank and gets a new pool). Boots saved at another point (1:
+# after the pool was created, with the data disk; 2: before, with it) never match.
+SAVE_POINT = 3
+
+
 def fingerprint(argv: Sequence[str], ndir: Path, seed: bytes) -> str:
     """What a saved boot must match: the command line (without what changes with every
-    boot), the seed's content, and the QEMU version."""
+    boot), the seed's content, the QEMU version and the save point."""
     norm = [_MACHINE_ID.sub("systemd.machine_id=*", a).replace(str(ndir), "@NODE@")
             for a in argv if a != "-S"]
     h = hashlib.sha256()
-    h.update(json.dumps([norm, qemu_version()]).encode())
+    h.update(json.dumps([norm, qemu_version(), SAVE_POINT]).encode())
     h.update(hashlib.sha256(seed).digest())
     return h.hexdigest()[:32]
 

@@ -481,7 +481,11 @@ def up(
 
     Saved boots (xfleet.lab.saved): a VM whose saved boot matches is restored (seconds)
     instead of booted; one that boots cold is saved once it is ready. `cold=True` boots every
-    VM from the image (and saves it anew)."""
+    VM from the image (and saves it anew).
+
+    A storage node that still has its data disk (stopped by `down`, or power-cycled by
+    `kill_node(..., keep_data=True)`) comes back with that disk, restored or booted, and its
+    pool is imported from it: never replaced by the saved disk, never a new pool over it."""
     if not 1 <= nodes <= 9:
         raise LabError(f"nodes must be between 1 and 9, got {nodes}")
     if not 0 <= clients <= MAX_CLIENTS:
@@ -654,13 +658,15 @@ def _up(
             if node.name not in restored:
                 ssh.run(lab.endpoint(node), ["modprobe", "nvme-tcp"])
             emit(progress, f"{node.name}: client ready ({time.monotonic() - t0:.0f}s)")
-        else:
+        if node in started and node.name not in restored:
+            # a storage node before any pool is imported (saved.SAVE_POINT): a power cycle
+            # restores this state with the node's own data disk and imports its pool
+            _save_boot(lab, node, img, fingerprints[node.name], progress)
+        if not node.is_client:
             _ensure_pool(lab, node)
             attempt = f", boot attempt {node.boot_attempt}" if node.boot_attempt > 1 else ""
             emit(progress, f"{node.name}: pool {POOL} ready ({time.monotonic() - t0:.0f}s"
                            f"{attempt})")
-        if node in started and node.name not in restored:
-            _save_boot(lab, node, img, fingerprints[node.name], progress)
 
     with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
         for f in [pool.submit(ready, n) for n in lab.nodes]:
@@ -877,15 +883,18 @@ def _ssh_banner(port: int, timeout: float = 1.5) -> bool:
 
 def _ensure_pool(lab: LabState, node: NodeInfo) -> None:
     """Pool `tank` on `node`: the one it has, or the one on its data disk (imported), or a new
-    one (one round trip: POOL_SCRIPT)."""
+    one on a blank disk (one round trip: POOL_SCRIPT)."""
     _pool_script(lab.endpoint(node), "ensure")
 
 
 CREATE_ATTEMPTS = 4
 
 # Pool `tank` on a lab node, in one round trip (each command costs ~0.3-0.8 s of SSH and guest
-# CPU under TCG; a reset used to be 7 of them per node). `ensure` keeps a pool it finds
-# (imported if it is only on the disk); `recreate` destroys it first, after stopping whatever
+# CPU under TCG; a reset used to be 7 of them per node). `ensure` keeps a pool it has, or
+# imports the one on the data disk, or creates one if the disk is blank; a disk that holds
+# anything else is never overwritten. Its guest may have been restored from a saved boot
+# that saw another disk (saved boots hold no data disk), so it first forgets what it cached
+# of the disk, its partitions included. `recreate` destroys the pool first, after stopping whatever
 # keeps it busy: zfs send/receive left behind by a killed test, any process holding a zvol
 # open (dd, a probe, a shell; it would make the destroy wait in the kernel, uninterruptibly,
 # for as long as it holds it: seen `zpool export` in D state until the holder died), the lab
@@ -895,13 +904,26 @@ CREATE_ATTEMPTS = 4
 # (more than once under TCG, where udev is slow): when the kernel opens the new partition in
 # such a window, the create fails with "no such pool or dataset" (ENOENT) and leaves nothing
 # behind. So the script waits for udev and the device link, and tries again.
-# Exit 0: the pool is there; 3: it could not be destroyed; 4: it could not be created. Either
-# failure prints what the node shows on stdout.
+# Exit 0: the pool is there; 3: it could not be destroyed; 4: it could not be created; 5: no
+# pool to import. Each failure prints what the node shows on stdout.
 POOL_SCRIPT = """
 mode=$1 pool=$2 dev=$3 attempts=$4
 have() { zpool list -H -o name "$pool" >/dev/null 2>&1; }
+if [ "$mode" = ensure ]; then
+  have && exit 0
+  udevadm settle --timeout=60
+  disk=$(readlink -f "$dev")
+  blockdev --flushbufs "$disk"; blockdev --rereadpt "$disk"
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  udevadm settle --timeout=60
+  err=$(zpool import -N -f "$pool" 2>&1) && exit 0
+  if [ -n "$(blkid -p -o value -s PTTYPE "$disk"; blkid -p -o value -s TYPE "$disk")" ]; then
+    echo "$err" >&2
+    lsblk "$disk" 2>&1; blkid -p "$disk" 2>&1; zpool import 2>&1 | head -20
+    exit 5
+  fi
+fi  # else a blank disk: a new pool on it
 if have || zpool import -N -f "$pool" >/dev/null 2>&1; then
-  [ "$mode" = ensure ] && exit 0
   pkill -9 -x zfs
   find /proc/[0-9]*/fd -lname '/dev/zd*' 2>/dev/null | cut -d/ -f3 | sort -u | xargs -r kill -9
   [ -d /sys/kernel/config/nvmet/ports ] && systemctl stop xfleet-lab-target 2>/dev/null
@@ -936,7 +958,8 @@ def _pool_script(ep: ssh.Endpoint, mode: str) -> None:
     if res.ok:
         return
     what = {3: f"cannot destroy pool {POOL}",
-            4: f"zpool create {POOL} failed {CREATE_ATTEMPTS} times"}.get(
+            4: f"zpool create {POOL} failed {CREATE_ATTEMPTS} times",
+            5: f"no pool {POOL} to import on its data disk"}.get(
                 res.exit_status, f"pool {POOL} script exited {res.exit_status}")
     raise LabError(f"{ep.name}: {what}: {res.stderr.strip()[-2000:]}",
                    hint=f"what the node shows:\n{res.stdout.strip()[-3000:]}")
@@ -1073,13 +1096,14 @@ def recreate_pool(lab: LabState, node: str | NodeInfo) -> None:
     _pool_script(lab.endpoint(node), "recreate")
 
 
-def kill_node(
-    node: str, *, state_dir: Path | None = None, discard_disks: bool = True
-) -> bool:
+def kill_node(node: str, *, state_dir: Path | None = None, keep_data: bool = False) -> bool:
     """Hard-stop one lab node's QEMU with SIGKILL (fault injection). Returns False if it was
-    not running. With `discard_disks` (default) its overlay and data disk are deleted, so the
-    next `up` boots it from a clean disk with an empty pool: QEMU runs the disks with
-    cache=unsafe, so a killed VM's disks are not trustworthy."""
+    not running. Its root overlay is deleted (QEMU runs it with cache=unsafe, and a qcow2
+    file's own metadata is cached in QEMU: it is not trustworthy after a kill), and so is its
+    data disk, so the next `up` restores or boots it with an empty pool; unless `keep_data`:
+    a power cut. The raw data disk then holds every write the guest saw complete (what ZFS
+    had not synced is lost, as on real hardware), and the next `up` brings the node back
+    with that disk and its pool imported."""
     lab = LabState.load(state_dir)
     n = lab.node(node)
     ndir = n.dir(lab.state_dir)
@@ -1087,9 +1111,8 @@ def kill_node(
         return False
     ssh.close_master(lab.endpoint(n))  # first: a connection the kill cuts holds its port
     _stop_qemu(ndir, signal.SIGKILL, wait=10)
-    if discard_disks:
-        for name in ("root.qcow2", "data.raw"):
-            (ndir / name).unlink(missing_ok=True)
+    for name in ("root.qcow2",) if keep_data else ("root.qcow2", "data.raw"):
+        (ndir / name).unlink(missing_ok=True)
     return True
 
 
