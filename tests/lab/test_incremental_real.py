@@ -279,7 +279,8 @@ def test_watch_follows_operations_through_a_killed_channel(lab: Lab, tmp_path: P
 
 def test_watch_catches_up_after_the_node_reboots(lab: Lab, tmp_path: Path) -> None:
     """A reboot (a power cycle: Lab.power_cycle): the event queue is lost and its ids
-    restart; the pool is imported again (new load_guid). Watch loses the node, retries with
+    restart (the node comes back from its saved boot, whose kernel random state repeats, so
+    its load_guid may too); the pool is imported again. Watch loses the node, retries with
     backoff, then catches up from the pool's on-disk history."""
     db = tmp_path / "reboot.db"
     proc = start_watch(lab, db)

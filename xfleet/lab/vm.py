@@ -616,6 +616,16 @@ def _up(
                        f"(ssh 127.0.0.1:{node.ssh_port})")
         return True
 
+    # The hub's peers connect to its private links once, when they start: a hub that starts
+    # while peers run (lab1 power-cycled) would leave them without a private link, so they
+    # are restarted with it (their data disks kept, as in a power cycle).
+    hub = lab.storage_nodes[0] if lab.storage_nodes else None
+    if hub is not None and not _pid_of(hub.dir(sd)):
+        for peer in lab.nodes:
+            if peer is not hub and _pid_of(peer.dir(sd)):
+                emit(progress, f"{peer.name}: restarted with {hub.name}, whose private links "
+                               "it connects to")
+                _kill(lab, peer, keep_data=True)
     for node in lab.nodes:
         ndir = node.dir(sd)
         if _pid_of(ndir):
@@ -923,7 +933,7 @@ if [ "$mode" = ensure ]; then
     exit 5
   fi
 fi  # else a blank disk: a new pool on it
-if have || zpool import -N -f "$pool" >/dev/null 2>&1; then
+if [ "$mode" = recreate ] && { have || zpool import -N -f "$pool" >/dev/null 2>&1; }; then
   pkill -9 -x zfs
   find /proc/[0-9]*/fd -lname '/dev/zd*' 2>/dev/null | cut -d/ -f3 | sort -u | xargs -r kill -9
   [ -d /sys/kernel/config/nvmet/ports ] && systemctl stop xfleet-lab-target 2>/dev/null
@@ -1106,14 +1116,18 @@ def kill_node(node: str, *, state_dir: Path | None = None, keep_data: bool = Fal
     with that disk and its pool imported."""
     lab = LabState.load(state_dir)
     n = lab.node(node)
-    ndir = n.dir(lab.state_dir)
-    if _pid_of(ndir) is None:
+    if _pid_of(n.dir(lab.state_dir)) is None:
         return False
+    _kill(lab, n, keep_data=keep_data)
+    return True
+
+
+def _kill(lab: LabState, n: NodeInfo, *, keep_data: bool) -> None:
+    ndir = n.dir(lab.state_dir)
     ssh.close_master(lab.endpoint(n))  # first: a connection the kill cuts holds its port
     _stop_qemu(ndir, signal.SIGKILL, wait=10)
     for name in ("root.qcow2",) if keep_data else ("root.qcow2", "data.raw"):
         (ndir / name).unlink(missing_ok=True)
-    return True
 
 
 def down(*, state_dir: Path | None = None, progress: Progress = None) -> list[str]:
