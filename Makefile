@@ -24,9 +24,12 @@ deps-test:
 	@bash scripts/test-deps.sh
 	@sh scripts/lab-deps.sh
 
+# ruff, mypy --strict, and the import contracts of pyproject.toml (the layers, and no UI
+# library below the faces: docs/architecture.md)
 lint: $(STAMP)
-	$(BIN)/ruff check xfleet tests
+	$(BIN)/ruff check xfleet tests tools benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Everything but the lab (quick inner loop), in 3 pytest-xdist workers on the 2 cores: many
 # tests wait on subprocesses and sshd, so a third worker cut the wall time ~25 % (196 s vs 242-280 s).

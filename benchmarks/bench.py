@@ -29,17 +29,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from xfleet import mirror, query  # noqa: E402
-from xfleet.inventory import Host, load  # noqa: E402
-from xfleet.sim import SimTransport  # noqa: E402
-from xfleet.sync import dataset_rows  # noqa: E402
-from xfleet.zfs import (  # noqa: E402
+from xfleet import mirror
+from xfleet.core.zfs import (
     DATASET_COLUMNS,
     UserProperties,
     parse_get_json,
     zfs_get_user_properties,
     zfs_list,
 )
+from xfleet.fleet.inventory import load
+from xfleet.mirror import query
+from xfleet.ops.sync import dataset_rows
+from xfleet.remote.host import Host
+from xfleet.sim import SimTransport
 
 USER_PROPS = ("xfleet:tenant",)
 

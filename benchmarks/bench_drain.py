@@ -21,8 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from xfleet import inventory, mirror, moves  # noqa: E402
-from xfleet.sync import sync  # noqa: E402
+from xfleet import mirror
+from xfleet.fleet import inventory
+from xfleet.ops import moves
+from xfleet.ops.sync import sync
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 import time
 
-from xfleet import estimate
-from xfleet.estimate import Sample, estimate_sample, physical_size
+from xfleet.ops import estimate
+from xfleet.ops.estimate import Sample, estimate_sample, physical_size
 
 BS = 16384
 

@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from xfleet import inventory  # noqa: E402
-from xfleet.sim import SimTransport  # noqa: E402
-from xfleet.sync import sync  # noqa: E402
+from xfleet.fleet import inventory
+from xfleet.ops.sync import sync
+from xfleet.sim import SimTransport
 
 
 def changes(t: SimTransport, n: int, round_: int) -> None:

@@ -27,10 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from xfleet import inventory, lab, mirror, query  # noqa: E402
-from xfleet.sync import sync  # noqa: E402
-from xfleet.transport import Connections, SSHTransport  # noqa: E402
-from xfleet.zfs import FAST_COLUMNS, zfs_list  # noqa: E402
+from xfleet import lab, mirror
+from xfleet.core.zfs import FAST_COLUMNS, zfs_list
+from xfleet.fleet import inventory
+from xfleet.fleet.connections import Connections
+from xfleet.mirror import query
+from xfleet.ops.sync import sync
+from xfleet.remote.ssh import SSHTransport
 
 CHANGES = [  # 10 changes of the kinds a fleet sees all day
     ["zfs", "snapshot", "tank/bench/v1@c1"],

@@ -11,7 +11,7 @@ that is destroyed (and its space freed) before the next run:
 1. the plain pipe through this host, the issue's baseline: `ssh lab1 zfs send -L -c SNAP |
    ssh lab2 zfs receive -s -u NAME` with the OpenSSH client (its default cipher), the lab's key
    and pinned host keys;
-2. `xfleet.relay.relay` called directly between two SSHTransports (the same argv);
+2. `xfleet.remote.relay.relay` called directly between two SSHTransports (the same argv);
 3. `syncoid --no-sync-snap --compress=none --sendoptions=Lc` between the two nodes (both
    remote: the per-node port, key and pinned host key come from an ssh config file, put in
    front of syncoid by an `ssh` wrapper in PATH, since syncoid 2.1 has one --sshport only);
@@ -58,10 +58,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from xfleet import inventory, lab  # noqa: E402
-from xfleet.lab.ssh import Endpoint  # noqa: E402
-from xfleet.relay import relay  # noqa: E402
-from xfleet.transport import SSHTransport  # noqa: E402
+from xfleet import lab
+from xfleet.fleet import inventory
+from xfleet.lab.ssh import Endpoint
+from xfleet.remote.relay import relay
+from xfleet.remote.ssh import SSHTransport
 
 VOL = "tank/bench/vol"
 SNAP = f"{VOL}@base"

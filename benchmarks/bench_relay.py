@@ -8,7 +8,7 @@ Starts the test suite's loopback sshd (tests/sshd.py), writes a random file, and
 1. `ssh A cat FILE | ssh B 'cat >/dev/null'` with the OpenSSH client (its default cipher,
    chacha20-poly1305 on OpenSSH 9), the baseline of the issue (target: relay >= 0.9 of it);
 2. the same pipe with `-c aes128-gcm@openssh.com`, the cipher xfleet's connections prefer;
-3. `xfleet.relay.relay` between two SSHTransports (two connections to the same sshd),
+3. `xfleet.remote.relay.relay` between two SSHTransports (two connections to the same sshd),
    unlimited, from `cat FILE` into `cat >/dev/null`;
 4. the same relay between two LocalTransports (the relay's own ceiling on this machine).
 
@@ -33,10 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from sshd import SSHD  # noqa: E402
+from sshd import SSHD
 
-from xfleet.relay import relay  # noqa: E402
-from xfleet.transport import LocalTransport, SSHTransport  # noqa: E402
+from xfleet.remote.local import LocalTransport
+from xfleet.remote.relay import relay
+from xfleet.remote.ssh import SSHTransport
 
 
 def ssh_command(server: SSHD, known_hosts: Path, cipher: str | None) -> list[str]:

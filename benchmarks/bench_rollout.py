@@ -24,9 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from xfleet import inventory, rollout, sim  # noqa: E402
-from xfleet.sync import sync  # noqa: E402
-from xfleet.transport import Connections  # noqa: E402
+from xfleet import sim
+from xfleet.fleet import inventory
+from xfleet.fleet.connections import Connections
+from xfleet.ops import rollout
+from xfleet.ops.sync import sync
 
 
 def run(tmp: Path, volumes: int, nodes: int) -> dict[str, float]:

@@ -158,7 +158,7 @@ def _build(workdir: Path, rows: int) -> Path:
 
 
 def _with_indexes(db: Path) -> Path:
-    from xfleet.paging import PROPOSED_INDEXES
+    from xfleet.mirror.paging import PROPOSED_INDEXES
 
     copy = db.with_name(db.stem + "-indexed.db")
     if not copy.exists():

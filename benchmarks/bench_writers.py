@@ -32,9 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from xfleet import mirror  # noqa: E402
-from xfleet.inventory import load  # noqa: E402
-from xfleet.sync import sync  # noqa: E402
+from xfleet import mirror
+from xfleet.fleet.inventory import load
+from xfleet.ops.sync import sync
 
 WRITER = r"""
 import json, os, sqlite3, sys, time

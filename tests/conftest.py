@@ -17,10 +17,11 @@ from typing import Any, TypeVar
 import pytest
 from sshd import SSHD
 
-from xfleet import inventory
-from xfleet.errors import InventoryError
+from xfleet.core.errors import InventoryError
+from xfleet.fleet import inventory
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+FIXTURES = ROOT / "tests" / "fixtures"
 T = TypeVar("T")
 
 # How long a test waits for something it expects to happen soon (a process to end, a line to

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xfleet.inventory import Host
+from xfleet.remote.host import Host
 
 SSHD_BIN = Path(os.environ.get("XFLEET_TEST_SSHD", "/usr/sbin/sshd"))
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xfleet import zfs
+from xfleet.core import zfs
 from xfleet.lab import LabError, kill_node, target_pkg, up
 from xfleet.lab import ssh as labssh
 from xfleet.lab.vm import SILENT_TIMEOUT, LabState

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from opsgen import Ops
 
-from xfleet import zfs
+from xfleet.core import zfs
 
 from .labkit import TENANT, Lab, log, mirror_rows
 

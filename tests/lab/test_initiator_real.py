@@ -1,5 +1,5 @@
 """The lab client (client1, an NVMe/TCP initiator VM) against the lab target 1.0 on lab1 and
-lab2: xfleet.initiator reads both controllers in one command, with the pinned identities; a
+lab2: xfleet.ops.initiator reads both controllers in one command, with the pinned identities; a
 stopped target shows as a reconnecting controller while the other stays live, and comes back
 live without an I/O error (probes run on both devices throughout); a connection with short
 timeouts is flagged by budget_warnings.
@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from xfleet import initiator, inventory
+from xfleet.core.identity import nqn_for, pinned_identity
+from xfleet.fleet import inventory
+from xfleet.fleet.connections import Connections
+from xfleet.fleet.target_spec import NVMET_DEFAULTS
 from xfleet.lab import probe, target_pkg
-from xfleet.target import NVMET_DEFAULTS, nqn_for, pinned_identity
-from xfleet.transport import Connections, Transport
+from xfleet.ops import initiator
+from xfleet.remote.transport import Transport
 
 from .labkit import Lab, log
 

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
-from xfleet import inventory
-from xfleet.lab import LabError, down, image, paths, probe, scenario, ssh, status, up
+from tools import scenario
+from xfleet.core.names import validate_dataset
+from xfleet.fleet import inventory
+from xfleet.lab import LabError, down, image, paths, probe, ssh, status, up
 from xfleet.lab.image import Image
 from xfleet.lab.vm import (
     LabState,
@@ -26,8 +28,7 @@ from xfleet.lab.vm import (
     plan,
     write_inventory,
 )
-from xfleet.names import validate_dataset
-from xfleet.transport import quote_command
+from xfleet.remote.transport import quote_command
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -31,9 +31,12 @@ SCRIPT = r"""
 import json, sys
 sys.path.insert(0, "/root/xfleet-src")
 from pathlib import Path
-from xfleet import inventory, lifecycle, mirror, query
-from xfleet.sync import sync
-from xfleet.transport import Connections
+from xfleet.fleet import inventory
+from xfleet.ops import lifecycle
+from xfleet import mirror
+from xfleet.mirror import query
+from xfleet.ops.sync import sync
+from xfleet.fleet.connections import Connections
 
 work = Path(sys.argv[1])
 work.mkdir(exist_ok=True)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import wait_for as shared_wait_for
 
-from xfleet import moves
+from xfleet.ops import moves
 
 from .labkit import TENANT, Lab, log
 

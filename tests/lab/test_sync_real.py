@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from xfleet.lab import scenario as sc
+from tools import scenario as sc
 
 from .labkit import TENANT, Lab, mirror_rows
 

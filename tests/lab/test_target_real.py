@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from xfleet import inventory
+from xfleet.core.identity import pinned_identity
+from xfleet.fleet import inventory
+from xfleet.fleet.connections import Connections
 from xfleet.lab import probe, target_pkg
-from xfleet.target import NvmetDriver, TargetError, pinned_identity
-from xfleet.transport import Connections
+from xfleet.ops.target import NvmetDriver, TargetError
 
 from .labkit import Lab, log
 

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xfleet import initiator, inventory
+from xfleet.core.identity import pinned_identity
+from xfleet.fleet import inventory
+from xfleet.fleet.connections import Connections
 from xfleet.lab import probe, target_pkg
-from xfleet.target import NvmetDriver, pinned_identity
-from xfleet.transport import Connections
+from xfleet.ops import initiator
+from xfleet.ops.target import NvmetDriver
 
 from .labkit import ROOT, Lab, log
 

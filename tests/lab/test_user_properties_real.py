@@ -1,9 +1,10 @@
 """Whatever a node holds, it stays syncable: the most hostile user property values real
-OpenZFS stores (xfleet.lab.hostile: tabs and newlines that forge `zfs list -H` lines, values
+OpenZFS stores (tools.hostile: tabs and newlines that forge `zfs list -H` lines, values
 that imitate `zpool events` and `zpool history` records, control characters, 8191 bytes,
 bytes that are not UTF-8), then a full and an incremental sync through the CLI.
 
-The same on the simulator, and the parsers on captured output: tests/test_user_properties.py.
+The same on the simulator, and the parsers on captured output:
+tests/unit/ops/test_sync_user_properties.py.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from xfleet.lab import hostile
-from xfleet.lab import scenario as sc
+from tools import hostile
+from tools import scenario as sc
 
 from .labkit import Lab
 

@@ -14,7 +14,9 @@ import pytest
 from conftest import write_sim_inventory  # tests/conftest.py (tests/ is on sys.path)
 from rich.console import Console
 
-from xfleet import inventory, mirror, sync
+from xfleet import mirror
+from xfleet.fleet import inventory
+from xfleet.ops import sync
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ from typing import Any
 from textual import events
 from textual.widgets import Input
 
-from xfleet import inventory, mirror
+from xfleet import mirror
+from xfleet.fleet import inventory
 from xfleet.tui.app import XfleetApp
 from xfleet.tui.table import VirtualTable
 from xfleet.tui.views import (

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from xfleet import inventory, mirror
+from xfleet import mirror
+from xfleet.fleet import inventory
 from xfleet.sim import DEFAULT_NOW
 from xfleet.tui.app import XfleetApp
 from xfleet.tui.views import DetailView

@@ -49,7 +49,8 @@ def test_tui_in_tmux(fleet: Path, sql: Any) -> None:
                          (10 << 30,)).fetchone()[0]
     assert big and big_n1
     session = f"xfleet-test-{uuid.uuid4().hex[:8]}"
-    code = ("from pathlib import Path; from xfleet import inventory; from xfleet.tui import run; "
+    code = ("from pathlib import Path; from xfleet.fleet import inventory; "
+            "from xfleet.tui import run; "
             f"run(Path({str(fleet / 'mirror.db')!r}), "
             f"inventory=inventory.load({str(fleet / 'fleet.yaml')!r}))")
     # the pane's size is the terminal's: no COLUMNS/LINES from our environment (pytest-xdist

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xfleet.errors import XfleetError
+from xfleet.core.errors import XfleetError
 
 
 class LabError(XfleetError):

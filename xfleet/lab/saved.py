@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from xfleet.lab.errors import LabError
-from xfleet.transport import quote_command
+from xfleet.remote.transport import quote_command
 
 # what changes with every boot and not with what the VM is: the machine id on the kernel
 # command line, the node's own directory (a lab's state dir), `-S` (stalled start)

@@ -1,7 +1,7 @@
 """SSH to lab nodes with the lab's own key and pinned host keys (never trust-on-first-use).
 
 Remote commands are argument lists; `remote_command` hands them to
-`xfleet.transport.quote_command`, the one place where they become a shell line for the node's
+`xfleet.remote.transport.quote_command`, the one place where they become a shell line for the node's
 login shell.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xfleet.lab.errors import LabError
-from xfleet.transport import CommandResult, quote_command
+from xfleet.remote.transport import CommandResult, quote_command
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Built on the host with `dpkg-deb` (no network): a small python3 daemon script that exports
 every zvol of the node's pools over NVMe/TCP through the kernel target (configfs) with pinned
-identities (xfleet.target.pinned_identity), and a systemd unit. 1.0 and 1.1 work; 1.2 is
+identities (xfleet.core.identity.pinned_identity), and a systemd unit. 1.0 and 1.1 work; 1.2 is
 deliberately broken: it exports but its readiness never comes. docs/upgrades.md.
 """
 
@@ -15,10 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from xfleet.core.identity import PIN_NAMESPACE
+from xfleet.fleet.target_spec import NVMET_DEFAULTS
 from xfleet.lab import ssh
 from xfleet.lab.errors import LabError
 from xfleet.lab.vm import LabState
-from xfleet.target import NVMET_DEFAULTS, PIN_NAMESPACE
 
 PACKAGE = "xfleet-lab-target"
 VERSIONS = ("1.0", "1.1", "1.2")

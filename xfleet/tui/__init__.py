@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from xfleet.inventory import Inventory
+    from xfleet.fleet.inventory import Inventory
 
 __all__ = ["run"]
 

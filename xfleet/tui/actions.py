@@ -1,6 +1,6 @@
 """What the dashboard's write actions do (only in `xfleet tui --write`): snapshot, clone,
 destroy and move the selected dataset, through the same library calls as the CLI
-(xfleet.lifecycle, xfleet.moves), so the same refusals and the same journal apply.
+(xfleet.ops.lifecycle, xfleet.ops.moves), so the same refusals and the same journal apply.
 
 No textual import here: `run(...)` returns the message to show, or raises an XfleetError whose
 message and hint the view shows instead of a traceback. It runs in a worker thread.
@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from xfleet import lifecycle, mirror
-from xfleet.errors import UsageError
-from xfleet.inventory import Inventory
-from xfleet.transport import Connections
+from xfleet import mirror
+from xfleet.core.errors import UsageError
+from xfleet.fleet.connections import Connections
+from xfleet.fleet.inventory import Inventory
+from xfleet.ops import lifecycle
 
 ACTIONS = ("snapshot", "clone", "destroy", "move")
 
@@ -87,7 +88,7 @@ def run(inv: Inventory, mirror_path: Path, what: str, node: str, name: str, answ
 
 def _move(inv: Inventory, mirror_path: Path, conn: sqlite3.Connection, conns: Connections,
           node: str, name: str, target: str) -> str:
-    from xfleet import moves
+    from xfleet.ops import moves
 
     if not target:
         raise UsageError("a move needs a target: NODE or NODE/POOL")

@@ -30,7 +30,7 @@ from xfleet.tui.views import (
 )
 
 if TYPE_CHECKING:
-    from xfleet.inventory import Inventory
+    from xfleet.fleet.inventory import Inventory
 
 POLL_SECONDS = 2.0
 HOLD_MAX_S = 1.0  # keys held behind a view change are released after this at the latest
@@ -267,7 +267,7 @@ class XfleetApp(App[None]):
                   view: BaseView) -> None:
         """Carry out a write action in a worker thread; the outcome (or the refusal, with its
         hint) is flashed in the view, and the view re-reads the mirror."""
-        from xfleet.errors import XfleetError
+        from xfleet.core.errors import XfleetError
         from xfleet.tui import actions
 
         inv = self.inventory

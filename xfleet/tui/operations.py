@@ -88,12 +88,12 @@ register("journal", journal)
 
 
 def moves(conn: sqlite3.Connection) -> list[Operation]:
-    """Volume moves (xfleet.moves), from the mirror's `moves` table."""
+    """Volume moves (xfleet.ops.moves), from the mirror's `moves` table."""
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'moves'"
                         ).fetchone():
         return []
-    from xfleet import moves as moves_mod
-    from xfleet.units import format_age
+    from xfleet.core.units import format_age
+    from xfleet.ops import moves as moves_mod
 
     out = []
     for m in moves_mod.listing(conn)[:500]:
@@ -115,12 +115,12 @@ register("moves", moves)
 
 
 def rollouts(conn: sqlite3.Connection) -> list[Operation]:
-    """Rolling target upgrades (xfleet.rollout): nodes done/total, the current node and step,
+    """Rolling target upgrades (xfleet.ops.rollout): nodes done/total, the current node and step,
     the time of each finished node."""
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
                         "'rollouts'").fetchone():
         return []
-    from xfleet import rollout
+    from xfleet.ops import rollout
 
     out = []
     for r in rollout.list_rollouts(conn, limit=50):

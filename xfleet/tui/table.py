@@ -1,10 +1,11 @@
 """A virtual table over the mirror: only the rows on screen plus a small prefetch are in memory.
 
 The widget keeps a bounded buffer of rows read by a `Pager` (keyset paging, see
-xfleet/paging.py). Moving past either end of the buffer reads the next chunk after the last row
-(or before the first); the far end is dropped when the buffer grows beyond `MAX_BUFFER` rows.
-Re-reads for a new sort or filter run in a worker thread on their own connection, so a slow
-query never freezes the screen and a newer keystroke interrupts an older query.
+xfleet/mirror/paging.py). Moving past either end of the buffer reads the next chunk after the
+last row (or before the first); the far end is dropped when the buffer grows beyond
+`MAX_BUFFER` rows. Re-reads for a new sort or filter run in a worker thread on their own
+connection, so a slow query never freezes the screen and a newer keystroke interrupts an
+older query.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.worker import get_current_worker
 
-from xfleet.paging import Count, Filter, Key, Pager, Row, Sort
-from xfleet.text import printable
-from xfleet.units import format_age, format_size
+from xfleet.core.text import printable
+from xfleet.core.units import format_age, format_size
+from xfleet.mirror.paging import Count, Filter, Key, Pager, Row, Sort
 
 CHUNK = 200  # rows per read (one read serves several pages)
 MAX_BUFFER = 1200  # rows kept in memory at most

@@ -20,13 +20,13 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Static, Tree
 from textual.widgets.tree import TreeNode
 
-from xfleet import query
-from xfleet.errors import XfleetError
-from xfleet.paging import Filter, Sort, has_index, parse_filter
-from xfleet.text import printable
+from xfleet.core.errors import XfleetError
+from xfleet.core.text import printable
+from xfleet.core.units import format_age, format_size
+from xfleet.mirror import query
+from xfleet.mirror.paging import Filter, Sort, has_index, parse_filter
 from xfleet.tui import operations
 from xfleet.tui.table import SORT_KEYS, VirtualTable
-from xfleet.units import format_age, format_size
 
 if TYPE_CHECKING:
     from xfleet.tui.app import XfleetApp
@@ -845,9 +845,9 @@ class CompView(BaseView):
 
     @work(thread=True, exclusive=True, group="comp")
     def load(self) -> None:
-        """The cost report's figures (xfleet.report, the same as `xfleet report compression`):
+        """The cost report's figures (xfleet.ops.report, the same as `xfleet report compression`):
         by node/pool, by compression, top tenants by savings."""
-        from xfleet import compression, report
+        from xfleet.ops import compression, report
 
         inv = self.xapp.inventory
         conn = self.xapp.connect()

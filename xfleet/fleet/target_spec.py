@@ -1,0 +1,33 @@
+"""The inventory's `target` host key: which NVMe-oF target driver a node runs, and its settings
+(docs/upgrades.md). The drivers themselves are in xfleet/ops/target.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DRIVERS = ("nvmet", "command")
+# operations a `command` driver may define; `exports` and the versions are read from stdout
+COMMAND_OPS = ("installed_version", "running_version", "exports", "stage", "restart", "ready",
+               "rollback")
+COMMAND_REQUIRED = ("running_version", "exports", "restart", "ready")
+COMMAND_VARS = ("node", "version", "path", "sha256")
+NVMET_SETTINGS = ("address", "port", "nqn_prefix", "package", "service", "ready_file",
+                  "stage_dir")
+NVMET_DEFAULTS: dict[str, Any] = {
+    "port": 4420,
+    "nqn_prefix": "nqn.2026-01.io.xfleet",
+    "package": "xfleet-lab-target",
+    "service": "xfleet-lab-target",
+    "ready_file": "/run/xfleet-lab-target/ready",
+    "stage_dir": "/var/lib/xfleet/target",
+}
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """The inventory's `target` host key, validated (xfleet/fleet/inventory.py)."""
+
+    driver: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)

@@ -1,0 +1,810 @@
+"""Compression policy: which volumes should use which compression, the plan, and applying it.
+
+A policy is a YAML file of ordered rules (docs/compression.md)::
+
+    rules:
+      - name: archive
+        match: {labels: {zone: b}, volsize: ">=1T", properties: {"xfleet:tier": cold}}
+        compression: zstd-9
+      - name: default
+        compression: lz4          # no `match`: every volume not matched above
+
+The first rule that matches a volume gives its desired compression; a volume no rule matches
+is left alone. Rules are compiled to one SQL expression, so a plan over a million mirror rows
+is a single query (nothing is loaded into Python but the groups and the rows shown).
+
+Applying a plan is a durable run journaled in the mirror (`compression_runs`, one
+`compression_changes` row per volume: the audit): changes are applied per node in batches of
+`zfs set compression=X NAME...` (a few commands per node whatever the number of volumes), each
+batch is recorded when it finished, and an interrupted run resumes from its pending rows.
+
+A new setting only affects data written afterwards: existing blocks keep the compression they
+were written with until they are rewritten (e.g. a move without `zfs send -c`).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from xfleet import mirror
+from xfleet.core.errors import UsageError, XfleetError
+from xfleet.core.names import validate_dataset
+from xfleet.core.units import parse_size
+from xfleet.core.yamlsrc import Val, convert, plain, shown, suggest
+from xfleet.mirror import query
+
+if TYPE_CHECKING:
+    from xfleet.fleet.connections import Connections
+    from xfleet.fleet.inventory import Inventory
+    from xfleet.remote.transport import Transport
+
+
+class PolicyError(XfleetError):
+    """The compression policy file is invalid; `where` is file:line."""
+
+    exit_code = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# compression values
+
+ZSTD_FAST_LEVELS = (*range(1, 11), *range(20, 101, 10), 500, 1000)
+ALIASES = {"zstd": "zstd-3", "gzip": "gzip-6", "zstd-fast": "zstd-fast-1", "on": "lz4"}
+_VALUE_HINT = ("one of off, lz4, zstd (= zstd-3), zstd-1 .. zstd-19, zstd-fast-N "
+               f"(N in {', '.join(map(str, ZSTD_FAST_LEVELS))}), gzip (= gzip-6), gzip-1 .. gzip-9")
+
+
+def canonical(value: str) -> str:
+    """The one spelling of a compression setting: zstd -> zstd-3, gzip -> gzip-6, on -> lz4."""
+    return ALIASES.get(value, value)
+
+
+def validate_compression(value: Any) -> str:
+    """`value` if a policy may ask for it, else a UsageError saying what is allowed."""
+    text = value.strip().lower() if isinstance(value, str) else ""
+    ok = text in ("off", "lz4", "zstd", "gzip", "zstd-fast")
+    m = re.fullmatch(r"(zstd|gzip|zstd-fast)-(\d+)", text)
+    if m:
+        n = int(m.group(2))
+        ok = {"zstd": 1 <= n <= 19, "gzip": 1 <= n <= 9,
+              "zstd-fast": n in ZSTD_FAST_LEVELS}[m.group(1)]
+    if not ok:
+        hint = _VALUE_HINT
+        if text == "on":
+            hint = "'on' means lz4 today but may change with the ZFS version; write lz4"
+        elif text in ("zle", "lzjb"):
+            hint = f"{text} is legacy; use lz4 or zstd. Allowed: {_VALUE_HINT}"
+        raise UsageError(f"{value!r} is not a compression setting a policy can ask for",
+                         hint=hint)
+    return text
+
+
+def canonical_sql(col: str) -> str:
+    """SQL for the canonical spelling of the compression in column `col`."""
+    whens = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in ALIASES.items())
+    return f"(CASE {col} {whens} ELSE {col} END)"
+
+
+# ---------------------------------------------------------------------------------------------
+# the policy
+
+MATCH_KEYS: dict[str, str] = {
+    "labels": "a mapping of node label names to values (inventory labels), all must match",
+    "node": "a node name or a list of them",
+    "pool": "a pool name or a list of them",
+    "name": "a glob on the volume name (e.g. 'tank/t00*/*') or a list of globs",
+    "tenant": "a tenant name or a list of them",
+    "properties": "a mapping of ZFS user properties (mirrored ones) to values",
+    "volsize": "a size condition like '>=100G' (also used, referenced, logicalused, "
+    "logicalreferenced)",
+    "used": "a size condition like '>10G'",
+    "referenced": "a size condition like '>10G'",
+    "logicalused": "a size condition like '>10G'",
+    "logicalreferenced": "a size condition like '>10G'",
+}
+RULE_KEYS = ("name", "match", "compression")
+_SIZE_KEYS = ("volsize", "used", "referenced", "logicalused", "logicalreferenced")
+_COND = re.compile(r"^\s*(>=|<=|!=|=|>|<)?\s*([0-9][0-9.]*\s*[A-Za-z]*)\s*\Z")
+
+
+@dataclass
+class Rule:
+    name: str
+    compression: str
+    line: int
+    match: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "compression": self.compression, "match": self.match,
+                "line": self.line}
+
+
+@dataclass
+class Policy:
+    path: Path | None
+    rules: list[Rule]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path) if self.path else None,
+                "rules": [r.to_dict() for r in self.rules]}
+
+    def compile(self, inventory: Inventory | None = None,
+                tenant_property: str = "xfleet:tenant") -> tuple[str, str, list[Any]]:
+        """SQL expressions (desired compression, rule name) over a `datasets` row, and their
+        parameters (the desired expression's parameters first, then the rule's)."""
+        whens: list[str] = []
+        params: list[Any] = []
+        for r in self.rules:
+            cond, p = _match_sql(r, inventory, tenant_property)
+            whens.append(cond)
+            params.extend(p)
+        if not whens:
+            return "NULL", "NULL", []
+        desired = "CASE " + " ".join(f"WHEN {w} THEN ?" for w in whens) + " END"
+        rule = desired
+        dparams: list[Any] = []
+        rparams: list[Any] = []
+        i = 0
+        for r, w in zip(self.rules, whens, strict=True):
+            n = w.count("?")
+            dparams.extend([*params[i:i + n], r.compression])
+            rparams.extend([*params[i:i + n], r.name])
+            i += n
+        return desired, rule, dparams + rparams
+
+
+def _in(col: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    return f"{col} IN ({', '.join('?' for _ in values)})", list(values)
+
+
+def _match_sql(rule: Rule, inventory: Inventory | None,
+               tenant_property: str) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    m = rule.match
+    if "labels" in m:
+        want: dict[str, str] = m["labels"]
+        if inventory is None:
+            for k, v in want.items():  # labels as the last sync recorded them
+                clauses.append("node IN (SELECT name FROM nodes WHERE json_extract(labels, ?) = ?)")
+                params.extend([f'$."{k}"', v])
+        else:
+            nodes = [h.name for h in inventory.hosts.values()
+                     if all(h.labels.get(k) == v for k, v in want.items())]
+            if not nodes:
+                clauses.append("0")
+            else:
+                c, p = _in("node", nodes)
+                clauses.append(c)
+                params.extend(p)
+    for key, col in (("node", "node"), ("pool", "pool"), ("tenant", "tenant")):
+        if key in m:
+            c, p = _in(col, m[key])
+            clauses.append(c)
+            params.extend(p)
+    if "name" in m:
+        globs = m["name"]
+        clauses.append("(" + " OR ".join("name GLOB ?" for _ in globs) + ")")
+        params.extend(globs)
+    for prop, val in m.get("properties", {}).items():
+        if prop == tenant_property:
+            clauses.append("tenant = ?")
+            params.append(val)
+        else:
+            clauses.append("json_extract(user_properties, ?) = ?")
+            params.extend([f'$."{prop}"', val])
+    for key in _SIZE_KEYS:
+        for op, size in m.get(key, ()):
+            clauses.append(f"{key} {op} ?")
+            params.append(size)
+    return ("(" + " AND ".join(clauses) + ")" if clauses else "1"), params
+
+
+class _PolicyLoader:
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = str(path)
+
+    def err(self, line: int, msg: str, hint: str | None = None) -> PolicyError:
+        return PolicyError(msg, where=f"{self.file}:{line}", hint=hint)
+
+    def load(self) -> Policy:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            raise PolicyError(f"compression policy {self.file} does not exist", where=self.file,
+                              hint="pass --policy FILE or set the fleet var compression_policy; "
+                              "see inventory/compression.yaml") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PolicyError(f"cannot read {self.file}: {exc}", where=self.file) from None
+        return self.parse(text)
+
+    def parse(self, text: str) -> Policy:
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = convert(node, self.file, yaml.constructor.SafeConstructor()) \
+                if node is not None else None
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            raise self.err(mark.line + 1 if mark else 1,
+                           f"YAML syntax error: {exc.problem or 'malformed YAML'}",
+                           hint="check indentation and quoting near this line") from None
+        except yaml.YAMLError as exc:
+            raise self.err(1, f"YAML error: {exc}") from None
+        except XfleetError as exc:  # duplicate keys and the like, from the shared loader
+            raise PolicyError(exc.message, where=exc.where, hint=exc.hint) from None
+        if not isinstance(root, dict) or "rules" not in root:
+            raise self.err(1, "a compression policy is a mapping with a 'rules:' list",
+                           hint="see inventory/compression.yaml")
+        for k, v in root.items():
+            if k != "rules":
+                raise self.err(v.at, f"unknown top-level key {k!r}", hint=suggest(k, ["rules"]))
+        rules_v = root["rules"]
+        if not isinstance(rules_v.value, list) or not rules_v.value:
+            raise self.err(rules_v.line, f"rules must be a non-empty list, got "
+                           f"{shown(rules_v.value)}")
+        rules: list[Rule] = []
+        seen: dict[str, int] = {}
+        for i, item in enumerate(rules_v.value):
+            rule = self._rule(i, item)
+            if rule.name in seen:
+                raise self.err(item.line, f"rule name {rule.name!r} is used twice (first at "
+                               f"line {seen[rule.name]})", hint="rule names must be unique")
+            seen[rule.name] = item.line
+            rules.append(rule)
+        for r in rules[:-1]:
+            if not r.match:
+                later = rules[rules.index(r) + 1]
+                raise self.err(later.line, f"rule {later.name!r} can never match: rule "
+                               f"{r.name!r} (line {r.line}) has no 'match' and takes every "
+                               "volume", hint="put the catch-all rule last")
+        return Policy(self.path, rules)
+
+    def _rule(self, i: int, item: Val) -> Rule:
+        if not isinstance(item.value, dict):
+            raise self.err(item.line, f"rule {i + 1} must be a mapping with name, match and "
+                           f"compression, got {shown(item.value)}")
+        body: dict[str, Val] = item.value
+        for k, v in body.items():
+            if k not in RULE_KEYS:
+                raise self.err(v.at, f"unknown key {k!r} in rule {i + 1}",
+                               hint=suggest(k, RULE_KEYS))
+        name = f"rule-{i + 1}"
+        if "name" in body:
+            nv = body["name"]
+            if not isinstance(nv.value, str) or not nv.value.strip():
+                raise self.err(nv.line, f"a rule name must be a non-empty string, got "
+                               f"{shown(nv.value)}")
+            name = nv.value.strip()
+        if "compression" not in body:
+            raise self.err(item.line, f"rule {name!r} has no 'compression'",
+                           hint=f"add compression: ..., {_VALUE_HINT}")
+        cv = body["compression"]
+        value = cv.value
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off/on as a boolean
+            value = "off" if value is False else "on"
+        try:
+            comp = validate_compression(value)
+        except UsageError as exc:
+            raise self.err(cv.line, f"rule {name!r}: {exc.message}", hint=exc.hint) from None
+        match: dict[str, Any] = {}
+        if "match" in body:
+            mv = body["match"]
+            if not isinstance(mv.value, dict):
+                raise self.err(mv.line, f"rule {name!r}: match must be a mapping, got "
+                               f"{shown(mv.value)}", hint=f"keys: {', '.join(MATCH_KEYS)}")
+            for k, v in mv.value.items():
+                match[k] = self._match(name, k, v)
+        return Rule(name, comp, item.line, match)
+
+    def _strings(self, rule: str, key: str, v: Val) -> list[str]:
+        raw = v.value if isinstance(v.value, list) else [v]
+        out = []
+        for x in raw:
+            xv = x.value
+            if isinstance(xv, (dict, list)) or xv is None or isinstance(xv, bool):
+                raise self.err(x.line, f"rule {rule!r}: {key} must be {MATCH_KEYS[key]}, got "
+                               f"{shown(xv)}")
+            out.append(str(xv))
+        if not out:
+            raise self.err(v.line, f"rule {rule!r}: {key} is an empty list")
+        return out
+
+    def _match(self, rule: str, key: str, v: Val) -> Any:
+        if key not in MATCH_KEYS:
+            raise self.err(v.at, f"rule {rule!r}: unknown match key {key!r}",
+                           hint=suggest(key, tuple(MATCH_KEYS)))
+        if key in ("labels", "properties"):
+            if not isinstance(v.value, dict) or not v.value:
+                raise self.err(v.line, f"rule {rule!r}: {key} must be {MATCH_KEYS[key]}, got "
+                               f"{shown(v.value)}")
+            out: dict[str, str] = {}
+            for k, x in v.value.items():
+                if isinstance(x.value, (dict, list)) or x.value is None:
+                    raise self.err(x.line, f"rule {rule!r}: {key}.{k} must be a plain value, "
+                                   f"got {shown(x.value)}")
+                if key == "properties" and ":" not in k:
+                    raise self.err(x.at, f"rule {rule!r}: {k!r} is not a user property",
+                                   hint="user properties look like 'module:name', e.g. "
+                                   "xfleet:tier (and must be mirrored: inventory "
+                                   "user_properties)")
+                if key == "labels" and '"' in k:
+                    raise self.err(x.at, f"rule {rule!r}: label names may not contain '\"'")
+                if key == "properties" and '"' in k:
+                    raise self.err(x.at, f"rule {rule!r}: property names may not contain '\"'")
+                val = plain(x)
+                out[k] = str(val).lower() if isinstance(val, bool) else str(val)
+            return out
+        if key in _SIZE_KEYS:
+            items = v.value if isinstance(v.value, list) else [v]
+            conds = []
+            for x in items:
+                text = str(x.value) if isinstance(x.value, (str, int)) else ""
+                m = _COND.match(text)
+                size = None
+                if m:
+                    try:
+                        size = parse_size(m.group(2).replace(" ", ""))
+                    except (UsageError, ValueError):
+                        size = None
+                if m is None or size is None:
+                    raise self.err(x.line, f"rule {rule!r}: {key} {shown(x.value)} is not a "
+                                   "size condition",
+                                   hint="write e.g. '>=100G', '<1T' or '512M' (means =)")
+                conds.append((m.group(1) or "=", size))
+            return conds
+        vals = self._strings(rule, key, v)
+        if key == "name":
+            for g in vals:
+                if any(c in g for c in "\n\x00"):
+                    raise self.err(v.line, f"rule {rule!r}: name glob {g!r} is not valid")
+        return vals
+
+
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    """Load and validate a policy; raises PolicyError naming file:line."""
+    return _PolicyLoader(Path(path)).load()
+
+
+def parse_policy(text: str, where: str = "<policy>") -> Policy:
+    return _PolicyLoader(Path(where)).parse(text)
+
+
+def policy_for(inventory: Inventory | None, path: str | None) -> Policy:
+    """The policy named by `path`, else by the inventory's `compression_policy`."""
+    if path:
+        return load_policy(path)
+    if inventory is not None and inventory.compression_policy is not None:
+        return load_policy(inventory.compression_policy)
+    raise UsageError("no compression policy given",
+                     hint="pass --policy FILE, or set the fleet var compression_policy in the "
+                     "inventory (see inventory/compression.yaml and docs/compression.md)")
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan: desired vs current, in SQL
+
+
+@dataclass
+class Scope:
+    nodes: Sequence[str] = ()
+    where: str = "1"  # extra SQL condition on datasets (from xfleet.mirror.query.Selection.compile)
+    params: Sequence[Any] = ()
+
+
+def scope_for(inv: Inventory, nodes: Sequence[str] = (), where: Sequence[str] = (),
+              pattern: str | None = None, tenants: Sequence[str] = ()) -> Scope:
+    """The volumes a compression command covers: nodes or groups (all when empty), `--where`
+    conditions, a name glob and tenants (xfleet.mirror.query.Selection), for the CLI and
+    playbooks."""
+
+    sel = query.Selection(where=tuple(where), tenants=tuple(tenants), pattern=pattern,
+                          tenant_property=inv.tenant_property)
+    clause, params = sel.compile()
+    names = [h.name for h in inv.select(list(nodes))] if nodes else []
+    return Scope(names, clause, params)
+
+
+def _changes_sql(policy: Policy, inventory: Inventory | None, scope: Scope,
+                 tenant_property: str) -> tuple[str, list[Any]]:
+    """SELECT node, name, old, new, rule, ... of every volume whose desired compression differs
+    from the current one (canonical spellings compared)."""
+    desired, rule, params = policy.compile(inventory, tenant_property)
+    node_clause, node_params = ("1", []) if not scope.nodes else _in("node", scope.nodes)
+    sql = (
+        "SELECT node, name, old, new, rule, volsize, referenced, logicalreferenced, "
+        "refreservation, compressratio, refcompressratio FROM ("
+        f"SELECT node, name, compression AS old, {desired} AS new, {rule} AS rule, volsize, "
+        "referenced, logicalreferenced, refreservation, compressratio, refcompressratio "
+        f"FROM datasets WHERE type = 'volume' AND {node_clause} AND ({scope.where})) "
+        f"WHERE new IS NOT NULL AND {canonical_sql('old')} IS NOT {canonical_sql('new')}"
+    )
+    return sql, [*params, *node_params, *scope.params]
+
+
+def _estimate_join(alias: str = "c") -> str:
+    return (f"LEFT JOIN compression_estimates e ON e.node = {alias}.node AND "
+            f"e.name = {alias}.name AND e.algorithm = {canonical_sql(alias + '.new')}")
+
+
+@dataclass
+class PlanGroup:
+    node: str
+    old: str | None
+    new: str
+    rule: str
+    volumes: int
+    referenced: int
+    logicalreferenced: int
+    thick: int
+    estimated: int  # volumes with an estimate for the new setting
+    referenced_after: int | None  # of the estimated volumes, after a rewrite (estimate)
+    referenced_estimated: int  # of the estimated volumes, now
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Plan:
+    policy: Policy
+    groups: list[PlanGroup]
+    batch_size: int
+    sql: str
+    params: list[Any]
+
+    @property
+    def volumes(self) -> int:
+        return sum(g.volumes for g in self.groups)
+
+    def commands_by_node(self) -> dict[str, int]:
+        """`zfs set` commands per node: one per `batch_size` volumes of each setting."""
+        volumes: dict[tuple[str, str], int] = {}
+        for g in self.groups:
+            volumes[(g.node, g.new)] = volumes.get((g.node, g.new), 0) + g.volumes
+        out: dict[str, int] = {}
+        for (node, _), n in volumes.items():
+            out[node] = out.get(node, 0) + -(-n // self.batch_size)
+        return out
+
+    @property
+    def commands(self) -> int:
+        return sum(self.commands_by_node().values())
+
+    def nodes(self) -> list[str]:
+        return sorted({g.node for g in self.groups})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy.to_dict(), "volumes": self.volumes,
+                "commands": self.commands, "commands_by_node": self.commands_by_node(),
+                "batch_size": self.batch_size,
+                "groups": [g.to_dict() for g in self.groups],
+                "note": NOTE_REWRITE}
+
+
+NOTE_REWRITE = ("a new compression setting only affects data written after it is set: existing "
+                "blocks keep their compression until rewritten (a move without send -c, or a "
+                "copy); 'referenced_after' is what a rewrite would give")
+
+
+def plan(conn: sqlite3.Connection, policy: Policy, inventory: Inventory | None = None, *,
+         scope: Scope | None = None, batch_size: int = 500,
+         tenant_property: str = "xfleet:tenant") -> Plan:
+    """The changes `policy` asks for, grouped by node, current and desired setting and rule."""
+    scope = scope or Scope()
+    sql, params = _changes_sql(policy, inventory, scope, tenant_property)
+    rows = conn.execute(
+        f"SELECT c.node, c.old, c.new, c.rule, count(*), coalesce(sum(c.referenced), 0), "
+        "coalesce(sum(c.logicalreferenced), 0), sum(coalesce(c.refreservation, 0) > 0), "
+        "count(e.ratio), sum(CASE WHEN e.ratio > 0 THEN c.logicalreferenced / e.ratio END), "
+        "coalesce(sum(CASE WHEN e.ratio > 0 THEN c.referenced END), 0) "
+        f"FROM ({sql}) c {_estimate_join()} GROUP BY c.node, c.old, c.new, c.rule "
+        "ORDER BY c.node, c.new, c.old", params).fetchall()
+    groups = []
+    for node, old, new, rule, n, ref, lref, thick, est, after, ref_est in rows:
+        groups.append(PlanGroup(node, old, new, rule, n, ref, lref, thick or 0, est,
+                                int(after) if after is not None else None, ref_est))
+    return Plan(policy, groups, batch_size, sql, params)
+
+
+def changes(conn: sqlite3.Connection, p: Plan, *, limit: int | None = 20,
+            order: str = "potential") -> Iterator[dict[str, Any]]:
+    """The plan's changes, one per volume (largest estimated effect first by default),
+    streamed from the cursor."""
+    by = ("(c.referenced - coalesce(c.logicalreferenced / e.ratio, c.referenced)) DESC, "
+          "c.logicalreferenced DESC" if order == "potential" else "c.node, c.name")
+    sql = (f"SELECT c.node, c.name, c.old, c.new, c.rule, c.referenced, c.logicalreferenced, "
+           "c.refreservation, c.refcompressratio, e.ratio AS estimated_ratio, e.ratio_low, "
+           f"e.ratio_high FROM ({p.sql}) c {_estimate_join()} ORDER BY {by}"
+           + (f" LIMIT {int(limit)}" if limit else ""))
+    cur = conn.execute(sql, p.params)
+    names = [d[0] for d in cur.description]
+    for row in cur:
+        d = dict(zip(names, row, strict=True))
+        r = d["estimated_ratio"]
+        d["referenced_after"] = int(d["logicalreferenced"] / r) if r else None
+        d["thick"] = bool(d["refreservation"])
+        d["needs_rewrite"] = True
+        yield d
+
+
+# ---------------------------------------------------------------------------------------------
+# applying: a durable run, batches per node, an audit row per volume
+
+
+@dataclass
+class Run:
+    id: int
+    state: str
+    changes: int
+    done: int
+    failed: int
+    commands: int
+    batch_size: int
+    policy: str | None
+    user: str | None
+    created_at: float
+    finished_at: float | None
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def get_run(conn: sqlite3.Connection, run_id: int) -> Run:
+    r = conn.execute("SELECT id, state, changes, done, failed, commands, batch_size, policy, "
+                     "user, created_at, finished_at, error FROM compression_runs WHERE id = ?",
+                     (run_id,)).fetchone()
+    if r is None:
+        raise UsageError(f"no compression run {run_id}",
+                         hint="'xfleet compression runs' lists them")
+    return Run(*tuple(r))
+
+
+def runs(conn: sqlite3.Connection, limit: int = 20) -> list[Run]:
+    ids = [r[0] for r in conn.execute(
+        "SELECT id FROM compression_runs ORDER BY id DESC LIMIT ?", (limit,))]
+    return [get_run(conn, i) for i in ids]
+
+
+def create_run(conn: sqlite3.Connection, p: Plan) -> Run:
+    """Record the plan as a run with one pending audit row per volume (one INSERT ... SELECT:
+    the changes never pass through Python)."""
+    now = time.time()
+    mirror.begin(conn, "a new compression run")
+    try:
+        cur = conn.execute(
+            "INSERT INTO compression_runs (policy, user, host, state, batch_size, created_at, "
+            "updated_at) VALUES (?, ?, ?, 'planned', ?, ?, ?)",
+            (str(p.policy.path) if p.policy.path else None, _user(), socket.gethostname(),
+             p.batch_size, now, now))
+        run_id = cur.lastrowid
+        assert run_id is not None
+        n = conn.execute(
+            "INSERT INTO compression_changes (run, node, name, old, new, rule, state) "
+            f"SELECT ?, node, name, old, new, rule, 'pending' FROM ({p.sql}) ORDER BY node, new, "
+            "name", (run_id, *p.params)).rowcount
+        conn.execute("UPDATE compression_runs SET changes = ? WHERE id = ?", (n, run_id))
+        conn.execute("COMMIT")
+    except BaseException:
+        mirror.rollback(conn)
+        raise
+    return get_run(conn, run_id)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def set_argv(value: str, names: Sequence[str]) -> list[str]:
+    """`zfs set compression=VALUE NAME...` (names validated: data, never options)."""
+    validate_compression(value)
+    for n in names:
+        validate_dataset(n, allow_snapshot=False)
+    return ["zfs", "set", f"compression={value}", *names]
+
+
+@dataclass
+class Batch:
+    node: str
+    new: str
+    ids: list[int]
+    names: list[str]
+
+
+def pending_batches(conn: sqlite3.Connection, run_id: int, node: str,
+                    batch_size: int) -> Iterator[Batch]:
+    """The run's pending changes on `node`, `batch_size` at a time per setting (read a batch,
+    apply it, mark it: only one batch is held in memory)."""
+    values = [r[0] for r in conn.execute(
+        "SELECT DISTINCT new FROM compression_changes WHERE run = ? AND state = 'pending' "
+        "AND node = ?", (run_id, node))]
+    for new in values:
+        after = 0
+        while True:
+            rows = conn.execute(
+                "SELECT id, name FROM compression_changes WHERE run = ? AND state = 'pending' "
+                "AND node = ? AND new = ? AND id > ? ORDER BY id LIMIT ?",
+                (run_id, node, new, after, batch_size)).fetchall()
+            if not rows:
+                break
+            after = rows[-1][0]
+            yield Batch(node, new, [r[0] for r in rows], [r[1] for r in rows])
+
+
+def dry_run_commands(conn: sqlite3.Connection, p: Plan) -> Iterator[tuple[str, list[str]]]:
+    """(node, argv) of every command `apply` would run, batch by batch."""
+    for node in p.nodes():
+        for new in sorted({g.new for g in p.groups if g.node == node}):
+            cur = conn.execute(f"SELECT name FROM ({p.sql}) WHERE node = ? AND new = ? "
+                               "ORDER BY name", (*p.params, node, new))
+            while True:
+                names = [r[0] for r in cur.fetchmany(p.batch_size)]
+                if not names:
+                    break
+                yield node, set_argv(new, names)
+
+
+def _apply_batch(conn: sqlite3.Connection, t: Transport, run_id: int, b: Batch,
+                 batch_no: int) -> tuple[int, int, int]:
+    """Run one batch; returns (done, failed, commands)."""
+    argv = set_argv(b.new, b.names)
+    res = t.stream(argv)
+    for _ in res:
+        pass
+    commands = 1
+    failed: dict[str, str] = {}
+    if res.exit_status != 0:
+        # zfs set goes on after a name it cannot set: ask which ones have the value now
+        commands += 1
+        got = t.stream(["zfs", "get", "-H", "-p", "-o", "name,value", "compression", *b.names])
+        now_value = {}
+        for line in got:
+            parts = line.split("\t")
+            if len(parts) == 2:
+                now_value[parts[0]] = parts[1]
+        why = (res.stderr.strip().splitlines() or ["zfs set failed"])[-1]
+        for n in b.names:
+            if canonical(now_value.get(n, "")) != canonical(b.new):
+                failed[n] = why if n in now_value else f"{why} (dataset not found)"
+    now = time.time()
+    mirror.begin(conn, "a compression batch")
+    try:
+        done_names = [n for n in b.names if n not in failed]
+        for i, n in zip(b.ids, b.names, strict=True):
+            if n in failed:
+                conn.execute("UPDATE compression_changes SET state = 'failed', batch = ?, "
+                             "at = ?, error = ? WHERE id = ?", (batch_no, now, failed[n], i))
+        ok_ids = [i for i, n in zip(b.ids, b.names, strict=True) if n not in failed]
+        for chunk in range(0, len(ok_ids), 500):
+            part = ok_ids[chunk:chunk + 500]
+            conn.execute("UPDATE compression_changes SET state = 'done', batch = ?, at = ? "
+                         f"WHERE id IN ({', '.join('?' for _ in part)})", (batch_no, now, *part))
+        for chunk in range(0, len(done_names), 500):
+            names = done_names[chunk:chunk + 500]
+            conn.execute("UPDATE datasets SET compression = ? WHERE node = ? AND name IN "
+                         f"({', '.join('?' for _ in names)})", (b.new, b.node, *names))
+        conn.execute("UPDATE compression_runs SET done = done + ?, failed = failed + ?, "
+                     "commands = commands + ?, heartbeat = ?, updated_at = ? WHERE id = ?",
+                     (len(done_names), len(failed), commands, now, now, run_id))
+        conn.execute("COMMIT")
+    except BaseException:
+        mirror.rollback(conn)
+        raise
+    return len(done_names), len(failed), commands
+
+
+@dataclass
+class NodeApply:
+    node: str
+    done: int = 0
+    failed: int = 0
+    commands: int = 0
+    batches: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def apply_run(mirror_path: Path, run_id: int, connections: Connections, *,
+              parallel: int = 8, progress: Any = None) -> tuple[Run, list[NodeApply]]:
+    """Apply (or resume) run `run_id`: every node's pending changes, batch by batch, nodes in
+    parallel. A node that fails keeps its pending rows (resume later); other nodes go on."""
+
+    conn = mirror.connect(mirror_path)
+    try:
+        run = get_run(conn, run_id)
+        if run.state == "done":
+            return run, []
+        conn.execute("UPDATE compression_runs SET state = 'applying', pid = ?, heartbeat = ?, "
+                     "updated_at = ?, error = NULL WHERE id = ?",
+                     (os.getpid(), time.time(), time.time(), run_id))
+        nodes = [r[0] for r in conn.execute(
+            "SELECT DISTINCT node FROM compression_changes WHERE run = ? AND state = 'pending'",
+            (run_id,))]
+        batch_base = conn.execute("SELECT coalesce(max(batch), 0) FROM compression_changes "
+                                  "WHERE run = ?", (run_id,)).fetchone()[0]
+    finally:
+        conn.close()
+    counter = [batch_base]
+
+    lock = threading.Lock()
+
+    def one(node: str, t: Transport) -> NodeApply:
+        out = NodeApply(node)
+        c = mirror.connect(mirror_path)
+        try:
+            for b in pending_batches(c, run_id, node, run.batch_size):
+                with lock:
+                    counter[0] += 1
+                    no = counter[0]
+                d, f, n = _apply_batch(c, t, run_id, b, no)
+                out.done += d
+                out.failed += f
+                out.commands += n
+                out.batches += 1
+                if progress:
+                    progress(out)
+        finally:
+            c.close()
+        return out
+
+    results = connections.each(nodes, one, parallel=parallel)
+    per_node: list[NodeApply] = []
+    errors = []
+    for r in results:
+        if r.value is not None:
+            per_node.append(r.value)
+        else:
+            per_node.append(NodeApply(r.node, error=str(r.error)))
+            errors.append(f"{r.node}: {r.error}")
+    conn = mirror.connect(mirror_path)
+    try:
+        pending = conn.execute("SELECT count(*) FROM compression_changes WHERE run = ? AND "
+                               "state = 'pending'", (run_id,)).fetchone()[0]
+        state = "failed" if pending else "done"
+        now = time.time()
+        conn.execute("UPDATE compression_runs SET state = ?, finished_at = ?, updated_at = ?, "
+                     "pid = NULL, error = ? WHERE id = ?",
+                     (state, now if state == "done" else None, now,
+                      "; ".join(errors) or None, run_id))
+        return get_run(conn, run_id), per_node
+    finally:
+        conn.close()
+
+
+def audit(conn: sqlite3.Connection, *, run_id: int | None = None, volume: str | None = None,
+          limit: int = 100) -> Iterator[dict[str, Any]]:
+    """Audit rows (who, when, node, volume, old -> new, batch, state), newest first."""
+    where: list[str] = []
+    params: list[Any] = []
+    if run_id is not None:
+        where.append("c.run = ?")
+        params.append(run_id)
+    if volume is not None:
+        where.append("c.name = ?")
+        params.append(volume)
+    sql = ("SELECT c.run, r.user, c.at, c.node, c.name, c.old, c.new, c.rule, c.batch, c.state, "
+           "c.error FROM compression_changes c JOIN compression_runs r ON r.id = c.run "
+           + (f"WHERE {' AND '.join(where)} " if where else "")
+           + "ORDER BY c.id DESC LIMIT ?")
+    cur = conn.execute(sql, (*params, limit))
+    names = [d[0] for d in cur.description]
+    for row in cur:
+        yield dict(zip(names, row, strict=True))

@@ -1,0 +1,23 @@
+"""Sampled verification of a move (xfleet/ops/moves.py), run on a node as `python3 -c`.
+
+argv: DEVICE OFFSET...: prints `SHA256 OFFSET` for the 1 MiB slice at each MiB offset, read with
+O_DIRECT where the device allows it (what is on disk, not a cached page). A slice past the end
+hashes what was read: nothing, or the short tail.
+
+Not on the simulator: it has no data path, so moves verify in the lab.
+"""
+
+import hashlib
+import mmap
+import os
+import sys
+
+dev = sys.argv[1]
+try:
+    fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+except OSError:
+    fd = os.open(dev, os.O_RDONLY)
+buf = mmap.mmap(-1, 1 << 20)
+for o in sys.argv[2:]:
+    n = os.preadv(fd, [buf], int(o) << 20)
+    print(hashlib.sha256(buf[:n]).hexdigest(), o)
