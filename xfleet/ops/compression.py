@@ -43,13 +43,15 @@ from xfleet.core.errors import UsageError, XfleetError
 from xfleet.core.names import validate_dataset
 from xfleet.core.units import parse_size
 from xfleet.core.yamlsrc import Val, convert, plain, shown, suggest
-from xfleet.mirror import query
+from xfleet.mirror import jobs, query
 
 if TYPE_CHECKING:
     from xfleet.fleet.connections import Connections
     from xfleet.fleet.inventory import Inventory
     from xfleet.remote.transport import Transport
 
+
+HEARTBEAT = 20.0  # seconds between heartbeats of a run being applied
 
 class PolicyError(XfleetError):
     """The compression policy file is invalid; `where` is file:line."""
@@ -563,20 +565,22 @@ class Run:
         return dict(self.__dict__)
 
 
+# states: planned -> applying -> done, or failed (pending changes left: `apply --resume RUN`)
+COMPRESSION_RUNS = jobs.register(jobs.JobKind(
+    "compression_runs", "compression run", "xfleet compression runs",
+    frozenset({"planned", "applying", "failed"})))
+
+
+def _run(r: sqlite3.Row) -> Run:
+    return Run(**{f: r[f] for f in Run.__dataclass_fields__})
+
+
 def get_run(conn: sqlite3.Connection, run_id: int) -> Run:
-    r = conn.execute("SELECT id, state, changes, done, failed, commands, batch_size, policy, "
-                     "user, created_at, finished_at, error FROM compression_runs WHERE id = ?",
-                     (run_id,)).fetchone()
-    if r is None:
-        raise UsageError(f"no compression run {run_id}",
-                         hint="'xfleet compression runs' lists them")
-    return Run(*tuple(r))
+    return _run(jobs.get(conn, COMPRESSION_RUNS, run_id))
 
 
 def runs(conn: sqlite3.Connection, limit: int = 20) -> list[Run]:
-    ids = [r[0] for r in conn.execute(
-        "SELECT id FROM compression_runs ORDER BY id DESC LIMIT ?", (limit,))]
-    return [get_run(conn, i) for i in ids]
+    return [_run(r) for r in jobs.rows(conn, COMPRESSION_RUNS, limit=limit)]
 
 
 def create_run(conn: sqlite3.Connection, p: Plan) -> Run:
@@ -732,9 +736,8 @@ def apply_run(mirror_path: Path, run_id: int, connections: Connections, *,
         run = get_run(conn, run_id)
         if run.state == "done":
             return run, []
-        conn.execute("UPDATE compression_runs SET state = 'applying', pid = ?, heartbeat = ?, "
-                     "updated_at = ?, error = NULL WHERE id = ?",
-                     (os.getpid(), time.time(), time.time(), run_id))
+        jobs.claim(conn, COMPRESSION_RUNS, run_id,
+                   set_columns={"state": "applying", "updated_at": time.time(), "error": None})
         nodes = [r[0] for r in conn.execute(
             "SELECT DISTINCT node FROM compression_changes WHERE run = ? AND state = 'pending'",
             (run_id,))]
@@ -765,7 +768,8 @@ def apply_run(mirror_path: Path, run_id: int, connections: Connections, *,
             c.close()
         return out
 
-    results = connections.each(nodes, one, parallel=parallel)
+    with jobs.Heartbeat(mirror_path, COMPRESSION_RUNS, run_id, interval=HEARTBEAT):
+        results = connections.each(nodes, one, parallel=parallel)
     per_node: list[NodeApply] = []
     errors = []
     for r in results:
@@ -779,11 +783,8 @@ def apply_run(mirror_path: Path, run_id: int, connections: Connections, *,
         pending = conn.execute("SELECT count(*) FROM compression_changes WHERE run = ? AND "
                                "state = 'pending'", (run_id,)).fetchone()[0]
         state = "failed" if pending else "done"
-        now = time.time()
-        conn.execute("UPDATE compression_runs SET state = ?, finished_at = ?, updated_at = ?, "
-                     "pid = NULL, error = ? WHERE id = ?",
-                     (state, now if state == "done" else None, now,
-                      "; ".join(errors) or None, run_id))
+        jobs.finish(conn, COMPRESSION_RUNS, run_id, state, "; ".join(errors) or None,
+                    final=state == "done")
         return get_run(conn, run_id), per_node
     finally:
         conn.close()

@@ -52,11 +52,11 @@ from pathlib import Path
 from typing import Any
 
 from xfleet import mirror
-from xfleet.core.errors import RemoteCommandError, UsageError, XfleetError
+from xfleet.core.errors import RemoteCommandError, XfleetError
 from xfleet.core.names import pool_of, validate_dataset
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror import claims
+from xfleet.mirror import claims, jobs
 from xfleet.ops.sync import sync
 from xfleet.remote.programs import program
 from xfleet.remote.relay import RelayResult, TokenBucket, relay
@@ -98,6 +98,11 @@ def sample_hashes_argv(device: str, offsets: Sequence[int]) -> list[str]:
 
 class MoveError(XfleetError):
     """A move that cannot start or go on; the message says why and the hint what to do."""
+
+
+MOVES = jobs.register(jobs.JobKind(
+    "moves", "move", "xfleet moves list", frozenset((*ACTIVE, *HALTED)), stale=STALE,
+    error=MoveError, missing="no move with id {id}"))
 
 
 @dataclass
@@ -166,17 +171,11 @@ def _from_row(r: sqlite3.Row) -> Move:
 
 
 def get(conn: sqlite3.Connection, move_id: int) -> Move:
-    r = conn.execute("SELECT * FROM moves WHERE id = ?", (move_id,)).fetchone()
-    if r is None:
-        raise UsageError(f"no move with id {move_id}", hint="xfleet moves list")
-    return _from_row(r)
+    return _from_row(jobs.get(conn, MOVES, move_id))
 
 
 def listing(conn: sqlite3.Connection, *, active_only: bool = False) -> list[Move]:
-    sql = "SELECT * FROM moves"
-    if active_only:
-        sql += f" WHERE state IN ({', '.join(repr(s) for s in (*ACTIVE, *HALTED))})"
-    return [_from_row(r) for r in conn.execute(sql + " ORDER BY id DESC")]
+    return [_from_row(r) for r in jobs.rows(conn, MOVES, open_only=active_only)]
 
 
 def _save(conn: sqlite3.Connection, m: Move, message: str | None = None) -> None:
@@ -205,15 +204,7 @@ def log(conn: sqlite3.Connection, move_id: int) -> list[dict[str, Any]]:
 
 def _claim(conn: sqlite3.Connection, m: Move) -> None:
     """Only one process drives a move: refuse if another live process on this host holds it."""
-    mirror.begin(conn, "the claim of a move")
-    r = conn.execute("SELECT pid, host, heartbeat FROM moves WHERE id = ?", (m.id,)).fetchone()
-    pid = claims.holder(r, stale=STALE)
-    if pid is not None:
-        mirror.rollback(conn)
-        raise MoveError(f"move {m.id} is being run by process {pid}",
-                        hint="wait for it, or stop that process first")
-    claims.take(conn, "moves", m.id, extra=", control = NULL")
-    conn.execute("COMMIT")
+    jobs.claim(conn, MOVES, m.id, set_columns={"control": None})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -728,8 +719,7 @@ class Runner:
                     halt.set()
                 if time.monotonic() - beat > HEARTBEAT:
                     beat = time.monotonic()
-                    conn.execute("UPDATE moves SET heartbeat = ? WHERE id = ? AND pid = ?",
-                                 (time.time(), move_id, os.getpid()))
+                    claims.beat(conn, MOVES.table, move_id)
         finally:
             conn.close()
 

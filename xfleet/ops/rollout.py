@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import re
+import sqlite3
 import subprocess
 import threading
 import time
@@ -42,7 +43,7 @@ from xfleet.core.identity import pinned_identity
 from xfleet.fleet import inventory
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror import claims
+from xfleet.mirror import claims, jobs
 from xfleet.ops import initiator
 from xfleet.ops.moves import ACTIVE
 from xfleet.ops.target import Export, TargetDriver, driver_for
@@ -70,6 +71,11 @@ Say = Callable[[str], None]
 
 class RolloutError(XfleetError):
     """A rollout cannot start or continue (refused preflight, unknown rollout, bad options)."""
+
+
+ROLLOUTS = jobs.register(jobs.JobKind(
+    "rollouts", "rollout", "xfleet rollouts list", frozenset(OPEN), error=RolloutError,
+    busy_hint="wait for it, or pause it (xfleet rollouts pause ID)"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -575,11 +581,8 @@ def create(mirror_path: Path, version: str, nodes: Sequence[str], packages: dict
         conn.close()
 
 
-def get(conn: Any, rid: int) -> dict[str, Any]:
-    row = conn.execute("SELECT * FROM rollouts WHERE id = ?", (rid,)).fetchone()
-    if row is None:
-        raise RolloutError(f"no rollout {rid}", hint="xfleet rollouts list")
-    return dict(row)
+def get(conn: sqlite3.Connection, rid: int) -> dict[str, Any]:
+    return dict(jobs.get(conn, ROLLOUTS, rid))
 
 
 def nodes_of(conn: Any, rid: int) -> list[dict[str, Any]]:
@@ -732,37 +735,20 @@ class Runner:
 
     # -- claim -----------------------------------------------------------------------------
     def _claim(self) -> None:
-        with self._lock:
-            c = self._conn
-            mirror.begin(c, "the claim of a rollout")
-            r = get(c, self.rid)
-            pid = claims.holder(r)
-            if pid is not None:
-                mirror.rollback(c)
-                raise RolloutError(f"rollout {self.rid} is being run by process {pid}",
-                                   hint="wait for it, or pause it (xfleet rollouts pause "
-                                   f"{self.rid})")
+        def prepare(c: sqlite3.Connection, r: sqlite3.Row) -> None:
             if r["state"] not in OPEN:
-                mirror.rollback(c)
                 raise RolloutError(f"rollout {self.rid} is {r['state']}",
                                    hint=f"xfleet rollouts show {self.rid}")
-            state = "running" if r["state"] == "paused" else r["state"]
             if r["state"] == "paused":  # resume retries the nodes that failed
                 c.execute("UPDATE rollout_nodes SET state = CASE WHEN from_version IS NULL "
                           "THEN 'pending' ELSE 'staged' END, error = NULL, step = NULL, "
                           "started_at = NULL, finished_at = NULL "
                           "WHERE rollout = ? AND state = 'failed'", (self.rid,))
-            claims.take(c, "rollouts", self.rid,
-                        extra=f", control = NULL, state = '{state}', reason = NULL")
-            c.execute("COMMIT")
+                c.execute("UPDATE rollouts SET state = 'running' WHERE id = ?", (self.rid,))
 
-    def _beat(self, done: threading.Event) -> None:
-        conn = mirror.connect(self.mirror_path)
-        try:
-            while not done.wait(HEARTBEAT):
-                claims.beat(conn, "rollouts", self.rid)
-        finally:
-            conn.close()
+        with self._lock:
+            jobs.claim(self._conn, ROLLOUTS, self.rid, prepare=prepare,
+                       set_columns={"control": None, "reason": None})
 
     # -- run -------------------------------------------------------------------------------
     def run(self) -> Result:
@@ -772,13 +758,10 @@ class Runner:
             self._conn.close()
             self.clients.close()
             raise
-        done = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(done,), daemon=True)
-        beat.start()
         try:
-            return self._run()
+            with jobs.Heartbeat(self.mirror_path, ROLLOUTS, self.rid, interval=HEARTBEAT):
+                return self._run()
         finally:
-            done.set()
             with self._lock:
                 claims.release(self._conn, "rollouts", self.rid)
             self._conn.close()

@@ -284,6 +284,14 @@ class ProcessGone(TransportError):
 
 
 
+# After the exit, how long the collected output may take to reach its end. sshd sends the exit
+# status as soon as the command exits and the output still in its pipe after it, so the last
+# lines can arrive after the status (with a 2 s wait, one CI run on a loaded machine got a
+# relayed `sha256sum`'s status 0 but not its line). Only a command whose background child keeps
+# the output open waits this long.
+DRAIN = 30.0
+
+
 class Collector:
     """Reads a stream to its end in a daemon thread, keeping its first 64 KiB."""
 
@@ -383,7 +391,7 @@ class Process(ABC):
             self._status = self._wait(self.timeout if timeout is None else timeout)
             for collector in (self._stdout, self._stderr):
                 if collector is not None:  # its end comes with the exit; let it catch up
-                    collector.join(2.0)
+                    collector.join(DRAIN)
         return self._status
 
     def stderr(self) -> str:

@@ -1,0 +1,138 @@
+"""The journaled-job base (xfleet/mirror/jobs.py), on a real mirror and real processes."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+
+from xfleet import mirror
+from xfleet.core.errors import UsageError, XfleetError
+from xfleet.mirror import jobs
+
+
+class BusyError(XfleetError):
+    pass
+
+
+# a real job table of the schema (the base is shared by moves, rollouts, plays, compression runs)
+KIND = jobs.JobKind("play_runs", "playbook run", "xfleet plays list",
+                    frozenset({"running", "paused"}), error=BusyError,
+                    busy_hint="pause it first")
+LAZY = jobs.JobKind("play_runs", "playbook run", "xfleet plays list", frozenset({"running"}),
+                    stale=None)
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    c = mirror.connect(tmp_path / "mirror.db")
+    now = time.time()
+    for state in ("running", "done", "paused"):
+        c.execute("INSERT INTO play_runs (file, digest, state, created_at, updated_at) "
+                  "VALUES ('/p.yaml', 'd', ?, ?, ?)", (state, now, now))
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def other_process() -> Iterator[int]:
+    """A live process on this host that is not us: the holder of a claim."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def _hold(conn: sqlite3.Connection, job_id: int, pid: int, beat: float) -> None:
+    conn.execute("UPDATE play_runs SET pid = ?, host = ?, heartbeat = ? WHERE id = ?",
+                 (pid, socket.gethostname(), beat, job_id))
+
+
+def test_get_and_rows(conn: sqlite3.Connection) -> None:
+    assert jobs.get(conn, KIND, 2)["state"] == "done"
+    with pytest.raises(UsageError) as e:
+        jobs.get(conn, KIND, 99)
+    assert e.value.message == "no playbook run 99" and "xfleet plays list" in (e.value.hint or "")
+    assert [r["id"] for r in jobs.rows(conn, KIND)] == [3, 2, 1]
+    assert [r["id"] for r in jobs.rows(conn, KIND, open_only=True)] == [3, 1]
+    assert [r["id"] for r in jobs.rows(conn, KIND, limit=1)] == [3]
+
+
+def test_a_live_holder_with_a_fresh_heartbeat_refuses_the_claim(
+        conn: sqlite3.Connection, other_process: int) -> None:
+    _hold(conn, 1, other_process, time.time() - 5)
+    with pytest.raises(BusyError) as e:
+        jobs.claim(conn, KIND, 1)
+    msg = e.value.message
+    host = socket.gethostname()
+    assert f"playbook run 1 is being run by process {other_process} on {host}" in msg
+    assert "heartbeat 5 s ago" in msg or "heartbeat 6 s ago" in msg
+    assert e.value.hint == "pause it first"
+    assert jobs.get(conn, KIND, 1)["pid"] == other_process  # untouched, and no open transaction
+    assert not conn.in_transaction
+
+
+def test_a_dead_holder_or_a_stale_heartbeat_is_taken_over(
+        conn: sqlite3.Connection, other_process: int) -> None:
+    _hold(conn, 1, 999_999_999, time.time())  # no such process
+    jobs.claim(conn, KIND, 1, set_columns={"step": 2})
+    assert jobs.get(conn, KIND, 1)["pid"] != 999_999_999
+    _hold(conn, 3, other_process, time.time() - 3600)  # alive, but silent for an hour
+    jobs.claim(conn, KIND, 3)
+    row = jobs.get(conn, KIND, 3)
+    assert row["host"] == socket.gethostname() and time.time() - row["heartbeat"] < 60
+
+
+def test_without_staleness_only_the_process_decides(
+        conn: sqlite3.Connection, other_process: int) -> None:
+    _hold(conn, 1, other_process, time.time() - 3600)
+    with pytest.raises(UsageError, match="being run by process"):
+        jobs.claim(conn, LAZY, 1)
+
+
+def test_prepare_runs_in_the_claim_transaction_and_its_refusal_writes_nothing(
+        conn: sqlite3.Connection) -> None:
+    def finished(c: sqlite3.Connection, row: sqlite3.Row) -> None:
+        c.execute("UPDATE play_runs SET error = 'touched' WHERE id = ?", (row["id"],))
+        if row["state"] not in KIND.open_states:
+            raise BusyError(f"run {row['id']} is {row['state']}")
+
+    with pytest.raises(BusyError, match="run 2 is done"):
+        jobs.claim(conn, KIND, 2, prepare=finished)
+    assert jobs.get(conn, KIND, 2)["error"] is None and jobs.get(conn, KIND, 2)["pid"] is None
+    jobs.claim(conn, KIND, 3, prepare=finished, set_columns={"step": 4})
+    row = jobs.get(conn, KIND, 3)
+    assert (row["error"], row["step"], row["pid"]) == ("touched", 4, jobs.claims.me()[0])
+
+
+def test_finish_records_the_end_and_releases_the_claim(conn: sqlite3.Connection) -> None:
+    jobs.claim(conn, KIND, 1)
+    jobs.finish(conn, KIND, 1, "paused", "node n2 failed", final=False)
+    row = jobs.get(conn, KIND, 1)
+    assert (row["state"], row["error"], row["pid"], row["finished_at"]) == \
+        ("paused", "node n2 failed", None, None)
+    jobs.finish(conn, KIND, 1, "done")
+    assert jobs.get(conn, KIND, 1)["finished_at"] is not None
+
+
+def test_the_heartbeat_thread_keeps_the_claim_fresh(tmp_path: Path,
+                                                   conn: sqlite3.Connection) -> None:
+    jobs.claim(conn, KIND, 1)
+    conn.execute("UPDATE play_runs SET heartbeat = 0 WHERE id = 1")
+    with jobs.Heartbeat(tmp_path / "mirror.db", KIND, 1, interval=0.05):
+        wait_for(lambda: jobs.get(conn, KIND, 1)["heartbeat"] > 0, "a heartbeat")
+    beat = jobs.get(conn, KIND, 1)["heartbeat"]
+    assert time.time() - beat < 60
+
+
+def test_job_tables_are_checked() -> None:
+    with pytest.raises(ValueError):
+        jobs.JobKind("moves; DROP TABLE x", "move", "xfleet moves list", frozenset())

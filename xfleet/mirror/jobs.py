@@ -1,0 +1,174 @@
+"""Journaled jobs: the one base of moves, rollouts, playbook runs and compression runs.
+
+A job is a row of its kind's table in the mirror with the same bookkeeping columns: `state`,
+`pid`/`host`/`heartbeat` (who runs it, see xfleet/mirror/claims.py), `created_at`,
+`updated_at`, `finished_at` and `error`. Everything a long operation needs to survive a crash
+and be seen by another operator goes through here:
+
+- `get` and `rows`: a job by id (a clear error naming the command that lists them), or the
+  newest jobs of a kind, optionally only those not finished;
+- `claim`: take a job over in one short write transaction, refused with the holder's pid, host
+  and heartbeat age while another live process runs it (a job whose process died is taken
+  over); a kind's own state checks run inside the same transaction;
+- `Heartbeat`: a thread that keeps the claim fresh on its own connection while the job runs;
+- `finish`: the final state, the error if any, the claim released.
+
+Each feature describes its table once with a `JobKind`; the CLI's `list`/`show` commands of every
+kind read through `rows`/`get` (docs/architecture.md: "Jobs").
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from xfleet.core.errors import UsageError, XfleetError
+from xfleet.mirror import claims
+from xfleet.mirror.store import begin, connect, rollback
+
+# the bookkeeping columns every job table has (docs/mirror.md)
+COLUMNS = ("id", "state", "pid", "host", "heartbeat", "created_at", "updated_at", "finished_at")
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of journaled job: its table, how it is named to users, its open states."""
+
+    table: str  # the job table in the mirror
+    noun: str  # "move", "rollout", "playbook run", "compression run"
+    list_command: str  # the command that lists them, for hints ("xfleet moves list")
+    open_states: frozenset[str]  # states in which the job may still run (`rows(..., open=True)`)
+    stale: float | None = claims.STALE  # a heartbeat older than this frees a job; None: the pid
+    # alone decides (a playbook step may run for hours between heartbeats)
+    busy_hint: str = "wait for it, or stop that process first"
+    error: type[XfleetError] = UsageError  # what a refusal raises (the feature's own error);
+    # an unknown id is always a UsageError
+    missing: str = "no {noun} {id}"  # the error for an unknown id
+
+    def __post_init__(self) -> None:
+        if not self.table.isidentifier():  # the name is put into SQL text
+            raise ValueError(f"bad job table name {self.table!r}")
+
+
+KINDS: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> JobKind:
+    """Make a job kind known (features register theirs at import); returns it."""
+    KINDS[kind.table] = kind
+    return kind
+
+
+def get(conn: sqlite3.Connection, kind: JobKind, job_id: int) -> sqlite3.Row:
+    row: sqlite3.Row | None = conn.execute(
+        f"SELECT * FROM {kind.table} WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise UsageError(kind.missing.format(noun=kind.noun, id=job_id),
+                         hint=f"{kind.list_command} lists them")
+    return row
+
+
+def rows(conn: sqlite3.Connection, kind: JobKind, *, open_only: bool = False,
+         limit: int | None = None) -> list[sqlite3.Row]:
+    """The newest jobs of `kind` first (only those in an open state with `open_only`)."""
+    sql = f"SELECT * FROM {kind.table}"
+    args: list[object] = []
+    if open_only:
+        states = sorted(kind.open_states)
+        sql += f" WHERE state IN ({', '.join('?' for _ in states)})"
+        args += states
+    sql += " ORDER BY id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    return list(conn.execute(sql, args))
+
+
+def holder_text(row: sqlite3.Row) -> str:
+    """'process PID on HOST, heartbeat N s ago': who holds a job, for refusals."""
+    beat = row["heartbeat"]
+    age = f", heartbeat {time.time() - beat:.0f} s ago" if isinstance(beat, int | float) else ""
+    return f"process {row['pid']} on {row['host']}{age}"
+
+
+def claim(conn: sqlite3.Connection, kind: JobKind, job_id: int, *,
+          prepare: Callable[[sqlite3.Connection, sqlite3.Row], None] | None = None,
+          set_columns: dict[str, object] | None = None) -> sqlite3.Row:
+    """Take job `job_id` over for this process, in one write transaction on `conn`: refused
+    (kind.error) while another live process holds it. `prepare(conn, row)` runs inside the
+    same transaction: it may refuse (e.g. a finished job) or write (e.g. reset failed parts);
+    `set_columns` are written with the claim. Returns the row as it was before the claim."""
+    begin(conn, f"the claim of a {kind.noun}")
+    try:
+        row = get(conn, kind, job_id)
+        if claims.holder(row, stale=kind.stale) is not None:
+            raise kind.error(f"{kind.noun} {job_id} is being run by {holder_text(row)}",
+                             hint=kind.busy_hint)
+        if prepare is not None:
+            prepare(conn, row)
+        extra = "".join(f", {col} = ?" for col in (set_columns or {}))
+        for col in set_columns or {}:
+            if not col.isidentifier():
+                raise ValueError(f"bad column name {col!r}")
+        pid, host = claims.me()
+        conn.execute(f"UPDATE {kind.table} SET pid = ?, host = ?, heartbeat = ?{extra} "
+                     "WHERE id = ?", (pid, host, time.time(), *(set_columns or {}).values(),
+                                      job_id))
+        conn.execute("COMMIT")
+        return row
+    except BaseException:
+        rollback(conn)
+        raise
+
+
+def finish(conn: sqlite3.Connection, kind: JobKind, job_id: int, state: str,
+           error: str | None = None, *, final: bool = True) -> None:
+    """Record the job's end (autocommit, one statement): its state and error, the claim
+    released; `finished_at` is set when `final` (a paused or failed job may be resumed)."""
+    now = time.time()
+    conn.execute(f"UPDATE {kind.table} SET state = ?, error = ?, pid = NULL, updated_at = ?, "
+                 "finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE id = ?",
+                 (state, error, now, final, now, job_id))
+
+
+class Heartbeat:
+    """Keeps a claimed job's heartbeat fresh every `interval` seconds from a thread with its
+    own mirror connection (short autocommit writes, never a held lock), until closed.
+
+        with jobs.Heartbeat(mirror_path, MOVES, move_id, interval=20):
+            ...  # the job's work
+    """
+
+    def __init__(self, mirror_path: Path, kind: JobKind, job_id: int, *,
+                 interval: float) -> None:
+        self.mirror_path, self.kind, self.job_id, self.interval = (
+            mirror_path, kind, job_id, interval)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"xfleet-heartbeat-{kind.table}-{job_id}")
+
+    def _run(self) -> None:
+        conn = connect(self.mirror_path)
+        try:
+            while not self._done.wait(self.interval):
+                claims.beat(conn, self.kind.table, self.job_id)
+        finally:
+            conn.close()
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
