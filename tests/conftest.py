@@ -47,23 +47,23 @@ def finishes(fn: Callable[[], T], what: str, timeout: float = PATIENCE) -> T:
     """fn() run in a daemon thread; its result (or its exception) once it returned. Fails,
     naming `what`, if it has not returned within `timeout` seconds: for calls that must not
     wait for something that never comes (a test asserting that does not hang instead)."""
-    box: list[Any] = []
+    results: list[T] = []
+    errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            box.append((True, fn()))
+            results.append(fn())
         except BaseException as exc:  # handed to the caller
-            box.append((False, exc))
+            errors.append(exc)
 
     th = threading.Thread(target=run, name=f"finishes: {what}", daemon=True)
     th.start()
     th.join(timeout)
     if th.is_alive():
         raise AssertionError(f"{what}: still not done after {timeout:g} s")
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value  # type: ignore[no-any-return]  # (box holds Any)
+    if errors:
+        raise errors[0]
+    return results[0]
 
 
 @dataclass

@@ -38,7 +38,12 @@ class Ops:
     def listing(self) -> list[tuple[str, str, str]]:
         out = self.run_argv(["zfs", "list", "-H", "-o", "name,type,origin", "-t",
                              "filesystem,volume,snapshot", "-r", self.root])
-        return [tuple(line.split("\t")) for line in out.splitlines() if line]  # type: ignore[misc]
+        rows = []
+        for line in out.splitlines():
+            if line:
+                name, kind, origin = line.split("\t")
+                rows.append((name, kind, origin))
+        return rows
 
     def fresh(self, prefix: str) -> str:
         self.n += 1

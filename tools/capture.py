@@ -32,7 +32,8 @@ from xfleet.core import zfs
 from xfleet.lab import ssh
 from xfleet.lab.errors import LabError
 from xfleet.lab.paths import Progress, emit
-from xfleet.lab.vm import POOL, LabState, recreate_pool
+from xfleet.lab.pool import recreate_pool
+from xfleet.lab.state import POOL, LabState
 
 DEFAULT_OUT = Path("tests/fixtures/real")
 # Prints the eid of the newest queued event (nothing when the queue is empty).

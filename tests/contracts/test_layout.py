@@ -16,15 +16,12 @@ ELSEWHERE = {
     "core/yamlsrc.py": "file:line errors: unit/fleet/test_inventory.py, test_compression.py",
     "fleet/connections.py": "Connections.each: unit/remote/test_local.py, ssh/test_ssh.py",
     "fleet/target_spec.py": "the `target` key: unit/fleet/test_inventory.py, test_target.py",
+    "ops/moves/retire.py": "abort and retire need a data path: tests/lab/test_moves_real.py",
     "mirror/claims.py": "claims under contention: ssh/test_ssh.py and the ops tests that race",
     "remote/host.py": "a dataclass; every transport test builds Hosts",
     "remote/hostkeys.py": "host key decisions against a real sshd: ssh/test_ssh.py",
     "remote/paramiko_patch.py": "the re-key deadlock fix: ssh/test_ssh.py, bench_relay.py",
     "remote/ssh_config.py": "~/.ssh/config, ProxyJump: ssh/test_ssh.py, test_inventory.py",
-    "cli/compression.py": "the CLI groups: unit/cli/test_cli.py, unit/ops/test_compression.py",
-    "cli/lifecycle.py": "the CLI groups: unit/cli/test_cli.py, unit/ops/test_lifecycle.py",
-    "cli/play.py": "the CLI groups: unit/cli/test_cli.py, unit/playbook/test_engine.py",
-    "cli/upgrade.py": "the CLI groups: unit/cli/test_cli.py, unit/ops/test_rollout.py",
 }
 SUITES = {"lab": "lab", "tui": "tui"}  # packages whose suite is a folder of its own
 

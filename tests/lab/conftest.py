@@ -18,6 +18,7 @@ import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
+import pluggy
 import pytest
 
 from xfleet.lab import LabError, build, down, reset, up
@@ -38,6 +39,9 @@ def _lab_requested(config: pytest.Config) -> bool:
     )
 
 
+LAB_DESELECTED = pytest.StashKey[int]()  # how many lab tests a run without -m lab left out
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     lab_items = [
         i for i in items
@@ -48,7 +52,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=lab_items)
         keep = set(map(id, lab_items))
         items[:] = [i for i in items if id(i) not in keep]
-        config._xfleet_lab_deselected = len(lab_items)  # type: ignore[attr-defined]
+        config.stash[LAB_DESELECTED] = len(lab_items)
     # tests that need the client VM last (the sort is stable): it boots once, for them only
     items.sort(key=lambda i: "client" in getattr(i, "fixturenames", ()))
 
@@ -123,9 +127,10 @@ def _xfleet_commands() -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
-        item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+        item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     outcome = yield
-    rep: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    rep = outcome.get_result()
     if not rep.failed or item.get_closest_marker("lab") is None:
         return
     try:

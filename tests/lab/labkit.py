@@ -19,7 +19,7 @@ from typing import Any
 from xfleet.core import zfs
 from xfleet.lab import LabError, kill_node, target_pkg, up
 from xfleet.lab import ssh as labssh
-from xfleet.lab.vm import SILENT_TIMEOUT, LabState
+from xfleet.lab.state import SILENT_TIMEOUT, LabState
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "xfleet:tenant"

@@ -1,4 +1,4 @@
-"""The lab's boot watchdog (xfleet.lab.vm.watch_boot) driven by a fake QEMU: a real process
+"""The lab's boot watchdog (xfleet.lab.qemu.watch_boot) driven by a fake QEMU: a real process
 that daemonizes and writes its pid file like QEMU, and prints to its serial console only from
 a chosen boot on (or never). No VM; runs in every test run."""
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from xfleet.lab import LabError
-from xfleet.lab.vm import NodeInfo, _pid_of, start_qemu, watch_boot
+from xfleet.lab.qemu import pid_of, start_qemu, watch_boot
+from xfleet.lab.state import NodeInfo
 
 # QEMU's interface as the lab uses it: -pidfile PATH -serial file:PATH -daemonize. The fake
 # counts its boots in `boots` beside the pid file and writes a console line from boot
@@ -72,7 +73,7 @@ class FakeLab:
 
     def stop_all(self, nodes: list[NodeInfo]) -> None:
         for n in nodes:
-            pid = _pid_of(n.dir(self.sd))
+            pid = pid_of(n.dir(self.sd))
             if pid is not None:
                 os.kill(pid, 9)
 
@@ -82,7 +83,7 @@ def test_a_silent_guest_is_killed_and_booted_again(tmp_path: Path) -> None:
     nodes = [_node("lab1", 1), _node("lab2", 2)]
     for n in nodes:
         lab.start(n)
-    first = _pid_of(nodes[1].dir(tmp_path))
+    first = pid_of(nodes[1].dir(tmp_path))
     try:
         watch_boot(nodes, tmp_path, lab.start, lab.progress, silent_timeout=1.0, poll=0.05)
         assert (lab.boots(nodes[0]), lab.boots(nodes[1])) == (1, 2), lab.lines
@@ -91,7 +92,7 @@ def test_a_silent_guest_is_killed_and_booted_again(tmp_path: Path) -> None:
         assert nodes[1].boot_note and "no console output within 1s" in nodes[1].boot_note
         assert any("lab2: boot 1: no console output" in line and "attempt 2 of 3" in line
                    for line in lab.lines), lab.lines
-        second = _pid_of(nodes[1].dir(tmp_path))
+        second = pid_of(nodes[1].dir(tmp_path))
         assert first is not None and second is not None and second != first
         assert not Path(f"/proc/{first}").exists() or b"zombie" in Path(
             f"/proc/{first}/status").read_bytes().lower(), "the hung QEMU is still running"
@@ -112,7 +113,7 @@ def test_a_guest_silent_on_every_boot_fails_with_the_reason_and_is_not_left_runn
         assert "boot 1: no console output" in str(err.value.hint), err.value
         assert "boot 3: no console output" in str(err.value.hint), err.value
         assert lab.boots(node) == 3
-        assert _pid_of(node.dir(tmp_path)) is None, "the last hung QEMU was left running"
+        assert pid_of(node.dir(tmp_path)) is None, "the last hung QEMU was left running"
     finally:
         lab.stop_all([node])
 
@@ -130,7 +131,7 @@ def test_restarting_the_hub_restarts_the_guests_linked_to_it(tmp_path: Path) -> 
         assert [lab.boots(n) for n in nodes] == [2, 2, 2], lab.lines
         assert [n.boot_attempt for n in nodes] == [2, 2, 2]
         assert nodes[1].boot_note and "restarted with lab1" in nodes[1].boot_note
-        assert all(_pid_of(n.dir(tmp_path)) for n in nodes)
+        assert all(pid_of(n.dir(tmp_path)) for n in nodes)
     finally:
         lab.stop_all(nodes)
 
@@ -157,6 +158,6 @@ def test_restored_guests_print_nothing_and_are_not_killed_for_it(tmp_path: Path)
         assert restored == ["client1"], lab.lines
         assert [lab.boots(n) for n in nodes] == [1, 1, 2], lab.lines
         assert [n.boot_attempt for n in nodes] == [1, 1, 2]
-        assert all(_pid_of(n.dir(tmp_path)) for n in nodes)
+        assert all(pid_of(n.dir(tmp_path)) for n in nodes)
     finally:
         lab.stop_all(nodes)

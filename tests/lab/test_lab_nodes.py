@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from xfleet.lab import kill_node, reset, ssh_argv, status
-from xfleet.lab.vm import _pid_of
+from xfleet.lab.qemu import pid_of
 
 from .labkit import Lab, log
 
@@ -76,7 +76,7 @@ def test_a_killed_node_comes_back_from_its_saved_boot(lab: Lab) -> None:
     # the session's first `up` either restored lab2 or booted it cold and saved it: after a
     # hard kill (disks discarded) the next `up` restores it in seconds, with its clock set to
     # now, its pinned host key, its pool, and its private link to lab1
-    old_pid = _pid_of(lab.state.node("lab2").dir(lab.state_dir))
+    old_pid = pid_of(lab.state.node("lab2").dir(lab.state_dir))
     assert kill_node("lab2", state_dir=lab.state_dir)
     t = time.monotonic()
     lab.ensure_up()
@@ -85,7 +85,7 @@ def test_a_killed_node_comes_back_from_its_saved_boot(lab: Lab) -> None:
     st = rows["lab2"]
     assert st.running and st.reachable and st.pools == {"tank": "ONLINE"}, st
     assert st.boot_note and "restored from the boot saved" in st.boot_note, st
-    assert _pid_of(lab.state.node("lab2").dir(lab.state_dir)) not in (None, old_pid)
+    assert pid_of(lab.state.node("lab2").dir(lab.state_dir)) not in (None, old_pid)
     guest = float(lab.run("lab2", ["date", "+%s.%N"]).stdout)
     assert abs(guest - time.time()) < 10, f"lab2's clock is {guest - time.time():+.0f}s off"
     assert lab.run("lab2", ["zfs", "list", "-H", "-o", "name"]).stdout.split() == ["tank"]
@@ -114,9 +114,9 @@ def test_a_power_cycled_node_comes_back_with_its_own_pool(lab: Lab) -> None:
 def test_a_power_cycled_hub_restarts_its_peers_and_the_private_link_works(lab: Lab) -> None:
     # lab2 connects to lab1's private link once, when it starts: power-cycling lab1 (the hub)
     # restarts lab2 with it, or the link would stay dead
-    lab2_pid = _pid_of(lab.state.node("lab2").dir(lab.state_dir))
+    lab2_pid = pid_of(lab.state.node("lab2").dir(lab.state_dir))
     lab.power_cycle("lab1")
-    assert _pid_of(lab.state.node("lab2").dir(lab.state_dir)) not in (None, lab2_pid)
+    assert pid_of(lab.state.node("lab2").dir(lab.state_dir)) not in (None, lab2_pid)
     lab.run("lab1", ["ping", "-c", "1", "-w", "60", "10.77.0.12"])
     lab.run("lab2", ["ping", "-c", "1", "-w", "60", "10.77.0.11"])
 

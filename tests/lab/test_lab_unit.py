@@ -19,15 +19,9 @@ from xfleet.core.names import validate_dataset
 from xfleet.fleet import inventory
 from xfleet.lab import LabError, down, image, paths, probe, ssh, status, up
 from xfleet.lab.image import Image
-from xfleet.lab.vm import (
-    LabState,
-    NodeInfo,
-    _link_specs,
-    _qemu_argv,
-    _seed_tar,
-    plan,
-    write_inventory,
-)
+from xfleet.lab.qemu import link_specs, qemu_argv, seed_tar
+from xfleet.lab.state import LabState, NodeInfo, plan
+from xfleet.lab.vm import write_inventory
 from xfleet.remote.transport import quote_command
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,12 +80,19 @@ def test_remote_command_is_quoted_once() -> None:
         ssh.remote_command("zfs list")
 
 
+def _text(tar: tarfile.TarFile, member: str | tarfile.TarInfo) -> str:
+    """A regular file of the tar, decoded."""
+    f = tar.extractfile(member)
+    assert f is not None, member
+    return f.read().decode()
+
+
 def test_seed_tar_contents_and_modes(lab_state: LabState) -> None:
-    raw = _seed_tar(lab_state, lab_state.nodes[0], "7f000001")
+    raw = seed_tar(lab_state, lab_state.nodes[0], "7f000001")
     assert len(raw) % 512 == 0  # readable straight from a block device
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         members = {m.name: m for m in tar.getmembers()}
-        files = {n: tar.extractfile(m).read().decode() for n, m in members.items()}  # type: ignore[union-attr]
+        files = {n: _text(tar, m) for n, m in members.items()}
     assert files["hostname"] == "lab1\n" and files["hostid"] == "7f000001\n"
     assert members["ssh_host_ed25519_key"].mode == 0o600
     assert "ip addr add 10.77.0.11/24 dev br0" in files["early.sh"]
@@ -104,13 +105,13 @@ def test_seed_tar_contents_and_modes(lab_state: LabState) -> None:
 def test_qemu_argv(lab_state: LabState, tmp_path: Path) -> None:
     img = Image(tmp_path, tmp_path / "root.qcow2", tmp_path / "vmlinuz", tmp_path / "initrd.img",
                 {})
-    specs = _link_specs(lab_state.nodes)
+    specs = link_specs(lab_state.nodes)
     assert specs == {
         "lab1": ["listen=127.0.0.1:12301", "listen=127.0.0.1:12302"],
         "lab2": ["connect=127.0.0.1:12301"],
         "lab3": ["connect=127.0.0.1:12302"],
     }
-    argv = _qemu_argv(lab_state, lab_state.nodes[1], img, specs["lab2"])
+    argv = qemu_argv(lab_state, lab_state.nodes[1], img, specs["lab2"])
     j = " ".join(argv)
     assert "-accel tcg,thread=multi,tb-size=256 -cpu Westmere" in j
     assert "-smp 2 -m 768" in j
@@ -213,26 +214,25 @@ def test_client_vm_has_no_data_disk_and_joins_the_private_network(
     lab = lab_with_client
     assert [n.name for n in lab.storage_nodes] == ["lab1", "lab2"]
     assert [n.name for n in lab.clients] == ["client1"]
-    specs = _link_specs(lab.nodes)
+    specs = link_specs(lab.nodes)
     assert specs["lab1"] == [f"listen=127.0.0.1:{p}" for p in (12331, 12332, 12333)]
     assert specs["client1"] == ["connect=127.0.0.1:12332"]
     img = Image(tmp_path, tmp_path / "root.qcow2", tmp_path / "vmlinuz", tmp_path / "initrd.img",
                 {})
     client = lab.node("client1")
-    j = " ".join(_qemu_argv(lab, client, img, specs["client1"]))
+    j = " ".join(qemu_argv(lab, client, img, specs["client1"]))
     assert "-smp 1 -m 512" in j and "serial=xfleet-data" not in j and "data.raw" not in j
     assert "hostfwd=tcp:127.0.0.1:2233-:22" in j and "socket,id=priv0,connect=127.0.0.1:12332" in j
-    raw = _seed_tar(lab, client, "7f000065")
+    raw = seed_tar(lab, client, "7f000065")
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        files = {m.name: tar.extractfile(m).read().decode()  # type: ignore[union-attr]
-                 for m in tar.getmembers()}
+        files = {m.name: _text(tar, m) for m in tar.getmembers()}
     assert files["hostname"] == "client1\n"
     assert "ip addr add 10.77.0.101/24 dev br0" in files["early.sh"]
     assert lab.endpoint("client1").port == 2233
     # lab1 bridges all three of its links
-    raw1 = _seed_tar(lab, lab.node("lab1"), "7f000001")
+    raw1 = seed_tar(lab, lab.node("lab1"), "7f000001")
     with tarfile.open(fileobj=io.BytesIO(raw1)) as tar:
-        early = tar.extractfile("early.sh").read().decode()  # type: ignore[union-attr]
+        early = _text(tar, "early.sh")
     assert "for mac in 52:54:00:77:01:01 52:54:00:77:01:02 52:54:00:77:01:03; do" in early
 
 

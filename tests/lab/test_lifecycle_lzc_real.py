@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,7 +140,7 @@ def node(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Lab:
     return lab
 
 
-def _core(lab: Lab, work: str, snap: str, *, hide_pyzfs: bool) -> dict[str, object]:
+def _core(lab: Lab, work: str, snap: str, *, hide_pyzfs: bool) -> dict[str, Any]:
     argv = ["python3", "-", f"/root/{work}", snap]
     if hide_pyzfs:  # an importable libzfs_core.py that fails, shadowing the real one
         lab.run(NODE, ["mkdir", "-p", "/root/nolzc"])
@@ -147,7 +148,7 @@ def _core(lab: Lab, work: str, snap: str, *, hide_pyzfs: bool) -> dict[str, obje
                        "/root/nolzc/libzfs_core.py"])
         argv = ["env", "PYTHONPATH=/root/nolzc", *argv]
     res = lab.run(NODE, argv, input=SCRIPT, timeout=900)
-    out: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
+    out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])  # JSON
     return out
 
 
@@ -159,13 +160,13 @@ def test_the_module_imports_in_the_node(node: Lab) -> None:
 def test_changes_go_through_libzfs_core_and_fall_back_to_the_cli(node: Lab) -> None:
     out = _core(node, "with", "lzc1", hide_pyzfs=False)
     assert out["volumes"] == 6
-    (snap,) = out["snapshot"]["nodes"]  # type: ignore[index]
+    (snap,) = out["snapshot"]["nodes"]
     assert snap["ok"] and snap["backend"] == "libzfs_core"
     # one lzc_snapshot; the commands are the re-fetch's (the listing, the user properties)
     assert snap["lzc_calls"] == 1 and snap["commands"] == 2
-    (clone,) = out["clone"]["nodes"]  # type: ignore[index]
+    (clone,) = out["clone"]["nodes"]
     assert clone["ok"] and clone["lzc_calls"] == 1
-    (destroy,) = out["destroy"]["nodes"]  # type: ignore[index]
+    (destroy,) = out["destroy"]["nodes"]
     assert destroy["ok"], destroy
     assert destroy["lzc_calls"] == 6  # one release, five one-snapshot destroys
     assert out["mirror_snapshots"] == 1  # v0@lzc1 stays (the clone's origin)
@@ -177,7 +178,7 @@ def test_changes_go_through_libzfs_core_and_fall_back_to_the_cli(node: Lab) -> N
     assert props == ["tank/lzc/v0@lzc1", "qa"]
     # the same core without the module: the zfs command line, same result
     cli = _core(node, "without", "cli1", hide_pyzfs=True)
-    (snap,) = cli["snapshot"]["nodes"]  # type: ignore[index]
+    (snap,) = cli["snapshot"]["nodes"]
     assert snap["ok"] and snap["backend"] == "zfs" and snap["lzc_calls"] == 0
     assert snap["commands"] == 3
     assert cli["mirror_snapshots"] == 1

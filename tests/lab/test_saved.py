@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from xfleet.lab import LabError, saved
-from xfleet.lab.vm import NodeInfo, _pid_of, _stop_qemu, start_qemu
+from xfleet.lab.qemu import pid_of, start_qemu, stop_qemu
+from xfleet.lab.state import NodeInfo
 
 QEMU = shutil.which("qemu-system-x86_64")
 
@@ -60,7 +61,7 @@ def vm(tmp_path: Path) -> Iterator[tuple[NodeInfo, Path]]:
     try:
         yield node, ndir
     finally:
-        _stop_qemu(ndir)
+        stop_qemu(ndir)
 
 
 def test_a_running_vm_is_saved_killed_and_restored(
@@ -92,7 +93,7 @@ def test_a_running_vm_is_saved_killed_and_restored(
     entry = saved.saved(image_dir, "vm1", fp)
     assert entry is not None
 
-    _stop_qemu(ndir)  # as kill_node does: the VM and its disks are gone
+    stop_qemu(ndir)  # as kill_node does: the VM and its disks are gone
     (ndir / "root.qcow2").unlink()
     extra = saved.prepare(entry, ndir)
     assert (ndir / "root.qcow2").read_bytes() == (entry / "root.qcow2").read_bytes()
@@ -100,7 +101,7 @@ def test_a_running_vm_is_saved_killed_and_restored(
     start_qemu(node, ndir, [*argv, *extra])
     # the state was saved stopped: once loaded, the VM waits paused until resume() runs it
     _wait_status(ndir, "paused")
-    saved.resume(ndir, lambda: _pid_of(ndir) is not None)
+    saved.resume(ndir, lambda: pid_of(ndir) is not None)
     assert saved.status(ndir) == "running"
     assert "restored from the boot saved" in saved.describe(entry)
 
@@ -112,7 +113,7 @@ def test_a_restore_whose_state_does_not_load_is_an_error(
     bad.write_bytes(b"not a migration stream")
     start_qemu(node, ndir, [*_argv(ndir), "-incoming", f"exec:cat {bad}"])
     with pytest.raises(LabError, match="QEMU exited while loading|did not load"):
-        saved.resume(ndir, lambda: _pid_of(ndir) is not None, timeout=30)
+        saved.resume(ndir, lambda: pid_of(ndir) is not None, timeout=30)
 
 
 def test_fingerprint_ignores_what_changes_with_every_boot(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from conftest import PATIENCE, finishes, wait_for
@@ -49,8 +49,15 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+class Connect(Protocol):
+    """The `connect` fixture: host settings in, an open SSHTransport to the test sshd out."""
+
+    def __call__(self, name: str = ..., trust_store: Path | None = ...,
+                 **settings: Any) -> SSHTransport: ...
+
+
 @pytest.fixture
-def connect(sshd: SSHD) -> Iterator[Any]:
+def connect(sshd: SSHD) -> Iterator[Connect]:
     """connect(**host_settings) -> an SSHTransport to the test sshd, closed after the test."""
     opened: list[SSHTransport] = []
 
@@ -68,7 +75,7 @@ def connect(sshd: SSHD) -> Iterator[Any]:
 # streaming
 
 
-def test_first_line_arrives_before_the_command_ends(connect: Any, tmp_path: Path) -> None:
+def test_first_line_arrives_before_the_command_ends(connect: Connect, tmp_path: Path) -> None:
     # The command cannot end before the test lets it (`go`), which it does only at the end:
     # so the first line arrived before the end, and close() did not wait for the end. (A
     # silent remote command outlives its channel: `go` ends it.)
@@ -83,7 +90,7 @@ def test_first_line_arrives_before_the_command_ends(connect: Any, tmp_path: Path
         go.touch()
 
 
-def test_big_output_is_streamed_under_flow_control(connect: Any, tmp_path: Path) -> None:
+def test_big_output_is_streamed_under_flow_control(connect: Connect, tmp_path: Path) -> None:
     # ~21 MB of output: far more than SSH's 2 MB window and the socket buffers together. While
     # the caller holds the stream after line 1, the remote `seq` must be blocked, i.e. the
     # output is never held whole on our side; once consumed, everything arrives in order.
@@ -102,7 +109,7 @@ def test_big_output_is_streamed_under_flow_control(connect: Any, tmp_path: Path)
     assert done.exists()
 
 
-def test_closing_the_stream_stops_a_writing_remote_command(connect: Any) -> None:
+def test_closing_the_stream_stops_a_writing_remote_command(connect: Connect) -> None:
     marker = f"xfleet-{uuid.uuid4().hex}"
     t = connect()
     stream = t.lines(["yes", marker])
@@ -112,7 +119,7 @@ def test_closing_the_stream_stops_a_writing_remote_command(connect: Any) -> None
     wait_for(lambda: not process_running(marker), "the remote `yes` to end")
 
 
-def test_output_without_final_newline_and_non_utf8(connect: Any) -> None:
+def test_output_without_final_newline_and_non_utf8(connect: Connect) -> None:
     t = connect()
     assert list(t.lines(["printf", "a\\nb\\377c"])) == ["a", "b\ufffdc"]
 
@@ -121,7 +128,7 @@ def test_output_without_final_newline_and_non_utf8(connect: Any) -> None:
 # exit status, stdin, timeouts
 
 
-def test_nonzero_exit_raises_with_stderr(connect: Any) -> None:
+def test_nonzero_exit_raises_with_stderr(connect: Connect) -> None:
     t = connect()
     stream = t.lines(["sh", "-c", "echo partial; echo 'pool tank is on fire' >&2; exit 3"])
     assert next(stream) == "partial"
@@ -138,13 +145,13 @@ def test_nonzero_exit_raises_with_stderr(connect: Any) -> None:
                                                                            False)
 
 
-def test_stdin_is_delivered(connect: Any) -> None:
+def test_stdin_is_delivered(connect: Connect) -> None:
     t = connect()
     assert t.run(["wc", "-c"], stdin=b"x" * 3_000_000).stdout.strip() == "3000000"
     assert t.run(["cat"], stdin=b"").stdout == ""
 
 
-def test_large_stdin_and_large_output_at_once_do_not_deadlock(connect: Any) -> None:
+def test_large_stdin_and_large_output_at_once_do_not_deadlock(connect: Connect) -> None:
     # `cat` writes while it reads: 5 MB each way overflows both SSH windows unless stdin is fed
     # concurrently with reading stdout.
     data = b"".join(b"%d\n" % i for i in range(700_000))
@@ -153,7 +160,7 @@ def test_large_stdin_and_large_output_at_once_do_not_deadlock(connect: Any) -> N
     assert len(out) == 700_000 and out[-1] == "699999"
 
 
-def test_silent_command_times_out_quickly(connect: Any) -> None:
+def test_silent_command_times_out_quickly(connect: Connect) -> None:
     # the timeout, not the end of `sleep 30` (which would not raise), ended the wait
     t = connect()
     start = time.monotonic()
@@ -167,7 +174,7 @@ def test_silent_command_times_out_quickly(connect: Any) -> None:
 
 
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])
-def test_timeout_counts_silence_not_total_time(connect: Any, stream: str) -> None:
+def test_timeout_counts_silence_not_total_time(connect: Connect, stream: str) -> None:
     redirect = " >&2" if stream == "stderr" else ""
     script = f"for i in 1 2 3 4 5 6; do echo $i{redirect}; sleep 0.3; done"
     t = connect()
@@ -178,12 +185,12 @@ def test_timeout_counts_silence_not_total_time(connect: Any, stream: str) -> Non
     assert (result.stdout if stream == "stdout" else result.stderr) == expected
 
 
-def test_string_command_is_refused_before_connecting(connect: Any) -> None:
+def test_string_command_is_refused_before_connecting(connect: Connect) -> None:
     t = connect()
     with pytest.raises(UsageError):
         t.lines("zfs list; rm -rf /")
     with pytest.raises(UsageError):
-        t.run(["zfs", 3])
+        t.run(["zfs", 3])  # type: ignore[list-item]  # a wrong argv, on purpose
     assert t.connects == 0 and t.commands == 0
 
 
@@ -216,7 +223,7 @@ HOSTILE = [
 ]
 
 
-def test_hostile_arguments_arrive_verbatim(connect: Any, tmp_path: Path) -> None:
+def test_hostile_arguments_arrive_verbatim(connect: Connect, tmp_path: Path) -> None:
     canary = tmp_path / "injected"
     args = [a.format(canary=canary) for a in HOSTILE]
     t = connect()
@@ -229,7 +236,7 @@ def test_hostile_arguments_arrive_verbatim(connect: Any, tmp_path: Path) -> None
 # host keys
 
 
-def test_unknown_host_key_is_refused(connect: Any, sshd: SSHD) -> None:
+def test_unknown_host_key_is_refused(connect: Connect, sshd: SSHD) -> None:
     logins = sshd.logins()
     t = connect(host_key=None)
     with pytest.raises(HostKeyError) as exc:
@@ -240,7 +247,7 @@ def test_unknown_host_key_is_refused(connect: Any, sshd: SSHD) -> None:
     assert t.connects == 0 and sshd.logins() == logins
 
 
-def test_wrong_pinned_key_is_refused(connect: Any, sshd: SSHD, tmp_path: Path) -> None:
+def test_wrong_pinned_key_is_refused(connect: Connect, sshd: SSHD, tmp_path: Path) -> None:
     other = keygen(tmp_path / "other")
     t = connect(host_key=Path(f"{other}.pub").read_text())
     with pytest.raises(HostKeyError) as exc:
@@ -253,14 +260,14 @@ def test_wrong_pinned_key_is_refused(connect: Any, sshd: SSHD, tmp_path: Path) -
         exc.value.hint)
 
 
-def test_right_pinned_key_is_accepted(connect: Any, sshd: SSHD) -> None:
+def test_right_pinned_key_is_accepted(connect: Connect, sshd: SSHD) -> None:
     t = connect(host_key=sshd.host_key_line)
     assert t.run(["echo", "ok"]).stdout == "ok\n"
 
 
 @pytest.mark.parametrize("hashed", [False, True])
 def test_known_hosts_file_is_accepted(
-    connect: Any, sshd: SSHD, tmp_path: Path, hashed: bool
+    connect: Connect, sshd: SSHD, tmp_path: Path, hashed: bool
 ) -> None:
     known = tmp_path / "known_hosts"
     known.write_text(sshd.known_hosts_line() + "\n")
@@ -272,7 +279,7 @@ def test_known_hosts_file_is_accepted(
 
 
 def test_known_hosts_with_another_key_is_refused(
-    connect: Any, sshd: SSHD, tmp_path: Path
+    connect: Connect, sshd: SSHD, tmp_path: Path
 ) -> None:
     other = keygen(tmp_path / "other")
     known = tmp_path / "known_hosts"
@@ -282,14 +289,14 @@ def test_known_hosts_with_another_key_is_refused(
         t.run(["true"])
 
 
-def test_missing_known_hosts_file_is_an_error(connect: Any, tmp_path: Path) -> None:
+def test_missing_known_hosts_file_is_an_error(connect: Connect, tmp_path: Path) -> None:
     t = connect(host_key=None, known_hosts=str(tmp_path / "nope"))
     with pytest.raises(HostKeyError, match="does not exist"):
         t.run(["true"])
 
 
 def test_pinned_key_wins_over_a_stale_trust_store(
-    connect: Any, sshd: SSHD, tmp_path: Path
+    connect: Connect, sshd: SSHD, tmp_path: Path
 ) -> None:
     other = keygen(tmp_path / "other")
     store = tmp_path / "trusted"
@@ -299,7 +306,7 @@ def test_pinned_key_wins_over_a_stale_trust_store(
 
 
 def test_pinned_key_excludes_every_other_key_known_for_the_host(
-    connect: Any, sshd: SSHD, tmp_path: Path
+    connect: Connect, sshd: SSHD, tmp_path: Path
 ) -> None:
     # known_hosts lists two stale keys for the node, one per type; the server has both types.
     # The pin must remove both: a leftover stale RSA entry would steer key negotiation to RSA.
@@ -325,7 +332,7 @@ def _other_key_line(tmp_path: Path, sshd: SSHD, name: str, kind: str = "ed25519"
 
 
 def test_the_trust_store_outranks_a_stale_user_known_hosts(
-        connect: Any, sshd: SSHD, tmp_path: Path, isolated_home: Path) -> None:
+        connect: Connect, sshd: SSHD, tmp_path: Path, isolated_home: Path) -> None:
     (isolated_home / ".ssh" / "known_hosts").write_text(_other_key_line(tmp_path, sshd, "old"))
     store = tmp_path / "trusted"
     store.write_text(sshd.known_hosts_line() + "\n")
@@ -340,7 +347,7 @@ def test_the_trust_store_outranks_a_stale_user_known_hosts(
 
 
 def test_a_key_only_a_weaker_source_holds_is_refused(
-        connect: Any, sshd: SSHD, tmp_path: Path, isolated_home: Path) -> None:
+        connect: Connect, sshd: SSHD, tmp_path: Path, isolated_home: Path) -> None:
     # the inventory's known_hosts lists another key; the real one is in ~/.ssh/known_hosts
     (isolated_home / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line() + "\n")
     known = tmp_path / "inventory_known_hosts"
@@ -363,7 +370,7 @@ def test_a_key_only_a_weaker_source_holds_is_refused(
 
 
 def test_marker_and_unreadable_lines_are_skipped_with_a_warning(
-        connect: Any, sshd: SSHD, tmp_path: Path, isolated_home: Path,
+        connect: Connect, sshd: SSHD, tmp_path: Path, isolated_home: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     ca = Path(f"{keygen(tmp_path / 'ca')}.pub").read_text().split()
     revoked_elsewhere = _other_key_line(tmp_path, sshd, "gone").split(" ", 1)[1]
@@ -385,7 +392,7 @@ def test_marker_and_unreadable_lines_are_skipped_with_a_warning(
 
 
 def test_a_revoked_key_is_refused_whatever_source_lists_it(
-        connect: Any, sshd: SSHD, tmp_path: Path, isolated_home: Path) -> None:
+        connect: Connect, sshd: SSHD, tmp_path: Path, isolated_home: Path) -> None:
     (isolated_home / ".ssh" / "known_hosts").write_text(
         f"@revoked [127.0.0.1]:{sshd.port} {sshd.host_key_line}\n")
     store = tmp_path / "trusted"
@@ -419,7 +426,7 @@ def test_record_trust_keeps_other_lines_and_replace_really_replaces(
     assert isinstance(key, paramiko.PKey)
 
 
-def test_trust_flow_fetch_record_then_connect(connect: Any, sshd: SSHD, tmp_path: Path) -> None:
+def test_trust_flow_fetch_record_then_connect(connect: Connect, sshd: SSHD, tmp_path: Path) -> None:
     host = sshd.host(host_key=None)
     key = fetch_host_key(host)
     assert fingerprint(key) == ssh_keygen_fingerprint(sshd.host_key.with_suffix(".pub"))
@@ -465,7 +472,7 @@ def test_replace_drops_every_key_of_the_host(tmp_path: Path) -> None:
 
 
 def test_a_missing_identity_file_is_said_at_once_not_retried(
-        connect: Any, sshd: SSHD, tmp_path: Path) -> None:
+        connect: Connect, sshd: SSHD, tmp_path: Path) -> None:
     logins = sshd.logins()
     t = connect(identity_file=str(tmp_path / "no-such-key"), connect_retries=5)
     with pytest.raises(TransportError) as exc:
@@ -484,7 +491,7 @@ def test_fetch_host_key_of_a_closed_port(sshd: SSHD) -> None:
 # connections
 
 
-def test_one_connection_for_many_commands(connect: Any, sshd: SSHD) -> None:
+def test_one_connection_for_many_commands(connect: Connect, sshd: SSHD) -> None:
     logins = sshd.logins()
     t = connect()
     outputs = [t.run(["echo", str(i)]).stdout for i in range(20)]
@@ -494,7 +501,7 @@ def test_one_connection_for_many_commands(connect: Any, sshd: SSHD) -> None:
     assert sshd.logins() - logins == 1  # sshd agrees: one login
 
 
-def test_reconnects_after_the_connection_drops(connect: Any, sshd: SSHD) -> None:
+def test_reconnects_after_the_connection_drops(connect: Connect, sshd: SSHD) -> None:
     t = connect()
     assert t.run(["echo", "a"]).stdout == "a\n"
     client = t.connect()
@@ -505,7 +512,7 @@ def test_reconnects_after_the_connection_drops(connect: Any, sshd: SSHD) -> None
     assert t.connects == 2
 
 
-def test_connection_lost_mid_command_is_not_a_command_failure(connect: Any) -> None:
+def test_connection_lost_mid_command_is_not_a_command_failure(connect: Connect) -> None:
     t = connect()
     # the shell's parent is the sshd process serving this connection: kill it mid-command
     stream = t.lines(["sh", "-c", "echo start; sleep 0.2; kill -9 $PPID; sleep 5"])
@@ -518,7 +525,7 @@ def test_connection_lost_mid_command_is_not_a_command_failure(connect: Any) -> N
     assert t.connects == 2
 
 
-def test_command_killed_by_a_signal_has_no_exit_status(connect: Any) -> None:
+def test_command_killed_by_a_signal_has_no_exit_status(connect: Connect) -> None:
     t = connect()
     result = t.run(["sh", "-c", "echo x; kill -9 $$"], check=False)
     assert (result.stdout, result.exit_status) == ("x\n", -1)
@@ -573,7 +580,7 @@ def test_server_without_ssh_banner_is_retried(sshd: SSHD) -> None:
         listener.close()
 
 
-def test_authentication_failure_is_not_retried(connect: Any, tmp_path: Path) -> None:
+def test_authentication_failure_is_not_retried(connect: Connect, tmp_path: Path) -> None:
     stranger = keygen(tmp_path / "stranger")
     t = connect(identity_file=str(stranger), connect_retries=3)
     with pytest.raises(TransportError) as exc:
@@ -584,7 +591,7 @@ def test_authentication_failure_is_not_retried(connect: Any, tmp_path: Path) -> 
 
 
 def test_proxy_jump_through_the_server_itself(
-    connect: Any, sshd: SSHD, tmp_path: Path
+    connect: Connect, sshd: SSHD, tmp_path: Path
 ) -> None:
     known = tmp_path / "known_hosts"  # the jump host's key, checked like any other
     known.write_text(sshd.known_hosts_line() + "\n")
@@ -598,14 +605,14 @@ def test_proxy_jump_through_the_server_itself(
     assert len(forwarded) == 1 and f"target 127.0.0.1 port {sshd.port}" in forwarded[0]
 
 
-def test_proxy_jump_host_key_is_checked(connect: Any, sshd: SSHD) -> None:
+def test_proxy_jump_host_key_is_checked(connect: Connect, sshd: SSHD) -> None:
     # The node's own key is pinned, but nothing vouches for the jump host: refused.
     t = connect(proxy_jump=f"127.0.0.1:{sshd.port}")
     with pytest.raises(HostKeyError, match="unknown host key"):
         t.run(["true"])
 
 
-def test_proxy_jump_cannot_reach_the_node(connect: Any, sshd: SSHD, tmp_path: Path) -> None:
+def test_proxy_jump_cannot_reach_the_node(connect: Connect, sshd: SSHD, tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
     known.write_text(sshd.known_hosts_line() + "\n")
     closed = free_port()

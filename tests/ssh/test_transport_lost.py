@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sshd import SSHD
@@ -138,7 +137,7 @@ def breaker(sshd: SSHD) -> Iterator[Callable[[SSHTransport], Breaker]]:
 
 
 def _active(t: SSHTransport) -> bool:
-    client: Any = t._client
+    client = t._client
     transport = client.get_transport() if client is not None else None
     return bool(transport is not None and transport.is_active())
 

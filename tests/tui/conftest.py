@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import write_sim_inventory  # tests/conftest.py (tests/ is on sys.path)
 from rich.console import Console
+from textual.app import App
+from textual.pilot import Pilot
 
 from xfleet import mirror
 from xfleet.fleet import inventory
@@ -43,7 +45,7 @@ def fleet(fleet_master: Path, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def screen_text(app: Any) -> str:
+def screen_text(app: App[None]) -> str:
     """What a person would see: the current screen as plain text."""
     update = app.screen._compositor.render_update(full=True)
     console = Console(width=app.size.width, file=io.StringIO(), record=True,
@@ -52,7 +54,7 @@ def screen_text(app: Any) -> str:
     return console.export_text()
 
 
-async def settle(pilot: Any) -> None:
+async def settle(pilot: Pilot[None]) -> None:
     """Let workers (re-reads, counts, stats) finish and the screen redraw."""
     app = pilot.app
     for _ in range(3):
@@ -62,7 +64,7 @@ async def settle(pilot: Any) -> None:
     await pilot.pause()
 
 
-async def until(pilot: Any, cond: Callable[[], bool], what: str,
+async def until(pilot: Pilot[None], cond: Callable[[], bool], what: str,
                 timeout: float = 60.0) -> None:
     """Settle until `cond()` holds (a loaded machine may need more rounds than `settle`
     gives): the wait is on the app's state, and a timeout says what never happened."""
@@ -74,7 +76,7 @@ async def until(pilot: Any, cond: Callable[[], bool], what: str,
 
 
 @pytest.fixture
-def sql(fleet: Path) -> Iterator[Any]:
+def sql(fleet: Path) -> Iterator[sqlite3.Connection]:
     conn = mirror.connect(fleet / "mirror.db", readonly=True)
     yield conn
     conn.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from textual import events
+from textual.pilot import Pilot
 from textual.widgets import Input
 
 from xfleet import mirror
@@ -36,7 +37,8 @@ def table(app: XfleetApp) -> VirtualTable:
     return app.screen.query_one(VirtualTable)
 
 
-async def test_fleet_view_shows_nodes_counts_and_stale_node(fleet: Path, sql: Any) -> None:
+async def test_fleet_view_shows_nodes_counts_and_stale_node(
+        fleet: Path, sql: sqlite3.Connection) -> None:
     app = make(fleet)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -74,7 +76,7 @@ async def test_enter_on_a_node_opens_its_volumes_and_esc_goes_back(fleet: Path) 
         assert isinstance(app.screen, FleetView)
 
 
-async def test_sort_keys_sort_and_reverse(fleet: Path, sql: Any) -> None:
+async def test_sort_keys_sort_and_reverse(fleet: Path, sql: sqlite3.Connection) -> None:
     app = make(fleet, start="vols")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -97,7 +99,7 @@ async def test_sort_keys_sort_and_reverse(fleet: Path, sql: Any) -> None:
         assert "NAME▲" in screen_text(app)
 
 
-async def test_filter_by_expression_counts_matches(fleet: Path, sql: Any) -> None:
+async def test_filter_by_expression_counts_matches(fleet: Path, sql: sqlite3.Connection) -> None:
     app = make(fleet, start="vols")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -143,7 +145,7 @@ async def test_bad_filter_is_a_message_not_a_traceback(fleet: Path) -> None:
         assert app.is_running
 
 
-async def test_paging_and_end(fleet: Path, sql: Any) -> None:
+async def test_paging_and_end(fleet: Path, sql: sqlite3.Connection) -> None:
     app = make(fleet, start="vols")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -167,7 +169,8 @@ async def test_paging_and_end(fleet: Path, sql: Any) -> None:
         assert t.cursor == 0 and "row 1 " in screen_text(app)
 
 
-async def test_scrolling_through_everything_sees_every_row_once(fleet: Path, sql: Any) -> None:
+async def test_scrolling_through_everything_sees_every_row_once(
+        fleet: Path, sql: sqlite3.Connection) -> None:
     app = make(fleet, start="vols")
     async with app.run_test(size=(150, 20)) as pilot:
         await settle(pilot)
@@ -182,7 +185,8 @@ async def test_scrolling_through_everything_sees_every_row_once(fleet: Path, sql
         assert len(t.rows) <= 1200  # bounded buffer: never the whole table
 
 
-async def test_enter_opens_detail_with_snapshots_and_clone_chain(fleet: Path, sql: Any) -> None:
+async def test_enter_opens_detail_with_snapshots_and_clone_chain(
+        fleet: Path, sql: sqlite3.Connection) -> None:
     clone, origin = sql.execute(
         "SELECT name, origin FROM datasets WHERE origin IS NOT NULL AND node='n1' "
         "ORDER BY name LIMIT 1").fetchone()
@@ -192,7 +196,8 @@ async def test_enter_opens_detail_with_snapshots_and_clone_chain(fleet: Path, sq
         await pilot.press("slash", *clone.split("/")[-1], "space", "node=n1".__str__()[0])
         await pilot.press(*"ode=n1", "space", *"type=volume", "enter")
         await settle(pilot)
-        assert table(app).current is not None and table(app).current["name"] == clone
+        current = table(app).current
+        assert current is not None and current["name"] == clone
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, DetailView)
@@ -202,10 +207,11 @@ async def test_enter_opens_detail_with_snapshots_and_clone_chain(fleet: Path, sq
         await pilot.press("escape")
         await settle(pilot)
         assert isinstance(app.screen, VolumesView)
-        assert table(app).current is not None and table(app).current["name"] == clone
+        current = table(app).current
+        assert current is not None and current["name"] == clone
 
 
-async def test_detail_lists_snapshots(fleet: Path, sql: Any) -> None:
+async def test_detail_lists_snapshots(fleet: Path, sql: sqlite3.Connection) -> None:
     vol = sql.execute("SELECT name FROM datasets WHERE type='snapshot' AND node='n1' "
                       "LIMIT 1").fetchone()[0].split("@")[0]
     nsnaps = sql.execute("SELECT count(*) FROM datasets WHERE node='n1' AND name > ? AND "
@@ -287,9 +293,12 @@ async def test_write_mode_snapshot_clone_destroy_and_move_refusal(fleet: Path) -
         await settle(pilot)
         text = screen_text(app)
         assert " WRITE " in text and "READ-ONLY" not in text
+        assert isinstance(app.screen, VolumesView)
         app.screen.apply_filter("type=volume node=n1", final=True)
         await settle(pilot)
-        vol = str(table(app).current["name"])  # type: ignore[index]
+        current = table(app).current
+        assert current is not None
+        vol = str(current["name"])
         # s: snapshot, the prompt offers a name; enter takes it
         await pilot.press("s")
         await settle(pilot)
@@ -391,7 +400,7 @@ async def test_a_stale_view_refreshes_when_it_comes_back(fleet: Path) -> None:
         assert "STALE" not in screen_text(app)
 
 
-async def test_missing_journal_and_a_registered_source(fleet: Path) -> None:
+async def test_no_operations_and_a_registered_source(fleet: Path) -> None:
     from xfleet.tui import operations
 
     def fake(conn: sqlite3.Connection) -> list[operations.Operation]:
@@ -414,7 +423,7 @@ async def test_missing_journal_and_a_registered_source(fleet: Path) -> None:
 KEY_CHARS = {"slash": "/", "colon": ":", "space": " ", "greater_than_sign": ">"}
 
 
-async def burst(pilot: Any, *keys: str) -> None:
+async def burst(pilot: Pilot[None], *keys: str) -> None:
     """Deliver keys the way a terminal does when someone types fast: all at once, with no
     pause for the app to react in between (Pilot.press waits for idle after every key)."""
     for key in keys:
@@ -424,7 +433,8 @@ async def burst(pilot: Any, *keys: str) -> None:
     await settle(pilot)
 
 
-async def test_filter_typed_in_one_burst_lands_in_the_prompt(fleet: Path, sql: Any) -> None:
+async def test_filter_typed_in_one_burst_lands_in_the_prompt(
+        fleet: Path, sql: sqlite3.Connection) -> None:
     app = make(fleet, start="vols")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -434,6 +444,7 @@ async def test_filter_typed_in_one_burst_lands_in_the_prompt(fleet: Path, sql: A
                            (10 << 30,)).fetchone()[0]
         assert t.filter.text == "used>10G"
         assert t.count is not None and t.count.n == want
+        assert isinstance(app.screen, VolumesView)
         assert f"{want:,} rows" in screen_text(app) and app.screen.prompt_mode is None
         # ctrl+u in the same burst clears the prefilled filter before the new one is typed
         await burst(pilot, "/", "ctrl+u", *"type=clone", "enter")
@@ -456,7 +467,8 @@ async def test_command_then_filter_in_one_burst(fleet: Path) -> None:
         assert "filter used>10G" in screen_text(app) and "USED▼" in screen_text(app)
 
 
-async def test_filter_after_drilling_into_a_node_narrows_it(fleet: Path, sql: Any) -> None:
+async def test_filter_after_drilling_into_a_node_narrows_it(
+        fleet: Path, sql: sqlite3.Connection) -> None:
     app = make(fleet)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)

@@ -12,11 +12,12 @@ Regenerate after a deliberate change of the screens with
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 
 from xfleet import mirror
 from xfleet.fleet import inventory
@@ -55,10 +56,10 @@ def make(fleet: Path, **kw: Any) -> XfleetApp:
                      poll_seconds=0, clock=lambda: NOW, cursor_blink=False, **kw)
 
 
-def keys(*press: str) -> Callable[[Any], Any]:
+def keys(*press: str) -> Callable[[Pilot[None]], Awaitable[None]]:
     """A run_before for snap_compare: settle, press the keys (one at a time), settle."""
 
-    async def run(pilot: Any) -> None:
+    async def run(pilot: Pilot[None]) -> None:
         await settle(pilot)
         if press:
             await pilot.press(*press)
@@ -95,7 +96,7 @@ def test_detail_with_tree(snap_compare: Snap, frozen_fleet: Path) -> None:
     assert origin and "@" in origin
     volume = origin.split("@")[0]
 
-    async def run(pilot: Any) -> None:
+    async def run(pilot: Pilot[None]) -> None:
         await settle(pilot)
         pilot.app.push_screen(DetailView("n1", volume))
         await settle(pilot)

@@ -116,7 +116,7 @@ def test_nvme_connect_arguments(nqn: str, address: str, seconds: float) -> None:
                         "space_refresh_budget", "move_bwlimit"]), hostile_number)
 def test_inventory_fleet_numbers(tmp_path_factory: pytest.TempPathFactory, key: str,
                                  value: float) -> None:
-    _load_inventory(tmp_path_factory.mktemp("inv"), {"vars": {key: value}})
+    _load_inventory(tmp_path_factory.mktemp("inv"), fleet_vars={key: value})
 
 
 @SETTINGS
@@ -124,23 +124,22 @@ def test_inventory_fleet_numbers(tmp_path_factory: pytest.TempPathFactory, key: 
                         "max_streams", "bwlimit"]), st.one_of(hostile_number, hostile_text))
 def test_inventory_host_settings(tmp_path_factory: pytest.TempPathFactory, key: str,
                                  value: object) -> None:
-    _load_inventory(tmp_path_factory.mktemp("inv"), {"host": {key: value}})
+    _load_inventory(tmp_path_factory.mktemp("inv"), host={key: value})
 
 
 @SETTINGS
 @given(st.one_of(hostile_text, st.just("")))
 def test_inventory_host_names(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
-    inv = _load_inventory(tmp_path_factory.mktemp("inv"), {"name": name})
+    inv = _load_inventory(tmp_path_factory.mktemp("inv"), name=name)
     if inv is not None:
         assert name in inv.hosts and name.strip() == name and name
 
 
-def _load_inventory(tmp: Path, what: dict[str, object]) -> inventory.Inventory | None:
-    name = str(what.get("name", "n1"))
-    host: dict[str, object] = {"kind": "ssh", "address": "10.0.0.1",
-                               **dict(what.get("host", {}))}  # type: ignore[call-overload]
-    doc = {"all": {"vars": {"mirror": "m.db", **dict(what.get("vars", {}))},  # type: ignore[call-overload]
-                   "hosts": {name: host}}}
+def _load_inventory(tmp: Path, *, name: str = "n1", fleet_vars: dict[str, object] | None = None,
+                    host: dict[str, object] | None = None) -> inventory.Inventory | None:
+    fleet_vars, host = fleet_vars or {}, host or {}
+    doc = {"all": {"vars": {"mirror": "m.db", **fleet_vars},
+                   "hosts": {name: {"kind": "ssh", "address": "10.0.0.1", **host}}}}
     path = tmp / "fleet.yaml"
     path.write_text(yaml.safe_dump(doc, allow_unicode=True))
     try:
@@ -149,8 +148,7 @@ def _load_inventory(tmp: Path, what: dict[str, object]) -> inventory.Inventory |
         _clear(exc)
         assert exc.where and exc.where.startswith(str(path)), exc
         return None
-    for key, value in {**dict(what.get("vars", {})),  # type: ignore[call-overload]
-                       **dict(what.get("host", {}))}.items():  # type: ignore[call-overload]
+    for key, value in {**fleet_vars, **host}.items():
         if isinstance(value, float):
             assert math.isfinite(value), (key, value)
     return inv

@@ -1,30 +1,37 @@
-"""`xfleet snapshot|clone|destroy|set|resize`: the CLI face of xfleet.ops.lifecycle."""
+"""`xfleet snapshot|clone|destroy|set|resize`: the CLI face of xfleet.ops.lifecycle.
+
+The library is imported inside the commands, so that `xfleet --help` stays fast."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from xfleet.cli import (
+from xfleet.cli.output import (
+    FC,
     Ctx,
-    _confirm,
-    _console,
-    _emit,
+    confirm,
+    console,
     echo_json,
+    emit,
     failed_doc,
     json_option,
+    nodes_option,
     pass_ctx,
     where_option,
 )
 from xfleet.core.errors import UsageError
 
+if TYPE_CHECKING:
+    from xfleet.ops.lifecycle import LifecyclePlan, Target
 
-def _selection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+
+def _selection_options(fn: FC) -> FC:
+    """The selection options of `xfleet ls`, with --dry-run, --yes and --json."""
     opts = [
-        click.option("--node", "-n", "nodes", multiple=True, help="Only on these nodes."),
+        nodes_option("Only on these nodes.", metavar=None),
         click.option("--pool", "pools", multiple=True, help="Only in these pools."),
         click.option("--type", "-t", "types", multiple=True,
                      help="volume, snapshot, filesystem or clone (default with --where/"
@@ -45,7 +52,8 @@ def _selection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _targets(c: Ctx, names: tuple[str, ...], nodes: tuple[str, ...], pools: tuple[str, ...],
              types: tuple[str, ...], tenants: tuple[str, ...], labels: tuple[str, ...],
-             where: tuple[str, ...], default_types: tuple[str, ...] = ("volume",)) -> Any:
+             where: tuple[str, ...], default_types: tuple[str, ...] = ("volume",)
+             ) -> list[Target]:
     """Mirror rows selected like `xfleet ls` does: exact names, globs, filters."""
     from xfleet.mirror import query
     from xfleet.ops import lifecycle
@@ -54,11 +62,10 @@ def _targets(c: Ctx, names: tuple[str, ...], nodes: tuple[str, ...], pools: tupl
         raise UsageError("nothing selected", hint="name datasets, or select with --where, "
                          "--tenant, --pool or --label (xfleet ls shows what they match)")
     cols = ("node", "name", "type", "volsize", "volblocksize", "origin")
-    out: dict[tuple[str, str], Any] = {}
+    out: dict[tuple[str, str], Target] = {}
     exact = [n for n in names if not any(ch in n for ch in "*?[")]
     globs = [n for n in names if n not in exact]
-    conn = c.reader()
-    try:
+    with c.reader() as conn:
         if exact and not (where or tenants or pools or labels or types):
             for t in lifecycle.resolve(conn, exact, nodes[0] if len(nodes) == 1 else None):
                 out[(t.node, t.name)] = t
@@ -79,8 +86,6 @@ def _targets(c: Ctx, names: tuple[str, ...], nodes: tuple[str, ...], pools: tupl
                                       where=where, columns=cols)
                 for t in lifecycle.targets_from_rows(query.ls(conn, sel)):
                     out[(t.node, t.name)] = t
-    finally:
-        conn.close()
     if not out:
         raise UsageError("no dataset in the mirror matches the selection",
                          hint="check it with xfleet ls (same options)")
@@ -97,24 +102,27 @@ def _props(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _show_plan(plan: Any, as_json: bool, dry_run: bool) -> None:
+def _show_plan(plan: LifecyclePlan, as_json: bool, dry_run: bool) -> None:
     if as_json and dry_run:
         echo_json({**plan.to_dict(), "dry_run": True})
         return
     if as_json:
         return
-    console = _console(stderr=not dry_run)
+    con = console(stderr=not dry_run)
     for node, name, why in plan.skipped[:20]:
-        console.print(f"skip {node}:{name}: {why}", style="dim")
+        con.print(f"skip {node}:{name}: {why}", style="dim")
     if len(plan.skipped) > 20:
-        console.print(f"... and {len(plan.skipped) - 20} more skipped", style="dim")
+        con.print(f"... and {len(plan.skipped) - 20} more skipped", style="dim")
     for c in plan.commands:
-        (click.echo if dry_run else lambda s: console.print(s, highlight=False))(c.line())
-    console.print(f"{len(plan.commands)} command(s) on {len(plan.nodes())} node(s)"
-                  + (" (dry run: nothing changed)" if dry_run else ""), style="dim")
+        if dry_run:
+            click.echo(c.line())
+        else:
+            con.print(c.line(), highlight=False)
+    con.print(f"{len(plan.commands)} command(s) on {len(plan.nodes())} node(s)"
+              + (" (dry run: nothing changed)" if dry_run else ""), style="dim")
 
 
-def _carry_out(c: Ctx, plan: Any, as_json: bool, dry_run: bool, *, yes: bool = False,
+def _carry_out(c: Ctx, plan: LifecyclePlan, as_json: bool, dry_run: bool, *, yes: bool = False,
                ask: tuple[str, str] | None = None) -> None:
     """Show the plan; unless it is a dry run, ask first when `ask` is given (question, what
     --yes stands for) and there is something to do, then run it."""
@@ -122,11 +130,11 @@ def _carry_out(c: Ctx, plan: Any, as_json: bool, dry_run: bool, *, yes: bool = F
     if dry_run:
         return
     if ask and plan.commands:
-        _confirm(yes, *ask)
+        confirm(yes, *ask)
     _run(c, plan, as_json)
 
 
-def _run(c: Ctx, plan: Any, as_json: bool) -> None:
+def _run(c: Ctx, plan: LifecyclePlan, as_json: bool) -> None:
     from xfleet.fleet.connections import Connections
     from xfleet.ops import lifecycle
 
@@ -159,181 +167,168 @@ def _run(c: Ctx, plan: Any, as_json: bool) -> None:
         sys.exit(1)
 
 
-def register(cli: click.Group) -> None:
-    @cli.command("snapshot")
-    @click.argument("names", nargs=-1)
-    @click.option("--name", "snapname", required=True, metavar="SNAP",
-                  help="The snapshot name (after '@').")
-    @click.option("--property", "-o", "props", multiple=True, metavar="PROP=VALUE",
-                  help="User property on the new snapshots (repeatable).")
-    @_selection_options
-    @pass_ctx
-    def snapshot_cmd(c: Ctx, names: tuple[str, ...], snapname: str, props: tuple[str, ...],
-                     nodes: tuple[str, ...], pools: tuple[str, ...], types: tuple[str, ...],
-                     tenants: tuple[str, ...], labels: tuple[str, ...], where: tuple[str, ...],
-                     dry_run: bool, yes: bool, as_json: bool) -> None:
-        """Snapshot volumes: one `zfs snapshot a@s b@s ...` per pool (atomic per pool).
+@click.command("snapshot")
+@click.argument("names", nargs=-1)
+@click.option("--name", "snapname", required=True, metavar="SNAP",
+              help="The snapshot name (after '@').")
+@click.option("--property", "-o", "props", multiple=True, metavar="PROP=VALUE",
+              help="User property on the new snapshots (repeatable).")
+@_selection_options
+@pass_ctx
+def snapshot_cmd(c: Ctx, names: tuple[str, ...], snapname: str, props: tuple[str, ...],
+                 nodes: tuple[str, ...], pools: tuple[str, ...], types: tuple[str, ...],
+                 tenants: tuple[str, ...], labels: tuple[str, ...], where: tuple[str, ...],
+                 dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Snapshot volumes: one `zfs snapshot a@s b@s ...` per pool (atomic per pool).
 
-        NAMES are dataset names or globs; or select with the filters of `xfleet ls`.
-        Volumes that have the snapshot already are skipped, so a re-run is harmless.
+    NAMES are dataset names or globs; or select with the filters of `xfleet ls`.
+    Volumes that have the snapshot already are skipped, so a re-run is harmless.
 
-        \b
-        Examples:
-          xfleet snapshot tank/db/pg-main --name before-upgrade
-          xfleet snapshot --tenant acme --name nightly-20260501 --dry-run
-          xfleet snapshot 'tank/t0001/*' --type volume --name pre-move --json
-        """
-        from xfleet.ops import lifecycle
+    \b
+    Examples:
+      xfleet snapshot tank/db/pg-main --name before-upgrade
+      xfleet snapshot --tenant acme --name nightly-20260501 --dry-run
+      xfleet snapshot 'tank/t0001/*' --type volume --name pre-move --json
+    """
+    from xfleet.ops import lifecycle
 
-        targets = _targets(c, names, nodes, pools, types, tenants, labels, where)
-        conn = c.reader()
-        try:
-            plan = lifecycle.plan_snapshot(conn, targets, snapname, properties=_props(props))
-        finally:
-            conn.close()
-        _carry_out(c, plan, as_json, dry_run)
+    targets = _targets(c, names, nodes, pools, types, tenants, labels, where)
+    with c.reader() as conn:
+        plan = lifecycle.plan_snapshot(conn, targets, snapname, properties=_props(props))
+    _carry_out(c, plan, as_json, dry_run)
 
-    @cli.command("clone")
-    @click.argument("source")
-    @click.argument("target")
-    @click.option("--snapshot", "-s", metavar="SNAP",
-                  help="Branch from this existing snapshot of SOURCE (pinned); default: a new "
-                  "snapshot SOURCE@branch-TIME (or SOURCE itself if it is a snapshot).")
-    @click.option("--node", "-n", "node", help="SOURCE's node, if the name is ambiguous.")
-    @click.option("--property", "-o", "props", multiple=True, metavar="PROP=VALUE",
-                  help="Property of the clone (repeatable), e.g. -o xfleet:tenant=acme-test.")
-    @click.option("--dry-run", is_flag=True, help="Print the commands only.")
-    @json_option
-    @pass_ctx
-    def clone_cmd(c: Ctx, source: str, target: str, snapshot: str | None, node: str | None,
-                  props: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
-        """Branch a volume: a copy-on-write clone of one of its snapshots, on its node.
 
-        \b
-        Examples:
-          xfleet clone tank/acme/db tank/acme/db-test            # new branch point now
-          xfleet clone tank/acme/db tank/acme/db-0501 --snapshot nightly-20260501
-          xfleet clone tank/acme/db@nightly-20260501 tank/acme/db-0501 -o xfleet:tenant=qa
-        """
-        from xfleet.ops import lifecycle
+@click.command("clone")
+@click.argument("source")
+@click.argument("target")
+@click.option("--snapshot", "-s", metavar="SNAP",
+              help="Branch from this existing snapshot of SOURCE (pinned); default: a new "
+              "snapshot SOURCE@branch-TIME (or SOURCE itself if it is a snapshot).")
+@click.option("--node", "-n", "node", help="SOURCE's node, if the name is ambiguous.")
+@click.option("--property", "-o", "props", multiple=True, metavar="PROP=VALUE",
+              help="Property of the clone (repeatable), e.g. -o xfleet:tenant=acme-test.")
+@click.option("--dry-run", is_flag=True, help="Print the commands only.")
+@json_option
+@pass_ctx
+def clone_cmd(c: Ctx, source: str, target: str, snapshot: str | None, node: str | None,
+              props: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Branch a volume: a copy-on-write clone of one of its snapshots, on its node.
 
-        conn = c.reader()
-        try:
-            (src,) = lifecycle.resolve(conn, [source], node)
-            plan = lifecycle.plan_clone(conn, src, target, snapshot=snapshot,
-                                        properties=_props(props))
-        finally:
-            conn.close()
-        _carry_out(c, plan, as_json, dry_run)
+    \b
+    Examples:
+      xfleet clone tank/acme/db tank/acme/db-test            # new branch point now
+      xfleet clone tank/acme/db tank/acme/db-0501 --snapshot nightly-20260501
+      xfleet clone tank/acme/db@nightly-20260501 tank/acme/db-0501 -o xfleet:tenant=qa
+    """
+    from xfleet.ops import lifecycle
 
-    @cli.command("destroy")
-    @click.argument("names", nargs=-1)
-    @click.option("--clones", type=click.Choice(["refuse", "destroy", "promote"]),
-                  default="refuse", show_default=True,
-                  help="Clones that depend on what is destroyed: refuse, destroy them too "
-                  "(-R), or promote them first (they keep the shared snapshots).")
-    @click.option("--release", is_flag=True,
-                  help="Release holds on held snapshots (and allow retired move sources).")
-    @_selection_options
-    @pass_ctx
-    def destroy_cmd(c: Ctx, names: tuple[str, ...], clones: str, release: bool,
-                    nodes: tuple[str, ...], pools: tuple[str, ...], types: tuple[str, ...],
-                    tenants: tuple[str, ...], labels: tuple[str, ...], where: tuple[str, ...],
-                    dry_run: bool, yes: bool, as_json: bool) -> None:
-        """Destroy volumes (with their snapshots) or snapshots, after showing what goes.
+    with c.reader() as conn:
+        (src,) = lifecycle.resolve(conn, [source], node)
+        plan = lifecycle.plan_clone(conn, src, target, snapshot=snapshot,
+                                    properties=_props(props))
+    _carry_out(c, plan, as_json, dry_run)
 
-        Refused while clones depend on it (see --clones), for held snapshots and retired
-        move sources (see --release) and for volumes in an unfinished move. Snapshots of one
-        volume go in one command (`zfs destroy vol@a,b,c`). Always asks first (or --yes).
 
-        \b
-        Examples:
-          xfleet destroy tank/acme/db-test --dry-run
-          xfleet destroy 'tank/acme/db@auto-2026*' --yes
-          xfleet destroy tank/acme/db --clones promote
-        """
-        from xfleet.fleet.connections import Connections
-        from xfleet.ops import lifecycle
+@click.command("destroy")
+@click.argument("names", nargs=-1)
+@click.option("--clones", type=click.Choice(["refuse", "destroy", "promote"]),
+              default="refuse", show_default=True,
+              help="Clones that depend on what is destroyed: refuse, destroy them too "
+              "(-R), or promote them first (they keep the shared snapshots).")
+@click.option("--release", is_flag=True,
+              help="Release holds on held snapshots (and allow retired move sources).")
+@_selection_options
+@pass_ctx
+def destroy_cmd(c: Ctx, names: tuple[str, ...], clones: str, release: bool,
+                nodes: tuple[str, ...], pools: tuple[str, ...], types: tuple[str, ...],
+                tenants: tuple[str, ...], labels: tuple[str, ...], where: tuple[str, ...],
+                dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Destroy volumes (with their snapshots) or snapshots, after showing what goes.
 
-        inv = c.inventory()
-        targets = _targets(c, names, nodes, pools, types, tenants, labels, where)
-        conn = c.reader()
-        try:
-            with Connections(inv.hosts, trust_store=inv.trust_store,
-                             state_dir=inv.state_dir) as conns:
-                plan = lifecycle.plan_destroy(conn, targets, clones=clones, release=release,
-                                              holds=lifecycle.RemoteHolds(conns))
-        finally:
-            conn.close()
-        rows = [{"node": n, "name": x, "type": t} for n, x, t in plan.destroyed]
-        if not as_json:
-            _emit(["node", "name", "type"], rows[:200], "table",
-                  title="would be destroyed" if dry_run else "to be destroyed",
-                  footer=f"{len(rows)} dataset(s)"
-                  + (", first 200 shown (--json lists all)" if len(rows) > 200 else ""))
-        _carry_out(c, plan, as_json, dry_run, yes=yes,
-                   ask=(f"Destroy these {len(rows)} dataset(s)?", "destroy datasets"))
+    Refused while clones depend on it (see --clones), for held snapshots and retired
+    move sources (see --release) and for volumes in an unfinished move. Snapshots of one
+    volume go in one command (`zfs destroy vol@a,b,c`). Always asks first (or --yes).
 
-    @cli.command("set")
-    @click.argument("args", nargs=-1, required=True)
-    @_selection_options
-    @pass_ctx
-    def set_cmd(c: Ctx, args: tuple[str, ...], nodes: tuple[str, ...], pools: tuple[str, ...],
-                types: tuple[str, ...], tenants: tuple[str, ...], labels: tuple[str, ...],
-                where: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool) -> None:
-        """Set properties: `xfleet set PROP=VALUE... [NAME|GLOB...] [filters]`.
+    \b
+    Examples:
+      xfleet destroy tank/acme/db-test --dry-run
+      xfleet destroy 'tank/acme/db@auto-2026*' --yes
+      xfleet destroy tank/acme/db --clones promote
+    """
+    from xfleet.fleet.connections import Connections
+    from xfleet.ops import lifecycle
 
-        Validated first (known properties and value shapes; read-only ones refused; user
-        properties MODULE:NAME allowed); one `zfs set p=v ... a b c` per node and batch.
+    inv = c.inventory()
+    targets = _targets(c, names, nodes, pools, types, tenants, labels, where)
+    with c.reader() as conn, Connections(inv.hosts, trust_store=inv.trust_store,
+                                         state_dir=inv.state_dir) as conns:
+        plan = lifecycle.plan_destroy(conn, targets, clones=clones, release=release,
+                                      holds=lifecycle.RemoteHolds(conns))
+    rows = [{"node": n, "name": x, "type": t} for n, x, t in plan.destroyed]
+    if not as_json:
+        emit(["node", "name", "type"], rows[:200], "table",
+             title="would be destroyed" if dry_run else "to be destroyed",
+             footer=f"{len(rows)} dataset(s)"
+             + (", first 200 shown (--json lists all)" if len(rows) > 200 else ""))
+    _carry_out(c, plan, as_json, dry_run, yes=yes,
+               ask=(f"Destroy these {len(rows)} dataset(s)?", "destroy datasets"))
 
-        \b
-        Examples:
-          xfleet set compression=zstd tank/acme/db
-          xfleet set xfleet:tier=free --where 'used<1G' --dry-run
-          xfleet set volmode=none 'tank/t0001/*' --type volume --yes
-        """
-        from xfleet.ops import lifecycle
 
-        assigns = tuple(a for a in args if "=" in a)
-        names = tuple(a for a in args if "=" not in a)
-        if not assigns:
-            raise UsageError("no PROPERTY=VALUE given", hint="e.g. xfleet set compression=zstd "
-                             "tank/acme/db")
-        targets = _targets(c, names, nodes, pools, types, tenants, labels, where)
-        conn = c.reader()
-        try:
-            plan = lifecycle.plan_set(conn, targets, _props(assigns))
-        finally:
-            conn.close()
-        _carry_out(c, plan, as_json, dry_run, yes=yes, ask=(
-            f"Set {', '.join(assigns)} on {len(targets)} datasets?", "change many datasets")
-            if len(targets) > 1 else None)
+@click.command("set")
+@click.argument("args", nargs=-1, required=True)
+@_selection_options
+@pass_ctx
+def set_cmd(c: Ctx, args: tuple[str, ...], nodes: tuple[str, ...], pools: tuple[str, ...],
+            types: tuple[str, ...], tenants: tuple[str, ...], labels: tuple[str, ...],
+            where: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Set properties: `xfleet set PROP=VALUE... [NAME|GLOB...] [filters]`.
 
-    @cli.command("resize")
-    @click.argument("names", nargs=-1)
-    @click.option("--size", required=True, metavar="SIZE|+DELTA",
-                  help="New volsize (e.g. 20G) or growth (+10G). Shrinking is refused.")
-    @_selection_options
-    @pass_ctx
-    def resize_cmd(c: Ctx, names: tuple[str, ...], size: str, nodes: tuple[str, ...],
-                   pools: tuple[str, ...], types: tuple[str, ...], tenants: tuple[str, ...],
-                   labels: tuple[str, ...], where: tuple[str, ...], dry_run: bool, yes: bool,
-                   as_json: bool) -> None:
-        """Grow volumes (volsize). The new size must be a multiple of volblocksize.
+    Validated first (known properties and value shapes; read-only ones refused; user
+    properties MODULE:NAME allowed); one `zfs set p=v ... a b c` per node and batch.
 
-        \b
-        Examples:
-          xfleet resize tank/acme/db --size +10G
-          xfleet resize --tenant acme --size 200G --dry-run
-        """
-        from xfleet.ops import lifecycle
+    \b
+    Examples:
+      xfleet set compression=zstd tank/acme/db
+      xfleet set xfleet:tier=free --where 'used<1G' --dry-run
+      xfleet set volmode=none 'tank/t0001/*' --type volume --yes
+    """
+    from xfleet.ops import lifecycle
 
-        targets = _targets(c, names, nodes, pools, types, tenants, labels, where)
-        conn = c.reader()
-        try:
-            plan = lifecycle.plan_resize(conn, targets, size)
-        finally:
-            conn.close()
-        _carry_out(c, plan, as_json, dry_run, yes=yes, ask=(
-            f"Resize {len(targets)} volumes?", "resize many volumes") if len(targets) > 1
-            else None)
+    assigns = tuple(a for a in args if "=" in a)
+    names = tuple(a for a in args if "=" not in a)
+    if not assigns:
+        raise UsageError("no PROPERTY=VALUE given", hint="e.g. xfleet set compression=zstd "
+                         "tank/acme/db")
+    targets = _targets(c, names, nodes, pools, types, tenants, labels, where)
+    with c.reader() as conn:
+        plan = lifecycle.plan_set(conn, targets, _props(assigns))
+    _carry_out(c, plan, as_json, dry_run, yes=yes, ask=(
+        f"Set {', '.join(assigns)} on {len(targets)} datasets?", "change many datasets")
+        if len(targets) > 1 else None)
+
+
+@click.command("resize")
+@click.argument("names", nargs=-1)
+@click.option("--size", required=True, metavar="SIZE|+DELTA",
+              help="New volsize (e.g. 20G) or growth (+10G). Shrinking is refused.")
+@_selection_options
+@pass_ctx
+def resize_cmd(c: Ctx, names: tuple[str, ...], size: str, nodes: tuple[str, ...],
+               pools: tuple[str, ...], types: tuple[str, ...], tenants: tuple[str, ...],
+               labels: tuple[str, ...], where: tuple[str, ...], dry_run: bool, yes: bool,
+               as_json: bool) -> None:
+    """Grow volumes (volsize). The new size must be a multiple of volblocksize.
+
+    \b
+    Examples:
+      xfleet resize tank/acme/db --size +10G
+      xfleet resize --tenant acme --size 200G --dry-run
+    """
+    from xfleet.ops import lifecycle
+
+    targets = _targets(c, names, nodes, pools, types, tenants, labels, where)
+    with c.reader() as conn:
+        plan = lifecycle.plan_resize(conn, targets, size)
+    _carry_out(c, plan, as_json, dry_run, yes=yes, ask=(
+        f"Resize {len(targets)} volumes?", "resize many volumes") if len(targets) > 1
+        else None)

@@ -6,18 +6,8 @@ Every long call takes `progress: Callable[[str], None] | None` for human-readabl
 
 from xfleet.lab.errors import LabError
 from xfleet.lab.image import build, cached_image
-from xfleet.lab.vm import (
-    LabState,
-    NodeStatus,
-    down,
-    kill_node,
-    reset,
-    run,
-    ssh_argv,
-    status,
-    up,
-    write_inventory,
-)
+from xfleet.lab.state import LabState, NodeStatus
+from xfleet.lab.vm import down, kill_node, reset, run, ssh_argv, status, up, write_inventory
 
 __all__ = [
     "LabError",

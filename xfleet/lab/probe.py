@@ -26,72 +26,15 @@ from dataclasses import dataclass, field
 
 from xfleet.lab import ssh
 from xfleet.lab.errors import LabError
-from xfleet.lab.vm import LabState
+from xfleet.lab.programs import program_text
+from xfleet.lab.state import LabState
 
 DIR = "/root/xfleet-probe"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DEVICE = re.compile(r"^/dev/[A-Za-z0-9][A-Za-z0-9_./-]*$")
 
-# argv: DEVICE STOPFILE OUTFILE. Never raises before writing OUTFILE once STOPFILE exists.
-PROGRAM = r"""
-import json, mmap, os, sys, time, zlib
-dev, stop, out = sys.argv[1:4]
-BS, SLOTS = 4096, 256
-st = {"writes": 0, "reads": 0, "errors": 0, "mismatches": 0, "longest_stall": 0.0,
-      "messages": []}
-def note(msg):
-    st["errors"] += 1
-    if len(st["messages"]) < 50:
-        st["messages"].append(msg)
-def block(seq):
-    body = (seq.to_bytes(8, "little") * (BS // 8 - 1))
-    return seq.to_bytes(8, "little")[:4] + zlib.crc32(body).to_bytes(4, "little") + body
-try:
-    fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
-except OSError as exc:
-    fd = None
-    note("open %s: %s" % (dev, exc))
-wbuf, rbuf = mmap.mmap(-1, BS), mmap.mmap(-1, BS)
-last = {}
-seq = 0
-while fd is not None and not os.path.exists(stop):
-    seq += 1
-    slot = seq % SLOTS
-    t = time.monotonic()
-    try:
-        wbuf.seek(0); wbuf.write(block(seq))
-        os.pwritev(fd, [wbuf], slot * BS); st["writes"] += 1
-        last[slot] = seq
-        os.preadv(fd, [rbuf], slot * BS); st["reads"] += 1
-        if bytes(rbuf) != block(seq):
-            st["mismatches"] += 1
-        if st["writes"] % 10 == 0:  # progress, for tests to wait on I/O instead of on time
-            with open(out + ".progress.tmp", "w") as f:
-                f.write("%d\n" % st["writes"])
-            os.replace(out + ".progress.tmp", out + ".progress")
-    except OSError as exc:
-        note(str(exc))
-        time.sleep(0.2)
-    st["longest_stall"] = max(st["longest_stall"], time.monotonic() - t)
-    time.sleep(0.01)
-while fd is None and not os.path.exists(stop):
-    time.sleep(0.2)
-# the final pass: every slot in one read (one I/O, not SLOTS of them: over NVMe/TCP to a
-# TCG node each I/O costs ~80 ms, so 256 reads took ~20 s)
-if fd is not None:
-    span = mmap.mmap(-1, SLOTS * BS)
-    try:
-        n = os.preadv(fd, [span], 0)
-        if n != SLOTS * BS:
-            note("final read: %d bytes of %d" % (n, SLOTS * BS))
-        else:
-            for slot, s in sorted(last.items()):
-                if span[slot * BS:(slot + 1) * BS] != block(s):
-                    st["mismatches"] += 1
-    except OSError as exc:
-        note("final read: %s" % exc)
-json.dump(st, open(out + ".tmp", "w")); os.replace(out + ".tmp", out)
-"""
+# the program: xfleet/lab/programs/io_probe.py (its docstring says its arguments and output)
+PROGRAM = program_text("io_probe.py")  # xfleet/lab/programs/io_probe.py
 
 
 # Named by its content and written by rename: a probe starting while another start rewrites the
@@ -192,11 +135,7 @@ def stop_all(probes: list[Probe], *, timeout: float = 120.0) -> list[ProbeResult
 # Test clean-up on a VM: kill every probe (waiting up to 10 s until they are gone), then drop
 # every NVMe connection. The pattern is anchored at `python3` so it cannot match this shell,
 # whose own argv holds it (`pkill -f PATH` would kill the shell before the disconnect).
-CLEANUP_SCRIPT = """pkill -f "$1"
-i=0
-while pgrep -f "$1" >/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-nvme disconnect-all
-"""
+CLEANUP_SCRIPT = program_text("probe_cleanup.sh")  # xfleet/lab/programs/probe_cleanup.sh
 
 
 def cleanup_argv() -> list[str]:

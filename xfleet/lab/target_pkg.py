@@ -19,7 +19,7 @@ from xfleet.core.identity import PIN_NAMESPACE
 from xfleet.fleet.target_spec import NVMET_DEFAULTS
 from xfleet.lab import ssh
 from xfleet.lab.errors import LabError
-from xfleet.lab.vm import LabState
+from xfleet.lab.state import LabState
 
 PACKAGE = "xfleet-lab-target"
 VERSIONS = ("1.0", "1.1", "1.2")

@@ -98,8 +98,10 @@ class XfleetApp(App[None]):
         """Refresh the visible view now, the others when they come back on screen."""
         for screen in self.screen_stack:
             if isinstance(screen, BaseView):
-                if screen is self.screen:
-                    screen.reload()  # type: ignore[attr-defined]
+                # object: `is` against a Screen[Any] would narrow `screen` back from BaseView
+                visible: object = self.screen
+                if screen is visible:
+                    screen.reload()
                 else:
                     screen.stale_data = True
 

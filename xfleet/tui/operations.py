@@ -1,10 +1,8 @@
 """Long-running operations shown by the TUI's Operations view: a small plug-in interface.
 
-Moves, upgrades and compression rewrites (later issues) record their progress in the mirror's
-journal. This module only reads: a *source* is a function `(conn) -> list[Operation]`; sources
-are registered by name, and the view shows what all of them return, newest first. The built-in
-`journal` source reads a `journal` table when one exists (see `JOURNAL_COLUMNS`) and returns
-nothing otherwise, so the view shows an empty state until an operation is recorded.
+Moves and target upgrades are journaled jobs in the mirror (xfleet/mirror/jobs.py). This module
+only reads: a *source* is a function `(conn) -> list[Operation]`; sources are registered by
+name (`moves`, `rollouts`), and the view shows what all of them return, newest first.
 
 No textual import here: a script (or `xfleet ops`) can list operations the same way.
 """
@@ -14,11 +12,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-
-# The journal table the view expects (to be created by the issue that adds the first operation):
-# one row per operation, updated as it progresses.
-JOURNAL_COLUMNS = ("id", "kind", "subject", "node", "state", "done", "total", "started_at",
-                   "updated_at", "message")
 
 
 @dataclass(frozen=True)
@@ -56,35 +49,6 @@ def unregister(name: str) -> None:
 
 def sources() -> dict[str, Source]:
     return dict(_SOURCES)
-
-
-def journal(conn: sqlite3.Connection) -> list[Operation]:
-    """Operations from the mirror's `journal` table; [] while the table does not exist."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'journal'"
-    ).fetchone()
-    if not exists:
-        return []
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(journal)")}
-    picked = [c for c in JOURNAL_COLUMNS if c in cols]
-    rows = conn.execute(
-        f"SELECT {', '.join(picked)} FROM journal ORDER BY "
-        f"{'updated_at' if 'updated_at' in cols else 'rowid'} DESC LIMIT 500"
-    ).fetchall()
-    out = []
-    for r in rows:
-        d = dict(zip(picked, r, strict=True))
-        out.append(Operation(
-            id=str(d.get("id", "")), kind=str(d.get("kind") or "?"),
-            subject=str(d.get("subject") or ""), node=d.get("node"),
-            state=str(d.get("state") or "?"), done=d.get("done"), total=d.get("total"),
-            started_at=d.get("started_at"), updated_at=d.get("updated_at"),
-            message=str(d.get("message") or ""),
-        ))
-    return out
-
-
-register("journal", journal)
 
 
 def moves(conn: sqlite3.Connection) -> list[Operation]:

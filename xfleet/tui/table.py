@@ -26,7 +26,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.worker import get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from xfleet.core.text import printable
 from xfleet.core.units import format_age, format_size
@@ -221,8 +221,8 @@ class VirtualTable(Widget, can_focus=True):
                 return
             self._read_locked(worker, seq, sort, flt, anchor, cursor_id)
 
-    def _read_locked(self, worker: Any, seq: int, sort: Sort, flt: Filter, anchor: Key | None,
-                     cursor_id: int | None) -> None:
+    def _read_locked(self, worker: Worker[None], seq: int, sort: Sort, flt: Filter,
+                     anchor: Key | None, cursor_id: int | None) -> None:
         pager = Pager(self._bg, sort=sort, filter=flt, columns=[c.key for c in self.columns])
         try:
             if anchor is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.table import Table
 from rich.text import Text
@@ -29,6 +29,7 @@ from xfleet.tui import operations
 from xfleet.tui.table import SORT_KEYS, VirtualTable
 
 if TYPE_CHECKING:
+    from xfleet.tui.actions import Prompt
     from xfleet.tui.app import XfleetApp
 
 STALE_AFTER_S = 15 * 60  # mirror data older than this is shown as old (yellow)
@@ -110,7 +111,7 @@ class Banner(Static):
         self.update(self.render_banner())
 
     def render_banner(self) -> Text:
-        app: XfleetApp = self.app  # type: ignore[assignment]
+        app = cast("XfleetApp", self.app)  # Textual types it App[object]
         env = app.environment
         colour = env.get("colour") or ("red" if env.get("name", "").startswith("prod")
                                        else "blue")
@@ -173,7 +174,7 @@ class BaseView(Screen[None]):
 
     @property
     def xapp(self) -> XfleetApp:
-        return self.app  # type: ignore[return-value]
+        return cast("XfleetApp", self.app)  # Textual types it App[object]
 
     def compose(self) -> ComposeResult:
         yield Banner(self.view_name)
@@ -318,7 +319,7 @@ class BaseView(Screen[None]):
         """(node, dataset name) that a write action acts on; None where there is none."""
         return None
 
-    def open_write_prompt(self, what: str, target: tuple[str, str], prompt: Any) -> None:
+    def open_write_prompt(self, what: str, target: tuple[str, str], prompt: Prompt) -> None:
         self.write_for = target
         box = self.query_one("#prompt", Input)
         self.prompt_mode = f"write:{what}"
@@ -810,7 +811,7 @@ class OpsView(BaseView):
         empty.update(Text.assemble(
             ("\n  No long-running operations.\n\n", "bold"),
             ("  Volume moves, rolling upgrades and compression rewrites appear here with their "
-             "progress\n  once they run (they record themselves in the mirror's journal).\n",
+             "progress\n  once they run (each is a journaled job in the mirror).\n",
              "grey62"),
             *(("\n  source error: " + e, "red") for e in errors),
         ))

@@ -28,6 +28,7 @@ import pytest
 from conftest import ROOT, Result, run_cli, write_sim_inventory
 
 from xfleet import cli as cli_mod
+from xfleet.cli import output
 from xfleet.core.errors import UsageError
 
 VOLUME = "tank/t0000/vol-000005"  # on n1 of the sim fleet below (no clones, not on n2)
@@ -335,7 +336,7 @@ def extra_command() -> Iterator[Callable[[Callable[[], None]], str]]:
         name = f"test-exit-path-{len(names)}"
 
         @cli_mod.cli.command(name)
-        @cli_mod.json_option
+        @output.json_option
         def cmd(as_json: bool) -> None:
             body()
 
@@ -384,7 +385,7 @@ def test_an_unexpected_exception_is_an_internal_error_document(
 def test_a_command_that_printed_its_document_then_failed_prints_no_second(
         capsys: pytest.CaptureFixture[str], extra_command: Any) -> None:
     def body() -> None:
-        cli_mod.echo_json({"ok": True, "done": 1})
+        output.echo_json({"ok": True, "done": 1})
         raise UsageError("failed after the document went out")
 
     name = extra_command(body)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 
 from conftest import FIXTURES
 
 from xfleet.core.events import (
     Touch,
+    ZEvent,
     ancestors,
     event_touches,
     parse_events,
@@ -21,7 +23,7 @@ from xfleet.ops.sync import new_events
 REAL = FIXTURES / "real"
 
 
-def real_events() -> list:
+def real_events() -> list[ZEvent]:
     return list(parse_events((REAL / "zpool_events.txt").read_text().splitlines()))
 
 
@@ -43,7 +45,8 @@ def test_events_stream_yields_each_event_at_its_blank_line() -> None:
     lines = (REAL / "zpool_events.txt").read_text().splitlines()
     seen: list[int] = []
 
-    def feed():  # a follow stream: the consumer must get event 1 before event 2 is written
+    # a follow stream: the consumer must get event 1 before event 2 is written
+    def feed() -> Iterator[str]:
         for i, line in enumerate(lines):
             if i and not lines[i - 1].strip():
                 assert len(seen) == sum(1 for x in lines[:i] if x.startswith("        eid = "))

@@ -15,7 +15,7 @@ from conftest import wait_for
 
 from xfleet import mirror
 from xfleet.core.errors import UsageError, XfleetError
-from xfleet.mirror import jobs
+from xfleet.mirror import claims, jobs
 
 
 class BusyError(XfleetError):
@@ -110,7 +110,7 @@ def test_prepare_runs_in_the_claim_transaction_and_its_refusal_writes_nothing(
     assert jobs.get(conn, KIND, 2)["error"] is None and jobs.get(conn, KIND, 2)["pid"] is None
     jobs.claim(conn, KIND, 3, prepare=finished, set_columns={"step": 4})
     row = jobs.get(conn, KIND, 3)
-    assert (row["error"], row["step"], row["pid"]) == ("touched", 4, jobs.claims.me()[0])
+    assert (row["error"], row["step"], row["pid"]) == ("touched", 4, claims.me()[0])
 
 
 def test_finish_records_the_end_and_releases_the_claim(conn: sqlite3.Connection) -> None:

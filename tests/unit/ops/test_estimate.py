@@ -54,7 +54,8 @@ def test_compressors_include_zfs_headers_and_follow_levels() -> None:
     assert lz4 is not None and zstd is not None
     assert estimate.compressor("off") is None
     assert 4 < lz4(block) < BS // 2 and 8 < zstd(block) < lz4(block)
-    assert estimate.compressor("zstd-3")(block) == zstd(block)  # type: ignore[misc]
+    zstd3 = estimate.compressor("zstd-3")
+    assert zstd3 is not None and zstd3(block) == zstd(block)
     fast = estimate.compressor("zstd-fast-10")
     assert fast is not None and fast(block) > zstd(block)
     gz1, gz9 = estimate.compressor("gzip-1"), estimate.compressor("gzip-9")
@@ -189,7 +190,8 @@ def test_fleet_estimate_costs_one_command_per_volume_and_is_stored(
     assert stored[4] <= 32 * 65536
     zstd = {e.volume: e for e in ests if e.algorithm == "zstd-3"}
     lz4 = {e.volume: e for e in ests if e.algorithm == "lz4"}
-    assert all(zstd[v].ratio >= lz4[v].ratio * 0.98 for v in zstd)  # type: ignore[operator]
+    ratios = {v: (zstd[v].ratio, lz4[v].ratio) for v in zstd}
+    assert all(z is not None and lz is not None and z >= lz * 0.98 for z, lz in ratios.values())
     again, _ = estimate.estimate_fleet(conn, Connections(fleet.hosts), items[:1], ["lz4"],
                                        blocks=32)
     assert again[0].ratio == lz4[items[0].name].ratio  # deterministic: same blocks

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FIXTURES
@@ -111,12 +112,10 @@ def test_budget_from_a_short_timeout_connection() -> None:
         budget_warnings(live, expected_outage=-1)
 
 
-def _ctrl(**kw: object) -> Controller:
-    base: dict[str, object] = dict(name="nvme3", nqn="nqn.x:y", transport="tcp", address="10.0.0.1",
-                                   port=4420, state="live", ctrl_loss_tmo=None,
-                                   reconnect_delay=None, fast_io_fail_tmo=None)
-    base.update(kw)
-    return Controller(**base)  # type: ignore[arg-type]
+def _ctrl(ctrl_loss_tmo: float | None = None) -> Controller:
+    return Controller(name="nvme3", nqn="nqn.x:y", transport="tcp", address="10.0.0.1",
+                      port=4420, state="live", ctrl_loss_tmo=ctrl_loss_tmo,
+                      reconnect_delay=None, fast_io_fail_tmo=None)
 
 
 def test_budget_uses_the_kernel_default_reconnect_delay_when_unknown() -> None:
@@ -195,10 +194,10 @@ def test_connect_argv_is_fixed_and_validated() -> None:
     for bad in (dict(address="-h"), dict(address="10.0.0.1,nqn=x"), dict(port=0),
                 dict(nqn="nqn.x,ctrl_loss_tmo=1"), dict(nqn="iqn.bad"), dict(nqn="nqn.a b"),
                 dict(ctrl_loss_tmo=-5), dict(reconnect_delay=0)):
-        kw: dict[str, object] = dict(address="10.0.0.1", port=4420, nqn=LAB1)
+        kw: dict[str, Any] = dict(address="10.0.0.1", port=4420, nqn=LAB1)  # mixed kwargs
         kw.update(bad)
         with pytest.raises(UsageError):
-            connect_argv(**kw)  # type: ignore[arg-type]
+            connect_argv(**kw)
 
 
 def test_connect_and_disconnect_run_one_command_each() -> None:

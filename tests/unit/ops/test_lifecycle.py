@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conftest import FIXTURES, run_cli, write_sim_inventory
@@ -370,6 +370,10 @@ class FakeLzc:
             raise AttributeError(name)
         return lambda *args: self.calls.append((name, args))
 
+    def last(self) -> tuple[str, tuple[object, ...]]:
+        """The latest call (a method: mypy must not narrow it from an earlier assert)."""
+        return self.calls[-1]
+
 
 def test_libzfs_core_is_used_only_on_local_nodes_when_importable(
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -390,11 +394,11 @@ def test_lzc_maps_the_batched_commands_and_declines_the_rest() -> None:
     assert fake.calls == [("lzc_snapshot", ([n.encode() for n in names],
                                             {b"xfleet:why": b"x"}))]  # one atomic call
     assert lifecycle.lzc_run(fake, ["zfs", "destroy", "tank/v@a,b"], "n")
-    assert fake.calls[-1] == ("lzc_destroy_snaps", ([b"tank/v@a", b"tank/v@b"], False))
+    assert fake.last() == ("lzc_destroy_snaps", ([b"tank/v@a", b"tank/v@b"], False))
     assert lifecycle.lzc_run(fake, ["zfs", "clone", "tank/v@a", "tank/w"], "n")
-    assert fake.calls[-1] == ("lzc_clone", (b"tank/w", b"tank/v@a", {}))
+    assert fake.last() == ("lzc_clone", (b"tank/w", b"tank/v@a", {}))
     assert lifecycle.lzc_run(fake, ["zfs", "release", "keep", "tank/v@a"], "n")
-    assert fake.calls[-1] == ("lzc_release", ({b"tank/v@a": [b"keep"]},))
+    assert fake.last() == ("lzc_release", ({b"tank/v@a": [b"keep"]},))
     assert lifecycle.lzc_run(fake, ["zfs", "promote", "tank/w"], "n")
     before = len(fake.calls)
     # no exact equivalent: left to the command line
@@ -407,10 +411,13 @@ def test_lzc_maps_the_batched_commands_and_declines_the_rest() -> None:
 
 
 def test_lzc_errors_are_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    class LzcError(RuntimeError):  # like pyzfs's: the errors of the batch in .errors
+        errors: list[OSError]
+
     class Failing:
         def lzc_snapshot(self, snaps: list[bytes], props: dict[bytes, bytes]) -> None:
-            err = RuntimeError("snapshot failure")
-            err.errors = [OSError(17, "File exists")]  # type: ignore[attr-defined]
+            err = LzcError("snapshot failure")
+            err.errors = [OSError(17, "File exists")]
             raise err
 
     with pytest.raises(lifecycle.LifecycleError, match="libzfs_core snapshot failed: .*exists"):
@@ -435,7 +442,8 @@ def test_execute_routes_changes_through_libzfs_core(fleet: Fleet,
     (n1,) = out.nodes
     assert n1.backend == "libzfs_core" and n1.lzc_calls == 1
     assert n1.commands == 2  # only the mirror's re-fetch forked zfs commands (list, get)
-    assert [c[0] for c in fake.calls] == ["lzc_snapshot"] and len(fake.calls[0][1][0]) == 20
+    assert [c[0] for c in fake.calls] == ["lzc_snapshot"]
+    assert len(cast("list[bytes]", fake.calls[0][1][0])) == 20
     assert [tuple(r) for r in conn.execute("SELECT via FROM lifecycle_log")] == [
         ("libzfs_core",)]
 

@@ -223,7 +223,8 @@ def test_changed_identities_after_restart_fail_the_node(tmp_path: Path) -> None:
     assert _state(tmp_path, "n1", "running") == "1.0"
 
 
-def test_pause_request_stops_at_the_next_node_and_resume_finishes(tmp_path: Path) -> None:
+def test_pause_request_stops_at_the_next_node_and_resume_finishes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nodes = ["n1", "n2", "n3"]
     inv_path = _setup(tmp_path, nodes)
     inv = inventory.load(inv_path)
@@ -241,7 +242,7 @@ def test_pause_request_stops_at_the_next_node_and_resume_finishes(tmp_path: Path
                 conn.commit()
                 conn.close()
 
-        runner._upgrade = then_pause  # type: ignore[method-assign]
+        monkeypatch.setattr(runner, "_upgrade", then_pause)
         res = runner.run()
         assert res.state == "paused" and res.reason == "pause requested by the user"
         assert _state(tmp_path, "n1", "running") == "1.1"
@@ -429,13 +430,18 @@ def test_sim_rollout_commands_per_node_do_not_grow_with_volumes(tmp_path: Path,
     assert used == [16, 16, 16], used
 
 
+# The pause must reach the mirror while n1 soaks (a new `xfleet` process: ~1 s here, over 2 s
+# on a loaded machine, where a 2 s soak let n2 start first); the test waits out the soak.
+SOAK = 10
+
+
 def test_cli_pause_of_a_running_rollout_then_resume(tmp_path: Path) -> None:
     inv_path = _setup(tmp_path, ["n1", "n2", "n3"])
     pk = _pkgs(tmp_path)
     skip = [a for c in SKIP for a in ("--skip-check", c)]
     argv = [sys.executable, "-m", "xfleet", "--inventory", str(inv_path), "upgrade", "target",
             "1.1", "--package", f"1.1={pk['1.1'].file}", "--rollback-package",
-            f"1.0={pk['1.0'].file}", *skip, "--soak", "2", "--yes"]
+            f"1.0={pk['1.0'].file}", *skip, "--soak", str(SOAK), "--yes"]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
     try:

@@ -70,7 +70,7 @@ def test_resync_applies_creates_and_destroys(sim_fleet: Path) -> None:
     inv = inventory.load(sim_fleet)
     assert sync(inv).ok
     t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
-    victim = next(n for n, typ in ((r[0], r[1]) for r in mirrored(inv.mirror, "n1"))
+    victim = next(n for n, typ in ((str(r[0]), r[1]) for r in mirrored(inv.mirror, "n1"))
                   if typ == "volume" and not _has_dependents(inv.mirror, n))
     t.run(["zfs", "destroy", "-r", victim])
     t.run(["zfs", "create", "-s", "-V", "1G", "tank/new vol:1.a-b_c"])

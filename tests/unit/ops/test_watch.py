@@ -1,7 +1,7 @@
 """Incremental sync and watch on simulated nodes (whose change feed is proven identical in
-shape to real OpenZFS by tests/unit/sim/test_sim_events.py): correctness after random operations and
-through gaps, at 100k-dataset scale, and the cost: commands and bytes follow the number of
-changes, not the number of datasets. The same properties on real ZFS: tests/lab/."""
+shape to real OpenZFS by tests/unit/sim/commands/test_events.py): correctness after random
+operations and through gaps, at 100k-dataset scale, and the cost: commands and bytes follow
+the number of changes, not the number of datasets. The same properties on real ZFS: tests/lab/."""
 
 from __future__ import annotations
 
@@ -360,7 +360,9 @@ def test_a_failed_incremental_sync_keeps_rows_and_checkpoint_then_catches_up(
     db = tmp_path / "m.db"
     assert sync(inv, db).ok
     before = rows(db, "n1")
-    eid = mirror.checkpoint(mirror.connect(db), "n1").eid  # type: ignore[union-attr]
+    checkpoint = mirror.checkpoint(mirror.connect(db), "n1")
+    assert checkpoint is not None
+    eid = checkpoint.eid
     t.run(["zfs", "create", "-s", "-V", "1G", "tank/lost-in-transit"])
 
     class Drops(SimTransport):

@@ -1,4 +1,4 @@
-"""Sampled verification of a move (xfleet/ops/moves.py), run on a node as `python3 -c`.
+"""Sampled verification of a move (xfleet/ops/moves/runner.py), run on a node as `python3 -c`.
 
 argv: DEVICE OFFSET...: prints `SHA256 OFFSET` for the 1 MiB slice at each MiB offset, read with
 O_DIRECT where the device allows it (what is on disk, not a cached page). A slice past the end

@@ -1,4 +1,4 @@
-# A direct move (xfleet/ops/moves.py): the source node sends straight to the target node.
+# A direct move (xfleet/ops/moves/runner.py): the source node sends straight to the target node.
 # argv: DEST RECEIVE_COMMAND SEND_ARGS...: runs `zfs send -v -P SEND_ARGS | ssh DEST RECEIVE`.
 # bash for pipefail (a failed send fails the pipeline); send's progress lines (stderr, once a
 # second) come back as stdout; ssh refuses unknown host keys and never asks for a password.

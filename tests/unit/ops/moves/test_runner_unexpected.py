@@ -16,6 +16,7 @@ from xfleet import mirror
 from xfleet.fleet import inventory
 from xfleet.fleet.connections import Connections
 from xfleet.ops import moves
+from xfleet.ops.moves import runner as move_runner
 from xfleet.ops.sync import sync
 from xfleet.sim import SimTransport
 
@@ -42,7 +43,7 @@ def test_an_unexpected_exception_fails_the_move_resumably(
     def reset(*args: Any, **kwargs: Any) -> Any:
         raise EOFError("socket write failed")  # what paramiko raised on a reset connection
 
-    monkeypatch.setattr(moves, "relay", reset)
+    monkeypatch.setattr(move_runner, "relay", reset)
     with caplog.at_level(logging.ERROR, logger="xfleet.ops.moves"), \
             Connections(inv.hosts, state_dir=inv.state_dir) as conns:
         got = moves.Runner(inv, inv.mirror, conns).run(m.id)
@@ -72,7 +73,7 @@ def test_keyboard_interrupt_is_not_swallowed(
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(moves, "relay", interrupted)
+    monkeypatch.setattr(move_runner, "relay", interrupted)
     with Connections(inv.hosts, state_dir=inv.state_dir) as conns, \
             pytest.raises(KeyboardInterrupt):
         moves.Runner(inv, inv.mirror, conns).run(m.id)

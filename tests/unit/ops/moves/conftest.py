@@ -1,0 +1,42 @@
+"""Fixtures and helpers of the move tests: a small simulated fleet with a volume to move."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import write_sim_inventory
+
+from xfleet.fleet import inventory
+from xfleet.ops.sync import sync
+from xfleet.sim import SimTransport
+
+Fleet = tuple[inventory.Inventory, Path, SimTransport]  # the inventory, its file, node n1
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    inv_path = write_sim_inventory(tmp_path / "fleet.yaml", {"n1": {"volumes": 80, "seed": 4},
+                                                             "n2": {"volumes": 20, "seed": 5}})
+    inv = inventory.load(inv_path)
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    t.run(["zfs", "create", "-p", "tank/app"])
+    t.run(["zfs", "create", "-s", "-V", "1G", "-o", "compression=zstd", "-o",
+           "xfleet:tenant=acme", "tank/app/db"])
+    t.run(["zfs", "snapshot", "tank/app/db@a"])
+    t.run(["zfs", "snapshot", "tank/app/db@b"])
+    assert sync(inv).ok
+    return inv, inv_path, t
+
+
+def move_row(conn: sqlite3.Connection, src: str, dst: str, state: str, pid: int | None,
+              beat: float) -> int:
+    cur = conn.execute(
+        "INSERT INTO moves (volume, source_node, target_node, target_volume, state, send_flags,"
+        " receive_properties, verify, options, created_at, updated_at, pid, host, heartbeat) "
+        "VALUES ('tank/x', ?, ?, 'tank/x', ?, '[]', '{}', 'sampled', '{}', 0, 0, ?, "
+        "'elsewhere', ?)", (src, dst, state, pid, beat))
+    conn.commit()
+    assert cur.lastrowid is not None
+    return cur.lastrowid

@@ -1,0 +1,366 @@
+"""The mirror's schema: its tables as numbered migrations, applied in order on open.
+
+A migration is never edited once released: a change is a new one (the file's version is
+`PRAGMA user_version`; xfleet/mirror/store.py's `migrate` applies what a mirror lacks).
+docs/mirror.md documents every table and column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from xfleet.core.zfs import DATASET_COLUMNS
+
+# Columns of `datasets` filled from `zfs list`, in DATASET_COLUMNS order.
+DATASET_TABLE_COLUMNS: tuple[str, ...] = (
+    "node",
+    "pool",
+    *DATASET_COLUMNS,
+    "tenant",
+    "user_properties",
+    "synced_at",
+    "sync_run",
+)
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        address TEXT,
+        labels TEXT NOT NULL DEFAULT '{}',
+        groups TEXT NOT NULL DEFAULT '[]',
+        last_attempt REAL,
+        last_success REAL,
+        stale INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        datasets INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE pools (
+        node TEXT NOT NULL,
+        name TEXT NOT NULL,
+        guid TEXT,
+        size INTEGER,
+        allocated INTEGER,
+        free INTEGER,
+        health TEXT,
+        ashift INTEGER,
+        fragmentation INTEGER,
+        capacity INTEGER,
+        dedupratio REAL,
+        volumes INTEGER NOT NULL DEFAULT 0,
+        filesystems INTEGER NOT NULL DEFAULT 0,
+        snapshots INTEGER NOT NULL DEFAULT 0,
+        bookmarks INTEGER NOT NULL DEFAULT 0,
+        clones INTEGER NOT NULL DEFAULT 0,
+        volsize INTEGER NOT NULL DEFAULT 0,
+        logicalused INTEGER NOT NULL DEFAULT 0,
+        used INTEGER NOT NULL DEFAULT 0,
+        usedbyrefreservation INTEGER NOT NULL DEFAULT 0,
+        synced_at REAL NOT NULL,
+        PRIMARY KEY (node, name)
+    );
+    CREATE TABLE datasets (
+        id INTEGER PRIMARY KEY,
+        node TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        guid TEXT,
+        createtxg INTEGER,
+        origin TEXT,
+        creation INTEGER,
+        volsize INTEGER,
+        volblocksize INTEGER,
+        used INTEGER,
+        referenced INTEGER,
+        logicalused INTEGER,
+        logicalreferenced INTEGER,
+        usedbysnapshots INTEGER,
+        usedbyrefreservation INTEGER,
+        refreservation INTEGER,
+        written INTEGER,
+        compression TEXT,
+        compressratio REAL,
+        refcompressratio REAL,
+        tenant TEXT,
+        user_properties TEXT,
+        synced_at REAL NOT NULL,
+        sync_run INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX datasets_node_name ON datasets (node, name);
+    CREATE INDEX datasets_node_type_used ON datasets (node, type, used);
+    CREATE INDEX datasets_used ON datasets (used);
+    CREATE INDEX datasets_name ON datasets (name);
+    CREATE INDEX datasets_origin ON datasets (origin) WHERE origin IS NOT NULL;
+    CREATE INDEX datasets_tenant ON datasets (tenant) WHERE tenant IS NOT NULL;
+    CREATE TABLE sync_runs (
+        id INTEGER PRIMARY KEY,
+        node TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        status TEXT NOT NULL,
+        datasets INTEGER,
+        added INTEGER,
+        removed INTEGER,
+        commands INTEGER,
+        error TEXT
+    );
+    CREATE INDEX sync_runs_node ON sync_runs (node, id);
+    """,
+    # v2: incremental sync. Per-node checkpoints of the change feed, per-pool txg and space
+    # freshness, and what each run did.
+    2: """
+    ALTER TABLE nodes ADD COLUMN last_eid INTEGER;
+    ALTER TABLE nodes ADD COLUMN last_eid_stamp TEXT;
+    ALTER TABLE nodes ADD COLUMN last_change_at REAL;
+    ALTER TABLE nodes ADD COLUMN last_full REAL;
+    ALTER TABLE nodes ADD COLUMN last_incremental REAL;
+    ALTER TABLE nodes ADD COLUMN last_reconcile REAL;
+    ALTER TABLE nodes ADD COLUMN last_refresh REAL;
+    ALTER TABLE nodes ADD COLUMN gaps INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE nodes ADD COLUMN last_gap TEXT;
+    ALTER TABLE nodes ADD COLUMN last_gap_at REAL;
+    ALTER TABLE nodes ADD COLUMN watch_pid INTEGER;
+    ALTER TABLE nodes ADD COLUMN watch_host TEXT;
+    ALTER TABLE nodes ADD COLUMN watch_heartbeat REAL;
+    ALTER TABLE nodes ADD COLUMN watch_state TEXT;
+    ALTER TABLE pools ADD COLUMN load_guid TEXT;
+    ALTER TABLE pools ADD COLUMN last_txg INTEGER;
+    ALTER TABLE pools ADD COLUMN space_dirty_since REAL;
+    ALTER TABLE pools ADD COLUMN refresh_allocated INTEGER;
+    ALTER TABLE pools ADD COLUMN refresh_free INTEGER;
+    ALTER TABLE sync_runs ADD COLUMN events INTEGER;
+    ALTER TABLE sync_runs ADD COLUMN fetched INTEGER;
+    ALTER TABLE sync_runs ADD COLUMN bytes INTEGER;
+    ALTER TABLE sync_runs ADD COLUMN gap TEXT;
+    CREATE INDEX datasets_node_synced ON datasets (node, pool, synced_at)
+    """,
+    # v3: volume moves, a durable state machine per move, and its log.
+    3: """
+    CREATE TABLE moves (
+        id INTEGER PRIMARY KEY,
+        volume TEXT NOT NULL,
+        source_node TEXT NOT NULL,
+        target_node TEXT NOT NULL,
+        target_volume TEXT NOT NULL,
+        state TEXT NOT NULL,
+        step TEXT,
+        snapshots TEXT NOT NULL DEFAULT '[]',
+        received TEXT,
+        send_flags TEXT,
+        receive_properties TEXT NOT NULL DEFAULT '{}',
+        verify TEXT NOT NULL DEFAULT 'sampled',
+        verified TEXT,
+        bytes_total INTEGER,
+        bytes_done INTEGER NOT NULL DEFAULT 0,
+        rounds INTEGER NOT NULL DEFAULT 0,
+        retired_as TEXT,
+        options TEXT NOT NULL DEFAULT '{}',
+        pid INTEGER,
+        host TEXT,
+        heartbeat REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL,
+        error TEXT
+    );
+    CREATE INDEX moves_state ON moves (state);
+    CREATE INDEX moves_volume ON moves (source_node, volume);
+    CREATE TABLE move_log (
+        move INTEGER NOT NULL,
+        at REAL NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX move_log_move ON move_log (move, at)
+    """,
+    4: """
+    CREATE TABLE compression_runs (
+        id INTEGER PRIMARY KEY,
+        policy TEXT,
+        user TEXT,
+        host TEXT,
+        state TEXT NOT NULL,
+        changes INTEGER NOT NULL DEFAULT 0,
+        done INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        commands INTEGER NOT NULL DEFAULT 0,
+        batch_size INTEGER NOT NULL DEFAULT 500,
+        pid INTEGER,
+        heartbeat REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL,
+        error TEXT
+    );
+    CREATE TABLE compression_changes (
+        id INTEGER PRIMARY KEY,
+        run INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        name TEXT NOT NULL,
+        old TEXT,
+        new TEXT NOT NULL,
+        rule TEXT,
+        batch INTEGER,
+        state TEXT NOT NULL DEFAULT 'pending',
+        at REAL,
+        error TEXT
+    );
+    CREATE INDEX compression_changes_run ON compression_changes (run, state, node, new);
+    CREATE INDEX compression_changes_volume ON compression_changes (node, name);
+    CREATE TABLE compression_estimates (
+        node TEXT NOT NULL,
+        name TEXT NOT NULL,
+        algorithm TEXT NOT NULL,
+        ratio REAL,
+        ratio_low REAL,
+        ratio_high REAL,
+        zero_fraction REAL,
+        blocks INTEGER NOT NULL,
+        blocks_read INTEGER NOT NULL,
+        blocks_total INTEGER NOT NULL,
+        bytes_read INTEGER NOT NULL,
+        volblocksize INTEGER NOT NULL,
+        ashift INTEGER NOT NULL,
+        ashift_assumed INTEGER NOT NULL DEFAULT 0,
+        method TEXT NOT NULL DEFAULT 'sampled',
+        estimated_at REAL NOT NULL,
+        PRIMARY KEY (node, name, algorithm)
+    );
+    CREATE TABLE compression_daily (
+        day TEXT NOT NULL,
+        node TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        volumes INTEGER NOT NULL,
+        logicalused INTEGER NOT NULL,
+        used INTEGER NOT NULL,
+        usedbyrefreservation INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (day, node, pool)
+    )
+    """,
+    # v5: playbook runs journaled (runs, steps, per-item results) and an audit of lifecycle
+    # commands (docs/mirror.md, "Playbooks and lifecycle operations").
+    5: """
+    CREATE TABLE play_runs (
+        id INTEGER PRIMARY KEY,
+        file TEXT NOT NULL,
+        name TEXT,
+        digest TEXT NOT NULL,
+        vars TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL,
+        step INTEGER,
+        pid INTEGER,
+        host TEXT,
+        heartbeat REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL,
+        error TEXT
+    );
+    CREATE TABLE play_steps (
+        run INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT,
+        line INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        items INTEGER NOT NULL DEFAULT 0,
+        done INTEGER NOT NULL DEFAULT 0,
+        commands INTEGER NOT NULL DEFAULT 0,
+        result TEXT,
+        started_at REAL,
+        finished_at REAL,
+        error TEXT,
+        PRIMARY KEY (run, idx)
+    );
+    CREATE TABLE play_items (
+        run INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        item TEXT NOT NULL,
+        state TEXT NOT NULL,
+        result TEXT,
+        commands INTEGER NOT NULL DEFAULT 0,
+        at REAL NOT NULL,
+        error TEXT,
+        PRIMARY KEY (run, step, item)
+    );
+    CREATE TABLE lifecycle_log (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        op TEXT NOT NULL,
+        node TEXT NOT NULL,
+        argv TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        error TEXT,
+        source TEXT NOT NULL,
+        via TEXT NOT NULL DEFAULT 'zfs'
+    );
+    CREATE INDEX lifecycle_log_at ON lifecycle_log (at)
+    """,
+    6: """
+    ALTER TABLE moves ADD COLUMN control TEXT;
+    ALTER TABLE moves ADD COLUMN rate REAL
+    """,
+    7: """
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL DEFAULT 'target',
+        version TEXT NOT NULL,
+        selection TEXT,
+        options TEXT NOT NULL,
+        packages TEXT NOT NULL,
+        state TEXT NOT NULL,
+        control TEXT,
+        batch INTEGER NOT NULL DEFAULT 0,
+        reason TEXT,
+        pid INTEGER,
+        host TEXT,
+        heartbeat REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE TABLE rollout_nodes (
+        rollout INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        batch INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        from_version TEXT,
+        state TEXT NOT NULL,
+        step TEXT,
+        exports INTEGER,
+        exports_digest TEXT,
+        started_at REAL,
+        finished_at REAL,
+        error TEXT,
+        PRIMARY KEY (rollout, node)
+    );
+    CREATE TABLE rollout_log (
+        rollout INTEGER NOT NULL,
+        at REAL NOT NULL,
+        node TEXT,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX rollout_log_rollout ON rollout_log (rollout, at)
+    """,
+    8: """
+    ALTER TABLE lifecycle_log ADD COLUMN state TEXT NOT NULL DEFAULT 'done';
+    UPDATE lifecycle_log SET state = 'failed' WHERE ok = 0;
+    ALTER TABLE sync_runs ADD COLUMN pid INTEGER;
+    ALTER TABLE sync_runs ADD COLUMN host TEXT
+    """,
+}
+
+
+# The schema version is the newest migration: add a numbered entry to MIGRATIONS to change it.
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def split_sql(script: str) -> Iterator[str]:
+    for stmt in script.split(";"):
+        if stmt.strip():
+            yield stmt
