@@ -12,7 +12,7 @@ from conftest import ROOT
 ELSEWHERE = {
     "core/errors.py": "the error model: every test asserting a message (test_json_exit_paths)",
     "core/identity.py": "pinned identities: unit/ops/test_target.py and the lab's target tests",
-    "core/text.py": "printable(): unit/ops/test_sync_user_properties.py (hostile values)",
+    "core/text.py": "printable(): unit/ops/sync/test_full_user_properties.py",
     "core/yamlsrc.py": "file:line errors: unit/fleet/test_inventory.py, test_compression.py",
     "fleet/connections.py": "Connections.each: unit/remote/test_local.py, ssh/test_ssh.py",
     "fleet/target_spec.py": "the `target` key: unit/fleet/test_inventory.py, test_target.py",

@@ -4,7 +4,7 @@ that imitate `zpool events` and `zpool history` records, control characters, 819
 bytes that are not UTF-8), then a full and an incremental sync through the CLI.
 
 The same on the simulator, and the parsers on captured output:
-tests/unit/ops/test_sync_user_properties.py.
+tests/unit/ops/sync/test_full_user_properties.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Writing what a sync read into the mirror: nodes, runs, datasets, pools, checkpoints of the
-change feed, and the per-pool totals (xfleet/ops/sync.py is the caller).
+change feed, and the per-pool totals (xfleet/ops/sync/ is the caller).
 
 Bulk writes use `executemany` in transactions of ROWS_PER_TRANSACTION rows, so other writers
 get the lock between them; an incremental apply keeps the pool totals by deltas.

@@ -19,9 +19,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Input
 
 from xfleet import mirror
+from xfleet.tui.base import COMMANDS, BaseView
 from xfleet.tui.views import (
-    COMMANDS,
-    BaseView,
     CompView,
     FleetView,
     HelpScreen,

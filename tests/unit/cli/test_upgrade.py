@@ -1,6 +1,6 @@
 """`xfleet upgrade|rollouts|target` (xfleet/cli/upgrade.py) on the simulated fleet, which has no
 NVMe-oF target: the commands refuse clearly, and the journal is empty. Rollouts themselves
-(preflight, batches, pause, resume, rollback) are tested in tests/unit/ops/test_rollout.py."""
+(preflight, batches, pause, resume, rollback) are tested in tests/unit/ops/rollout/."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The simulated target daemon (`xfleet-sim-target` behind the `command` driver): versions,
 packages put with put_file.sh and checked with sha256sum, restarts, and the exports of every
-volume with pinned identities. xfleet's side of it is tested in unit/ops/test_rollout.py."""
+volume with pinned identities. xfleet's side of it is tested in unit/ops/rollout/."""
 
 from __future__ import annotations
 

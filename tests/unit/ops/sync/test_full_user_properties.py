@@ -35,7 +35,7 @@ from xfleet.core.zfs import (
 )
 from xfleet.fleet import inventory
 from xfleet.fleet.inventory import Inventory
-from xfleet.ops.sync import _read_values, new_events, sync
+from xfleet.ops.sync import new_events, read_values, sync
 from xfleet.remote.local import LocalTransport
 from xfleet.sim import SimTransport
 
@@ -351,5 +351,5 @@ def test_a_zfs_without_json_output_is_said_plainly() -> None:
     t = LocalTransport("old")
     old = ["sh", "-c", "echo \"invalid option 'j'\" >&2; echo usage: >&2; exit 2"]
     with pytest.raises(XfleetError) as exc:
-        _read_values(t, old, lambda _: None)
+        read_values(t, old, lambda _: None)
     assert "OpenZFS 2.3 or later" in exc.value.message and exc.value.where == "old"

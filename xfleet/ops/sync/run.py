@@ -1,0 +1,153 @@
+"""`sync`: every node of the fleet in parallel, each full or incremental as its checkpoint
+allows; interrupted runs say so."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from xfleet import mirror
+from xfleet.core.errors import XfleetError
+from xfleet.fleet.connections import Connections
+from xfleet.fleet.inventory import Inventory
+from xfleet.ops.report import record_daily
+from xfleet.ops.sync.full import (
+    Job,
+    NodeSync,
+    Progress,
+    SyncReport,
+    full_node,
+    pools_and_load_guids,
+    queued_events,
+)
+from xfleet.ops.sync.incremental import incremental_node
+
+
+def _sync_node(job: Job, cp: mirror.Checkpoint | None, *, full: bool, reconcile: bool,
+               budget: int | None) -> NodeSync:
+    try:
+        return _sync_node_unchecked(job, cp, full=full, reconcile=reconcile, budget=budget)
+    except sqlite3.Error as exc:  # the mirror's file or file system: said as such
+        raise mirror.explain(exc, job.mirror_path) from None
+
+
+def _sync_node_unchecked(job: Job, cp: mirror.Checkpoint | None, *, full: bool,
+                         reconcile: bool, budget: int | None) -> NodeSync:
+    node, transport = job.node, job.transport
+    job.progress(node, "connecting", 0)
+    # The two reads are independent: run them at once over the node's connection (each is a
+    # round trip plus the node's own work; `zpool events` formats up to 512 events).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"xfleet-events-{node}") as ex:
+        queued = ex.submit(queued_events, transport,
+                           cp.eid if cp is not None and cp.usable else None)
+        pools, load_guids = pools_and_load_guids(transport, job.host)
+        events = queued.result()
+    if full or cp is None or not cp.usable or events is None:
+        return full_node(job, pools, load_guids, events)
+    return incremental_node(job, cp, pools, load_guids, events, reconcile=reconcile,
+                             budget=budget)
+
+
+def _interrupted(path: Path, run_ids: list[int]) -> None:
+    """Best effort, on the way out of an interrupted sync: its unfinished runs say so."""
+    with contextlib.suppress(Exception):
+        conn = mirror.connect(path)
+        try:
+            with mirror.transaction(conn, "interrupted sync runs", patience=5.0):
+                conn.executemany(
+                    "UPDATE sync_runs SET status = 'interrupted', finished_at = ?, error = "
+                    "'interrupted (Ctrl-C or SIGTERM)' WHERE id = ? AND status = 'running'",
+                    [(time.time(), r) for r in run_ids])
+        finally:
+            conn.close()
+
+
+def _refresh_due(cp: mirror.Checkpoint | None, refresh: bool | None, inv: Inventory) -> bool:
+    if refresh is not None:
+        return refresh
+    last = cp.last_refresh if cp is not None else None
+    return last is None or time.time() - last >= inv.space_refresh_interval
+
+
+def sync(
+    inv: Inventory,
+    mirror_path: Path | None = None,
+    nodes: list[str] | tuple[str, ...] = (),
+    *,
+    full: bool = False,
+    reconcile: bool = False,
+    refresh: bool | None = None,
+    refresh_budget: int | None = None,
+    parallel: int | None = None,
+    progress: Progress | None = None,
+    connections: Connections | None = None,
+) -> SyncReport:
+    """Sync the selected nodes (all when empty): incremental from each node's checkpoint,
+    full for a node that has none or with `full`; `reconcile` adds the structural check.
+    Space figures of rows no change touched are refreshed on a schedule (inventory
+    `space_refresh_interval`), or now with `refresh=True`, never with `refresh=False`.
+    Never raises for a node's failure: failed nodes are in the report (and marked stale in
+    the mirror, keeping their rows)."""
+    t0 = time.monotonic()
+    path = mirror_path or inv.mirror
+    hosts = inv.select(list(nodes))
+    tick: Progress = progress or (lambda *_: None)
+    conn = mirror.connect(path)
+    run_ids: dict[str, int] = {}
+    checkpoints: dict[str, mirror.Checkpoint | None] = {}
+    try:
+        for h in hosts:
+            mirror.begin(conn, "the start of a sync")
+            mirror.upsert_node(conn, h.name, h.kind, h.address, h.labels, h.groups)
+            cp = checkpoints[h.name] = mirror.checkpoint(conn, h.name)
+            kind = "incremental" if not full and cp is not None and cp.usable else "full"
+            run_ids[h.name] = mirror.start_run(conn, h.name, kind)
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
+    by_name = {h.name: h for h in hosts}
+    budget = inv.space_refresh_budget if refresh_budget is None else refresh_budget
+    lock = threading.Lock()
+    own = connections is None
+    conns = connections or Connections(inv.hosts, trust_store=inv.trust_store,
+                                       state_dir=inv.state_dir)
+    try:
+        results = conns.each(
+            [h.name for h in hosts],
+            lambda name, t: _sync_node(
+                Job(by_name[name], t, inv, path, run_ids[name], lock, tick), checkpoints[name],
+                full=full, reconcile=reconcile,
+                budget=budget if _refresh_due(checkpoints[name], refresh, inv) else None),
+            parallel=parallel or inv.parallel,
+        )
+    except BaseException:  # Ctrl-C, SIGTERM: the runs end as `interrupted`, not `running`
+        _interrupted(path, list(run_ids.values()))
+        raise
+    finally:
+        if own:
+            conns.close()
+    report = SyncReport(seconds=time.monotonic() - t0)
+    conn = mirror.connect(path)
+    try:
+        for r in results:
+            if r.ok and r.value is not None:
+                report.nodes.append(r.value)
+                continue
+            err = r.error or XfleetError("unknown failure")
+            commands = conns.commands(r.node)
+            mirror.begin(conn, "a failed node's sync run")
+            mirror.fail_run(conn, run_ids[r.node], r.node, err.message, commands)
+            conn.execute("COMMIT")
+            tick(r.node, "failed", 0)
+            report.nodes.append(NodeSync(node=r.node, ok=False, error=err.message, hint=err.hint,
+                                         commands=commands, seconds=r.seconds,
+                                         run_id=run_ids[r.node]))
+
+        record_daily(conn)  # today's per-pool totals (the compression trend): no scan
+    finally:
+        conn.close()
+    return report
