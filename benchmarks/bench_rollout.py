@@ -55,7 +55,7 @@ def run(tmp: Path, volumes: int, nodes: int) -> dict[str, float]:
         assert not plan.refused, plan.refused
         before = {n: conns.get(n).commands for n in inv.hosts}
         t2 = time.monotonic()
-        res = rollout.Runner(inv, inv.mirror, conns, rollout.start(inv.mirror, plan)).run()
+        res = rollout.Runner(inv, inv.mirror, conns).run(rollout.start(inv.mirror, plan))
         rolled = time.monotonic() - t2
         cmds = [conns.get(n).commands - before[n] for n in inv.hosts]
     assert res.state == "done", res.reason

@@ -195,8 +195,8 @@ def apply_cmd(c: Ctx, policy_path: str | None, nodes: tuple[str, ...],
             run = compression.create_run(conn, p)
     with Connections(inv.hosts, trust_store=inv.trust_store,
                      state_dir=inv.state_dir) as conns:
-        done, per_node = compression.apply_run(c.mirror_path(), run.id, conns,
-                                               parallel=inv.parallel)
+        done, per_node = compression.Applier(c.mirror_path(), conns,
+                                             parallel=inv.parallel).run(run.id)
     ok = done.state == "done" and not done.failed
     if as_json:
         doc = {"ok": ok, "run": done.to_dict(), "nodes": [n.to_dict() for n in per_node]}

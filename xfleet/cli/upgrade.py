@@ -190,7 +190,7 @@ def upgrade_target(c: Ctx, version: str, package_path: str, rollback: tuple[str,
         rid = rollout.start(path, p)
         JSON_OUT.state = _rollout_state(path, rid)
         say(f"rollout {rid}: {len(p.nodes)} node(s) in {len(p.batches)} batch(es)")
-        result = rollout.Runner(inv, path, conns, rid, say=say).run()
+        result = rollout.Runner(inv, path, conns, say=say).run(rid)
     _finish(result, as_json)
 
 

@@ -11,7 +11,8 @@ and be seen by another operator goes through here:
   and heartbeat age while another live process runs it (a job whose process died is taken
   over); a kind's own state checks run inside the same transaction;
 - `Heartbeat`: a thread that keeps the claim fresh on its own connection while the job runs;
-- `finish`: the final state, the error if any, the claim released.
+- `finish`: the final state, the error if any, the claim released;
+- `JobRunner`: the one shape of what drives a job, `Runner(...).run(job_id)`.
 
 Each feature describes its table once with a `JobKind`; the CLI's `list`/`show` commands of every
 kind read through `rows`/`get` (docs/architecture.md: "Jobs").
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from xfleet.core.errors import UsageError, XfleetError
 from xfleet.mirror import claims
@@ -56,6 +58,16 @@ class JobKind:
 
 
 KINDS: dict[str, JobKind] = {}
+
+
+class JobRunner(Protocol):
+    """What drives a job of a kind, the same for every kind: built with what it needs (the
+    inventory, the mirror's path, the connections, options), then `run(job_id)` claims the job,
+    works it to a final state or a resumable stop, and returns its result. A crashed or stopped
+    job is resumed by running it again. moves.Runner, rollout.Runner, compression.Applier and
+    playbook.Player have this shape."""
+
+    def run(self, job_id: int, /) -> object: ...
 
 
 def register(kind: JobKind) -> JobKind:

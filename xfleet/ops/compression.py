@@ -726,10 +726,24 @@ class NodeApply:
         return dict(self.__dict__)
 
 
-def apply_run(mirror_path: Path, run_id: int, connections: Connections, *,
-              parallel: int = 8, progress: Any = None) -> tuple[Run, list[NodeApply]]:
-    """Apply (or resume) run `run_id`: every node's pending changes, batch by batch, nodes in
-    parallel. A node that fails keeps its pending rows (resume later); other nodes go on."""
+class Applier:
+    """Applies compression runs (journaled jobs, xfleet/mirror/jobs.py): `run(run_id)` applies (or
+    resumes) run RUN: every node's pending changes, batch by batch, nodes in parallel. A node
+    that fails keeps its pending rows (resume later); other nodes go on. The shape of every
+    job's runner (`jobs.JobRunner`)."""
+
+    def __init__(self, mirror_path: Path, connections: Connections, *, parallel: int = 8,
+                 progress: Any = None) -> None:
+        self.mirror_path, self.connections = mirror_path, connections
+        self.parallel, self.progress = parallel, progress
+
+    def run(self, run_id: int) -> tuple[Run, list[NodeApply]]:
+        return _apply(self.mirror_path, run_id, self.connections, parallel=self.parallel,
+                      progress=self.progress)
+
+
+def _apply(mirror_path: Path, run_id: int, connections: Connections, *,
+           parallel: int, progress: Any) -> tuple[Run, list[NodeApply]]:
 
     conn = mirror.connect(mirror_path)
     try:

@@ -21,6 +21,9 @@ from xfleet.playbook.engine import (
     Field as Field,
 )
 from xfleet.playbook.engine import (
+    Player as Player,
+)
+from xfleet.playbook.engine import (
     PlayReport as PlayReport,
 )
 from xfleet.playbook.engine import (

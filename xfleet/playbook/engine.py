@@ -364,64 +364,82 @@ def _item_key(item: Any) -> str:
     return json.dumps(item, sort_keys=True, default=str)
 
 
+class Player:
+    """Plays a playbook's runs: `run(run_id)` takes run RUN over (a journaled job,
+    xfleet/mirror/jobs.py: refused while another live process plays it) and plays its steps from
+    where it stopped, the file's content unchanged; `check()` describes what a run would do and
+    journals nothing. The same shape as every job's runner (`jobs.JobRunner`)."""
+
+    def __init__(self, inv: Inventory, mirror_path: Path, pb: Playbook, conns: Connections, *,
+                 say: Say | None = None) -> None:
+        self.inv, self.mirror_path, self.pb, self.conns = inv, mirror_path, pb, conns
+        self.tell: Say = say or (lambda _m: None)
+
+    def check(self) -> PlayReport:
+        now = time.time()
+        variables = {**self.pb.vars, "date": time.strftime("%Y%m%d", time.gmtime(now)),
+                     "time": time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)),
+                     "now": int(now), "run": 0, "check": True}
+        return self._play(PlayReport(str(self.pb.path), None, True), variables, None)
+
+    def run(self, run_id: int) -> PlayReport:
+        pb, mirror_path = self.pb, self.mirror_path
+        row = claim(mirror_path, run_id)
+        if row["digest"] != pb.digest:
+            finish(mirror_path, run_id, "failed", "the playbook changed since the run started")
+            raise PlaybookError(f"{pb.path} changed since run {run_id} started",
+                                hint="resume with the file as it was, or start a new run")
+        journal = Journal(mirror_path, run_id)
+        interrupted = journal.conn.execute(
+            "SELECT count(*) FROM play_items WHERE run = ? AND state = 'running'",
+            (run_id,)).fetchone()[0]
+        if interrupted:  # a crash may have changed nodes the mirror has not seen yet
+            self.tell(f"run {run_id}: {interrupted} interrupted item(s); syncing the mirror first")
+            for fn in RESYNC:
+                fn(self.inv, mirror_path, self.conns)
+        return self._play(PlayReport(str(pb.path), run_id, False), json.loads(row["vars"]),
+                          journal)
+
+    def _play(self, report: PlayReport, variables: dict[str, Any],
+              journal: Journal | None) -> PlayReport:
+        pb, mirror_path, check = self.pb, self.mirror_path, journal is None
+        planned: set[tuple[str, str]] = set()  # check mode: what earlier steps would create
+        try:
+            for step in pb.steps:
+                sr = StepReport(step.idx, step.kind, step.label, step.line)
+                report.steps.append(sr)
+                _run_step(self.inv, mirror_path, self.conns, pb, step, sr, variables, journal,
+                          check, self.tell, after_changes=any(s.commands for s in report.steps),
+                          planned=planned)
+                if sr.state == "failed":
+                    report.state = "failed"
+                    if journal is not None:
+                        finish(mirror_path, journal.run_id, "failed",
+                               f"step {step.idx + 1} ({step.label}, line {step.line}): "
+                               f"{sr.error}")
+                    return report
+            report.state = "done"
+            if journal is not None:
+                finish(mirror_path, journal.run_id, "done", None)
+            return report
+        except BaseException as exc:
+            if journal is not None and report.state == "running":
+                finish(mirror_path, journal.run_id, "failed",
+                       exc.message if isinstance(exc, XfleetError) else repr(exc))
+            raise
+        finally:
+            if journal is not None:
+                journal.close()
+
+
 def play(inv: Inventory, mirror_path: Path, pb: Playbook, conns: Connections, *,
          check: bool = False, resume: int | None = None, say: Say | None = None) -> PlayReport:
     """Run (or with `check`, describe) a playbook. A new run is journaled first; `resume`
     continues run RUN (same file content required)."""
-    tell: Say = say or (lambda _m: None)
-    report = PlayReport(str(pb.path), None, check)
-    planned: set[tuple[str, str]] = set()  # check mode: what earlier steps would create
-    journal: Journal | None = None
+    player = Player(inv, mirror_path, pb, conns, say=say)
     if check:
-        now = time.time()
-        variables = {**pb.vars, "date": time.strftime("%Y%m%d", time.gmtime(now)),
-                     "time": time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)),
-                     "now": int(now), "run": 0, "check": True}
-    elif resume is not None:
-        row = claim(mirror_path, resume)
-        if row["digest"] != pb.digest:
-            finish(mirror_path, resume, "failed", "the playbook changed since the run started")
-            raise PlaybookError(f"{pb.path} changed since run {resume} started",
-                                hint="resume with the file as it was, or start a new run")
-        variables = json.loads(row["vars"])
-        report.run_id = resume
-        journal = Journal(mirror_path, resume)
-        interrupted = journal.conn.execute(
-            "SELECT count(*) FROM play_items WHERE run = ? AND state = 'running'",
-            (resume,)).fetchone()[0]
-        if interrupted:  # a crash may have changed nodes the mirror has not seen yet
-            tell(f"run {resume}: {interrupted} interrupted item(s); syncing the mirror first")
-            for fn in RESYNC:
-                fn(inv, mirror_path, conns)
-    else:
-        report.run_id = start(inv, mirror_path, pb)
-        journal = Journal(mirror_path, report.run_id)
-        variables = json.loads(journal.conn.execute(
-            "SELECT vars FROM play_runs WHERE id = ?", (report.run_id,)).fetchone()[0])
-    try:
-        for step in pb.steps:
-            sr = StepReport(step.idx, step.kind, step.label, step.line)
-            report.steps.append(sr)
-            _run_step(inv, mirror_path, conns, pb, step, sr, variables, journal, check, tell,
-                      after_changes=any(s.commands for s in report.steps), planned=planned)
-            if sr.state == "failed":
-                report.state = "failed"
-                if journal is not None:
-                    finish(mirror_path, journal.run_id, "failed",
-                            f"step {step.idx + 1} ({step.label}, line {step.line}): {sr.error}")
-                return report
-        report.state = "done"
-        if journal is not None:
-            finish(mirror_path, journal.run_id, "done", None)
-        return report
-    except BaseException as exc:
-        if journal is not None and report.state == "running":
-            finish(mirror_path, journal.run_id, "failed",
-                    exc.message if isinstance(exc, XfleetError) else repr(exc))
-        raise
-    finally:
-        if journal is not None:
-            journal.close()
+        return player.check()
+    return player.run(resume if resume is not None else start(inv, mirror_path, pb))
 
 
 def _run_step(inv: Inventory, mirror_path: Path, conns: Connections, pb: Playbook, step: Step,

@@ -110,9 +110,8 @@ def finish(mirror_path: Path, run_id: int, state: str, error: str | None) -> Non
 
 def runs(conn: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:
     """The latest runs, newest first (`xfleet plays list`)."""
-    return [dict(r) for r in conn.execute(
-        "SELECT id, name, file, state, step, created_at, finished_at, error FROM play_runs "
-        "ORDER BY id DESC LIMIT ?", (limit,))]
+    cols = ("id", "name", "file", "state", "step", "created_at", "finished_at", "error")
+    return [{c: r[c] for c in cols} for r in jobs.rows(conn, PLAY_RUNS, limit=limit)]
 
 
 def show(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
-from xfleet import mirror
+from xfleet import mirror, playbook
 from xfleet.core.errors import UsageError, XfleetError
 from xfleet.mirror import claims, jobs
+from xfleet.ops import compression, moves, rollout
 
 
 class BusyError(XfleetError):
@@ -136,3 +137,17 @@ def test_the_heartbeat_thread_keeps_the_claim_fresh(tmp_path: Path,
 def test_job_tables_are_checked() -> None:
     with pytest.raises(ValueError):
         jobs.JobKind("moves; DROP TABLE x", "move", "xfleet moves list", frozenset())
+
+
+def test_the_four_kinds_share_the_bookkeeping_and_the_runner_shape(tmp_path: Path) -> None:
+    """Moves, rollouts, compression runs and playbook runs are journaled jobs: their tables
+    have the job columns, and each is driven by `Runner(...).run(job_id)` (mypy checks that
+    each class below has the JobRunner shape)."""
+    runners: list[type[jobs.JobRunner]] = [moves.Runner, rollout.Runner, compression.Applier,
+                                           playbook.Player]
+    assert all(callable(r.run) for r in runners)
+    assert {"moves", "rollouts", "compression_runs", "play_runs"} <= set(jobs.KINDS)
+    conn = mirror.connect(tmp_path / "kinds.db")
+    for kind in jobs.KINDS.values():
+        cols = {r[1] for r in conn.execute(f"PRAGMA table_info({kind.table})")}
+        assert set(jobs.COLUMNS) <= cols, kind.table

@@ -169,7 +169,7 @@ def test_apply_batches_few_commands_per_node_audits_and_is_idempotent(
     run = compression.create_run(conn, p)
     assert run.state == "planned" and run.changes == p.volumes
     with Connections(fleet.hosts, state_dir=fleet.state_dir) as cs:
-        done, per_node = compression.apply_run(fleet.mirror, run.id, cs)
+        done, per_node = compression.Applier(fleet.mirror, cs).run(run.id)
         counts = {n: cs.commands(n) for n in ("n1", "n3")}
     assert done.state == "done" and done.done == p.volumes and done.failed == 0
     for node in ("n1", "n3"):  # one zfs set per (setting, 100 volumes): not one per volume
@@ -210,13 +210,13 @@ def test_a_failed_node_keeps_its_pending_changes_and_the_run_resumes(
     run = compression.create_run(conn, compression.plan(conn, pol, fleet))
     with Connections(fleet.hosts, state_dir=fleet.state_dir) as cs:
         cs.use("n3", Flaky("n3"))
-        first, per_node = compression.apply_run(fleet.mirror, run.id, cs)
+        first, per_node = compression.Applier(fleet.mirror, cs).run(run.id)
     assert first.state == "failed" and "n3" in (first.error or "")
     pending = conn.execute("SELECT DISTINCT node FROM compression_changes WHERE run = ? AND "
                            "state = 'pending'", (run.id,)).fetchall()
     assert [r[0] for r in pending] == ["n3"]
     with Connections(fleet.hosts, state_dir=fleet.state_dir) as cs:
-        again, _ = compression.apply_run(fleet.mirror, run.id, cs)
+        again, _ = compression.Applier(fleet.mirror, cs).run(run.id)
         assert cs.commands("n1") == 0  # n1 was done: nothing re-sent
     assert again.state == "done" and again.done == again.changes
 
@@ -231,7 +231,7 @@ def test_a_volume_gone_since_the_sync_fails_alone(fleet: inventory.Inventory,
         ["zfs", "destroy", "-r", victim])
     run = compression.create_run(conn, p)
     with Connections(fleet.hosts, state_dir=fleet.state_dir) as cs:
-        done, _ = compression.apply_run(fleet.mirror, run.id, cs)
+        done, _ = compression.Applier(fleet.mirror, cs).run(run.id)
         assert cs.commands("n1") == 2  # the batch, then one zfs get to see what took
     assert done.failed == 1 and done.done == p.volumes - 1
     bad = list(compression.audit(conn, volume=victim))

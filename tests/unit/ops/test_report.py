@@ -103,7 +103,7 @@ def test_needs_rewrite_after_an_apply_and_daily_totals(fleet: inventory.Inventor
     p = compression.plan(conn, pol, fleet)
     run = compression.create_run(conn, p)
     with Connections(fleet.hosts, state_dir=fleet.state_dir) as cs:
-        compression.apply_run(fleet.mirror, run.id, cs)
+        compression.Applier(fleet.mirror, cs).run(run.id)
     rep = report.build(conn, by="node", inventory=fleet)
     rows = {r["group"]: r for r in rep.rows}
     # the setting changed, the data did not: every changed volume needs a rewrite

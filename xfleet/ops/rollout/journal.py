@@ -72,10 +72,8 @@ def summary(conn: Any, rid: int) -> dict[str, Any]:
     }
 
 
-def list_rollouts(conn: Any, *, limit: int = 50) -> list[dict[str, Any]]:
-    ids = [r[0] for r in conn.execute("SELECT id FROM rollouts ORDER BY id DESC LIMIT ?",
-                                      (limit,))]
-    return [summary(conn, i) for i in ids]
+def list_rollouts(conn: sqlite3.Connection, *, limit: int = 50) -> list[dict[str, Any]]:
+    return [summary(conn, r["id"]) for r in jobs.rows(conn, ROLLOUTS, limit=limit)]
 
 
 def request(mirror_path: Path, rid: int, what: str) -> str:

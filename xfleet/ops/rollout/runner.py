@@ -63,20 +63,28 @@ class NodeFailed(Exception):
 
 
 class Runner:
-    """Drives one rollout to its end (done), a pause or a stop; resumable at any point."""
+    """Drives a rollout to its end (done), a pause or a stop; resumable at any point. The
+shape of every job's runner (`jobs.JobRunner`): `Runner(...).run(rid)`."""
 
-    def __init__(self, inv: Inventory, mirror_path: Path, conns: Connections, rid: int, *,
+    def __init__(self, inv: Inventory, mirror_path: Path, conns: Connections, *,
                  say: Say | None = None, reload_inventory: bool = True):
         self.inv = inv
         self.mirror_path = mirror_path
         self.conns = conns
-        self.rid = rid
         self.say: Say = say or (lambda _m: None)
         self.reload_inventory = reload_inventory
-        self.clients = client_connections(inv)
         self._lock = threading.Lock()
-        self._conn = mirror.connect(mirror_path)
-        r = get(self._conn, rid)
+
+    def _load(self, rid: int) -> None:
+        """The rollout's settings, read once as its run starts."""
+        self.rid = rid
+        self._conn = mirror.connect(self.mirror_path)
+        try:
+            r = get(self._conn, rid)
+        except BaseException:
+            self._conn.close()
+            raise
+        self.clients = client_connections(self.inv)
         self.version: str = r["version"]
         self.opts = Options.from_json(r["options"])
         self.packages = {v: Package(**p) for v, p in json.loads(r["packages"]).items()}
@@ -131,7 +139,9 @@ class Runner:
                        set_columns={"control": None, "reason": None})
 
     # -- run -------------------------------------------------------------------------------
-    def run(self) -> Result:
+    def run(self, rid: int) -> Result:
+        """Drive rollout `rid` (one per Runner) to done, a pause or a stop."""
+        self._load(rid)
         try:
             self._claim()
         except BaseException:
@@ -403,4 +413,4 @@ class Runner:
 
 def resume(inv: Inventory, mirror_path: Path, conns: Connections, rid: int, *,
            say: Say | None = None) -> Result:
-    return Runner(inv, mirror_path, conns, rid, say=say).run()
+    return Runner(inv, mirror_path, conns, say=say).run(rid)

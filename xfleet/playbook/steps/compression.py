@@ -54,7 +54,7 @@ def _compression_apply(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
             ctx.journal({"run": run_id})
     finally:
         conn.close()
-    run, per_node = compression.apply_run(ctx.mirror_path, run_id, ctx.conns)
+    run, per_node = compression.Applier(ctx.mirror_path, ctx.conns).run(run_id)
     ctx.remote += sum(n.commands for n in per_node)
     failed = [n for n in per_node if n.error]
     if failed:

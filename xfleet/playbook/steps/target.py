@@ -64,7 +64,7 @@ def _upgrade_target(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
             return {"nodes": len(p.nodes), "batches": len(p.batches)}
         rid = rollout.start(ctx.mirror_path, p)
         ctx.journal({"rollout": rid})
-    res = rollout.Runner(ctx.inv, ctx.mirror_path, ctx.conns, rid).run()
+    res = rollout.Runner(ctx.inv, ctx.mirror_path, ctx.conns).run(rid)
     if res.state != "done":
         raise PlaybookError(f"rollout {rid} {res.state}: {res.reason}", where=ctx.where,
                             hint=f"xfleet rollouts show {rid}; the playbook's --resume "

@@ -92,7 +92,7 @@ def run_rollout(inv_path: Path, version: str, *, opts: rollout.Options | None = 
     targets = rollout.target_nodes(inv, nodes)
     rid = rollout.create(inv.mirror, version, targets, pkgs, o, selection=nodes)
     with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
-        res = rollout.Runner(inv, inv.mirror, conns, rid).run()
+        res = rollout.Runner(inv, inv.mirror, conns).run(rid)
     return res, inv
 
 

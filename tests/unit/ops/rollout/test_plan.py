@@ -114,7 +114,7 @@ def test_remote_commands_do_not_grow_with_the_exports(tmp_path: Path, volumes: i
     o = rollout.Options(soak=0, ready_timeout=5, skip=SKIP).validate()
     rid = rollout.create(inv.mirror, "1.1", nodes, make_packages(tmp_path), o)
     with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
-        res = rollout.Runner(inv, inv.mirror, conns, rid).run()
+        res = rollout.Runner(inv, inv.mirror, conns).run(rid)
         counts = [conns.get(n).commands for n in nodes]
     assert res.state == "done"
     # per node: versions (2); digest, copy and check of two packages (6); versions again (2);

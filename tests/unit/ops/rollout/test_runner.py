@@ -116,7 +116,7 @@ def test_pause_request_stops_at_the_next_node_and_resume_finishes(
     o = rollout.Options(soak=0, ready_timeout=2, skip=SKIP).validate()
     rid = rollout.create(inv.mirror, "1.1", nodes, make_packages(tmp_path), o)
     with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
-        runner = rollout.Runner(inv, inv.mirror, conns, rid)
+        runner = rollout.Runner(inv, inv.mirror, conns)
         upgrade = runner._upgrade
 
         def then_pause(node: str) -> None:  # the user pauses while n1 is being upgraded
@@ -128,7 +128,7 @@ def test_pause_request_stops_at_the_next_node_and_resume_finishes(
                 conn.close()
 
         monkeypatch.setattr(runner, "_upgrade", then_pause)
-        res = runner.run()
+        res = runner.run(rid)
         assert res.state == "paused" and res.reason == "pause requested by the user"
         assert node_state(tmp_path, "n1", "running") == "1.1"
         assert node_state(tmp_path, "n2", "restarts") == ""
@@ -183,7 +183,7 @@ def test_sim_rollout_commands_per_node_do_not_grow_with_volumes(tmp_path: Path,
         p = rollout.plan(inv, inv.mirror, conns, "1.1", f"1.1={pk['1.1'].file}",
                          [f"1.0={pk['1.0'].file}"], rollout.Options(soak=0, serial=["50%"]))
         before = {n: conns.get(n).commands for n in inv.hosts}
-        res = rollout.Runner(inv, inv.mirror, conns, rollout.start(inv.mirror, p)).run()
+        res = rollout.Runner(inv, inv.mirror, conns).run(rollout.start(inv.mirror, p))
         used = [conns.get(n).commands - before[n] for n in inv.hosts]
         status = [conns.get(n).run(["xfleet-sim-target", "running"]).stdout.strip()
                   for n in inv.hosts]
