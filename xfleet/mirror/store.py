@@ -16,15 +16,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
-
 from xfleet.core.errors import MirrorError
 from xfleet.mirror.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
 
@@ -194,6 +185,17 @@ def _is_locked(exc: BaseException) -> bool:
 def begin(conn: sqlite3.Connection, what: str, *, patience: float | None = None) -> None:
     """BEGIN IMMEDIATE: take the mirror's write lock to record `what` (a few words, for the
     message a waiting writer prints: "waiting for the mirror's write lock to record WHAT")."""
+    # lazy: tenacity (and the inspect module it loads) cost ~10 ms at start-up, and only
+    # writers get here; `xfleet ls` and the other readers never do
+    from tenacity import (  # lazy: see above
+        RetryCallState,
+        Retrying,
+        retry_if_exception,
+        stop_after_delay,
+        wait_exponential,
+        wait_random,
+    )
+
     limit = WRITE_PATIENCE if patience is None else patience
     start = time.monotonic()
     told = [0.0]

@@ -577,3 +577,9 @@ def test_hooks_are_argument_lists_with_file_line_errors(tmp_path: Path) -> None:
         with pytest.raises(InventoryError) as exc:
             inventory.load(p)
         assert msg in str(exc.value) and "bad.yaml:4" in str(exc.value)
+
+
+def test_the_inventory_knows_every_node_kind_the_connections_open() -> None:
+    from xfleet.fleet.connections import NODE_KINDS
+
+    assert set(inventory.KINDS) == set(NODE_KINDS)
