@@ -13,6 +13,7 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 STALE = 120.0  # a heartbeat older than this: nobody runs the operation any more
@@ -50,13 +51,17 @@ def holder(row: sqlite3.Row | dict[str, object], *, stale: float | None = STALE)
     return pid
 
 
-def take(conn: sqlite3.Connection, table: str, row_id: int, *,
-         extra: str = "") -> None:
-    """Mark `row_id` of `table` as ours (pid, host, fresh heartbeat); `extra` adds SET clauses.
+def take(conn: sqlite3.Connection, table: str, row_id: int,
+         columns: Mapping[str, object] | None = None) -> None:
+    """Mark `row_id` of `table` as ours (pid, host, fresh heartbeat), writing `columns` with it.
     Call inside the caller's transaction, after `holder` said nobody else holds it."""
+    extra = dict(columns or {})
+    if not all(c.isidentifier() for c in (table, *extra)):  # names are put into SQL text
+        raise ValueError(f"bad table or column name in {table!r}, {list(extra)!r}")
     pid, host = me()
-    conn.execute(f"UPDATE {table} SET pid = ?, host = ?, heartbeat = ?{extra} WHERE id = ?",
-                 (pid, host, time.time(), row_id))
+    sets = "".join(f", {c} = ?" for c in extra)
+    conn.execute(f"UPDATE {table} SET pid = ?, host = ?, heartbeat = ?{sets} WHERE id = ?",
+                 (pid, host, time.time(), *extra.values(), row_id))
 
 
 def beat(conn: sqlite3.Connection, table: str, row_id: int) -> None:

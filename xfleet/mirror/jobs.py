@@ -47,7 +47,7 @@ class JobKind:
     open_states: frozenset[str]  # states in which the job may still run (`rows(..., open=True)`)
     stale: float | None = claims.STALE  # a heartbeat older than this frees a job; None: the pid
     # alone decides (a playbook step may run for hours between heartbeats)
-    busy_hint: str = "wait for it, or stop that process first"
+    busy_hint: str = "wait for it, or stop that process first"  # {id}: the job's id
     error: type[XfleetError] = UsageError  # what a refusal raises (the feature's own error);
     # an unknown id is always a UsageError
     missing: str = "no {noun} {id}"  # the error for an unknown id
@@ -120,17 +120,10 @@ def claim(conn: sqlite3.Connection, kind: JobKind, job_id: int, *,
         row = get(conn, kind, job_id)
         if claims.holder(row, stale=kind.stale) is not None:
             raise kind.error(f"{kind.noun} {job_id} is being run by {holder_text(row)}",
-                             hint=kind.busy_hint)
+                             hint=kind.busy_hint.format(id=job_id))
         if prepare is not None:
             prepare(conn, row)
-        extra = "".join(f", {col} = ?" for col in (set_columns or {}))
-        for col in set_columns or {}:
-            if not col.isidentifier():
-                raise ValueError(f"bad column name {col!r}")
-        pid, host = claims.me()
-        conn.execute(f"UPDATE {kind.table} SET pid = ?, host = ?, heartbeat = ?{extra} "
-                     "WHERE id = ?", (pid, host, time.time(), *(set_columns or {}).values(),
-                                      job_id))
+        claims.take(conn, kind.table, job_id, set_columns)
         conn.execute("COMMIT")
         return row
     except BaseException:

@@ -151,3 +151,17 @@ def test_the_four_kinds_share_the_bookkeeping_and_the_runner_shape(tmp_path: Pat
     for kind in jobs.KINDS.values():
         cols = {r[1] for r in conn.execute(f"PRAGMA table_info({kind.table})")}
         assert set(jobs.COLUMNS) <= cols, kind.table
+
+
+def test_a_refusal_hint_names_the_job(conn: sqlite3.Connection, other_process: int) -> None:
+    kind = jobs.JobKind("play_runs", "playbook run", "xfleet plays list", frozenset({"running"}),
+                        busy_hint="pause it first (xfleet plays pause {id})")
+    _hold(conn, 3, other_process, time.time())
+    with pytest.raises(UsageError) as e:
+        jobs.claim(conn, kind, 3)
+    assert e.value.hint == "pause it first (xfleet plays pause 3)"
+
+
+def test_take_refuses_names_that_are_not_identifiers(conn: sqlite3.Connection) -> None:
+    with pytest.raises(ValueError):
+        claims.take(conn, "play_runs", 1, {"step = 0, state": 1})

@@ -30,7 +30,7 @@ class RolloutError(XfleetError):
 
 ROLLOUTS = jobs.register(jobs.JobKind(
     "rollouts", "rollout", "xfleet rollouts list", frozenset(OPEN), error=RolloutError,
-    busy_hint="wait for it, or pause it (xfleet rollouts pause ID)"))
+    busy_hint="wait for it, or pause it (xfleet rollouts pause {id})"))
 
 
 def get(conn: sqlite3.Connection, rid: int) -> dict[str, Any]:
