@@ -14,7 +14,6 @@ ELSEWHERE = {
     "core/identity.py": "pinned identities: unit/ops/test_target.py and the lab's target tests",
     "core/text.py": "printable(): unit/ops/sync/test_full_user_properties.py",
     "core/yamlsrc.py": "file:line errors: unit/fleet/test_inventory.py, test_compression.py",
-    "fleet/connections.py": "Connections.each: unit/remote/test_local.py, ssh/test_ssh.py",
     "fleet/target_spec.py": "the `target` key: unit/fleet/test_inventory.py, test_target.py",
     "ops/moves/retire.py": "abort and retire need a data path: tests/lab/test_moves_real.py",
     "mirror/claims.py": "claims under contention: ssh/test_ssh.py and the ops tests that race",
