@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from pgserver import PgServer
 from sshd import SSHD
 
 from xfleet.core.errors import InventoryError
@@ -93,6 +94,30 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    """A real PostgreSQL server (tests/pgserver.py), one per test process, stopped by PID."""
+    server = PgServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# The mirror's engines: a test that takes `mirror_at` runs on each (its own empty mirror).
+ENGINES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=ENGINES)
+def mirror_at(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where this test's mirror is: an SQLite file in tmp_path, or a new PostgreSQL database
+    (a URL, for --mirror, XFLEET_MIRROR or mirror.connect)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "mirror.db")
+    server: PgServer = request.getfixturevalue("pg")
+    return server.database()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from textual.pilot import Pilot
 
 from xfleet import mirror
 from xfleet.fleet import inventory
+from xfleet.mirror.backend import Connection
 from xfleet.ops import sync
 
 
@@ -76,7 +76,7 @@ async def until(pilot: Pilot[None], cond: Callable[[], bool], what: str,
 
 
 @pytest.fixture
-def sql(fleet: Path) -> Iterator[sqlite3.Connection]:
+def sql(fleet: Path) -> Iterator[Connection]:
     conn = mirror.connect(fleet / "mirror.db", readonly=True)
     yield conn
     conn.close()

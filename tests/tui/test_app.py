@@ -12,6 +12,7 @@ from textual.widgets import Input
 
 from xfleet import mirror
 from xfleet.fleet import inventory
+from xfleet.mirror.backend import Connection
 from xfleet.tui.app import XfleetApp
 from xfleet.tui.table import VirtualTable
 from xfleet.tui.views import (
@@ -38,7 +39,7 @@ def table(app: XfleetApp) -> VirtualTable:
 
 
 async def test_fleet_view_shows_nodes_counts_and_stale_node(
-        fleet: Path, sql: sqlite3.Connection) -> None:
+        fleet: Path, sql: Connection) -> None:
     app = make(fleet)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -76,7 +77,7 @@ async def test_enter_on_a_node_opens_its_volumes_and_esc_goes_back(fleet: Path) 
         assert isinstance(app.screen, FleetView)
 
 
-async def test_sort_keys_sort_and_reverse(fleet: Path, sql: sqlite3.Connection) -> None:
+async def test_sort_keys_sort_and_reverse(fleet: Path, sql: Connection) -> None:
     app = make(fleet, start="vols")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -99,7 +100,7 @@ async def test_sort_keys_sort_and_reverse(fleet: Path, sql: sqlite3.Connection) 
         assert "NAME▲" in screen_text(app)
 
 
-async def test_filter_by_expression_counts_matches(fleet: Path, sql: sqlite3.Connection) -> None:
+async def test_filter_by_expression_counts_matches(fleet: Path, sql: Connection) -> None:
     app = make(fleet, start="vols")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -145,7 +146,7 @@ async def test_bad_filter_is_a_message_not_a_traceback(fleet: Path) -> None:
         assert app.is_running
 
 
-async def test_paging_and_end(fleet: Path, sql: sqlite3.Connection) -> None:
+async def test_paging_and_end(fleet: Path, sql: Connection) -> None:
     app = make(fleet, start="vols")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -170,7 +171,7 @@ async def test_paging_and_end(fleet: Path, sql: sqlite3.Connection) -> None:
 
 
 async def test_scrolling_through_everything_sees_every_row_once(
-        fleet: Path, sql: sqlite3.Connection) -> None:
+        fleet: Path, sql: Connection) -> None:
     app = make(fleet, start="vols")
     async with app.run_test(size=(150, 20)) as pilot:
         await settle(pilot)
@@ -186,7 +187,7 @@ async def test_scrolling_through_everything_sees_every_row_once(
 
 
 async def test_enter_opens_detail_with_snapshots_and_clone_chain(
-        fleet: Path, sql: sqlite3.Connection) -> None:
+        fleet: Path, sql: Connection) -> None:
     clone, origin = sql.execute(
         "SELECT name, origin FROM datasets WHERE origin IS NOT NULL AND node='n1' "
         "ORDER BY name LIMIT 1").fetchone()
@@ -211,7 +212,7 @@ async def test_enter_opens_detail_with_snapshots_and_clone_chain(
         assert current is not None and current["name"] == clone
 
 
-async def test_detail_lists_snapshots(fleet: Path, sql: sqlite3.Connection) -> None:
+async def test_detail_lists_snapshots(fleet: Path, sql: Connection) -> None:
     vol = sql.execute("SELECT name FROM datasets WHERE type='snapshot' AND node='n1' "
                       "LIMIT 1").fetchone()[0].split("@")[0]
     nsnaps = sql.execute("SELECT count(*) FROM datasets WHERE node='n1' AND name > ? AND "
@@ -280,7 +281,6 @@ async def test_read_only_refuses_write_actions(fleet: Path) -> None:
 
 
 async def test_write_mode_snapshot_clone_destroy_and_move_refusal(fleet: Path) -> None:
-    import sqlite3
 
     app = make(fleet, start="vols", write=True)
     db = sqlite3.connect(fleet / "mirror.db")
@@ -403,7 +403,7 @@ async def test_a_stale_view_refreshes_when_it_comes_back(fleet: Path) -> None:
 async def test_no_operations_and_a_registered_source(fleet: Path) -> None:
     from xfleet.tui import operations
 
-    def fake(conn: sqlite3.Connection) -> list[operations.Operation]:
+    def fake(conn: Connection) -> list[operations.Operation]:
         return [operations.Operation("1", "move", "tank/t0000/vol-000001", "n1", "running",
                                      done=30, total=120)]
 
@@ -434,7 +434,7 @@ async def burst(pilot: Pilot[None], *keys: str) -> None:
 
 
 async def test_filter_typed_in_one_burst_lands_in_the_prompt(
-        fleet: Path, sql: sqlite3.Connection) -> None:
+        fleet: Path, sql: Connection) -> None:
     app = make(fleet, start="vols")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -468,7 +468,7 @@ async def test_command_then_filter_in_one_burst(fleet: Path) -> None:
 
 
 async def test_filter_after_drilling_into_a_node_narrows_it(
-        fleet: Path, sql: sqlite3.Connection) -> None:
+        fleet: Path, sql: Connection) -> None:
     app = make(fleet)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -529,7 +529,6 @@ async def test_a_hostile_tenant_value_is_shown_as_text(fleet: Path) -> None:
     hostile = "\x1b[2J[/] [bold]evil\nline"
     conn.execute("UPDATE datasets SET tenant = ?, user_properties = ? WHERE node='n1' AND "
                  "name = ?", (hostile, '{"xfleet:note": "[red]x\\u001b[31m"}', vol))
-    conn.commit()
     conn.close()
     app = make(fleet, start="vols")
     async with app.run_test(size=(220, 40)) as pilot:

@@ -39,7 +39,7 @@ def frozen_fleet(fleet_master: Path, tmp_path_factory: pytest.TempPathFactory) -
     for f in ("mirror.db", "fleet.yaml"):
         shutil.copy(fleet_master / f, d / f)
     conn = mirror.connect(d / "mirror.db")
-    with conn:
+    with mirror.transaction(conn, "frozen stamps"):
         conn.execute("UPDATE nodes SET last_success = ?, last_attempt = ?",
                      (SYNCED_AT, SYNCED_AT))
         conn.execute("UPDATE datasets SET synced_at = ?", (SYNCED_AT,))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import PATIENCE, wait_for
+
+from xfleet.mirror.backend import Connection
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +43,7 @@ def _wait_for(session: str, *texts: str, timeout: float = PATIENCE) -> str:
     raise AssertionError(f"{texts!r} never all appeared; the pane shows:\n{pane}")
 
 
-def test_tui_in_tmux(fleet: Path, sql: sqlite3.Connection) -> None:
+def test_tui_in_tmux(fleet: Path, sql: Connection) -> None:
     big = sql.execute("SELECT count(*) FROM datasets WHERE used > ? AND type = 'volume'",
                       (10 << 30,)).fetchone()[0]
     big_n1 = sql.execute("SELECT count(*) FROM datasets WHERE used > ? AND node = 'n1'",

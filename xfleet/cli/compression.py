@@ -30,9 +30,9 @@ from xfleet.cli.output import (
     where_option,
 )
 from xfleet.core.errors import MirrorError, UsageError
+from xfleet.mirror.backend import Connection
 
 if TYPE_CHECKING:
-    import sqlite3
 
     from xfleet.ops.compression import Plan, Scope
     from xfleet.ops.estimate import Estimate, Failure
@@ -53,7 +53,7 @@ def _scope(c: Ctx, nodes: tuple[str, ...], where: tuple[str, ...] = (),
 
 
 @contextlib.contextmanager
-def _writer(c: Ctx) -> Iterator[sqlite3.Connection]:
+def _writer(c: Ctx) -> Iterator[Connection]:
     """A read-write connection to the mirror, which must exist already; closed after."""
     from xfleet import mirror
 

@@ -8,7 +8,6 @@ import contextlib
 import os
 import select
 import signal
-import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -30,6 +29,7 @@ from xfleet.cli import (
 )
 from xfleet.cli.output import JSON_OUT, Ctx, json_failure
 from xfleet.core.errors import XfleetError
+from xfleet.mirror.backend import ERRORS
 
 
 class _BrokenPipe(Exception):
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _interrupted()
-    except sqlite3.Error as exc:  # the mirror's file system or file, not a bug: one clear line
+    except ERRORS as exc:  # the mirror's file system or file, not a bug: one clear line
         from xfleet.mirror import explain
 
         _fail(explain(exc))

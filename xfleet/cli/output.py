@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from xfleet.core.errors import UsageError
+from xfleet.mirror.backend import Connection
 
 if TYPE_CHECKING:
-    import sqlite3
     import threading
 
     from rich.console import Console
@@ -73,7 +73,7 @@ class Ctx:
         return Path(self.inventory().mirror)
 
     @contextlib.contextmanager
-    def reader(self) -> Iterator[sqlite3.Connection]:
+    def reader(self) -> Iterator[Connection]:
         """A read-only connection to the mirror, closed when the block ends."""
         from xfleet import mirror
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from xfleet.mirror.backend import Connection, Row
 
 STALE = 120.0  # a heartbeat older than this: nobody runs the operation any more
 
@@ -40,7 +41,7 @@ def alive(pid: int | None, host: str | None) -> bool:
     return True
 
 
-def holder(row: sqlite3.Row | dict[str, object], *, stale: float | None = STALE) -> int | None:
+def holder(row: Row | dict[str, object], *, stale: float | None = STALE) -> int | None:
     """The pid of another live process holding `row` (with a heartbeat younger than `stale`
     seconds, unless `stale` is None), else None."""
     pid, host, beat = row["pid"], row["host"], row["heartbeat"]
@@ -51,7 +52,7 @@ def holder(row: sqlite3.Row | dict[str, object], *, stale: float | None = STALE)
     return pid
 
 
-def take(conn: sqlite3.Connection, table: str, row_id: int,
+def take(conn: Connection, table: str, row_id: int,
          columns: Mapping[str, object] | None = None) -> None:
     """Mark `row_id` of `table` as ours (pid, host, fresh heartbeat), writing `columns` with it.
     Call inside the caller's transaction, after `holder` said nobody else holds it."""
@@ -64,12 +65,12 @@ def take(conn: sqlite3.Connection, table: str, row_id: int,
                  (pid, host, time.time(), *extra.values(), row_id))
 
 
-def beat(conn: sqlite3.Connection, table: str, row_id: int) -> None:
+def beat(conn: Connection, table: str, row_id: int) -> None:
     """Refresh our heartbeat on `row_id` (no-op when another process took it over)."""
     conn.execute(f"UPDATE {table} SET heartbeat = ? WHERE id = ? AND pid = ?",
                  (time.time(), row_id, os.getpid()))
 
 
-def release(conn: sqlite3.Connection, table: str, row_id: int) -> None:
+def release(conn: Connection, table: str, row_id: int) -> None:
     conn.execute(f"UPDATE {table} SET pid = NULL WHERE id = ? AND pid = ?",
                  (row_id, os.getpid()))

@@ -1,8 +1,11 @@
 """Writing what a sync read into the mirror: nodes, runs, datasets, pools, checkpoints of the
 change feed, and the per-pool totals (xfleet/ops/sync/ is the caller).
 
-Bulk writes use `executemany` in transactions of ROWS_PER_TRANSACTION rows, so other writers
-get the lock between them; an incremental apply keeps the pool totals by deltas.
+Bulk writes use each engine's fastest path. SQLite: `executemany` in transactions of
+ROWS_PER_TRANSACTION rows, so other writers get the lock between them. PostgreSQL: the listing
+streams with COPY into a session-local staging table (no lock held), then one short
+transaction applies it. An incremental apply keeps the pool totals by deltas (SQLite) or
+recounts the node's pools (PostgreSQL, one aggregate over the node's rows).
 """
 
 from __future__ import annotations
@@ -13,21 +16,21 @@ import json
 import math
 import os
 import socket
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from xfleet.core.zfs import POOL_COLUMNS, PoolRecord
 from xfleet.mirror import claims
+from xfleet.mirror.backend import Connection
 from xfleet.mirror.schema import DATASET_TABLE_COLUMNS
-from xfleet.mirror.store import ROWS_PER_TRANSACTION, transaction
+from xfleet.mirror.store import ROWS_PER_TRANSACTION, inserted_id, is_postgres, transaction
 
 
 def upsert_node(
-    conn: sqlite3.Connection,
+    conn: Connection,
     name: str,
     kind: str,
     address: str | None,
@@ -42,7 +45,7 @@ def upsert_node(
     )
 
 
-def start_run(conn: sqlite3.Connection, node: str, kind: str = "full") -> int:
+def start_run(conn: Connection, node: str, kind: str = "full") -> int:
     """Record a sync run of `node` as `running` (by this process), after marking the node's
     runs that can no longer finish `interrupted`: those of a dead process on this host, and
     those of unknown process (older xfleet) that a later run outlived."""
@@ -63,16 +66,15 @@ def start_run(conn: sqlite3.Connection, node: str, kind: str = "full") -> int:
                          "finished') WHERE id = ?", (time.time(), r["id"]))
     cur = conn.execute(
         "INSERT INTO sync_runs (node, kind, started_at, status, pid, host) "
-        "VALUES (?, ?, ?, 'running', ?, ?)",
+        "VALUES (?, ?, ?, 'running', ?, ?) RETURNING id",
         (node, kind, time.time(), me_pid, me_host),
     )
     conn.execute("UPDATE nodes SET last_attempt = ? WHERE name = ?", (time.time(), node))
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+    return inserted_id(cur)
 
 
 def fail_run(
-    conn: sqlite3.Connection, run_id: int, node: str, error: str, commands: int | None = None
+    conn: Connection, run_id: int, node: str, error: str, commands: int | None = None
 ) -> None:
     """Record a failed sync: the node keeps its last-known rows and is marked stale."""
     now = time.time()
@@ -96,7 +98,7 @@ _UPSERT_SQL = (
 
 
 def write_datasets(
-    conn: sqlite3.Connection,
+    conn: Connection,
     rows: Iterable[Sequence[Any]],
     *,
     batch: int = 20000,
@@ -125,7 +127,7 @@ def write_datasets(
 
 
 def write_datasets_chunked(
-    conn: sqlite3.Connection,
+    conn: Connection,
     rows: Iterable[Sequence[Any]],
     *,
     what: str,
@@ -136,6 +138,8 @@ def write_datasets_chunked(
     `begin`, and `lock` for the writers of one process): another writer waits for one chunk
     at most. Rows are read from `rows` one chunk at a time (never the whole listing in
     memory). Returns the number of rows written."""
+    if is_postgres(conn):
+        return _copy_datasets(conn, rows, what=what, lock=lock, on_batch=on_batch)
     total = 0
     it = iter(rows)
     while chunk := list(itertools.islice(it, ROWS_PER_TRANSACTION)):
@@ -147,7 +151,43 @@ def write_datasets_chunked(
     return total
 
 
-def delete_unlisted(conn: sqlite3.Connection, node: str, run_id: int, listed_at: float, *,
+_STAGING = "pg_temp.datasets_staging"
+
+
+def _copy_datasets(conn: Connection, rows: Iterable[Sequence[Any]], *, what: str,
+                   lock: threading.Lock | None,
+                   on_batch: Callable[[int], None] | None) -> int:
+    """PostgreSQL: COPY the rows into a staging table of this session (nobody waits while it
+    streams), then upsert them into `datasets` in one transaction (never older over newer,
+    as _UPSERT_SQL). Returns the number of rows written."""
+    from xfleet.mirror.postgres import PgConnection  # lazy: psycopg only for PostgreSQL
+
+    assert isinstance(conn, PgConnection)
+    cols = ", ".join(DATASET_TABLE_COLUMNS)
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS datasets_staging AS SELECT {cols} "
+                 "FROM datasets WITH NO DATA")
+    conn.execute(f"TRUNCATE {_STAGING}")
+
+    def counted() -> Iterator[Sequence[Any]]:
+        for n, row in enumerate(rows, 1):
+            yield row
+            if on_batch and n % ROWS_PER_TRANSACTION == 0:
+                on_batch(n)
+
+    total = conn.copy_rows(_STAGING, DATASET_TABLE_COLUMNS, counted())
+    updates = ", ".join(f"{c} = excluded.{c}" for c in DATASET_TABLE_COLUMNS
+                        if c not in ("node", "name"))
+    with lock or contextlib.nullcontext(), transaction(conn, what):
+        conn.execute(f"INSERT INTO datasets ({cols}) SELECT {cols} FROM {_STAGING} "
+                     f"ON CONFLICT (node, name) DO UPDATE SET {updates} "
+                     "WHERE excluded.synced_at >= datasets.synced_at")
+    conn.execute(f"TRUNCATE {_STAGING}")
+    if on_batch:
+        on_batch(total)
+    return total
+
+
+def delete_unlisted(conn: Connection, node: str, run_id: int, listed_at: float, *,
                     lock: threading.Lock | None = None) -> int:
     """After a full listing: delete the node's rows the listing did not have (another sync
     run's, older than the listing), ROWS_PER_TRANSACTION per transaction. A row another
@@ -156,7 +196,7 @@ def delete_unlisted(conn: sqlite3.Connection, node: str, run_id: int, listed_at:
     while True:
         with lock or contextlib.nullcontext(), transaction(conn, f"the rows {node} no longer has"):
             n = conn.execute(
-                "DELETE FROM datasets WHERE rowid IN (SELECT rowid FROM datasets WHERE node = ? "
+                "DELETE FROM datasets WHERE id IN (SELECT id FROM datasets WHERE node = ? "
                 "AND sync_run <> ? AND synced_at < ? LIMIT ?)",
                 (node, run_id, listed_at, ROWS_PER_TRANSACTION)).rowcount
         removed += n
@@ -164,7 +204,7 @@ def delete_unlisted(conn: sqlite3.Connection, node: str, run_id: int, listed_at:
             return removed
 
 
-def write_pools(conn: sqlite3.Connection, node: str, pools: Sequence[PoolRecord]) -> None:
+def write_pools(conn: Connection, node: str, pools: Sequence[PoolRecord]) -> None:
     now = time.time()
     names = [p.name for p in pools]
     conn.execute(
@@ -182,7 +222,7 @@ def write_pools(conn: sqlite3.Connection, node: str, pools: Sequence[PoolRecord]
 
 
 def finish_run(
-    conn: sqlite3.Connection, run_id: int, node: str, *, written: int, commands: int,
+    conn: Connection, run_id: int, node: str, *, written: int, commands: int,
     listed_at: float, removed: int = 0,
 ) -> tuple[int, int]:
     """Remove rows the node no longer has (those `delete_unlisted` left: none, unless a writer
@@ -209,7 +249,7 @@ def finish_run(
     return added, removed
 
 
-def summarize_pools(conn: sqlite3.Connection, node: str) -> int:
+def summarize_pools(conn: Connection, node: str) -> int:
     """Store per-pool counts and volume byte totals in `pools` (one pass over the node's rows,
     inside the sync's transaction), so `stats` and the dashboard never scan `datasets`.
     Returns the node's number of datasets."""
@@ -221,8 +261,11 @@ def summarize_pools(conn: sqlite3.Connection, node: str) -> int:
     )
     rows = conn.execute(
         """SELECT pool, count(*),
-                  sum(type = 'volume'), sum(type = 'filesystem'), sum(type = 'snapshot'),
-                  sum(type = 'bookmark'), sum(origin IS NOT NULL),
+                  sum(CASE WHEN type = 'volume' THEN 1 ELSE 0 END),
+                  sum(CASE WHEN type = 'filesystem' THEN 1 ELSE 0 END),
+                  sum(CASE WHEN type = 'snapshot' THEN 1 ELSE 0 END),
+                  sum(CASE WHEN type = 'bookmark' THEN 1 ELSE 0 END),
+                  sum(CASE WHEN origin IS NOT NULL THEN 1 ELSE 0 END),
                   coalesce(sum(CASE WHEN type = 'volume' THEN volsize END), 0),
                   coalesce(sum(CASE WHEN type = 'volume' THEN logicalused END), 0),
                   coalesce(sum(CASE WHEN type = 'volume' THEN used END), 0),
@@ -279,7 +322,7 @@ class Checkpoint:
         return self.eid is not None and self.last_full is not None
 
 
-def checkpoint(conn: sqlite3.Connection, node: str) -> Checkpoint | None:
+def checkpoint(conn: Connection, node: str) -> Checkpoint | None:
     row = conn.execute(
         "SELECT last_eid, last_eid_stamp, last_full, last_refresh FROM nodes WHERE name = ?",
         (node,)).fetchone()
@@ -298,7 +341,7 @@ def checkpoint(conn: sqlite3.Connection, node: str) -> Checkpoint | None:
 
 
 def save_checkpoint(
-    conn: sqlite3.Connection,
+    conn: Connection,
     node: str,
     *,
     eid: int | None,
@@ -323,11 +366,11 @@ def save_checkpoint(
                      (load_guid, node, pool))
     for pool, txg in txgs.items():  # a full sync restarts the txg; later ones only advance it
         conn.execute(
-            "UPDATE pools SET last_txg = CASE WHEN ? THEN ? ELSE max(coalesce(last_txg, 0), ?) "
-            "END WHERE node = ? AND name = ?", (full, txg, txg, node, pool))
+            "UPDATE pools SET last_txg = CASE WHEN ? OR coalesce(last_txg, 0) < ? THEN ? "
+            "ELSE last_txg END WHERE node = ? AND name = ?", (full, txg, txg, node, pool))
 
 
-def record_gap(conn: sqlite3.Connection, node: str, reason: str) -> None:
+def record_gap(conn: Connection, node: str, reason: str) -> None:
     conn.execute(
         "UPDATE nodes SET gaps = gaps + 1, last_gap = ?, last_gap_at = ? WHERE name = ?",
         (reason, time.time(), node),
@@ -342,7 +385,7 @@ def tree_ranges(root: str) -> list[tuple[str, str | None]]:
 
 
 def delete_trees(
-    conn: sqlite3.Connection, node: str, roots: Iterable[str], keep_run: int | None = None,
+    conn: Connection, node: str, roots: Iterable[str], keep_run: int | None = None,
     listed_at: float = math.inf,
 ) -> int:
     """Delete each root's row and its descendants' (only rows not written by `keep_run`,
@@ -365,7 +408,7 @@ def delete_trees(
     return removed
 
 
-def delete_pool_rows(conn: sqlite3.Connection, node: str, pools: Iterable[str]) -> int:
+def delete_pool_rows(conn: Connection, node: str, pools: Iterable[str]) -> int:
     removed = 0
     for pool in pools:
         removed += conn.execute(
@@ -374,7 +417,7 @@ def delete_pool_rows(conn: sqlite3.Connection, node: str, pools: Iterable[str]) 
 
 
 def clones_under(
-    conn: sqlite3.Connection, node: str, roots: Iterable[str], run_id: int
+    conn: Connection, node: str, roots: Iterable[str], run_id: int
 ) -> list[str]:
     """Clones whose origin is a snapshot of `roots` or of their descendants, not written by
     `run_id`: after a rename or a promote moved those snapshots, their `origin` is another
@@ -409,7 +452,9 @@ def _contribution(row: str, sign: str) -> str:
     ])
 
 
-def track_pool_deltas(conn: sqlite3.Connection) -> None:
+def track_pool_deltas(conn: Connection) -> None:
+    if is_postgres(conn):  # PostgreSQL has no temporary triggers: finish_incremental recounts
+        return
     cols = ", ".join(f"{c} INTEGER" for c in _DELTA_COLS)
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS pool_delta (node TEXT, pool TEXT, {cols})")
     ins = "INSERT INTO pool_delta VALUES"  # a temp trigger may not qualify it; temp is found first
@@ -422,7 +467,7 @@ def track_pool_deltas(conn: sqlite3.Connection) -> None:
                  f"{ins} ({_contribution('NEW', '+')}); END")
 
 
-def apply_pool_deltas(conn: sqlite3.Connection, node: str) -> tuple[int, int]:
+def apply_pool_deltas(conn: Connection, node: str) -> tuple[int, int]:
     """Add the logged row contributions to `pools` and `nodes.datasets`; returns (the node's
     dataset count, rows added). Inside the writer's transaction."""
     sums = ", ".join(f"sum({c})" for c in _DELTA_COLS)
@@ -440,7 +485,7 @@ def apply_pool_deltas(conn: sqlite3.Connection, node: str) -> tuple[int, int]:
 
 
 def finish_incremental(
-    conn: sqlite3.Connection,
+    conn: Connection,
     run_id: int,
     node: str,
     *,
@@ -455,7 +500,11 @@ def finish_incremental(
     """Record a successful incremental run; bring the pool summaries up to date from the
     logged row changes (`recount`: from the node's rows, as a reconcile does, which repairs
     them whatever happened). Returns the node's dataset count and the number of new rows."""
-    count, net = apply_pool_deltas(conn, node)
+    if is_postgres(conn):
+        recount = True
+        net = 0
+    else:
+        count, net = apply_pool_deltas(conn, node)
     if recount:
         prev = conn.execute("SELECT datasets FROM nodes WHERE name = ?", (node,)).fetchone()
         count = summarize_pools(conn, node)

@@ -20,7 +20,6 @@ kind read through `rows`/`get` (docs/architecture.md: "Jobs").
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import Protocol
 
 from xfleet.core.errors import UsageError, XfleetError
 from xfleet.mirror import claims
+from xfleet.mirror.backend import Connection, Row
 from xfleet.mirror.store import begin, connect, rollback
 
 # the bookkeeping columns every job table has (docs/mirror.md)
@@ -76,8 +76,8 @@ def register(kind: JobKind) -> JobKind:
     return kind
 
 
-def get(conn: sqlite3.Connection, kind: JobKind, job_id: int) -> sqlite3.Row:
-    row: sqlite3.Row | None = conn.execute(
+def get(conn: Connection, kind: JobKind, job_id: int) -> Row:
+    row: Row | None = conn.execute(
         f"SELECT * FROM {kind.table} WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         raise UsageError(kind.missing.format(noun=kind.noun, id=job_id),
@@ -85,8 +85,8 @@ def get(conn: sqlite3.Connection, kind: JobKind, job_id: int) -> sqlite3.Row:
     return row
 
 
-def rows(conn: sqlite3.Connection, kind: JobKind, *, open_only: bool = False,
-         limit: int | None = None) -> list[sqlite3.Row]:
+def rows(conn: Connection, kind: JobKind, *, open_only: bool = False,
+         limit: int | None = None) -> list[Row]:
     """The newest jobs of `kind` first (only those in an open state with `open_only`)."""
     sql = f"SELECT * FROM {kind.table}"
     args: list[object] = []
@@ -101,16 +101,16 @@ def rows(conn: sqlite3.Connection, kind: JobKind, *, open_only: bool = False,
     return list(conn.execute(sql, args))
 
 
-def holder_text(row: sqlite3.Row) -> str:
+def holder_text(row: Row) -> str:
     """'process PID on HOST, heartbeat N s ago': who holds a job, for refusals."""
     beat = row["heartbeat"]
     age = f", heartbeat {time.time() - beat:.0f} s ago" if isinstance(beat, int | float) else ""
     return f"process {row['pid']} on {row['host']}{age}"
 
 
-def claim(conn: sqlite3.Connection, kind: JobKind, job_id: int, *,
-          prepare: Callable[[sqlite3.Connection, sqlite3.Row], None] | None = None,
-          set_columns: dict[str, object] | None = None) -> sqlite3.Row:
+def claim(conn: Connection, kind: JobKind, job_id: int, *,
+          prepare: Callable[[Connection, Row], None] | None = None,
+          set_columns: dict[str, object] | None = None) -> Row:
     """Take job `job_id` over for this process, in one write transaction on `conn`: refused
     (kind.error) while another live process holds it. `prepare(conn, row)` runs inside the
     same transaction: it may refuse (e.g. a finished job) or write (e.g. reset failed parts);
@@ -131,7 +131,7 @@ def claim(conn: sqlite3.Connection, kind: JobKind, job_id: int, *,
         raise
 
 
-def finish(conn: sqlite3.Connection, kind: JobKind, job_id: int, state: str,
+def finish(conn: Connection, kind: JobKind, job_id: int, state: str,
            error: str | None = None, *, final: bool = True) -> None:
     """Record the job's end (autocommit, one statement): its state and error, the claim
     released; `finished_at` is set when `final` (a paused or failed job may be resumed)."""

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import re
 import shlex
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from xfleet.core.errors import UsageError
+from xfleet.mirror.backend import Connection
 from xfleet.mirror.query import COLUMNS, Condition, Selection, parse_where
 
 Row = dict[str, Any]
@@ -156,7 +156,7 @@ class Count:
 class Pager:
     """Windowed, keyset-paged reads of `datasets` for one sort and one filter."""
 
-    conn: sqlite3.Connection
+    conn: Connection
     sort: Sort = field(default_factory=Sort)
     filter: Filter = field(default_factory=Filter)
     columns: Sequence[str] = VIEW_COLUMNS
@@ -291,7 +291,7 @@ class Pager:
         return Count(c.n, c.exact, c.capped, time.perf_counter() - t0)
 
 
-def _count_where(conn: sqlite3.Connection, clause: str, params: Sequence[Any], cap: int,
+def _count_where(conn: Connection, clause: str, params: Sequence[Any], cap: int,
                  deadline: float, cancelled: Callable[[], bool] | None = None) -> Count:
     """Count rows matching `clause` up to `cap`, giving up at `deadline`.
 
@@ -324,7 +324,7 @@ def _count_where(conn: sqlite3.Connection, clause: str, params: Sequence[Any], c
     return Count(counted)
 
 
-def has_index(conn: sqlite3.Connection, column: str) -> bool:
+def has_index(conn: Connection, column: str) -> bool:
     """Whether an index on `datasets` starts with `column` (so sorting by it is a range read)."""
     if column == "id":
         return True

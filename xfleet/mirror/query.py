@@ -21,6 +21,8 @@ from xfleet.core import zfs
 from xfleet.core.errors import UsageError
 from xfleet.core.names import validate_dataset
 from xfleet.core.units import parse_size
+from xfleet.mirror.backend import Connection, DatabaseError, ProgrammingError
+from xfleet.mirror.store import rollback
 
 # Kinds of columns, from the ZFS property kinds in xfleet.core.zfs plus the mirror's own columns.
 INT_COLUMNS = frozenset({"createtxg", "creation"})  # integers that are not byte counts
@@ -228,7 +230,7 @@ class Selection:
         return sql, params
 
 
-def ls(conn: sqlite3.Connection, sel: Selection) -> Iterator[dict[str, Any]]:
+def ls(conn: Connection, sel: Selection) -> Iterator[dict[str, Any]]:
     """Rows matching `sel`, streamed from the cursor."""
     sql, params = sel.sql()
     cur = conn.execute(sql, params)
@@ -237,7 +239,7 @@ def ls(conn: sqlite3.Connection, sel: Selection) -> Iterator[dict[str, Any]]:
         yield dict(zip(names, row, strict=True))
 
 
-def count(conn: sqlite3.Connection, sel: Selection, cap: int = 100_000) -> tuple[int, bool]:
+def count(conn: Connection, sel: Selection, cap: int = 100_000) -> tuple[int, bool]:
     """How many rows match, counting at most `cap` (returns (n, capped))."""
     where, params = sel.compile()
     n = conn.execute(
@@ -260,13 +262,13 @@ class Detail:
     children: int
 
 
-def _row(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> dict[str, Any] | None:
+def _row(conn: Connection, sql: str, params: Sequence[Any]) -> dict[str, Any] | None:
     cur = conn.execute(sql, params)
     r = cur.fetchone()
     return None if r is None else dict(zip([d[0] for d in cur.description], r, strict=True))
 
 
-def find(conn: sqlite3.Connection, name: str, node: str | None = None) -> dict[str, Any]:
+def find(conn: Connection, name: str, node: str | None = None) -> dict[str, Any]:
     validate_dataset(name, allow_bookmark=True)
     if node:
         row = _row(conn, "SELECT * FROM datasets WHERE node = ? AND name = ?", (node, name))
@@ -293,7 +295,7 @@ def find(conn: sqlite3.Connection, name: str, node: str | None = None) -> dict[s
     return rows[0]
 
 
-def show(conn: sqlite3.Connection, name: str, node: str | None = None) -> Detail:
+def show(conn: Connection, name: str, node: str | None = None) -> Detail:
     row = find(conn, name, node)
     n = row["node"]
     base = row["name"].split("@", 1)[0]
@@ -340,7 +342,7 @@ def show(conn: sqlite3.Connection, name: str, node: str | None = None) -> Detail
 # stats
 
 
-def stats(conn: sqlite3.Connection, nodes: Sequence[str] = ()) -> list[dict[str, Any]]:
+def stats(conn: Connection, nodes: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Per node and pool: counts by type, logical vs physical bytes of volumes, capacity,
     and how fresh the mirror's data is. Reads the per-pool summary a sync stores in `pools`
     (no scan of `datasets`)."""
@@ -383,7 +385,7 @@ def stats(conn: sqlite3.Connection, nodes: Sequence[str] = ()) -> list[dict[str,
 WATCH_STALE_AFTER = 15.0
 
 
-def status(conn: sqlite3.Connection, nodes: Sequence[str], now: float) -> list[dict[str, Any]]:
+def status(conn: Connection, nodes: Sequence[str], now: float) -> list[dict[str, Any]]:
     """Per node: how fresh its rows are. `lag_seconds` is the time since the mirror was last
     confirmed current for the node (by a live watch's heartbeat, else by its last successful
     sync); `space_due` counts rows whose space figures await a refresh (index range counts)."""
@@ -455,31 +457,54 @@ def _authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None,
     return sqlite3.SQLITE_DENY
 
 
-def read_only(conn: sqlite3.Connection) -> sqlite3.Connection:
-    """Guard a (read-only) mirror connection for SQL a user wrote: reading only."""
-    conn.set_authorizer(_authorize)
-    # text that is not UTF-8 (a value written by another tool) is shown, not an error
-    conn.text_factory = lambda b: b.decode("utf-8", "replace")
+def read_only(conn: Connection) -> Connection:
+    """Guard a (read-only) mirror connection for SQL a user wrote: reading only. SQLite: an
+    authorizer. PostgreSQL: the connection's transactions are read-only, and `run_sql` runs the
+    one statement it allows inside BEGIN READ ONLY (docs/team.md adds a read-only role)."""
+    if isinstance(conn, sqlite3.Connection):
+        conn.set_authorizer(_authorize)
+        # text that is not UTF-8 (a value written by another tool) is shown, not an error
+        conn.text_factory = lambda b: b.decode("utf-8", "replace")
     return conn
 
 
+_COMMENT_OR_QUOTED = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/)", re.S)
+
+
+def one_statement(sql: str) -> bool:
+    """True when `sql` is one statement (a `;` only at its end), outside quotes and comments."""
+    code = "".join(p for i, p in enumerate(_COMMENT_OR_QUOTED.split(sql)) if i % 2 == 0)
+    return not code.strip().rstrip(";").count(";")
+
+
 def run_sql(
-    conn: sqlite3.Connection, sql: str, params: dict[str, Any] | None = None
+    conn: Connection, sql: str, params: dict[str, Any] | None = None
 ) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
     """Run SQL on a read-only connection (guarded by `read_only`); returns (column names,
     row iterator)."""
     read_only(conn)
+    pg = not isinstance(conn, sqlite3.Connection)
+    if pg:
+        if not one_statement(sql):
+            raise UsageError(f"refused: {REFUSED}: one statement at a time",
+                             hint="xfleet sql is for SELECT queries (docs/mirror.md)")
+        conn.execute("BEGIN READ ONLY")
     try:
         cur = conn.execute(sql, params or {})
-    except sqlite3.ProgrammingError as exc:
+    except (sqlite3.ProgrammingError, ProgrammingError) as exc:
+        if pg:
+            rollback(conn)
         raise UsageError(f"SQL error: {exc}",
                          hint="named parameters are passed with --param NAME=VALUE") from None
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, DatabaseError) as exc:
+        if pg:
+            rollback(conn)
         msg = str(exc)
         if "not authorized" in msg or "authorization denied" in msg:
             raise UsageError(f"refused: {REFUSED}",
                              hint="xfleet sql is for SELECT queries (docs/mirror.md)") from None
-        if "readonly" in msg or "read-only" in msg or "query_only" in msg.replace(" ", "_"):
+        if ("readonly" in msg or "read-only" in msg or "query_only" in msg.replace(" ", "_")
+                or getattr(exc, "sqlstate", None) == "25006"):
             raise UsageError(f"the mirror is opened read-only here: {msg}",
                              hint="xfleet sql is for SELECT queries") from None
         raise UsageError(f"SQL error: {msg}", hint="tables: see docs/mirror.md") from None

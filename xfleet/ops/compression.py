@@ -28,7 +28,6 @@ import getpass
 import os
 import re
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +43,8 @@ from xfleet.core.names import validate_dataset
 from xfleet.core.units import parse_size
 from xfleet.core.yamlsrc import Val, convert, plain, shown, suggest
 from xfleet.mirror import jobs, query
+from xfleet.mirror.backend import Connection, Row
+from xfleet.mirror.store import inserted_id
 
 if TYPE_CHECKING:
     from xfleet.fleet.connections import Connections
@@ -501,7 +502,7 @@ NOTE_REWRITE = ("a new compression setting only affects data written after it is
                 "copy); 'referenced_after' is what a rewrite would give")
 
 
-def plan(conn: sqlite3.Connection, policy: Policy, inventory: Inventory | None = None, *,
+def plan(conn: Connection, policy: Policy, inventory: Inventory | None = None, *,
          scope: Scope | None = None, batch_size: int = 500,
          tenant_property: str = "xfleet:tenant") -> Plan:
     """The changes `policy` asks for, grouped by node, current and desired setting and rule."""
@@ -521,7 +522,7 @@ def plan(conn: sqlite3.Connection, policy: Policy, inventory: Inventory | None =
     return Plan(policy, groups, batch_size, sql, params)
 
 
-def changes(conn: sqlite3.Connection, p: Plan, *, limit: int | None = 20,
+def changes(conn: Connection, p: Plan, *, limit: int | None = 20,
             order: str = "potential") -> Iterator[dict[str, Any]]:
     """The plan's changes, one per volume (largest estimated effect first by default),
     streamed from the cursor."""
@@ -571,19 +572,19 @@ COMPRESSION_RUNS = jobs.register(jobs.JobKind(
     frozenset({"planned", "applying", "failed"})))
 
 
-def _run(r: sqlite3.Row) -> Run:
+def _run(r: Row) -> Run:
     return Run(**{f: r[f] for f in Run.__dataclass_fields__})
 
 
-def get_run(conn: sqlite3.Connection, run_id: int) -> Run:
+def get_run(conn: Connection, run_id: int) -> Run:
     return _run(jobs.get(conn, COMPRESSION_RUNS, run_id))
 
 
-def runs(conn: sqlite3.Connection, limit: int = 20) -> list[Run]:
+def runs(conn: Connection, limit: int = 20) -> list[Run]:
     return [_run(r) for r in jobs.rows(conn, COMPRESSION_RUNS, limit=limit)]
 
 
-def create_run(conn: sqlite3.Connection, p: Plan) -> Run:
+def create_run(conn: Connection, p: Plan) -> Run:
     """Record the plan as a run with one pending audit row per volume (one INSERT ... SELECT:
     the changes never pass through Python)."""
     now = time.time()
@@ -591,10 +592,10 @@ def create_run(conn: sqlite3.Connection, p: Plan) -> Run:
     try:
         cur = conn.execute(
             "INSERT INTO compression_runs (policy, user, host, state, batch_size, created_at, "
-            "updated_at) VALUES (?, ?, ?, 'planned', ?, ?, ?)",
+            "updated_at) VALUES (?, ?, ?, 'planned', ?, ?, ?) RETURNING id",
             (str(p.policy.path) if p.policy.path else None, _user(), socket.gethostname(),
              p.batch_size, now, now))
-        run_id = cur.lastrowid
+        run_id = inserted_id(cur)
         assert run_id is not None
         n = conn.execute(
             "INSERT INTO compression_changes (run, node, name, old, new, rule, state) "
@@ -631,7 +632,7 @@ class Batch:
     names: list[str]
 
 
-def pending_batches(conn: sqlite3.Connection, run_id: int, node: str,
+def pending_batches(conn: Connection, run_id: int, node: str,
                     batch_size: int) -> Iterator[Batch]:
     """The run's pending changes on `node`, `batch_size` at a time per setting (read a batch,
     apply it, mark it: only one batch is held in memory)."""
@@ -651,7 +652,7 @@ def pending_batches(conn: sqlite3.Connection, run_id: int, node: str,
             yield Batch(node, new, [r[0] for r in rows], [r[1] for r in rows])
 
 
-def dry_run_commands(conn: sqlite3.Connection, p: Plan) -> Iterator[tuple[str, list[str]]]:
+def dry_run_commands(conn: Connection, p: Plan) -> Iterator[tuple[str, list[str]]]:
     """(node, argv) of every command `apply` would run, batch by batch."""
     for node in p.nodes():
         for new in sorted({g.new for g in p.groups if g.node == node}):
@@ -664,7 +665,7 @@ def dry_run_commands(conn: sqlite3.Connection, p: Plan) -> Iterator[tuple[str, l
                 yield node, set_argv(new, names)
 
 
-def _apply_batch(conn: sqlite3.Connection, t: Transport, run_id: int, b: Batch,
+def _apply_batch(conn: Connection, t: Transport, run_id: int, b: Batch,
                  batch_no: int) -> tuple[int, int, int]:
     """Run one batch; returns (done, failed, commands)."""
     argv = set_argv(b.new, b.names)
@@ -804,7 +805,7 @@ def _apply(mirror_path: Path, run_id: int, connections: Connections, *,
         conn.close()
 
 
-def audit(conn: sqlite3.Connection, *, run_id: int | None = None, volume: str | None = None,
+def audit(conn: Connection, *, run_id: int | None = None, volume: str | None = None,
           limit: int = 100) -> Iterator[dict[str, Any]]:
     """Audit rows (who, when, node, volume, old -> new, batch, state), newest first."""
     where: list[str] = []

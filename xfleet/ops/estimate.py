@@ -27,7 +27,6 @@ import binascii
 import contextlib
 import math
 import random
-import sqlite3
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from xfleet import mirror
 from xfleet.core.errors import TransportError, UsageError
 from xfleet.core.names import validate_dataset
+from xfleet.mirror.backend import Connection
 from xfleet.ops.compression import canonical, validate_compression
 from xfleet.remote.programs import program
 
@@ -232,7 +232,7 @@ class Target:
     compression: str | None = None  # current setting (estimated too, as the baseline)
 
 
-def targets(conn: sqlite3.Connection, where: str, params: Sequence[Any], *,
+def targets(conn: Connection, where: str, params: Sequence[Any], *,
             limit: int) -> list[Target]:
     """Volumes to estimate (from the mirror), largest logical data first, at most `limit`."""
     rows = conn.execute(
@@ -280,7 +280,7 @@ class Failure:
     error: str
 
 
-def estimate_fleet(conn: sqlite3.Connection, connections: Connections, items: list[Target],
+def estimate_fleet(conn: Connection, connections: Connections, items: list[Target],
                    algorithms: Sequence[str], *, blocks: int = DEFAULT_BLOCKS,
                    max_bytes: int = DEFAULT_MAX_BYTES, parallel: int = 8,
                    progress: Callable[[Estimate | Failure], None] | None = None,
@@ -321,7 +321,7 @@ def estimate_fleet(conn: sqlite3.Connection, connections: Connections, items: li
     return estimates, failures
 
 
-def store(conn: sqlite3.Connection, estimates: Sequence[Estimate]) -> None:
+def store(conn: Connection, estimates: Sequence[Estimate]) -> None:
     now = time.time()
     mirror.begin(conn, "compression estimates")
     try:

@@ -41,6 +41,8 @@ from xfleet.core.names import pool_of, validate_dataset
 from xfleet.core.units import MAX_SIZE, parse_size
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror.backend import ERRORS, Connection, DatabaseError, Row
+from xfleet.mirror.store import inserted_id
 from xfleet.ops.sync import refetch
 from xfleet.remote.host import Host
 from xfleet.remote.transport import Transport, quote_command
@@ -233,7 +235,7 @@ def targets_from_rows(rows: Iterable[dict[str, Any]]) -> list[Target]:
                    r.get("origin")) for r in rows]
 
 
-def resolve(conn: sqlite3.Connection, names: Sequence[str], node: str | None = None,
+def resolve(conn: Connection, names: Sequence[str], node: str | None = None,
             *, where: str | None = None) -> list[Target]:
     """Dataset names (optionally on one node) to mirror rows; an unknown or ambiguous name is
     an error."""
@@ -254,7 +256,7 @@ def resolve(conn: sqlite3.Connection, names: Sequence[str], node: str | None = N
     return out
 
 
-def resolve_optional(conn: sqlite3.Connection, name: str, node: str) -> Target | None:
+def resolve_optional(conn: Connection, name: str, node: str) -> Target | None:
     row = conn.execute("SELECT node, name, type, volsize, volblocksize, origin FROM datasets "
                        "WHERE node = ? AND name = ?", (node, name)).fetchone()
     return targets_from_rows([dict(row)])[0] if row else None
@@ -273,7 +275,7 @@ def _batches(names: Sequence[str], budget: int = ARGV_BUDGET) -> Iterable[list[s
         yield batch
 
 
-def _exists(conn: sqlite3.Connection, node: str, name: str) -> bool:
+def _exists(conn: Connection, node: str, name: str) -> bool:
     return conn.execute("SELECT 1 FROM datasets WHERE node = ? AND name = ?",
                         (node, name)).fetchone() is not None
 
@@ -285,7 +287,7 @@ def _prop_args(props: dict[str, str]) -> list[str]:
     return out
 
 
-def plan_snapshot(conn: sqlite3.Connection, targets: Sequence[Target], snapname: str,
+def plan_snapshot(conn: Connection, targets: Sequence[Target], snapname: str,
                   *, properties: dict[str, str] | None = None) -> LifecyclePlan:
     """`zfs snapshot` of every target, one command per (node, pool) and batch of names.
     Targets that already have the snapshot are skipped."""
@@ -310,7 +312,7 @@ def plan_snapshot(conn: sqlite3.Connection, targets: Sequence[Target], snapname:
     return p
 
 
-def plan_clone(conn: sqlite3.Connection, source: Target, target: str, *,
+def plan_clone(conn: Connection, source: Target, target: str, *,
                snapshot: str | None = None, properties: dict[str, str] | None = None,
                stamp: str | None = None) -> LifecyclePlan:
     """A branch of `source` named `target` on the same node: a clone of `snapshot` (pinned: an
@@ -360,17 +362,17 @@ def plan_clone(conn: sqlite3.Connection, source: Target, target: str, *,
     return p
 
 
-def _active_moves(conn: sqlite3.Connection, node: str, name: str) -> list[int]:
+def _active_moves(conn: Connection, node: str, name: str) -> list[int]:
     try:
         return [r[0] for r in conn.execute(
             "SELECT id FROM moves WHERE source_node = ? AND (volume = ? OR retired_as = ?) AND "
             "state NOT IN ('done', 'aborted')", (node, name, name))]
-    except sqlite3.OperationalError:
+    except ERRORS:  # a mirror older than moves
         return []
 
 
-def _subtree(conn: sqlite3.Connection, node: str, root: str) -> list[sqlite3.Row]:
-    rows: list[sqlite3.Row] = []
+def _subtree(conn: Connection, node: str, root: str) -> list[Row]:
+    rows: list[Row] = []
     for lo, hi in mirror.tree_ranges(root):  # one index range per query
         if hi is None:
             rows += conn.execute("SELECT name, type, origin, createtxg FROM datasets WHERE "
@@ -381,8 +383,8 @@ def _subtree(conn: sqlite3.Connection, node: str, root: str) -> list[sqlite3.Row
     return rows
 
 
-def _clones_of(conn: sqlite3.Connection, node: str, snaps: Sequence[str]) -> list[sqlite3.Row]:
-    out: list[sqlite3.Row] = []
+def _clones_of(conn: Connection, node: str, snaps: Sequence[str]) -> list[Row]:
+    out: list[Row] = []
     for s in snaps:
         out.extend(conn.execute(
             "SELECT d.name, d.type, d.origin, o.createtxg AS origin_txg FROM datasets d "
@@ -425,7 +427,7 @@ def read_hold_tags(transport: Transport, snaps: list[str]) -> dict[str, list[str
     return dict(tags)
 
 
-def plan_destroy(conn: sqlite3.Connection, targets: Sequence[Target], *,
+def plan_destroy(conn: Connection, targets: Sequence[Target], *,
                  clones: str = "refuse", release: bool = False,
                  holds: Holds | None = None) -> LifecyclePlan:
     """Destroy volumes/filesystems (with their snapshots: `-r`) and snapshots (comma lists per
@@ -539,7 +541,7 @@ def plan_destroy(conn: sqlite3.Connection, targets: Sequence[Target], *,
     return p
 
 
-def _clones_first(conn: sqlite3.Connection, node: str, roots: list[str]) -> list[str]:
+def _clones_first(conn: Connection, node: str, roots: list[str]) -> list[str]:
     """`roots` ordered so that a clone is destroyed before the dataset its origin snapshot
     belongs to (ZFS refuses to destroy an origin while its clone exists: "volume has dependent
     clones"), whichever order the user named them in."""
@@ -586,7 +588,7 @@ class RemoteHolds:
         return read_hold_tags(self.conns.get(node), snaps)
 
 
-def plan_set(conn: sqlite3.Connection, targets: Sequence[Target],
+def plan_set(conn: Connection, targets: Sequence[Target],
              properties: dict[str, str]) -> LifecyclePlan:
     """`zfs set p=v ... NAME...`: one command per node and batch of names."""
     if not properties:
@@ -620,7 +622,7 @@ def new_volsize(current: int, spec: str) -> int:
     return parse_size(spec)
 
 
-def plan_resize(conn: sqlite3.Connection, targets: Sequence[Target], size: str) -> LifecyclePlan:
+def plan_resize(conn: Connection, targets: Sequence[Target], size: str) -> LifecyclePlan:
     """Grow volumes' volsize (`zfs set volsize=N`, volumes of the same new size together).
     Refused: shrinking, non-volumes, sizes that are not a multiple of volblocksize."""
     p = LifecyclePlan("resize")
@@ -725,7 +727,7 @@ def execute(inv: Inventory, mirror_path: Path, plan: LifecyclePlan, conns: Conne
                 # journal before acting: a command the mirror cannot record is not run
                 try:
                     log_id = _journal(mirror_path, plan.op, node, c.argv, source)
-                except (XfleetError, sqlite3.Error) as exc:
+                except (XfleetError, sqlite3.Error, DatabaseError) as exc:
                     raise XfleetError(f"not run: {c.line()}: the mirror could not record it "
                                       f"({_why(exc)})") from None
                 via = "zfs"
@@ -746,7 +748,7 @@ def execute(inv: Inventory, mirror_path: Path, plan: LifecyclePlan, conns: Conne
         try:
             res.refetched = refetch(inv, mirror_path, node, t, sorted(touched[node]),
                                     sorted(trees[node]))
-        except (XfleetError, sqlite3.Error) as exc:
+        except (XfleetError, sqlite3.Error, DatabaseError) as exc:
             res.unrecorded.append(f"the mirror was not updated ({_why(exc)}); run `xfleet "
                                   f"sync --node {node}` to bring it up to date")
         res.commands = t.commands - start
@@ -776,10 +778,9 @@ def _journal(mirror_path: Path, op: str, node: str, argv: list[str], source: str
         with mirror.transaction(conn, f"a {op} command on {node}"):
             cur = conn.execute(
                 "INSERT INTO lifecycle_log (at, op, node, argv, ok, error, source, via, state) "
-                "VALUES (?, ?, ?, ?, 0, NULL, ?, 'zfs', 'started')",
+                "VALUES (?, ?, ?, ?, 0, NULL, ?, 'zfs', 'started') RETURNING id",
                 (time.time(), op, node, json.dumps(argv), source))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+            return inserted_id(cur)
     finally:
         conn.close()
 
@@ -797,7 +798,7 @@ def _outcome(mirror_path: Path, log_id: int, ok: bool, error: str | None, via: s
                              (int(ok), error, via, "done" if ok else "failed", log_id))
         finally:
             conn.close()
-    except (XfleetError, sqlite3.Error) as exc:
+    except (XfleetError, sqlite3.Error, DatabaseError) as exc:
         res.unrecorded.append(f"{c.line()}: {'done' if ok else 'failed'} on {res.node}, but "
                               f"the mirror could not record it ({_why(exc)}); lifecycle_log "
                               f"row {log_id} stays 'started'")

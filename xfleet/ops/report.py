@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from xfleet import mirror
 from xfleet.core.errors import UsageError
 from xfleet.core.units import format_size
+from xfleet.mirror.backend import Connection
 from xfleet.ops.compression import Policy, canonical_sql, validate_compression
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def _group_sql(by: str, inventory: Inventory | None) -> tuple[str, list[Any]]:
     raise UsageError(f"cannot group by {by!r}", hint=f"one of {', '.join(GROUPINGS)}")
 
 
-def _fallbacks(conn: sqlite3.Connection) -> dict[str, tuple[float, float, float]]:
+def _fallbacks(conn: Connection) -> dict[str, tuple[float, float, float]]:
     """Per change of setting ('lz4>zstd-3'), over the volumes sampled with both: mean and
     variance of physical(new) / physical(current) = ratio(current) / ratio(new), and the 95 %
     half-width of that mean (shared by every volume it is applied to). Applied to a
@@ -127,7 +127,7 @@ def _fallbacks(conn: sqlite3.Connection) -> dict[str, tuple[float, float, float]
     return out
 
 
-def build(conn: sqlite3.Connection, *, by: str = "node", policy: Policy | None = None,
+def build(conn: Connection, *, by: str = "node", policy: Policy | None = None,
           inventory: Inventory | None = None, price_per_gb_month: float = 0.08,
           where: str = "1", params: Sequence[Any] = (), limit: int | None = None,
           top: int = 15, tenant_property: str = "xfleet:tenant") -> Report:
@@ -250,7 +250,7 @@ def _total(rows: list[dict[str, Any]], price: float, with_policy: bool) -> dict[
     return t
 
 
-def _top(conn: sqlite3.Connection, desired: str, dparams: list[Any], where: str,
+def _top(conn: Connection, desired: str, dparams: list[Any], where: str,
          params: Sequence[Any], with_policy: bool,
          limit: int) -> list[dict[str, Any]]:
     """The volumes with the most to gain from the policy (their own estimates only)."""
@@ -273,7 +273,7 @@ def _top(conn: sqlite3.Connection, desired: str, dparams: list[Any], where: str,
 # daily totals (the trend)
 
 
-def record_daily(conn: sqlite3.Connection, now: float | None = None) -> int:
+def record_daily(conn: Connection, now: float | None = None) -> int:
     """Upsert today's per-pool volume totals (from the pools summary: no scan of datasets).
     Returns the number of pool rows written."""
     now = now or time.time()
@@ -292,7 +292,7 @@ def record_daily(conn: sqlite3.Connection, now: float | None = None) -> int:
     return n
 
 
-def trend(conn: sqlite3.Connection, days: int = 90) -> list[dict[str, Any]]:
+def trend(conn: Connection, days: int = 90) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT day, sum(volumes), sum(logicalused), sum(used - usedbyrefreservation) "
         "FROM compression_daily GROUP BY day ORDER BY day DESC LIMIT ?", (days,)).fetchall()

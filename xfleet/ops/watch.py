@@ -31,6 +31,7 @@ from xfleet.core.errors import TransportError, XfleetError
 from xfleet.core.events import ZEvent, parse_events, unreadable_after, zpool_events
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror.backend import DatabaseError
 from xfleet.ops.sync import apply_events, sync
 
 # How long the events stream may stay silent before the transport gives up on it: a day.
@@ -124,7 +125,7 @@ class Watcher:
                     (None if final else os.getpid(), None if final else socket.gethostname(),
                      time.time(), st.state, n))
             conn.execute("COMMIT")
-        except (XfleetError, sqlite3.Error):
+        except (XfleetError, sqlite3.Error, DatabaseError):
             mirror.rollback(conn)
         finally:
             conn.close()

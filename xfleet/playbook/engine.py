@@ -36,7 +36,6 @@ import difflib
 import hashlib
 import json
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +51,7 @@ from xfleet.core.errors import InventoryError, XfleetError
 from xfleet.core.yamlsrc import Val, convert, plain
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror.backend import Connection
 from xfleet.mirror.query import read_only
 from xfleet.playbook.journal import Journal, claim, finish, start
 from xfleet.playbook.model import Playbook, PlaybookError, Step, typename
@@ -315,7 +315,7 @@ class StepCtx:
     after_changes: bool = False  # check mode: earlier steps would have changed the fleet
     planned: set[tuple[str, str]] = field(default_factory=set)  # check: (node, name) created
 
-    def reader(self) -> sqlite3.Connection:
+    def reader(self) -> Connection:
         return mirror.connect(self.mirror_path, readonly=self.check)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 from xfleet import mirror
 from xfleet.fleet.inventory import Inventory
 from xfleet.mirror import jobs
+from xfleet.mirror.backend import Connection, Row
+from xfleet.mirror.store import inserted_id
 from xfleet.playbook.model import Playbook, PlaybookError
 
 # a playbook step may run for hours between heartbeats: only the pid decides who runs a run
@@ -39,14 +40,14 @@ class Journal:
         with self.lock:
             self.conn.execute(sql, args)
 
-    def step(self, idx: int) -> sqlite3.Row | None:
+    def step(self, idx: int) -> Row | None:
         with self.lock:
-            row: sqlite3.Row | None = self.conn.execute(
+            row: Row | None = self.conn.execute(
                 "SELECT * FROM play_steps WHERE run = ? AND idx = ?",
                 (self.run_id, idx)).fetchone()
             return row
 
-    def items(self, idx: int) -> dict[str, sqlite3.Row]:
+    def items(self, idx: int) -> dict[str, Row]:
         with self.lock:
             return {r["item"]: r for r in self.conn.execute(
                 "SELECT * FROM play_items WHERE run = ? AND step = ?", (self.run_id, idx))}
@@ -64,10 +65,10 @@ def start(inv: Inventory, mirror_path: Path, pb: Playbook) -> int:
         mirror.begin(conn, "a new playbook run")
         cur = conn.execute(
             "INSERT INTO play_runs (file, name, digest, vars, state, pid, host, heartbeat, "
-            "created_at, updated_at) VALUES (?, ?, ?, '{}', 'running', ?, ?, ?, ?, ?)",
+            "created_at, updated_at) VALUES (?, ?, ?, '{}', 'running', ?, ?, ?, ?, ?) RETURNING id",
             (str(pb.path.resolve()), pb.name, pb.digest, os.getpid(), socket.gethostname(),
              now, now, now))
-        run_id = cur.lastrowid
+        run_id = inserted_id(cur)
         assert run_id is not None
         frozen = {**pb.vars, "date": time.strftime("%Y%m%d", time.gmtime(now)),
                   "time": time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)), "now": int(now),
@@ -84,10 +85,10 @@ def start(inv: Inventory, mirror_path: Path, pb: Playbook) -> int:
         conn.close()
 
 
-def claim(mirror_path: Path, run_id: int) -> sqlite3.Row:
+def claim(mirror_path: Path, run_id: int) -> Row:
     """Take over a run for --resume: refused while another live process runs it."""
 
-    def resumable(conn: sqlite3.Connection, row: sqlite3.Row) -> None:
+    def resumable(conn: Connection, row: Row) -> None:
         if row["state"] == "done":
             raise PlaybookError(f"run {run_id} is done already", hint=f"xfleet plays show {run_id}")
 
@@ -108,13 +109,13 @@ def finish(mirror_path: Path, run_id: int, state: str, error: str | None) -> Non
         conn.close()
 
 
-def runs(conn: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:
+def runs(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
     """The latest runs, newest first (`xfleet plays list`)."""
     cols = ("id", "name", "file", "state", "step", "created_at", "finished_at", "error")
     return [{c: r[c] for c in cols} for r in jobs.rows(conn, PLAY_RUNS, limit=limit)]
 
 
-def show(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
+def show(conn: Connection, run_id: int) -> dict[str, Any]:
     """A run with its variables, steps and failed items (`xfleet plays show`)."""
     row = jobs.get(conn, PLAY_RUNS, run_id)
     steps = [dict(r) for r in conn.execute(

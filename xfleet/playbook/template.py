@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 from xfleet.core.yamlsrc import Val
+from xfleet.mirror.backend import ERRORS, Connection
 from xfleet.playbook.model import PlaybookError, typename
 
 TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
@@ -97,14 +97,14 @@ def bind(sql: str, variables: dict[str, Any], where: str | None = None
     return TEMPLATE.sub(one, sql), params
 
 
-def condition(conn: sqlite3.Connection, expr: str, variables: dict[str, Any],
+def condition(conn: Connection, expr: str, variables: dict[str, Any],
               where: str) -> bool:
     """An SQLite expression with {{ }} values bound as parameters, evaluated on the mirror:
     `{{ count }} > 0`, `{{ row.compression }} = 'off'`."""
     sql, params = bind(expr, variables, where)
     try:
         row = conn.execute(f"SELECT ({sql})", params).fetchone()
-    except sqlite3.Error as exc:
+    except ERRORS as exc:
         raise PlaybookError(f"cannot evaluate {expr!r}: {exc}", where=where,
                             hint="an SQLite expression; {{ }} values are bound parameters "
                             "(a list counts as its length)") from None

@@ -8,7 +8,6 @@ message and hint the view shows instead of a traceback. It runs in a worker thre
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from xfleet import mirror
 from xfleet.core.errors import UsageError
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror.backend import Connection
 from xfleet.ops import lifecycle
 
 ACTIONS = ("snapshot", "clone", "destroy", "move")
@@ -86,7 +86,7 @@ def run(inv: Inventory, mirror_path: Path, what: str, node: str, name: str, answ
         conn.close()
 
 
-def _move(inv: Inventory, mirror_path: Path, conn: sqlite3.Connection, conns: Connections,
+def _move(inv: Inventory, mirror_path: Path, conn: Connection, conns: Connections,
           node: str, name: str, target: str) -> str:
     from xfleet.ops import moves
 

@@ -6,7 +6,6 @@ Views live in xfleet/tui/views.py; the virtual table in xfleet/tui/table.py.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Input
 
 from xfleet import mirror
+from xfleet.mirror.backend import ERRORS, Connection
 from xfleet.tui.base import COMMANDS, BaseView
 from xfleet.tui.views import (
     CompView,
@@ -67,7 +67,7 @@ class XfleetApp(App[None]):
 
     # -- the mirror -----------------------------------------------------------------------
 
-    def connect(self) -> sqlite3.Connection:
+    def connect(self) -> Connection:
         """A new read-only connection (one per thread that reads)."""
         conn = mirror.connect(self.mirror_path, readonly=True)
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
@@ -86,7 +86,7 @@ class XfleetApp(App[None]):
     def poll(self) -> None:
         try:
             v = self._version()
-        except sqlite3.Error:
+        except ERRORS:
             return
         if v == self._data_version:
             return

@@ -9,9 +9,10 @@ No textual import here: a script (or `xfleet ops`) can list operations the same 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from xfleet.mirror.backend import Connection
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Operation:
         return max(0.0, min(1.0, self.done / self.total))
 
 
-Source = Callable[[sqlite3.Connection], list[Operation]]
+Source = Callable[[Connection], list[Operation]]
 _SOURCES: dict[str, Source] = {}
 
 
@@ -51,7 +52,7 @@ def sources() -> dict[str, Source]:
     return dict(_SOURCES)
 
 
-def moves(conn: sqlite3.Connection) -> list[Operation]:
+def moves(conn: Connection) -> list[Operation]:
     """Volume moves (xfleet.ops.moves), from the mirror's `moves` table."""
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'moves'"
                         ).fetchone():
@@ -78,7 +79,7 @@ def moves(conn: sqlite3.Connection) -> list[Operation]:
 register("moves", moves)
 
 
-def rollouts(conn: sqlite3.Connection) -> list[Operation]:
+def rollouts(conn: Connection) -> list[Operation]:
     """Rolling target upgrades (xfleet.ops.rollout): nodes done/total, the current node and step,
     the time of each finished node."""
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
@@ -105,7 +106,7 @@ def rollouts(conn: sqlite3.Connection) -> list[Operation]:
 register("rollouts", rollouts)
 
 
-def collect(conn: sqlite3.Connection) -> tuple[list[Operation], list[str]]:
+def collect(conn: Connection) -> tuple[list[Operation], list[str]]:
     """All operations from all sources, and the errors of sources that failed."""
     ops: list[Operation] = []
     errors: list[str] = []

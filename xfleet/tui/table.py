@@ -30,6 +30,7 @@ from textual.worker import Worker, get_current_worker
 
 from xfleet.core.text import printable
 from xfleet.core.units import format_age, format_size
+from xfleet.mirror.backend import ERRORS, Connection, QueryCanceled
 from xfleet.mirror.paging import Count, Filter, Key, Pager, Row, Sort
 
 CHUNK = 200  # rows per read (one read serves several pages)
@@ -139,7 +140,7 @@ class VirtualTable(Widget, can_focus=True):
 
     def __init__(
         self,
-        connect: Callable[[], sqlite3.Connection],
+        connect: Callable[[], Connection],
         *,
         columns: tuple[Column, ...] = VOLUME_COLUMNS,
         sort: Sort | None = None,
@@ -177,7 +178,7 @@ class VirtualTable(Widget, can_focus=True):
 
     # -- data -----------------------------------------------------------------------------
 
-    def pager(self, conn: sqlite3.Connection | None = None) -> Pager:
+    def pager(self, conn: Connection | None = None) -> Pager:
         return Pager(conn or self.conn, sort=self.sort, filter=self.filter,
                      columns=[c.key for c in self.columns])
 
@@ -231,7 +232,7 @@ class VirtualTable(Widget, can_focus=True):
             else:
                 rows = pager.around(anchor, CHUNK)
                 at_start = not rows or not pager.before(pager.key_of(rows[0]), 1)
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.OperationalError, QueryCanceled) as exc:
             if "interrupt" in str(exc):
                 return
             self.app.call_from_thread(self._failed, seq, str(exc))
@@ -289,7 +290,7 @@ class VirtualTable(Widget, can_focus=True):
                 return
             try:
                 c = pager.count(cancelled=lambda: seq != self._seq)
-            except sqlite3.Error:
+            except ERRORS:
                 return
         self.app.call_from_thread(self._counted, seq, c)
 
@@ -540,7 +541,7 @@ class VirtualTable(Widget, can_focus=True):
             try:
                 c.interrupt()
                 c.close()
-            except sqlite3.Error:
+            except ERRORS:
                 pass
 
     def on_unmount(self) -> None:

@@ -30,6 +30,7 @@ from xfleet.tui.table import SORT_KEYS, VirtualTable
 
 if TYPE_CHECKING:
     pass
+from xfleet.mirror.backend import ERRORS, DatabaseError
 from xfleet.tui.base import KEYS, STALE_AFTER_S, BaseView, bar, ratio_bar
 
 
@@ -91,7 +92,7 @@ class FleetView(BaseView):
         conn = self.xapp.connect()
         try:
             stats = query.stats(conn)
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             self.app.call_from_thread(self.flash, f"cannot read stats: {exc}", error=True)
             return
         finally:
@@ -566,7 +567,7 @@ class CompView(BaseView):
                 data[title] = [(r["group"], r["volumes"], r["logical"], r["physical"],
                                 r["possible"]) for r in rep.rows
                                if by != "tenant" or r["group"] != "-"]
-        except (sqlite3.Error, XfleetError) as exc:
+        except (sqlite3.Error, DatabaseError, XfleetError) as exc:
             self.app.call_from_thread(self.flash, f"cannot read: {exc}", error=True)
             return
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from conftest import wait_for
 from xfleet import mirror, playbook
 from xfleet.core.errors import UsageError, XfleetError
 from xfleet.mirror import claims, jobs
+from xfleet.mirror.backend import Connection, Row
 from xfleet.ops import compression, moves, rollout
 
 
@@ -32,7 +32,7 @@ LAZY = jobs.JobKind("play_runs", "playbook run", "xfleet plays list", frozenset(
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+def conn(tmp_path: Path) -> Iterator[Connection]:
     c = mirror.connect(tmp_path / "mirror.db")
     now = time.time()
     for state in ("running", "done", "paused"):
@@ -52,12 +52,12 @@ def other_process() -> Iterator[int]:
     proc.wait()
 
 
-def _hold(conn: sqlite3.Connection, job_id: int, pid: int, beat: float) -> None:
+def _hold(conn: Connection, job_id: int, pid: int, beat: float) -> None:
     conn.execute("UPDATE play_runs SET pid = ?, host = ?, heartbeat = ? WHERE id = ?",
                  (pid, socket.gethostname(), beat, job_id))
 
 
-def test_get_and_rows(conn: sqlite3.Connection) -> None:
+def test_get_and_rows(conn: Connection) -> None:
     assert jobs.get(conn, KIND, 2)["state"] == "done"
     with pytest.raises(UsageError) as e:
         jobs.get(conn, KIND, 99)
@@ -68,7 +68,7 @@ def test_get_and_rows(conn: sqlite3.Connection) -> None:
 
 
 def test_a_live_holder_with_a_fresh_heartbeat_refuses_the_claim(
-        conn: sqlite3.Connection, other_process: int) -> None:
+        conn: Connection, other_process: int) -> None:
     _hold(conn, 1, other_process, time.time() - 5)
     with pytest.raises(BusyError) as e:
         jobs.claim(conn, KIND, 1)
@@ -82,7 +82,7 @@ def test_a_live_holder_with_a_fresh_heartbeat_refuses_the_claim(
 
 
 def test_a_dead_holder_or_a_stale_heartbeat_is_taken_over(
-        conn: sqlite3.Connection, other_process: int) -> None:
+        conn: Connection, other_process: int) -> None:
     _hold(conn, 1, 999_999_999, time.time())  # no such process
     jobs.claim(conn, KIND, 1, set_columns={"step": 2})
     assert jobs.get(conn, KIND, 1)["pid"] != 999_999_999
@@ -93,15 +93,15 @@ def test_a_dead_holder_or_a_stale_heartbeat_is_taken_over(
 
 
 def test_without_staleness_only_the_process_decides(
-        conn: sqlite3.Connection, other_process: int) -> None:
+        conn: Connection, other_process: int) -> None:
     _hold(conn, 1, other_process, time.time() - 3600)
     with pytest.raises(UsageError, match="being run by process"):
         jobs.claim(conn, LAZY, 1)
 
 
 def test_prepare_runs_in_the_claim_transaction_and_its_refusal_writes_nothing(
-        conn: sqlite3.Connection) -> None:
-    def finished(c: sqlite3.Connection, row: sqlite3.Row) -> None:
+        conn: Connection) -> None:
+    def finished(c: Connection, row: Row) -> None:
         c.execute("UPDATE play_runs SET error = 'touched' WHERE id = ?", (row["id"],))
         if row["state"] not in KIND.open_states:
             raise BusyError(f"run {row['id']} is {row['state']}")
@@ -114,7 +114,7 @@ def test_prepare_runs_in_the_claim_transaction_and_its_refusal_writes_nothing(
     assert (row["error"], row["step"], row["pid"]) == ("touched", 4, claims.me()[0])
 
 
-def test_finish_records_the_end_and_releases_the_claim(conn: sqlite3.Connection) -> None:
+def test_finish_records_the_end_and_releases_the_claim(conn: Connection) -> None:
     jobs.claim(conn, KIND, 1)
     jobs.finish(conn, KIND, 1, "paused", "node n2 failed", final=False)
     row = jobs.get(conn, KIND, 1)
@@ -125,7 +125,7 @@ def test_finish_records_the_end_and_releases_the_claim(conn: sqlite3.Connection)
 
 
 def test_the_heartbeat_thread_keeps_the_claim_fresh(tmp_path: Path,
-                                                   conn: sqlite3.Connection) -> None:
+                                                   conn: Connection) -> None:
     jobs.claim(conn, KIND, 1)
     conn.execute("UPDATE play_runs SET heartbeat = 0 WHERE id = 1")
     with jobs.Heartbeat(tmp_path / "mirror.db", KIND, 1, interval=0.05):
@@ -153,7 +153,7 @@ def test_the_four_kinds_share_the_bookkeeping_and_the_runner_shape(tmp_path: Pat
         assert set(jobs.COLUMNS) <= cols, kind.table
 
 
-def test_a_refusal_hint_names_the_job(conn: sqlite3.Connection, other_process: int) -> None:
+def test_a_refusal_hint_names_the_job(conn: Connection, other_process: int) -> None:
     kind = jobs.JobKind("play_runs", "playbook run", "xfleet plays list", frozenset({"running"}),
                         busy_hint="pause it first (xfleet plays pause {id})")
     _hold(conn, 3, other_process, time.time())
@@ -162,6 +162,6 @@ def test_a_refusal_hint_names_the_job(conn: sqlite3.Connection, other_process: i
     assert e.value.hint == "pause it first (xfleet plays pause 3)"
 
 
-def test_take_refuses_names_that_are_not_identifiers(conn: sqlite3.Connection) -> None:
+def test_take_refuses_names_that_are_not_identifiers(conn: Connection) -> None:
     with pytest.raises(ValueError):
         claims.take(conn, "play_runs", 1, {"step = 0, state": 1})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from xfleet import mirror
 from xfleet.core.errors import UsageError
+from xfleet.mirror.backend import Connection
 from xfleet.mirror.paging import Count, Pager, Sort, has_index, parse_filter
 
 COLS = ("node", "pool", "name", "type", "used", "compression", "compressratio", "tenant",
@@ -20,7 +20,7 @@ COLS = ("node", "pool", "name", "type", "used", "compression", "compressratio", 
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> sqlite3.Connection:
+def conn(tmp_path: Path) -> Connection:
     """A mirror with heavy ties and NULLs in the sort columns (deterministic)."""
     rng = random.Random(4)
     c = mirror.connect(tmp_path / "m.db")
@@ -45,11 +45,11 @@ def conn(tmp_path: Path) -> sqlite3.Connection:
     return c
 
 
-def _all(conn: sqlite3.Connection, where: str = "1", params: tuple[Any, ...] = ()) -> list[int]:
+def _all(conn: Connection, where: str = "1", params: tuple[Any, ...] = ()) -> list[int]:
     return [r[0] for r in conn.execute(f"SELECT id FROM datasets WHERE {where}", params)]
 
 
-def _expected(conn: sqlite3.Connection, sort: Sort, where: str = "1",
+def _expected(conn: Connection, sort: Sort, where: str = "1",
               params: tuple[Any, ...] = ()) -> list[int]:
     """The reference order computed in Python: NULLs last, then id (or name) as tie-break."""
     cols = ", ".join(dict.fromkeys(["id", *sort.key]))
@@ -68,7 +68,7 @@ SORTS = [Sort(c, d) for c in ("node", "name", "used", "compression", "compressra
 @pytest.mark.parametrize("sort", SORTS, ids=lambda s: f"{s.column}-{'desc' if s.desc else 'asc'}")
 @pytest.mark.parametrize("page", [3, 50])
 def test_paging_forward_and_back_yields_each_row_once_in_order(
-    conn: sqlite3.Connection, sort: Sort, page: int
+    conn: Connection, sort: Sort, page: int
 ) -> None:
     p = Pager(conn, sort=sort)
     want = _expected(conn, sort)
@@ -89,7 +89,7 @@ def test_paging_forward_and_back_yields_each_row_once_in_order(
     assert back == want
 
 
-def test_filter_and_sort_combine(conn: sqlite3.Connection) -> None:
+def test_filter_and_sort_combine(conn: Connection) -> None:
     f = parse_filter("node=n2 used>150 vol-00")
     p = Pager(conn, sort=Sort("used", desc=True), filter=f)
     want = _expected(conn, Sort("used", True),
@@ -105,7 +105,7 @@ def test_filter_and_sort_combine(conn: sqlite3.Connection) -> None:
     assert p.count() == Count(len(want))
 
 
-def test_around_keeps_the_place_and_fills_at_the_end(conn: sqlite3.Connection) -> None:
+def test_around_keeps_the_place_and_fills_at_the_end(conn: Connection) -> None:
     p = Pager(conn, sort=Sort("used"))
     want = _expected(conn, Sort("used"))
     mid = p.first(200)[100]
@@ -116,7 +116,7 @@ def test_around_keeps_the_place_and_fills_at_the_end(conn: sqlite3.Connection) -
     assert [r["id"] for r in rows] == want[-20:]
 
 
-def test_position_counts_rows_before(conn: sqlite3.Connection) -> None:
+def test_position_counts_rows_before(conn: Connection) -> None:
     for sort in (Sort("used"), Sort("used", True), Sort("node")):
         p = Pager(conn, sort=sort)
         rows = p.first(300)
@@ -124,7 +124,7 @@ def test_position_counts_rows_before(conn: sqlite3.Connection) -> None:
             assert p.position(p.key_of(rows[i])) == Count(i)
 
 
-def test_count_is_capped_and_marked(conn: sqlite3.Connection) -> None:
+def test_count_is_capped_and_marked(conn: Connection) -> None:
     p = Pager(conn, filter=parse_filter("type=volume"))
     exact = p.count()
     assert exact.exact and exact.n == len(_all(conn, "type = 'volume'"))
@@ -159,13 +159,13 @@ def test_bad_sort_column() -> None:
         Sort("bogus")
 
 
-def test_clone_filter_finds_clones(conn: sqlite3.Connection) -> None:
+def test_clone_filter_finds_clones(conn: Connection) -> None:
     rows = Pager(conn, filter=parse_filter("type=clone")).first(500)
     assert rows and all(r["origin"] for r in rows)
     assert len(rows) == len(_all(conn, "origin IS NOT NULL"))
 
 
-def test_sorted_reads_use_an_index_when_there_is_one(conn: sqlite3.Connection) -> None:
+def test_sorted_reads_use_an_index_when_there_is_one(conn: Connection) -> None:
     plan = " ".join(Pager(conn, sort=Sort("node")).sql_plan())
     assert "USING INDEX datasets_node_name" in plan and "TEMP B-TREE" not in plan
     assert has_index(conn, "node") and has_index(conn, "tenant")

@@ -16,6 +16,7 @@ from xfleet.core.errors import RemoteCommandError, UsageError
 from xfleet.fleet import inventory
 from xfleet.fleet.connections import Connections
 from xfleet.mirror import query, store
+from xfleet.mirror.backend import Connection
 from xfleet.ops import lifecycle
 from xfleet.ops.sync import sync
 from xfleet.remote.host import Host
@@ -39,13 +40,13 @@ def fleet(tmp_path: Path) -> Fleet:
     return inv, inv_path, t
 
 
-def _vols(conn: sqlite3.Connection, n: int, node: str = "n1") -> list[lifecycle.Target]:
+def _vols(conn: Connection, n: int, node: str = "n1") -> list[lifecycle.Target]:
     rows = query.ls(conn, query.Selection(nodes=[node], types=["volume"], where=["origin=none"],
                                           pattern="tank/t*", limit=n, columns=query.COLUMNS))
     return lifecycle.targets_from_rows(rows)
 
 
-def _state(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+def _state(conn: Connection) -> list[tuple[Any, ...]]:
     return sorted(tuple(r) for r in conn.execute(
         "SELECT node, name, type, guid, origin, volsize, compression, refreservation, "
         "user_properties, tenant FROM datasets"))
@@ -455,7 +456,7 @@ class _MirrorTakenAfterSnapshot(SimTransport):
     def __init__(self, host: Any, state_dir: Path, db: Path):
         super().__init__(host, state_dir=state_dir)
         self.db = db
-        self.holder: sqlite3.Connection | None = None
+        self.holder: Connection | None = None
 
     def run(self, argv: Any, **kw: Any) -> Any:
         res = super().run(argv, **kw)

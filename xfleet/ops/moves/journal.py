@@ -4,7 +4,6 @@ and its claim (a journaled job, xfleet/mirror/jobs.py)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 from xfleet import mirror
 from xfleet.core.errors import XfleetError
 from xfleet.mirror import claims, jobs
+from xfleet.mirror.backend import Connection, Row
 from xfleet.remote.programs import program
 
 SNAP_PREFIX = "xfleet-move-"
@@ -114,7 +114,7 @@ class Move:
 _JSON = ("snapshots", "send_flags", "receive_properties", "options")
 
 
-def _from_row(r: sqlite3.Row) -> Move:
+def _from_row(r: Row) -> Move:
     d = dict(r)
     for k in _JSON:
         d[k] = json.loads(d[k]) if d.get(k) else ([] if k in ("snapshots", "send_flags") else {})
@@ -123,15 +123,15 @@ def _from_row(r: sqlite3.Row) -> Move:
     return Move(**d)
 
 
-def get(conn: sqlite3.Connection, move_id: int) -> Move:
+def get(conn: Connection, move_id: int) -> Move:
     return _from_row(jobs.get(conn, MOVES, move_id))
 
 
-def listing(conn: sqlite3.Connection, *, active_only: bool = False) -> list[Move]:
+def listing(conn: Connection, *, active_only: bool = False) -> list[Move]:
     return [_from_row(r) for r in jobs.rows(conn, MOVES, open_only=active_only)]
 
 
-def save(conn: sqlite3.Connection, m: Move, message: str | None = None) -> None:
+def save(conn: Connection, m: Move, message: str | None = None) -> None:
     m.updated_at = time.time()
     mirror.begin(conn, "a move's progress")
     conn.execute(
@@ -149,12 +149,12 @@ def save(conn: sqlite3.Connection, m: Move, message: str | None = None) -> None:
     conn.execute("COMMIT")
 
 
-def log(conn: sqlite3.Connection, move_id: int) -> list[dict[str, Any]]:
+def log(conn: Connection, move_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(
         "SELECT at, state, message FROM move_log WHERE move = ? ORDER BY at, rowid",
         (move_id,))]
 
 
-def claim(conn: sqlite3.Connection, m: Move) -> None:
+def claim(conn: Connection, m: Move) -> None:
     """Only one process drives a move: refuse if another live process on this host holds it."""
     jobs.claim(conn, MOVES, m.id, set_columns={"control": None})

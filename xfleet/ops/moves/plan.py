@@ -4,7 +4,6 @@ target pool needs (preflight), and the journal row that starts it."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +12,8 @@ from typing import Any
 from xfleet import mirror
 from xfleet.core.names import pool_of, validate_dataset
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror.backend import Connection, Row
+from xfleet.mirror.store import inserted_id
 from xfleet.ops.moves.journal import ACTIVE, DEFAULTS, HALTED, SNAP_PREFIX, Move, MoveError, get
 from xfleet.remote.transport import Transport
 
@@ -35,14 +36,14 @@ class Plan:
         return dict(self.__dict__)
 
 
-def _one(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> sqlite3.Row | None:
-    row: sqlite3.Row | None = conn.execute(sql, args).fetchone()
+def _one(conn: Connection, sql: str, args: Sequence[Any]) -> Row | None:
+    row: Row | None = conn.execute(sql, args).fetchone()
     return row
 
 
 def plan_move(
     inv: Inventory,
-    conn: sqlite3.Connection,
+    conn: Connection,
     volume: str,
     target: str,
     *,
@@ -251,7 +252,7 @@ def preflight(source: Transport, target: Transport, volume: str, target_volume: 
     return Preflight(flags, props, features, need, notes)
 
 
-def _user_props(inv: Inventory, src: sqlite3.Row) -> dict[str, str]:
+def _user_props(inv: Inventory, src: Row) -> dict[str, str]:
     out = {}
     if src["tenant"] is not None:
         out[inv.tenant_property] = src["tenant"]
@@ -268,7 +269,7 @@ def receive_argv(m: Move) -> list[str]:
     return [*argv, m.target_volume]
 
 
-def create(inv: Inventory, conn: sqlite3.Connection, p: Plan,
+def create(inv: Inventory, conn: Connection, p: Plan,
            options: dict[str, Any] | None = None) -> Move:
     opts = {**DEFAULTS, **(options or {})}
     now = time.time()
@@ -276,11 +277,11 @@ def create(inv: Inventory, conn: sqlite3.Connection, p: Plan,
     cur = conn.execute(
         "INSERT INTO moves (volume, source_node, target_node, target_volume, state, send_flags, "
         "receive_properties, verify, options, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?, ?) RETURNING id",
         (p.volume, p.source_node, p.target_node, p.target_volume, json.dumps(p.send_flags),
          json.dumps(p.receive_properties, sort_keys=True), opts["verify"],
          json.dumps({k: v for k, v in opts.items() if v is not None}), now, now))
-    move_id = cur.lastrowid
+    move_id = inserted_id(cur)
     assert move_id is not None
     conn.execute("INSERT INTO move_log (move, at, state, message) VALUES (?, ?, 'planned', ?)",
                  (move_id, now, f"planned: {p.volume} on {p.source_node} -> "
@@ -291,7 +292,7 @@ def create(inv: Inventory, conn: sqlite3.Connection, p: Plan,
 
 def plan_drain(
     inv: Inventory,
-    conn: sqlite3.Connection,
+    conn: Connection,
     node: str,
     targets: Sequence[str] = (),
     *,

@@ -7,7 +7,6 @@ import logging
 import os
 import random
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from xfleet.core.names import pool_of
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
 from xfleet.mirror import claims
+from xfleet.mirror.backend import Connection
 from xfleet.ops.moves.journal import (
     ACTIVE,
     DEFAULTS,
@@ -56,7 +56,7 @@ class StreamSlots:
         self._held: dict[str, int] = {}
         self._cond = threading.Condition()
 
-    def acquire(self, conn: sqlite3.Connection, m: Move, halt: threading.Event) -> bool:
+    def acquire(self, conn: Connection, m: Move, halt: threading.Event) -> bool:
         """Wait until both of the move's nodes have a free stream; False if halted first."""
         nodes = (m.source_node, m.target_node)
         waiting: list[str] | None = None
@@ -85,7 +85,7 @@ class StreamSlots:
             self._cond.notify_all()
 
 
-def streams_elsewhere(conn: sqlite3.Connection, move_id: int) -> dict[str, int]:
+def streams_elsewhere(conn: Connection, move_id: int) -> dict[str, int]:
     """Streams per node of the moves run by other live processes."""
     out: dict[str, int] = {}
     rows = conn.execute(
@@ -213,7 +213,7 @@ class Runner:
             conn.close()
 
     @staticmethod
-    def _failed(conn: sqlite3.Connection, m: Move, error: str) -> None:
+    def _failed(conn: Connection, m: Move, error: str) -> None:
         """Journal `m` as failed with `error`; `resume` continues in the state that failed."""
         m.error = error
         m.step = f"failed in {m.state}"
@@ -237,7 +237,7 @@ class Runner:
             conn.close()
 
     @staticmethod
-    def _pause_requested(conn: sqlite3.Connection, move_id: int) -> bool:
+    def _pause_requested(conn: Connection, move_id: int) -> bool:
         r = conn.execute("SELECT control FROM moves WHERE id = ?", (move_id,)).fetchone()
         return bool(r and r[0] == "pause")
 
@@ -300,7 +300,7 @@ class Runner:
             m.snapshots.append(snap)
         return snap
 
-    def _send(self, conn: sqlite3.Connection, m: Move, snap: str, base: str | None,
+    def _send(self, conn: Connection, m: Move, snap: str, base: str | None,
               intermediates: bool = False) -> None:
         """Bring `snap` to the target: resume a partial receive from its token, or send
         (full when `base` is None, else incremental from @base). Retries from the token."""
@@ -364,7 +364,7 @@ class Runner:
                 m.bytes_total = m.bytes_done + int(parts[1])
 
     def _relay(self, m: Move, send: list[str], recv: list[str], start: int,
-               conn: sqlite3.Connection) -> RelayResult:
+               conn: Connection) -> RelayResult:
         limits = [*self.limits, *([self.fleet_limit] if self.fleet_limit else []),
                   *(self.node_limits[n] for n in (m.source_node, m.target_node)
                     if n in self.node_limits)]
@@ -437,7 +437,7 @@ class Runner:
                            stopped=stopped)
 
     # -- states ----------------------------------------------------------------------------
-    def _base(self, conn: sqlite3.Connection, m: Move) -> None:
+    def _base(self, conn: Connection, m: Move) -> None:
         if m.state == "planned":
             if self._has(m.target_node, m.target_volume):  # not ours: nothing was sent yet
                 raise MoveError(f"{m.target_node} already has {m.target_volume}",
@@ -477,7 +477,7 @@ class Runner:
         rows = [line.split("\t") for line in out.splitlines() if "@" in line]
         return [n.split("@", 1)[1] for n, _ in sorted(rows, key=lambda r: int(r[1]))]
 
-    def _catchup(self, conn: sqlite3.Connection, m: Move) -> None:
+    def _catchup(self, conn: Connection, m: Move) -> None:
         limit = int(m.options.get("catchup_bytes", DEFAULTS["catchup_bytes"]))
         rounds = int(m.options.get("max_rounds", DEFAULTS["max_rounds"]))
         while m.rounds < rounds and not self._halt(m).is_set():
@@ -505,7 +505,7 @@ class Runner:
                                 hint="fix the hook or its cause, then xfleet moves resume "
                                 f"{m.id}") from None
 
-    def _cutover(self, conn: sqlite3.Connection, m: Move) -> None:
+    def _cutover(self, conn: Connection, m: Move) -> None:
         if "final" not in [s.rsplit("-", 1)[-1] for s in m.snapshots]:
             self._hooks(m, m.source_node, "pre_cutover")
             save(conn, m, "pre_cutover hooks done")
@@ -520,7 +520,7 @@ class Runner:
         m.state = "verify"
         save(conn, m, f"final snapshot {final} received; target device enabled")
 
-    def _verify(self, conn: sqlite3.Connection, m: Move) -> None:
+    def _verify(self, conn: Connection, m: Move) -> None:
         final = m.snap("final")
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xfleet-verify") as ex:
             src_props = ex.submit(self._props, m.source_node,
@@ -570,7 +570,7 @@ class Runner:
         out = self._t(node).run(sample_hashes_argv(dev, offsets)).stdout
         return [line.split()[0] for line in out.splitlines() if line.strip()]
 
-    def _place(self, conn: sqlite3.Connection, m: Move) -> None:
+    def _place(self, conn: Connection, m: Move) -> None:
         self._hooks(m, m.target_node, "post_cutover")
         retired = f"{m.volume}.xfleet-moved-{m.id}"
         src = self._t(m.source_node)
@@ -599,7 +599,7 @@ class Runner:
         sync(self.inv, self.mirror_path, [m.source_node, m.target_node],
              connections=self.conns)
 
-    def _resume_halted(self, conn: sqlite3.Connection, m: Move) -> None:
+    def _resume_halted(self, conn: Connection, m: Move) -> None:
         back = m.options.pop("failed_state", None) or "base"
         m.state = back if back in ACTIVE else "base"
         m.step = None

@@ -5,7 +5,6 @@ xfleet/mirror/jobs.py)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 from xfleet import mirror
 from xfleet.core.errors import XfleetError
 from xfleet.mirror import claims, jobs
+from xfleet.mirror.backend import Connection
 
 OPEN = ("staging", "running", "paused")  # a rollout's states before done/stopped
 # a node's states (docs/mirror.md); the ones in IN_FLIGHT were mid-upgrade when xfleet stopped
@@ -33,7 +33,7 @@ ROLLOUTS = jobs.register(jobs.JobKind(
     busy_hint="wait for it, or pause it (xfleet rollouts pause {id})"))
 
 
-def get(conn: sqlite3.Connection, rid: int) -> dict[str, Any]:
+def get(conn: Connection, rid: int) -> dict[str, Any]:
     return dict(jobs.get(conn, ROLLOUTS, rid))
 
 
@@ -72,7 +72,7 @@ def summary(conn: Any, rid: int) -> dict[str, Any]:
     }
 
 
-def list_rollouts(conn: sqlite3.Connection, *, limit: int = 50) -> list[dict[str, Any]]:
+def list_rollouts(conn: Connection, *, limit: int = 50) -> list[dict[str, Any]]:
     return [summary(conn, r["id"]) for r in jobs.rows(conn, ROLLOUTS, limit=limit)]
 
 

@@ -21,6 +21,7 @@ from xfleet.core.errors import UsageError, XfleetError
 from xfleet.core.identity import pinned_identity
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror.store import inserted_id
 from xfleet.ops import initiator
 from xfleet.ops.moves import ACTIVE
 from xfleet.ops.rollout.journal import OPEN, RolloutError
@@ -488,11 +489,11 @@ def create(mirror_path: Path, version: str, nodes: Sequence[str], packages: dict
                                f"(xfleet rollouts stop {open_[0]}) first")
         cur = conn.execute(
             "INSERT INTO rollouts (version, selection, options, packages, state, created_at, "
-            "updated_at) VALUES (?, ?, ?, ?, 'staging', ?, ?)",
+            "updated_at) VALUES (?, ?, ?, ?, 'staging', ?, ?) RETURNING id",
             (version, json.dumps(list(selection)) if selection else None,
              json.dumps(asdict(opts)),
              json.dumps({v: asdict(p) for v, p in packages.items()}), now, now))
-        rid = int(cur.lastrowid or 0)
+        rid = inserted_id(cur)
         pos = 0
         for b, batch in enumerate(batches):
             for node in batch:

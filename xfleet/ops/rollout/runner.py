@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from xfleet.fleet import inventory
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
 from xfleet.mirror import claims, jobs
+from xfleet.mirror.backend import Connection, Row
 from xfleet.ops import initiator
 from xfleet.ops.rollout.journal import (
     FINISHED,
@@ -123,7 +123,7 @@ shape of every job's runner (`jobs.JobRunner`): `Runner(...).run(rid)`."""
 
     # -- claim -----------------------------------------------------------------------------
     def _claim(self) -> None:
-        def prepare(c: sqlite3.Connection, r: sqlite3.Row) -> None:
+        def prepare(c: Connection, r: Row) -> None:
             if r["state"] not in OPEN:
                 raise RolloutError(f"rollout {self.rid} is {r['state']}",
                                    hint=f"xfleet rollouts show {self.rid}")

@@ -4,7 +4,6 @@ checkpoint, re-fetching exactly what changed; reconcile and the space refresh.""
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -36,6 +35,7 @@ from xfleet.core.zfs import (
     zfs_list,
 )
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror.backend import Connection
 from xfleet.ops.sync.full import (
     FETCH_BATCH,
     MISSING,
@@ -178,7 +178,7 @@ def _history_touches(job: Job, pool: str, since: int) -> tuple[list[Touch], int]
 
 
 def _reconcile(
-    job: Job, conn: sqlite3.Connection, pools: list[str]
+    job: Job, conn: Connection, pools: list[str]
 ) -> tuple[list[str], list[str], list[str]]:
     """The structural check: a listing of the fast-path columns only (name, guid, createtxg,
     origin: no per-dataset property or space gathering in the kernel), diffed with the mirror
@@ -215,7 +215,7 @@ def _reconcile(
 
 
 def _due_for_refresh(
-    conn: sqlite3.Connection, node: str, pools: list[PoolRecord], cp: mirror.Checkpoint,
+    conn: Connection, node: str, pools: list[PoolRecord], cp: mirror.Checkpoint,
     now: float, budget: int,
 ) -> tuple[list[str], dict[str, float]]:
     """Space freshness. A pool whose allocated/free figures moved since its last refresh has
@@ -388,7 +388,7 @@ def incremental_node(
     )
 
 
-def _former_origins(conn: sqlite3.Connection, node: str, promoted: list[str]) -> list[str]:
+def _former_origins(conn: Connection, node: str, promoted: list[str]) -> list[str]:
     """Before a promote, the promoted clone's origin named a snapshot of another dataset;
     that dataset gives its older snapshots to the clone, so it changes too."""
     out = []
@@ -402,7 +402,7 @@ def _former_origins(conn: sqlite3.Connection, node: str, promoted: list[str]) ->
 
 def _apply(
     job: Job,
-    conn: sqlite3.Connection,
+    conn: Connection,
     fetched: _Fetch,
     source: Iterable[str],
     pools: list[PoolRecord] | None,

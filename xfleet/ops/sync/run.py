@@ -4,7 +4,6 @@ allows; interrupted runs say so."""
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +13,7 @@ from xfleet import mirror
 from xfleet.core.errors import XfleetError
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror.backend import ERRORS
 from xfleet.ops.report import record_daily
 from xfleet.ops.sync.full import (
     Job,
@@ -31,7 +31,7 @@ def _sync_node(job: Job, cp: mirror.Checkpoint | None, *, full: bool, reconcile:
                budget: int | None) -> NodeSync:
     try:
         return _sync_node_unchecked(job, cp, full=full, reconcile=reconcile, budget=budget)
-    except sqlite3.Error as exc:  # the mirror's file or file system: said as such
+    except ERRORS as exc:  # the mirror's file or file system: said as such
         raise mirror.explain(exc, job.mirror_path) from None
 
 

@@ -3,13 +3,13 @@ run syncs first when an item was interrupted (@resync)."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from xfleet import mirror
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror.backend import ERRORS
 from xfleet.mirror.query import read_only
 from xfleet.ops.sync import sync
 from xfleet.playbook.engine import Field, StepCtx, resync, step_kind
@@ -58,7 +58,7 @@ def _query(ctx: StepCtx, args: dict[str, Any]) -> list[dict[str, Any]]:
         try:
             sql, params = bind(str(args["sql"]), ctx.vars, ctx.where)
             cur = conn.execute(sql, params)
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise PlaybookError(f"query: {exc}", where=ctx.where,
                                 hint="a read-only SELECT on the mirror (docs/mirror.md)") from None
         cols = [d[0] for d in cur.description or ()]

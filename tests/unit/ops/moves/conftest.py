@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 from conftest import write_sim_inventory
 
 from xfleet.fleet import inventory
+from xfleet.mirror.backend import Connection
+from xfleet.mirror.store import inserted_id
 from xfleet.ops.sync import sync
 from xfleet.sim import SimTransport
 
@@ -30,13 +31,11 @@ def fleet(tmp_path: Path) -> Fleet:
     return inv, inv_path, t
 
 
-def move_row(conn: sqlite3.Connection, src: str, dst: str, state: str, pid: int | None,
+def move_row(conn: Connection, src: str, dst: str, state: str, pid: int | None,
               beat: float) -> int:
     cur = conn.execute(
         "INSERT INTO moves (volume, source_node, target_node, target_volume, state, send_flags,"
         " receive_properties, verify, options, created_at, updated_at, pid, host, heartbeat) "
         "VALUES ('tank/x', ?, ?, 'tank/x', ?, '[]', '{}', 'sampled', '{}', 0, 0, ?, "
-        "'elsewhere', ?)", (src, dst, state, pid, beat))
-    conn.commit()
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+        "'elsewhere', ?) RETURNING id", (src, dst, state, pid, beat))
+    return inserted_id(cur)

@@ -1,0 +1,135 @@
+"""A real PostgreSQL server for the tests (Debian's `postgresql` package): initdb in a temporary
+directory, a unix socket there and a random loopback port, stopped by PID at the end.
+
+As root the server runs as the `postgres` user (initdb refuses root). Local connections are
+trusted (the tests' own server); loopback TCP asks for a password (scram-sha-256), so a test
+can prove that libpq finds it in a PGPASSFILE and that xfleet never shows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def _bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        raise RuntimeError(f"PostgreSQL's {name} is missing: `make deps-test` installs Debian's "
+                           "postgresql package")
+    return found[-1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PgServer:
+    """One PostgreSQL server; `database()` gives each test its own database."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="xfleet-pg-"))
+        self.data = self.dir / "data"
+        self.port = _free_port()
+        self.pid: int | None = None
+        self._n = itertools.count(1)
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "server.log"
+
+    def _run(self, *argv: str) -> None:
+        res = subprocess.run([*self._as, *argv], capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {res.returncode}: {res.stderr.strip()}"
+                               f"\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return "(no server log)"
+        return "server log:\n" + "\n".join(text)
+
+    def start(self) -> PgServer:
+        self._run(_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-E", "UTF8",
+                  "--locale", "C", "--no-sync", "-A", "trust")
+        hba = self.data / "pg_hba.conf"
+        hba.write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        options = (f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                   "-c max_connections=200")
+        self._run(_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log),
+                  "-w", "-t", "60", "start")
+        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        return self
+
+    def stop(self) -> None:
+        """Stop the server by its PID (fast shutdown, then SIGKILL), and remove its files."""
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGINT)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and _alive(self.pid):
+                time.sleep(0.05)
+            if _alive(self.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+            self.pid = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, database: str = "postgres", user: str = "postgres") -> str:
+        """A URL over the unix socket (trusted)."""
+        return f"postgresql://{user}@/{database}?host={self.dir}&port={self.port}"
+
+    def tcp_url(self, database: str, user: str) -> str:
+        """A URL over loopback TCP (a password is needed: from PGPASSFILE)."""
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        res = subprocess.run(
+            ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.dir),
+             "-p", str(self.port), "-U", "postgres", "-d", database, "-c", sql],
+            capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise RuntimeError(f"psql -c {sql!r} exited {res.returncode}: {res.stderr.strip()}"
+                               f"\n{self.log_tail()}")
+        return res.stdout.strip()
+
+    def database(self, prefix: str = "t") -> str:
+        """A new empty database; returns its URL."""
+        return self.url(self.new_database(prefix))
+
+    def new_database(self, prefix: str = "t") -> str:
+        """A new empty database; returns its name."""
+        name = f"{prefix}{os.getpid()}_{next(self._n)}"
+        self.psql(f"CREATE DATABASE {name}")
+        return name
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
