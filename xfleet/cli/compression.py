@@ -58,7 +58,7 @@ def _writer(c: Ctx) -> Iterator[Connection]:
     from xfleet import mirror
 
     path = c.mirror_path()
-    if not Path(path).exists():
+    if isinstance(path, Path) and not path.exists():
         raise MirrorError(f"the mirror {path} does not exist yet",
                           hint="run 'xfleet sync' first (or 'xfleet demo')")
     conn = mirror.connect(path)
@@ -343,7 +343,7 @@ def runs_cmd(c: Ctx, limit: int, as_json: bool) -> None:
 
     with _writer(c) as conn:
         rows = [r.to_dict() for r in compression.runs(conn, limit)]
-    emit(["id", "state", "changes", "done", "failed", "commands", "user", "created_at",
+    emit(["id", "state", "changes", "done", "failed", "commands", "operator", "created_at",
           "policy"], rows, "json" if as_json else "table")
 
 
@@ -370,7 +370,7 @@ def audit_cmd(c: Ctx, run_id: int | None, volume: str | None, limit: int, as_jso
         rows = compression.audit(conn, run_id=run_id, volume=volume, limit=limit)
         if fmt == "table":
             rows = ({**r, "at": _when(r["at"])} for r in rows)
-        emit(["run", "user", "at", "node", "name", "old", "new", "rule", "batch", "state",
+        emit(["run", "operator", "at", "node", "name", "old", "new", "rule", "batch", "state",
               "error"], rows, fmt)
 
 

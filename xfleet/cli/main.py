@@ -29,7 +29,6 @@ from xfleet.cli import (
 )
 from xfleet.cli.output import JSON_OUT, Ctx, json_failure
 from xfleet.core.errors import XfleetError
-from xfleet.mirror.backend import ERRORS
 
 
 class _BrokenPipe(Exception):
@@ -64,16 +63,25 @@ Examples:
 )
 @click.option("--inventory", "-i", envvar="XFLEET_INVENTORY", metavar="PATH",
               help="Inventory YAML (env XFLEET_INVENTORY; default inventory/fleet.yaml).")
-@click.option("--mirror", "-m", envvar="XFLEET_MIRROR", metavar="PATH",
-              help="SQLite mirror (env XFLEET_MIRROR; default: the inventory's 'mirror').")
+@click.option("--mirror", "-m", envvar="XFLEET_MIRROR", metavar="PATH|URL",
+              help="The mirror: an SQLite file, or a postgresql:// URL for a team's shared "
+              "mirror (env XFLEET_MIRROR; default: the inventory's 'mirror').")
+@click.option("--reason", envvar="XFLEET_REASON", metavar="TEXT",
+              help="Why: recorded with your identity (XFLEET_OPERATOR, else user@host) on the "
+              "jobs and audit rows this command writes (env XFLEET_REASON).")
 @click.version_option(__version__, prog_name="xfleet")
 @click.pass_context
-def cli(ctx: click.Context, inventory: str | None, mirror: str | None) -> None:
+def cli(ctx: click.Context, inventory: str | None, mirror: str | None,
+        reason: str | None) -> None:
     """xfleet: the operator's toolkit for fleets of ZFS storage nodes.
 
-    Reads come from a fast SQLite mirror of every zvol, snapshot and clone on every node;
-    `xfleet sync` refreshes it.
+    Reads come from a fast mirror of every zvol, snapshot and clone on every node (SQLite, or
+    PostgreSQL shared by a team); `xfleet sync` refreshes it.
     """
+    if reason is not None or "xfleet.mirror.claims" in sys.modules:
+        from xfleet.mirror import claims  # lazy: only commands given a reason need it
+
+        claims.set_reason(reason)  # (None: a new in-process invocation forgets the last one)
     ctx.obj = Ctx(inventory, mirror)
     JSON_OUT.reset(in_main=JSON_OUT.in_main)  # a new invocation (in-process runs: tests)
 
@@ -195,10 +203,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _interrupted()
-    except ERRORS as exc:  # the mirror's file system or file, not a bug: one clear line
-        from xfleet.mirror import explain
-
-        _fail(explain(exc))
     except _BrokenPipe as exc:
         if _stdout_closed():  # the reader of our output went away (xfleet ls | head)
             with contextlib.suppress(OSError):  # no flush error at exit
@@ -207,6 +211,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(0)
         _internal_error(exc.error)
     except Exception as exc:
+        # lazy: the mirror package loads only for commands that use it (then it is loaded)
+        from xfleet.mirror.backend import ERRORS
+
+        if isinstance(exc, ERRORS):  # the mirror's file, file system or server: one clear line
+            from xfleet.mirror import explain  # lazy: see above
+
+            _fail(explain(exc))
         _internal_error(exc)
     finally:
         if sigterm is not None:

@@ -302,7 +302,7 @@ def moves_list(c: Ctx, active: bool, as_json: bool) -> None:
         r["progress"] = "-" if r["progress"] is None else f"{100 * r['progress']:.0f}%"
         r["target"] = f"{r['target_node']}:{r['target_volume']}"
     emit(["id", "state", "volume", "source_node", "target", "progress", "rounds", "step",
-          "error"], rows, "table")
+          "operator", "error"], rows, "table")
 
 
 @moves_group.command("show")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from xfleet.fleet.inventory import Inventory
+    from xfleet.mirror.backend import Location
 
 # the checkout: its inventory/demo.yaml and queries/ (xfleet/cli/output.py is two levels down)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,10 +68,13 @@ class Ctx:
         self._inv = inv
         self.inventory_path = str(path)
 
-    def mirror_path(self) -> Path:
+    def mirror_path(self) -> Location:
+        """The mirror: --mirror (XFLEET_MIRROR), else the inventory's: a path or a URL."""
+        from xfleet.mirror.backend import location  # lazy: see the module's docstring
+
         if self.mirror_override:
-            return Path(self.mirror_override)
-        return Path(self.inventory().mirror)
+            return location(self.mirror_override)
+        return self.inventory().mirror
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Connection]:

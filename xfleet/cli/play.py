@@ -147,7 +147,7 @@ def plays_list(c: Ctx, limit: int, as_json: bool) -> None:
     if as_json:
         emit([], rows, "json")
         return
-    emit(["id", "name", "state", "step", "started", "error"],
+    emit(["id", "name", "state", "step", "started", "operator", "error"],
          [{**r, "step": r["step"] + 1 if r["step"] is not None else None,
            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))}
           for r in rows], "table")

@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from xfleet.fleet.inventory import Inventory
+    from xfleet.mirror.backend import Location
     from xfleet.ops.sync import SyncReport
     from xfleet.ops.watch import NodeWatch, Watcher
 
@@ -92,7 +92,7 @@ def sync_cmd(c: Ctx, nodes: tuple[str, ...], parallel: int | None, full: bool, r
         sys.exit(1)
 
 
-def run_sync(inv: Inventory, path: Path, nodes: Sequence[str], parallel: int | None,
+def run_sync(inv: Inventory, path: Location, nodes: Sequence[str], parallel: int | None,
              quiet: bool, *, full: bool = False, reconcile: bool = False,
              refresh: bool | None = None, refresh_budget: int | None = None) -> SyncReport:
     """Sync, with a live progress display per node on a terminal (unless `quiet`)."""

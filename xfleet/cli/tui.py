@@ -70,7 +70,7 @@ def demo_cmd(ctx: click.Context, no_sync: bool, no_tui: bool) -> None:
     mpath = c.mirror_path()
     con = console()
     con.print(f"[bold]xfleet demo[/]: {len(inv.hosts)} simulated nodes from {path}")
-    if not (no_sync and mpath.exists()):
+    if not (no_sync and (not isinstance(mpath, Path) or mpath.exists())):
         report = run_sync(inv, mpath, (), None, quiet=False)
         sync_summary(report)
         if not report.ok:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -27,6 +26,7 @@ from xfleet.cli.output import (
 from xfleet.core.errors import XfleetError
 
 if TYPE_CHECKING:
+    from xfleet.mirror.backend import Location
     from xfleet.ops.rollout import Result
 
 EXIT_PAUSED = 4  # the rollout paused (a failure beyond its budget, or asked to)
@@ -65,7 +65,7 @@ def _finish(result: Result, as_json: bool) -> None:
         sys.exit(EXIT_PAUSED)
 
 
-def _rollout_state(path: Path, rid: int) -> Callable[[], dict[str, Any]]:
+def _rollout_state(path: Location, rid: int) -> Callable[[], dict[str, Any]]:
     """The rollout's summary from the journal, for the error document of --json."""
 
     def state() -> dict[str, Any]:
@@ -226,12 +226,12 @@ def rollouts_list(c: Ctx, limit: int, as_json: bool) -> None:
     if as_json:
         echo_json([{k: v for k, v in r.items() if k != "nodes"} for r in rows])
         return
-    emit(["id", "version", "state", "nodes", "current", "started", "reason"],
+    emit(["id", "version", "state", "nodes", "current", "started", "operator", "reason"],
          [{"id": r["id"], "version": r["version"],
            "state": r["state"] + (f" ({r['control']} requested)" if r["control"] else ""),
            "nodes": f"{r['nodes_done']}/{r['nodes_total']}",
            "current": "; ".join(r["current"]), "started": _when(r["created_at"]),
-           "reason": r["reason"]} for r in rows], "table")
+           "operator": r["operator"], "reason": r["reason"]} for r in rows], "table")
 
 
 @rollouts_group.command("show")

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from xfleet.core.errors import HostKeyError, InventoryError, NameError_, UsageError
+from xfleet.core.errors import HostKeyError, InventoryError, MirrorError, NameError_, UsageError
 from xfleet.core.names import validate_pool
 from xfleet.core.units import parse_size
 from xfleet.core.yamlsrc import Val, convert, plain, shown, suggest, typename
@@ -44,6 +44,7 @@ from xfleet.fleet.target_spec import (
     NVMET_SETTINGS,
     TargetSpec,
 )
+from xfleet.mirror.backend import Location, is_url, location
 from xfleet.remote.host import Host
 from xfleet.remote.ssh_config import FROM_NAME, parse_proxy_jump
 
@@ -78,7 +79,8 @@ HOST_KEYS: dict[str, str] = {
     "its settings, e.g. {driver: nvmet, port: 4420} (docs/upgrades.md)",
 }
 FLEET_KEYS: dict[str, str] = {
-    "mirror": "a path to the SQLite mirror (relative to the inventory file)",
+    "mirror": "a path to the SQLite mirror (relative to the inventory file) or a "
+              "postgresql:// URL (no password: ~/.pgpass)",
     "price_per_gb_month": "a price in your currency per GB-month (a non-negative number)",
     "parallel": "an integer from 1 to 1024 (nodes worked on at once)",
     "space_refresh_budget": "a non-negative integer (rows per node whose space figures an "
@@ -111,7 +113,7 @@ class Inventory:
     path: Path
     hosts: dict[str, Host]
     groups: dict[str, list[str]]
-    mirror: Path
+    mirror: Location
     state_dir: Path
     price_per_gb_month: float = 0.08
     parallel: int = 8
@@ -448,6 +450,21 @@ class _Loader:
     def _bad(self, key: str, v: Val) -> InventoryError:
         return self.err(v.line, f"{key} must be {HOST_KEYS[key]}, got {shown(v.value)}")
 
+    def _mirror(self, f: dict[str, Val], base: Path, default: Path) -> Location:
+        """The `mirror` setting: a path (relative to the inventory) or a PostgreSQL URL."""
+        if "mirror" not in f:
+            return default
+        v = f["mirror"]
+        if not isinstance(v.value, str) or not v.value:
+            raise self.err(v.line, f"mirror must be {FLEET_KEYS['mirror']}, got {shown(v.value)}")
+        if is_url(v.value):
+            try:
+                return location(v.value)
+            except MirrorError as exc:
+                raise self.err(v.line, str(exc), hint=exc.hint) from None
+        p = Path(v.value).expanduser()
+        return Path(os.path.normpath(p if p.is_absolute() else (base / p)))
+
     def _number(self, key: str, v: Val, kind: type, low: float, high: float = 1e12) -> Any:
         """A fleet setting that is a number in [low, high] (an int when `kind` is int)."""
         ok = (int,) if kind is int else (int, float)
@@ -572,7 +589,7 @@ class _Loader:
             path=self.path,
             hosts=self.hosts,
             groups=self.groups,
-            mirror=path_of("mirror", state_default / "xfleet" / f"{self.path.stem}.db"),
+            mirror=self._mirror(f, base, state_default / "xfleet" / f"{self.path.stem}.db"),
             state_dir=path_of("state_dir", state_default / "xfleet" / self.path.stem),
             initiators=self.initiators,
         )

@@ -1,14 +1,24 @@
-"""Which process runs a journaled operation (a move, a playbook run, a rollout).
+"""Who runs a journaled operation (a move, a playbook run, a rollout), and who asked for it.
 
-A row of such a table carries `pid`, `host` and `heartbeat`. A process takes the row over
-(`take`) unless another live process on this host holds it with a fresh heartbeat (`holder`).
-A process that died (SIGKILL, crash, reboot) leaves its pid behind: it is not alive, so the
-next `resume` takes over. One helper for every journal, so they agree on what "alive" means.
+A row of such a table carries `pid`, `host` and `heartbeat`, and `held_by`/`held_since` (the
+operator holding it, since when). A process takes the row over (`take`) unless another holds
+it (`holder`):
+- on this host, a live process (with a fresh heartbeat, where the kind asks for one): a process
+  that died (SIGKILL, crash, reboot) leaves its pid behind, not alive, so the next `resume`
+  takes over at once;
+- on another machine (a team's PostgreSQL mirror), a heartbeat younger than the lease
+  (STALE; XFLEET_LEASE seconds): that process cannot be seen from here, so a job whose process
+  died is taken over only once its lease expires. Holders beat every `heartbeat_every`.
+One helper for every journal, so they agree on what "alive" means.
+
+The operator is XFLEET_OPERATOR when set (a team's identity), else user@host; `reason` is the
+--reason of the command (XFLEET_REASON). Both are recorded on every job, log and audit row.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import socket
 import time
@@ -17,11 +27,56 @@ from pathlib import Path
 
 from xfleet.mirror.backend import Connection, Row
 
-STALE = 120.0  # a heartbeat older than this: nobody runs the operation any more
+
+def _lease() -> float:
+    text = os.environ.get("XFLEET_LEASE", "")
+    try:
+        value = float(text) if text else 120.0
+    except ValueError:
+        value = 120.0
+    return value if value >= 1.0 else 120.0
+
+
+# a heartbeat older than this: nobody runs the operation any more (the lease; XFLEET_LEASE)
+STALE = _lease()
+
+
+def heartbeat_every(seconds: float) -> float:
+    """A holder's heartbeat period: `seconds`, or less so that four beats fit in the lease."""
+    return min(seconds, STALE / 4)
 
 
 def me() -> tuple[int, str]:
     return os.getpid(), socket.gethostname()
+
+
+_reason: str | None = None
+
+
+def operator() -> str:
+    """Who is acting: XFLEET_OPERATOR, else the OS user at this host."""
+    who = os.environ.get("XFLEET_OPERATOR", "").strip()
+    if who and who.isprintable() and len(who) <= 200:
+        return who
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def set_reason(text: str | None) -> None:
+    """The --reason of this command (recorded with the operator)."""
+    global _reason
+    _reason = text.strip() if text and text.strip() else None
+
+
+def reason() -> str | None:
+    """The command's --reason, else XFLEET_REASON, else None."""
+    if _reason is not None:
+        return _reason
+    text = os.environ.get("XFLEET_REASON", "").strip()
+    return text or None
 
 
 def alive(pid: int | None, host: str | None) -> bool:
@@ -45,9 +100,17 @@ def holder(row: Row | dict[str, object], *, stale: float | None = STALE) -> int 
     """The pid of another live process holding `row` (with a heartbeat younger than `stale`
     seconds, unless `stale` is None), else None."""
     pid, host, beat = row["pid"], row["host"], row["heartbeat"]
-    if not isinstance(pid, int) or not alive(pid, host if isinstance(host, str) else None):
+    if not isinstance(pid, int):
         return None
-    if stale is not None and not (isinstance(beat, (int, float)) and time.time() - beat < stale):
+
+    def fresh(limit: float) -> bool:
+        return isinstance(beat, int | float) and time.time() - beat < limit
+
+    if isinstance(host, str) and host != socket.gethostname():  # another machine: the lease
+        return pid if fresh(stale if stale is not None else STALE) else None
+    if not alive(pid, host if isinstance(host, str) else None):
+        return None
+    if stale is not None and not fresh(stale):
         return None
     return pid
 
@@ -61,16 +124,18 @@ def take(conn: Connection, table: str, row_id: int,
         raise ValueError(f"bad table or column name in {table!r}, {list(extra)!r}")
     pid, host = me()
     sets = "".join(f", {c} = ?" for c in extra)
-    conn.execute(f"UPDATE {table} SET pid = ?, host = ?, heartbeat = ?{sets} WHERE id = ?",
-                 (pid, host, time.time(), *extra.values(), row_id))
+    now = time.time()
+    conn.execute(f"UPDATE {table} SET pid = ?, host = ?, heartbeat = ?, held_by = ?, "
+                 f"held_since = ?{sets} WHERE id = ?",
+                 (pid, host, now, operator(), now, *extra.values(), row_id))
 
 
 def beat(conn: Connection, table: str, row_id: int) -> None:
     """Refresh our heartbeat on `row_id` (no-op when another process took it over)."""
-    conn.execute(f"UPDATE {table} SET heartbeat = ? WHERE id = ? AND pid = ?",
-                 (time.time(), row_id, os.getpid()))
+    conn.execute(f"UPDATE {table} SET heartbeat = ? WHERE id = ? AND pid = ? AND host = ?",
+                 (time.time(), row_id, *me()))
 
 
 def release(conn: Connection, table: str, row_id: int) -> None:
-    conn.execute(f"UPDATE {table} SET pid = NULL WHERE id = ? AND pid = ?",
-                 (row_id, os.getpid()))
+    conn.execute(f"UPDATE {table} SET pid = NULL WHERE id = ? AND pid = ? AND host = ?",
+                 (row_id, *me()))

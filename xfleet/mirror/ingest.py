@@ -65,9 +65,9 @@ def start_run(conn: Connection, node: str, kind: str = "full") -> int:
                          "error = coalesce(error, 'the process running it ended before it "
                          "finished') WHERE id = ?", (time.time(), r["id"]))
     cur = conn.execute(
-        "INSERT INTO sync_runs (node, kind, started_at, status, pid, host) "
-        "VALUES (?, ?, ?, 'running', ?, ?) RETURNING id",
-        (node, kind, time.time(), me_pid, me_host),
+        "INSERT INTO sync_runs (node, kind, started_at, status, pid, host, operator) "
+        "VALUES (?, ?, ?, 'running', ?, ?, ?) RETURNING id",
+        (node, kind, time.time(), me_pid, me_host, claims.operator()),
     )
     conn.execute("UPDATE nodes SET last_attempt = ? WHERE name = ?", (time.time(), node))
     return inserted_id(cur)

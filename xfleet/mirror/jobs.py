@@ -24,13 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
 from xfleet.core.errors import UsageError, XfleetError
 from xfleet.mirror import claims
-from xfleet.mirror.backend import Connection, Row
+from xfleet.mirror.backend import Connection, Location, Row
 from xfleet.mirror.store import begin, connect, rollback
 
 # the bookkeeping columns every job table has (docs/mirror.md)
@@ -102,10 +101,19 @@ def rows(conn: Connection, kind: JobKind, *, open_only: bool = False,
 
 
 def holder_text(row: Row) -> str:
-    """'process PID on HOST, heartbeat N s ago': who holds a job, for refusals."""
+    """'OPERATOR (process PID on HOST) since HH:MM:SS, heartbeat N s ago': who holds a job,
+    since when, for refusals."""
     beat = row["heartbeat"]
     age = f", heartbeat {time.time() - beat:.0f} s ago" if isinstance(beat, int | float) else ""
-    return f"process {row['pid']} on {row['host']}{age}"
+    keys = row.keys()
+    who = row["held_by"] if "held_by" in keys else None
+    since = row["held_since"] if "held_since" in keys else None
+    text = f"process {row['pid']} on {row['host']}"
+    if who:
+        text = f"{who} ({text})"
+    if isinstance(since, int | float):
+        text += f" since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))}"
+    return text + age
 
 
 def claim(conn: Connection, kind: JobKind, job_id: int, *,
@@ -149,10 +157,10 @@ class Heartbeat:
             ...  # the job's work
     """
 
-    def __init__(self, mirror_path: Path, kind: JobKind, job_id: int, *,
+    def __init__(self, mirror_path: str | Location, kind: JobKind, job_id: int, *,
                  interval: float) -> None:
-        self.mirror_path, self.kind, self.job_id, self.interval = (
-            mirror_path, kind, job_id, interval)
+        self.mirror_path, self.kind, self.job_id = mirror_path, kind, job_id
+        self.interval = claims.heartbeat_every(interval)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"xfleet-heartbeat-{kind.table}-{job_id}")

@@ -29,6 +29,7 @@ from typing import Any
 from xfleet.core.errors import UsageError
 from xfleet.mirror.backend import Connection
 from xfleet.mirror.query import COLUMNS, Condition, Selection, parse_where
+from xfleet.mirror.store import is_postgres
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -57,12 +58,12 @@ class Filter:
     """A parsed `/` filter: the text the user typed and the SQL it compiles to."""
 
     text: str = ""
-    clause: str = "1"
+    clause: str = "TRUE"
     params: tuple[Any, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return self.clause == "1"
+        return self.clause == "TRUE"
 
 
 def parse_filter(text: str, *, tenant_property: str = "xfleet:tenant") -> Filter:
@@ -173,7 +174,7 @@ class Pager:
     def _segments(self) -> list[_Segment]:
         s = self.sort
         if not s.nullable:
-            return [_Segment("1", s.key, False)]
+            return [_Segment("TRUE", s.key, False)]
         return [_Segment(f"{s.column} IS NOT NULL", s.key, False),
                 _Segment(f"{s.column} IS NULL", ("id",), True)]
 
@@ -204,11 +205,13 @@ class Pager:
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     def sql_plan(self) -> list[str]:
-        """EXPLAIN QUERY PLAN of a forward page read from the start (for tests and docs)."""
+        """The query plan of a forward page read from the start (for tests and docs): SQLite's
+        EXPLAIN QUERY PLAN, PostgreSQL's EXPLAIN (COSTS OFF)."""
         seg = self._segments()[0]
         desc = self.sort.desc
         order = ", ".join(f"{c} {'DESC' if desc else 'ASC'}" for c in seg.key)
-        sql = (f"EXPLAIN QUERY PLAN SELECT {self._select} FROM datasets "
+        explain = "EXPLAIN (COSTS OFF)" if is_postgres(self.conn) else "EXPLAIN QUERY PLAN"
+        sql = (f"{explain} SELECT {self._select} FROM datasets "
                f"WHERE ({self.filter.clause}) AND {seg.where} ORDER BY {order} LIMIT 50")
         return [r[-1] for r in self.conn.execute(sql, self.filter.params)]
 
@@ -298,7 +301,7 @@ def _count_where(conn: Connection, clause: str, params: Sequence[Any], cap: int,
     A filtered count scans the table in rowid chunks, so running out of time still yields a
     lower bound; an unfiltered count is one scan of the smallest index (~10-30 ms per million
     rows) and is always exact."""
-    if clause == "1":
+    if clause == "TRUE":
         return Count(conn.execute("SELECT count(*) FROM datasets").fetchone()[0])
     counted = 0
     # Scan in id chunks so a slow filter still yields a lower bound when time runs out.
@@ -314,7 +317,7 @@ def _count_where(conn: Connection, clause: str, params: Sequence[Any], cap: int,
         remaining = cap - counted
         n = conn.execute(
             f"SELECT count(*) FROM (SELECT 1 FROM datasets NOT INDEXED WHERE id >= ? AND id < ? "
-            f"AND ({clause}) LIMIT {remaining + 1})",
+            f"AND ({clause}) LIMIT {remaining + 1}) AS chunk",
             [start, start + chunk, *params],
         ).fetchone()[0]
         counted += n
@@ -330,6 +333,11 @@ def has_index(conn: Connection, column: str) -> bool:
         return True
     # The partial indexes of schema v1 are all `WHERE col IS NOT NULL`, which is exactly the
     # non-NULL segment a sort reads, so they count.
+    if is_postgres(conn):
+        return conn.execute(
+            "SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND "
+            "a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass('datasets') AND "
+            "a.attname = ? LIMIT 1", (column,)).fetchone() is not None
     for idx in conn.execute("PRAGMA index_list(datasets)").fetchall():
         info = conn.execute(f"PRAGMA index_info({_quote(idx[1])})").fetchall()
         if info and info[0][2] == column:

@@ -206,6 +206,7 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\btemp\.", re.I), "pg_temp."),
     (re.compile(r"\bmain\.(?=\w)", re.I), ""),
     (re.compile(r"\bINDEXED\s+BY\s+\w+", re.I), ""),
+    (re.compile(r"\bNOT\s+INDEXED\b", re.I), ""),
     (re.compile(r"\browid\b", re.I), "ctid"),
     (re.compile(r"\bINSERT\s+OR\s+IGNORE\s+INTO\b", re.I), "INSERT INTO"),
 )

@@ -78,7 +78,7 @@ class Condition:
             raise UsageError(f"'{self.column}{self.op}none' compares with nothing",
                              hint="use = or != with none")
         if self.op == "~":
-            return f"{self.column} GLOB ?", [self.value]
+            return f"glob(?, {self.column})", [self.value]
         return f"{self.column} {self.op} ?", [self.value]
 
 
@@ -193,7 +193,7 @@ class Selection:
                 params.extend([self.origin + "@", self.origin + "A"])  # 'A' follows '@'
         if self.pattern:
             if any(c in self.pattern for c in "*?["):
-                clauses.append("name GLOB ?")
+                clauses.append("glob(?, name)")
             else:
                 clauses.append("instr(name, ?) > 0")
             params.append(self.pattern)
@@ -204,7 +204,7 @@ class Selection:
             sql, p = c.sql()
             clauses.append(sql)
             params.extend(p)
-        return (" AND ".join(clauses) if clauses else "1"), params
+        return (" AND ".join(clauses) if clauses else "TRUE"), params
 
     def order_by(self) -> str:
         if not self.sort:
@@ -243,7 +243,8 @@ def count(conn: Connection, sel: Selection, cap: int = 100_000) -> tuple[int, bo
     """How many rows match, counting at most `cap` (returns (n, capped))."""
     where, params = sel.compile()
     n = conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM datasets WHERE {where} LIMIT {cap + 1})", params
+        f"SELECT count(*) FROM (SELECT 1 FROM datasets WHERE {where} LIMIT {cap + 1}) AS hit",
+        params
     ).fetchone()[0]
     return (cap, True) if n > cap else (n, False)
 
@@ -281,7 +282,7 @@ def find(conn: Connection, name: str, node: str | None = None) -> dict[str, Any]
     rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     if not rows:
         like = conn.execute(
-            "SELECT name FROM datasets WHERE name GLOB ? LIMIT 3", (f"*{name.split('/')[-1]}*",)
+            "SELECT name FROM datasets WHERE glob(?, name) LIMIT 3", (f"*{name.split('/')[-1]}*",)
         ).fetchall()
         raise UsageError(
             f"no dataset named {name!r} in the mirror",

@@ -353,6 +353,32 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE sync_runs ADD COLUMN pid INTEGER;
     ALTER TABLE sync_runs ADD COLUMN host TEXT
     """,
+    # v9: a team's mirror (docs/team.md). Who did it: the operator (XFLEET_OPERATOR, else
+    # user@host) and their --reason on every job, log and audit row; who holds a job now and
+    # since when, for refusals on every machine.
+    9: """
+    ALTER TABLE compression_runs RENAME COLUMN user TO operator;
+    ALTER TABLE compression_runs ADD COLUMN operator_reason TEXT;
+    ALTER TABLE compression_runs ADD COLUMN held_by TEXT;
+    ALTER TABLE compression_runs ADD COLUMN held_since REAL;
+    ALTER TABLE moves ADD COLUMN operator TEXT;
+    ALTER TABLE moves ADD COLUMN operator_reason TEXT;
+    ALTER TABLE moves ADD COLUMN held_by TEXT;
+    ALTER TABLE moves ADD COLUMN held_since REAL;
+    ALTER TABLE rollouts ADD COLUMN operator TEXT;
+    ALTER TABLE rollouts ADD COLUMN operator_reason TEXT;
+    ALTER TABLE rollouts ADD COLUMN held_by TEXT;
+    ALTER TABLE rollouts ADD COLUMN held_since REAL;
+    ALTER TABLE play_runs ADD COLUMN operator TEXT;
+    ALTER TABLE play_runs ADD COLUMN operator_reason TEXT;
+    ALTER TABLE play_runs ADD COLUMN held_by TEXT;
+    ALTER TABLE play_runs ADD COLUMN held_since REAL;
+    ALTER TABLE move_log ADD COLUMN operator TEXT;
+    ALTER TABLE rollout_log ADD COLUMN operator TEXT;
+    ALTER TABLE lifecycle_log ADD COLUMN operator TEXT;
+    ALTER TABLE lifecycle_log ADD COLUMN operator_reason TEXT;
+    ALTER TABLE sync_runs ADD COLUMN operator TEXT
+    """,
 }
 
 

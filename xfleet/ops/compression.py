@@ -24,7 +24,6 @@ were written with until they are rewritten (e.g. a move without `zfs send -c`).
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import socket
@@ -42,8 +41,8 @@ from xfleet.core.errors import UsageError, XfleetError
 from xfleet.core.names import validate_dataset
 from xfleet.core.units import parse_size
 from xfleet.core.yamlsrc import Val, convert, plain, shown, suggest
-from xfleet.mirror import jobs, query
-from xfleet.mirror.backend import Connection, Row
+from xfleet.mirror import claims, jobs, query
+from xfleet.mirror.backend import Connection, Location, Row
 from xfleet.mirror.store import inserted_id
 
 if TYPE_CHECKING:
@@ -199,7 +198,7 @@ def _match_sql(rule: Rule, inventory: Inventory | None,
             params.extend(p)
     if "name" in m:
         globs = m["name"]
-        clauses.append("(" + " OR ".join("name GLOB ?" for _ in globs) + ")")
+        clauses.append("(" + " OR ".join("glob(?, name)" for _ in globs) + ")")
         params.extend(globs)
     for prop, val in m.get("properties", {}).items():
         if prop == tenant_property:
@@ -212,7 +211,7 @@ def _match_sql(rule: Rule, inventory: Inventory | None,
         for op, size in m.get(key, ()):
             clauses.append(f"{key} {op} ?")
             params.append(size)
-    return ("(" + " AND ".join(clauses) + ")" if clauses else "1"), params
+    return ("(" + " AND ".join(clauses) + ")" if clauses else "TRUE"), params
 
 
 class _PolicyLoader:
@@ -403,7 +402,7 @@ def policy_for(inventory: Inventory | None, path: str | None) -> Policy:
 @dataclass
 class Scope:
     nodes: Sequence[str] = ()
-    where: str = "1"  # extra SQL condition on datasets (from xfleet.mirror.query.Selection.compile)
+    where: str = "TRUE"  # extra SQL condition on datasets (xfleet.mirror.query.Selection.compile)
     params: Sequence[Any] = ()
 
 
@@ -425,7 +424,7 @@ def _changes_sql(policy: Policy, inventory: Inventory | None, scope: Scope,
     """SELECT node, name, old, new, rule, ... of every volume whose desired compression differs
     from the current one (canonical spellings compared)."""
     desired, rule, params = policy.compile(inventory, tenant_property)
-    node_clause, node_params = ("1", []) if not scope.nodes else _in("node", scope.nodes)
+    node_clause, node_params = ("TRUE", []) if not scope.nodes else _in("node", scope.nodes)
     sql = (
         "SELECT node, name, old, new, rule, volsize, referenced, logicalreferenced, "
         "refreservation, compressratio, refcompressratio FROM ("
@@ -557,7 +556,8 @@ class Run:
     commands: int
     batch_size: int
     policy: str | None
-    user: str | None
+    operator: str | None  # who planned it (claims.operator) and why (--reason)
+    operator_reason: str | None
     created_at: float
     finished_at: float | None
     error: str | None
@@ -591,29 +591,23 @@ def create_run(conn: Connection, p: Plan) -> Run:
     mirror.begin(conn, "a new compression run")
     try:
         cur = conn.execute(
-            "INSERT INTO compression_runs (policy, user, host, state, batch_size, created_at, "
-            "updated_at) VALUES (?, ?, ?, 'planned', ?, ?, ?) RETURNING id",
-            (str(p.policy.path) if p.policy.path else None, _user(), socket.gethostname(),
-             p.batch_size, now, now))
+            "INSERT INTO compression_runs (policy, operator, operator_reason, host, state, "
+            "batch_size, created_at, updated_at) VALUES (?, ?, ?, ?, 'planned', ?, ?, ?) "
+            "RETURNING id",
+            (str(p.policy.path) if p.policy.path else None, claims.operator(), claims.reason(),
+             socket.gethostname(), p.batch_size, now, now))
         run_id = inserted_id(cur)
         assert run_id is not None
         n = conn.execute(
             "INSERT INTO compression_changes (run, node, name, old, new, rule, state) "
-            f"SELECT ?, node, name, old, new, rule, 'pending' FROM ({p.sql}) ORDER BY node, new, "
-            "name", (run_id, *p.params)).rowcount
+            f"SELECT ?, node, name, old, new, rule, 'pending' FROM ({p.sql}) AS planned "
+            "ORDER BY node, new, name", (run_id, *p.params)).rowcount
         conn.execute("UPDATE compression_runs SET changes = ? WHERE id = ?", (n, run_id))
         conn.execute("COMMIT")
     except BaseException:
         mirror.rollback(conn)
         raise
     return get_run(conn, run_id)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 def set_argv(value: str, names: Sequence[str]) -> list[str]:
@@ -733,7 +727,7 @@ class Applier:
     that fails keeps its pending rows (resume later); other nodes go on. The shape of every
     job's runner (`jobs.JobRunner`)."""
 
-    def __init__(self, mirror_path: Path, connections: Connections, *, parallel: int = 8,
+    def __init__(self, mirror_path: Location, connections: Connections, *, parallel: int = 8,
                  progress: Any = None) -> None:
         self.mirror_path, self.connections = mirror_path, connections
         self.parallel, self.progress = parallel, progress
@@ -743,7 +737,7 @@ class Applier:
                       progress=self.progress)
 
 
-def _apply(mirror_path: Path, run_id: int, connections: Connections, *,
+def _apply(mirror_path: Location, run_id: int, connections: Connections, *,
            parallel: int, progress: Any) -> tuple[Run, list[NodeApply]]:
 
     conn = mirror.connect(mirror_path)
@@ -816,8 +810,8 @@ def audit(conn: Connection, *, run_id: int | None = None, volume: str | None = N
     if volume is not None:
         where.append("c.name = ?")
         params.append(volume)
-    sql = ("SELECT c.run, r.user, c.at, c.node, c.name, c.old, c.new, c.rule, c.batch, c.state, "
-           "c.error FROM compression_changes c JOIN compression_runs r ON r.id = c.run "
+    sql = ("SELECT c.run, r.operator, c.at, c.node, c.name, c.old, c.new, c.rule, c.batch, "
+           "c.state, c.error FROM compression_changes c JOIN compression_runs r ON r.id = c.run "
            + (f"WHERE {' AND '.join(where)} " if where else "")
            + "ORDER BY c.id DESC LIMIT ?")
     cur = conn.execute(sql, (*params, limit))

@@ -32,7 +32,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from xfleet import mirror
@@ -41,7 +40,8 @@ from xfleet.core.names import pool_of, validate_dataset
 from xfleet.core.units import MAX_SIZE, parse_size
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror.backend import ERRORS, Connection, DatabaseError, Row
+from xfleet.mirror import claims
+from xfleet.mirror.backend import ERRORS, Connection, DatabaseError, Location, Row
 from xfleet.mirror.store import inserted_id
 from xfleet.ops.sync import refetch
 from xfleet.remote.host import Host
@@ -695,7 +695,7 @@ class Outcome:
                 "nodes": [asdict(n) for n in self.nodes]}
 
 
-def execute(inv: Inventory, mirror_path: Path, plan: LifecyclePlan, conns: Connections, *,
+def execute(inv: Inventory, mirror_path: Location, plan: LifecyclePlan, conns: Connections, *,
             parallel: int | None = None, source: str = "cli") -> Outcome:
     """Run the plan's commands, nodes in parallel and each node's in order (a node stops at
     its first failure), then re-fetch the touched names into the mirror. Every command is
@@ -761,7 +761,7 @@ def execute(inv: Inventory, mirror_path: Path, plan: LifecyclePlan, conns: Conne
     return out
 
 
-def _origin_dataset(mirror_path: Path, node: str, name: str) -> str | None:
+def _origin_dataset(mirror_path: Location, node: str, name: str) -> str | None:
     conn = mirror.connect(mirror_path)
     try:
         row = conn.execute("SELECT origin FROM datasets WHERE node = ? AND name = ?",
@@ -771,21 +771,23 @@ def _origin_dataset(mirror_path: Path, node: str, name: str) -> str | None:
         conn.close()
 
 
-def _journal(mirror_path: Path, op: str, node: str, argv: list[str], source: str) -> int:
+def _journal(mirror_path: Location, op: str, node: str, argv: list[str], source: str) -> int:
     """The intent, before the command runs: a `lifecycle_log` row in state `started`."""
     conn = mirror.connect(mirror_path)
     try:
         with mirror.transaction(conn, f"a {op} command on {node}"):
             cur = conn.execute(
-                "INSERT INTO lifecycle_log (at, op, node, argv, ok, error, source, via, state) "
-                "VALUES (?, ?, ?, ?, 0, NULL, ?, 'zfs', 'started') RETURNING id",
-                (time.time(), op, node, json.dumps(argv), source))
+                "INSERT INTO lifecycle_log (at, op, node, argv, ok, error, source, via, state, "
+                "operator, operator_reason) VALUES (?, ?, ?, ?, 0, NULL, ?, 'zfs', 'started', "
+                "?, ?) RETURNING id",
+                (time.time(), op, node, json.dumps(argv), source, claims.operator(),
+                 claims.reason()))
             return inserted_id(cur)
     finally:
         conn.close()
 
 
-def _outcome(mirror_path: Path, log_id: int, ok: bool, error: str | None, via: str,
+def _outcome(mirror_path: Location, log_id: int, ok: bool, error: str | None, via: str,
              res: NodeOutcome, c: Command) -> None:
     """The outcome, after: the journal row becomes `done` or `failed`. If the mirror cannot
     take it, the node's result says what ran and that row `log_id` stays `started`."""

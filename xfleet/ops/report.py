@@ -129,7 +129,7 @@ def _fallbacks(conn: Connection) -> dict[str, tuple[float, float, float]]:
 
 def build(conn: Connection, *, by: str = "node", policy: Policy | None = None,
           inventory: Inventory | None = None, price_per_gb_month: float = 0.08,
-          where: str = "1", params: Sequence[Any] = (), limit: int | None = None,
+          where: str = "TRUE", params: Sequence[Any] = (), limit: int | None = None,
           top: int = 15, tenant_property: str = "xfleet:tenant") -> Report:
     grp, gparams = _group_sql(by, inventory)
     if policy is not None:

@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from xfleet import mirror
@@ -31,7 +30,7 @@ from xfleet.core.errors import TransportError, XfleetError
 from xfleet.core.events import ZEvent, parse_events, unreadable_after, zpool_events
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror.backend import DatabaseError
+from xfleet.mirror.backend import DatabaseError, Location
 from xfleet.ops.sync import apply_events, sync
 
 # How long the events stream may stay silent before the transport gives up on it: a day.
@@ -66,7 +65,7 @@ class _End:
 @dataclass
 class Watcher:
     inv: Inventory
-    mirror_path: Path | None = None
+    mirror_path: Location | None = None
     nodes: Sequence[str] = ()
     refresh_interval: float = 30.0
     reconcile_interval: float = 3600.0

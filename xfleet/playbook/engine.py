@@ -51,9 +51,10 @@ from xfleet.core.errors import InventoryError, XfleetError
 from xfleet.core.yamlsrc import Val, convert, plain
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror.backend import Connection
+from xfleet.mirror import jobs
+from xfleet.mirror.backend import Connection, Location
 from xfleet.mirror.query import read_only
-from xfleet.playbook.journal import Journal, claim, finish, start
+from xfleet.playbook.journal import PLAY_RUNS, Journal, claim, finish, start
 from xfleet.playbook.model import Playbook, PlaybookError, Step, typename
 from xfleet.playbook.template import EXPRESSION, condition, is_template, refs, render
 
@@ -110,7 +111,7 @@ def step_kind(name: str, fields: dict[str, Field], *, one_of: tuple[tuple[str, .
 # What a resumed run does first when an item was interrupted mid-way (a crash may have changed
 # nodes the mirror has not seen yet): bring the mirror up to date. Registered by a step module
 # (steps/sync.py, with @resync), so that the engine imports no feature.
-Resync = Callable[[Inventory, Path, Connections], None]
+Resync = Callable[[Inventory, Location, Connections], None]
 RESYNC: list[Resync] = []
 
 
@@ -301,7 +302,7 @@ class StepCtx:
     and where it reports what it did or would do."""
 
     inv: Inventory
-    mirror_path: Path
+    mirror_path: Location
     conns: Connections
     check: bool
     vars: dict[str, Any]
@@ -364,13 +365,16 @@ def _item_key(item: Any) -> str:
     return json.dumps(item, sort_keys=True, default=str)
 
 
+HEARTBEAT = 20.0  # seconds between heartbeats of a run being played (at most a quarter lease)
+
+
 class Player:
     """Plays a playbook's runs: `run(run_id)` takes run RUN over (a journaled job,
     xfleet/mirror/jobs.py: refused while another live process plays it) and plays its steps from
     where it stopped, the file's content unchanged; `check()` describes what a run would do and
     journals nothing. The same shape as every job's runner (`jobs.JobRunner`)."""
 
-    def __init__(self, inv: Inventory, mirror_path: Path, pb: Playbook, conns: Connections, *,
+    def __init__(self, inv: Inventory, mirror_path: Location, pb: Playbook, conns: Connections, *,
                  say: Say | None = None) -> None:
         self.inv, self.mirror_path, self.pb, self.conns = inv, mirror_path, pb, conns
         self.tell: Say = say or (lambda _m: None)
@@ -397,8 +401,10 @@ class Player:
             self.tell(f"run {run_id}: {interrupted} interrupted item(s); syncing the mirror first")
             for fn in RESYNC:
                 fn(self.inv, mirror_path, self.conns)
-        return self._play(PlayReport(str(pb.path), run_id, False), json.loads(row["vars"]),
-                          journal)
+        # the heartbeat keeps the run's lease for operators on other machines (claims.py)
+        with jobs.Heartbeat(mirror_path, PLAY_RUNS, run_id, interval=HEARTBEAT):
+            return self._play(PlayReport(str(pb.path), run_id, False),
+                              json.loads(row["vars"]), journal)
 
     def _play(self, report: PlayReport, variables: dict[str, Any],
               journal: Journal | None) -> PlayReport:
@@ -432,7 +438,7 @@ class Player:
                 journal.close()
 
 
-def play(inv: Inventory, mirror_path: Path, pb: Playbook, conns: Connections, *,
+def play(inv: Inventory, mirror_path: Location, pb: Playbook, conns: Connections, *,
          check: bool = False, resume: int | None = None, say: Say | None = None) -> PlayReport:
     """Run (or with `check`, describe) a playbook. A new run is journaled first; `resume`
     continues run RUN (same file content required)."""
@@ -442,7 +448,7 @@ def play(inv: Inventory, mirror_path: Path, pb: Playbook, conns: Connections, *,
     return player.run(resume if resume is not None else start(inv, mirror_path, pb))
 
 
-def _run_step(inv: Inventory, mirror_path: Path, conns: Connections, pb: Playbook, step: Step,
+def _run_step(inv: Inventory, mirror_path: Location, conns: Connections, pb: Playbook, step: Step,
               sr: StepReport, variables: dict[str, Any], journal: Journal | None, check: bool,
               tell: Say, *, after_changes: bool = False,
               planned: set[tuple[str, str]] | None = None) -> None:

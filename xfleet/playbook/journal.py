@@ -9,13 +9,12 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from xfleet import mirror
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror import jobs
-from xfleet.mirror.backend import Connection, Row
+from xfleet.mirror import claims, jobs
+from xfleet.mirror.backend import Connection, Location, Row
 from xfleet.mirror.store import inserted_id
 from xfleet.playbook.model import Playbook, PlaybookError
 
@@ -28,7 +27,7 @@ PLAY_RUNS = jobs.register(jobs.JobKind(
 class Journal:
     """The run's rows in the mirror (one connection, serialised by a lock)."""
 
-    def __init__(self, mirror_path: Path, run_id: int):
+    def __init__(self, mirror_path: Location, run_id: int):
         self.conn = mirror.connect(mirror_path)
         self.run_id = run_id
         self.lock = threading.Lock()
@@ -57,7 +56,7 @@ class Journal:
                   (time.time(), time.time(), step, self.run_id))
 
 
-def start(inv: Inventory, mirror_path: Path, pb: Playbook) -> int:
+def start(inv: Inventory, mirror_path: Location, pb: Playbook) -> int:
     """Create the run's journal row (the built-ins are frozen here); returns the run id."""
     now = time.time()
     conn = mirror.connect(mirror_path)
@@ -65,9 +64,10 @@ def start(inv: Inventory, mirror_path: Path, pb: Playbook) -> int:
         mirror.begin(conn, "a new playbook run")
         cur = conn.execute(
             "INSERT INTO play_runs (file, name, digest, vars, state, pid, host, heartbeat, "
-            "created_at, updated_at) VALUES (?, ?, ?, '{}', 'running', ?, ?, ?, ?, ?) RETURNING id",
+            "created_at, updated_at, operator, operator_reason, held_by, held_since) VALUES "
+            "(?, ?, ?, '{}', 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (str(pb.path.resolve()), pb.name, pb.digest, os.getpid(), socket.gethostname(),
-             now, now, now))
+             now, now, now, claims.operator(), claims.reason(), claims.operator(), now))
         run_id = inserted_id(cur)
         assert run_id is not None
         frozen = {**pb.vars, "date": time.strftime("%Y%m%d", time.gmtime(now)),
@@ -85,7 +85,7 @@ def start(inv: Inventory, mirror_path: Path, pb: Playbook) -> int:
         conn.close()
 
 
-def claim(mirror_path: Path, run_id: int) -> Row:
+def claim(mirror_path: Location, run_id: int) -> Row:
     """Take over a run for --resume: refused while another live process runs it."""
 
     def resumable(conn: Connection, row: Row) -> None:
@@ -100,7 +100,7 @@ def claim(mirror_path: Path, run_id: int) -> Row:
         conn.close()
 
 
-def finish(mirror_path: Path, run_id: int, state: str, error: str | None) -> None:
+def finish(mirror_path: Location, run_id: int, state: str, error: str | None) -> None:
     """End a run (done or failed): no process holds it any more."""
     conn = mirror.connect(mirror_path)
     try:
@@ -111,7 +111,8 @@ def finish(mirror_path: Path, run_id: int, state: str, error: str | None) -> Non
 
 def runs(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
     """The latest runs, newest first (`xfleet plays list`)."""
-    cols = ("id", "name", "file", "state", "step", "created_at", "finished_at", "error")
+    cols = ("id", "name", "file", "state", "step", "created_at", "finished_at", "error",
+            "operator", "operator_reason")
     return [{c: r[c] for c in cols} for r in jobs.rows(conn, PLAY_RUNS, limit=limit)]
 
 

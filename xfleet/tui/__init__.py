@@ -6,8 +6,9 @@ scripts); `run` imports the app when called.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from xfleet.mirror.backend import Location
 
 if TYPE_CHECKING:
     from xfleet.fleet.inventory import Inventory
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["run"]
 
 
-def run(mirror_path: Path, *, inventory: Inventory | None = None, write: bool = False) -> None:
+def run(mirror_path: Location, *, inventory: Inventory | None = None, write: bool = False) -> None:
     """Open the dashboard on `mirror_path` (read-only unless `write`)."""
     from xfleet.tui.app import run as _run
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from xfleet import mirror
 from xfleet.core.errors import UsageError
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror.backend import Connection
+from xfleet.mirror.backend import Connection, Location
 from xfleet.ops import lifecycle
 
 ACTIONS = ("snapshot", "clone", "destroy", "move")
@@ -50,7 +49,7 @@ def _summary(out: lifecycle.Outcome, what: str) -> str:
     return f"{out.commands} remote command(s); the mirror is up to date"
 
 
-def run(inv: Inventory, mirror_path: Path, what: str, node: str, name: str, answer: str) -> str:
+def run(inv: Inventory, mirror_path: Location, what: str, node: str, name: str, answer: str) -> str:
     """Carry out a write action on (node, name) with the prompt's answer."""
     answer = answer.strip()
     conn = mirror.connect(mirror_path)
@@ -86,7 +85,7 @@ def run(inv: Inventory, mirror_path: Path, what: str, node: str, name: str, answ
         conn.close()
 
 
-def _move(inv: Inventory, mirror_path: Path, conn: Connection, conns: Connections,
+def _move(inv: Inventory, mirror_path: Location, conn: Connection, conns: Connections,
           node: str, name: str, target: str) -> str:
     from xfleet.ops import moves
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import events
@@ -18,7 +17,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Input
 
 from xfleet import mirror
-from xfleet.mirror.backend import ERRORS, Connection
+from xfleet.mirror.backend import ERRORS, Connection, Location, location
+from xfleet.mirror.changes import Changes
 from xfleet.tui.base import COMMANDS, BaseView
 from xfleet.tui.views import (
     CompView,
@@ -31,7 +31,7 @@ from xfleet.tui.views import (
 if TYPE_CHECKING:
     from xfleet.fleet.inventory import Inventory
 
-POLL_SECONDS = 2.0
+POLL_SECONDS = 1.0  # a write by another process shows within this (mirror.changes)
 HOLD_MAX_S = 1.0  # keys held behind a view change are released after this at the latest
 ENTER_SETTLE_S = 0.05  # enter on a row may open a view: keys right behind it wait this long
 PROMPT_KEYS = {"colon": "command", "slash": "filter"}
@@ -45,7 +45,7 @@ class XfleetApp(App[None]):
         Binding("ctrl+c", "quit", "quit", show=False, priority=True),
     ]
 
-    def __init__(self, mirror_path: Path | str, inventory: Inventory | None = None,
+    def __init__(self, mirror_path: Location | str, inventory: Inventory | None = None,
                  write: bool = False, *, start: str = "nodes",
                  poll_seconds: float = POLL_SECONDS,
                  clock: Callable[[], float] = time.time, cursor_blink: bool = True) -> None:
@@ -56,13 +56,14 @@ class XfleetApp(App[None]):
         # keys typed ahead while a view or the prompt changes (see on_event)
         self._held: list[events.Key] | None = None
         self._hold_serial = 0
-        self.mirror_path = Path(mirror_path)
+        self.mirror_path = location(mirror_path)
         self.inventory = inventory
         self.write = write
         self.environment: dict[str, str] = dict(inventory.environment) if inventory else {}
         self.start = start
         self.poll_seconds = poll_seconds
         self.conn = self.connect()
+        self.changes = Changes(self.mirror_path, self.conn)
         self._data_version = self._version()
 
     # -- the mirror -----------------------------------------------------------------------
@@ -70,14 +71,13 @@ class XfleetApp(App[None]):
     def connect(self) -> Connection:
         """A new read-only connection (one per thread that reads)."""
         conn = mirror.connect(self.mirror_path, readonly=True)
-        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        if not mirror.is_postgres(conn):
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         return conn
 
     def _version(self) -> tuple[int, int]:
-        """Changes whenever another connection commits (a sync or a watch)."""
-        dv = self.conn.execute("PRAGMA data_version").fetchone()[0]
-        run = self.conn.execute("SELECT max(id) FROM sync_runs").fetchone()[0] or 0
-        return int(dv), int(run)
+        """Changes whenever another connection commits (a sync, a watch, a move's step)."""
+        return self.changes.version()
 
     def stale_nodes(self) -> frozenset[str]:
         return frozenset(r[0] for r in self.conn.execute(
@@ -178,6 +178,9 @@ class XfleetApp(App[None]):
         await super().on_event(event)
 
     # -- views ----------------------------------------------------------------------------
+
+    def on_unmount(self) -> None:
+        self.changes.close()
 
     def on_mount(self) -> None:
         self.open_view(self.start)
@@ -288,7 +291,7 @@ class XfleetApp(App[None]):
         self.run_worker(work, thread=True, group="write", name=f"{what} {target[1]}")
 
 
-def run(mirror_path: Path, *, inventory: Inventory | None = None, write: bool = False) -> None:
+def run(mirror_path: Location, *, inventory: Inventory | None = None, write: bool = False) -> None:
     """Start the dashboard (raises MirrorError, with a hint, if the mirror cannot be read)."""
     mirror.connect(mirror_path, readonly=True).close()  # fail before the screen switches
     XfleetApp(mirror_path, inventory=inventory, write=write).run()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from xfleet.mirror.backend import Connection
+from xfleet.mirror.store import has_table
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,7 @@ def sources() -> dict[str, Source]:
 
 def moves(conn: Connection) -> list[Operation]:
     """Volume moves (xfleet.ops.moves), from the mirror's `moves` table."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'moves'"
-                        ).fetchone():
+    if not has_table(conn, "moves"):
         return []
     from xfleet.core.units import format_age
     from xfleet.ops import moves as moves_mod
@@ -82,8 +82,7 @@ register("moves", moves)
 def rollouts(conn: Connection) -> list[Operation]:
     """Rolling target upgrades (xfleet.ops.rollout): nodes done/total, the current node and step,
     the time of each finished node."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
-                        "'rollouts'").fetchone():
+    if not has_table(conn, "rollouts"):
         return []
     from xfleet.ops import rollout
 

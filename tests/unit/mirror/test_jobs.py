@@ -32,8 +32,8 @@ LAZY = jobs.JobKind("play_runs", "playbook run", "xfleet plays list", frozenset(
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> Iterator[Connection]:
-    c = mirror.connect(tmp_path / "mirror.db")
+def conn(mirror_at: str) -> Iterator[Connection]:
+    c = mirror.connect(mirror_at)
     now = time.time()
     for state in ("running", "done", "paused"):
         c.execute("INSERT INTO play_runs (file, digest, state, created_at, updated_at) "
@@ -124,11 +124,11 @@ def test_finish_records_the_end_and_releases_the_claim(conn: Connection) -> None
     assert jobs.get(conn, KIND, 1)["finished_at"] is not None
 
 
-def test_the_heartbeat_thread_keeps_the_claim_fresh(tmp_path: Path,
+def test_the_heartbeat_thread_keeps_the_claim_fresh(mirror_at: str,
                                                    conn: Connection) -> None:
     jobs.claim(conn, KIND, 1)
     conn.execute("UPDATE play_runs SET heartbeat = 0 WHERE id = 1")
-    with jobs.Heartbeat(tmp_path / "mirror.db", KIND, 1, interval=0.05):
+    with jobs.Heartbeat(mirror_at, KIND, 1, interval=0.05):
         wait_for(lambda: jobs.get(conn, KIND, 1)["heartbeat"] > 0, "a heartbeat")
     beat = jobs.get(conn, KIND, 1)["heartbeat"]
     assert time.time() - beat < 60

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +19,10 @@ COLS = ("node", "pool", "name", "type", "used", "compression", "compressratio", 
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> Connection:
-    """A mirror with heavy ties and NULLs in the sort columns (deterministic)."""
+def conn(mirror_at: str) -> Connection:
+    """A mirror with heavy ties and NULLs in the sort columns (deterministic), on each engine."""
     rng = random.Random(4)
-    c = mirror.connect(tmp_path / "m.db")
+    c = mirror.connect(mirror_at)
     rows: list[tuple[Any, ...]] = []
     for node in ("n1", "n2", "n3"):
         for i in range(137):
@@ -45,11 +44,11 @@ def conn(tmp_path: Path) -> Connection:
     return c
 
 
-def _all(conn: Connection, where: str = "1", params: tuple[Any, ...] = ()) -> list[int]:
+def _all(conn: Connection, where: str = "TRUE", params: tuple[Any, ...] = ()) -> list[int]:
     return [r[0] for r in conn.execute(f"SELECT id FROM datasets WHERE {where}", params)]
 
 
-def _expected(conn: Connection, sort: Sort, where: str = "1",
+def _expected(conn: Connection, sort: Sort, where: str = "TRUE",
               params: tuple[Any, ...] = ()) -> list[int]:
     """The reference order computed in Python: NULLs last, then id (or name) as tie-break."""
     cols = ", ".join(dict.fromkeys(["id", *sort.key]))
@@ -142,7 +141,7 @@ def test_filter_words() -> None:
     f = parse_filter("vol-01 used>10G compression=off")
     assert f.clause == "instr(name, ?) > 0 AND used > ? AND compression = ?"
     assert f.params == ("vol-01", 10 << 30, "off")
-    assert parse_filter("tank/*@s1").clause == "name GLOB ?"
+    assert parse_filter("tank/*@s1").clause == "glob(?, name)"
     assert parse_filter("a b").params == ("a", "*b*")
     assert "origin IS NOT NULL" in parse_filter("type=clone").clause
 
@@ -166,6 +165,15 @@ def test_clone_filter_finds_clones(conn: Connection) -> None:
 
 
 def test_sorted_reads_use_an_index_when_there_is_one(conn: Connection) -> None:
+    if mirror.is_postgres(conn):  # the planner's choice on 411 rows says nothing: what paging
+        # relies on is has_index (a sort on an indexed column is read as a range)
+        assert has_index(conn, "node") and has_index(conn, "used") and has_index(conn, "name")
+        assert not has_index(conn, "written")
+        conn.execute("CREATE INDEX datasets_written ON datasets (written)")
+        assert has_index(conn, "written")
+        plan = " ".join(Pager(conn, sort=Sort("used", desc=True)).sql_plan())
+        assert "Limit" in plan
+        return
     plan = " ".join(Pager(conn, sort=Sort("node")).sql_plan())
     assert "USING INDEX datasets_node_name" in plan and "TEMP B-TREE" not in plan
     assert has_index(conn, "node") and has_index(conn, "tenant")

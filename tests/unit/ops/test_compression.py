@@ -184,7 +184,7 @@ def test_apply_batches_few_commands_per_node_audits_and_is_idempotent(
         assert compression.canonical(value) == compression.canonical(new)
     # the audit: who, when, old -> new, batch for every volume; the mirror follows
     rows = list(compression.audit(conn, run_id=run.id, limit=100000))
-    assert len(rows) == p.volumes and all(r["state"] == "done" and r["user"] and r["at"]
+    assert len(rows) == p.volumes and all(r["state"] == "done" and r["operator"] and r["at"]
                                           and r["batch"] for r in rows)
     assert len({r["batch"] for r in rows}) == p.commands
     assert compression.plan(conn, pol, fleet).volumes == 0
@@ -268,7 +268,7 @@ def test_cli_plan_dry_run_apply_audit(fleet: inventory.Inventory, tmp_path: Path
     assert r.code == 0 and "nothing to change" in r.out
     r = cli(fleet, "compression", "audit", "--run", str(out["run"]["id"]), "--csv",
             "--limit", "5")
-    assert r.out.splitlines()[0].startswith("run,user,at,node,name,old,new")
+    assert r.out.splitlines()[0].startswith("run,operator,at,node,name,old,new")
     assert len(r.out.splitlines()) == 6
     assert cli(fleet, "compression", "runs", "--json").json()[0]["state"] == "done"
 

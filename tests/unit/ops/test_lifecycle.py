@@ -477,7 +477,7 @@ def test_a_change_the_mirror_cannot_record_is_reported_as_done_and_unrecorded(
     conn = mirror.connect(inv.mirror)
     plan = lifecycle.plan_snapshot(conn, lifecycle.resolve(conn, ["tank/app/db"]), "busy")
     conn.close()
-    node = _MirrorTakenAfterSnapshot(inv.hosts["n1"], inv.state_dir, inv.mirror)
+    node = _MirrorTakenAfterSnapshot(inv.hosts["n1"], inv.state_dir, Path(str(inv.mirror)))
     with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
         conns.use("n1", node)
         out = lifecycle.execute(inv, inv.mirror, plan, conns)

@@ -74,7 +74,7 @@ def test_possible_by_policy_uses_estimates_and_keeps_an_interval(
     assert one.total["possible_volumes"] == 1 and one.total["unestimated"] == 1
     assert one.total["possible"] == 0  # nothing estimated yet: not counted
     with Connections(fleet.hosts, state_dir=fleet.state_dir) as cs:
-        items = estimate.targets(conn, "1", [], limit=20)
+        items = estimate.targets(conn, "TRUE", [], limit=20)
         ests, _ = estimate.estimate_fleet(conn, cs, items, ["zstd"], blocks=48)
     mine = next(e for e in ests if e.volume == vol["name"] and e.node == "n1"
                 and e.algorithm == "zstd-3")
@@ -164,7 +164,7 @@ def test_html_report_is_self_contained_and_renders_in_chromium(
         fleet: inventory.Inventory, tmp_path: Path) -> None:
     conn = mirror.connect(fleet.mirror)
     with Connections(fleet.hosts, state_dir=fleet.state_dir) as cs:
-        estimate.estimate_fleet(conn, cs, estimate.targets(conn, "1", [], limit=30),
+        estimate.estimate_fleet(conn, cs, estimate.targets(conn, "TRUE", [], limit=30),
                                 ["zstd"], blocks=16)
     report.record_daily(conn, now=1_790_000_000)
     report.record_daily(conn)

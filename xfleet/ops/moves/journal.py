@@ -20,7 +20,7 @@ ACTIVE = ("planned", "base", "catchup", "cutover", "verify", "placed")
 STREAMING = ("planned", "base", "catchup", "cutover")  # states that hold a stream slot
 HALTED = ("failed", "paused")  # resumable: `resume` goes back to the state it stopped in
 FINAL = ("done", "aborted")
-HEARTBEAT = 20.0  # seconds between heartbeats of a running move
+HEARTBEAT = claims.heartbeat_every(20.0)  # seconds between heartbeats of a running move
 STALE = claims.STALE  # a heartbeat older than this: nobody runs the move any more
 DEFAULTS: dict[str, Any] = {
     "catchup_bytes": 64 * 1024**2,  # stop catching up below this delta
@@ -83,6 +83,10 @@ class Move:
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
+    operator: str | None = None  # who planned it (claims.operator) and why (--reason)
+    operator_reason: str | None = None
+    held_by: str | None = None  # the operator whose process runs it now, since when
+    held_since: float | None = None
 
     @property
     def progress(self) -> float | None:
@@ -144,8 +148,8 @@ def save(conn: Connection, m: Move, message: str | None = None) -> None:
          m.bytes_done, m.rate, m.rounds, m.retired_as, json.dumps(m.options), m.error,
          m.updated_at, m.finished_at, time.time(), m.id))
     if message:
-        conn.execute("INSERT INTO move_log (move, at, state, message) VALUES (?, ?, ?, ?)",
-                     (m.id, time.time(), m.state, message))
+        conn.execute("INSERT INTO move_log (move, at, state, message, operator) VALUES "
+                     "(?, ?, ?, ?, ?)", (m.id, time.time(), m.state, message, claims.operator()))
     conn.execute("COMMIT")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from xfleet import mirror
 from xfleet.core.names import pool_of, validate_dataset
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror import claims
 from xfleet.mirror.backend import Connection, Row
 from xfleet.mirror.store import inserted_id
 from xfleet.ops.moves.journal import ACTIVE, DEFAULTS, HALTED, SNAP_PREFIX, Move, MoveError, get
@@ -276,16 +277,18 @@ def create(inv: Inventory, conn: Connection, p: Plan,
     mirror.begin(conn, "a new move")
     cur = conn.execute(
         "INSERT INTO moves (volume, source_node, target_node, target_volume, state, send_flags, "
-        "receive_properties, verify, options, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?, ?) RETURNING id",
+        "receive_properties, verify, options, created_at, updated_at, operator, operator_reason) "
+        "VALUES (?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (p.volume, p.source_node, p.target_node, p.target_volume, json.dumps(p.send_flags),
          json.dumps(p.receive_properties, sort_keys=True), opts["verify"],
-         json.dumps({k: v for k, v in opts.items() if v is not None}), now, now))
+         json.dumps({k: v for k, v in opts.items() if v is not None}), now, now,
+         claims.operator(), claims.reason()))
     move_id = inserted_id(cur)
     assert move_id is not None
-    conn.execute("INSERT INTO move_log (move, at, state, message) VALUES (?, ?, 'planned', ?)",
+    conn.execute("INSERT INTO move_log (move, at, state, message, operator) VALUES "
+                 "(?, ?, 'planned', ?, ?)",
                  (move_id, now, f"planned: {p.volume} on {p.source_node} -> "
-                  f"{p.target_node}:{p.target_volume}; " + "; ".join(p.notes)))
+                  f"{p.target_node}:{p.target_volume}; " + "; ".join(p.notes), claims.operator()))
     conn.execute("COMMIT")
     return get(conn, move_id)
 

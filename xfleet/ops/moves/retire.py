@@ -4,16 +4,16 @@ source once the copy is verified and placed)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from xfleet import mirror
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror.backend import Location
 from xfleet.ops.moves.journal import FINAL, HALTED, Move, MoveError, claim, get, save
 from xfleet.ops.sync import sync
 
 
-def abort(inv: Inventory, mirror_path: Path, conns: Connections, move_id: int) -> Move:
+def abort(inv: Inventory, mirror_path: Location, conns: Connections, move_id: int) -> Move:
     """Stop a move before its cutover and remove what it created (the partial or complete copy
     on the target, its snapshots on the source). The source volume is untouched. After the
     cutover a move cannot be aborted (its copy is the volume now): it is finished instead."""
@@ -63,7 +63,7 @@ def _carried(conns: Connections, m: Move) -> set[str]:
     return {line.split("@", 1)[1] for line in out.splitlines() if "@" in line}
 
 
-def retire(inv: Inventory, mirror_path: Path, conns: Connections, move_id: int) -> Move:
+def retire(inv: Inventory, mirror_path: Location, conns: Connections, move_id: int) -> Move:
     """Destroy a finished move's retired source (the caller has the user's confirmation)."""
     conn = mirror.connect(mirror_path)
     try:

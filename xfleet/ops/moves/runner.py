@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from xfleet import mirror
 from xfleet.core.errors import RemoteCommandError, XfleetError
@@ -20,7 +19,7 @@ from xfleet.core.names import pool_of
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
 from xfleet.mirror import claims
-from xfleet.mirror.backend import Connection
+from xfleet.mirror.backend import Connection, Location
 from xfleet.ops.moves.journal import (
     ACTIVE,
     DEFAULTS,
@@ -99,7 +98,7 @@ def streams_elsewhere(conn: Connection, move_id: int) -> dict[str, int]:
     return out
 
 
-def pause(mirror_path: Path, move_id: int, *, wait: float = 60.0) -> Move:
+def pause(mirror_path: Location, move_id: int, *, wait: float = 60.0) -> Move:
     """Pause a move before its cutover. A move being run is asked to stop (its process sees
     the request within a second, stops its stream and records `paused`); a move nobody runs is
     marked paused at once. `resume` continues it where it stopped."""
@@ -144,7 +143,7 @@ class Runner:
     the fleet-wide and per-node bandwidth limits are shared by all of them."""
 
     inv: Inventory
-    mirror_path: Path
+    mirror_path: Location
     conns: Connections
     progress: Progress | None = None
     limits: Sequence[TokenBucket] = ()

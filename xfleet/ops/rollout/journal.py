@@ -7,19 +7,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from xfleet import mirror
 from xfleet.core.errors import XfleetError
 from xfleet.mirror import claims, jobs
-from xfleet.mirror.backend import Connection
+from xfleet.mirror.backend import Connection, Location
 
 OPEN = ("staging", "running", "paused")  # a rollout's states before done/stopped
 # a node's states (docs/mirror.md); the ones in IN_FLIGHT were mid-upgrade when xfleet stopped
 IN_FLIGHT = ("restarting", "ready", "soaking", "verifying", "rolling_back")
 FINISHED = ("done", "skipped", "failed")
-HEARTBEAT = 10.0
+HEARTBEAT = claims.heartbeat_every(10.0)
 POLL = 1.0
 Say = Callable[[str], None]
 
@@ -69,6 +68,8 @@ def summary(conn: Any, rid: int) -> dict[str, Any]:
         "current": [f"{n['node']}: {n['step'] or n['state']}" for n in current],
         "options": json.loads(r["options"]), "created_at": r["created_at"],
         "finished_at": r["finished_at"], "pid": r["pid"], "nodes": nodes,
+        "operator": r["operator"], "operator_reason": r["operator_reason"],
+        "held_by": r["held_by"],
     }
 
 
@@ -76,7 +77,7 @@ def list_rollouts(conn: Connection, *, limit: int = 50) -> list[dict[str, Any]]:
     return [summary(conn, r["id"]) for r in jobs.rows(conn, ROLLOUTS, limit=limit)]
 
 
-def request(mirror_path: Path, rid: int, what: str) -> str:
+def request(mirror_path: Location, rid: int, what: str) -> str:
     """`pause` or `stop` a rollout: the process running it acts at the next node boundary (a
     node being upgraded always finishes or rolls back first). A rollout no process runs
     changes at once. Returns the new (or requested) state."""
@@ -108,5 +109,5 @@ def set_state(conn: Any, rid: int, state: str, reason: str | None) -> None:
     conn.execute("UPDATE rollouts SET state = ?, reason = ?, control = NULL, updated_at = ?, "
                  "finished_at = CASE WHEN ? IN ('done', 'stopped') THEN ? ELSE finished_at END "
                  "WHERE id = ?", (state, reason, now, state, now, rid))
-    conn.execute("INSERT INTO rollout_log (rollout, at, node, state, message) VALUES "
-                 "(?, ?, NULL, ?, ?)", (rid, now, state, reason or state))
+    conn.execute("INSERT INTO rollout_log (rollout, at, node, state, message, operator) VALUES "
+                 "(?, ?, NULL, ?, ?, ?)", (rid, now, state, reason or state, claims.operator()))

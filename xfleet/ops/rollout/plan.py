@@ -21,6 +21,8 @@ from xfleet.core.errors import UsageError, XfleetError
 from xfleet.core.identity import pinned_identity
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror import claims
+from xfleet.mirror.backend import Location
 from xfleet.mirror.store import inserted_id
 from xfleet.ops import initiator
 from xfleet.ops.moves import ACTIVE
@@ -318,7 +320,7 @@ def _moves_on(conn: Any, node: str) -> list[int]:
     return [r[0] for r in rows]
 
 
-def node_checks(inv: Inventory, mirror_path: Path, conns: Connections, node: str,
+def node_checks(inv: Inventory, mirror_path: Location, conns: Connections, node: str,
                 version: str, packages: dict[str, Package], opts: Options) -> list[Check]:
     """Every preflight check of one node (nothing is changed)."""
     host = inv.hosts[node]
@@ -353,7 +355,7 @@ def node_checks(inv: Inventory, mirror_path: Path, conns: Connections, node: str
     return out
 
 
-def safety_checks(mirror_path: Path, drv: TargetDriver, host: Host, skip: Sequence[str],
+def safety_checks(mirror_path: Location, drv: TargetDriver, host: Host, skip: Sequence[str],
                    digest: ExportsDigest | None = None) -> list[Check]:
     """The ok-to-stop checks: run in preflight and again right before each node restarts.
     A skipped check is not run at all. `digest` is fed the exports' listing, when the checks
@@ -415,7 +417,7 @@ def client_checks(inv: Inventory, opts: Options) -> list[Check]:
     return out
 
 
-def preflight(inv: Inventory, mirror_path: Path, conns: Connections, nodes: Sequence[str],
+def preflight(inv: Inventory, mirror_path: Location, conns: Connections, nodes: Sequence[str],
               version: str, packages: dict[str, Package], opts: Options) -> list[Check]:
     with ThreadPoolExecutor(max_workers=max(1, min(inv.parallel, len(nodes)))) as pool:
         per_node = list(pool.map(lambda n: node_checks(inv, mirror_path, conns, n, version,
@@ -451,7 +453,7 @@ class Plan:
                 "refused": [c.to_dict() for c in self.refused]}
 
 
-def plan(inv: Inventory, mirror_path: Path, conns: Connections, version: str,
+def plan(inv: Inventory, mirror_path: Location, conns: Connections, version: str,
          package_spec: str, rollback_specs: Sequence[str], opts: Options,
          nodes: Sequence[str] | None = None, *, base: Path | None = None) -> Plan:
     """Read the packages (relative paths against `base`), pick the nodes and batches, run the
@@ -472,7 +474,7 @@ def plan(inv: Inventory, mirror_path: Path, conns: Connections, version: str,
     return Plan(version, targets, batches, packages, checks, opts, selection)
 
 
-def create(mirror_path: Path, version: str, nodes: Sequence[str], packages: dict[str, Package],
+def create(mirror_path: Location, version: str, nodes: Sequence[str], packages: dict[str, Package],
            opts: Options, *, selection: Sequence[str] | None = None) -> int:
     """Journal a new rollout (state `staging`) with its batches; returns its id."""
     batches = plan_batches(nodes, opts.serial, opts.canary)
@@ -489,10 +491,12 @@ def create(mirror_path: Path, version: str, nodes: Sequence[str], packages: dict
                                f"(xfleet rollouts stop {open_[0]}) first")
         cur = conn.execute(
             "INSERT INTO rollouts (version, selection, options, packages, state, created_at, "
-            "updated_at) VALUES (?, ?, ?, ?, 'staging', ?, ?) RETURNING id",
+            "updated_at, operator, operator_reason) VALUES (?, ?, ?, ?, 'staging', ?, ?, ?, ?) "
+            "RETURNING id",
             (version, json.dumps(list(selection)) if selection else None,
              json.dumps(asdict(opts)),
-             json.dumps({v: asdict(p) for v, p in packages.items()}), now, now))
+             json.dumps({v: asdict(p) for v, p in packages.items()}), now, now,
+             claims.operator(), claims.reason()))
         rid = inserted_id(cur)
         pos = 0
         for b, batch in enumerate(batches):
@@ -500,18 +504,18 @@ def create(mirror_path: Path, version: str, nodes: Sequence[str], packages: dict
                 conn.execute("INSERT INTO rollout_nodes (rollout, node, batch, position, state) "
                              "VALUES (?, ?, ?, ?, 'pending')", (rid, node, b, pos))
                 pos += 1
-        conn.execute("INSERT INTO rollout_log (rollout, at, node, state, message) VALUES "
-                     "(?, ?, NULL, 'staging', ?)",
+        conn.execute("INSERT INTO rollout_log (rollout, at, node, state, message, operator) "
+                     "VALUES (?, ?, NULL, 'staging', ?, ?)",
                      (rid, now, f"rollout to {version}: {len(nodes)} node(s) in "
                       f"{len(batches)} batch(es): "
-                      + " | ".join(", ".join(b) for b in batches)))
+                      + " | ".join(", ".join(b) for b in batches), claims.operator()))
         conn.execute("COMMIT")
         return rid
     finally:
         conn.close()
 
 
-def start(mirror_path: Path, p: Plan) -> int:
+def start(mirror_path: Location, p: Plan) -> int:
     """Journal a planned rollout (refused if its preflight failed); returns its id."""
     if p.refused:
         first = p.refused[0]

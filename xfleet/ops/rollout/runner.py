@@ -19,7 +19,7 @@ from xfleet.fleet import inventory
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
 from xfleet.mirror import claims, jobs
-from xfleet.mirror.backend import Connection, Row
+from xfleet.mirror.backend import Connection, Location, Row
 from xfleet.ops import initiator
 from xfleet.ops.rollout.journal import (
     FINISHED,
@@ -66,7 +66,7 @@ class Runner:
     """Drives a rollout to its end (done), a pause or a stop; resumable at any point. The
 shape of every job's runner (`jobs.JobRunner`): `Runner(...).run(rid)`."""
 
-    def __init__(self, inv: Inventory, mirror_path: Path, conns: Connections, *,
+    def __init__(self, inv: Inventory, mirror_path: Location, conns: Connections, *,
                  say: Say | None = None, reload_inventory: bool = True):
         self.inv = inv
         self.mirror_path = mirror_path
@@ -96,8 +96,9 @@ shape of every job's runner (`jobs.JobRunner`): `Runner(...).run(rid)`."""
             self._conn.execute(sql, args)
 
     def _log(self, node: str | None, state: str, message: str) -> None:
-        self._exec("INSERT INTO rollout_log (rollout, at, node, state, message) VALUES "
-                   "(?, ?, ?, ?, ?)", (self.rid, time.time(), node, state, message))
+        self._exec("INSERT INTO rollout_log (rollout, at, node, state, message, operator) VALUES "
+                   "(?, ?, ?, ?, ?, ?)",
+                   (self.rid, time.time(), node, state, message, claims.operator()))
         self.say(f"{node}: {message}" if node else message)
 
     def _node(self, node: str, state: str, step: str | None = None, **cols: Any) -> None:
@@ -411,6 +412,6 @@ shape of every job's runner (`jobs.JobRunner`): `Runner(...).run(rid)`."""
         self._log(node, "failed", note)
 
 
-def resume(inv: Inventory, mirror_path: Path, conns: Connections, rid: int, *,
+def resume(inv: Inventory, mirror_path: Location, conns: Connections, rid: int, *,
            say: Say | None = None) -> Result:
     return Runner(inv, mirror_path, conns, say=say).run(rid)

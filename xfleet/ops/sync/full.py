@@ -42,6 +42,7 @@ from xfleet.core.zfs import (
     zpool_list,
 )
 from xfleet.fleet.inventory import Inventory
+from xfleet.mirror.backend import Location
 from xfleet.remote.host import Host
 from xfleet.remote.transport import Transport
 
@@ -249,19 +250,24 @@ def _spool(lines: Iterable[str], spool: IO[str], tick: Callable[[int], None]) ->
     spool.seek(0)
 
 
-def spool_file(mirror_path: Path, node: str) -> IO[str]:
+def _spool_dir(mirror_path: Location) -> str | None:
+    """Beside an SQLite mirror; the temporary directory (TMPDIR) for a PostgreSQL one."""
+    return str(mirror_path.parent) if isinstance(mirror_path, Path) else None
+
+
+def spool_file(mirror_path: Location, node: str) -> IO[str]:
     """A temporary file next to the mirror for a node's listing (deleted when closed)."""
     try:
-        return tempfile.TemporaryFile("w+", dir=mirror_path.parent,  # noqa: SIM115
+        return tempfile.TemporaryFile("w+", dir=_spool_dir(mirror_path),  # noqa: SIM115
                                       prefix=f".sync-{node}-")
     except OSError as exc:
         raise _spool_error(mirror_path, node, exc) from None
 
 
-def _spool_error(mirror_path: Path, node: str, exc: OSError) -> XfleetError:
+def _spool_error(mirror_path: Location, node: str, exc: OSError) -> XfleetError:
     return MirrorError(
         f"cannot spool {node}'s listing next to the mirror: {exc.strerror or exc}",
-        where=str(mirror_path.parent),
+        where=_spool_dir(mirror_path) or tempfile.gettempdir(),
         hint="a full sync writes the listing to a temporary file beside the mirror first; "
         "free space there (df -h) or make it writable, then sync again")
 
@@ -296,7 +302,7 @@ class Job:
     host: Host
     transport: Transport
     inv: Inventory
-    mirror_path: Path
+    mirror_path: Location
     run_id: int
     lock: threading.Lock
     progress: Progress

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO
 
 from xfleet import mirror
@@ -35,7 +34,7 @@ from xfleet.core.zfs import (
     zfs_list,
 )
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror.backend import Connection
+from xfleet.mirror.backend import Connection, Location
 from xfleet.ops.sync.full import (
     FETCH_BATCH,
     MISSING,
@@ -430,7 +429,7 @@ def _apply(
 
 def apply_events(
     inv: Inventory,
-    mirror_path: Path,
+    mirror_path: Location,
     node: str,
     transport: Transport,
     events: list[ZEvent],
@@ -463,7 +462,7 @@ def apply_events(
         raise
 
 
-def refetch(inv: Inventory, mirror_path: Path, node: str, transport: Transport,
+def refetch(inv: Inventory, mirror_path: Location, node: str, transport: Transport,
             names: Sequence[str], trees: Sequence[str] = ()) -> int:
     """Bring the mirror up to date for exactly these names (and these subtrees): sync's own
     batched re-fetch (`zfs list -Hp ... NAME...`, FETCH_BATCH names per command); names that

@@ -7,13 +7,12 @@ import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from xfleet import mirror
 from xfleet.core.errors import XfleetError
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror.backend import ERRORS
+from xfleet.mirror.backend import ERRORS, Location
 from xfleet.ops.report import record_daily
 from xfleet.ops.sync.full import (
     Job,
@@ -52,7 +51,7 @@ def _sync_node_unchecked(job: Job, cp: mirror.Checkpoint | None, *, full: bool,
                              budget=budget)
 
 
-def _interrupted(path: Path, run_ids: list[int]) -> None:
+def _interrupted(path: Location, run_ids: list[int]) -> None:
     """Best effort, on the way out of an interrupted sync: its unfinished runs say so."""
     with contextlib.suppress(Exception):
         conn = mirror.connect(path)
@@ -75,7 +74,7 @@ def _refresh_due(cp: mirror.Checkpoint | None, refresh: bool | None, inv: Invent
 
 def sync(
     inv: Inventory,
-    mirror_path: Path | None = None,
+    mirror_path: Location | None = None,
     nodes: list[str] | tuple[str, ...] = (),
     *,
     full: bool = False,

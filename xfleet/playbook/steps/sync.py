@@ -3,13 +3,12 @@ run syncs first when an item was interrupted (@resync)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from xfleet import mirror
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror.backend import ERRORS
+from xfleet.mirror.backend import ERRORS, Location
 from xfleet.mirror.query import read_only
 from xfleet.ops.sync import sync
 from xfleet.playbook.engine import Field, StepCtx, resync, step_kind
@@ -20,7 +19,7 @@ DEFAULT_MAX_ROWS = 100_000
 
 
 @resync
-def _resync(inv: Inventory, mirror_path: Path, conns: Connections) -> None:
+def _resync(inv: Inventory, mirror_path: Location, conns: Connections) -> None:
     """Before a resumed run retries interrupted items, an incremental sync: an interrupted
     item may have changed nodes the mirror has not seen yet."""
     sync(inv, mirror_path, refresh=False, connections=conns)

@@ -34,7 +34,7 @@ def test_the_simulator_has_no_data_path_and_says_so(fleet: Fleet) -> None:
     assert res.code != 0 and "--yes" in res.err  # no confirmation on a pipe
     res = run_cli("-i", str(inv_path), "moves", "abort", str(m["id"]), "--yes")
     assert res.code == 0, res.err
-    conn = sqlite3.connect(inv.mirror)
+    conn = sqlite3.connect(str(inv.mirror))
     assert conn.execute("SELECT state FROM moves").fetchone()[0] == "aborted"
 
 

@@ -122,7 +122,7 @@ def test_pause_request_stops_at_the_next_node_and_resume_finishes(
         def then_pause(node: str) -> None:  # the user pauses while n1 is being upgraded
             upgrade(node)
             if node == "n1":
-                conn = sqlite3.connect(inv.mirror)
+                conn = sqlite3.connect(str(inv.mirror))
                 conn.execute("UPDATE rollouts SET control = 'pause' WHERE id = ?", (rid,))
                 conn.commit()
                 conn.close()

@@ -44,8 +44,8 @@ def test_sync_mirrors_every_column_of_every_dataset(sim_fleet: Path) -> None:
     for node in ("n1", "n2"):
         expected = listing(inv, node)
         assert len(expected) > 300
-        assert mirrored(inv.mirror, node) == expected
-    conn = sqlite3.connect(inv.mirror)
+        assert mirrored(Path(str(inv.mirror)), node) == expected
+    conn = sqlite3.connect(str(inv.mirror))
     nodes = dict(conn.execute("SELECT name, stale FROM nodes").fetchall())
     assert nodes == {"n1": 0, "n2": 0}
     assert conn.execute("SELECT count(*) FROM pools").fetchone()[0] == 2
@@ -70,18 +70,18 @@ def test_resync_applies_creates_and_destroys(sim_fleet: Path) -> None:
     inv = inventory.load(sim_fleet)
     assert sync(inv).ok
     t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
-    victim = next(n for n, typ in ((str(r[0]), r[1]) for r in mirrored(inv.mirror, "n1"))
-                  if typ == "volume" and not _has_dependents(inv.mirror, n))
+    victim = next(n for n, typ in ((str(r[0]), r[1]) for r in mirrored(Path(str(inv.mirror)), "n1"))
+                  if typ == "volume" and not _has_dependents(Path(str(inv.mirror)), n))
     t.run(["zfs", "destroy", "-r", victim])
     t.run(["zfs", "create", "-s", "-V", "1G", "tank/new vol:1.a-b_c"])
     report = sync(inv, nodes=["n1"])
     assert report.ok
     n1 = report.nodes[0]
     assert n1.added == 1 and n1.removed >= 1
-    names = {r[0] for r in mirrored(inv.mirror, "n1")}
+    names = {r[0] for r in mirrored(Path(str(inv.mirror)), "n1")}
     assert "tank/new vol:1.a-b_c" in names
     assert victim not in names
-    assert mirrored(inv.mirror, "n1") == listing(inv, "n1")
+    assert mirrored(Path(str(inv.mirror)), "n1") == listing(inv, "n1")
 
 
 def _has_dependents(db: Path, name: str) -> bool:
@@ -107,7 +107,7 @@ class CutShort(SimTransport):
 def test_failed_node_keeps_rows_marked_stale(sim_fleet: Path, first: str) -> None:
     inv = inventory.load(sim_fleet)
     assert sync(inv).ok
-    before = {n: mirrored(inv.mirror, n) for n in ("n1", "n2")}
+    before = {n: mirrored(Path(str(inv.mirror)), n) for n in ("n1", "n2")}
     # destroy something on both nodes; n1's connection then drops mid-listing
     for node in ("n1", "n2"):
         t = SimTransport(inv.hosts[node], state_dir=inv.state_dir)
@@ -118,9 +118,9 @@ def test_failed_node_keeps_rows_marked_stale(sim_fleet: Path, first: str) -> Non
     assert not report.ok
     (failed,) = report.failed
     assert failed.node == "n1" and "connection lost" in (failed.error or "")
-    assert mirrored(inv.mirror, "n1") == before["n1"]  # untouched: no partial write
-    assert "tank/added-after" in {r[0] for r in mirrored(inv.mirror, "n2")}
-    conn = sqlite3.connect(inv.mirror)
+    assert mirrored(Path(str(inv.mirror)), "n1") == before["n1"]  # untouched: no partial write
+    assert "tank/added-after" in {r[0] for r in mirrored(Path(str(inv.mirror)), "n2")}
+    conn = sqlite3.connect(str(inv.mirror))
     stale, err = conn.execute("SELECT stale, last_error FROM nodes WHERE name='n1'").fetchone()
     assert stale == 1 and "connection lost" in err
     assert conn.execute("SELECT stale FROM nodes WHERE name='n2'").fetchone()[0] == 0
@@ -135,7 +135,7 @@ def test_failed_node_keeps_rows_marked_stale(sim_fleet: Path, first: str) -> Non
 def test_unparseable_output_fails_the_node_not_the_mirror(sim_fleet: Path) -> None:
     inv = inventory.load(sim_fleet)
     assert sync(inv).ok
-    before = mirrored(inv.mirror, "n2")
+    before = mirrored(Path(str(inv.mirror)), "n2")
 
     class Garbled(SimTransport):
         def _stream(self, argv: list[str], timeout: float, stdin: bytes | None,
@@ -148,7 +148,7 @@ def test_unparseable_output_fails_the_node_not_the_mirror(sim_fleet: Path) -> No
     report = sync(inv, connections=conns, full=True)
     (failed,) = report.failed
     assert "line 11" in (failed.error or "")
-    assert mirrored(inv.mirror, "n2") == before
+    assert mirrored(Path(str(inv.mirror)), "n2") == before
 
 
 def test_parallel_nodes_spool_and_all_land(tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ def test_parallel_nodes_spool_and_all_land(tmp_path: Path) -> None:
                   progress=lambda n, ph, _: phases.setdefault(n, set()).add(ph))
     assert report.ok
     for n in nodes:
-        assert mirrored(inv.mirror, n) == listing(inv, n)
+        assert mirrored(Path(str(inv.mirror)), n) == listing(inv, n)
     assert all("done" in p for p in phases.values())
 
 
