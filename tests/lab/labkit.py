@@ -90,7 +90,7 @@ class Lab:
         return labssh.run(self.state.endpoint(node), argv, check=check, input=input,
                           timeout=timeout)
 
-    def xfleet(self, *args: str, inventory: Path | None = None, mirror: Path,
+    def xfleet(self, *args: str, inventory: Path | None = None, mirror: Path | str,
                timeout: float = 600) -> CLIResult:
         """`python -m xfleet --inventory INV --mirror DB ARGS...` in a subprocess."""
         argv = [sys.executable, "-m", "xfleet", "--inventory", str(inventory or self.inventory),

@@ -237,7 +237,7 @@ def drain_cmd(c: Ctx, node: str, targets: tuple[str, ...], parallel: int, bwlimi
         if dry_run or not plans:
             return
         confirm(yes, f"Start {len(plans)} move(s) off {node}?", "start a drain")
-        ids = [moves.create(inv, conn, p, opts).id for p in plans]
+        ids = [m.id for m in moves.create_many(inv, conn, plans, opts)]
     finally:
         conn.close()
     limits = [TokenBucket(parse_size(bwlimit))] if bwlimit else []

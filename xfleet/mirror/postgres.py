@@ -7,9 +7,9 @@ explicit BEGIN/COMMIT, rows by name and index) and runs them on PostgreSQL:
   (used only to order append-only logs) is `ctid`;
 - `INSERT OR IGNORE` is `INSERT ... ON CONFLICT DO NOTHING`.
 Everything else is written portably at its source (docs/mirror.md, "Two engines"). The few
-SQLite functions the query layer uses (`glob`, `json_extract`, `instr`) exist in PostgreSQL as
-SQL functions the schema creates (FUNCTIONS). `numeric` results (sums of integers) come back as
-int or float, as SQLite's do.
+SQLite functions the query layer uses (`glob`, `json_extract`, `instr`, `unixepoch`) exist in
+PostgreSQL as SQL functions the schema creates (FUNCTIONS). `numeric` results (sums of
+integers) come back as int or float, as SQLite's do.
 
 Errors become `backend.DatabaseError` (with PostgreSQL's SQLSTATE), so no psycopg type leaks
 into the callers; connecting fails with one clear MirrorError naming the URL (which never has
@@ -129,6 +129,11 @@ class PgConnection:
             raise _ours(exc) from None
         if text.strip().upper() in ("COMMIT", "ROLLBACK", "END"):
             self.writing = None
+        elif _AUTOCOMMIT_WRITE.match(sql) and not self.in_transaction:
+            # a job's end, a watch's state: readers hear of it (a bare heartbeat is not news)
+            self.writing = " ".join(sql.split()[:3])
+            self._announce()
+            self.writing = None
         return PgCursor(cur)
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> PgCursor:
@@ -175,6 +180,11 @@ class PgConnection:
         self.raw.close()
 
 
+# an autocommit write that readers should hear of (a bare heartbeat refresh is not)
+_AUTOCOMMIT_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE)\b(?!\s+\w+\s+SET\s+heartbeat\s*=\s*\?"
+                               r"\s+WHERE)", re.I)
+
+
 def _params(parameters: Any) -> Any:
     """None for no parameters: the statement then goes as is (no `%` or `?` processing)."""
     if parameters is None or (isinstance(parameters, tuple | list | dict) and not parameters):
@@ -201,7 +211,8 @@ def _ours(exc: Exception) -> Exception:
 # ---------------------------------------------------------------------------------------------
 # statements: SQLite's spelling to PostgreSQL's
 
-_QUOTED = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")")
+# quoted literals and identifiers, and comments: left as they are (`?` or `:name` there is text)
+_QUOTED = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/)", re.S)
 _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\btemp\.", re.I), "pg_temp."),
     (re.compile(r"\bmain\.(?=\w)", re.I), ""),
@@ -223,7 +234,7 @@ def translate(sql: str, with_params: bool = True, named: bool = False) -> str:
     literal `%` doubles."""
     out: list[str] = []
     for i, part in enumerate(_QUOTED.split(sql)):
-        if i % 2:  # a quoted literal or identifier: as is (a literal % still doubles)
+        if i % 2:  # a quoted literal, identifier or comment: as is (a % still doubles)
             out.append(part.replace("%", "%%") if with_params else part)
             continue
         if with_params:
@@ -286,7 +297,12 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
                                 ELSE substr(path, 3) END)
 $fn$;
 CREATE OR REPLACE FUNCTION instr(s text, sub text) RETURNS integer
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$ SELECT strpos(s, sub) $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$ SELECT strpos(s, sub) $fn$;
+CREATE OR REPLACE FUNCTION unixepoch(t text) RETURNS bigint
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $fn$
+    SELECT floor(extract(epoch FROM (CASE WHEN lower(t) = 'now' THEN now()
+                                          ELSE t::timestamp AT TIME ZONE 'UTC' END)))::bigint
+$fn$
 """
 
 _TYPES: tuple[tuple[re.Pattern[str], str], ...] = (

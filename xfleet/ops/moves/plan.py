@@ -12,10 +12,19 @@ from typing import Any
 from xfleet import mirror
 from xfleet.core.names import pool_of, validate_dataset
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror import claims
+from xfleet.mirror import claims, jobs
 from xfleet.mirror.backend import Connection, Row
 from xfleet.mirror.store import inserted_id
-from xfleet.ops.moves.journal import ACTIVE, DEFAULTS, HALTED, SNAP_PREFIX, Move, MoveError, get
+from xfleet.ops.moves.journal import (
+    ACTIVE,
+    DEFAULTS,
+    HALTED,
+    MOVES,
+    SNAP_PREFIX,
+    Move,
+    MoveError,
+    get,
+)
 from xfleet.remote.transport import Transport
 
 
@@ -74,14 +83,11 @@ def plan_move(
         raise MoveError(f"{volume} is a {src['type']}; only volumes are moved")
     if src["node"] == target_node:
         raise MoveError(f"{volume} is already on {target_node}")
-    active = _one(conn, "SELECT id, state FROM moves WHERE volume = ? AND source_node = ? AND "
-                  f"state IN ({', '.join('?' for _ in (*ACTIVE, *HALTED))})",
-                  (volume, src["node"], *ACTIVE, *HALTED))
-    if active:
-        raise MoveError(f"{volume} already has move {active['id']} ({active['state']})",
-                        hint=f"xfleet moves resume {active['id']}, or abort it")
+    refuse_active(conn, volume, src["node"])
+    # `node || ''`: not an index column, so SQLite ranges over the origin index (the unary `+`
+    # that said so is SQLite's alone)
     clones = [r[0] for r in conn.execute(
-        "SELECT name FROM datasets WHERE +node = ? AND origin >= ? AND origin < ?",
+        "SELECT name FROM datasets WHERE (node || '') = ? AND origin >= ? AND origin < ?",
         (src["node"], volume + "@", volume + "A"))]
     if clones:
         raise MoveError(
@@ -270,11 +276,49 @@ def receive_argv(m: Move) -> list[str]:
     return [*argv, m.target_volume]
 
 
+def refuse_active(conn: Connection, volume: str, node: str) -> None:
+    """Refuse a second move of `volume` while one is active or halted, naming who started it
+    and who runs it now (an operator on another machine, on a shared mirror)."""
+    active = _one(conn, "SELECT * FROM moves WHERE volume = ? AND source_node = ? AND "
+                  f"state IN ({', '.join('?' for _ in (*ACTIVE, *HALTED))})",
+                  (volume, node, *ACTIVE, *HALTED))
+    if active:
+        who = f", started by {active['operator']}" if active["operator"] else ""
+        held = (f"; run by {jobs.holder_text(active)}"
+                if claims.holder(active, stale=MOVES.stale) is not None else "")
+        raise MoveError(f"{volume} already has move {active['id']} ({active['state']}{who})"
+                        f"{held}", hint=f"xfleet moves show {active['id']}; resume it or abort "
+                        "it")
+
+
 def create(inv: Inventory, conn: Connection, p: Plan,
            options: dict[str, Any] | None = None) -> Move:
+    """Journal one planned move (state `planned`); refused if the volume got an active move
+    meanwhile (another operator's)."""
+    return create_many(inv, conn, [p], options)[0]
+
+
+def create_many(inv: Inventory, conn: Connection, plans: Sequence[Plan],
+                options: dict[str, Any] | None = None) -> list[Move]:
+    """Journal planned moves in one write transaction: all or none. Each volume is checked
+    again inside it, so of two operators racing (a drain against a drain or a move), exactly
+    one gets each volume and the other is refused, naming who started the move."""
     opts = {**DEFAULTS, **(options or {})}
     now = time.time()
-    mirror.begin(conn, "a new move")
+    ids: list[int] = []
+    mirror.begin(conn, "new moves" if len(plans) > 1 else "a new move")
+    try:
+        for p in plans:
+            refuse_active(conn, p.volume, p.source_node)
+            ids.append(_insert(conn, p, opts, now))
+        conn.execute("COMMIT")
+    except BaseException:
+        mirror.rollback(conn)
+        raise
+    return [get(conn, i) for i in ids]
+
+
+def _insert(conn: Connection, p: Plan, opts: dict[str, Any], now: float) -> int:
     cur = conn.execute(
         "INSERT INTO moves (volume, source_node, target_node, target_volume, state, send_flags, "
         "receive_properties, verify, options, created_at, updated_at, operator, operator_reason) "
@@ -284,13 +328,11 @@ def create(inv: Inventory, conn: Connection, p: Plan,
          json.dumps({k: v for k, v in opts.items() if v is not None}), now, now,
          claims.operator(), claims.reason()))
     move_id = inserted_id(cur)
-    assert move_id is not None
     conn.execute("INSERT INTO move_log (move, at, state, message, operator) VALUES "
                  "(?, ?, 'planned', ?, ?)",
                  (move_id, now, f"planned: {p.volume} on {p.source_node} -> "
                   f"{p.target_node}:{p.target_volume}; " + "; ".join(p.notes), claims.operator()))
-    conn.execute("COMMIT")
-    return get(conn, move_id)
+    return move_id
 
 
 def plan_drain(

@@ -21,12 +21,12 @@ from xfleet.core.errors import UsageError, XfleetError
 from xfleet.core.identity import pinned_identity
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror import claims
+from xfleet.mirror import claims, jobs
 from xfleet.mirror.backend import Location
 from xfleet.mirror.store import inserted_id
 from xfleet.ops import initiator
 from xfleet.ops.moves import ACTIVE
-from xfleet.ops.rollout.journal import OPEN, RolloutError
+from xfleet.ops.rollout.journal import OPEN, ROLLOUTS, RolloutError
 from xfleet.ops.target import Export, TargetDriver, driver_for
 from xfleet.remote.host import Host
 
@@ -257,7 +257,8 @@ def exports_vs_mirror(conn: Any, host: Host, exports: Iterable[Export], *,
             seen[0] += 1
             yield e.device, e.uuid, e.nguid
 
-    conn.executemany("INSERT OR REPLACE INTO temp.rollout_exports VALUES (?, ?, ?)", rows())
+    conn.executemany("INSERT INTO temp.rollout_exports VALUES (?, ?, ?) ON CONFLICT (device) "
+                     "DO UPDATE SET uuid = excluded.uuid, nguid = excluded.nguid", rows())
     where = "d.node = ? AND d.type = 'volume'"
     args: list[Any] = [host.name]
     if host.pools:
@@ -482,13 +483,17 @@ def create(mirror_path: Location, version: str, nodes: Sequence[str], packages: 
     conn = mirror.connect(mirror_path)
     try:
         mirror.begin(conn, "a new rollout")
-        open_ = conn.execute(f"SELECT id FROM rollouts WHERE state IN "
+        open_ = conn.execute(f"SELECT * FROM rollouts WHERE state IN "
                              f"({', '.join('?' for _ in OPEN)})", OPEN).fetchone()
         if open_ is not None:
             mirror.rollback(conn)
-            raise RolloutError(f"rollout {open_[0]} is not finished",
-                               hint=f"resume it (xfleet rollouts resume {open_[0]}) or stop it "
-                               f"(xfleet rollouts stop {open_[0]}) first")
+            rid = open_["id"]
+            who = f", started by {open_['operator']}" if open_["operator"] else ""
+            held = (f"; run by {jobs.holder_text(open_)}"
+                    if claims.holder(open_, stale=ROLLOUTS.stale) is not None else "")
+            raise RolloutError(f"rollout {rid} is not finished ({open_['state']}{who}){held}",
+                               hint=f"resume it (xfleet rollouts resume {rid}) or stop it "
+                               f"(xfleet rollouts stop {rid}) first")
         cur = conn.execute(
             "INSERT INTO rollouts (version, selection, options, packages, state, created_at, "
             "updated_at, operator, operator_reason) VALUES (?, ?, ?, ?, 'staging', ?, ?, ?, ?) "
