@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import write_sim_inventory  # tests/conftest.py (tests/ is on sys.path)
+from conftest import ENGINES, write_sim_inventory  # tests/conftest.py (on sys.path)
+from pgserver import PgServer
 from rich.console import Console
 from textual.app import App
 from textual.pilot import Pilot
@@ -34,6 +37,46 @@ def fleet_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     return d
+
+
+@pytest.fixture(scope="session")
+def pg_fleet_master(fleet_master: Path, pg: PgServer) -> str:
+    """The same fleet synced into a PostgreSQL database: the template each test copies."""
+    url = pg.database("tuifleet")
+    report = sync.sync(inventory.load(fleet_master / "fleet.yaml"), url)
+    assert all(n.ok for n in report.nodes), report.to_dict()
+    conn = mirror.connect(url)
+    try:
+        with mirror.transaction(conn, "a stale node"):
+            conn.execute("UPDATE nodes SET stale = 1, last_error = 'ssh: timed out' "
+                         "WHERE name = 'n2'")
+    finally:
+        conn.close()
+    return url.split("?")[0].rsplit("/", 1)[1]  # the database's name
+
+
+_copies = itertools.count(1)
+
+
+@pytest.fixture(params=ENGINES)
+def fleet_at(request: pytest.FixtureRequest, fleet: Path) -> tuple[Path, str]:
+    """The fleet on each engine: (its directory, with fleet.yaml; the mirror: the copy of
+    mirror.db there, or a new PostgreSQL database copied from pg_fleet_master)."""
+    if request.param == "sqlite":
+        return fleet, str(fleet / "mirror.db")
+    server: PgServer = request.getfixturevalue("pg")
+    template = request.getfixturevalue("pg_fleet_master")
+    name = f"tuicopy{os.getpid()}_{next(_copies)}"
+    server.psql(f"CREATE DATABASE {name} TEMPLATE {template}")
+    return fleet, server.url(name)
+
+
+@pytest.fixture
+def sql_at(fleet_at: tuple[Path, str]) -> Iterator[Connection]:
+    """A read-only connection to the mirror of `fleet_at`."""
+    conn = mirror.connect(fleet_at[1], readonly=True)
+    yield conn
+    conn.close()
 
 
 @pytest.fixture

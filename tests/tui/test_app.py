@@ -1,4 +1,5 @@
-"""The dashboard driven with Pilot: every view and key, asserting what is on screen."""
+"""The dashboard driven with Pilot: every view and key, asserting what is on screen. Paging,
+filters, sorting and live refresh run on both engines (`fleet_at`: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,11 @@ from .conftest import screen_text, settle, until
 SIZE = (150, 40)
 
 
-def make(fleet: Path, **kw: Any) -> XfleetApp:
+def make(fleet: Path, at: str | None = None, **kw: Any) -> XfleetApp:
+    """The app on the fleet's mirror: mirror.db beside it, or `at` (a path or a URL)."""
     inv = inventory.load(fleet / "fleet.yaml")
-    return XfleetApp(fleet / "mirror.db", inventory=inv, poll_seconds=kw.pop("poll", 0), **kw)
+    return XfleetApp(at or fleet / "mirror.db", inventory=inv,
+                     poll_seconds=kw.pop("poll", 0), **kw)
 
 
 def table(app: XfleetApp) -> VirtualTable:
@@ -77,8 +80,9 @@ async def test_enter_on_a_node_opens_its_volumes_and_esc_goes_back(fleet: Path) 
         assert isinstance(app.screen, FleetView)
 
 
-async def test_sort_keys_sort_and_reverse(fleet: Path, sql: Connection) -> None:
-    app = make(fleet, start="vols")
+async def test_sort_keys_sort_and_reverse(fleet_at: tuple[Path, str], sql_at: Connection) -> None:
+    sql = sql_at
+    app = make(*fleet_at, start="vols")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         t = table(app)
@@ -100,8 +104,10 @@ async def test_sort_keys_sort_and_reverse(fleet: Path, sql: Connection) -> None:
         assert "NAME▲" in screen_text(app)
 
 
-async def test_filter_by_expression_counts_matches(fleet: Path, sql: Connection) -> None:
-    app = make(fleet, start="vols")
+async def test_filter_by_expression_counts_matches(fleet_at: tuple[Path, str],
+                                                  sql_at: Connection) -> None:
+    sql = sql_at
+    app = make(*fleet_at, start="vols")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("slash", *"used>10G", "space", *"type=volume", "enter")
@@ -115,8 +121,8 @@ async def test_filter_by_expression_counts_matches(fleet: Path, sql: Connection)
         assert f"{want:,} rows" in screen_text(app)
 
 
-async def test_name_filter_and_glob(fleet: Path) -> None:
-    app = make(fleet, start="vols")
+async def test_name_filter_and_glob(fleet_at: tuple[Path, str]) -> None:
+    app = make(*fleet_at, start="vols")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("slash", *"vol-00001", "enter")
@@ -146,8 +152,9 @@ async def test_bad_filter_is_a_message_not_a_traceback(fleet: Path) -> None:
         assert app.is_running
 
 
-async def test_paging_and_end(fleet: Path, sql: Connection) -> None:
-    app = make(fleet, start="vols")
+async def test_paging_and_end(fleet_at: tuple[Path, str], sql_at: Connection) -> None:
+    sql = sql_at
+    app = make(*fleet_at, start="vols")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         t = table(app)
@@ -171,8 +178,9 @@ async def test_paging_and_end(fleet: Path, sql: Connection) -> None:
 
 
 async def test_scrolling_through_everything_sees_every_row_once(
-        fleet: Path, sql: Connection) -> None:
-    app = make(fleet, start="vols")
+        fleet_at: tuple[Path, str], sql_at: Connection) -> None:
+    sql = sql_at
+    app = make(*fleet_at, start="vols")
     async with app.run_test(size=(150, 20)) as pilot:
         await settle(pilot)
         t = table(app)
@@ -543,3 +551,30 @@ async def test_a_hostile_tenant_value_is_shown_as_text(fleet: Path) -> None:
         text = screen_text(app)
         assert "\\x1b[2J[/] [bold]evil\\nline" in text and "\x1b" not in text, text
         assert "[red]x\\x1b[31m" in text, text
+
+
+async def test_another_processs_sync_shows_without_a_key(fleet_at: tuple[Path, str]) -> None:
+    """A sync by someone else (here: another connection, as another process would) shows in
+    the open dashboard within a couple of seconds, at the app's own polling period, with no
+    key pressed after it. PostgreSQL: the commit's NOTIFY; SQLite: data_version."""
+    import asyncio
+
+    from xfleet.ops.sync import sync
+    from xfleet.sim import SimTransport
+
+    fleet, at = fleet_at
+    inv = inventory.load(fleet / "fleet.yaml")
+    app = make(fleet, at, start="vols", poll=1.0)  # the app's default period (POLL_SECONDS)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"live-new", "enter")
+        await settle(pilot)
+        t = table(app)
+        assert t.filter.text == "live-new" and t.rows == [], [r["name"] for r in t.rows]
+        t_node = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+        t_node.run(["zfs", "create", "-s", "-V", "1G", "tank/live-new"])
+        report = await asyncio.to_thread(sync, inv, at, ["n1"])
+        assert report.ok, report.to_dict()
+        await until(pilot, lambda: [r["name"] for r in t.rows] == ["tank/live-new"],
+                    "the synced volume to show without a key press", timeout=10.0)
+        assert "tank/live-new" in screen_text(app)

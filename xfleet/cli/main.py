@@ -20,6 +20,7 @@ from xfleet.cli import (
     inventory,
     lab,
     lifecycle,
+    mirror,
     moves,
     play,
     query,
@@ -100,6 +101,7 @@ cli.add_command(query.ls_cmd)
 cli.add_command(query.show_cmd)
 cli.add_command(query.stats_cmd)
 cli.add_command(query.sql_cmd)
+cli.add_command(mirror.mirror_group)
 cli.add_command(tui.tui_cmd)
 cli.add_command(tui.demo_cmd)
 cli.add_command(lab.lab_group)

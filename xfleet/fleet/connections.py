@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
@@ -117,7 +117,18 @@ class Connections:
         pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(names))),
                                   thread_name_prefix="xfleet-node")
         try:
-            results = list(pool.map(one, names))
+            futures = [pool.submit(one, n) for n in names]
+            pending = set(futures)
+            while pending:
+                # never an unbounded wait: a SIGINT the kernel gave to a worker thread does not
+                # interrupt the main thread's lock wait, so its handler (KeyboardInterrupt) runs
+                # only when the main thread wakes up: within a quarter second, not at the end
+                # of a minutes-long listing
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                for f in done:  # what `one` lets through (a KeyboardInterrupt in the worker)
+                    if (exc := f.exception()) is not None:  # stops the caller now, as map did
+                        raise exc
+            results = [f.result() for f in futures]
         except BaseException:
             # Ctrl-C or SIGTERM in the caller: close every connection, so that a node still
             # streaming (a full listing takes minutes) stops now instead of the process

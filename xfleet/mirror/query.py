@@ -478,20 +478,31 @@ def one_statement(sql: str) -> bool:
     return not code.strip().rstrip(";").count(";")
 
 
+_NAMED_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def named_parameters(sql: str) -> list[str]:
+    """The `:name` parameters of `sql` (outside quotes and comments; `::` casts are not)."""
+    code = "".join(p for i, p in enumerate(_COMMENT_OR_QUOTED.split(sql)) if i % 2 == 0)
+    return list(dict.fromkeys(_NAMED_PARAM.findall(code)))
+
+
 def run_sql(
     conn: Connection, sql: str, params: dict[str, Any] | None = None
 ) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
     """Run SQL on a read-only connection (guarded by `read_only`); returns (column names,
-    row iterator)."""
+    row iterator). One statement only, on either engine. A `:name` parameter not given is
+    NULL (so a saved query's `coalesce(:limit, 20)` has its default)."""
     read_only(conn)
     pg = not isinstance(conn, sqlite3.Connection)
+    if not one_statement(sql):
+        raise UsageError(f"refused: {REFUSED}: one statement at a time",
+                         hint="xfleet sql is for SELECT queries (docs/mirror.md)")
+    bound = {**{name: None for name in named_parameters(sql)}, **(params or {})}
     if pg:
-        if not one_statement(sql):
-            raise UsageError(f"refused: {REFUSED}: one statement at a time",
-                             hint="xfleet sql is for SELECT queries (docs/mirror.md)")
         conn.execute("BEGIN READ ONLY")
     try:
-        cur = conn.execute(sql, params or {})
+        cur = conn.execute(sql, bound)
     except (sqlite3.ProgrammingError, ProgrammingError) as exc:
         if pg:
             rollback(conn)

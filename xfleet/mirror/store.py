@@ -40,12 +40,29 @@ def _connect_pg(url: PgUrl, readonly: bool) -> Connection:
     try:
         version = schema_version(conn)
         _check_version(conn, version, url, readonly)
+        if not readonly and version == SCHEMA_VERSION:
+            _ensure_functions(conn)  # a newer xfleet may bring a function the schema lacks
     except BaseException as exc:
         conn.close()
         if isinstance(exc, DatabaseError):
             raise explain(exc, url) from None
         raise
     return conn
+
+
+def _ensure_functions(conn: Connection) -> None:
+    """PostgreSQL: (re)create the SQL functions when the mirror's differ from this xfleet's
+    (their digest is the comment on `glob_regex`; one catalog read when they match)."""
+    from xfleet.mirror import postgres  # lazy: see _connect_pg
+
+    got = conn.execute("SELECT obj_description(to_regprocedure('glob_regex(text)'), "
+                       "'pg_proc')").fetchone()[0]
+    if got == postgres.FUNCTIONS_DIGEST:
+        return
+    with transaction(conn, "the schema's functions"):
+        assert isinstance(conn, postgres.PgConnection)
+        conn.script(postgres.FUNCTIONS)
+        conn.script(f"COMMENT ON FUNCTION glob_regex(text) IS '{postgres.FUNCTIONS_DIGEST}'")
 
 
 def _check_version(conn: Connection, version: int, where: Location, readonly: bool) -> None:
@@ -370,11 +387,10 @@ def migrate(conn: Connection) -> None:
     if pg:
         from xfleet.mirror import postgres  # lazy: see _connect_pg
 
-        with transaction(conn, "the schema's functions"):
+        with transaction(conn, "the schema's table"):
             conn.execute("CREATE TABLE IF NOT EXISTS xfleet_schema (version INTEGER PRIMARY "
                          "KEY, applied_at DOUBLE PRECISION NOT NULL)")
-            assert isinstance(conn, postgres.PgConnection)
-            conn.script(postgres.FUNCTIONS)
+        _ensure_functions(conn)
     for v in sorted(MIGRATIONS):
         begin(conn, f"schema migration {v}")
         if schema_version(conn) >= v:

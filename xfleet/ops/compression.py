@@ -186,7 +186,7 @@ def _match_sql(rule: Rule, inventory: Inventory | None,
             nodes = [h.name for h in inventory.hosts.values()
                      if all(h.labels.get(k) == v for k, v in want.items())]
             if not nodes:
-                clauses.append("0")
+                clauses.append("FALSE")
             else:
                 c, p = _in("node", nodes)
                 clauses.append(c)
@@ -430,8 +430,9 @@ def _changes_sql(policy: Policy, inventory: Inventory | None, scope: Scope,
         "refreservation, compressratio, refcompressratio FROM ("
         f"SELECT node, name, compression AS old, {desired} AS new, {rule} AS rule, volsize, "
         "referenced, logicalreferenced, refreservation, compressratio, refcompressratio "
-        f"FROM datasets WHERE type = 'volume' AND {node_clause} AND ({scope.where})) "
-        f"WHERE new IS NOT NULL AND {canonical_sql('old')} IS NOT {canonical_sql('new')}"
+        f"FROM datasets WHERE type = 'volume' AND {node_clause} AND ({scope.where})) AS w "
+        f"WHERE new IS NOT NULL AND {canonical_sql('old')} IS DISTINCT FROM "
+        f"{canonical_sql('new')}"
     )
     return sql, [*params, *node_params, *scope.params]
 
@@ -509,7 +510,8 @@ def plan(conn: Connection, policy: Policy, inventory: Inventory | None = None, *
     sql, params = _changes_sql(policy, inventory, scope, tenant_property)
     rows = conn.execute(
         f"SELECT c.node, c.old, c.new, c.rule, count(*), coalesce(sum(c.referenced), 0), "
-        "coalesce(sum(c.logicalreferenced), 0), sum(coalesce(c.refreservation, 0) > 0), "
+        "coalesce(sum(c.logicalreferenced), 0), "
+        "sum(CASE WHEN coalesce(c.refreservation, 0) > 0 THEN 1 ELSE 0 END), "
         "count(e.ratio), sum(CASE WHEN e.ratio > 0 THEN c.logicalreferenced / e.ratio END), "
         "coalesce(sum(CASE WHEN e.ratio > 0 THEN c.referenced END), 0) "
         f"FROM ({sql}) c {_estimate_join()} GROUP BY c.node, c.old, c.new, c.rule "
@@ -650,7 +652,7 @@ def dry_run_commands(conn: Connection, p: Plan) -> Iterator[tuple[str, list[str]
     """(node, argv) of every command `apply` would run, batch by batch."""
     for node in p.nodes():
         for new in sorted({g.new for g in p.groups if g.node == node}):
-            cur = conn.execute(f"SELECT name FROM ({p.sql}) WHERE node = ? AND new = ? "
+            cur = conn.execute(f"SELECT name FROM ({p.sql}) AS c WHERE node = ? AND new = ? "
                                "ORDER BY name", (*p.params, node, new))
             while True:
                 names = [r[0] for r in cur.fetchmany(p.batch_size)]

@@ -321,15 +321,23 @@ def estimate_fleet(conn: Connection, connections: Connections, items: list[Targe
     return estimates, failures
 
 
+# the columns an estimate replaces (its key: node, name, algorithm)
+_ESTIMATE_COLUMNS = ("ratio", "ratio_low", "ratio_high", "zero_fraction", "blocks", "blocks_read",
+                     "blocks_total", "bytes_read", "volblocksize", "ashift", "ashift_assumed",
+                     "method", "estimated_at")
+
+
 def store(conn: Connection, estimates: Sequence[Estimate]) -> None:
     now = time.time()
     mirror.begin(conn, "compression estimates")
     try:
         conn.executemany(
-            "INSERT OR REPLACE INTO compression_estimates (node, name, algorithm, ratio, "
+            "INSERT INTO compression_estimates (node, name, algorithm, ratio, "
             "ratio_low, ratio_high, zero_fraction, blocks, blocks_read, blocks_total, "
             "bytes_read, volblocksize, ashift, ashift_assumed, method, estimated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (node, name, algorithm) DO UPDATE SET " + ", ".join(
+                f"{c} = excluded.{c}" for c in _ESTIMATE_COLUMNS),
             [(e.node, e.volume, e.algorithm, e.ratio, e.ratio_low, e.ratio_high,
               e.zero_fraction, e.blocks, e.blocks_read, e.blocks_total, e.bytes_read,
               e.volblocksize, e.ashift, int(e.ashift_assumed), e.method, now)

@@ -146,14 +146,15 @@ def build(conn: Connection, *, by: str = "node", policy: Policy | None = None,
         f"WHEN '{k}' THEN {v!r}" for k, (_, v, _) in fb.items()) + " END") if fb else "NULL"
     fb_se = ("CASE " + pair + " " + " ".join(
         f"WHEN '{k}' THEN {se!r}" for k, (_, _, se) in fb.items()) + " END") if fb else "NULL"
-    changed = f"(v.new IS NOT NULL AND {canonical_sql('v.compression')} IS NOT " \
+    changed = f"(v.new IS NOT NULL AND {canonical_sql('v.compression')} IS DISTINCT FROM " \
               f"{canonical_sql('v.new')})"
     # bytes a rewrite with the new setting frees: the volume's own estimate, else the
     # fallback factor; and the squared half-width of its 95 % interval
     gain = ("CASE WHEN e.ratio > 0 THEN v.referenced - v.logicalreferenced / e.ratio "
             f"ELSE v.referenced * (1 - {fb_m}) END")
     own = "(v.logicalreferenced * (1.0 / e.ratio_low - 1.0 / e.ratio_high) / 2)"
-    half2 = (f"CASE WHEN e.ratio > 0 THEN {own} * {own} ELSE v.referenced * "
+    # `* 1.0` first: a square of bytes overflows a 64-bit integer (PostgreSQL refuses it)
+    half2 = (f"CASE WHEN e.ratio > 0 THEN {own} * {own} ELSE v.referenced * 1.0 * "
              f"v.referenced * {fb_var} * {Z95 * Z95!r} END")
     rewrite = ("(EXISTS (SELECT 1 FROM compression_changes c WHERE c.node = v.node AND "
                "c.name = v.name AND c.state = 'done' AND "
@@ -162,15 +163,15 @@ def build(conn: Connection, *, by: str = "node", policy: Policy | None = None,
     sql = f"""
         SELECT grp, count(*), coalesce(sum(v.logicalused), 0),
           coalesce(sum(v.used - coalesce(v.usedbyrefreservation, 0)), 0),
-          coalesce(sum(coalesce(v.refreservation, 0) > 0), 0),
+          sum(CASE WHEN coalesce(v.refreservation, 0) > 0 THEN 1 ELSE 0 END),
           coalesce(sum(coalesce(v.usedbyrefreservation, 0)), 0),
           sum(CASE WHEN {changed} THEN {gain} END),
           sum(CASE WHEN {changed} THEN {half2} END),
           sum(CASE WHEN {changed} AND coalesce(e.ratio, 0) <= 0 THEN v.referenced * {fb_se} END),
-          coalesce(sum({changed}), 0),
-          coalesce(sum({changed} AND e.ratio > 0), 0),
-          coalesce(sum({changed} AND ({gain}) IS NULL), 0),
-          coalesce(sum({rewrite}), 0),
+          sum(CASE WHEN {changed} THEN 1 ELSE 0 END),
+          sum(CASE WHEN {changed} AND e.ratio > 0 THEN 1 ELSE 0 END),
+          sum(CASE WHEN {changed} AND ({gain}) IS NULL THEN 1 ELSE 0 END),
+          sum(CASE WHEN {rewrite} THEN 1 ELSE 0 END),
           coalesce(sum(CASE WHEN {rewrite} THEN v.logicalreferenced END), 0),
           sum(CASE WHEN {rewrite} AND e2.ratio > 0 THEN
               v.referenced - v.logicalreferenced / e2.ratio END)
@@ -262,7 +263,7 @@ def _top(conn: Connection, desired: str, dparams: list[Any], where: str,
            f"SELECT d.*, {desired} AS new FROM datasets d WHERE d.type = 'volume' AND "
            f"({where})) v JOIN compression_estimates e ON e.node = v.node AND "
            f"e.name = v.name AND e.algorithm = {canonical_sql('v.new')} "
-           f"WHERE v.new IS NOT NULL AND {canonical_sql('v.compression')} IS NOT "
+           f"WHERE v.new IS NOT NULL AND {canonical_sql('v.compression')} IS DISTINCT FROM "
            f"{canonical_sql('v.new')} AND e.ratio > 0 ORDER BY potential DESC LIMIT ?")
     cur = conn.execute(sql, (*dparams, *params, limit))
     names = [d[0] for d in cur.description]
@@ -280,11 +281,15 @@ def record_daily(conn: Connection, now: float | None = None) -> int:
     day = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d")
     mirror.begin(conn, "today's compression totals")
     try:
+        # `WHERE TRUE`: SQLite's parser needs it between INSERT ... SELECT and ON CONFLICT
         n = conn.execute(
-            "INSERT OR REPLACE INTO compression_daily (day, node, pool, volumes, logicalused, "
-            "used, usedbyrefreservation, at) SELECT ?, node, name, coalesce(volumes, 0), "
+            "INSERT INTO compression_daily (day, node, pool, volumes, logicalused, used, "
+            "usedbyrefreservation, at) SELECT ?, node, name, coalesce(volumes, 0), "
             "coalesce(logicalused, 0), coalesce(used, 0), coalesce(usedbyrefreservation, 0), "
-            "? FROM pools", (day, now)).rowcount
+            "? FROM pools WHERE TRUE ON CONFLICT (day, node, pool) DO UPDATE SET "
+            "volumes = excluded.volumes, logicalused = excluded.logicalused, "
+            "used = excluded.used, usedbyrefreservation = excluded.usedbyrefreservation, "
+            "at = excluded.at", (day, now)).rowcount
         conn.execute("COMMIT")
     except BaseException:
         mirror.rollback(conn)

@@ -30,7 +30,7 @@ from xfleet.core.errors import TransportError, XfleetError
 from xfleet.core.events import ZEvent, parse_events, unreadable_after, zpool_events
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror.backend import DatabaseError, Location
+from xfleet.mirror.backend import DatabaseError, Location, location
 from xfleet.ops.sync import apply_events, sync
 
 # How long the events stream may stay silent before the transport gives up on it: a day.
@@ -65,7 +65,7 @@ class _End:
 @dataclass
 class Watcher:
     inv: Inventory
-    mirror_path: Location | None = None
+    mirror_path: str | Location | None = None  # an SQLite path or a PostgreSQL URL
     nodes: Sequence[str] = ()
     refresh_interval: float = 30.0
     reconcile_interval: float = 3600.0
@@ -76,7 +76,8 @@ class Watcher:
     status: dict[str, NodeWatch] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.path = self.mirror_path or self.inv.mirror
+        self.path: Location = (location(self.mirror_path) if self.mirror_path is not None
+                               else self.inv.mirror)
         self.hosts = [h.name for h in self.inv.select(list(self.nodes))]
         self.status = {n: NodeWatch(n) for n in self.hosts}
         self._own = self.connections is None

@@ -6,7 +6,7 @@ mapping with exactly one step-kind key (its arguments) and optional common keys:
 
     - name: snapshot the free tier          # a label
       snapshot: {select: {tenant: free}, name: "nightly-{{ date }}"}
-      when: "{{ count }} > 0"               # an SQLite expression; {{ }} values are bound
+      when: "{{ count }} > 0"               # an SQL expression; {{ }} values are bound
       for_each: "{{ vols }}"                # run once per item (a query's rows)
       as: row                               # the item's variable (default `row`)
       concurrency: 4                        # items at once (default 1)

@@ -99,13 +99,13 @@ def bind(sql: str, variables: dict[str, Any], where: str | None = None
 
 def condition(conn: Connection, expr: str, variables: dict[str, Any],
               where: str) -> bool:
-    """An SQLite expression with {{ }} values bound as parameters, evaluated on the mirror:
-    `{{ count }} > 0`, `{{ row.compression }} = 'off'`."""
+    """An SQL expression (what both engines accept: docs/mirror.md) with {{ }} values bound as
+    parameters, evaluated on the mirror: `{{ count }} > 0`, `{{ row.compression }} = 'off'`."""
     sql, params = bind(expr, variables, where)
     try:
         row = conn.execute(f"SELECT ({sql})", params).fetchone()
     except ERRORS as exc:
         raise PlaybookError(f"cannot evaluate {expr!r}: {exc}", where=where,
-                            hint="an SQLite expression; {{ }} values are bound parameters "
+                            hint="an SQL expression; {{ }} values are bound parameters "
                             "(a list counts as its length)") from None
     return bool(row and row[0])

@@ -126,6 +126,10 @@ CASES: list[tuple[str, list[str]]] = [
     ("rollouts stop", ["rollouts", "stop", "99", "--json"]),
     ("rollouts resume", ["rollouts", "resume", "99", "--json"]),
     ("target status", ["target", "status", "nosuch", "--json"]),
+    ("mirror status", ["-m", "{d}/none.db", "mirror", "status", "--json"]),  # no mirror
+    ("mirror migrate", ["-m", "{d}/none.db", "mirror", "migrate", "--json"]),
+    ("mirror init", ["-m", "postgresql://x:pw@localhost/m", "mirror", "init", "--json"]),
+    ("mirror copy", ["mirror", "copy", "--to", "{d}/fleet.yaml", "--json"]),  # not a mirror
 ]
 
 

@@ -70,6 +70,18 @@ def test_json_extract_instr_sums_and_rows(pg: PgServer) -> None:
         conn.close()
 
 
+def test_the_schema_has_64_bit_integers_and_code_point_text(pg: PgServer) -> None:
+    conn = pg_conn(pg)
+    try:
+        cols = {r[0]: (r[1], r[2]) for r in conn.execute(
+            "SELECT column_name, data_type, collation_name FROM information_schema.columns "
+            "WHERE table_name = 'datasets'")}
+    finally:
+        conn.close()
+    assert cols["used"] == ("bigint", None) and cols["compressratio"][0] == "double precision"
+    assert cols["name"] == ("text", "C") and cols["origin"] == ("text", "C")
+
+
 def test_errors_are_ours_and_a_read_only_connection_refuses_writes(pg: PgServer) -> None:
     url = pg.database()
     mirror.connect(url).close()
@@ -134,3 +146,16 @@ def test_writers_take_turns_through_the_advisory_lock(pg: PgServer) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_write_open_brings_the_functions_of_this_xfleet(pg: PgServer) -> None:
+    url = pg.database()
+    conn = mirror.connect(url)
+    conn.execute("DROP FUNCTION instr(text, text)")  # a mirror made by an older xfleet
+    conn.execute("COMMENT ON FUNCTION glob_regex(text) IS 'older'")
+    conn.close()
+    conn = mirror.connect(url)
+    try:
+        assert conn.execute("SELECT instr('tank/vol', 'vol')").fetchone()[0] == 6
+    finally:
+        conn.close()

@@ -1,5 +1,6 @@
 """Compression policy: loading and validation (file:line), the plan in SQL, applying in
-batches (commands counted), the audit, idempotence, resume, and the CLI."""
+batches (commands counted), the audit, idempotence, resume, and the CLI (the runs on both
+engines of the mirror, recording who applied them)."""
 
 from __future__ import annotations
 
@@ -107,14 +108,30 @@ def test_inventory_compression_policy_var_is_validated(tmp_path: Path) -> None:
 # -- plan and apply on a simulated fleet ------------------------------------------------------
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> inventory.Inventory:
+def make_fleet(tmp_path: Path, mirror_at: str | None = None) -> inventory.Inventory:
+    """n1 (400 volumes) and n3 (300), synced into the mirror at `mirror_at` (an SQLite path or
+    a PostgreSQL URL; default mirror.db beside the inventory); the policy in policy.yaml."""
     path = write_sim_inventory(tmp_path / "fleet.yaml", {"n1": {"seed": 1, "volumes": 400},
                                                           "n3": {"seed": 3, "volumes": 300}})
+    if mirror_at is not None:
+        text = path.read_text()
+        assert "mirror: mirror.db\n" in text, text
+        path.write_text(text.replace("mirror: mirror.db\n", f"mirror: {mirror_at}\n"))
     (tmp_path / "policy.yaml").write_text(POLICY)
     inv = inventory.load(path)
     assert sync(inv).ok
     return inv
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> inventory.Inventory:
+    return make_fleet(tmp_path)
+
+
+@pytest.fixture
+def fleet_at(tmp_path: Path, mirror_at: str) -> inventory.Inventory:
+    """The same fleet on each engine of the mirror (SQLite, PostgreSQL)."""
+    return make_fleet(tmp_path, mirror_at)
 
 
 def expected(conn: Any, pol: compression.Policy, inv: inventory.Inventory) -> dict[str, str]:
@@ -162,7 +179,8 @@ def test_plan_matches_a_row_by_row_evaluation(fleet: inventory.Inventory,
 
 
 def test_apply_batches_few_commands_per_node_audits_and_is_idempotent(
-        fleet: inventory.Inventory, tmp_path: Path) -> None:
+        fleet_at: inventory.Inventory, tmp_path: Path) -> None:
+    fleet = fleet_at
     conn = mirror.connect(fleet.mirror)
     pol = compression.load_policy(tmp_path / "policy.yaml")
     p = compression.plan(conn, pol, fleet, batch_size=100)
@@ -204,7 +222,8 @@ class Flaky(Transport):
 
 
 def test_a_failed_node_keeps_its_pending_changes_and_the_run_resumes(
-        fleet: inventory.Inventory, tmp_path: Path) -> None:
+        fleet_at: inventory.Inventory, tmp_path: Path) -> None:
+    fleet = fleet_at
     conn = mirror.connect(fleet.mirror)
     pol = compression.load_policy(tmp_path / "policy.yaml")
     run = compression.create_run(conn, compression.plan(conn, pol, fleet))
@@ -245,7 +264,8 @@ def cli(inv: inventory.Inventory, *args: str) -> Any:
     return run_cli("-i", str(inv.path), *args)
 
 
-def test_cli_plan_dry_run_apply_audit(fleet: inventory.Inventory, tmp_path: Path) -> None:
+def test_cli_plan_dry_run_apply_audit(fleet_at: inventory.Inventory, tmp_path: Path) -> None:
+    fleet = fleet_at
     pol = str(tmp_path / "policy.yaml")
     r = cli(fleet, "compression", "plan", "--policy", pol, "--json")
     assert r.code == 0, r.err
@@ -260,17 +280,22 @@ def test_cli_plan_dry_run_apply_audit(fleet: inventory.Inventory, tmp_path: Path
     assert sum(len(c["argv"]) - 3 for c in cmds) == plan["volumes"]
     r = cli(fleet, "compression", "apply", "--policy", pol)
     assert r.code == 2 and "without confirmation" in r.err  # not a tty, no --yes
-    r = cli(fleet, "compression", "apply", "--policy", pol, "--yes", "--json")
-    assert r.code == 0, r.err
+    r = run_cli("-i", str(fleet.path), "--reason", "INC-42", "compression", "apply",
+                "--policy", pol, "--yes", "--json", env={"XFLEET_OPERATOR": "alice"})
+    assert r.code == 0, f"compression apply: exit {r.code}\n{r.err}"
     out = r.json()
     assert out["run"]["state"] == "done" and out["run"]["done"] == plan["volumes"]
+    assert (out["run"]["operator"], out["run"]["operator_reason"]) == ("alice", "INC-42")
     r = cli(fleet, "compression", "apply", "--policy", pol, "--yes")
     assert r.code == 0 and "nothing to change" in r.out
     r = cli(fleet, "compression", "audit", "--run", str(out["run"]["id"]), "--csv",
             "--limit", "5")
     assert r.out.splitlines()[0].startswith("run,operator,at,node,name,old,new")
     assert len(r.out.splitlines()) == 6
-    assert cli(fleet, "compression", "runs", "--json").json()[0]["state"] == "done"
+    assert {line.split(",")[1] for line in r.out.splitlines()[1:]} == {"alice"}, r.out
+    runs = cli(fleet, "compression", "runs", "--json").json()
+    assert [(x["state"], x["operator"], x["operator_reason"]) for x in runs] == [
+        ("done", "alice", "INC-42")], runs
 
 
 def test_cli_errors_are_clear(fleet: inventory.Inventory, tmp_path: Path) -> None:

@@ -161,19 +161,31 @@ def test_offsets_are_aligned_distinct_seeded_and_bounded() -> None:
 # -- over a simulated fleet -----------------------------------------------------------------
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> inventory.Inventory:
+def make_fleet(tmp_path: Path, mirror_at: str | None = None) -> inventory.Inventory:
+    """n1 (60 volumes) and n2 (40), synced into the mirror at `mirror_at` (an SQLite path or
+    a PostgreSQL URL; default mirror.db beside the inventory)."""
     path = write_sim_inventory(tmp_path / "fleet.yaml", {"n1": {"seed": 3, "volumes": 60},
                                                           "n2": {"seed": 4, "volumes": 40}})
+    if mirror_at is not None:
+        text = path.read_text()
+        assert "mirror: mirror.db\n" in text, text
+        path.write_text(text.replace("mirror: mirror.db\n", f"mirror: {mirror_at}\n"))
     inv = inventory.load(path)
     assert sync(inv).ok
     return inv
 
 
+@pytest.fixture
+def fleet(tmp_path: Path) -> inventory.Inventory:
+    return make_fleet(tmp_path)
+
+
 def test_fleet_estimate_costs_one_command_per_volume_and_is_stored(
-        fleet: inventory.Inventory) -> None:
+        tmp_path: Path, mirror_at: str) -> None:
+    """On both engines: the estimates are stored, and estimating again replaces them."""
+    fleet = make_fleet(tmp_path, mirror_at)
     conn = mirror.connect(fleet.mirror)
-    items = estimate.targets(conn, "1", [], limit=12)
+    items = estimate.targets(conn, "TRUE", [], limit=12)
     assert len(items) == 12 and all(t.ashift == 12 for t in items)
     with Connections(fleet.hosts, state_dir=fleet.state_dir) as cs:
         ests, fails = estimate.estimate_fleet(conn, cs, items, ["lz4", "zstd"], blocks=32)
@@ -195,6 +207,8 @@ def test_fleet_estimate_costs_one_command_per_volume_and_is_stored(
     again, _ = estimate.estimate_fleet(conn, Connections(fleet.hosts), items[:1], ["lz4"],
                                        blocks=32)
     assert again[0].ratio == lz4[items[0].name].ratio  # deterministic: same blocks
+    assert conn.execute("SELECT count(*) FROM compression_estimates").fetchone()[0] == \
+        stored[0]  # replaced, not added
 
 
 def test_a_missing_volume_is_reported_and_others_go_on(fleet: inventory.Inventory) -> None:

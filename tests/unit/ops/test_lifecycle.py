@@ -1,5 +1,6 @@
 """Lifecycle operations on a simulated fleet: batching (commands counted), refusals, the
-mirror equal to a fresh full sync afterwards, and the CLI's confirmations and dry runs."""
+mirror equal to a fresh full sync afterwards, and the CLI's confirmations and dry runs (the
+journaled changes and their audit rows on both engines of the mirror)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,15 @@ from xfleet.sim import SimTransport
 Fleet = tuple[inventory.Inventory, Path, SimTransport]
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Fleet:
+def make_fleet(tmp_path: Path, mirror_at: str | None = None) -> Fleet:
+    """n1 (120 volumes and tank/app/db with snapshots a, b, c) and n2, synced into the mirror
+    at `mirror_at` (an SQLite path or a PostgreSQL URL; default mirror.db)."""
     inv_path = write_sim_inventory(tmp_path / "fleet.yaml", {"n1": {"volumes": 120, "seed": 4},
                                                              "n2": {"volumes": 20, "seed": 5}})
+    if mirror_at is not None:
+        text = inv_path.read_text()
+        assert "mirror: mirror.db\n" in text, text
+        inv_path.write_text(text.replace("mirror: mirror.db\n", f"mirror: {mirror_at}\n"))
     inv = inventory.load(inv_path)
     t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
     t.run(["zfs", "create", "-p", "tank/app"])
@@ -38,6 +44,17 @@ def fleet(tmp_path: Path) -> Fleet:
     t.run(["zfs", "snapshot", "tank/app/db@c"])
     assert sync(inv).ok
     return inv, inv_path, t
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    return make_fleet(tmp_path)
+
+
+@pytest.fixture
+def fleet_at(tmp_path: Path, mirror_at: str) -> Fleet:
+    """The same fleet on each engine of the mirror (SQLite, PostgreSQL)."""
+    return make_fleet(tmp_path, mirror_at)
 
 
 def _vols(conn: Connection, n: int, node: str = "n1") -> list[lifecycle.Target]:
@@ -59,8 +76,8 @@ def _equal_to_full_sync(inv: inventory.Inventory) -> None:
     assert _state(conn) == before
 
 
-def test_snapshot_is_one_command_per_pool_whatever_the_count(fleet: Fleet) -> None:
-    inv, _, _ = fleet
+def test_snapshot_is_one_command_per_pool_whatever_the_count(fleet_at: Fleet) -> None:
+    inv, _, _ = fleet_at
     conn = mirror.connect(inv.mirror)
     counts = []
     for n, snap in ((5, "s5"), (60, "s60")):
@@ -74,7 +91,7 @@ def test_snapshot_is_one_command_per_pool_whatever_the_count(fleet: Fleet) -> No
             out = lifecycle.execute(inv, inv.mirror, plan, conns)
         assert out.ok
         counts.append(out.commands)
-        assert conn.execute("SELECT count(*) FROM datasets WHERE name GLOB ?",
+        assert conn.execute("SELECT count(*) FROM datasets WHERE glob(?, name)",
                             (f"*@{snap}",)).fetchone()[0] == n
     # the snapshot, and the mirror's batched re-fetch (the listing, the user properties)
     assert counts[0] == counts[1] == 3
@@ -185,8 +202,8 @@ class FakeHolds:
         return {"keep": snaps}
 
 
-def test_destroy_refusals_and_clone_handling(fleet: Fleet) -> None:
-    inv, _, t = fleet
+def test_destroy_refusals_and_clone_handling(fleet_at: Fleet) -> None:
+    inv, _, t = fleet_at
     t.run(["zfs", "clone", "tank/app/db@b", "tank/app/branch"])
     assert sync(inv, nodes=["n1"]).ok
     conn = mirror.connect(inv.mirror)
@@ -214,12 +231,16 @@ def test_destroy_refusals_and_clone_handling(fleet: Fleet) -> None:
     assert released.commands[0].argv == ["zfs", "release", "keep", "tank/app/db@a"]
     with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
         assert lifecycle.execute(inv, inv.mirror, promote, conns).ok
-    assert conn.execute("SELECT count(*) FROM datasets WHERE name GLOB 'tank/app/db*'"
+    assert conn.execute("SELECT count(*) FROM datasets WHERE glob('tank/app/db*', name)"
                         ).fetchone()[0] == 0
     assert conn.execute("SELECT origin FROM datasets WHERE name = 'tank/app/branch'"
                         ).fetchone()[0] is None
-    assert conn.execute("SELECT count(*) FROM datasets WHERE name GLOB 'tank/app/branch@*'"
+    assert conn.execute("SELECT count(*) FROM datasets WHERE glob('tank/app/branch@*', name)"
                         ).fetchone()[0] == 2  # a and b moved to the promoted clone
+    log = conn.execute("SELECT op, argv, ok, state FROM lifecycle_log ORDER BY id").fetchall()
+    assert [tuple(x) for x in log] == [
+        ("destroy", '["zfs", "promote", "tank/app/branch"]', 1, "done"),
+        ("destroy", '["zfs", "destroy", "-r", "tank/app/db"]', 1, "done")], log
     _equal_to_full_sync(inv)
 
 
@@ -358,6 +379,36 @@ def test_cli_snapshot_set_resize_clone(fleet: Fleet) -> None:
     for cmd in ("snapshot", "clone", "destroy", "set", "resize"):
         r = run_cli(cmd, "--help")
         assert r.code == 0 and "Example" in r.out
+
+
+def test_cli_changes_are_audited_with_their_operator(fleet_at: Fleet) -> None:
+    """`XFLEET_OPERATOR=alice xfleet --reason INC-42 snapshot|set|destroy`: each command's
+    lifecycle_log row says what ran, that it succeeded, who ran it and why."""
+    inv, inv_path, t = fleet_at
+    i, env = str(inv_path), {"XFLEET_OPERATOR": "alice"}
+    for args in (("snapshot", "tank/app/db", "--name", "n1"),
+                 ("set", "compression=zle", "tank/app/db"),
+                 ("destroy", "tank/app/db@a", "--yes")):
+        r = run_cli("-i", i, "--reason", "INC-42", *args, env=env)
+        assert r.code == 0, f"xfleet {' '.join(args)}: exit {r.code}\n{r.out}\n{r.err}"
+    r = run_cli("-i", i, "snapshot", "tank/app/db", "--name", "n2")  # no reason given
+    assert r.code == 0, f"xfleet snapshot: exit {r.code}\n{r.err}"
+    conn = mirror.connect(inv.mirror)
+    log = [tuple(x) for x in conn.execute(
+        "SELECT op, argv, ok, state, operator, operator_reason FROM lifecycle_log ORDER BY id")]
+    me = log[-1][4]
+    assert log == [
+        ("snapshot", '["zfs", "snapshot", "tank/app/db@n1"]', 1, "done", "alice", "INC-42"),
+        ("set", '["zfs", "set", "compression=zle", "tank/app/db"]', 1, "done", "alice",
+         "INC-42"),
+        ("destroy", '["zfs", "destroy", "tank/app/db@a"]', 1, "done", "alice", "INC-42"),
+        ("snapshot", '["zfs", "snapshot", "tank/app/db@n2"]', 1, "done", me, None)], log
+    assert me != "alice" and "@" in me  # user@host without XFLEET_OPERATOR
+    snaps = t.run(["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-d", "1",
+                   "tank/app/db"]).stdout.split()
+    assert snaps == ["tank/app/db@b", "tank/app/db@c", "tank/app/db@n1", "tank/app/db@n2"]
+    assert conn.execute("SELECT compression FROM datasets WHERE name = 'tank/app/db'"
+                        ).fetchone()[0] == "zle"
 
 
 class FakeLzc:

@@ -1,6 +1,7 @@
 """The compression cost report: aggregation in SQL (checked against the mirror's own sums),
 money, the 'possible by policy' estimate and its interval, 'needs rewrite' after an apply, the
-daily totals, the formats, and the HTML page rendered by headless Chromium."""
+daily totals, the formats, and the HTML page rendered by headless Chromium. The figures are
+checked on both engines of the mirror (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -27,24 +28,42 @@ from xfleet.ops.sync import sync
 POLICY = "rules:\n  - name: all\n    compression: zstd\n"
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> inventory.Inventory:
+def make_fleet(tmp_path: Path, mirror_at: str | None = None) -> inventory.Inventory:
+    """n1 (150 volumes) and n3 (100), synced into the mirror at `mirror_at` (an SQLite path
+    or a PostgreSQL URL; default mirror.db beside the inventory)."""
     path = write_sim_inventory(tmp_path / "fleet.yaml", {"n1": {"seed": 7, "volumes": 150},
                                                           "n3": {"seed": 8, "volumes": 100}},
                                extra="    price_per_gb_month: 0.10\n"
                                "    compression_policy: policy.yaml")
+    if mirror_at is not None:
+        text = path.read_text()
+        assert "mirror: mirror.db\n" in text, text
+        path.write_text(text.replace("mirror: mirror.db\n", f"mirror: {mirror_at}\n"))
     (tmp_path / "policy.yaml").write_text(POLICY)
     inv = inventory.load(path)
     assert sync(inv).ok
     return inv
 
 
+@pytest.fixture
+def fleet(tmp_path: Path) -> inventory.Inventory:
+    return make_fleet(tmp_path)
+
+
+@pytest.fixture
+def fleet_at(tmp_path: Path, mirror_at: str) -> inventory.Inventory:
+    """The same fleet on each engine of the mirror (SQLite, PostgreSQL)."""
+    return make_fleet(tmp_path, mirror_at)
+
+
 def test_groups_add_up_to_the_mirror_and_money_follows_the_price(
-        fleet: inventory.Inventory) -> None:
+        fleet_at: inventory.Inventory) -> None:
+    fleet = fleet_at
     conn = mirror.connect(fleet.mirror)
     logical, physical, n, thick = conn.execute(
         "SELECT sum(logicalused), sum(used - coalesce(usedbyrefreservation, 0)), count(*), "
-        "sum(refreservation > 0) FROM datasets WHERE type = 'volume'").fetchone()
+        "count(CASE WHEN refreservation > 0 THEN 1 END) FROM datasets WHERE type = 'volume'"
+    ).fetchone()
     for by in ("node", "pool", "tenant", "compression", "label:zone", "volume"):
         rep = report.build(conn, by=by, inventory=fleet, price_per_gb_month=0.10)
         t = rep.total
@@ -63,7 +82,8 @@ def test_groups_add_up_to_the_mirror_and_money_follows_the_price(
 
 
 def test_possible_by_policy_uses_estimates_and_keeps_an_interval(
-        fleet: inventory.Inventory) -> None:
+        fleet_at: inventory.Inventory) -> None:
+    fleet = fleet_at
     conn = mirror.connect(fleet.mirror)
     pol = parse_policy(POLICY)
     vol = conn.execute("SELECT name, referenced, logicalreferenced FROM datasets WHERE "
@@ -97,7 +117,8 @@ def test_possible_by_policy_uses_estimates_and_keeps_an_interval(
     assert rep.top and rep.top[0]["potential"] >= rep.top[-1]["potential"]
 
 
-def test_needs_rewrite_after_an_apply_and_daily_totals(fleet: inventory.Inventory) -> None:
+def test_needs_rewrite_after_an_apply_and_daily_totals(fleet_at: inventory.Inventory) -> None:
+    fleet = fleet_at
     conn = mirror.connect(fleet.mirror)
     pol = parse_policy("rules:\n  - name: n3\n    match: {node: n3}\n    compression: off\n")
     p = compression.plan(conn, pol, fleet)

@@ -16,9 +16,9 @@ from xfleet.ops.sync import sync
 from xfleet.ops.watch import Watcher
 
 
-def test_watch_applies_changes_and_survives_a_reboot(tmp_path: Path) -> None:
+def test_watch_applies_changes_and_survives_a_reboot(tmp_path: Path, mirror_at: str) -> None:
     inv, t = node(tmp_path)
-    db = tmp_path / "m.db"
+    db = mirror_at
     assert sync(inv, db).ok
     w = Watcher(inv, db, refresh_interval=1.0, debounce=0.05)
     stop = threading.Event()
@@ -54,8 +54,11 @@ def test_watch_applies_changes_and_survives_a_reboot(tmp_path: Path) -> None:
         stop.set()
         th.join(timeout=30)
     assert not th.is_alive()
-    assert tuple(conn.execute("SELECT watch_pid, watch_state FROM nodes").fetchone()) == (
-        None, "stopped")
+    try:
+        assert tuple(conn.execute("SELECT watch_pid, watch_state FROM nodes").fetchone()) == (
+            None, "stopped")
+    finally:
+        conn.close()
     assert_equals_full_sync(inv, db, tmp_path)
 
 

@@ -17,11 +17,16 @@ Fleet = tuple[inventory.Inventory, Path, SimTransport]
 EXAMPLES = ROOT / "playbooks"
 
 
-def acme_fleet(tmp_path: Path) -> Fleet:
+def acme_fleet(tmp_path: Path, mirror_at: str | None = None) -> Fleet:
     """n1 (60 volumes) with tenant acme's db (1G), cache (2G) and tiny (512M), and n2 (20
-    volumes), synced; the inventory, its path, and n1's transport."""
+    volumes), synced into the mirror at `mirror_at` (an SQLite path or a PostgreSQL URL;
+    default: mirror.db beside the inventory); the inventory, its path, and n1's transport."""
     inv_path = write_sim_inventory(tmp_path / "fleet.yaml", {"n1": {"volumes": 60, "seed": 4},
                                                              "n2": {"volumes": 20, "seed": 5}})
+    if mirror_at is not None:
+        text = inv_path.read_text()
+        assert "mirror: mirror.db\n" in text, text
+        inv_path.write_text(text.replace("mirror: mirror.db\n", f"mirror: {mirror_at}\n"))
     inv = inventory.load(inv_path)
     t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
     t.run(["zfs", "create", "-p", "tank/acme"])

@@ -72,8 +72,10 @@ def _fleet_state(inv: inventory.Inventory, t: SimTransport) -> tuple[object, ...
     return listing, tuple(rows)
 
 
-def test_loop_when_concurrency_register_and_run(fleet: Fleet, tmp_path: Path) -> None:
-    inv, _, t = fleet
+def test_loop_when_concurrency_register_and_run(fleet_at: Fleet, tmp_path: Path) -> None:
+    """On both engines of the mirror: the playbook's SQL is written portably (glob() is
+    SQLite's function and one of the mirror's on PostgreSQL)."""
+    inv, _, t = fleet_at
     text = """
 name: branch big volumes
 vars: {suffix: qa}
@@ -93,7 +95,7 @@ steps:
     run: {argv: [zfs, version], nodes: [n1, n2]}
     register: versions
   - assert:
-      that: "(SELECT count(*) FROM datasets WHERE name GLOB 'tank/acme/*-qa') = 2"
+      that: "(SELECT count(*) FROM datasets WHERE glob('tank/acme/*-qa', name)) = 2"
       message: two branches expected
 """
     path = write(tmp_path, text)
@@ -110,7 +112,7 @@ steps:
     report = play_file(inv, path, variables={"tenant": "acme"})
     assert report.ok, report.to_dict()
     names = [r[0] for r in conn.execute("SELECT name FROM datasets WHERE origin IS NOT NULL "
-                                        "AND name GLOB 'tank/acme/*' ORDER BY name")]
+                                        "AND glob('tank/acme/*', name) ORDER BY name")]
     assert names == ["tank/acme/cache-qa", "tank/acme/db-qa"]
     shown = playbook.show(conn, report.run_id or 0)
     assert [s["state"] for s in shown["steps"]] == ["done"] * 4

@@ -187,6 +187,9 @@ def _reconcile(
                  "createtxg INTEGER, origin TEXT)")
     conn.execute("DELETE FROM temp.fast")
     argv = zfs_list(pools, columns=FAST_COLUMNS)
+    # (an upsert both engines spell alike: a name listed twice keeps its last line)
+    insert = ("INSERT INTO temp.fast VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+              "guid = excluded.guid, createtxg = excluded.createtxg, origin = excluded.origin")
     buf: list[tuple[str, ...]] = []
     for line in job.transport.lines(argv):
         parts = line.split("\t")
@@ -196,14 +199,14 @@ def _reconcile(
             raise ParseError(f"unexpected fast listing line: {line[:120]!r}")
         buf.append(tuple(None if p == "-" else p for p in parts))  # type: ignore[misc]
         if len(buf) >= 20000:
-            conn.executemany("INSERT OR REPLACE INTO temp.fast VALUES (?, ?, ?, ?)", buf)
+            conn.executemany(insert, buf)
             buf.clear()
-    conn.executemany("INSERT OR REPLACE INTO temp.fast VALUES (?, ?, ?, ?)", buf)
+    conn.executemany(insert, buf)
     marks = ", ".join("?" for _ in pools)
     changed = [r[0] for r in conn.execute(
         "SELECT f.name FROM temp.fast f LEFT JOIN datasets d ON d.node = ? AND d.name = f.name "
-        "WHERE d.name IS NULL OR d.guid IS NOT f.guid OR d.origin IS NOT f.origin "
-        "OR d.createtxg IS NOT CAST(f.createtxg AS INTEGER)", (node,))]
+        "WHERE d.name IS NULL OR d.guid IS DISTINCT FROM f.guid OR d.origin IS DISTINCT FROM "
+        "f.origin OR d.createtxg IS DISTINCT FROM CAST(f.createtxg AS INTEGER)", (node,))]
     gone = [r[0] for r in conn.execute(
         f"SELECT d.name FROM datasets d WHERE d.node = ? AND d.pool IN ({marks}) "
         "AND NOT EXISTS (SELECT 1 FROM temp.fast f WHERE f.name = d.name)", (node, *pools))]

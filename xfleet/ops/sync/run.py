@@ -12,7 +12,7 @@ from xfleet import mirror
 from xfleet.core.errors import XfleetError
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror.backend import ERRORS, Location
+from xfleet.mirror.backend import ERRORS, Location, location
 from xfleet.ops.report import record_daily
 from xfleet.ops.sync.full import (
     Job,
@@ -74,7 +74,7 @@ def _refresh_due(cp: mirror.Checkpoint | None, refresh: bool | None, inv: Invent
 
 def sync(
     inv: Inventory,
-    mirror_path: Location | None = None,
+    mirror_path: str | Location | None = None,
     nodes: list[str] | tuple[str, ...] = (),
     *,
     full: bool = False,
@@ -90,9 +90,10 @@ def sync(
     Space figures of rows no change touched are refreshed on a schedule (inventory
     `space_refresh_interval`), or now with `refresh=True`, never with `refresh=False`.
     Never raises for a node's failure: failed nodes are in the report (and marked stale in
-    the mirror, keeping their rows)."""
+    the mirror, keeping their rows). `mirror_path`: an SQLite path or a PostgreSQL URL
+    (default: the inventory's mirror)."""
     t0 = time.monotonic()
-    path = mirror_path or inv.mirror
+    path = location(mirror_path) if mirror_path is not None else inv.mirror
     hosts = inv.select(list(nodes))
     tick: Progress = progress or (lambda *_: None)
     conn = mirror.connect(path)

@@ -17,7 +17,7 @@ from xfleet.remote.transport import check_argv, quote_command
 
 
 @step_kind("wait", {"that": Field((str,), required=True, sql=True,
-                                  doc="an SQLite expression on the mirror"),
+                                  doc="an SQL expression on the mirror"),
                     "timeout": Field((int, float)), "interval": Field((int, float)),
                     "sync": Field((bool, list), doc="sync (these nodes) before each check")})
 def _wait(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def _wait(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
 
 
 @step_kind("assert", {"that": Field((str,), required=True, sql=True,
-                                    doc="an SQLite expression on the mirror"),
+                                    doc="an SQL expression on the mirror"),
                       "message": Field((str,), doc="said when it fails")})
 def _assert(ctx: StepCtx, args: dict[str, Any]) -> dict[str, Any]:
     """Stop the run unless a condition holds (in --check too)."""

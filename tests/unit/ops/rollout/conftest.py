@@ -42,7 +42,10 @@ esac
 """
 
 
-def setup_nodes(tmp_path: Path, nodes: list[str], version: str = "1.0") -> Path:
+def setup_nodes(tmp_path: Path, nodes: list[str], version: str = "1.0",
+                mirror: str | None = None) -> Path:
+    """Local nodes at `version` of the fake target daemon; the inventory's file (its mirror at
+    `mirror`: an SQLite path or a PostgreSQL URL, by default tmp_path/m.db)."""
     state = tmp_path / "target"
     state.mkdir()
     script = tmp_path / "fake-target"
@@ -51,10 +54,10 @@ def setup_nodes(tmp_path: Path, nodes: list[str], version: str = "1.0") -> Path:
     for n in nodes:
         (state / f"{n}.installed").write_text(version + "\n")
         (state / f"{n}.running").write_text(version + "\n")
-    return write_inventory(tmp_path, nodes)
+    return write_inventory(tmp_path, nodes, mirror)
 
 
-def write_inventory(tmp_path: Path, nodes: list[str]) -> Path:
+def write_inventory(tmp_path: Path, nodes: list[str], mirror: str | None = None) -> Path:
     s, f = tmp_path / "target", tmp_path / "fake-target"
     cmds = {
         "installed_version": [str(f), str(s), "{node}", "installed"],
@@ -69,7 +72,7 @@ def write_inventory(tmp_path: Path, nodes: list[str]) -> Path:
                                              "stage_dir": str(tmp_path / "stage" / n), **cmds}}
              for n in nodes}
     inv = tmp_path / "inv.yaml"
-    inv.write_text(json.dumps({"all": {"vars": {"mirror": str(tmp_path / "m.db"),
+    inv.write_text(json.dumps({"all": {"vars": {"mirror": mirror or str(tmp_path / "m.db"),
                                                 "state_dir": str(tmp_path / "st")},
                                        "hosts": hosts}}))
     return inv
@@ -107,11 +110,11 @@ def rollouts_cli(inv_path: Path, *args: str) -> subprocess.CompletedProcess[str]
                           env={**os.environ, "COLUMNS": "200"})
 
 
-def sim_fleet(tmp_path: Path, volumes: int = 200) -> Any:
+def sim_fleet(tmp_path: Path, volumes: int = 200, mirror: str = "m.db") -> Any:
     from xfleet.ops.sync import sync
 
     p = tmp_path / "sim.yaml"
-    p.write_text("all:\n  vars:\n    mirror: m.db\n    state_dir: st\n    kind: sim\n"
+    p.write_text(f"all:\n  vars:\n    mirror: {mirror}\n    state_dir: st\n    kind: sim\n"
                  f"    target: {json.dumps(sim.TARGET)}\n"
                  + "  hosts:\n" + "".join(f"    n{i}: {{sim: {{seed: {i}, volumes: {volumes}}}}}\n"
                                           for i in (1, 2, 3)))

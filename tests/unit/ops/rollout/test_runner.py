@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,9 +32,9 @@ from xfleet.ops import rollout
 from xfleet.tui import operations
 
 
-def test_rollout_upgrades_every_node_in_batches(tmp_path: Path) -> None:
+def test_rollout_upgrades_every_node_in_batches(tmp_path: Path, mirror_at: str) -> None:
     nodes = ["n1", "n2", "n3"]
-    inv_path = setup_nodes(tmp_path, nodes)
+    inv_path = setup_nodes(tmp_path, nodes, mirror=mirror_at)
     res, inv = run_rollout(inv_path, "1.1", opts=rollout.Options(serial=[2], soak=0.2,
                                                           ready_timeout=5, skip=SKIP))
     assert res.state == "done", res.reason
@@ -109,9 +109,9 @@ def test_changed_identities_after_restart_fail_the_node(tmp_path: Path) -> None:
 
 
 def test_pause_request_stops_at_the_next_node_and_resume_finishes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror_at: str) -> None:
     nodes = ["n1", "n2", "n3"]
-    inv_path = setup_nodes(tmp_path, nodes)
+    inv_path = setup_nodes(tmp_path, nodes, mirror=mirror_at)
     inv = inventory.load(inv_path)
     o = rollout.Options(soak=0, ready_timeout=2, skip=SKIP).validate()
     rid = rollout.create(inv.mirror, "1.1", nodes, make_packages(tmp_path), o)
@@ -122,9 +122,8 @@ def test_pause_request_stops_at_the_next_node_and_resume_finishes(
         def then_pause(node: str) -> None:  # the user pauses while n1 is being upgraded
             upgrade(node)
             if node == "n1":
-                conn = sqlite3.connect(str(inv.mirror))
+                conn = mirror.connect(inv.mirror)
                 conn.execute("UPDATE rollouts SET control = 'pause' WHERE id = ?", (rid,))
-                conn.commit()
                 conn.close()
 
         monkeypatch.setattr(runner, "_upgrade", then_pause)
@@ -137,9 +136,10 @@ def test_pause_request_stops_at_the_next_node_and_resume_finishes(
     assert all(node_state(tmp_path, n, "restarts") == "1.1" for n in nodes)
 
 
-def test_resume_after_a_crash_mid_node_and_new_nodes_are_picked_up(tmp_path: Path) -> None:
+def test_resume_after_a_crash_mid_node_and_new_nodes_are_picked_up(tmp_path: Path,
+                                                                    mirror_at: str) -> None:
     nodes = ["n1", "n2"]
-    inv_path = setup_nodes(tmp_path, nodes)
+    inv_path = setup_nodes(tmp_path, nodes, mirror=mirror_at)
     inv = inventory.load(inv_path)
     o = rollout.Options(soak=0, ready_timeout=2, skip=SKIP).validate()
     rid = rollout.create(inv.mirror, "1.1", nodes, make_packages(tmp_path), o)
@@ -149,17 +149,16 @@ def test_resume_after_a_crash_mid_node_and_new_nodes_are_picked_up(tmp_path: Pat
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     conn = mirror.connect(inv.mirror)
-    conn.execute("UPDATE rollouts SET state = 'running', pid = ?, host = ?, heartbeat = "
-                 "strftime('%s','now') WHERE id = ?", (int(dead.stdout), os.uname().nodename,
-                                                       rid))
+    conn.execute("UPDATE rollouts SET state = 'running', pid = ?, host = ?, heartbeat = ? "
+                 "WHERE id = ?", (int(dead.stdout), os.uname().nodename, time.time(), rid))
     conn.execute("UPDATE rollout_nodes SET state = CASE node WHEN 'n1' THEN 'soaking' "
-                 "ELSE 'staged' END, from_version = '1.0', started_at = strftime('%s','now'),"
-                 " exports_digest = NULL WHERE rollout = ?", (rid,))
+                 "ELSE 'staged' END, from_version = '1.0', started_at = ?,"
+                 " exports_digest = NULL WHERE rollout = ?", (time.time(), rid))
     conn.close()
     # meanwhile a node joined the fleet
     (tmp_path / "target" / "n3.installed").write_text("1.0\n")
     (tmp_path / "target" / "n3.running").write_text("1.0\n")
-    write_inventory(tmp_path, ["n1", "n2", "n3"])
+    write_inventory(tmp_path, ["n1", "n2", "n3"], mirror_at)
     env = {**os.environ, "COLUMNS": "200"}
     p = subprocess.run([sys.executable, "-m", "xfleet", "--inventory", str(inv_path),
                         "rollouts", "resume", str(rid), "--json"], capture_output=True,
@@ -220,3 +219,34 @@ def test_cli_pause_of_a_running_rollout_then_resume(tmp_path: Path) -> None:
     r = rollouts_cli(inv_path, "rollouts", "resume", "1")
     assert r.returncode == 0 and "rollout 1: done" in r.stdout, r.stderr
     assert all(node_state(tmp_path, n, "running") == "1.1" for n in ("n1", "n2", "n3"))
+
+
+def test_sim_rollout_by_the_cli_records_its_operator(tmp_path: Path, mirror_at: str) -> None:
+    """On the simulator (its exports checked against the mirror's volumes), on each engine:
+    `XFLEET_OPERATOR=alice xfleet --reason INC-42 upgrade target` to done, then listed."""
+    inv = sim_fleet(tmp_path, 50, mirror_at)
+    pk = make_packages(tmp_path)
+    env = {**os.environ, "COLUMNS": "200", "XFLEET_OPERATOR": "alice"}
+    argv = [sys.executable, "-m", "xfleet", "--inventory", str(inv.path), "--reason", "INC-42",
+            "upgrade", "target", "1.1", "--package", f"1.1={pk['1.1'].file}",
+            "--rollback-package", f"1.0={pk['1.0'].file}", "--soak", "0", "--serial", "50%",
+            "--yes", "--json"]
+    p = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert p.returncode == 0, f"upgrade target: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+    done = json.loads(p.stdout)
+    assert done["state"] == "done", done
+    assert [n["state"] for n in done["nodes"]] == ["done"] * 3, done["nodes"]
+    r = rollouts_cli(inv.path, "rollouts", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [(x["id"], x["state"], x["operator"]) for x in json.loads(r.stdout)] == [
+        (done["id"], "done", "alice")], r.stdout
+    conn = mirror.connect(inv.mirror)
+    try:
+        row = conn.execute("SELECT operator, operator_reason FROM rollouts WHERE id = ?",
+                           (done["id"],)).fetchone()
+        assert tuple(row) == ("alice", "INC-42")
+        who = {r[0] for r in conn.execute("SELECT operator FROM rollout_log WHERE rollout = ?",
+                                          (done["id"],))}
+        assert who == {"alice"}, who
+    finally:
+        conn.close()

@@ -3,7 +3,6 @@ and the check that the mirror equals what a full sync would write."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from conftest import write_sim_inventory
 from opsgen import Ops
 
+from xfleet import mirror
 from xfleet.core.zfs import DATASET_COLUMNS
 from xfleet.fleet import inventory
 from xfleet.fleet.inventory import Inventory
@@ -20,13 +20,20 @@ from xfleet.sim import SimTransport
 COLS = ", ".join((*DATASET_COLUMNS, "tenant", "user_properties"))
 
 
-def rows(db: Path, node: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
+def select(db: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of `sql` on the mirror at `db` (an SQLite path or a PostgreSQL URL), as tuples."""
+    conn = mirror.connect(db, readonly=True)
     try:
-        return conn.execute(f"SELECT {COLS} FROM datasets WHERE node = ? ORDER BY name",
-                            (node,)).fetchall()
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
     finally:
         conn.close()
+
+
+def rows(db: str | Path, node: str) -> list[tuple[Any, ...]]:
+    # ORDER BY in Python: the engines' collations differ (SQLite: bytes; PostgreSQL's C
+    # locale is bytes too, but the check must not depend on the server's locale)
+    return sorted(select(db, f"SELECT {COLS} FROM datasets WHERE node = ?", (node,)),
+                  key=lambda r: r[0].encode())
 
 
 def full_mirror(inv: Inventory, tmp_path: Path, node: str = "n1") -> Path:
@@ -35,7 +42,10 @@ def full_mirror(inv: Inventory, tmp_path: Path, node: str = "n1") -> Path:
     return fresh
 
 
-def assert_equals_full_sync(inv: Inventory, db: Path, tmp_path: Path, node: str = "n1") -> None:
+def assert_equals_full_sync(inv: Inventory, db: str | Path, tmp_path: Path,
+                            node: str = "n1") -> None:
+    """The mirror at `db` (either engine) holds what a full sync into a fresh SQLite file
+    writes: every row and the pools' summaries."""
     fresh = full_mirror(inv, tmp_path, node)
     want, got = rows(fresh, node), rows(db, node)
     if want != got:
@@ -43,18 +53,9 @@ def assert_equals_full_sync(inv: Inventory, db: Path, tmp_path: Path, node: str 
         diff = sorted(set(w) ^ set(g))[:10] + [n for n in w if n in g and w[n] != g[n]][:10]
         raise AssertionError(f"mirror != full sync: {len(want)} vs {len(got)} rows; "
                              f"first differences: {diff}")
-    conn = sqlite3.connect(db)
-    try:  # the pool summaries follow the rows too
-        summary = conn.execute("SELECT volumes, snapshots, clones, used FROM pools WHERE "
-                               "node = ?", (node,)).fetchall()
-    finally:
-        conn.close()
-    conn = sqlite3.connect(fresh)
-    try:
-        assert summary == conn.execute("SELECT volumes, snapshots, clones, used FROM pools "
-                                       "WHERE node = ?", (node,)).fetchall()
-    finally:
-        conn.close()
+    summary = "SELECT volumes, snapshots, clones, used FROM pools WHERE node = ? ORDER BY name"
+    got_pools, want_pools = select(db, summary, (node,)), select(fresh, summary, (node,))
+    assert got_pools == want_pools, f"pool summaries: {got_pools} != full sync's {want_pools}"
 
 
 def node(tmp_path: Path, name: str = "fleet", **sim: Any) -> tuple[Inventory, SimTransport]:

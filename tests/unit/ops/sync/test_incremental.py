@@ -1,11 +1,13 @@
 """Incremental sync on simulated nodes (whose change feed is proven identical in shape to real
 OpenZFS by tests/unit/sim/commands/test_events.py): correctness after random operations and
 through gaps, at 100k-dataset scale, and the cost: commands and bytes follow the number of
-changes, not the number of datasets. The same properties on real ZFS: tests/lab/."""
+changes, not the number of datasets. The same properties on real ZFS: tests/lab/.
+The correctness tests run on both engines (`mirror_at`); the cost tests at scale on SQLite
+only (the commands and bytes do not depend on the engine; the rows they write are checked on
+both by the smaller tests)."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from unit.ops.sync.synckit import (
     full_mirror,
     node,
     rows,
+    select,
     sim_ops,
 )
 from xfleet import mirror
@@ -27,9 +30,9 @@ from xfleet.sim import SimTransport
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_incremental_sync_equals_a_full_sync_after_random_operations(
-        tmp_path: Path, seed: int) -> None:
+        tmp_path: Path, seed: int, mirror_at: str) -> None:
     inv, t = node(tmp_path)
-    db = tmp_path / "m.db"
+    db = mirror_at
     assert sync(inv, db).nodes[0].mode == "full"
     ops = sim_ops(t, seed)
     for _ in range(3):
@@ -39,9 +42,9 @@ def test_incremental_sync_equals_a_full_sync_after_random_operations(
         assert r.events > 0
         assert_equals_full_sync(inv, db, tmp_path)
     # base datasets changed too: rename/destroy/set on generated volumes
-    victims = [n for (n,) in sqlite3.connect(db).execute(
-        "SELECT name FROM datasets WHERE type = 'volume' AND origin IS NULL AND name NOT LIKE "
-        "'tank/w%' AND name NOT IN (SELECT substr(origin, 1, instr(origin, '@') - 1) FROM "
+    victims = [n for (n,) in select(
+        db, "SELECT name FROM datasets WHERE type = 'volume' AND origin IS NULL AND name NOT "
+        "LIKE 'tank/w%' AND name NOT IN (SELECT substr(origin, 1, instr(origin, '@') - 1) FROM "
         "datasets WHERE origin IS NOT NULL) ORDER BY name LIMIT 3")]
     t.run(["zfs", "destroy", "-r", victims[0]])
     t.run(["zfs", "rename", victims[1], victims[1] + "-moved"])
@@ -52,9 +55,9 @@ def test_incremental_sync_equals_a_full_sync_after_random_operations(
     assert_equals_full_sync(inv, db, tmp_path)
 
 
-def test_nothing_changed_costs_two_small_commands(tmp_path: Path) -> None:
+def test_nothing_changed_costs_two_small_commands(tmp_path: Path, mirror_at: str) -> None:
     inv, t = node(tmp_path)
-    db = tmp_path / "m.db"
+    db = mirror_at
     assert sync(inv, db).ok
     r = sync(inv, db).nodes[0]
     assert (r.mode, r.events, r.fetched, r.commands) == ("incremental", 0, 0, 2)
@@ -72,9 +75,10 @@ def test_cost_grows_with_changes_not_with_datasets(tmp_path: Path) -> None:
     assert more.commands <= small.commands + 1  # 500 names per command
 
 
-def test_space_refresh_is_bounded_by_the_budget_and_converges(tmp_path: Path) -> None:
+def test_space_refresh_is_bounded_by_the_budget_and_converges(
+        tmp_path: Path, mirror_at: str) -> None:
     inv, t = node(tmp_path, volumes=400)
-    db = tmp_path / "m.db"
+    db = mirror_at
     total = sync(inv, db).nodes[0].datasets
     t.run(["zfs", "create", "-s", "-V", "1G", "tank/new"])  # the pool's figures move
     r = sync(inv, db, refresh_budget=100).nodes[0]  # the refresh is on a schedule: not yet
@@ -97,9 +101,9 @@ def test_space_refresh_is_bounded_by_the_budget_and_converges(tmp_path: Path) ->
     assert sync(inv, db, refresh=True, refresh_budget=100).nodes[0].refreshed == 0
 
 
-def test_overflow_and_clear_are_caught_up_from_history(tmp_path: Path) -> None:
+def test_overflow_and_clear_are_caught_up_from_history(tmp_path: Path, mirror_at: str) -> None:
     inv, t = node(tmp_path, zevent_len_max=40)
-    db = tmp_path / "m.db"
+    db = mirror_at
     assert sync(inv, db).ok
     sim_ops(t, 11).run(30)  # far more than 40 events
     r = sync(inv, db).nodes[0]
@@ -114,9 +118,9 @@ def test_overflow_and_clear_are_caught_up_from_history(tmp_path: Path) -> None:
         "SELECT gaps FROM nodes WHERE name='n1'").fetchone()[0] == 2
 
 
-def test_reboot_is_detected_and_caught_up(tmp_path: Path) -> None:
+def test_reboot_is_detected_and_caught_up(tmp_path: Path, mirror_at: str) -> None:
     inv, t = node(tmp_path)
-    db = tmp_path / "m.db"
+    db = mirror_at
     assert sync(inv, db).ok
     ops = sim_ops(t, 21)
     ops.run(10)
@@ -127,9 +131,9 @@ def test_reboot_is_detected_and_caught_up(tmp_path: Path) -> None:
     assert_equals_full_sync(inv, db, tmp_path)
 
 
-def test_truncated_history_falls_back_to_a_reconcile(tmp_path: Path) -> None:
+def test_truncated_history_falls_back_to_a_reconcile(tmp_path: Path, mirror_at: str) -> None:
     inv, t = node(tmp_path, zevent_len_max=20, history_len_max=30)
-    db = tmp_path / "m.db"
+    db = mirror_at
     assert sync(inv, db).ok
     sim_ops(t, 31).run(40)
     r = sync(inv, db, refresh=True, refresh_budget=20).nodes[0]
@@ -145,17 +149,22 @@ def test_truncated_history_falls_back_to_a_reconcile(tmp_path: Path) -> None:
 
 
 def test_reconcile_at_scale_lists_only_fast_columns(tmp_path: Path) -> None:
+    # (SQLite only, for the suite's time: the reconcile's SQL runs on PostgreSQL in
+    # test_truncated_history_falls_back_to_a_reconcile)
     inv, t = node(tmp_path, volumes=20_000)
     db = tmp_path / "m.db"
     full = sync(inv, db).nodes[0]
-    conn = sqlite3.connect(db)
-    lost = [r[0] for r in conn.execute(
-        "SELECT name FROM datasets WHERE type = 'snapshot' ORDER BY name LIMIT 7")]
-    conn.execute(f"DELETE FROM datasets WHERE name IN ({', '.join('?' for _ in lost)})", lost)
-    conn.execute("UPDATE datasets SET guid = '1' WHERE name = (SELECT max(name) FROM datasets "
-                 "WHERE type = 'volume')")  # ... and has a wrong guid somewhere
-    conn.commit()
-    conn.close()
+    conn = mirror.connect(db)  # the mirror lost some rows ...
+    try:
+        with mirror.transaction(conn, "a damaged mirror"):
+            lost = [r[0] for r in conn.execute(
+                "SELECT name FROM datasets WHERE type = 'snapshot' ORDER BY name LIMIT 7")]
+            conn.execute(f"DELETE FROM datasets WHERE name IN ({', '.join('?' for _ in lost)})",
+                         lost)
+            conn.execute("UPDATE datasets SET guid = '1' WHERE name = (SELECT max(name) FROM "
+                         "datasets WHERE type = 'volume')")  # ... and has a wrong guid
+    finally:
+        conn.close()
     r = sync(inv, db, reconcile=True, refresh_budget=0).nodes[0]
     assert r.reconciled == ["tank"] and r.gap is None
     # zpool list, zpool events, the fast listing, one fetch of the 8 names (and ancestors):
@@ -182,14 +191,15 @@ def test_sim_at_scale_100k_datasets(tmp_path: Path) -> None:
     assert_equals_full_sync(inv, db, tmp_path)
 
 
-def test_a_pool_that_disappears_keeps_its_rows_until_a_full_sync(tmp_path: Path) -> None:
+def test_a_pool_that_disappears_keeps_its_rows_until_a_full_sync(
+        tmp_path: Path, mirror_at: str) -> None:
     """A node that boots before its pool is imported must not empty the mirror."""
     from collections.abc import Iterator
 
     from xfleet.fleet.connections import Connections
 
     inv, t = node(tmp_path)
-    db = tmp_path / "m.db"
+    db = mirror_at
     before = len(rows(db, "n1")) if sync(inv, db).ok else 0
 
     class NoPool(SimTransport):
@@ -210,14 +220,14 @@ def test_a_pool_that_disappears_keeps_its_rows_until_a_full_sync(tmp_path: Path)
 
 
 def test_a_failed_incremental_sync_keeps_rows_and_checkpoint_then_catches_up(
-        tmp_path: Path) -> None:
+        tmp_path: Path, mirror_at: str) -> None:
     from collections.abc import Iterator
 
     from xfleet.core.errors import ConnectError
     from xfleet.fleet.connections import Connections
 
     inv, t = node(tmp_path)
-    db = tmp_path / "m.db"
+    db = mirror_at
     assert sync(inv, db).ok
     before = rows(db, "n1")
     checkpoint = mirror.checkpoint(mirror.connect(db), "n1")

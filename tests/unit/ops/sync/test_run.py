@@ -1,14 +1,15 @@
-"""Full sync into the mirror, against simulated nodes (the mirror logic; real ZFS is in lab/)."""
+"""Full sync into the mirror, against simulated nodes (the mirror logic; real ZFS is in lab/).
+The tests of what the mirror holds after a sync run on both engines (`mirror_at`)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import write_sim_inventory
 
+from unit.ops.sync.synckit import select
 from xfleet import mirror
 from xfleet.core.errors import ConnectError
 from xfleet.core.zfs import DATASET_COLUMNS, parse_datasets, zfs_list
@@ -29,27 +30,23 @@ def listing(inv: inventory.Inventory, node: str) -> list[tuple[object, ...]]:
     )
 
 
-def mirrored(db: Path, node: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(db)
-    rows = conn.execute(
-        f"SELECT {', '.join(DATASET_COLUMNS)}, tenant FROM datasets WHERE node = ?", (node,)
-    ).fetchall()
-    return sorted(rows)
+def mirrored(db: str | Path, node: str) -> list[tuple[object, ...]]:
+    return sorted(select(db, f"SELECT {', '.join(DATASET_COLUMNS)}, tenant FROM datasets "
+                         "WHERE node = ?", (node,)))
 
 
-def test_sync_mirrors_every_column_of_every_dataset(sim_fleet: Path) -> None:
+def test_sync_mirrors_every_column_of_every_dataset(sim_fleet: Path, mirror_at: str) -> None:
     inv = inventory.load(sim_fleet)
-    report = sync(inv)
+    report = sync(inv, mirror_at)
     assert report.ok, report.to_dict()
     for node in ("n1", "n2"):
         expected = listing(inv, node)
         assert len(expected) > 300
-        assert mirrored(Path(str(inv.mirror)), node) == expected
-    conn = sqlite3.connect(str(inv.mirror))
-    nodes = dict(conn.execute("SELECT name, stale FROM nodes").fetchall())
+        assert mirrored(mirror_at, node) == expected
+    nodes = dict(select(mirror_at, "SELECT name, stale FROM nodes"))
     assert nodes == {"n1": 0, "n2": 0}
-    assert conn.execute("SELECT count(*) FROM pools").fetchone()[0] == 2
-    runs = conn.execute("SELECT node, status, commands FROM sync_runs ORDER BY node").fetchall()
+    assert select(mirror_at, "SELECT count(*) FROM pools") == [(2,)]
+    runs = select(mirror_at, "SELECT node, status, commands FROM sync_runs ORDER BY node")
     # zpool list, zpool events, zfs list, zfs get -j (user properties)
     assert runs == [("n1", "ok", 4), ("n2", "ok", 4)]
 
@@ -66,28 +63,27 @@ def test_remote_commands_per_node_do_not_grow_with_datasets(tmp_path: Path) -> N
     assert counts[20][0] == counts[2000][0] == 4  # ... and the same four commands
 
 
-def test_resync_applies_creates_and_destroys(sim_fleet: Path) -> None:
+def test_resync_applies_creates_and_destroys(sim_fleet: Path, mirror_at: str) -> None:
     inv = inventory.load(sim_fleet)
-    assert sync(inv).ok
+    assert sync(inv, mirror_at).ok
     t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
-    victim = next(n for n, typ in ((str(r[0]), r[1]) for r in mirrored(Path(str(inv.mirror)), "n1"))
-                  if typ == "volume" and not _has_dependents(Path(str(inv.mirror)), n))
+    victim = next(n for n, typ in ((str(r[0]), r[1]) for r in mirrored(mirror_at, "n1"))
+                  if typ == "volume" and not _has_dependents(mirror_at, n))
     t.run(["zfs", "destroy", "-r", victim])
     t.run(["zfs", "create", "-s", "-V", "1G", "tank/new vol:1.a-b_c"])
-    report = sync(inv, nodes=["n1"])
+    report = sync(inv, mirror_at, nodes=["n1"])
     assert report.ok
     n1 = report.nodes[0]
     assert n1.added == 1 and n1.removed >= 1
-    names = {r[0] for r in mirrored(Path(str(inv.mirror)), "n1")}
+    names = {r[0] for r in mirrored(mirror_at, "n1")}
     assert "tank/new vol:1.a-b_c" in names
     assert victim not in names
-    assert mirrored(Path(str(inv.mirror)), "n1") == listing(inv, "n1")
+    assert mirrored(mirror_at, "n1") == listing(inv, "n1")
 
 
-def _has_dependents(db: Path, name: str) -> bool:
-    conn = sqlite3.connect(db)
-    return bool(conn.execute("SELECT count(*) FROM datasets WHERE origin >= ? AND origin < ?",
-                             (name + "@", name + "A")).fetchone()[0])
+def _has_dependents(db: str, name: str) -> bool:
+    return bool(select(db, "SELECT count(*) FROM datasets WHERE origin >= ? AND origin < ?",
+                       (name + "@", name + "A"))[0][0])
 
 
 class CutShort(SimTransport):
@@ -104,38 +100,39 @@ class CutShort(SimTransport):
 
 
 @pytest.mark.parametrize("first", ["n1", "n2"])
-def test_failed_node_keeps_rows_marked_stale(sim_fleet: Path, first: str) -> None:
+def test_failed_node_keeps_rows_marked_stale(sim_fleet: Path, first: str, mirror_at: str) -> None:
     inv = inventory.load(sim_fleet)
-    assert sync(inv).ok
-    before = {n: mirrored(Path(str(inv.mirror)), n) for n in ("n1", "n2")}
+    assert sync(inv, mirror_at).ok
+    before = {n: mirrored(mirror_at, n) for n in ("n1", "n2")}
     # destroy something on both nodes; n1's connection then drops mid-listing
     for node in ("n1", "n2"):
         t = SimTransport(inv.hosts[node], state_dir=inv.state_dir)
         t.run(["zfs", "create", "-V", "1G", "tank/added-after"])
     conns = Connections(inv.hosts, trust_store=inv.trust_store, state_dir=inv.state_dir)
     conns.use("n1", CutShort(inv.hosts["n1"], state_dir=inv.state_dir))
-    report = sync(inv, connections=conns, parallel=1 if first == "n1" else 2, full=True)
+    report = sync(inv, mirror_at, connections=conns, parallel=1 if first == "n1" else 2,
+                  full=True)
     assert not report.ok
     (failed,) = report.failed
     assert failed.node == "n1" and "connection lost" in (failed.error or "")
-    assert mirrored(Path(str(inv.mirror)), "n1") == before["n1"]  # untouched: no partial write
-    assert "tank/added-after" in {r[0] for r in mirrored(Path(str(inv.mirror)), "n2")}
-    conn = sqlite3.connect(str(inv.mirror))
-    stale, err = conn.execute("SELECT stale, last_error FROM nodes WHERE name='n1'").fetchone()
+    assert mirrored(mirror_at, "n1") == before["n1"]  # untouched: no partial write
+    assert "tank/added-after" in {r[0] for r in mirrored(mirror_at, "n2")}
+    [(stale, err)] = select(mirror_at, "SELECT stale, last_error FROM nodes WHERE name='n1'")
     assert stale == 1 and "connection lost" in err
-    assert conn.execute("SELECT stale FROM nodes WHERE name='n2'").fetchone()[0] == 0
-    status = conn.execute(
-        "SELECT status FROM sync_runs WHERE node='n1' ORDER BY id DESC LIMIT 1").fetchone()[0]
-    assert status == "failed"
+    assert select(mirror_at, "SELECT stale FROM nodes WHERE name='n2'") == [(0,)]
+    status = select(mirror_at, "SELECT status FROM sync_runs WHERE node='n1' ORDER BY id DESC "
+                    "LIMIT 1")
+    assert status == [("failed",)]
     # the next good sync clears the stale mark
-    assert sync(inv, nodes=["n1"]).ok
-    assert conn.execute("SELECT stale FROM nodes WHERE name='n1'").fetchone()[0] == 0
+    assert sync(inv, mirror_at, nodes=["n1"]).ok
+    assert select(mirror_at, "SELECT stale FROM nodes WHERE name='n1'") == [(0,)]
 
 
-def test_unparseable_output_fails_the_node_not_the_mirror(sim_fleet: Path) -> None:
+def test_unparseable_output_fails_the_node_not_the_mirror(sim_fleet: Path,
+                                                         mirror_at: str) -> None:
     inv = inventory.load(sim_fleet)
-    assert sync(inv).ok
-    before = mirrored(Path(str(inv.mirror)), "n2")
+    assert sync(inv, mirror_at).ok
+    before = mirrored(mirror_at, "n2")
 
     class Garbled(SimTransport):
         def _stream(self, argv: list[str], timeout: float, stdin: bytes | None,
@@ -145,33 +142,36 @@ def test_unparseable_output_fails_the_node_not_the_mirror(sim_fleet: Path) -> No
 
     conns = Connections(inv.hosts, state_dir=inv.state_dir)
     conns.use("n2", Garbled(inv.hosts["n2"], state_dir=inv.state_dir))
-    report = sync(inv, connections=conns, full=True)
+    report = sync(inv, mirror_at, connections=conns, full=True)
     (failed,) = report.failed
     assert "line 11" in (failed.error or "")
-    assert mirrored(Path(str(inv.mirror)), "n2") == before
+    assert mirrored(mirror_at, "n2") == before
 
 
-def test_parallel_nodes_spool_and_all_land(tmp_path: Path) -> None:
+def test_parallel_nodes_spool_and_all_land(tmp_path: Path, mirror_at: str) -> None:
     nodes = {f"n{i}": {"seed": i, "volumes": 400} for i in range(1, 5)}
     inv = inventory.load(write_sim_inventory(tmp_path / "f.yaml", nodes))
     phases: dict[str, set[str]] = {}
-    report = sync(inv, parallel=4,
+    report = sync(inv, mirror_at, parallel=4,
                   progress=lambda n, ph, _: phases.setdefault(n, set()).add(ph))
-    assert report.ok
+    assert report.ok, report.to_dict()
     for n in nodes:
-        assert mirrored(Path(str(inv.mirror)), n) == listing(inv, n)
+        assert mirrored(mirror_at, n) == listing(inv, n)
     assert all("done" in p for p in phases.values())
 
 
-def test_mirror_stays_readable_during_sync(sim_fleet: Path) -> None:
+def test_mirror_stays_readable_during_sync(sim_fleet: Path, mirror_at: str) -> None:
     inv = inventory.load(sim_fleet)
-    assert sync(inv).ok
-    reader = mirror.connect(inv.mirror, readonly=True)
+    assert sync(inv, mirror_at).ok
+    reader = mirror.connect(mirror_at, readonly=True)
     seen = []
 
     def tick(node: str, phase: str, rows: int) -> None:
         if phase == "writing":
             seen.append(reader.execute("SELECT count(*) FROM datasets").fetchone()[0])
 
-    assert sync(inv, progress=tick, full=True).ok
+    try:
+        assert sync(inv, mirror_at, progress=tick, full=True).ok
+    finally:
+        reader.close()
     assert seen and all(n > 0 for n in seen)
