@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/xfleet demo
 
 # Debian packages the test suite needs: a real sshd and tmux for the transport and TUI tests,
+# PostgreSQL for the shared mirror (the suite starts its own servers: tests/pgserver.py),
 # qemu/mmdebstrap for the lab of real OpenZFS nodes (whose image is built once and cached).
 deps-test:
 	@bash scripts/test-deps.sh

@@ -186,7 +186,7 @@ def test_estimates_match_what_zfs_stores_after_a_rewrite_and_policy_applies(
     assert cli_json(lab, db, "compression", "plan", "--policy", str(policy))["volumes"] == 0
     audit = cli_json(lab, db, "compression", "audit", "--run", str(applied["run"]["id"]))
     assert {a["name"] for a in audit} >= {"tank/ctest/json", "tank/ctest/pg"}
-    assert all(a["state"] == "done" and a["user"] for a in audit)
+    assert all(a["state"] == "done" and a["operator"] for a in audit)
 
     # the report: the rewritten volumes show their savings; the changed ones need a rewrite
     html = tmp_path / "report.html"
