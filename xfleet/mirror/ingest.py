@@ -4,8 +4,9 @@ change feed, and the per-pool totals (xfleet/ops/sync/ is the caller).
 Bulk writes use each engine's fastest path. SQLite: `executemany` in transactions of
 ROWS_PER_TRANSACTION rows, so other writers get the lock between them. PostgreSQL: the listing
 streams with COPY into a session-local staging table (no lock held), then one short
-transaction applies it. An incremental apply keeps the pool totals by deltas (SQLite) or
-recounts the node's pools (PostgreSQL, one aggregate over the node's rows).
+transaction applies it. An incremental apply keeps the pool totals by deltas (a trigger logs
+each written row's contribution: SQLite's temporary triggers, PostgreSQL's row trigger turned
+on for the writer's session), never by scanning the node.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from xfleet.core.zfs import POOL_COLUMNS, PoolRecord
 from xfleet.mirror import claims
 from xfleet.mirror.backend import Connection
-from xfleet.mirror.schema import DATASET_TABLE_COLUMNS
+from xfleet.mirror.schema import DATASET_TABLE_COLUMNS, DELTA_COLUMNS, delta_values
 from xfleet.mirror.store import ROWS_PER_TRANSACTION, inserted_id, is_postgres, transaction
 
 
@@ -437,34 +438,26 @@ def clones_under(
 # Per-pool summaries kept current by an incremental sync without scanning the node: temporary
 # triggers (on the writer's connection only, so a full sync's ingest does not pay for them) log
 # each row's contribution, -old +new, and apply_pool_deltas adds them up.
-_DELTA_COLS = ("datasets", "volumes", "filesystems", "snapshots", "bookmarks", "clones",
-               "volsize", "logicalused", "used", "usedbyrefreservation")
-
-
-def _contribution(row: str, sign: str) -> str:
-    vol = f"{row}.type = 'volume'"
-    return ", ".join([
-        f"{row}.node", f"{row}.pool", f"{sign}1", f"{sign}({vol})",
-        f"{sign}({row}.type = 'filesystem')", f"{sign}({row}.type = 'snapshot')",
-        f"{sign}({row}.type = 'bookmark')", f"{sign}({row}.origin IS NOT NULL)",
-        *(f"{sign}(CASE WHEN {vol} THEN coalesce({row}.{c}, 0) ELSE 0 END)"
-          for c in ("volsize", "logicalused", "used", "usedbyrefreservation")),
-    ])
+_DELTA_COLS = DELTA_COLUMNS
 
 
 def track_pool_deltas(conn: Connection) -> None:
-    if is_postgres(conn):  # PostgreSQL has no temporary triggers: finish_incremental recounts
-        return
-    cols = ", ".join(f"{c} INTEGER" for c in _DELTA_COLS)
+    """Log every dataset row this connection writes from now on into the session's
+    `pool_delta` table (apply_pool_deltas adds them up). SQLite: temporary triggers on this
+    connection. PostgreSQL: the schema's trigger (postgres.TRIGGERS), on for this session."""
+    cols = ", ".join(f"{c} BIGINT" for c in _DELTA_COLS)
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS pool_delta (node TEXT, pool TEXT, {cols})")
+    if is_postgres(conn):
+        conn.execute("SET xfleet.pool_deltas = 'on'")
+        return
     ins = "INSERT INTO pool_delta VALUES"  # a temp trigger may not qualify it; temp is found first
     conn.execute("CREATE TEMP TRIGGER IF NOT EXISTS datasets_ins AFTER INSERT ON main.datasets "
-                 f"BEGIN {ins} ({_contribution('NEW', '+')}); END")
+                 f"BEGIN {ins} ({delta_values('NEW', '+')}); END")
     conn.execute("CREATE TEMP TRIGGER IF NOT EXISTS datasets_del AFTER DELETE ON main.datasets "
-                 f"BEGIN {ins} ({_contribution('OLD', '-')}); END")
+                 f"BEGIN {ins} ({delta_values('OLD', '-')}); END")
     conn.execute("CREATE TEMP TRIGGER IF NOT EXISTS datasets_upd AFTER UPDATE ON main.datasets "
-                 f"BEGIN {ins} ({_contribution('OLD', '-')}); "
-                 f"{ins} ({_contribution('NEW', '+')}); END")
+                 f"BEGIN {ins} ({delta_values('OLD', '-')}); "
+                 f"{ins} ({delta_values('NEW', '+')}); END")
 
 
 def apply_pool_deltas(conn: Connection, node: str) -> tuple[int, int]:
@@ -500,11 +493,7 @@ def finish_incremental(
     """Record a successful incremental run; bring the pool summaries up to date from the
     logged row changes (`recount`: from the node's rows, as a reconcile does, which repairs
     them whatever happened). Returns the node's dataset count and the number of new rows."""
-    if is_postgres(conn):
-        recount = True
-        net = 0
-    else:
-        count, net = apply_pool_deltas(conn, node)
+    count, net = apply_pool_deltas(conn, node)
     if recount:
         prev = conn.execute("SELECT datasets FROM nodes WHERE name = ?", (node,)).fetchone()
         count = summarize_pools(conn, node)

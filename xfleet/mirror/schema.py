@@ -382,6 +382,29 @@ MIGRATIONS: dict[int, str] = {
 }
 
 
+# What one dataset row adds to its pool's summary (`pools` counts and volume byte sums, and the
+# node's dataset count): logged per written row while an incremental sync applies changes
+# (ingest.track_pool_deltas: SQLite's temporary triggers, PostgreSQL's trigger below), so the
+# summaries follow the changes without scanning the node.
+DELTA_COLUMNS = ("datasets", "volumes", "filesystems", "snapshots", "bookmarks", "clones",
+                 "volsize", "logicalused", "used", "usedbyrefreservation")
+
+
+def delta_values(row: str, sign: str) -> str:
+    """The DELTA_COLUMNS values of row `row` (NEW or OLD) signed `sign` (+ or -), as SQL."""
+    def one(cond: str) -> str:
+        return f"{sign}(CASE WHEN {cond} THEN 1 ELSE 0 END)"
+
+    vol = f"{row}.type = 'volume'"
+    return ", ".join([
+        f"{row}.node", f"{row}.pool", f"{sign}1", one(vol),
+        one(f"{row}.type = 'filesystem'"), one(f"{row}.type = 'snapshot'"),
+        one(f"{row}.type = 'bookmark'"), one(f"{row}.origin IS NOT NULL"),
+        *(f"{sign}(CASE WHEN {vol} THEN coalesce({row}.{c}, 0) ELSE 0 END)"
+          for c in ("volsize", "logicalused", "used", "usedbyrefreservation")),
+    ])
+
+
 # The schema version is the newest migration: add a numbered entry to MIGRATIONS to change it.
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -62,6 +62,8 @@ def _ensure_functions(conn: Connection) -> None:
     with transaction(conn, "the schema's functions"):
         assert isinstance(conn, postgres.PgConnection)
         conn.script(postgres.FUNCTIONS)
+        if has_table(conn, "datasets"):
+            conn.script(postgres.TRIGGERS)
         conn.script(f"COMMENT ON FUNCTION glob_regex(text) IS '{postgres.FUNCTIONS_DIGEST}'")
 
 
@@ -390,7 +392,6 @@ def migrate(conn: Connection) -> None:
         with transaction(conn, "the schema's table"):
             conn.execute("CREATE TABLE IF NOT EXISTS xfleet_schema (version INTEGER PRIMARY "
                          "KEY, applied_at DOUBLE PRECISION NOT NULL)")
-        _ensure_functions(conn)
     for v in sorted(MIGRATIONS):
         begin(conn, f"schema migration {v}")
         if schema_version(conn) >= v:
@@ -404,3 +405,5 @@ def migrate(conn: Connection) -> None:
         else:
             conn.execute(f"PRAGMA user_version = {v}")
         conn.execute("COMMIT")
+    if pg:
+        _ensure_functions(conn)  # the functions, and the triggers on the tables just made

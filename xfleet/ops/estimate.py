@@ -238,9 +238,10 @@ def targets(conn: Connection, where: str, params: Sequence[Any], *,
     rows = conn.execute(
         "SELECT d.node, d.name, d.volsize, d.volblocksize, p.ashift, d.compression FROM (SELECT "
         "node, name, pool, volsize, volblocksize, logicalreferenced, compression FROM datasets "
-        f"WHERE type = 'volume' AND ({where}) ORDER BY logicalreferenced DESC, node, name "
+        f"WHERE type = 'volume' AND ({where}) "
+        "ORDER BY logicalreferenced DESC NULLS LAST, node, name "  # SQLite's DESC order
         "LIMIT ?) d LEFT JOIN pools p ON p.node = d.node AND p.name = d.pool "
-        "ORDER BY d.logicalreferenced DESC, d.node, d.name", (*params, limit)).fetchall()
+        "ORDER BY d.logicalreferenced DESC NULLS LAST, d.node, d.name", (*params, limit)).fetchall()
     return [Target(r[0], r[1], r[2] or 0, r[3] or 16384, r[4], r[5]) for r in rows]
 
 

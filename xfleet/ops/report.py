@@ -264,7 +264,7 @@ def _top(conn: Connection, desired: str, dparams: list[Any], where: str,
            f"({where})) v JOIN compression_estimates e ON e.node = v.node AND "
            f"e.name = v.name AND e.algorithm = {canonical_sql('v.new')} "
            f"WHERE v.new IS NOT NULL AND {canonical_sql('v.compression')} IS DISTINCT FROM "
-           f"{canonical_sql('v.new')} AND e.ratio > 0 ORDER BY potential DESC LIMIT ?")
+           f"{canonical_sql('v.new')} AND e.ratio > 0 ORDER BY potential DESC NULLS LAST LIMIT ?")
     cur = conn.execute(sql, (*dparams, *params, limit))
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur]

@@ -159,3 +159,32 @@ def test_a_write_open_brings_the_functions_of_this_xfleet(pg: PgServer) -> None:
         assert conn.execute("SELECT instr('tank/vol', 'vol')").fetchone()[0] == 6
     finally:
         conn.close()
+
+
+def test_a_prefix_glob_is_a_range_the_name_index_answers(pg: PgServer) -> None:
+    # glob() is an inlinable SQL function: the planner sees `name ~ '^tank/t0007/.*$'` and
+    # ranges over the name index (text is COLLATE "C"), as SQLite does for its GLOB
+    def glob_sql(column: str, pattern: str) -> tuple[str, list[str]]:
+        return f"glob(?, {column})", [pattern]
+
+    conn = pg_conn(pg)
+    try:
+        conn.executemany("INSERT INTO datasets (node, pool, name, type, synced_at, sync_run) "
+                         "VALUES ('n1', 'tank', ?, 'volume', 0, 1)",
+                         [(f"tank/t{i % 50:04d}/vol-{i:06d}",) for i in range(3000)])
+        conn.execute("ANALYZE datasets")
+        conn.execute("SET enable_seqscan = off")  # can an index answer it at all?
+
+        def plan(pattern: str) -> str:
+            where, params = glob_sql("name", pattern)
+            return " ".join(r[0] for r in conn.execute(
+                f"EXPLAIN (COSTS OFF) SELECT name FROM datasets WHERE {where}", params))
+
+        assert "Index Cond" in plan("tank/t0007/*"), plan("tank/t0007/*")
+        assert "Index Cond" not in plan("*/vol-000007")  # no literal prefix: no range
+        where, params = glob_sql("name", "tank/t0007/vol-0000[0-5]?")
+        got = [r[0] for r in conn.execute(f"SELECT name FROM datasets WHERE {where} "
+                                          "ORDER BY name", params)]
+        assert got == ["tank/t0007/vol-000007", "tank/t0007/vol-000057"]
+    finally:
+        conn.close()
