@@ -28,7 +28,7 @@ from typing import Any
 from xfleet.core.errors import MirrorError
 from xfleet.mirror.backend import Connection, Location, location
 from xfleet.mirror.schema import SCHEMA_VERSION
-from xfleet.mirror.status import engine, schema_tables
+from xfleet.mirror.status import engine, peek, schema_tables
 from xfleet.mirror.store import (
     begin,
     connect,
@@ -118,11 +118,17 @@ def copy_mirror(source: str | Location, target: str | Location, *, replace: bool
     start = time.monotonic()
     src = connect(src_loc, readonly=True)
     try:
+        # refusals before anything is written: opening the target to write would migrate it
+        with peek(dst_loc) as probe:
+            if probe is not None and _identity(src, src_loc) == _identity(probe, dst_loc):
+                raise _same(dst_loc)
+            present = {} if probe is None else nonempty_tables(probe, schema_tables())
+        if present and not replace:
+            raise _not_empty(dst_loc, present)
         dst = connect(dst_loc)
         try:
             if _identity(src, src_loc) == _identity(dst, dst_loc):
-                raise MirrorError(f"the source and the target are the same mirror ({dst_loc})",
-                                  hint="name another file or database with --to")
+                raise _same(dst_loc)
             version = schema_version(dst)
             if schema_version(src) != version or version != SCHEMA_VERSION:
                 raise MirrorError(  # connect() migrated both or refused them: a safeguard
@@ -133,12 +139,8 @@ def copy_mirror(source: str | Location, target: str | Location, *, replace: bool
             tables = schema_tables()
             present = nonempty_tables(dst, tables)
             if present:
-                if not replace:
-                    rows = ", ".join(f"{t} ({n:,})" for t, n in present.items())
-                    raise MirrorError(
-                        f"the target {dst_loc} is not empty: {rows}",
-                        hint="copy to a new file or an empty database ('xfleet mirror init' "
-                        "makes one), or pass --replace --yes to delete the target's rows first")
+                if not replace:  # rows written since the check above
+                    raise _not_empty(dst_loc, present)
                 if confirm_replace is not None:
                     confirm_replace(present)
                 _empty(dst, tables)
@@ -155,6 +157,19 @@ def copy_mirror(source: str | Location, target: str | Location, *, replace: bool
         raise MirrorError(f"the copy to {dst_loc} does not match its source: {bad}",
                           hint="run the copy again with --replace --yes")
     return report
+
+
+def _same(where: Location) -> MirrorError:
+    return MirrorError(f"the source and the target are the same mirror ({where})",
+                       hint="name another file or database with --to")
+
+
+def _not_empty(where: Location, present: dict[str, int]) -> MirrorError:
+    rows = ", ".join(f"{t} ({n:,})" for t, n in present.items())
+    return MirrorError(
+        f"the target {where} is not empty: {rows}",
+        hint="copy to a new file or an empty database ('xfleet mirror init' makes one), or "
+        "pass --replace --yes to delete the target's rows first")
 
 
 def _identity(conn: Connection, where: Location) -> tuple[Any, ...]:

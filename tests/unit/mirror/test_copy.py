@@ -159,3 +159,26 @@ def test_the_source_itself_is_refused_as_its_target(tmp_path: Path, pg: PgServer
     with pytest.raises(MirrorError) as exc:
         copy.copy_mirror(url, url + "&application_name=other", replace=True)
     assert "the same mirror" in exc.value.message
+
+
+def test_an_older_target_with_rows_is_refused_before_anything_is_written(
+        tmp_path: Path) -> None:
+    source = tmp_path / "new.db"
+    mirror.connect(source).close()
+    target = tmp_path / "old.db"
+    conn = sqlite3.connect(target)
+    for v in (1, 2, 3):  # a mirror of an older xfleet, with a node in it
+        for stmt in mirror.split_sql(mirror.MIGRATIONS[v]):
+            conn.execute(stmt)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("INSERT INTO nodes (name, kind) VALUES ('n1', 'sim')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(MirrorError) as exc:
+        copy.copy_mirror(source, target)
+    assert "is not empty: nodes (1)" in str(exc.value)
+    conn = sqlite3.connect(target)
+    try:  # refused as it was: not migrated first
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    finally:
+        conn.close()
