@@ -439,7 +439,9 @@ def test_direct_streaming_needs_node_to_node_trust_and_then_moves_the_data(
     res = lab.xfleet("moves", "resume", str(m["id"]), "--json", mirror=db, timeout=900)
     assert res.code == 0, res.explain()
     m = res.json()
-    assert m["state"] == "done" and m["bytes_done"] > 2**20, m  # progress from send -v
+    # progress from send -v: of the resumed transfer, which may be the rest of a stream the
+    # first attempt began (a fresh-clone run saw 740 KiB of a 4 MiB move), so not its size
+    assert m["state"] == "done" and 0 < m["bytes_done"] <= m["bytes_total"], m
     assert sha(lab, DST, vol) == before
     log_text = lab.xfleet("moves", "show", str(m["id"]), mirror=db).out
     assert f"directly {SRC} -> {DST}" in log_text
