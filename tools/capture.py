@@ -3,6 +3,7 @@
     python -m tools.capture [--node lab1] [--out tests/fixtures/real] [--state-dir DIR]
     python -m tools.capture --ops [--node lab1] [--out tests/fixtures/real]
     python -m tools.capture --hostile [--node lab1] [--out tests/fixtures/real]
+    python -m tools.capture --health [--node lab1] [--out tests/fixtures/real]
 
 It recreates pool `tank` on the node (destroying what was there), plays the scenario of
 `tools.scenario.default_scenario`, then saves the output of the exact commands xfleet runs
@@ -13,6 +14,12 @@ snapshot, set/inherit, rename, clone, promote, hold, rollback, destroy, send/rec
 interrupted resumable receive, ...) on a fresh pool with an empty event queue, and saves the
 change feed it produced: `zpool_events_ops.txt`, `zpool_history_ops.txt` and `ops.json` (each
 op's argv with the eids and txgs of its events). Only those three files are written.
+
+With `--health` it instead records pool health (`zpool status -j --json-int` and the text
+`zpool status -p`): `tank` after a finished scrub, and extra pools made of files on the node
+(a DEGRADED mirror, a resilver in progress, checksum errors a scrub repaired, data errors, a
+paused scrub, vdev paths with a space, a tab, quotes, UTF-8, a line break and a byte that is
+not UTF-8), then destroys the extra pools. Only HEALTH_FILES are written.
 """
 
 from __future__ import annotations
@@ -22,9 +29,9 @@ import json
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tools import hostile
 from tools import scenario as sc
@@ -40,6 +47,29 @@ DEFAULT_OUT = Path("tests/fixtures/real")
 _LAST_EID_SH = "zpool events -H -v | awk '$1 == \"eid\" { e = $3 } END { if (e != \"\") print e }'"
 
 
+class Run(Protocol):
+    def __call__(self, argv: Sequence[str], check: bool = True) -> ssh.Result: ...
+
+
+def _session(node: str, out: Path, state_dir: Path | None) -> tuple[LabState, Run]:
+    """The lab, and `run`: an argv on `node` over SSH (a failure raises unless `check` is
+    false); `out` is made."""
+    lab = LabState.load(state_dir)
+    ep = lab.endpoint(node)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def run(argv: Sequence[str], check: bool = True) -> ssh.Result:
+        return ssh.run(ep, argv, check=check, timeout=900)
+
+    return lab, run
+
+
+def _versions(run: Run) -> tuple[list[str], str]:
+    """`zfs version` (its lines) and `uname -r` of the node."""
+    return (run(["zfs", "version"]).stdout.strip().splitlines(),
+            run(["uname", "-r"]).stdout.strip())
+
+
 def capture(
     node: str = "lab1",
     out: Path = DEFAULT_OUT,
@@ -48,18 +78,12 @@ def capture(
     progress: Progress = None,
 ) -> dict[str, object]:
     """Run the scenario on `node` and write the fixtures to `out`. Returns scenario.json's data."""
-    lab = LabState.load(state_dir)
-    ep = lab.endpoint(node)
-    out.mkdir(parents=True, exist_ok=True)
+    lab, run = _session(node, out, state_dir)
     t0 = time.monotonic()
-
-    def run(argv: Sequence[str], check: bool = True) -> ssh.Result:
-        return ssh.run(ep, argv, check=check, timeout=900)
 
     emit(progress, f"{node}: recreating pool {POOL}")
     recreate_pool(lab, node)
-    version = run(["zfs", "version"]).stdout.strip().splitlines()
-    kernel = run(["uname", "-r"]).stdout.strip()
+    version, kernel = _versions(run)
     emit(progress, f"{node}: preparing the text source")
     run(sc.prepare_argv())
     steps = sc.default_scenario(POOL)
@@ -286,13 +310,8 @@ def capture_ops(
 ) -> dict[str, object]:
     """Play `ops_scenario` on a fresh pool and write zpool_events_ops.txt,
     zpool_history_ops.txt and ops.json to `out`. Returns ops.json's data."""
-    lab = LabState.load(state_dir)
-    ep = lab.endpoint(node)
-    out.mkdir(parents=True, exist_ok=True)
+    lab, run = _session(node, out, state_dir)
     t0 = time.monotonic()
-
-    def run(argv: Sequence[str], check: bool = True) -> ssh.Result:
-        return ssh.run(ep, argv, check=check, timeout=900)
 
     def last_eid() -> int:
         text = run(["sh", "-c", _LAST_EID_SH]).stdout.strip()
@@ -300,8 +319,7 @@ def capture_ops(
 
     emit(progress, f"{node}: recreating pool {POOL}")
     recreate_pool(lab, node)
-    version = run(["zfs", "version"]).stdout.strip().splitlines()
-    kernel = run(["uname", "-r"]).stdout.strip()
+    version, kernel = _versions(run)
     load_guid = run(["zpool", "list", "-H", "-o", "load_guid", POOL]).stdout.strip()
     run(["zpool", "sync", POOL])
     run(["zpool", "events", "-c"])
@@ -421,7 +439,7 @@ Every file is the verbatim stdout of one command run on a lab node after the sce
 | `scenario.json` | the steps played (replayable by the simulator), versions, the dataset names |
 
 The exact argv of each file is in `scenario.json` under `commands`.
-""" + _OPS_README + _HOSTILE_README
+""" + _OPS_README + _HOSTILE_README + _HEALTH_README
     readme.write_text(head + body)
 
 
@@ -460,12 +478,7 @@ def capture_hostile(
 ) -> dict[str, str]:
     """Store the values of tools.hostile on a fresh pool and write what ZFS prints of
     them (HOSTILE_FILES; text as xfleet reads it: bytes that are not UTF-8 as U+FFFD)."""
-    lab = LabState.load(state_dir)
-    ep = lab.endpoint(node)
-    out.mkdir(parents=True, exist_ok=True)
-
-    def run(argv: Sequence[str], check: bool = True) -> ssh.Result:
-        return ssh.run(ep, argv, check=check, timeout=900)
+    lab, run = _session(node, out, state_dir)
 
     emit(progress, f"{node}: recreating pool {POOL}")
     recreate_pool(lab, node)
@@ -493,6 +506,282 @@ def capture_hostile(
     return texts
 
 
+# ---------------------------------------------------------------------------------------------
+# pool health (--health)
+
+HEALTH_DIR = "/var/tmp/xfleet health"  # on the node's root disk; a space in every vdev path
+DEGRADED_POOL = "hx deg.1"  # pool names with a space, '.', '_', '-' and ':'
+CKSUM_POOL = "hx_cksum"
+DATA_POOL = "hx-data:1"
+CUT_POOL = "hxcut"
+HEALTH_POOLS = (DEGRADED_POOL, CKSUM_POOL, DATA_POOL, CUT_POOL)
+_SUSPEND = "/sys/module/zfs/parameters/zfs_scan_suspend_progress"  # 1: scans make no progress
+HEALTH_FILES = (
+    "zpool_status_json_scrubbed.txt", "zpool_status_json_degraded.txt",
+    "zpool_status_degraded.txt", "zpool_status_json_resilver.txt",
+    "zpool_status_resilver.txt", "zpool_status_json_cksum.txt", "zpool_status_cksum.txt",
+    "zpool_status_json_all.txt", "zpool_status_all.txt", "zpool_status_json_cut.txt",
+    "zpool_status_cut.txt", "zpool_status_bad_option.txt", "health.json",
+)
+
+# Makes the files of the extra pools ($1: the directory): sparse, 128 MiB each (64 MiB is
+# zpool's minimum). Two names need bytes no argument can carry: a line break and 0xff.
+_HEALTH_FILES_SH = r"""set -eu
+d="$1"
+mkdir -p "$d"
+cd "$d"
+for f in "deg a.img" "$(printf 'deg\tb.img')" log.img 'spare "q".img' \
+         "$(printf 'cache \303\251.img')" "ck a.img" "ck b.img" data.img \
+         "$(printf 'bad\377.img')" "$(printf 'n\nl.img')"; do
+    truncate -s 128M "$f"
+done
+"""
+# Creates a mirror of the two files whose names hold a line break and 0xff ($1: the
+# directory, $2: the pool).
+_CUT_CREATE_SH = r"""set -eu
+d="$1"; shift
+zpool create -f -o cachefile=none "$@" mirror "$d/$(printf 'bad\377.img')" "$d/$(printf 'n\nl.img')"
+"""
+# Corrupts $4 MiB of file $1 from MiB $3 on, past the front labels (the first 4 MiB hold
+# L0, L1 and the boot area; the last 512 KiB L2 and L3), with bytes from $2.
+_CORRUPT_SH = r"""set -eu
+dd if="$2" of="$1" bs=1M seek="$3" count="$4" conv=notrunc,fsync status=none
+"""
+
+
+def health_scenario(d: str = HEALTH_DIR) -> dict[str, list[list[str]]]:
+    """The commands of `capture_health`, by phase (each phase's commands run in order)."""
+    deg_a, deg_b = f"{d}/deg a.img", f"{d}/deg\tb.img"
+    ck_a, ck_b = f"{d}/ck a.img", f"{d}/ck b.img"
+    create = ["zpool", "create", "-f", "-o", "cachefile=none"]
+
+    def vol(pool: str, mb: int) -> list[list[str]]:
+        return [*sc.step_argv({"op": "create_volume", "name": f"{pool}/v", "volsize": "48M",
+                               "sparse": False, "properties": {}}),
+                *sc.step_argv({"op": "write", "name": f"{pool}/v", "source": "urandom",
+                               "size_mb": mb, "offset_mb": 0})]
+
+    return {
+        "scrubbed": [
+            *vol(POOL, 8),
+            ["zpool", "scrub", "-w", POOL],
+        ],
+        "degraded": [
+            ["sh", "-c", _HEALTH_FILES_SH, "xfleet-health", d],
+            [*create, DEGRADED_POOL, "mirror", deg_a, deg_b, "log", f"{d}/log.img",
+             "spare", f'{d}/spare "q".img', "cache", f"{d}/cache \u00e9.img"],
+            *vol(DEGRADED_POOL, 16),
+            ["zpool", "offline", DEGRADED_POOL, deg_b],
+            *sc.step_argv({"op": "write", "name": f"{DEGRADED_POOL}/v", "source": "urandom",
+                           "size_mb": 4, "offset_mb": 16}),
+            ["zpool", "sync", DEGRADED_POOL],
+        ],
+        "resilver": [
+            ["sh", "-c", f"echo 1 > {_SUSPEND}"],
+            ["zpool", "online", DEGRADED_POOL, deg_b],
+        ],
+        "cksum": [
+            ["sh", "-c", f"echo 0 > {_SUSPEND}"],
+            ["zpool", "wait", "-t", "resilver", DEGRADED_POOL],
+            [*create, CKSUM_POOL, "mirror", ck_a, ck_b],
+            [*create, DATA_POOL, f"{d}/data.img"],
+            *vol(CKSUM_POOL, 32),
+            *vol(DATA_POOL, 32),
+            ["zpool", "sync", CKSUM_POOL, DATA_POOL],
+            ["sh", "-c", _CORRUPT_SH, "xfleet-corrupt", ck_b, "/dev/urandom", "36", "8"],
+            ["sh", "-c", _CORRUPT_SH, "xfleet-corrupt", f"{d}/data.img", "/dev/urandom",
+             "40", "2"],
+            ["zpool", "scrub", "-w", CKSUM_POOL],
+            ["zpool", "scrub", "-w", DATA_POOL],
+        ],
+        "all": [  # a paused scrub beside the others
+            ["sh", "-c", f"echo 1 > {_SUSPEND}"],
+            ["zpool", "scrub", CKSUM_POOL],
+            ["zpool", "scrub", "-p", CKSUM_POOL],
+        ],
+        "cut": [
+            ["zpool", "scrub", "-s", CKSUM_POOL],
+            ["sh", "-c", f"echo 0 > {_SUSPEND}"],
+            ["sh", "-c", _CUT_CREATE_SH, "xfleet-cut", d, CUT_POOL],
+        ],
+    }
+
+
+def health_cleanup_argv(d: str = HEALTH_DIR) -> list[str]:
+    """Scans free to progress again, the extra pools destroyed, their files removed."""
+    lines = [f"echo 0 > {_SUSPEND}"]
+    lines += [f"zpool destroy -f {shlex.quote(p)} 2>/dev/null" for p in HEALTH_POOLS]
+    lines += [f"rm -rf {shlex.quote(d)}", "true"]
+    return ["sh", "-c", "\n".join(lines)]
+
+
+def capture_health(
+    node: str = "lab1",
+    out: Path = DEFAULT_OUT,
+    *,
+    state_dir: Path | None = None,
+    progress: Progress = None,
+) -> dict[str, object]:
+    """Play `health_scenario` (tank recreated first) and write HEALTH_FILES to `out`; the
+    extra pools are destroyed at the end, whatever happened. Returns health.json's data."""
+    lab, run = _session(node, out, state_dir)
+    t0 = time.monotonic()
+
+    emit(progress, f"{node}: recreating pool {POOL}")
+    run(health_cleanup_argv())
+    recreate_pool(lab, node)
+    version, kernel = _versions(run)
+    steps = health_scenario()
+    texts: dict[str, str] = {}
+    js, tx = zfs.zpool_status_json, zfs.zpool_status
+
+    def phase(name: str) -> None:
+        for argv in steps[name]:
+            run(argv)
+        emit(progress, f"{node}: {name}: {len(steps[name])} commands")
+
+    def expect(fname: str, pool: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise LabError(f"{node}: {fname}: expected {what} on {pool}: "
+                           f"{texts[fname][:2000]}")
+
+    def one(text: str, pool: str) -> zfs.PoolHealth:
+        return {p.name: p for p in zfs.parse_status_json(text)}[pool]
+
+    try:
+        phase("scrubbed")
+        texts["zpool_status_json_scrubbed.txt"] = run(js([POOL])).stdout
+        got = one(texts["zpool_status_json_scrubbed.txt"], POOL)
+        expect("zpool_status_json_scrubbed.txt", POOL,
+               (got.scan_function, got.scan_state) == ("SCRUB", "FINISHED"), "a finished scrub")
+
+        phase("degraded")
+        texts["zpool_status_json_degraded.txt"] = run(js([DEGRADED_POOL])).stdout
+        texts["zpool_status_degraded.txt"] = run(tx([DEGRADED_POOL])).stdout
+        expect("zpool_status_json_degraded.txt", DEGRADED_POOL,
+               one(texts["zpool_status_json_degraded.txt"], DEGRADED_POOL).state == "DEGRADED",
+               "state DEGRADED")
+
+        phase("resilver")
+        texts["zpool_status_json_resilver.txt"] = run(js([DEGRADED_POOL])).stdout
+        texts["zpool_status_resilver.txt"] = run(tx([DEGRADED_POOL])).stdout
+        got = one(texts["zpool_status_json_resilver.txt"], DEGRADED_POOL)
+        expect("zpool_status_json_resilver.txt", DEGRADED_POOL,
+               (got.scan_function, got.scan_state) == ("RESILVER", "SCANNING"),
+               "a resilver in progress")
+
+        phase("cksum")
+        texts["zpool_status_json_cksum.txt"] = run(js([CKSUM_POOL])).stdout
+        texts["zpool_status_cksum.txt"] = run(tx([CKSUM_POOL])).stdout
+        expect("zpool_status_json_cksum.txt", CKSUM_POOL,
+               one(texts["zpool_status_json_cksum.txt"], CKSUM_POOL).checksum_errors > 0,
+               "checksum errors")
+
+        phase("all")
+        texts["zpool_status_json_all.txt"] = run(js()).stdout
+        texts["zpool_status_all.txt"] = run(tx()).stdout
+        got = one(texts["zpool_status_json_all.txt"], DATA_POOL)
+        expect("zpool_status_json_all.txt", DATA_POOL, bool(got.data_errors), "data errors")
+        got = one(texts["zpool_status_json_all.txt"], CKSUM_POOL)
+        expect("zpool_status_json_all.txt", CKSUM_POOL, got.scan_state == "PAUSED",
+               "a paused scrub")
+
+        phase("cut")
+        texts["zpool_status_json_cut.txt"] = run(js([CUT_POOL])).stdout
+        texts["zpool_status_cut.txt"] = run(tx([CUT_POOL])).stdout
+        try:
+            zfs.parse_status_json(texts["zpool_status_json_cut.txt"])
+        except zfs.ParseError:
+            pass
+        else:
+            raise LabError(f"{node}: expected `zpool status -j` to stop at the vdev path "
+                           "that is not UTF-8, but its output is whole")
+
+        blocks = []
+        for argv in (["zpool", "status", "-Q"], ["zpool", "status", "--json-bogus"]):
+            res = run(argv, check=False)
+            blocks.append(f"### {shlex.join(argv)}\nexit={res.exit_status}\n--- stdout\n"
+                          f"{res.stdout}--- stderr\n{res.stderr}")
+        texts["zpool_status_bad_option.txt"] = "".join(blocks)
+    finally:
+        run(health_cleanup_argv(), check=False)
+    left = run(["zpool", "list", "-H", "-o", "name"]).stdout.split()
+    if left != [POOL]:
+        raise LabError(f"{node}: pools left after the health capture: {left}")
+    data: dict[str, object] = {
+        "description": "Pool health captured by `python -m tools.capture --health`: the "
+        "phases of health_scenario were run in order on a fresh tank, each followed by the "
+        "captures named in `files`; the extra pools are made of sparse 128 MiB files in "
+        f"{HEALTH_DIR!r} on the node and destroyed at the end. Timestamps are the node's "
+        "clock (UTC).",
+        "openzfs": version,
+        "kernel": kernel,
+        "captured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pools": {"tank": POOL, "degraded": DEGRADED_POOL, "cksum": CKSUM_POOL,
+                  "data": DATA_POOL, "cut": CUT_POOL},
+        "phases": steps,
+        "files": {
+            "zpool_status_json_scrubbed.txt": ["scrubbed", js([POOL])],
+            "zpool_status_json_degraded.txt": ["degraded", js([DEGRADED_POOL])],
+            "zpool_status_degraded.txt": ["degraded", tx([DEGRADED_POOL])],
+            "zpool_status_json_resilver.txt": ["resilver", js([DEGRADED_POOL])],
+            "zpool_status_resilver.txt": ["resilver", tx([DEGRADED_POOL])],
+            "zpool_status_json_cksum.txt": ["cksum", js([CKSUM_POOL])],
+            "zpool_status_cksum.txt": ["cksum", tx([CKSUM_POOL])],
+            "zpool_status_json_all.txt": ["all", js()],
+            "zpool_status_all.txt": ["all", tx()],
+            "zpool_status_json_cut.txt": ["cut", js([CUT_POOL])],
+            "zpool_status_cut.txt": ["cut", tx([CUT_POOL])],
+            "zpool_status_bad_option.txt": ["cut", [["zpool", "status", "-Q"],
+                                                    ["zpool", "status", "--json-bogus"]]],
+        },
+    }
+    texts["health.json"] = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    for name in HEALTH_FILES:
+        (out / name).write_text(texts[name])
+        emit(progress, f"{node}: {name} ({len(texts[name])} characters)")
+    emit(progress, f"{node}: health fixtures written to {out} in {time.monotonic() - t0:.0f}s")
+    return data
+
+
+_HEALTH_README = """
+## Pool health (`--health`)
+
+`.venv/bin/python -m tools.capture --health` recreates `tank`, plays the phases of
+`tools.capture.health_scenario` (listed in `health.json` under `phases`) and writes the files
+below (and nothing else). The extra pools are made of sparse 128 MiB files in
+`/var/tmp/xfleet health/` on the node and destroyed at the end. Their names are hostile on
+purpose: pools `hx deg.1`, `hx_cksum`, `hx-data:1`; vdev paths with a space, a tab
+(`deg<TAB>b.img`), double quotes, `é`, and (pool `hxcut`) a line break and the byte 0xff.
+`json` files are `zpool status -j --json-int [POOL]`, the others `zpool status -p [POOL]`
+(the exact argv of each is in `health.json` under `files`):
+
+- `zpool_status_json_scrubbed.txt`: `tank` holding a volume with 8 MiB written, after
+  `zpool scrub -w tank` (scrub FINISHED);
+- `zpool_status_json_degraded.txt`, `zpool_status_degraded.txt`: `hx deg.1`, a mirror with
+  a log, a cache and a spare, one side taken `zpool offline` and 4 MiB written since:
+  DEGRADED, with status and action;
+- `zpool_status_json_resilver.txt`, `zpool_status_resilver.txt`: that side brought back with
+  `zpool online` while `zfs_scan_suspend_progress=1`: a resilver in progress (SCANNING);
+- `zpool_status_json_cksum.txt`, `zpool_status_cksum.txt`: `hx_cksum`, a mirror with 32 MiB
+  written, 8 MiB of one side's file overwritten with `dd` past the labels, then
+  `zpool scrub -w`: checksum errors on that side, repaired (the scan's errors 0);
+- `zpool_status_json_all.txt`, `zpool_status_all.txt`: every pool, the two commands one
+  after the other: the above (the resilver finished), `hx-data:1` (one file, 2 MiB of it
+  overwritten, scrubbed: data errors) and `hx_cksum` with a paused scrub (`zpool scrub -p`);
+- `zpool_status_json_cut.txt`, `zpool_status_cut.txt`: `hxcut`, a mirror of two files whose
+  paths hold 0xff and a line break. ZFS's JSON stops at the 0xff (and exits 0); the text
+  form holds both (0xff read as U+FFFD; the line break splits a config line in two);
+- `zpool_status_bad_option.txt`: `zpool status -Q` and `zpool status --json-bogus`, as
+  `### argv`, `exit=N`, `--- stdout`, `--- stderr`: exit 2, `invalid option 'Q'` (for an
+  unknown long option the name printed is a NUL byte), then the usage. An OpenZFS before
+  2.3 says `invalid option 'j'` of `zpool status -j`;
+- `health.json`: the phases' commands, versions, pool names, each file's argv.
+
+The scan times are the node's clock (UTC).
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.capture", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -504,8 +793,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--hostile", action="store_true",
                     help="capture what ZFS prints of tools.hostile's values instead "
                     "(the 6 files of HOSTILE_FILES only)")
+    ap.add_argument("--health", action="store_true",
+                    help="capture pool health (zpool status -j and -p) of tank and of extra "
+                    "pools made of files, then destroy them (the files of HEALTH_FILES only)")
     args = ap.parse_args(argv)
-    fn = capture_ops if args.ops else capture_hostile if args.hostile else capture
+    fn: Callable[..., object] = (capture_ops if args.ops else capture_hostile if args.hostile
+                                 else capture_health if args.health else capture)
     try:
         fn(args.node, args.out, state_dir=args.state_dir,
            progress=lambda m: print(m, file=sys.stderr, flush=True))

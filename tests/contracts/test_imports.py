@@ -12,7 +12,7 @@ import tomllib
 from conftest import ROOT
 
 PACKAGE = ROOT / "xfleet"
-FACES = ("cli", "tui")
+FACES = ("cli", "tui", "serve")  # the faces: the CLI, the dashboard, the HTTP service
 
 
 def _modules() -> list[str]:

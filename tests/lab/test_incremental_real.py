@@ -170,22 +170,23 @@ def test_incremental_sync_equals_full_sync_after_random_operations(
     base(lab)
     db = tmp_path / "inc.db"
     first = sync_json(lab, db)
-    assert first["mode"] == "full" and first["commands"] == 4
+    assert first["mode"] == "full" and first["commands"] == 5  # with zpool status -j
     ops = lab_ops(lab, SEED)
     ops.run(12)
     settle(lab)
     r = sync_json(lab, db, "--no-refresh")
     assert r["mode"] == "incremental" and r["gap"] is None, r
     assert r["events"] >= 12 and r["refreshed"] == 0
-    # commands: zpool list + zpool events + a few batched fetches (names, subtrees,
-    # clones whose origin moved; each a listing and its user properties) — not one per dataset
-    assert r["commands"] <= 10, r
+    # commands: zpool list + zpool events + zpool status -j + a few batched fetches (names,
+    # subtrees, clones whose origin moved; each a listing and its user properties) — not one
+    # per dataset
+    assert r["commands"] <= 11, r
     # data writes post no event: the scheduled space refresh brings their figures
     r = sync_json(lab, db, "--refresh")
     assert r["refreshed"] > 0
     assert_equal_to_full_sync(lab, db, tmp_path, f"after {ops.done}")
     again = sync_json(lab, db, "--no-refresh")
-    assert again["events"] == 0 and again["commands"] == 2
+    assert again["events"] == 0 and again["commands"] == 3
 
 
 # `zfs program tank PROGRAM DATASET N SNAPSHOT...`: N property sets on DATASET (one

@@ -68,9 +68,10 @@ def test_full_and_incremental_sync_mirror_every_hostile_value(
     listed = {r[0] for r in conn.execute("SELECT name FROM datasets WHERE node = ?", (NODE,))}
     conn.close()
     assert listed == names_on_node(lab)  # no row forged by a value, none lost
-    # zpool list, zpool events, zfs list, zfs get -j; where ZFS cut the JSON short (the value
-    # that is not UTF-8): its two properties read with -H, one zfs get -j for the rest
-    assert node["commands"] == 4 + 2 + 1, res.explain()
+    # zpool list, zpool events, zfs list, zfs get -j, zpool status -j; where ZFS cut the JSON
+    # short (the value that is not UTF-8): its two properties read with -H, one zfs get -j for
+    # the rest
+    assert node["commands"] == 5 + 2 + 1, res.explain()
 
     for argv in hostile.changes(NODE, POOL):
         lab.run(NODE, argv)

@@ -59,6 +59,25 @@ async def test_fleet_view_shows_nodes_counts_and_stale_node(
         assert "PROD-EU" in text and "READ-ONLY" in text
 
 
+async def test_fleet_view_shows_pool_health_with_its_errors(fleet: Path) -> None:
+    conn = mirror.connect(fleet / "mirror.db")
+    try:  # what a sync writes of a pool with a side gone and checksum errors on the other
+        with mirror.transaction(conn, "a test"):
+            conn.execute("UPDATE pools SET health = 'DEGRADED', read_errors = 1, "
+                         "checksum_errors = 2, data_errors = 0, health_at = 1 "
+                         "WHERE node = 'n1'")
+    finally:
+        conn.close()
+    app = make(fleet)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        text = screen_text(app)
+        n1 = next(ln for ln in text.splitlines() if ln.strip().startswith("n1"))
+        assert "DEGRADED 3 err" in n1
+        n2 = next(ln for ln in text.splitlines() if ln.strip().startswith("n2"))
+        assert "ONLINE" in n2 and "err" not in n2
+
+
 async def test_enter_on_a_node_opens_its_volumes_and_esc_goes_back(fleet: Path) -> None:
     app = make(fleet)
     async with app.run_test(size=SIZE) as pilot:

@@ -16,6 +16,7 @@ import click
 
 from xfleet import __version__
 from xfleet.cli import (
+    capacity,  # noqa: F401  (adds `report capacity` to compression.report_group)
     compression,
     inventory,
     lab,
@@ -24,6 +25,7 @@ from xfleet.cli import (
     moves,
     play,
     query,
+    serve,
     sync,
     tui,
     upgrade,
@@ -117,6 +119,7 @@ cli.add_command(play.plays_group)
 cli.add_command(upgrade.upgrade_group)
 cli.add_command(upgrade.rollouts_group)
 cli.add_command(upgrade.target_group)
+cli.add_command(serve.serve_cmd)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -103,9 +103,14 @@ def ls_cmd(c: Ctx, pattern: str | None, nodes: tuple[str, ...], pools: tuple[str
 def show_cmd(c: Ctx, name: str, node: str | None, as_json: bool) -> None:
     """Show one dataset: properties, placement, snapshots, clones and origin chain.
 
+    A pool's name (its root dataset) shows the pool's health too: state, the problem and
+    what to do, the last or running scan, the error counters and the vdev tree, as the last
+    sync read them from `zpool status`.
+
     \b
-    Example:
+    Examples:
       xfleet show tank/t0001/vol-000001
+      xfleet show tank --node n1           # the pool: health and vdevs
     """
     from rich.tree import Tree
 
@@ -116,7 +121,7 @@ def show_cmd(c: Ctx, name: str, node: str | None, as_json: bool) -> None:
     if as_json:
         echo_json({"dataset": d.row, "node": d.node, "snapshots": d.snapshots,
                    "clones": d.clones, "origin_chain": d.origin_chain,
-                   "children": d.children})
+                   "children": d.children, **({"pool": d.pool} if d.pool else {})})
         return
     con = console()
     r = d.row
@@ -155,6 +160,57 @@ def show_cmd(c: Ctx, name: str, node: str | None, as_json: bool) -> None:
     con.print(tree if (d.snapshots or d.clones) else "no snapshots or clones")
     if d.children:
         con.print(f"{d.children} child datasets")
+    if d.pool is not None:
+        _show_pool(d.pool)
+
+
+def _show_pool(p: dict[str, Any]) -> None:
+    """A pool's health as `zpool status` words it, from the mirror."""
+    import datetime as dt
+    import time
+
+    from rich.text import Text
+
+    from xfleet.core.text import printable
+    from xfleet.core.units import format_age
+    from xfleet.mirror import query
+
+    con = console()
+    now = time.time()
+    head = Text("\npool ", style="bold")
+    head.append(f"{p['pool']} on {p['node']}: ")
+    healthy = p.get("health") == "ONLINE" and not p.get("errors")
+    head.append(query.health_summary(p), style="green" if healthy else "bold red")
+    if p.get("health_at") is None:
+        con.print(head)
+        con.print("health not read yet (run 'xfleet sync')", style="dim")
+        return
+    head.append(f"  (read {format_age(now - p['health_at'])} ago)", style="dim")
+    con.print(head)
+
+    def when(t: float | None) -> str:
+        return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+    for key in ("status", "action"):
+        if p.get(key):
+            con.print(Text(f"{key}: ", style="bold") + Text(printable(p[key])))
+    scan = Text("scan: ", style="bold")
+    scan.append(query.scan_summary(p, now) or "-")
+    if p.get("scan_function"):
+        scan.append(f" (started {when(p.get('scan_start'))}, ended {when(p.get('scan_end'))}"
+                    f", {p.get('scan_errors') or 0} errors)", style="dim")
+    con.print(scan)
+    con.print(Text("errors: ", style="bold") + Text(
+        f"read {p.get('read_errors') or 0}, write {p.get('write_errors') or 0}, checksum "
+        f"{p.get('checksum_errors') or 0} (leaf vdevs); data {p.get('data_errors') or 0}"))
+    rows = [{"name": "  " * v["depth"] + v["name"], "state": v["state"],
+             "read": v["read_errors"], "write": v["write_errors"],
+             "cksum": v["checksum_errors"], "slow": v["slow_ios"],
+             "type": v["vdev_type"], "path": v["path"] if v["path"] != v["name"] else None}
+            for v in p["vdevs"]]
+    if rows:
+        emit(["name", "state", "read", "write", "cksum", "slow", "type", "path"], rows,
+             "table")
 
 
 @click.command("stats")
@@ -163,22 +219,32 @@ def show_cmd(c: Ctx, name: str, node: str | None, as_json: bool) -> None:
 @csv_option
 @pass_ctx
 def stats_cmd(c: Ctx, nodes: tuple[str, ...], as_json: bool, as_csv: bool) -> None:
-    """Per node and pool: counts by type, logical vs physical bytes, capacity, freshness.
+    """Per node and pool: counts by type, logical vs physical bytes, capacity, health and
+    errors, the last scan, freshness.
+
+    ERRORS sums the read, write and checksum errors of the pool's leaf vdevs and its data
+    errors; SCAN is the last or running scrub or resilver (`xfleet show POOL` has the
+    details). --json has each counter, the scan's fields and `last_scrub`.
 
     \b
     Example:
       xfleet stats --json
     """
+    import time
+
     from xfleet.core.units import format_age
     from xfleet.mirror import query
 
     fmt = output_format(as_json, as_csv)
     with c.reader() as conn:
         rows = query.stats(conn, nodes)
+    now = time.time()
     for r in rows:
         r["fresh"] = ("STALE " if r["stale"] else "") + format_age(r["age_seconds"])
-    cols = ["node", "pool", "health", "volumes", "snapshots", "clones", "filesystems",
-            "logicalused", "used", "compressratio", "size", "allocated", "free", "fresh"]
+        r["scan"] = query.scan_summary(r, now)
+    cols = ["node", "pool", "health", "errors", "scan", "volumes", "snapshots", "clones",
+            "filesystems", "logicalused", "used", "compressratio", "size", "allocated", "free",
+            "fresh"]
     if fmt == "table":
         for r in rows:
             r["compressratio"] = r["compressratio"] or None

@@ -234,7 +234,14 @@ def watch_cmd(c: Ctx, nodes: tuple[str, ...], refresh_interval: float,
 @json_option
 @pass_ctx
 def status_cmd(c: Ctx, nodes: tuple[str, ...], as_json: bool) -> None:
-    """How fresh the mirror is, per node: watch, lag, last event, reconcile, refresh, gaps.
+    """How fresh the mirror is, per node (watch, lag, last event, reconcile, refresh, gaps), and
+    the alert conditions that hold now.
+
+    The alerts are those of the shipped Prometheus rules (docs/alerts/xfleet.rules.yml), judged
+    on the mirror with the same thresholds: pool capacity and its forecast, overcommit, health,
+    errors, scrubs, stale or failing nodes, event gaps, failed or stuck moves, halted
+    rollouts. A condition shows as soon as it holds (the rules' `for` durations need a
+    history). With --json: {"nodes": [...], "alerts": [...]}.
 
     \b
     Examples:
@@ -243,12 +250,17 @@ def status_cmd(c: Ctx, nodes: tuple[str, ...], as_json: bool) -> None:
     """
     from xfleet.core.units import format_age
     from xfleet.mirror import query
+    from xfleet.ops import alerts, capacity
 
     inv = c.inventory()
+    names = [h.name for h in inv.select(list(nodes))]
+    now = time.time()
     with c.reader() as conn:
-        rows = query.status(conn, [h.name for h in inv.select(list(nodes))], now=time.time())
+        rows = query.status(conn, names, now=now)
+        found = alerts.evaluate(conn, now=now, nodes=names,
+                                forecasts=capacity.forecasts(conn, now=now, nodes=names))
     if as_json:
-        echo_json(rows)
+        echo_json({"nodes": rows, "alerts": [a.to_dict() for a in found]})
         return
 
     def age(v: float | None) -> str:
@@ -270,3 +282,15 @@ def status_cmd(c: Ctx, nodes: tuple[str, ...], as_json: bool) -> None:
         cols.append("error")
     emit(cols, table, "table", footer="lag: time since the node's mirror was last confirmed "
          "current; space_due: rows whose space figures await a refresh")
+    con = console()
+    counts = ", ".join(f"{sum(a.severity == s for a in found)} {s}" for s in alerts.SEVERITIES
+                       if any(a.severity == s for a in found))
+    con.print(f"\nalerts: {counts or 'none'} (the conditions of docs/alerts/xfleet.rules.yml, "
+              "shown as soon as they hold)", highlight=False)
+    if found:
+        cols = ["severity", "alert", "summary", "hint"]
+        if any(a.since is not None for a in found):
+            cols.insert(2, "since")
+        emit(cols, [{"severity": a.severity, "alert": a.name, "summary": a.summary,
+                     "hint": a.hint, "since": "-" if a.since is None
+                     else f"{age(now - a.since)} ago"} for a in found], "table")

@@ -7,8 +7,10 @@ real OpenZFS (tests/fixtures/real/).
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -307,8 +309,27 @@ class PoolStatus:
         return bool(self.scan and "in progress" in self.scan)
 
 
+# A vdev's state as `zpool status` prints it (AVAIL and INUSE: spares).
+VDEV_STATES = ("ONLINE", "DEGRADED", "FAULTED", "OFFLINE", "UNAVAIL", "REMOVED", "AVAIL",
+               "INUSE", "SPLIT", "SUSPENDED", "UNKNOWN")
+# A config line: the name (which may hold spaces and tabs: the longest prefix that leaves a
+# state), the state, the three counters (not for spares), then a note such as
+# "(resilvering)" or "too many errors".
+_VDEV_LINE = re.compile(
+    rf"^(?P<name>.*\S)\s+(?P<state>{'|'.join(VDEV_STATES)})"
+    r"(?:\s+(?P<read>\S+)\s+(?P<write>\S+)\s+(?P<cksum>\S+))?(?:\s+(?P<note>.*?))?\s*$")
+_STATUS_KEYS = frozenset({"pool", "id", "state", "status", "action", "see", "scan", "config",
+                          "errors", "remove", "checkpoint", "expand"})
+
+
+def _count(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
+
+
 def parse_status(text: str) -> list[PoolStatus]:
-    """Parse `zpool status -p` output (one or more pools)."""
+    """Parse `zpool status -p` output (one or more pools). A vdev name may hold spaces and
+    tabs (a file vdev's path); one with a line break comes back whole too (the break splits
+    its config line in two: a name-only line, then a line that does not start with a tab)."""
     pools: list[PoolStatus] = []
     cur: dict[str, str] = {}
     vdevs: list[VdevStatus] = []
@@ -332,10 +353,7 @@ def parse_status(text: str) -> list[PoolStatus]:
 
     for raw in text.splitlines():
         m = re.match(r"^\s*([a-z]+):\s?(.*)$", raw)
-        if m and not raw.startswith("\t") and m.group(1) in {
-            "pool", "id", "state", "status", "action", "see", "scan", "config", "errors",
-            "remove", "checkpoint", "expand",
-        }:
+        if m and not raw.startswith("\t") and m.group(1) in _STATUS_KEYS:
             k, v = m.group(1), m.group(2).strip()
             if k == "pool":
                 flush()
@@ -348,26 +366,30 @@ def parse_status(text: str) -> list[PoolStatus]:
         if in_config:
             if not raw.strip():
                 continue
-            stripped = raw.lstrip("\t")
+            torn = not raw.startswith("\t")  # the rest of a name holding a line break
+            stripped = raw[1:] if raw.startswith("\t") else raw
             indent = len(stripped) - len(stripped.lstrip(" "))
-            fields = stripped.split()
-            if fields[:2] == ["NAME", "STATE"]:
+            body = stripped.strip(" ")
+            if body.split()[:2] == ["NAME", "STATE"]:
                 continue
-            if base_indent is None:
-                base_indent = indent
-            nums: list[int | None] = []
-            for f in fields[2:5]:
-                nums.append(int(f) if f.isdigit() else None)
-            while len(nums) < 3:
-                nums.append(None)
+            line = _VDEV_LINE.match(body)
+            name = line.group("name") if line else body.strip()
+            state = line.group("state") if line else ""
+            if torn and vdevs and not vdevs[-1].state:
+                prev = vdevs.pop()
+                name, depth = f"{prev.name}\n{name}", prev.depth
+            else:
+                if base_indent is None:
+                    base_indent = indent
+                depth = (indent - base_indent) // 2
             vdevs.append(
                 VdevStatus(
-                    name=fields[0],
-                    state=fields[1] if len(fields) > 1 else "",
-                    read=nums[0],
-                    write=nums[1],
-                    cksum=nums[2],
-                    depth=(indent - base_indent) // 2,
+                    name=name,
+                    state=state,
+                    read=_count(line.group("read")) if line else None,
+                    write=_count(line.group("write")) if line else None,
+                    cksum=_count(line.group("cksum")) if line else None,
+                    depth=depth,
                 )
             )
             continue
@@ -375,6 +397,290 @@ def parse_status(text: str) -> list[PoolStatus]:
             cur[key] = (cur[key] + " " + raw.strip()).strip()
     flush()
     return pools
+
+
+# ---------------------------------------------------------------------------------------------
+# pool health: `zpool status -j --json-int` (OpenZFS 2.3), else the text form
+#
+# JSON is read first: every name arrives quoted (a file vdev's path may hold any byte). The
+# text form is the fallback for a node whose zpool has no -j (older OpenZFS), and for output
+# ZFS's JSON printer cuts short (it stops, and exits 0, at a vdev path that is not UTF-8).
+
+# The headings under which `zpool status` lists the vdevs of the other allocation classes,
+# beside the pool's root vdev: the JSON key -> the text heading.
+CLASS_HEADINGS: dict[str, str] = {"dedup": "dedup", "special": "special", "logs": "logs",
+                                  "l2cache": "cache", "spares": "spares"}
+_HEADINGS = frozenset(CLASS_HEADINGS.values())
+# An interior vdev's name is its type, a dash and its index (raidz and draid add their
+# layout: raidz2-0, draid1:2d:6c:0s-0).
+_INTERIOR = re.compile(r"^(mirror|raidz|draid|replacing|spare|indirect)(?:\d[^-]*)?-\d+\Z")
+_SCAN_DATE = "%a %b %d %H:%M:%S %Y"
+
+
+def zpool_status_json(pools: Sequence[str] = ()) -> list[str]:
+    """`zpool status -j --json-int [POOL...]`: every pool's health as one JSON document,
+    numbers as numbers (sizes in bytes, times in unix seconds)."""
+    return ["zpool", "status", "-j", "--json-int", *map(validate_pool, pools)]
+
+
+def status_json_unsupported(stderr: str) -> bool:
+    """Whether a failed `zpool status -j --json-int` says this zpool has no such option:
+    OpenZFS before 2.3 prints "invalid option 'j'", then its usage text (2.3 says "invalid
+    option" of a long option it does not know too, naming it '\\0':
+    tests/fixtures/real/zpool_status_bad_option.txt)."""
+    first = next((ln.strip() for ln in stderr.splitlines() if ln.strip()), "")
+    return first.startswith("invalid option ")
+
+
+# Classes of `zpool events` after which a pool's health may read otherwise: error reports,
+# a vdev's state change or removal (resource.fs.zfs.*), a scrub or resilver starting,
+# pausing or ending, a vdev attached, onlined, cleared (`zpool clear`) or removed.
+HEALTH_EVENT_PREFIXES = ("ereport.", "resource.fs.zfs.", "sysevent.fs.zfs.scrub_",
+                         "sysevent.fs.zfs.resilver_", "sysevent.fs.zfs.errorscrub_",
+                         "sysevent.fs.zfs.vdev_")
+
+
+def health_event(cls: str) -> bool:
+    """Whether an event of class `cls` may change what `zpool status` shows."""
+    return cls.startswith(HEALTH_EVENT_PREFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class VdevHealth:
+    """One node of a pool's vdev tree, depth first: the root vdev (position 0), its children,
+    then each class heading (`logs`, `cache`, `spares`, `special`, `dedup`: depth 0, no
+    parent, type, state or counters) with its vdevs."""
+
+    position: int
+    parent: int | None
+    depth: int
+    name: str
+    vdev_type: str | None  # root, mirror, raidz, disk, file, ...; None: a heading, or unknown
+    path: str | None
+    state: str | None
+    read_errors: int | None
+    write_errors: int | None
+    checksum_errors: int | None
+    slow_ios: int | None
+    leaf: bool = False  # a device or file (no vdevs under it)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolHealth:
+    """One pool of `zpool status`: state, the explanation of a problem and what to do, the
+    last or running scan, the error counters summed over the leaf vdevs, and the tree."""
+
+    name: str
+    state: str
+    status: str | None
+    action: str | None
+    scan_function: str | None  # SCRUB, RESILVER, ...; None: never scanned
+    scan_state: str | None  # SCANNING, PAUSED (a paused scrub), FINISHED, CANCELED
+    scan_start: float | None
+    scan_end: float | None  # None while the scan runs
+    scan_errors: int | None
+    read_errors: int
+    write_errors: int
+    checksum_errors: int
+    data_errors: int | None  # "errors:" (JSON error_count); None: not said
+    vdevs: tuple[VdevHealth, ...]
+
+    @property
+    def errors(self) -> int:
+        """Read, write and checksum errors of the leaf vdevs, and data errors."""
+        return (self.read_errors + self.write_errors + self.checksum_errors
+                + (self.data_errors or 0))
+
+
+def _text(value: Any) -> str | None:
+    """A message of `zpool status` on one line (its continuation lines joined)."""
+    return (" ".join(value.split()) or None) if isinstance(value, str) else None
+
+
+def _int_field(obj: dict[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _pool_health(name: str, state: str, status: str | None, action: str | None,
+                 scan: tuple[str | None, str | None, float | None, float | None, int | None],
+                 data_errors: int | None, vdevs: list[VdevHealth]) -> PoolHealth:
+    leaves = [v for v in vdevs if v.leaf]
+    return PoolHealth(
+        name=name, state=state, status=status, action=action,
+        scan_function=scan[0], scan_state=scan[1], scan_start=scan[2], scan_end=scan[3],
+        scan_errors=scan[4],
+        read_errors=sum(v.read_errors or 0 for v in leaves),
+        write_errors=sum(v.write_errors or 0 for v in leaves),
+        checksum_errors=sum(v.checksum_errors or 0 for v in leaves),
+        data_errors=data_errors, vdevs=tuple(vdevs))
+
+
+def _json_vdevs(out: list[VdevHealth], children: Any, parent: int | None, depth: int,
+                where: str) -> None:
+    if not isinstance(children, dict):
+        raise ParseError(f"unexpected zpool status -j output: {where}: vdevs is not an object")
+    for key, v in children.items():
+        if not isinstance(v, dict):
+            raise ParseError(f"unexpected zpool status -j output: {where}: vdev {key!r}")
+        below = v.get("vdevs")
+        name = v.get("name", key)
+        pos = len(out)
+        out.append(VdevHealth(
+            position=pos, parent=parent, depth=depth, name=str(name),
+            vdev_type=v.get("vdev_type") if isinstance(v.get("vdev_type"), str) else None,
+            path=v.get("path") if isinstance(v.get("path"), str) else None,
+            state=v.get("state") if isinstance(v.get("state"), str) else None,
+            read_errors=_int_field(v, "read_errors"),
+            write_errors=_int_field(v, "write_errors"),
+            checksum_errors=_int_field(v, "checksum_errors"),
+            slow_ios=_int_field(v, "slow_ios"),
+            leaf=not below))
+        if below:
+            _json_vdevs(out, below, pos, depth + 1, where)
+
+
+def _json_scan(pool: dict[str, Any]) -> tuple[str | None, str | None, float | None,
+                                               float | None, int | None]:
+    scan = pool.get("scan_stats")
+    if not isinstance(scan, dict):
+        return None, None, None, None, None
+    state = scan.get("state") if isinstance(scan.get("state"), str) else None
+    if state == "SCANNING" and _int_field(scan, "scrub_pause"):
+        state = "PAUSED"  # `zpool scrub -p`: "scrub paused since ..."
+    start, end = _int_field(scan, "start_time"), _int_field(scan, "end_time")
+    function = scan.get("function") if isinstance(scan.get("function"), str) else None
+    return (function, state, float(start) if start else None,
+            float(end) if end and state not in ("SCANNING", "PAUSED") else None,
+            _int_field(scan, "errors"))
+
+
+def parse_status_json(text: str) -> list[PoolHealth]:
+    """`zpool status -j --json-int` output -> one record per pool, in ZFS's order. Raises
+    ParseError for output that is not the whole document (ZFS cuts it short, exit 0, at a
+    vdev path that is not UTF-8: the caller reads the text form instead)."""
+    if not text.strip():
+        return []
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"zpool status -j output is not a whole JSON document (cut short?): "
+                         f"{exc}") from None
+    pools = doc.get("pools") if isinstance(doc, dict) else None
+    if not isinstance(pools, dict):
+        raise ParseError("unexpected zpool status -j output: no \"pools\" object")
+    out: list[PoolHealth] = []
+    for key, pool in pools.items():
+        if not isinstance(pool, dict):
+            raise ParseError(f"unexpected zpool status -j output for pool {key!r}")
+        name = str(pool.get("name", key))
+        vdevs: list[VdevHealth] = []
+        _json_vdevs(vdevs, pool.get("vdevs", {}), None, 0, name)
+        for cls, heading in CLASS_HEADINGS.items():
+            if cls not in pool:
+                continue
+            pos = len(vdevs)
+            vdevs.append(VdevHealth(pos, None, 0, heading, None, None, None, None, None, None,
+                                    None))
+            _json_vdevs(vdevs, pool[cls], pos, 1, name)
+        out.append(_pool_health(
+            name, str(pool.get("state", "UNKNOWN")), _text(pool.get("status")),
+            _text(pool.get("action")), _json_scan(pool), _int_field(pool, "error_count"),
+            vdevs))
+    return out
+
+
+def _scan_time(text: str) -> float | None:
+    """A date of the scan line (`Sun Dec  6 02:03:55 2026`, the node's local time, taken as
+    UTC); None when it does not read as one (another locale)."""
+    try:
+        return float(calendar.timegm(time.strptime(" ".join(text.split()), _SCAN_DATE)))
+    except ValueError:
+        return None
+
+
+_SCAN_DONE = re.compile(
+    r"^(?P<fn>scrub repaired|resilvered|error scrub repaired)\b.*? in "
+    r"(?:(?P<days>\d+) days? )?(?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d) with (?P<errors>\d+) "
+    r"errors on (?P<end>.+?\d{4})\b")
+_SCAN_OTHER = re.compile(
+    r"^(?P<fn>scrub|resilver|error scrub) (?P<what>in progress since|paused since|canceled on) "
+    r"(?P<when>.+?\d{4})\b")
+
+
+def _text_scan(scan: str | None) -> tuple[str | None, str | None, float | None, float | None,
+                                          int | None]:
+    """The scan line of `zpool status` -> (function, state, start, end, errors)."""
+    if not scan:
+        return None, None, None, None, None
+    done = _SCAN_DONE.match(scan)
+    if done:
+        fn = {"scrub repaired": "SCRUB", "resilvered": "RESILVER",
+              "error scrub repaired": "ERRORSCRUB"}[done.group("fn")]
+        end = _scan_time(done.group("end"))
+        took = (int(done.group("days") or 0) * 86400 + int(done.group("h")) * 3600
+                + int(done.group("m")) * 60 + int(done.group("s")))
+        return (fn, "FINISHED", end - took if end is not None else None, end,
+                int(done.group("errors")))
+    other = _SCAN_OTHER.match(scan)
+    if other:
+        fn = other.group("fn").replace(" ", "").upper()
+        what = other.group("what")
+        when = _scan_time(other.group("when"))
+        if what == "canceled on":
+            return fn, "CANCELED", None, when, None
+        if what == "paused since":
+            started = re.search(r"started on (.+?\d{4})\b", scan)
+            return fn, "PAUSED", _scan_time(started.group(1)) if started else None, None, None
+        return fn, "SCANNING", when, None, None
+    return None, None, None, None, None
+
+
+def _text_data_errors(errors: str | None) -> int | None:
+    if errors is None:
+        return None
+    if errors.startswith("No known data errors"):
+        return 0
+    m = re.match(r"^(\d+) data errors?\b", errors)
+    return int(m.group(1)) if m else None
+
+
+def _text_vdevs(vdevs: Sequence[VdevStatus]) -> list[VdevHealth]:
+    out: list[VdevHealth] = []
+    stack: list[tuple[int, int]] = []  # (depth, position) of the open ancestors
+    for i, v in enumerate(vdevs):
+        heading = v.depth == 0 and not v.state and v.name in _HEADINGS
+        while stack and stack[-1][0] >= v.depth:
+            stack.pop()
+        parent = stack[-1][1] if stack and not heading else None
+        below = i + 1 < len(vdevs) and vdevs[i + 1].depth > v.depth
+        m = _INTERIOR.match(v.name)
+        vtype = None if heading else "root" if i == 0 else m.group(1) if m else None
+        out.append(VdevHealth(
+            position=i, parent=parent, depth=v.depth, name=v.name, vdev_type=vtype,
+            path=v.name if not below and not heading and v.name.startswith("/") else None,
+            state=v.state or None, read_errors=v.read, write_errors=v.write,
+            checksum_errors=v.cksum, slow_ios=None, leaf=not below and not heading))
+        stack.append((v.depth, i))
+    return out
+
+
+def parse_status_text(text: str) -> list[PoolHealth]:
+    """`zpool status -p` output -> the records parse_status_json makes of `-j` output, as far
+    as the text says: scan times from the scan line's dates (None when they do not read),
+    no slow I/Os, no vdev types but the root's and the interior vdevs' (mirror-0 ...), a
+    leaf's path only when its name is one."""
+    return [
+        _pool_health(st.name, st.state, _text(st.status), _text(st.action), _text_scan(st.scan),
+                     _text_data_errors(st.errors), _text_vdevs(st.vdevs))
+        for st in parse_status(text)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         upsert_node,
         write_datasets,
         write_datasets_chunked,
+        write_health,
         write_pools,
     )
     from xfleet.mirror.schema import (
@@ -94,6 +95,7 @@ _WHERE = {
     "upsert_node": "xfleet.mirror.ingest",
     "write_datasets": "xfleet.mirror.ingest",
     "write_datasets_chunked": "xfleet.mirror.ingest",
+    "write_health": "xfleet.mirror.ingest",
     "write_pools": "xfleet.mirror.ingest",
 }
 
@@ -147,5 +149,6 @@ __all__ = [
     "upsert_node",
     "write_datasets",
     "write_datasets_chunked",
+    "write_health",
     "write_pools",
 ]

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from xfleet.core.zfs import POOL_COLUMNS, PoolRecord
+from xfleet.core.zfs import POOL_COLUMNS, PoolHealth, PoolRecord
 from xfleet.mirror import claims
 from xfleet.mirror.backend import Connection
 from xfleet.mirror.schema import DATASET_TABLE_COLUMNS, DELTA_COLUMNS, delta_values
@@ -208,10 +208,9 @@ def delete_unlisted(conn: Connection, node: str, run_id: int, listed_at: float, 
 def write_pools(conn: Connection, node: str, pools: Sequence[PoolRecord]) -> None:
     now = time.time()
     names = [p.name for p in pools]
-    conn.execute(
-        f"DELETE FROM pools WHERE node = ? AND name NOT IN ({', '.join('?' for _ in names)})",
-        (node, *names),
-    )
+    marks = ", ".join("?" for _ in names)
+    conn.execute(f"DELETE FROM pools WHERE node = ? AND name NOT IN ({marks})", (node, *names))
+    conn.execute(f"DELETE FROM vdevs WHERE node = ? AND pool NOT IN ({marks})", (node, *names))
     cols = POOL_COLUMNS
     conn.executemany(
         f"INSERT INTO pools (node, {', '.join(cols)}, synced_at) "
@@ -220,6 +219,36 @@ def write_pools(conn: Connection, node: str, pools: Sequence[PoolRecord]) -> Non
         + ", ".join(f"{c} = excluded.{c}" for c in (*cols, "synced_at") if c != "name"),
         [(node, *(getattr(p, c) for c in cols), now) for p in pools],
     )
+
+
+# The pool health columns of `pools` (docs/mirror.md), in PoolHealth's field names but for
+# health_at; `health` (zpool list's word for the pool's state) is written with them.
+HEALTH_COLUMNS = ("status", "action", "scan_function", "scan_state", "scan_start", "scan_end",
+                  "scan_errors", "read_errors", "write_errors", "checksum_errors", "data_errors")
+VDEV_COLUMNS = ("position", "parent", "depth", "name", "vdev_type", "path", "state",
+                "read_errors", "write_errors", "checksum_errors", "slow_ios")
+
+
+def write_health(conn: Connection, node: str, health: Sequence[PoolHealth], at: float) -> int:
+    """The pools' health as `zpool status` showed it at `at`, in the caller's transaction:
+    the health columns of their `pools` rows (a pool without a row, one `zpool list` did not
+    show, is left out) and their `vdevs` rows, replaced whole. Returns the pools written."""
+    written = 0
+    sets = ", ".join(f"{c} = ?" for c in HEALTH_COLUMNS)
+    cols = ", ".join(VDEV_COLUMNS)
+    for h in health:
+        found = conn.execute(
+            f"UPDATE pools SET health = ?, {sets}, health_at = ? WHERE node = ? AND name = ?",
+            (h.state, *(getattr(h, c) for c in HEALTH_COLUMNS), at, node, h.name)).rowcount
+        conn.execute("DELETE FROM vdevs WHERE node = ? AND pool = ?", (node, h.name))
+        if not found:
+            continue
+        written += 1
+        conn.executemany(
+            f"INSERT INTO vdevs (node, pool, {cols}) "
+            f"VALUES (?, ?, {', '.join('?' for _ in VDEV_COLUMNS)})",
+            [(node, h.name, *(getattr(v, c) for c in VDEV_COLUMNS)) for v in h.vdevs])
+    return written
 
 
 def finish_run(

@@ -20,7 +20,7 @@ from typing import Any
 from xfleet.core import zfs
 from xfleet.core.errors import UsageError
 from xfleet.core.names import validate_dataset
-from xfleet.core.units import parse_size
+from xfleet.core.units import format_age, parse_size
 from xfleet.mirror.backend import Connection, DatabaseError, ProgrammingError
 from xfleet.mirror.store import rollback
 
@@ -261,6 +261,7 @@ class Detail:
     clones: list[dict[str, Any]]
     origin_chain: list[dict[str, Any]]
     children: int
+    pool: dict[str, Any] | None = None  # a pool's root dataset: its health (pool_health)
 
 
 def _row(conn: Connection, sql: str, params: Sequence[Any]) -> dict[str, Any] | None:
@@ -336,7 +337,80 @@ def show(conn: Connection, name: str, node: str | None = None) -> Detail:
     if row.get("user_properties"):
         row["user_properties"] = json.loads(row["user_properties"])
     return Detail(row=row, node=node_row, snapshots=snaps, clones=clones,
-                  origin_chain=chain, children=children)
+                  origin_chain=chain, children=children,
+                  pool=pool_health(conn, n, row["name"]) if row["name"] == row["pool"] else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# pool health (`zpool status`, kept by every sync: docs/sync.md)
+
+HEALTH_FIELDS = ("health", "status", "action", "scan_function", "scan_state", "scan_start",
+                 "scan_end", "scan_errors", "read_errors", "write_errors", "checksum_errors",
+                 "data_errors", "health_at")
+
+
+def pool_errors(pool: dict[str, Any]) -> int | None:
+    """Read, write and checksum errors of a pool's leaf vdevs plus its data errors (None:
+    its health was never read)."""
+    if pool.get("health_at") is None:
+        return None
+    return sum(pool.get(k) or 0 for k in ("read_errors", "write_errors", "checksum_errors",
+                                          "data_errors"))
+
+
+def health_summary(pool: dict[str, Any]) -> str:
+    """A pool's state with its errors, as one word or two: `ONLINE`, `DEGRADED 3 err`."""
+    errors = pool_errors(pool)
+    health = pool.get("health") or "-"
+    return f"{health} {errors} err" if errors else health
+
+
+def last_scrub(pool: dict[str, Any]) -> float | None:
+    """When the pool's last scrub finished, if its last scan was that scrub."""
+    if pool.get("scan_function") == "SCRUB" and pool.get("scan_state") == "FINISHED":
+        end = pool.get("scan_end")
+        return float(end) if end is not None else None
+    return None
+
+
+def scan_summary(pool: dict[str, Any], now: float) -> str | None:
+    """The pool's last or running scan in a few words: `scrub 3d02h ago`, `resilver running
+    12m05s`, `scrub paused`, `scrub canceled 2h10m ago`, `none` (never scanned); None: its
+    health was never read."""
+    if pool.get("health_at") is None:
+        return None
+    fn, state = pool.get("scan_function"), pool.get("scan_state")
+    if not fn:
+        return "none"
+    word = str(fn).lower()
+    start, end = pool.get("scan_start"), pool.get("scan_end")
+    if state == "SCANNING":
+        return f"{word} running" + (f" {format_age(now - start)}" if start else "")
+    if state == "PAUSED":
+        return f"{word} paused"
+    ago = f" {format_age(now - end)} ago" if end is not None else ""
+    if state == "CANCELED":
+        return f"{word} canceled{ago}"
+    errors = pool.get("scan_errors")
+    return f"{word}{ago}" + (f", {errors} errors" if errors else "")
+
+
+def pool_health(conn: Connection, node: str, pool: str) -> dict[str, Any] | None:
+    """A pool's health as the last sync read it, with its vdev tree (`vdevs`, depth first);
+    None when the mirror has no such pool."""
+    row = _row(conn, f"SELECT {', '.join(HEALTH_FIELDS)} FROM pools WHERE node = ? AND "
+               "name = ?", (node, pool))
+    if row is None:
+        return None
+    cur = conn.execute(
+        "SELECT position, parent, depth, name, vdev_type, path, state, read_errors, "
+        "write_errors, checksum_errors, slow_ios FROM vdevs WHERE node = ? AND pool = ? "
+        "ORDER BY position", (node, pool))
+    cols = [d[0] for d in cur.description]
+    row["vdevs"] = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    row["errors"] = pool_errors(row)
+    row["last_scrub"] = last_scrub(row)
+    return {"node": node, "pool": pool, **row}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,8 +419,9 @@ def show(conn: Connection, name: str, node: str | None = None) -> Detail:
 
 def stats(conn: Connection, nodes: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Per node and pool: counts by type, logical vs physical bytes of volumes, capacity,
-    and how fresh the mirror's data is. Reads the per-pool summary a sync stores in `pools`
-    (no scan of `datasets`)."""
+    health (state, error counters and their sum `errors`, the last scan, `last_scrub`), and
+    how fresh the mirror's data is. Reads the per-pool summary a sync stores in `pools` (no
+    scan of `datasets`)."""
     where = ""
     params: list[Any] = []
     if nodes:
@@ -357,7 +432,9 @@ def stats(conn: Connection, nodes: Sequence[str] = ()) -> list[dict[str, Any]]:
         SELECT p.node, p.name AS pool, p.health, p.volumes, p.filesystems, p.snapshots,
                p.bookmarks, p.clones, p.volsize, p.logicalused, p.used,
                p.usedbyrefreservation, p.size, p.allocated, p.free, p.capacity,
-               p.fragmentation, n.stale, n.last_success, n.last_error, n.watch_pid,
+               p.fragmentation, p.read_errors, p.write_errors, p.checksum_errors,
+               p.data_errors, p.scan_function, p.scan_state, p.scan_start, p.scan_end,
+               p.scan_errors, p.health_at, n.stale, n.last_success, n.last_error, n.watch_pid,
                n.watch_heartbeat, n.watch_state
         FROM pools p LEFT JOIN nodes n ON n.name = p.node {where}
         ORDER BY p.node, p.name
@@ -374,6 +451,8 @@ def stats(conn: Connection, nodes: Sequence[str] = ()) -> list[dict[str, Any]]:
         d["compressratio"] = round(d["logicalused"] / alloc, 2) if alloc > 0 else None
         d["stale"] = bool(d["stale"])
         d["age_seconds"] = round(now - d["last_success"], 1) if d["last_success"] else None
+        d["errors"] = pool_errors(d)
+        d["last_scrub"] = last_scrub(d)
         out.append(d)
     return out
 
@@ -384,6 +463,21 @@ def stats(conn: Connection, nodes: Sequence[str] = ()) -> list[dict[str, Any]]:
 
 # A watch that has not reported for this long is not live any more.
 WATCH_STALE_AFTER = 15.0
+
+
+def watch_live(node: dict[str, Any], now: float) -> bool:
+    """Whether a watch process reports for this `nodes` row (its heartbeat is recent)."""
+    return (node.get("watch_pid") is not None and node.get("watch_heartbeat") is not None
+            and now - node["watch_heartbeat"] < WATCH_STALE_AFTER)
+
+
+def confirmed_at(node: dict[str, Any], now: float) -> float | None:
+    """When the mirror was last confirmed current for this `nodes` row: a live, following
+    watch's heartbeat, else the last successful sync (None: never)."""
+    if watch_live(node, now) and node.get("watch_state") == "following":
+        return float(node["watch_heartbeat"])
+    last: float | None = node.get("last_success")
+    return last
 
 
 def status(conn: Connection, nodes: Sequence[str], now: float) -> list[dict[str, Any]]:
@@ -406,10 +500,8 @@ def status(conn: Connection, nodes: Sequence[str], now: float) -> list[dict[str,
         def age(col: str, d: dict[str, Any] = d) -> float | None:
             return None if d.get(col) is None else round(now - d[col], 3)
 
-        live = (d.get("watch_pid") is not None and d.get("watch_heartbeat") is not None
-                and now - d["watch_heartbeat"] < WATCH_STALE_AFTER)
-        confirmed = d["watch_heartbeat"] if live and d.get("watch_state") == "following" \
-            else d.get("last_success")
+        live = watch_live(d, now)
+        confirmed = confirmed_at(d, now)
         due = 0
         for p in conn.execute("SELECT name, space_dirty_since FROM pools WHERE node = ? AND "
                               "space_dirty_since IS NOT NULL", (name,)):

@@ -379,6 +379,65 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE lifecycle_log ADD COLUMN operator_reason TEXT;
     ALTER TABLE sync_runs ADD COLUMN operator TEXT
     """,
+    # v10: the always-on service (docs/serve.md). Pool health from `zpool status` (state, scan,
+    # error counters summed over the vdevs, and the vdev tree itself); a daily history of each
+    # pool's allocation and of each tenant's volumes per pool (xfleet report capacity).
+    10: """
+    ALTER TABLE pools ADD COLUMN status TEXT;
+    ALTER TABLE pools ADD COLUMN action TEXT;
+    ALTER TABLE pools ADD COLUMN scan_function TEXT;
+    ALTER TABLE pools ADD COLUMN scan_state TEXT;
+    ALTER TABLE pools ADD COLUMN scan_start REAL;
+    ALTER TABLE pools ADD COLUMN scan_end REAL;
+    ALTER TABLE pools ADD COLUMN scan_errors INTEGER;
+    ALTER TABLE pools ADD COLUMN read_errors INTEGER;
+    ALTER TABLE pools ADD COLUMN write_errors INTEGER;
+    ALTER TABLE pools ADD COLUMN checksum_errors INTEGER;
+    ALTER TABLE pools ADD COLUMN data_errors INTEGER;
+    ALTER TABLE pools ADD COLUMN health_at REAL;
+    CREATE TABLE vdevs (
+        node TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        parent INTEGER,
+        depth INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        vdev_type TEXT,
+        path TEXT,
+        state TEXT,
+        read_errors INTEGER,
+        write_errors INTEGER,
+        checksum_errors INTEGER,
+        slow_ios INTEGER,
+        PRIMARY KEY (node, pool, position)
+    );
+    CREATE TABLE capacity_daily (
+        day TEXT NOT NULL,
+        node TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        size INTEGER,
+        allocated INTEGER,
+        free INTEGER,
+        volumes INTEGER NOT NULL,
+        volsize INTEGER NOT NULL,
+        used INTEGER NOT NULL,
+        logicalused INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (day, node, pool)
+    );
+    CREATE TABLE tenant_daily (
+        day TEXT NOT NULL,
+        node TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        volumes INTEGER NOT NULL,
+        volsize INTEGER NOT NULL,
+        used INTEGER NOT NULL,
+        logicalused INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (day, node, pool, tenant)
+    )
+    """,
 }
 
 

@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from xfleet import mirror
 from xfleet.core.errors import UsageError
-from xfleet.core.units import format_size
 from xfleet.mirror.backend import Connection
+from xfleet.ops.charts import CSS as _CSS
+from xfleet.ops.charts import bar_chart as _bar_chart
+from xfleet.ops.charts import fmt_bytes as fmt_bytes  # (re-exported: the CLI's sizes)
 from xfleet.ops.compression import Policy, canonical_sql, validate_compression
 
 if TYPE_CHECKING:
@@ -310,13 +312,6 @@ def trend(conn: Connection, days: int = 90) -> list[dict[str, Any]]:
 # rendering
 
 
-def fmt_bytes(n: float | None) -> str:
-
-    if n is None:
-        return "-"
-    return ("-" if n < 0 else "") + format_size(abs(int(n)))
-
-
 def table_rows(rep: Report) -> list[dict[str, Any]]:
     """Rows for a terminal table: sizes readable, the interval folded into one column."""
     out = []
@@ -347,50 +342,6 @@ def _fmt_money(v: float | None) -> str:
 
 def csv_rows(rep: Report) -> list[dict[str, Any]]:
     return [*rep.rows, rep.total]
-
-
-def _bar_chart(title: str, items: Sequence[tuple[str, float, float | None, float | None]],
-               *, color: str = "#2e7d32", alt: str = "#90caf9", width: int = 1100,
-               value_fmt: Any = fmt_bytes, legend: tuple[str, str] | None = None) -> str:
-    """A horizontal bar chart: (label, value, second value or None, its error half-width)."""
-    if not items:
-        return f'<p class="empty">{html.escape(title)}: nothing to show</p>'
-    row_h, label_w, pad = 22, 300, 10
-    vmax = max(max(abs(v), abs(s or 0) + (e or 0)) for _, v, s, e in items) or 1
-    plot_w = width - label_w - 150
-    h = row_h * len(items) + 40
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
-           f'role="img" aria-label="{html.escape(title)}">',
-           f'<text x="{pad}" y="16" class="t">{html.escape(title)}</text>']
-    if legend:
-        out.append(f'<rect x="{width - 400}" y="6" width="12" height="12" fill="{color}"/>'
-                   f'<text x="{width - 384}" y="16">{html.escape(legend[0])}</text>'
-                   f'<rect x="{width - 270}" y="6" width="12" height="12" fill="{alt}"/>'
-                   f'<text x="{width - 254}" y="16">{html.escape(legend[1])}</text>')
-    for i, (label, v, second, err) in enumerate(items):
-        y = 28 + i * row_h
-        w = max(0.0, v) / vmax * plot_w
-        out.append(f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end">'
-                   f'{html.escape(label[:48])}</text>')
-        bar_h = 9 if second is not None else 16
-        out.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" '
-                   f'fill="{color}"><title>{html.escape(label)}: {value_fmt(v)}</title></rect>')
-        text_x = label_w + w
-        if second is not None:
-            w2 = max(0.0, second) / vmax * plot_w
-            out.append(f'<rect x="{label_w}" y="{y + 9}" width="{w2:.1f}" height="8" '
-                       f'fill="{alt}"><title>{html.escape(label)}: {value_fmt(second)}'
-                       '</title></rect>')
-            if err:
-                lo = max(0.0, second - err) / vmax * plot_w + label_w
-                hi = (second + err) / vmax * plot_w + label_w
-                out.append(f'<line x1="{lo:.1f}" x2="{hi:.1f}" y1="{y + 13}" y2="{y + 13}" '
-                           'stroke="#0d47a1" stroke-width="1.5"/>')
-            text_x = max(text_x, label_w + w2)
-        txt = value_fmt(v) + (f" / {value_fmt(second)}" if second is not None else "")
-        out.append(f'<text x="{text_x + 6:.1f}" y="{y + 12}" class="v">{html.escape(txt)}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
 
 
 def _trend_chart(points: list[dict[str, Any]], width: int = 1100, height: int = 200) -> str:
@@ -425,21 +376,6 @@ def _trend_chart(points: list[dict[str, Any]], width: int = 1100, height: int = 
                        f'{p["day"]}</text>')
     out.append("</svg>")
     return "\n".join(out)
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;
-background:#fff}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
-.meta{color:#666;font-size:13px}
-.cards{display:flex;gap:14px;flex-wrap:wrap;margin:16px 0}
-.card{border:1px solid #ddd;border-radius:8px;padding:10px 14px;min-width:150px}
-.card b{display:block;font-size:20px}.card span{color:#666;font-size:12px}
-table{border-collapse:collapse;font-size:12px}th,td{padding:4px 8px;border-bottom:1px solid #eee}
-th{background:#f5f5f5;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
-svg text{font-size:12px;fill:#333}svg text.t{font-size:14px;font-weight:bold}
-svg text.v{fill:#555}.empty{color:#888}ul.notes{color:#444;font-size:13px}
-"""
 
 
 def render_html(rep: Report) -> str:

@@ -36,6 +36,10 @@ FEATURES = (
     "longname", "large_microzap",
 )
 
+# Faults `zpool status` can show (the `faults` setting): one side of mirror-0 OFFLINE, or
+# with checksum errors its last scrub repaired.
+FAULTS = ("offline", "checksum")
+
 SETTINGS_DOC: dict[str, str] = {
     "seed": "integer; default derived from the node name",
     "volumes": "volumes (zvols, clones included) per node; default 1000",
@@ -47,6 +51,9 @@ SETTINGS_DOC: dict[str, str] = {
     "now": "unix time of the base fleet's 'now'; default 1777593600 (2026-05-01)",
     "pool_size": "pool size in bytes or with a unit (e.g. 500T); default derived from usage",
     "vdev": "'mirror' (default) or 'single': the vdev layout shown by zpool status",
+    "faults": "mapping of pool name to a fault zpool status shows (vdev 'mirror' only): "
+              "'offline' (one side of mirror-0 OFFLINE: the pool DEGRADED) or 'checksum' "
+              "(one side with checksum errors its last scrub repaired); default none",
     "tenant_property": "user property naming a volume's tenant; default xfleet:tenant",
     "rows_per_second": "throttle listings to this rate (0 = unthrottled, the default)",
     "zevent_len_max": "events the kernel queue keeps (`zpool events`; oldest dropped); "
@@ -76,6 +83,7 @@ class SimSettings:
     now: int = DEFAULT_NOW
     pool_size: int | None = None
     vdev: str = "mirror"
+    faults: tuple[tuple[str, str], ...] = ()  # (pool, fault), sorted by pool
     tenant_property: str = "xfleet:tenant"
     rows_per_second: float = 0.0
     zevent_len_max: int = 512
@@ -125,6 +133,15 @@ class SimSettings:
         if vdev not in ("mirror", "single"):
             raise UsageError(f"sim setting vdev={vdev!r} is not valid", where=node,
                              hint="expected 'mirror' or 'single'")
+        faults = raw.get("faults") or {}
+        if not isinstance(faults, dict) or any(
+                not isinstance(k, str) or v not in FAULTS for k, v in faults.items()):
+            raise UsageError(f"sim setting faults={faults!r} is not valid", where=node,
+                             hint=f"a mapping of pool name to {' or '.join(FAULTS)}, e.g. "
+                             "{tank: offline}")
+        if faults and vdev != "mirror":
+            raise UsageError("sim setting faults needs vdev 'mirror'", where=node,
+                             hint="a fault takes one side of a mirror")
         tprop = raw.get("tenant_property", "xfleet:tenant")
         if not isinstance(tprop, str) or not re.match(r"^[a-z0-9_.\-]+:[a-z0-9_.:\-]+\Z", tprop):
             raise UsageError(f"sim setting tenant_property={tprop!r} is not valid", where=node,
@@ -140,6 +157,7 @@ class SimSettings:
             now=num("now", DEFAULT_NOW, 946684800, 4102444800, True),
             pool_size=pool_size,
             vdev=vdev,
+            faults=tuple(sorted(faults.items())),
             tenant_property=tprop,
             rows_per_second=num("rows_per_second", 0, 0, 1e9, False),
             zevent_len_max=num("zevent_len_max", 512, 1, 10_000_000, True),

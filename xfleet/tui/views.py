@@ -75,7 +75,8 @@ class FleetView(BaseView):
             n = nodes.get(p["node"], {})
             seen.add(p["node"])
             rows.append({"node": p["node"], "pool": p["name"], **{k: p.get(k) for k in (
-                "size", "allocated", "free", "health", "capacity")},
+                "size", "allocated", "free", "capacity", *query.HEALTH_FIELDS)},
+                "errors": query.pool_errors(p),
                 "stale": bool(n.get("stale")), "last_error": n.get("last_error"),
                 "age_seconds": (now - n["last_success"]) if n.get("last_success") else None,
                 **{k: n.get(k) for k in ("watch_pid", "watch_heartbeat", "watch_state")}})
@@ -133,8 +134,9 @@ class FleetView(BaseView):
                 fresh = Text(f"old {format_age(age)}", style="yellow")
             else:
                 fresh = Text(f"{format_age(age)} ago", style="green")
-            health = r.get("health") or "-"
-            hstyle = "green" if health == "ONLINE" else "bold red"
+            health = query.health_summary(r)  # e.g. "DEGRADED 3 err"
+            hstyle = ("green" if health == "ONLINE" else "yellow"
+                      if r.get("health") == "ONLINE" else "bold red")
             size, alloc = r.get("size"), r.get("allocated")
             frac = (alloc / size) if size and alloc is not None else None
 

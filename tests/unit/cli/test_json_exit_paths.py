@@ -111,6 +111,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("compression runs", ["-m", "{d}/none.db", "compression", "runs", "--json"]),
     ("compression audit", ["-m", "{d}/none.db", "compression", "audit", "--json"]),
     ("report compression", ["report", "compression", "--by", "nosuch", "--json"]),
+    ("report capacity", ["report", "capacity", "--node", "nosuch", "--json"]),
     ("snapshot", ["snapshot", "--name", "s1", "--json"]),  # nothing selected
     ("clone", ["clone", "tank/no/such", "tank/no/branch", "--json"]),
     ("destroy", ["destroy", VOLUME, "--node", "n1", "--json"]),  # no --yes: refused

@@ -17,7 +17,7 @@ from xfleet.cli.main import cli
 TOP_LEVEL = {
     "inventory", "sync", "watch", "status", "move", "drain", "moves", "ls", "show", "stats",
     "sql", "tui", "demo", "lab", "compression", "report", "snapshot", "clone", "destroy",
-    "set", "resize", "play", "plays", "upgrade", "rollouts", "target", "mirror",
+    "set", "resize", "play", "plays", "upgrade", "rollouts", "target", "mirror", "serve",
 }
 
 

@@ -4,6 +4,7 @@ of what the commands read run on both engines (`synced_at`: SQLite and PostgreSQ
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,77 @@ def test_stats_json(synced_at: tuple[Path, str], cli: Cli) -> None:
                    (r["node"],))
         assert r["volumes"] == vols
         assert r["stale"] is False and r["size"] > 0 and r["health"] == "ONLINE"
+        # health from zpool status: no errors, the last scrub
+        assert (r["errors"], r["read_errors"], r["checksum_errors"], r["data_errors"]) == \
+            (0, 0, 0, 0)
+        assert (r["scan_function"], r["scan_state"]) == ("SCRUB", "FINISHED")
+        assert r["last_scrub"] == r["scan_end"] and r["scan_start"] < r["scan_end"]
+        assert r["health_at"] >= r["last_success"] - 60
+
+
+@pytest.fixture
+def faulty(tmp_path: Path, mirror_at: str, cli: Cli) -> tuple[Path, str]:
+    """A synced sim fleet whose pools show faults: n1's mirror has a side OFFLINE, n2's a
+    side with checksum errors (the sim's `faults` setting), n3 is healthy."""
+    inv = write_sim_inventory(tmp_path / "faulty.yaml", {
+        "n1": {"seed": 1, "volumes": 30, "faults": {"tank": "offline"}},
+        "n2": {"seed": 2, "volumes": 30, "faults": {"tank": "checksum"}},
+        "n3": {"seed": 3, "volumes": 30}})
+    inv.write_text(inv.read_text().replace("mirror: mirror.db",
+                                           f"mirror: {json.dumps(mirror_at)}"))
+    r = cli("-i", str(inv), "sync", "--json")
+    assert r.code == 0, r.err
+    return inv, mirror_at
+
+
+def test_stats_show_health_errors_and_the_last_scrub(faulty: tuple[Path, str],
+                                                     cli: Cli) -> None:
+    inv, db = faulty
+    rows = {r["node"]: r for r in cli("-i", str(inv), "stats", "--json").json()}
+    cksum = one(db, "SELECT sum(checksum_errors) FROM vdevs WHERE node = 'n2'")
+    assert cksum > 0
+    assert [(r["health"], r["errors"], r["checksum_errors"]) for r in rows.values()] == [
+        ("DEGRADED", 0, 0), ("ONLINE", cksum, cksum), ("ONLINE", 0, 0)]
+    table = cli("-i", str(inv), "stats")
+    assert table.code == 0, table.err
+    header = table.out.splitlines()[0].split()
+    assert header[:5] == ["NODE", "POOL", "HEALTH", "ERRORS", "SCAN"]
+    lines = {ln.split()[0]: ln.split() for ln in table.out.splitlines()[1:]}
+    assert lines["n1"][2:5] == ["DEGRADED", "0", "scrub"]
+    assert lines["n2"][2:4] == ["ONLINE", str(cksum)]
+    assert lines["n3"][4:6] == ["scrub", lines["n3"][5]] and lines["n3"][6] == "ago"
+    csv = cli("-i", str(inv), "stats", "--csv").out.splitlines()
+    assert csv[0].startswith("node,pool,health,errors,scan,")
+    assert csv[2].startswith(f"n2,tank,ONLINE,{cksum},scrub ")
+
+
+def test_show_a_pool_shows_its_health_and_vdev_tree(faulty: tuple[Path, str],
+                                                    cli: Cli) -> None:
+    inv, db = faulty
+    d = cli("-i", str(inv), "show", "tank", "--node", "n1", "--json").json()
+    pool = d["pool"]
+    assert (pool["node"], pool["pool"], pool["health"], pool["errors"]) == (
+        "n1", "tank", "DEGRADED", 0)
+    assert pool["status"].startswith("One or more devices has been taken offline")
+    assert pool["action"].startswith("Online the device using 'zpool online'")
+    assert [(v["depth"], v["name"], v["state"]) for v in pool["vdevs"]] == [
+        (0, "tank", "DEGRADED"), (1, "mirror-0", "DEGRADED"), (2, "nvme0n1", "ONLINE"),
+        (2, "nvme1n1", "OFFLINE")]
+    assert pool["last_scrub"] == pool["scan_end"]
+    text = cli("-i", str(inv), "show", "tank", "--node", "n2")
+    assert text.code == 0, text.err
+    cksum = one(db, "SELECT checksum_errors FROM pools WHERE node = 'n2'")
+    out = " ".join(text.out.split())
+    assert f"pool tank on n2: ONLINE {cksum} err" in out
+    assert "status: One or more devices has experienced an unrecoverable error." in out
+    assert f"errors: read 0, write 0, checksum {cksum} (leaf vdevs); data 0" in out
+    assert "scan: scrub " in out and " ago (started " in out
+    vdev = next(ln.split() for ln in text.out.splitlines() if "nvme1n1" in ln)
+    assert vdev[:6] == ["nvme1n1", "ONLINE", "0", "0", str(cksum), "0"]
+    # a dataset that is not a pool's root shows no pool
+    child = cli("-i", str(inv), "ls", "--node", "n2", "--type", "volume", "--limit", "1",
+                "--json").json()[0]["name"]
+    assert "pool" not in cli("-i", str(inv), "show", child, "--node", "n2", "--json").json()
 
 
 def test_sql_read_only_and_saved(synced_at: tuple[Path, str], cli: Cli) -> None:

@@ -15,7 +15,10 @@ def test_sync_json_report(sim_fleet: Path, cli: Cli) -> None:
     assert r.code == 0, r.err
     rep = r.json()
     assert rep["ok"] is True
-    assert {n["node"]: n["commands"] for n in rep["nodes"]} == {"n1": 4, "n2": 4}
+    # zpool list, zpool events, zfs list, zfs get -j, zpool status -j
+    assert {n["node"]: n["commands"] for n in rep["nodes"]} == {"n1": 5, "n2": 5}
+    assert {n["node"]: (n["health"], n["health_error"]) for n in rep["nodes"]} == {
+        "n1": (1, None), "n2": (1, None)}
     assert all(n["datasets"] > 0 for n in rep["nodes"])
 
 
@@ -44,7 +47,7 @@ def test_unreachable_node_is_stale_and_keeps_rows(synced: Path, cli: Cli, tmp_pa
 
 
 def test_status_says_how_fresh_each_node_is(synced: Path, cli: Cli) -> None:
-    rows = {r["node"]: r for r in cli("-i", str(synced), "status", "--json").json()}
+    rows = {r["node"]: r for r in cli("-i", str(synced), "status", "--json").json()["nodes"]}
     assert set(rows) == {"n1", "n2"}
     assert all(r["state"] == "ok" and r["gaps"] == 0 and r["datasets"] > 0
                for r in rows.values())

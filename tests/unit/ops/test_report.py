@@ -165,6 +165,18 @@ def test_cli_formats(fleet: inventory.Inventory, tmp_path: Path) -> None:
     assert r.code == 2 and "cannot group by" in r.err
 
 
+def screenshot(page: Path, shot: Path) -> tuple[int, int, bytes]:
+    """The HTML file `page` as headless Chromium draws it at 1200x1600: (width, height, raw
+    pixels), after checking the PNG was written and is not trivially small."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is not installed (scripts/test-deps.sh installs it)"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                    "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1200,1600",
+                    page.as_uri()], capture_output=True, timeout=120, check=False)
+    assert shot.exists() and shot.stat().st_size > 20_000
+    return png_pixels(shot)
+
+
 def png_pixels(path: Path) -> tuple[int, int, bytes]:
     """Width, height and the raw (filtered) scanlines of a PNG: enough to count colours."""
     data = path.read_bytes()
@@ -196,14 +208,7 @@ def test_html_report_is_self_contained_and_renders_in_chromium(
     assert page.count("<svg") == 3 and "Top volumes by potential" in page
     out = tmp_path / "report.html"
     out.write_text(page)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "chromium is not installed (scripts/test-deps.sh installs it)"
-    shot = tmp_path / "shot.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                    "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1200,1600",
-                    out.as_uri()], capture_output=True, timeout=120, check=False)
-    assert shot.exists() and shot.stat().st_size > 20_000
-    width, height, raw = png_pixels(shot)
+    width, height, raw = screenshot(out, tmp_path / "shot.png")
     assert (width, height) == (1200, 1600)
     # not blank: many distinct byte values, and the bars' green and blue are there
     assert len(set(raw)) > 50

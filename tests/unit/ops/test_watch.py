@@ -73,7 +73,7 @@ def test_cli_sync_status_and_watch(tmp_path: Path) -> None:
     res = run_cli("-i", str(inv_path), "sync")
     assert "incremental" in res.out and res.code == 0
     res = run_cli("-i", str(inv_path), "status", "--json")
-    st = json.loads(res.out)
+    st = json.loads(res.out)["nodes"]
     assert [s["node"] for s in st] == ["n1", "n2"] and all(s["state"] == "ok" for s in st)
     assert all(s["last_eid"] is not None and s["lag_seconds"] < 60 for s in st)
     res = run_cli("-i", str(inv_path), "status")

@@ -30,6 +30,16 @@ def test_settings_are_validated() -> None:
     assert listing(t) == [listing(t)[0]] and listing(t)[0].startswith("tank\t")
 
 
+def test_faults_are_validated() -> None:
+    assert sim(10, faults={"tank": "offline"}).settings.faults == (("tank", "offline"),)
+    with pytest.raises(UsageError, match="faults"):
+        sim(10, faults={"tank": "melted"})
+    with pytest.raises(UsageError, match="faults"):
+        sim(10, faults=["tank"])
+    with pytest.raises(UsageError, match="needs vdev 'mirror'"):
+        sim(10, vdev="single", faults={"tank": "checksum"})
+
+
 def test_snapshot_and_clone_settings() -> None:
     none = records(sim(300, seed=1, snapshots=0))
     assert not any(r.type == "snapshot" for r in none)

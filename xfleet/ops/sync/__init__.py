@@ -1,10 +1,10 @@
 """Full sync: list every dataset of every node and mirror it.
 
-Per node, four remote commands whatever the number of datasets: `zpool list`, `zpool events`,
+Per node, five remote commands whatever the number of datasets: `zpool list`, `zpool events`,
 one `zfs list -Hp -t all -o ...` of the native columns whose output is streamed, and, at the
 same time, one `zfs get -j` of the user properties set on the node's datasets (JSON, since a
-user property's value may hold any character; see xfleet.core.zfs). Nodes are listed in parallel
-(bounded).
+user property's value may hold any character; see xfleet.core.zfs), then one `zpool status -j`
+of the pools' health (full.read_health). Nodes are listed in parallel (bounded).
 Each node's listing is spooled to a temporary file beside the mirror (disk, not memory) with
 no lock held, then applied in short transactions of mirror.ROWS_PER_TRANSACTION rows; rows
 that disappeared are removed only when the node's listing completed. No node's remote listing

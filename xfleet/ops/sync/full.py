@@ -30,21 +30,27 @@ from xfleet.core.zfs import (
     SET_SOURCES,
     OutputCut,
     ParseError,
+    PoolHealth,
     PoolRecord,
     UserProperties,
     UserPropertyValue,
     parse_get_json,
     parse_pools,
     parse_raw_value,
+    parse_status_json,
+    parse_status_text,
+    status_json_unsupported,
     zfs_get_raw_value,
     zfs_get_user_properties,
     zfs_list,
     zpool_list,
+    zpool_status,
+    zpool_status_json,
 )
 from xfleet.fleet.inventory import Inventory
-from xfleet.mirror.backend import Location
+from xfleet.mirror.backend import Connection, Location
 from xfleet.remote.host import Host
-from xfleet.remote.transport import Transport
+from xfleet.remote.transport import CommandResult, Transport
 
 # progress(node, phase, rows): phase is "connecting", "listing", "writing",
 # "done" or "failed".
@@ -72,6 +78,8 @@ class NodeSync:
     refreshed: int = 0  # of which for space freshness
     gap: str | None = None  # why the event queue could not vouch for the changes, if it could not
     reconciled: list[str] = field(default_factory=list)  # pools checked structurally
+    health: int = 0  # pools whose health (zpool status) was written
+    health_error: str | None = None  # why it could not be read (the sync went on without it)
     seconds: float = 0.0
     error: str | None = None
     hint: str | None = None
@@ -288,6 +296,42 @@ def pools_and_load_guids(
     return list(parse_pools(lines)), load_guids
 
 
+@dataclass
+class HealthRead:
+    """The node's pools as `zpool status` showed them at `at`; `pools` None: not read, and
+    `error` says why."""
+
+    pools: list[PoolHealth] | None
+    at: float
+    error: str | None = None
+
+
+def _status_failed(res: CommandResult) -> str:
+    lines = [ln.strip() for ln in res.stderr.splitlines() if ln.strip()]
+    return (f"`{' '.join(res.argv[:3])}` exited {res.exit_status}: "
+            f"{lines[0] if lines else 'no error output'}")
+
+
+def read_health(transport: Transport, host: Host) -> HealthRead:
+    """The pools' health: one `zpool status -j --json-int` (the inventory's pools; every pool
+    when it names none). The text `zpool status -p` instead when this zpool has no -j
+    (OpenZFS before 2.3) or its JSON stops short (ZFS's JSON printer stops at a vdev path
+    that is not UTF-8). Never raises for the node's answer: a health read that fails does
+    not fail the sync; the pools keep the health last read (`pools.health_at` says when)."""
+    res = transport.run(zpool_status_json(host.pools), check=False)
+    if res.exit_status == 0:
+        try:
+            return HealthRead(parse_status_json(res.stdout), time.time())
+        except ParseError:
+            pass  # cut short: the text form says what the JSON could not
+    elif not status_json_unsupported(res.stderr):
+        return HealthRead(None, time.time(), _status_failed(res))
+    res = transport.run(zpool_status(host.pools), check=False)
+    if res.exit_status != 0:
+        return HealthRead(None, time.time(), _status_failed(res))
+    return HealthRead(parse_status_text(res.stdout), time.time())
+
+
 def queued_events(transport: Transport, after: int | None) -> list[ZEvent] | None:
     """The kernel's event queue (at most ~512 events, so bounded); None if unavailable. Events
     up to `after` (the checkpoint) are kept as ids and times only."""
@@ -346,12 +390,14 @@ def full_node(
         try:
             got = ex.submit(get_values, job, list(job.host.pools), SET_SOURCES, values.add,
                             recursive=True)
+            health_read = ex.submit(read_health, transport, job.host)
             try:
                 _spool(transport.lines(argv), spool,
                        lambda c: job.progress(node, "listing", c))
             except OSError as exc:
                 raise _spool_error(job.mirror_path, node, exc) from None
             cut = got.result()
+            health = health_read.result()
         finally:  # on an error or Ctrl-C, do not wait for the other command
             ex.shutdown(wait=False, cancel_futures=True)
 
@@ -373,6 +419,7 @@ def full_node(
             gone = mirror.delete_unlisted(conn, node, job.run_id, listed_at, lock=job.lock)
             with job.lock, mirror.transaction(conn, f"the end of {node}'s full sync"):
                 mirror.write_pools(conn, node, pools)
+                healthy = write_health(conn, node, health)
                 added, removed = mirror.finish_run(
                     conn, job.run_id, node, written=written, commands=job.commands,
                     listed_at=listed_at, removed=gone)
@@ -406,5 +453,14 @@ def full_node(
     return NodeSync(
         node=node, ok=True, mode="full", datasets=written, added=added, removed=removed,
         pools=len(pools), commands=job.commands, received=job.received,
+        health=healthy, health_error=health.error,
         seconds=time.monotonic() - job.start, run_id=job.run_id,
     )
+
+
+def write_health(conn: Connection, node: str, health: HealthRead | None) -> int:
+    """What `read_health` read, in the caller's transaction (nothing when it read nothing).
+    Returns the pools written."""
+    if health is None or health.pools is None:
+        return 0
+    return mirror.write_health(conn, node, health.pools, health.at)

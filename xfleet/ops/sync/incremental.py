@@ -31,6 +31,7 @@ from xfleet.core.zfs import (
     ParseError,
     PoolRecord,
     UserPropertyValue,
+    health_event,
     zfs_list,
 )
 from xfleet.fleet.inventory import Inventory
@@ -42,8 +43,10 @@ from xfleet.ops.sync.full import (
     NodeSync,
     dataset_rows,
     get_values,
+    read_health,
     resume_values,
     spool_file,
+    write_health,
 )
 from xfleet.remote.transport import Transport
 
@@ -301,6 +304,10 @@ def incremental_node(
             touched.extend(found[0])
             txgs[pool] = max(txgs.get(pool, 0), found[1])
     gap_text = "; ".join(sorted({f"{r}" for r in gaps.values()})) or None
+    # Pool health: read by every sync; by a batch of followed events only when one of them
+    # may change it (an error report, a state change, a scrub or resilver event).
+    health_due = not follow or any(health_event(e.cls) for e in fresh)
+    health = read_health(job.transport, job.host) if health_due else None
     gone_names: list[str] = []
     spool = spool_file(job.mirror_path, node)
     conn = mirror.connect(job.mirror_path)
@@ -326,6 +333,7 @@ def incremental_node(
         source = (ln.rstrip("\n") for ln in spool)
         try:
             written, removed = _apply(job, conn, fetched, source, pools, gone_pools, gone_names)
+            healthy = write_health(conn, node, health)
             moved = [t.name for t in touched if t.moved or t.promoted] + former
             again = _valid(mirror.clones_under(conn, node, moved, job.run_id)) if moved else []
             if again:
@@ -385,7 +393,8 @@ def incremental_node(
         added=added, removed=removed,
         pools=len(current), commands=job.commands, received=job.received, events=len(fresh),
         fetched=fetched.lines, refreshed=len(refresh), gap=gap_text,
-        reconciled=sorted(set(to_reconcile) | set(whole)),
+        reconciled=sorted(set(to_reconcile) | set(whole)), health=healthy,
+        health_error=health.error if health is not None else None,
         seconds=time.monotonic() - job.start, run_id=job.run_id,
     )
 

@@ -13,6 +13,7 @@ from xfleet.core.errors import XfleetError
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
 from xfleet.mirror.backend import ERRORS, Location, location
+from xfleet.ops import capacity
 from xfleet.ops.report import record_daily
 from xfleet.ops.sync.full import (
     Job,
@@ -148,6 +149,7 @@ def sync(
                                          run_id=run_ids[r.node]))
 
         record_daily(conn)  # today's per-pool totals (the compression trend): no scan
+        capacity.record_daily(conn)  # the capacity history (tenants: once an hour a pool)
     finally:
         conn.close()
     return report

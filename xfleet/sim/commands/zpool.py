@@ -1,16 +1,19 @@
 """`zpool list`, `zpool get` and `zpool status`: the pools of a node with their sizes (from the
-base fleet's totals and the overlay), features and vdev layout, as OpenZFS 2.3 prints them."""
+base fleet's totals and the overlay), features, vdev layout and health (the `faults` setting),
+as OpenZFS 2.3 prints them; `zpool status -j` as its JSON."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from xfleet.sim.formats import SIZE_PROPS, human, table
+from xfleet.sim.formats import SIZE_PROPS, human, nicenum, table
 from xfleet.sim.options import getopt, usage
 from xfleet.sim.registry import Context, command
-from xfleet.sim.settings import DAY, FEATURES, mix
+from xfleet.sim.settings import DAY, FEATURES, TXG_SECONDS, mix
 from xfleet.sim.space import ASHIFT
 from xfleet.sim.view import View, open_pools
 
@@ -106,40 +109,209 @@ def zpool_get(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[str]
     return table([f.upper() for f in fields], out, set())
 
 
+# The messages zpool status shows for the faults of the `faults` setting, as OpenZFS 2.3
+# words and breaks them (tests/fixtures/real/zpool_status_degraded.txt, ..._cksum.txt).
+_Message = tuple[tuple[str, ...], tuple[str, ...], str | None]  # status, action, msgid
+_OFFLINE: _Message = (("One or more devices has been taken offline by the administrator.",
+             "Sufficient replicas exist for the pool to continue functioning in a",
+             "degraded state."),
+            ("Online the device using 'zpool online' or replace the device with",
+             "'zpool replace'."), None)
+_CHECKSUM: _Message = (("One or more devices has experienced an unrecoverable error.  An",
+              "attempt was made to correct the error.  Applications are unaffected."),
+             ("Determine if the device needs to be replaced, and clear the errors",
+              "using 'zpool clear' or replace the device with 'zpool replace'."),
+             "ZFS-8000-9P")
+_MSG_URL = "https://openzfs.github.io/openzfs-docs/msg/"
+_LONG_OPTIONS = ("--json-int", "--power")
+_BLOCK = 16384  # what a repaired checksum error accounts for (a volume's block)
+
+
+@dataclass
+class _Vdev:
+    name: str
+    vdev_type: str
+    guid: int
+    state: str = "ONLINE"
+    path: str | None = None
+    cksum: int = 0
+    repaired: int = 0
+    children: list[_Vdev] = field(default_factory=list)
+
+
+@dataclass
+class _Health:
+    """One pool as zpool status shows it: what both its text and its JSON are made from."""
+
+    name: str
+    guid: int
+    txg: int
+    size: int
+    alloc: int
+    state: str
+    message: _Message | None
+    start: int
+    end: int
+    repaired: int
+    root: _Vdev
+
+
+def _health(sim: SimTransport, view: View, pool: str) -> _Health:
+    st = sim.settings
+    size, alloc, _ = view.pool_figures(pool)
+    h = mix(st.seed, sim.node, "scrub", pool)
+    end = st.now - (h % (20 * DAY)) - 3 * DAY
+    fault = dict(st.faults).get(pool)
+    width = 2 if st.vdev == "mirror" else 1
+    first = sim.base.pools.index(pool) * width  # nvme devices numbered across the node
+
+    def guid(name: str) -> int:
+        return mix(st.seed, sim.node, "vdev", pool, name) & (2**64 - 1)
+
+    leaves = [_Vdev(f"nvme{first + i}n1", "disk", guid(f"nvme{first + i}n1"),
+                    path=f"/dev/nvme{first + i}n1p1") for i in range(width)]
+    root = _Vdev(pool, "root", sim.base.pool_guid[pool])
+    if st.vdev == "mirror":
+        root.children.append(_Vdev("mirror-0", "mirror", guid("mirror-0"), children=leaves))
+    else:
+        root.children.extend(leaves)
+    message: _Message | None = None
+    repaired = 0
+    if fault == "offline":
+        root.state = root.children[0].state = "DEGRADED"
+        leaves[1].state = "OFFLINE"
+        message = _OFFLINE
+    elif fault == "checksum":
+        leaves[1].cksum = 1 + mix(st.seed, sim.node, "cksum", pool) % 500
+        leaves[1].repaired = repaired = leaves[1].cksum * _BLOCK
+        message = _CHECKSUM
+    txg = max(int(sim.current_overlay().meta.get(f"txg:{pool}", "0")),
+              (st.now - sim.base.pool_created[pool]) // TXG_SECONDS)
+    return _Health(pool, sim.base.pool_guid[pool], txg, size, alloc, root.state, message,
+                   end - (600 + h % 5000), end, repaired, root)
+
+
 @command("zpool", "status")
 def zpool_status(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[str]:
-    opts, pools = getopt("zpool status", args, "DegiLpPstvx", "Tc")
+    longs = {a for a in args if a.startswith("--") and a != "--"}
+    for a in longs:
+        if a not in _LONG_OPTIONS:  # getopt_long's '?' for it: zpool names option '\0'
+            raise usage("zpool status", "invalid option '\x00'")
+    opts, pools = getopt("zpool status", [a for a in args if a not in longs],
+                         "DegijLpPstvx", "Tc")
     flags = {o for o, _ in opts}
     chosen = open_pools(sim.base, pools, ctx)
-    if "x" in flags:
+    if "x" in flags and "j" not in flags:
         return iter(["all pools are healthy"] if chosen else [])
+    view = View(sim, sim.current_overlay())
+    health = [_health(sim, view, pool) for pool in chosen]
+    if "j" in flags:
+        return iter([_status_json(health, as_int="--json-int" in longs)])
+    return iter(_status_text(health))
+
+
+def _status_text(health: list[_Health]) -> list[str]:
     out: list[str] = []
-    disk = 0
-    for n, pool in enumerate(chosen):
+    for n, p in enumerate(health):
         if n:
             out.append("")
-        h = mix(sim.settings.seed, sim.node, "scrub", pool)
-        end = sim.settings.now - (h % (20 * DAY)) - 3 * DAY
-        took = 600 + h % 5000
-        out += [f"  pool: {pool}", " state: ONLINE",
-                f"  scan: scrub repaired 0B in {took // 3600:02d}:{took // 60 % 60:02d}:"
-                f"{took % 60:02d} with 0 errors on {_ctime(end)}", "config:", ""]
-        tree: list[tuple[int, str]] = [(0, pool)]
-        if sim.settings.vdev == "mirror":
-            tree.append((2, "mirror-0"))
-            tree += [(4, f"nvme{disk}n1"), (4, f"nvme{disk + 1}n1")]
-            disk += 2
-        else:
-            tree.append((2, f"nvme{disk}n1"))
-            disk += 1
-        width = max(10, max(len(name) + depth for depth, name in tree))
+        out += [f"  pool: {p.name}", f" state: {p.state}"]
+        if p.message is not None:
+            status, action, msgid = p.message
+            out += [f"status: {status[0]}", *(f"\t{ln}" for ln in status[1:]),
+                    f"action: {action[0]}", *(f"\t{ln}" for ln in action[1:])]
+            if msgid:
+                out.append(f"   see: {_MSG_URL}{msgid}")
+        took = p.end - p.start
+        out += [f"  scan: scrub repaired {nicenum(p.repaired)} in {took // 3600:02d}:"
+                f"{took // 60 % 60:02d}:{took % 60:02d} with 0 errors on {_ctime(p.end)}",
+                "config:", ""]
+        tree = list(_walk(p.root, 0))
+        width = max(10, max(len(v.name) + depth for depth, v in tree))
         out.append(f"\t{'NAME':<{width}}  {'STATE':<8} {'READ':>5} {'WRITE':>5} "
                    f"{'CKSUM':>5}")
-        for depth, name in tree:
-            out.append(f"\t{' ' * depth}{name:<{width - depth}}  {'ONLINE':<8} "
-                       f"{'0':>5} {'0':>5} {'0':>5}")
+        for depth, v in tree:
+            out.append(f"\t{' ' * depth}{v.name:<{width - depth}}  {v.state:<8} "
+                       f"{'0':>5} {'0':>5} {v.cksum:>5}")
         out += ["", "errors: No known data errors"]
-    return iter(out)
+    return out
+
+
+def _walk(v: _Vdev, depth: int) -> Iterator[tuple[int, _Vdev]]:
+    yield depth, v
+    for c in v.children:
+        yield from _walk(c, depth + 2)
+
+
+def _status_json(health: list[_Health], *, as_int: bool) -> str:
+    """`zpool status -j` as OpenZFS 2.3 prints it (tests/fixtures/real/zpool_status_json_*):
+    one line, keys in its order; numbers as strings (sizes and times as zpool shows them)
+    unless --json-int."""
+    def num(value: int, kind: str = "") -> int | str:
+        if as_int:
+            return value
+        if kind == "size":
+            return nicenum(value)
+        if kind == "time":
+            return time.strftime("%a %b %e %H:%M:%S %Z %Y", time.localtime(value))
+        return str(value)
+
+    def counters(v: _Vdev) -> dict[str, Any]:
+        return {"read_errors": num(0), "write_errors": num(0), "checksum_errors": num(v.cksum)}
+
+    def vdev(v: _Vdev, p: _Health, parent: _Vdev | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": v.name, "vdev_type": v.vdev_type, "guid": num(v.guid)}
+        if v.path:
+            out["path"] = v.path
+        out.update({"class": "normal", "state": v.state})
+        space = {"alloc_space": num(p.alloc, "size"), "total_space": num(p.size, "size"),
+                 "def_space": num(p.size, "size")}
+        rep = p.size + (9 << 19)
+        if v.vdev_type == "root":
+            out.update(space)
+        elif v.children:  # mirror-0
+            out.update({**space, "rep_dev_size": num(p.size, "size")})
+        else:
+            if parent is not None and parent.vdev_type == "root":
+                out.update(space)
+            out["rep_dev_size"] = num(rep, "size")
+            if v.repaired:
+                out["self_healed"] = num(v.repaired, "size")
+            out["phys_space"] = num(rep + (10 << 20), "size")
+        out.update(counters(v))
+        if v.repaired:
+            out["scan_processed"] = num(v.repaired, "size")
+        if not v.children:
+            out["slow_ios"] = num(0)
+        else:
+            out["vdevs"] = {c.name: vdev(c, p, v) for c in v.children}
+        return out
+
+    pools: dict[str, Any] = {}
+    for p in health:
+        entry: dict[str, Any] = {"name": p.name, "state": p.state, "pool_guid": num(p.guid),
+                                 "txg": num(p.txg), "spa_version": num(5000),
+                                 "zpl_version": num(5)}
+        if p.message is not None:
+            status, action, msgid = p.message
+            entry["status"] = "\n\t".join(status) + "\n"
+            entry["action"] = "\n\t".join(action) + "\n"
+            if msgid:
+                entry.update({"msgid": msgid, "moreinfo": f"{_MSG_URL}{msgid}"})
+        entry["scan_stats"] = {
+            "function": "SCRUB", "state": "FINISHED", "start_time": num(p.start, "time"),
+            "end_time": num(p.end, "time"), "to_examine": num(p.alloc, "size"),
+            "examined": num(p.alloc, "size"), "skipped": num(0, "size"),
+            "processed": num(p.repaired, "size"), "errors": num(0),
+            "bytes_per_scan": num(0, "size"), "pass_start": num(p.start),
+            "scrub_pause": num(0) if as_int else "-", "scrub_spent_paused": num(0),
+            "issued_bytes_per_scan": num(p.alloc, "size"), "issued": num(p.alloc, "size")}
+        entry["vdevs"] = {p.name: vdev(p.root, p, None)}
+        entry["error_count"] = num(0)
+        pools[p.name] = entry
+    doc = {"output_version": {"command": "zpool status", "vers_major": 0, "vers_minor": 1},
+           "pools": pools}
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def _pool_values(sim: SimTransport, view: View, pool: str) -> dict[str, tuple[str, str]]:
@@ -158,7 +330,9 @@ def _pool_figures(sim: SimTransport, view: View, pool: str) -> dict[str, tuple[s
         "name": (pool, ro), "size": (str(size), ro), "allocated": (str(alloc), ro),
         "free": (str(size - alloc), ro), "checkpoint": ("-", ro), "expandsize": ("-", ro),
         "fragmentation": (str(frag), ro), "capacity": (str(cap), ro),
-        "dedupratio": ("1.00", ro), "health": ("ONLINE", ro), "altroot": ("-", df),
+        "dedupratio": ("1.00", ro), "altroot": ("-", df),
+        "health": ("DEGRADED" if dict(sim.settings.faults).get(pool) == "offline" else "ONLINE",
+                   ro),
         "guid": (str(sim.base.pool_guid[pool]), ro), "ashift": (str(ASHIFT), "local"),
         "version": ("-", df), "bcloneratio": ("1.00", ro), "bcloneused": ("0", ro),
         "bclonesaved": ("0", ro), "readonly": ("off", ro), "autotrim": ("off", df),

@@ -55,12 +55,13 @@ def test_incremental_sync_equals_a_full_sync_after_random_operations(
     assert_equals_full_sync(inv, db, tmp_path)
 
 
-def test_nothing_changed_costs_two_small_commands(tmp_path: Path, mirror_at: str) -> None:
+def test_nothing_changed_costs_three_small_commands(tmp_path: Path, mirror_at: str) -> None:
     inv, t = node(tmp_path)
     db = mirror_at
     assert sync(inv, db).ok
     r = sync(inv, db).nodes[0]
-    assert (r.mode, r.events, r.fetched, r.commands) == ("incremental", 0, 0, 2)
+    # zpool list, zpool events, zpool status -j (the pools' health)
+    assert (r.mode, r.events, r.fetched, r.commands) == ("incremental", 0, 0, 3)
 
 
 def test_cost_grows_with_changes_not_with_datasets(tmp_path: Path) -> None:
@@ -167,9 +168,9 @@ def test_reconcile_at_scale_lists_only_fast_columns(tmp_path: Path) -> None:
         conn.close()
     r = sync(inv, db, reconcile=True, refresh_budget=0).nodes[0]
     assert r.reconciled == ["tank"] and r.gap is None
-    # zpool list, zpool events, the fast listing, one fetch of the 8 names (and ancestors):
-    # their listing and their user properties
-    assert r.commands == 5 and 8 <= r.fetched < 40
+    # zpool list, zpool events, zpool status -j, the fast listing, one fetch of the 8 names
+    # (and ancestors): their listing and their user properties
+    assert r.commands == 6 and 8 <= r.fetched < 40
     assert r.received < full.received / 2  # four short columns instead of twenty
     assert set(lost) <= {row[0] for row in rows(db, "n1")}
     assert_equals_full_sync(inv, db, tmp_path)

@@ -47,8 +47,8 @@ def test_sync_mirrors_every_column_of_every_dataset(sim_fleet: Path, mirror_at: 
     assert nodes == {"n1": 0, "n2": 0}
     assert select(mirror_at, "SELECT count(*) FROM pools") == [(2,)]
     runs = select(mirror_at, "SELECT node, status, commands FROM sync_runs ORDER BY node")
-    # zpool list, zpool events, zfs list, zfs get -j (user properties)
-    assert runs == [("n1", "ok", 4), ("n2", "ok", 4)]
+    # zpool list, zpool events, zfs list, zfs get -j (user properties), zpool status -j
+    assert runs == [("n1", "ok", 5), ("n2", "ok", 5)]
 
 
 def test_remote_commands_per_node_do_not_grow_with_datasets(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_remote_commands_per_node_do_not_grow_with_datasets(tmp_path: Path) -> N
         assert report.ok
         counts[volumes] = (report.nodes[0].commands, report.nodes[0].datasets)
     assert counts[20][1] * 10 < counts[2000][1]  # 100x the volumes, far more rows ...
-    assert counts[20][0] == counts[2000][0] == 4  # ... and the same four commands
+    assert counts[20][0] == counts[2000][0] == 5  # ... and the same five commands
 
 
 def test_resync_applies_creates_and_destroys(sim_fleet: Path, mirror_at: str) -> None:

@@ -1,0 +1,75 @@
+"""`/metrics` (xfleet/serve/metrics.py) from a real `xfleet serve`: the figures are the
+mirror's, and the series do not grow with the datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unit.serve.servekit import select, serve, synced_fleet
+from xfleet.core.errors import UsageError
+from xfleet.serve.metrics import VolumeMetrics
+
+
+def test_metrics_are_the_mirror_s_figures(tmp_path: Path, mirror_at: str) -> None:
+    inv = synced_fleet(tmp_path, mirror_at, n1=300, n2=200)
+    with serve(inv, "--no-watch", mirror=mirror_at) as s:
+        m = s.metrics()
+        for node, pool, size, alloc, vols, snaps, volsize, synced in select(
+                mirror_at, "SELECT node, name, size, allocated, volumes, snapshots, volsize, "
+                "synced_at FROM pools"):
+            lv = (("node", node), ("pool", pool))
+            assert m[("xfleet_pool_size_bytes", lv)] == size
+            assert m[("xfleet_pool_allocated_bytes", lv)] == alloc
+            assert m[("xfleet_pool_capacity_ratio", lv)] == pytest.approx(alloc / size)
+            assert m[("xfleet_pool_datasets", (*lv, ("type", "volume")))] == vols
+            assert m[("xfleet_pool_datasets", (*lv, ("type", "snapshot")))] == snaps
+            assert m[("xfleet_pool_volsize_bytes", lv)] == volsize
+            assert m[("xfleet_pool_overcommit_ratio", lv)] == pytest.approx(volsize / size)
+            assert m[("xfleet_pool_synced_timestamp_seconds", lv)] == pytest.approx(synced)
+        for node, count, last in select(mirror_at,
+                                        "SELECT name, datasets, last_success FROM nodes"):
+            nl = (("node", node),)
+            assert m[("xfleet_node_datasets", nl)] == count == select(
+                mirror_at, "SELECT count(*) FROM datasets WHERE node = ?", (node,))[0][0]
+            assert m[("xfleet_node_up", nl)] == 1
+            assert m[("xfleet_node_last_sync_timestamp_seconds", nl)] == pytest.approx(last)
+            assert m[("xfleet_node_watch_following", nl)] == 0
+        engine = "sqlite" if "://" not in mirror_at else "postgresql"
+        info = [k for k in m if k[0] == "xfleet_serve_info"]
+        assert info and ("engine", engine) in info[0][1]
+        assert ("process_resident_memory_bytes", ()) in m
+
+
+def test_scrape_series_do_not_grow_with_the_datasets(tmp_path: Path) -> None:
+    """Bounded cardinality: 10x the volumes, the same series; per-volume series only when
+    asked for, capped."""
+    counts = []
+    for n in (100, 1000):
+        db = str(tmp_path / f"m{n}.db")
+        inv = synced_fleet(tmp_path / str(n), db, n1=n, n2=n)
+        with serve(inv, "--no-watch", mirror=db) as s:
+            counts.append({k for k in s.metrics() if k[0].startswith("xfleet_")
+                           and not k[0].startswith("xfleet_serve_collect")})
+    assert {k[0] for k in counts[0]} == {k[0] for k in counts[1]}
+    assert len(counts[0]) == len(counts[1])
+    db = str(tmp_path / "m1000.db")
+    with serve(tmp_path / "1000" / "fleet.yaml", "--no-watch", "--volume-metrics", "top:5",
+               mirror=db) as s:
+        m = s.metrics()
+    for node in ("n1", "n2"):
+        got = sorted((k[1] for k in m if k[0] == "xfleet_volume_used_bytes"
+                      and ("node", node) in k[1]), key=lambda lv: dict(lv)["volume"])
+        top = select(db, "SELECT name FROM datasets WHERE node = ? AND type = 'volume' "
+                     "ORDER BY used DESC LIMIT 5", (node,))
+        assert sorted(dict(lv)["volume"] for lv in got) == sorted(r[0] for r in top)
+
+
+def test_volume_metrics_options() -> None:
+    v = VolumeMetrics.parse(["top:20", "tenant:acme", "tenant:b"], cap=50)
+    assert (v.top, v.tenants, v.cap, v.enabled) == (20, ("acme", "b"), 50, True)
+    assert not VolumeMetrics.parse([]).enabled
+    for bad in ("top", "top:x", "top:0", "tenant:", "all"):
+        with pytest.raises(UsageError, match="volume-metrics"):
+            VolumeMetrics.parse([bad])

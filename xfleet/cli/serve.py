@@ -1,0 +1,83 @@
+"""`xfleet serve`: the always-on service (xfleet.serve; docs/serve.md)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from xfleet.cli.output import Ctx, pass_ctx
+from xfleet.core.errors import UsageError
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"--listen {value!r} is not HOST:PORT",
+                         hint="e.g. --listen 127.0.0.1:9733 (port 0: any free port)")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@click.command("serve")
+@click.option("--listen", default="127.0.0.1:9733", show_default=True, metavar="HOST:PORT",
+              help="Address to serve HTTP on. Loopback by default: put TLS and outside access "
+              "behind a reverse proxy (docs/serve.md).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding a bearer token (mode 600); /metrics and /api need "
+              "'Authorization: Bearer TOKEN'. The health probes never do.")
+@click.option("--no-watch", is_flag=True,
+              help="Only serve the mirror; do not keep it current (another process watches).")
+@click.option("--refresh-interval", type=click.FloatRange(1.0), default=30.0,
+              show_default=True, metavar="SECONDS",
+              help="Seconds between incremental syncs of a watched node.")
+@click.option("--reconcile-interval", type=click.FloatRange(60.0), default=3600.0,
+              show_default=True, metavar="SECONDS",
+              help="Seconds between structural reconciles of a node.")
+@click.option("--volume-metrics", "volume_metrics", multiple=True, metavar="top:K|tenant:NAME",
+              help="Per-volume series (off by default): the K largest volumes per node, or "
+              "every volume of a tenant (repeatable).")
+@click.option("--volume-metrics-cap", type=click.IntRange(1), default=1000, show_default=True,
+              help="At most this many volumes per node get their own series.")
+@click.option("--currency", default="USD", show_default=True,
+              help="Currency of the inventory's price_per_gb_month (a metric label).")
+@click.option("--access-log", is_flag=True, help="Log every HTTP request.")
+@pass_ctx
+def serve_cmd(c: Ctx, listen: str, token_file: Path | None, no_watch: bool,
+              refresh_interval: float, reconcile_interval: float,
+              volume_metrics: tuple[str, ...], volume_metrics_cap: int, currency: str,
+              access_log: bool) -> None:
+    """Run the fleet service: keep the mirror current and serve metrics, probes and the API.
+
+    Answers everything from the mirror (a scrape never runs zfs on a node):
+    /metrics (Prometheus), /healthz, /readyz, and the read-only JSON API
+    /api/v1/{datasets,nodes,pools,moves,rollouts,alerts}. SIGTERM stops it cleanly;
+    SIGHUP re-reads the inventory and the token file. Run it as its own user under
+    systemd (docs/serve.md has the unit).
+
+    \b
+    Examples:
+      xfleet serve
+      xfleet serve --listen 0.0.0.0:9733 --token-file /etc/xfleet/token
+      xfleet serve --volume-metrics top:20 --volume-metrics tenant:acme
+      curl -s localhost:9733/api/v1/datasets?where=used%3E10G&sort=-used&limit=5
+    """
+    from xfleet.serve.metrics import VolumeMetrics  # lazy: keeps `xfleet --help` fast
+    from xfleet.serve.service import Options, Service
+
+    host, port = _listen(listen)
+    volumes = VolumeMetrics.parse(volume_metrics, volume_metrics_cap)
+    inv = c.inventory()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def say(msg: str) -> None:
+        click.echo(f"xfleet serve: {msg}", err=True)
+
+    svc = Service(inv.path, c.mirror_override,
+                  Options(host=host, port=port, token_file=token_file, watch=not no_watch,
+                          refresh_interval=refresh_interval,
+                          reconcile_interval=reconcile_interval, volumes=volumes,
+                          currency=currency, access_log=access_log), say=say)
+    svc.run()

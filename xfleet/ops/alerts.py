@@ -1,0 +1,300 @@
+"""The shipped alert conditions, evaluated on the mirror for people without Prometheus.
+
+`docs/alerts/xfleet.rules.yml` ships Prometheus rules over the series of `xfleet serve`
+(docs/serve.md, "Alerts"); `evaluate` judges the same conditions, with the same names, severities
+and thresholds (THRESHOLDS; tests/unit/test_alert_rules.py compares them with the rules file),
+straight from the mirror: what `xfleet status` shows. What differs, because this reads one
+snapshot rather than a history of scrapes:
+
+- a rule's `for` cannot be judged from one reading: a condition shows as soon as it holds, and
+  `since` says when it began where the mirror knows (a scrub's end, a heartbeat, a gap);
+- the job rules count jobs (`xfleet_jobs{kind="move",state="failed"} > 0`); here each job is an
+  alert of its own, naming it (`move 12`), so its hint is the command for that job;
+- a pool past the critical capacity shows XfleetPoolCapacityCritical only (Prometheus fires
+  both; the Alertmanager inhibition in docs/serve.md mutes the warning);
+- XfleetServiceDown is Prometheus' own: it watches `xfleet serve`, which the mirror cannot see.
+
+Stale data, as in the rules: the pool alerts judge the last figures the mirror has for a node,
+however old; XfleetMirrorStale (or XfleetNodeDown when the node's syncs fail) beside them says
+so. An alert never disappears because xfleet stopped looking.
+
+Reads: one query each on `nodes`, `pools`, `moves` (by its state index) and `rollouts`; how
+current a node is comes from `query.confirmed_at`, the lag of `xfleet status` and of the
+exporter. Nothing scans `datasets`. The pool forecasts (XfleetPoolFillingUp) come from the
+caller: xfleet.ops.capacity computes them from the daily history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from xfleet.core.units import format_age
+from xfleet.mirror import claims, query
+from xfleet.mirror.backend import Connection
+from xfleet.ops.moves.journal import MOVES
+
+DAY = 86400.0
+
+# The numbers of the rules' expressions (docs/alerts/xfleet.rules.yml); a test parses the rules
+# and compares.
+THRESHOLDS: dict[str, float] = {
+    "capacity_warning": 0.80,  # XfleetPoolCapacityHigh: allocated / size above this
+    "capacity_critical": 0.90,  # XfleetPoolCapacityCritical
+    "fill_percent": 90,  # XfleetPoolFillingUp: the forecast's threshold (percent full) ...
+    "fill_days": 14,  # ... reached in fewer days than this
+    "overcommit": 2.0,  # XfleetPoolOvercommitted: sum of volsize / size above this
+    "scrub_days": 35,  # XfleetScrubOverdue: no finished scrub for longer than this
+    "mirror_lag": 600,  # XfleetMirrorStale: seconds since the mirror was confirmed current
+    "event_gap_window": 3600,  # XfleetEventGaps: a gap in the last this many seconds
+}
+
+SEVERITIES = ("critical", "warning", "info")  # most severe first: the order of the list
+
+# Every alert `evaluate` can raise, with its severity (the rules' `severity` label).
+SEVERITY: dict[str, str] = {
+    "XfleetPoolCapacityHigh": "warning",
+    "XfleetPoolCapacityCritical": "critical",
+    "XfleetPoolFillingUp": "warning",
+    "XfleetPoolOvercommitted": "warning",
+    "XfleetPoolDegraded": "critical",
+    "XfleetPoolErrors": "warning",
+    "XfleetScrubOverdue": "warning",
+    "XfleetMirrorStale": "warning",
+    "XfleetNodeDown": "critical",
+    "XfleetEventGaps": "info",
+    "XfleetMoveFailed": "warning",
+    "XfleetMoveStuck": "warning",
+    "XfleetRolloutHalted": "warning",
+}
+# Rules only Prometheus can judge (they watch `xfleet serve` itself).
+PROMETHEUS_ONLY = ("XfleetServiceDown",)
+
+# A rollout in one of these states waits for an operator. Rollouts pause on failures (there is
+# no `failed` rollout state today); `failed` is here as in the rule, so the two agree.
+ROLLOUT_HALTED = ("paused", "failed")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One condition that holds now."""
+
+    name: str  # the rule's alert name, e.g. "XfleetPoolDegraded"
+    severity: str  # critical, warning, info
+    node: str | None  # what it is about: a node, its pool, a job ("move 12")
+    pool: str | None
+    job: str | None
+    summary: str  # one line for humans
+    hint: str  # what to do (a command)
+    since: float | None  # unix time the condition began, when the mirror knows it
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ForecastLike(Protocol):
+    """What XfleetPoolFillingUp needs of a pool's forecast (xfleet.ops.capacity's Forecast)."""
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def pool(self) -> str: ...
+
+    @property
+    def days_until(self) -> Mapping[int, float | None]:
+        """Days until the pool is this percent full at its trend (None: not growing)."""
+
+
+def _first_line(text: str | None, limit: int = 160) -> str:
+    """The first line of an error text, at most `limit` characters (one line of a table)."""
+    line = (text or "").strip().split("\n", 1)[0]
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _alert(name: str, *, summary: str, hint: str, node: str | None = None,
+           pool: str | None = None, job: str | None = None,
+           since: float | None = None) -> Alert:
+    return Alert(name, SEVERITY[name], node, pool, job, summary, hint, since)
+
+
+def evaluate(conn: Connection, *, now: float, forecasts: Iterable[ForecastLike] = (),
+             nodes: Sequence[str] | None = None) -> list[Alert]:
+    """The alert conditions that hold at `now`, most severe first, then by node and pool.
+    `nodes` limits node and pool alerts to those nodes, and move alerts to moves from or to
+    them (None: every node of the mirror); rollout alerts concern the fleet and always show."""
+    wanted = None if nodes is None else set(nodes)
+    out = [*_node_alerts(conn, now, wanted), *_pool_alerts(conn, now, wanted),
+           *_forecast_alerts(forecasts, wanted), *_move_alerts(conn, now, wanted),
+           *_rollout_alerts(conn)]
+    out.sort(key=lambda a: (SEVERITIES.index(a.severity), a.node is None, a.node or "",
+                            a.pool or "", a.name))  # stable: jobs stay in id order
+    return out
+
+
+def _node_alerts(conn: Connection, now: float, wanted: set[str] | None) -> list[Alert]:
+    out: list[Alert] = []
+    for row in conn.execute("SELECT * FROM nodes ORDER BY name"):
+        n = dict(row)
+        node = n["name"]
+        if wanted is not None and node not in wanted:
+            continue
+        confirmed = query.confirmed_at(n, now)  # the lag of `xfleet status` and the exporter
+        lag = None if confirmed is None else max(0.0, now - confirmed)
+        if n["stale"] or n["last_success"] is None:  # xfleet_node_up == 0
+            out.append(_alert(
+                "XfleetNodeDown", node=node,
+                summary=f"xfleet cannot sync {node}: "
+                f"{_first_line(n['last_error']) or 'it has no successful sync'}",
+                hint=f"xfleet sync --node {node} (retries and says why it fails)"))
+        elif lag is not None and lag > THRESHOLDS["mirror_lag"]:
+            out.append(_alert(
+                "XfleetMirrorStale", node=node, since=now - lag + THRESHOLDS["mirror_lag"],
+                summary=f"the mirror of {node} was last confirmed current {format_age(lag)} "
+                "ago: no watch follows it and no sync ran",
+                hint=f"run xfleet serve or xfleet watch for it; xfleet sync --node {node} now"))
+        gap_at = n["last_gap_at"]
+        if gap_at is not None and now - gap_at < THRESHOLDS["event_gap_window"]:
+            why = f": {_first_line(n['last_gap'])}" if n["last_gap"] else ""
+            out.append(_alert(
+                "XfleetEventGaps", node=node, since=gap_at,
+                summary=f"the change feed of {node} lost events "
+                f"{format_age(max(0.0, now - gap_at))} ago{why} (caught up; the mirror is right)",
+                hint="if it repeats, raise the node's zfs_zevent_len_max"))
+    return out
+
+
+_POOL_COLUMNS = ("node", "name", "size", "allocated", "volsize", "health", "read_errors",
+                 "write_errors", "checksum_errors", "data_errors", "scan_function",
+                 "scan_state", "scan_end", "health_at")
+
+
+def _pool_alerts(conn: Connection, now: float, wanted: set[str] | None) -> list[Alert]:
+    out: list[Alert] = []
+    cur = conn.execute(f"SELECT {', '.join(_POOL_COLUMNS)} FROM pools ORDER BY node, name")
+    for row in cur:
+        p = dict(zip(_POOL_COLUMNS, row, strict=True))
+        node, pool = p["node"], p["name"]
+        if wanted is not None and node not in wanted:
+            continue
+        where = f"{node}:{pool}"
+        size = p["size"] or 0
+        if size > 0 and p["allocated"] is not None:
+            ratio = p["allocated"] / size
+            if ratio > THRESHOLDS["capacity_critical"]:
+                out.append(_alert(
+                    "XfleetPoolCapacityCritical", node=node, pool=pool,
+                    summary=f"pool {where} is {ratio:.0%} full",
+                    hint=f"free space or move volumes off: xfleet drain {node} --dry-run"))
+            elif ratio > THRESHOLDS["capacity_warning"]:
+                out.append(_alert(
+                    "XfleetPoolCapacityHigh", node=node, pool=pool,
+                    summary=f"pool {where} is {ratio:.0%} full",
+                    hint="xfleet report capacity (the trend); free space or move volumes"))
+        if size > 0 and (p["volsize"] or 0) / size > THRESHOLDS["overcommit"]:
+            out.append(_alert(
+                "XfleetPoolOvercommitted", node=node, pool=pool,
+                summary=f"the volumes of pool {where} promise {p['volsize'] / size:.1f}x its "
+                "size",
+                hint="xfleet report capacity; place new volumes elsewhere"))
+        if (p["health"] or "ONLINE").upper() != "ONLINE":
+            out.append(_alert(
+                "XfleetPoolDegraded", node=node, pool=pool,
+                summary=f"pool {where} is {p['health']}",
+                hint=f"zpool status -v {pool} on {node}; replace or bring back the device"))
+        errors = sum(p[c] or 0 for c in ("read_errors", "write_errors", "checksum_errors"))
+        if errors > 0 or (p["data_errors"] or 0) > 0:
+            out.append(_alert(
+                "XfleetPoolErrors", node=node, pool=pool,
+                summary=f"pool {where} has {errors} read/write/checksum error(s) and "
+                f"{p['data_errors'] or 0} file(s) with permanent errors",
+                hint=f"zpool status -v {pool} on {node}; fix, then zpool clear {pool} and scrub"))
+        scrub = _scrub_overdue(p, now, node, pool)
+        if scrub is not None:
+            out.append(scrub)
+    return out
+
+
+def _scrub_overdue(p: dict[str, Any], now: float, node: str, pool: str) -> Alert | None:
+    """XfleetScrubOverdue, from the last scan `zpool status` shows: only a finished scrub
+    counts (a resilver or a cancelled scrub is no scrub); a running scrub is not overdue; a
+    pool whose health was never read is not judged."""
+    if p["health_at"] is None:
+        return None
+    scrub = (p["scan_function"] or "").upper() == "SCRUB"
+    state = (p["scan_state"] or "").upper()
+    if scrub and state == "SCANNING":
+        return None
+    last = p["scan_end"] if scrub and state == "FINISHED" else None
+    limit = THRESHOLDS["scrub_days"] * DAY
+    if last is not None and now - last <= limit:
+        return None
+    what = ("has no finished scrub on record" if last is None
+            else f"was last scrubbed {format_age(now - last)} ago")
+    return _alert("XfleetScrubOverdue", node=node, pool=pool,
+                  since=None if last is None else last + limit,
+                  summary=f"pool {node}:{pool} {what}",
+                  hint=f"zpool scrub {pool} on {node} (off-peak)")
+
+
+def _forecast_alerts(forecasts: Iterable[ForecastLike], wanted: set[str] | None) -> list[Alert]:
+    percent = int(THRESHOLDS["fill_percent"])
+    out: list[Alert] = []
+    for f in forecasts:
+        days = f.days_until.get(percent)
+        if (wanted is None or f.node in wanted) and days is not None \
+                and days < THRESHOLDS["fill_days"]:
+            out.append(_alert(
+                "XfleetPoolFillingUp", node=f.node, pool=f.pool,
+                summary=f"pool {f.node}:{f.pool} reaches {percent}% full in {days:.1f} days "
+                "at its trend",
+                hint=f"xfleet report capacity; plan a move (xfleet drain {f.node} --dry-run)"))
+    return out
+
+
+def _move_alerts(conn: Connection, now: float, wanted: set[str] | None) -> list[Alert]:
+    """XfleetMoveFailed, and XfleetMoveStuck: a move in an open state whose holder (a process
+    took it: `pid` is set) has not beaten for longer than the lease: it died (killed, crashed,
+    its host gone). A move stopped in order (Ctrl-C, a pause) has no holder; a planned move
+    nobody took yet neither. The same test as the exporter's xfleet_jobs_stalled."""
+    states = sorted(MOVES.open_states)
+    lease = MOVES.stale if MOVES.stale is not None else claims.STALE
+    cur = conn.execute(
+        "SELECT id, volume, source_node, target_node, state, step, error, pid, host, heartbeat, "
+        "updated_at FROM moves WHERE state = 'failed' OR (state IN "
+        f"({', '.join('?' for _ in states)}) AND pid IS NOT NULL AND (heartbeat IS NULL OR "
+        "heartbeat < ?)) ORDER BY id", (*states, now - lease))
+    out: list[Alert] = []
+    for (mid, volume, src, dst, state, step, error, pid, host, beat, updated) in cur:
+        if wanted is not None and src not in wanted and dst not in wanted:
+            continue
+        what = f"move {mid} of {volume} ({src} -> {dst})"
+        if state == "failed":
+            why = _first_line(error)
+            out.append(_alert(
+                "XfleetMoveFailed", node=src, job=f"move {mid}", since=updated,
+                summary=f"{what} {step or 'failed'}" + (f": {why}" if why else ""),
+                hint=f"xfleet moves show {mid}; then xfleet moves resume {mid} "
+                f"(or xfleet moves abort {mid} --yes)"))
+        if pid is not None and (beat is None or beat < now - lease):
+            quiet = "no heartbeat" if beat is None else \
+                f"no heartbeat for {format_age(now - beat)}"
+            out.append(_alert(
+                "XfleetMoveStuck", node=src, job=f"move {mid}",
+                since=None if beat is None else beat + lease,
+                summary=f"{what} in {state}: {quiet} from its process (pid {pid} on {host})",
+                hint=f"xfleet moves resume {mid} (takes the move over and continues it)"))
+    return out
+
+
+def _rollout_alerts(conn: Connection) -> list[Alert]:
+    marks = ", ".join("?" for _ in ROLLOUT_HALTED)
+    cur = conn.execute(f"SELECT id, version, state, reason, updated_at FROM rollouts "
+                       f"WHERE state IN ({marks}) ORDER BY id", ROLLOUT_HALTED)
+    return [_alert("XfleetRolloutHalted", job=f"rollout {rid}", since=updated,
+                   summary=f"rollout {rid} to {version} is {state}"
+                   + (f": {_first_line(reason)}" if reason else ""),
+                   hint=f"xfleet rollouts show {rid}; then xfleet rollouts resume {rid} "
+                   f"(or xfleet rollouts stop {rid})")
+            for rid, version, state, reason, updated in cur]
