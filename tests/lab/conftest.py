@@ -158,6 +158,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if labkit.FIGURES:
+        terminalreporter.section("xfleet lab: measured figures")
+        for line in labkit.FIGURES:
+            terminalreporter.write_line(line)
     if not _module_seconds:
         return
     terminalreporter.section("xfleet lab: seconds per module (budget: docs/lab.md)")

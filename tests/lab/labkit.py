@@ -37,6 +37,17 @@ def log(msg: str) -> None:
     print(f"[lab {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+# Figures a test measured (e.g. a latency with a target), printed at the end of the lab run
+# (conftest.py's terminal summary): timing targets are reported, not asserted.
+FIGURES: list[str] = []
+
+
+def figure(text: str) -> None:
+    """Record a measured figure for the run's summary (and log it now)."""
+    FIGURES.append(text)
+    log(text)
+
+
 # What the current test ran through xfleet (argv, exit status, outputs), for its failure
 # bundle (conftest.py writes it under .xfleet/test-artifacts/<test>/ when the test fails).
 COMMANDS: list[dict[str, Any]] = []

@@ -76,6 +76,9 @@ async def test_fleet_view_shows_pool_health_with_its_errors(fleet: Path) -> None
         assert "DEGRADED 3 err" in n1
         n2 = next(ln for ln in text.splitlines() if ln.strip().startswith("n2"))
         assert "ONLINE" in n2 and "err" not in n2
+        # the alert panel: the shipped rules' conditions, as `xfleet status` shows them
+        assert "CRITICAL XfleetPoolDegraded n1/tank" in text, text
+        assert "XfleetPoolErrors n1/tank" in text
 
 
 async def test_enter_on_a_node_opens_its_volumes_and_esc_goes_back(fleet: Path) -> None:

@@ -69,15 +69,13 @@ def serve_cmd(c: Ctx, listen: str, token_file: Path | None, no_watch: bool,
     host, port = _listen(listen)
     volumes = VolumeMetrics.parse(volume_metrics, volume_metrics_cap)
     inv = c.inventory()
+    # one line per event on stderr (journald adds the time when run under systemd)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def say(msg: str) -> None:
-        click.echo(f"xfleet serve: {msg}", err=True)
-
+    logging.getLogger("paramiko").setLevel(logging.WARNING)  # not a line per connection
     svc = Service(inv.path, c.mirror_override,
                   Options(host=host, port=port, token_file=token_file, watch=not no_watch,
                           refresh_interval=refresh_interval,
                           reconcile_interval=reconcile_interval, volumes=volumes,
-                          currency=currency, access_log=access_log), say=say)
+                          currency=currency, access_log=access_log))
     svc.run()

@@ -100,6 +100,17 @@ def rows(conn: Connection, kind: JobKind, *, open_only: bool = False,
     return list(conn.execute(sql, args))
 
 
+def stalled(kind: JobKind, now: float) -> tuple[str, list[object]]:
+    """The SQL condition (and its parameters) of a `kind` job whose holder stopped beating: in
+    an open state, claimed by a process (`pid` set), its heartbeat missing or older than the
+    kind's lease. A job stopped in order (no holder) or never taken is not stalled. The one
+    test of the metric xfleet_jobs_stalled and the alert XfleetMoveStuck."""
+    states = sorted(kind.open_states)
+    lease = kind.stale if kind.stale is not None else claims.STALE
+    return (f"(state IN ({', '.join('?' for _ in states)}) AND pid IS NOT NULL AND "
+            "(heartbeat IS NULL OR heartbeat < ?))", [*states, now - lease])
+
+
 def holder_text(row: Row) -> str:
     """'OPERATOR (process PID on HOST) since HH:MM:SS, heartbeat N s ago': who holds a job,
     since when, for refusals."""

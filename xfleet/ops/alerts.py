@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from xfleet.core.units import format_age
-from xfleet.mirror import claims, query
+from xfleet.mirror import claims, jobs, query
 from xfleet.mirror.backend import Connection
 from xfleet.ops.moves.journal import MOVES
 
@@ -258,13 +258,11 @@ def _move_alerts(conn: Connection, now: float, wanted: set[str] | None) -> list[
     took it: `pid` is set) has not beaten for longer than the lease: it died (killed, crashed,
     its host gone). A move stopped in order (Ctrl-C, a pause) has no holder; a planned move
     nobody took yet neither. The same test as the exporter's xfleet_jobs_stalled."""
-    states = sorted(MOVES.open_states)
     lease = MOVES.stale if MOVES.stale is not None else claims.STALE
+    stuck, params = jobs.stalled(MOVES, now)
     cur = conn.execute(
         "SELECT id, volume, source_node, target_node, state, step, error, pid, host, heartbeat, "
-        "updated_at FROM moves WHERE state = 'failed' OR (state IN "
-        f"({', '.join('?' for _ in states)}) AND pid IS NOT NULL AND (heartbeat IS NULL OR "
-        "heartbeat < ?)) ORDER BY id", (*states, now - lease))
+        f"updated_at FROM moves WHERE state = 'failed' OR {stuck} ORDER BY id", params)
     out: list[Alert] = []
     for (mid, volume, src, dst, state, step, error, pid, host, beat, updated) in cur:
         if wanted is not None and src not in wanted and dst not in wanted:

@@ -266,12 +266,9 @@ class MirrorCollector(Collector):
                     f"SELECT state, count(*) FROM {table} GROUP BY state ORDER BY state"):
                 fam.add_metric([label, state], float(n))
             if kind.stale is not None:
-                states = sorted(kind.open_states)
-                n = conn.execute(
-                    f"SELECT count(*) FROM {table} WHERE state IN "
-                    f"({', '.join('?' for _ in states)}) AND pid IS NOT NULL AND "
-                    "(heartbeat IS NULL OR heartbeat < ?)",
-                    (*states, now - kind.stale)).fetchone()[0]
+                clause, params = jobs.stalled(kind, now)
+                n = conn.execute(f"SELECT count(*) FROM {table} WHERE {clause}",
+                                 params).fetchone()[0]
                 stalled.add_metric([label], float(n))
         return [fam, stalled]
 

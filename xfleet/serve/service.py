@@ -118,6 +118,7 @@ class Service:
         self.watch_stop = threading.Event()
         self.watch_thread: threading.Thread | None = None
         self.first_sync: set[str] = set()
+        self.logged: dict[str, tuple[str, str | None]] = {}  # node -> last logged state
         self.readers = Readers(self.where)
         self.state = ServiceState(
             engine="sqlite" if isinstance(self.where, Path) else "postgresql",
@@ -165,6 +166,10 @@ class Service:
     def _changed(self, st: NodeWatch) -> None:
         if st.syncs > 0 or st.state == "following" or st.error:
             self.first_sync.add(st.node)
+        said = (st.state, st.error)
+        if self.logged.get(st.node) == said:
+            return  # counters moved: the state did not (one line per change)
+        self.logged[st.node] = said
         if st.error:
             log.warning("%s: %s (%s)", st.node, st.state, st.error)
         elif st.state in ("following", "stopped"):

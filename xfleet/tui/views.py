@@ -25,6 +25,7 @@ from xfleet.core.text import printable
 from xfleet.core.units import format_age, format_size
 from xfleet.mirror import query
 from xfleet.mirror.paging import Filter, Sort, has_index, parse_filter
+from xfleet.ops import alerts, capacity
 from xfleet.tui import operations
 from xfleet.tui.table import SORT_KEYS, VirtualTable
 
@@ -39,11 +40,14 @@ class FleetView(BaseView):
 
     DEFAULT_CSS = """
     FleetView #fleet { height: 1fr; }
+    FleetView #alerts { height: auto; max-height: 6; padding: 0 1; }
     """
+    SHOWN_ALERTS = 4  # the alert panel's lines; `xfleet status` lists them all
 
     def body(self) -> ComposeResult:
         table: DataTable[Any] = DataTable(id="fleet", cursor_type="row", zebra_stripes=True)
         yield table
+        yield Static("", id="alerts")
 
     def on_mount(self) -> None:
         table = self.query_one("#fleet", DataTable)
@@ -93,12 +97,33 @@ class FleetView(BaseView):
         conn = self.xapp.connect()
         try:
             stats = query.stats(conn)
+            now = self.xapp.clock()
+            found = alerts.evaluate(conn, now=now, forecasts=capacity.forecasts(conn, now=now))
         except ERRORS as exc:
             self.app.call_from_thread(self.flash, f"cannot read stats: {exc}", error=True)
             return
         finally:
             conn.close()
         self.app.call_from_thread(self._stats_loaded, stats)
+        self.app.call_from_thread(self._alerts_loaded, found)
+
+    def _alerts_loaded(self, found: list[alerts.Alert]) -> None:
+        """The alert conditions that hold now (the shipped rules' conditions, as `xfleet
+        status` shows them): a line each, the most severe first."""
+        panel = self.query_one("#alerts", Static)
+        if not found:
+            panel.update(Text("no alerts", style="green"))
+            return
+        style = {"critical": "bold red", "warning": "yellow"}
+        text = Text(f"{len(found)} alert{'s' if len(found) != 1 else ''} "
+                    "(xfleet status lists them with what to do)\n", style="bold")
+        for a in found[:self.SHOWN_ALERTS]:
+            where = a.job or "/".join(x for x in (a.node, a.pool) if x) or "fleet"
+            text.append(f"{a.severity.upper():8} ", style=style.get(a.severity, "cyan"))
+            text.append(f"{a.name} {printable(where)}: {printable(a.summary)}\n")
+        if len(found) > self.SHOWN_ALERTS:
+            text.append(f"... and {len(found) - self.SHOWN_ALERTS} more", style="dim")
+        panel.update(text)
 
     def _stats_loaded(self, stats: list[dict[str, Any]]) -> None:
         now = self.xapp.clock()  # ages by the app's clock (query.stats uses the wall clock)

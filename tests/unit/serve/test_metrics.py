@@ -6,10 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from unit.serve.servekit import select, serve, synced_fleet
+from xfleet import mirror
 from xfleet.core.errors import UsageError
-from xfleet.serve.metrics import VolumeMetrics
+from xfleet.fleet import inventory
+from xfleet.mirror import claims
+from xfleet.mirror.backend import location
+from xfleet.ops import moves
+from xfleet.ops.sync import sync
+from xfleet.serve.metrics import MirrorCollector, VolumeMetrics
+from xfleet.serve.readers import Readers
+from xfleet.sim import SimTransport
 
 
 def test_metrics_are_the_mirror_s_figures(tmp_path: Path, mirror_at: str) -> None:
@@ -73,3 +83,48 @@ def test_volume_metrics_options() -> None:
     for bad in ("top", "top:x", "top:0", "tenant:", "all"):
         with pytest.raises(UsageError, match="volume-metrics"):
             VolumeMetrics.parse([bad])
+
+
+def test_job_states_and_stalled_jobs(tmp_path: Path, mirror_at: str) -> None:
+    """xfleet_jobs counts each kind's jobs by state; xfleet_jobs_stalled the claimed ones whose
+    holder stopped beating (the same test as the alert XfleetMoveStuck: jobs.stalled)."""
+    inv_path = synced_fleet(tmp_path, mirror_at, n1=20, n2=20)
+    inv = inventory.load(inv_path)
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    t.run(["zfs", "create", "-p", "tank/m"])
+    for v in ("tank/m/a", "tank/m/b"):
+        t.run(["zfs", "create", "-s", "-V", "1G", v])
+    assert sync(inv, mirror_at, ["n1"]).ok
+    conn = mirror.connect(mirror_at)
+    try:
+        first, second = moves.create_many(inv, conn, [
+            moves.plan_move(inv, conn, v, "n2", source_node="n1")
+            for v in ("tank/m/a", "tank/m/b")])
+        first.state, first.error = "failed", "cannot receive"
+        moves.save(conn, first, "failed: cannot receive")
+        moves.claim(conn, second)  # this process holds it, and then stops beating
+        second.state = "catchup"
+        moves.save(conn, second)
+        beat = conn.execute("SELECT heartbeat FROM moves WHERE id = ?",
+                            (second.id,)).fetchone()[0]
+    finally:
+        conn.close()
+
+    def scrape(now: float) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        readers = Readers(location(mirror_at))
+        reg = CollectorRegistry()
+        reg.register(MirrorCollector(readers.read, clock=lambda: now))
+        try:
+            return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                    for fam in text_string_to_metric_families(generate_latest(reg).decode())
+                    for s in fam.samples}
+        finally:
+            readers.close()
+
+    m = scrape(beat + 1)
+    assert m[("xfleet_jobs", (("kind", "move"), ("state", "failed")))] == 1
+    assert m[("xfleet_jobs", (("kind", "move"), ("state", "catchup")))] == 1
+    assert m[("xfleet_jobs_stalled", (("kind", "move"),))] == 0
+    late = scrape(beat + claims.STALE + 5)
+    assert late[("xfleet_jobs_stalled", (("kind", "move"),))] == 1
+    assert late[("xfleet_jobs_stalled", (("kind", "rollout"),))] == 0
