@@ -374,14 +374,15 @@ def audit_cmd(c: Ctx, run_id: int | None, volume: str | None, limit: int, as_jso
               "error"], rows, fmt)
 
 
-# the `report` group holds only the compression report so far
+# the `report` group: the compression report here, the capacity report in cli/capacity.py
 @click.group("report")
 def report_group() -> None:
     """Reports over the mirror.
 
     \b
-    Example:
+    Examples:
       xfleet -i inventory/demo.yaml report compression --by tenant
+      xfleet -i inventory/demo.yaml report capacity --html capacity.html
     """
 
 
