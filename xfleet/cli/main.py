@@ -26,6 +26,7 @@ from xfleet.cli import (
     play,
     query,
     serve,
+    snapshots,
     sync,
     tui,
     upgrade,
@@ -120,6 +121,7 @@ cli.add_command(upgrade.upgrade_group)
 cli.add_command(upgrade.rollouts_group)
 cli.add_command(upgrade.target_group)
 cli.add_command(serve.serve_cmd)
+cli.add_command(snapshots.snapshots_group)
 
 
 # ---------------------------------------------------------------------------------------------

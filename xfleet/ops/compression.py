@@ -173,9 +173,15 @@ def _in(col: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
 
 def _match_sql(rule: Rule, inventory: Inventory | None,
                tenant_property: str) -> tuple[str, list[Any]]:
+    return match_sql(rule.match, inventory, tenant_property)
+
+
+def match_sql(m: dict[str, Any], inventory: Inventory | None,
+              tenant_property: str) -> tuple[str, list[Any]]:
+    """A rule's `match` (parsed by the policy loader) as an SQL condition over a `datasets`
+    row, and its parameters: shared by every policy with match rules (snapshot policies)."""
     clauses: list[str] = []
     params: list[Any] = []
-    m = rule.match
     if "labels" in m:
         want: dict[str, str] = m["labels"]
         if inventory is None:

@@ -1,0 +1,48 @@
+"""`xfleet snapshots plan` (xfleet/cli/snapshots.py): the plan as a table and as JSON, read from
+the mirror; a bad policy file is a file:line error, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_cli, write_sim_inventory
+
+from xfleet.fleet import inventory
+from xfleet.sim import SimTransport
+
+POLICY = """\
+policies:
+  - name: hot
+    match: {name: "tank/t0000/*"}
+    schedule: {every: 15m}
+    keep: {frequently: 4, hourly: 24}
+  - name: rest
+    schedule: {daily: "02:30"}
+    keep: {daily: 7}
+"""
+
+
+def test_plan_table_json_and_errors(tmp_path: Path) -> None:
+    inv_path = write_sim_inventory(tmp_path / "fleet.yaml", {"n1": {"seed": 1, "volumes": 40, "tenants": 4}})
+    inv = inventory.load(inv_path)
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    vol = t.run(["zfs", "list", "-H", "-o", "name", "-t", "volume"]).stdout.split()[-1]
+    assert not vol.startswith("tank/t0000/")  # a volume of policy `rest`
+    t.run(["zfs", "snapshot", f"{vol}@xfleet_rest_2026-01-01_02:30:00Z"])
+    assert run_cli("-i", str(inv_path), "sync").code == 0
+    policy = tmp_path / "snapshots.yaml"
+    policy.write_text(POLICY)
+    r = run_cli("-i", str(inv_path), "snapshots", "plan", "--policy", str(policy), "--json")
+    assert r.code == 0, r.err
+    doc = r.json()
+    by = {p["policy"]: p for p in doc["pools"]}
+    volumes = int(run_cli("-i", str(inv_path), "ls", "--type", "volume", "--count").out)
+    assert by["hot"]["volumes"] + by["rest"]["volumes"] == volumes
+    assert by["hot"]["due"] == by["hot"]["volumes"]  # no snapshot of the policy yet
+    assert by["rest"]["snapshots"] == 1 and by["rest"]["prune"] == 0  # at_least keeps it
+    r = run_cli("-i", str(inv_path), "snapshots", "plan", "--policy", str(policy))
+    assert r.code == 0 and "POLICY" in r.out and "hot" in r.out and "rest" in r.out, r.err
+    policy.write_text(POLICY.replace("every: 15m", "every: 7m"))
+    r = run_cli("-i", str(inv_path), "snapshots", "plan", "--policy", str(policy))
+    assert r.code == 2 and f"{policy}:4" in r.err and "does not divide a day" in r.err
+    assert "Traceback" not in r.err

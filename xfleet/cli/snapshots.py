@@ -1,0 +1,65 @@
+"""`xfleet snapshots`: snapshot policies (xfleet.ops.snapshots; docs/snapshots.md)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from xfleet.cli.output import Ctx, console, echo_json, emit, json_option, pass_ctx
+from xfleet.core.units import format_size
+
+
+@click.group("snapshots")
+def snapshots_group() -> None:
+    """Snapshot policies: schedules and retention over the mirror.
+
+    \b
+    Example:
+      xfleet snapshots plan --policy snapshots.yaml
+    """
+
+
+@snapshots_group.command("plan")
+@click.option("--policy", "policy_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The snapshot policy file (docs/snapshots.md).")
+@click.option("--at", "at", type=float, metavar="UNIXTIME",
+              help="Plan as of this time (default: now).")
+@click.option("--show", type=click.IntRange(0), default=20, show_default=True,
+              help="List this many of the snapshots to prune.")
+@json_option
+@pass_ctx
+def plan_cmd(c: Ctx, policy_path: Path, at: float | None, show: int, as_json: bool) -> None:
+    """What each policy would do now, read from the mirror (never zfs list -t snapshot):
+    volumes due a snapshot per pool, and the policy's own snapshots its retention prunes,
+    with the bytes they hold. Changes nothing.
+
+    \b
+    Examples:
+      xfleet snapshots plan --policy snapshots.yaml
+      xfleet snapshots plan --policy snapshots.yaml --json
+    """
+    from xfleet.ops.snapshots.plan import plan  # lazy: keeps `xfleet --help` fast
+    from xfleet.ops.snapshots.policy import load_policies
+
+    policies = load_policies(policy_path)
+    inv = None
+    if c.inventory_path or not c.mirror_override:
+        inv = c.inventory()
+    with c.reader() as conn:
+        p = plan(conn, policies, now=at if at is not None else time.time(), inventory=inv,
+                 show=show)
+    if as_json:
+        echo_json(p.to_dict())
+        return
+    rows = [{**pp.to_dict(), "frees": format_size(pp.prune_bytes)} for pp in p.pools]
+    emit(["policy", "node", "pool", "volumes", "due", "snapshots", "prune", "frees"], rows,
+         "table", footer="due: volumes whose newest snapshot of the policy is older than its "
+         "schedule's latest slot; frees: the pruned snapshots' own bytes (at least this)")
+    if p.prunes:
+        emit(["policy", "node", "snapshot", "used"], p.prunes, "table",
+             title=f"first {len(p.prunes)} snapshots to prune")
+    elif not rows:
+        console().print("no volume matches a policy", style="dim")
