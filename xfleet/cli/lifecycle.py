@@ -122,7 +122,7 @@ def _show_plan(plan: LifecyclePlan, as_json: bool, dry_run: bool) -> None:
               + (" (dry run: nothing changed)" if dry_run else ""), style="dim")
 
 
-def _carry_out(c: Ctx, plan: LifecyclePlan, as_json: bool, dry_run: bool, *, yes: bool = False,
+def carry_out(c: Ctx, plan: LifecyclePlan, as_json: bool, dry_run: bool, *, yes: bool = False,
                ask: tuple[str, str] | None = None) -> None:
     """Show the plan; unless it is a dry run, ask first when `ask` is given (question, what
     --yes stands for) and there is something to do, then run it."""
@@ -195,7 +195,7 @@ def snapshot_cmd(c: Ctx, names: tuple[str, ...], snapname: str, props: tuple[str
     targets = _targets(c, names, nodes, pools, types, tenants, labels, where)
     with c.reader() as conn:
         plan = lifecycle.plan_snapshot(conn, targets, snapname, properties=_props(props))
-    _carry_out(c, plan, as_json, dry_run)
+    carry_out(c, plan, as_json, dry_run)
 
 
 @click.command("clone")
@@ -226,7 +226,7 @@ def clone_cmd(c: Ctx, source: str, target: str, snapshot: str | None, node: str 
         (src,) = lifecycle.resolve(conn, [source], node)
         plan = lifecycle.plan_clone(conn, src, target, snapshot=snapshot,
                                     properties=_props(props))
-    _carry_out(c, plan, as_json, dry_run)
+    carry_out(c, plan, as_json, dry_run)
 
 
 @click.command("destroy")
@@ -270,7 +270,7 @@ def destroy_cmd(c: Ctx, names: tuple[str, ...], clones: str, release: bool,
              title="would be destroyed" if dry_run else "to be destroyed",
              footer=f"{len(rows)} dataset(s)"
              + (", first 200 shown (--json lists all)" if len(rows) > 200 else ""))
-    _carry_out(c, plan, as_json, dry_run, yes=yes,
+    carry_out(c, plan, as_json, dry_run, yes=yes,
                ask=(f"Destroy these {len(rows)} dataset(s)?", "destroy datasets"))
 
 
@@ -302,7 +302,7 @@ def set_cmd(c: Ctx, args: tuple[str, ...], nodes: tuple[str, ...], pools: tuple[
     targets = _targets(c, names, nodes, pools, types, tenants, labels, where)
     with c.reader() as conn:
         plan = lifecycle.plan_set(conn, targets, _props(assigns))
-    _carry_out(c, plan, as_json, dry_run, yes=yes, ask=(
+    carry_out(c, plan, as_json, dry_run, yes=yes, ask=(
         f"Set {', '.join(assigns)} on {len(targets)} datasets?", "change many datasets")
         if len(targets) > 1 else None)
 
@@ -329,6 +329,6 @@ def resize_cmd(c: Ctx, names: tuple[str, ...], size: str, nodes: tuple[str, ...]
     targets = _targets(c, names, nodes, pools, types, tenants, labels, where)
     with c.reader() as conn:
         plan = lifecycle.plan_resize(conn, targets, size)
-    _carry_out(c, plan, as_json, dry_run, yes=yes, ask=(
+    carry_out(c, plan, as_json, dry_run, yes=yes, ask=(
         f"Resize {len(targets)} volumes?", "resize many volumes") if len(targets) > 1
         else None)

@@ -63,3 +63,48 @@ def plan_cmd(c: Ctx, policy_path: Path, at: float | None, show: int, as_json: bo
              title=f"first {len(p.prunes)} snapshots to prune")
     elif not rows:
         console().print("no volume matches a policy", style="dim")
+
+
+@snapshots_group.command("run")
+@click.option("--policy", "policy_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The snapshot policy file (docs/snapshots.md).")
+@click.option("--no-prune", is_flag=True, help="Only take the due snapshots.")
+@click.option("--max-prune", type=click.IntRange(0), default=100_000, show_default=True,
+              help="Destroy at most this many snapshots in this run.")
+@click.option("--dry-run", is_flag=True, help="Show the commands, change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before destroying snapshots.")
+@json_option
+@pass_ctx
+def run_cmd(c: Ctx, policy_path: Path, no_prune: bool, max_prune: int, dry_run: bool,
+            yes: bool, as_json: bool) -> None:
+    """Take the due snapshots (one atomic zfs snapshot per pool) and prune what the
+    policies' retention lets go (zfs destroy vol@a,b,c; held snapshots and clone origins
+    are never touched). Every command is journaled (xfleet lifecycle_log). For cron or a
+    systemd timer; pruning asks first (or --yes).
+
+    \b
+    Examples:
+      xfleet snapshots run --policy snapshots.yaml --dry-run
+      xfleet snapshots run --policy snapshots.yaml --yes
+    """
+    from xfleet.cli.lifecycle import carry_out  # lazy: keeps `xfleet --help` fast
+    from xfleet.fleet.connections import Connections
+    from xfleet.ops import lifecycle
+    from xfleet.ops.snapshots import apply
+    from xfleet.ops.snapshots.policy import load_policies
+
+    policies = load_policies(policy_path)
+    inv = c.inventory()
+    with c.reader() as conn, Connections(inv.hosts, trust_store=inv.trust_store,
+                                         state_dir=inv.state_dir) as conns:
+        taking = apply.take(conn, policies, now=time.time(), inventory=inv)
+        pruning = lifecycle.LifecyclePlan("destroy") if no_prune else apply.prune(
+            conn, policies, inventory=inv, holds=lifecycle.RemoteHolds(conns),
+            max_prune=max_prune)
+    # one plan, one document: the snapshots first, then the prunes (per node, in order)
+    plan = apply.merge("snapshots run", [taking, pruning])
+    carry_out(c, plan, as_json, dry_run, yes=yes,
+              ask=(f"Take {len(taking.created)} snapshot(s) and destroy "
+                   f"{len(pruning.destroyed)} the policies let go?", "destroy snapshots")
+              if pruning.destroyed else None)

@@ -113,6 +113,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("report compression", ["report", "compression", "--by", "nosuch", "--json"]),
     ("report capacity", ["report", "capacity", "--node", "nosuch", "--json"]),
     ("snapshots plan", ["snapshots", "plan", "--policy", "{d}/none.yaml", "--json"]),
+    ("snapshots run", ["snapshots", "run", "--policy", "{d}/none.yaml", "--json"]),
     ("snapshot", ["snapshot", "--name", "s1", "--json"]),  # nothing selected
     ("clone", ["clone", "tank/no/such", "tank/no/branch", "--json"]),
     ("destroy", ["destroy", VOLUME, "--node", "n1", "--json"]),  # no --yes: refused

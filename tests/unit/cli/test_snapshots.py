@@ -23,7 +23,8 @@ policies:
 
 
 def test_plan_table_json_and_errors(tmp_path: Path) -> None:
-    inv_path = write_sim_inventory(tmp_path / "fleet.yaml", {"n1": {"seed": 1, "volumes": 40, "tenants": 4}})
+    inv_path = write_sim_inventory(tmp_path / "fleet.yaml",
+                                   {"n1": {"seed": 1, "volumes": 40, "tenants": 4}})
     inv = inventory.load(inv_path)
     t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
     vol = t.run(["zfs", "list", "-H", "-o", "name", "-t", "volume"]).stdout.split()[-1]
@@ -46,3 +47,35 @@ def test_plan_table_json_and_errors(tmp_path: Path) -> None:
     r = run_cli("-i", str(inv_path), "snapshots", "plan", "--policy", str(policy))
     assert r.code == 2 and f"{policy}:4" in r.err and "does not divide a day" in r.err
     assert "Traceback" not in r.err
+
+
+def test_run_takes_due_snapshots_then_prunes_with_confirmation(tmp_path: Path) -> None:
+    inv_path = write_sim_inventory(tmp_path / "fleet.yaml", {"n1": {"seed": 2, "volumes": 30}})
+    assert run_cli("-i", str(inv_path), "sync").code == 0
+    policy = tmp_path / "snapshots.yaml"
+    policy.write_text("policies:\n  - name: all\n    schedule: {every: 1h}\n"
+                      "    keep: {frequently: 1}\n")
+    volumes = int(run_cli("-i", str(inv_path), "ls", "--type", "volume", "--count").out)
+    r = run_cli("-i", str(inv_path), "snapshots", "run", "--policy", str(policy), "--dry-run")
+    assert r.code == 0 and "zfs snapshot" in r.out, r.err
+    r = run_cli("-i", str(inv_path), "snapshots", "run", "--policy", str(policy), "--json")
+    assert r.code == 0, r.err  # nothing to prune yet: no question asked
+    assert r.json()["ok"] is True
+    count = "SELECT count(*) FROM datasets WHERE name LIKE '%@xfleet_all_%'"
+    assert run_cli("-i", str(inv_path), "sql", count, "--json").json()[0] == {
+        "count(*)": volumes}
+    again = run_cli("-i", str(inv_path), "snapshots", "plan", "--policy", str(policy), "--json")
+    assert sum(p["due"] for p in again.json()["pools"]) == 0  # taken for this slot
+    inv = inventory.load(inv_path)  # one more snapshot of the policy per volume, by hand
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    names = run_cli("-i", str(inv_path), "ls", "--type", "volume", "--csv", "-o", "name",
+                    "--limit", "0").out.split()[1:]
+    t.run(["zfs", "snapshot", *(f"{n}@xfleet_all_2099-01-01_00:00:00Z" for n in names)])
+    assert run_cli("-i", str(inv_path), "sync").code == 0
+    r = run_cli("-i", str(inv_path), "snapshots", "run", "--policy", str(policy), "--json")
+    assert r.code != 0 and "--yes" in r.err  # destroying asks first; a pipe cannot answer
+    r = run_cli("-i", str(inv_path), "snapshots", "run", "--policy", str(policy), "--json",
+                "--yes")
+    assert r.code == 0 and r.json()["ok"] is True, r.err
+    assert run_cli("-i", str(inv_path), "sql", count, "--json").json()[0] == {
+        "count(*)": volumes}  # the older of the two went

@@ -1,0 +1,88 @@
+"""What a policy run changes: the due snapshots taken and the pruned ones destroyed, as
+lifecycle plans (xfleet.ops.lifecycle: one atomic `zfs snapshot` per pool and batch of names,
+`zfs destroy vol@a,b,c` per volume, every command journaled in `lifecycle_log`, the mirror
+re-fetched for exactly the touched names).
+
+Pruning never touches a held snapshot (one `zfs get userrefs` per node and batch: a held one
+is skipped and reported, the rest go) nor a clone's origin (the retention keeps those), and
+takes at most `max_prune` snapshots per run (a first run over a long backlog goes in steps).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from xfleet.mirror.backend import Connection
+from xfleet.ops.lifecycle import Holds, LifecyclePlan, Target, plan_destroy, plan_snapshot
+from xfleet.ops.snapshots.plan import AFTER_UNDERSCORE, owned_snapshots
+from xfleet.ops.snapshots.policy import Policies
+from xfleet.ops.snapshots.retention import Snap, decide
+
+if TYPE_CHECKING:
+    from xfleet.fleet.inventory import Inventory
+
+DEFAULT_MAX_PRUNE = 100_000
+
+
+def merge(op: str, plans: list[LifecyclePlan]) -> LifecyclePlan:
+    out = LifecyclePlan(op)
+    for p in plans:
+        out.commands += p.commands
+        out.created += p.created
+        out.changed += p.changed
+        out.destroyed += p.destroyed
+        out.skipped += p.skipped
+        out.refetch_trees += p.refetch_trees
+    return out
+
+
+def take(conn: Connection, policies: Policies, *, now: float | None = None,
+         inventory: Inventory | None = None) -> LifecyclePlan:
+    """A snapshot of every volume due one now, named by its policy and `now`."""
+    now = time.time() if now is None else now
+    expr, params = policies.compile(inventory)
+    plans = []
+    for p in policies.policies:
+        owned = "@" + p.owned
+        cur = conn.execute(
+            "SELECT node, name FROM (SELECT v.node, v.name, (SELECT max(s.creation) FROM "
+            "datasets s WHERE s.node = v.node AND s.name >= v.name || ? AND s.name < "
+            "v.name || ?) AS newest FROM (SELECT node, name FROM datasets WHERE "
+            f"type = 'volume' AND ({expr}) = ?) AS v) AS vols WHERE newest IS NULL OR "
+            "newest < ? ORDER BY node, name",
+            [owned, owned[:-1] + AFTER_UNDERSCORE, *params, p.name,
+             p.schedule.last_slot(now)])
+        targets = [Target(node, name, "volume") for node, name in cur]
+        if targets:
+            plans.append(plan_snapshot(conn, targets, p.snapshot_name(now)))
+    return merge("snapshot", plans)
+
+
+def prune(conn: Connection, policies: Policies, *, inventory: Inventory | None = None,
+          holds: Holds | None = None, max_prune: int = DEFAULT_MAX_PRUNE) -> LifecyclePlan:
+    """The snapshots every policy's retention prunes (up to `max_prune`), held ones skipped."""
+    chosen: dict[str, list[str]] = defaultdict(list)  # node -> snapshot names
+    n = 0
+    for p in policies.policies:
+        for node, _vol, rows in owned_snapshots(conn, policies, p, inventory):
+            d = decide([Snap(name, creation or 0, prot) for name, creation, _, prot in rows],
+                       p.keep, p.schedule.tz)
+            for name in d.prune:
+                if n >= max_prune:
+                    break
+                chosen[node].append(name)
+                n += 1
+    skipped: list[tuple[str, str, str]] = []
+    targets: list[Target] = []
+    for node, names in sorted(chosen.items()):
+        held = holds.userrefs(node, names) if holds is not None else {}
+        for name in names:
+            if name in held:
+                skipped.append((node, name, f"held ({held[name]} hold(s))"))
+            else:
+                targets.append(Target(node, name, "snapshot"))
+    plan = plan_destroy(conn, targets) if targets else LifecyclePlan("destroy")
+    plan.skipped += skipped
+    return plan
