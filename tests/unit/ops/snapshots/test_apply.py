@@ -13,6 +13,7 @@ from conftest import write_sim_inventory
 from xfleet import mirror
 from xfleet.fleet import inventory
 from xfleet.fleet.connections import Connections
+from xfleet.mirror.backend import location
 from xfleet.ops import lifecycle
 from xfleet.ops.snapshots import apply
 from xfleet.ops.snapshots.policy import parse_policies
@@ -30,7 +31,7 @@ policies:
 def run(inv: inventory.Inventory, db: str, plan: lifecycle.LifecyclePlan) -> int:
     """Execute a plan; the remote commands it issued (changes and the mirror's re-fetch)."""
     with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
-        out = lifecycle.execute(inv, db, plan, conns, source="test")
+        out = lifecycle.execute(inv, location(db), plan, conns, source="test")
     assert out.ok, out.to_dict()
     return sum(1 for c in plan.commands)
 
