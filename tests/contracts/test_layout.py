@@ -15,7 +15,6 @@ ELSEWHERE = {
     "core/text.py": "printable(): unit/ops/sync/test_full_user_properties.py",
     "core/yamlsrc.py": "file:line errors: unit/fleet/test_inventory.py, test_compression.py",
     "fleet/target_spec.py": "the `target` key: unit/fleet/test_inventory.py, test_target.py",
-    "ops/moves/retire.py": "abort and retire need a data path: tests/lab/test_moves_real.py",
     "remote/host.py": "a dataclass; every transport test builds Hosts",
     "remote/hostkeys.py": "host key decisions against a real sshd: ssh/test_ssh.py",
     "remote/paramiko_patch.py": "the re-key deadlock fix: ssh/test_ssh.py, bench_relay.py",

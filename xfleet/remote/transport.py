@@ -12,7 +12,8 @@ not forward signals for root logins, so a silent remote command (`sleep`) runs t
 
 `Transport.start` runs a command with binary stdin and stdout instead (a `Process`: `zfs send`
 and `zfs receive` for volume moves, see xfleet/remote/relay.py); over SSH each process has its own
-channel on the node's one connection, with a large window. The simulator has no data path.
+channel on the node's one connection, with a large window; a simulated node's are
+xfleet/sim/process.py.
 """
 
 from __future__ import annotations

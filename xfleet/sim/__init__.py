@@ -13,6 +13,9 @@ A tour, in the order a command travels:
   directory), journal.py: pool history and the kernel event queue, transaction.py: one
   mutation's working copy and what it logs as OpenZFS logs it;
 - view.py: base + overlay for one command, with the space figures zfs derives;
+- the data path: stream.py (what `zfs send` writes and `zfs receive` reads, resume tokens),
+  process.py (commands with binary stdin/stdout, for a relay), content.py (what a volume
+  holds: a content identity, written by `SimTransport.write`, hashed by the verification);
 - properties.py, names.py, options.py, formats.py, space.py: zfs's properties, dataset names,
   command-line parsing, output formats and space accounting.
 

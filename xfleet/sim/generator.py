@@ -310,7 +310,8 @@ _SPEC: dict[str, dict[str, tuple[str, str]]] = {
 # Columns that need no space figures (the identity stream alone answers them).
 IDENTITY_COLUMNS = frozenset({"name", "type", "guid", "createtxg", "origin", "creation",
                               "numclones", "mountpoint", "snapshots_changed", "readonly",
-                              "volmode", "tenant"})
+                              "volmode", "tenant", "receive_resume_token", "keystatus",
+                              "userrefs", "inconsistent"})
 # Columns the compiled fast path can print (any user property can be printed too).
 FAST_COLUMNS = frozenset(k for k in _SPEC["vol"] if k not in
                          ("tenant", "avx", "phys", "lused_own", "comp_local"))

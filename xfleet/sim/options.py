@@ -27,6 +27,20 @@ USAGE = {
               "\trename -r <snapshot> <snapshot>",
     "promote": "\tpromote <clone-filesystem>",
     "bookmark": "\tbookmark <snapshot|bookmark> <newbookmark>",
+    "send": "\tsend [-DLPbcehnpsVvw] [-i|-I snapshot]\n"
+            "\t     [-R [-X dataset[,dataset]...]]     <snapshot>\n"
+            "\tsend [-DnVvPLecw] [-i snapshot|bookmark] <filesystem|volume|snapshot>\n"
+            "\tsend [-DnPpVvLec] [-i bookmark|snapshot] --redact <bookmark> <snapshot>\n"
+            "\tsend [-nVvPe] -t <receive_resume_token>\n"
+            "\tsend [-PnVv] --saved filesystem",
+    "receive": "\treceive [-vMnsFhu] [-o <property>=<value>] ... [-x <property>] ...\n"
+               "\t    <filesystem|volume|snapshot>\n"
+               "\treceive [-vMnsFhu] [-o <property>=<value>] ... [-x <property>] ... \n"
+               "\t    [-d | -e] <filesystem>\n"
+               "\treceive -A <filesystem|volume>",
+    "hold": "\thold [-r] <tag> <snapshot> ...",
+    "holds": "\tholds [-rHp] <snapshot> ...",
+    "release": "\trelease [-r] <tag> <snapshot> ...",
     "zpool list": "\tlist [-gHLpPv] [-o property[,...]] [-T d|u] [pool] ... [interval [count]]",
     "zpool status": "\tstatus [-DegiLpPstvx] [-T d|u] [-c script1[,script2,...]] ...\n"
                     "\t    [--power] [-j [--json-int, --json-flat-vdevs, ...\n"

@@ -31,14 +31,15 @@ PROP_ORDER: tuple[tuple[str, str], ...] = (
     ("volmode", "fv"), ("filesystem_limit", "f"), ("snapshot_limit", "fv"),
     ("filesystem_count", "f"), ("snapshot_count", "fv"), ("snapdev", "fv"), ("acltype", "fs"),
     ("context", "fvs"), ("fscontext", "fvs"), ("defcontext", "fvs"), ("rootcontext", "fvs"),
-    ("relatime", "f"), ("redundant_metadata", "fv"), ("overlay", "f"), ("encryption", "fvs"),
+    ("relatime", "f"), ("redundant_metadata", "fv"), ("overlay", "f"),
+    ("receive_resume_token", "fv"), ("encryption", "fvs"),
     ("keylocation", "fv"), ("keyformat", "fv"), ("pbkdf2iters", "fv"),
     ("special_small_blocks", "f"), ("snapshots_changed", "fv"), ("prefetch", "fvs"),
     ("volthreading", "v"), ("direct", "f"), ("longname", "f"),
 )
 _PROP_TYPES = dict(PROP_ORDER)
 _HIDDEN_PROPS = {"name": "fvsb", "numclones": "s", "inconsistent": "fvs", "redacted": "fvs",
-                 "unique": "fvs"}
+                 "unique": "fvs", "keystatus": "fv"}
 ALL_PROPS = {**_PROP_TYPES, **_HIDDEN_PROPS}
 _ALIASES = {
     "avail": "available", "refer": "referenced", "ratio": "compressratio",
@@ -82,7 +83,7 @@ READONLY = frozenset({
     "type", "creation", "used", "available", "referenced", "compressratio", "mounted",
     "origin", "createtxg", "guid", "usedbysnapshots", "usedbydataset", "usedbychildren",
     "usedbyrefreservation", "userrefs", "objsetid", "refcompressratio", "written", "clones",
-    "logicalused", "logicalreferenced", "defer_destroy",
+    "logicalused", "logicalreferenced", "defer_destroy", "receive_resume_token", "keystatus",
     "snapshots_changed", "name", "numclones", "inconsistent", "redacted", "unique",
     "version", "utf8only", "normalization", "casesensitivity", "volblocksize",
 })

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from xfleet.sim.stream import Incoming
+
 if TYPE_CHECKING:
     from xfleet.sim.transport import SimTransport
 
@@ -39,6 +41,14 @@ class Context:
     argv: list[str] = field(default_factory=list)
     timeout: float = 300.0
     stdin: bytes | None = None
+    incoming: Incoming | None = None  # a started process's input (SimProcess)
+    interrupted: bool = False  # the process was killed while its input was coming
+
+    def input(self) -> Incoming:
+        """What the command read on stdin (nothing: an empty input)."""
+        if self.incoming is not None:
+            return self.incoming
+        return Incoming.of(self.stdin or b"")
 
     def fail(self, text: str, code: int = 1) -> None:
         self.err.append(text if text.endswith("\n") else text + "\n")

@@ -60,6 +60,8 @@ SETTINGS_DOC: dict[str, str] = {
                       "default 512",
     "history_len_max": "records `zpool history` keeps per pool after its creation records "
                        "(oldest dropped, like the on-disk ring buffer); default 100000",
+    "data_path": "true (default): `zfs send`/`receive` stream between simulated nodes; "
+                 "false: the node refuses binary streams (a node without a data path)",
 }
 
 
@@ -88,6 +90,7 @@ class SimSettings:
     rows_per_second: float = 0.0
     zevent_len_max: int = 512
     history_len_max: int = 100_000
+    data_path: bool = True
 
     @classmethod
     def from_mapping(cls, node: str, raw: dict[str, Any] | None) -> SimSettings:
@@ -146,6 +149,10 @@ class SimSettings:
         if not isinstance(tprop, str) or not re.match(r"^[a-z0-9_.\-]+:[a-z0-9_.:\-]+\Z", tprop):
             raise UsageError(f"sim setting tenant_property={tprop!r} is not valid", where=node,
                              hint="a user property name such as xfleet:tenant")
+        data_path = raw.get("data_path", True)
+        if not isinstance(data_path, bool):
+            raise UsageError(f"sim setting data_path={data_path!r} is not valid", where=node,
+                             hint="expected true or false")
         return cls(
             seed=seed,
             volumes=volumes,
@@ -162,6 +169,7 @@ class SimSettings:
             rows_per_second=num("rows_per_second", 0, 0, 1e9, False),
             zevent_len_max=num("zevent_len_max", 512, 1, 10_000_000, True),
             history_len_max=num("history_len_max", 100_000, 1, 1_000_000_000, True),
+            data_path=data_path,
         )
 
     def fingerprint(self, node: str, pools: Sequence[str]) -> str:

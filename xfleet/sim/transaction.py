@@ -122,11 +122,16 @@ class Transaction:
                             "time": [sec, nsec]})
         self.posted += 1
 
-    def ioctl(self, pool: str, name: str, args: Sequence[tuple[str, Any]]) -> None:
-        """The record a new-style ioctl logs (zpool history -i shows its input nvlist)."""
+    def ioctl(self, pool: str, name: str, args: Sequence[tuple[str, Any]],
+              output: Sequence[tuple[str, Any]] | None = None) -> None:
+        """The record a new-style ioctl logs (zpool history -i shows its input nvlist, and
+        its output nvlist when it has one)."""
         ms = 20 + mix(self.sim.node, name, self.now, self.logged.get(pool, 0)) % 130
-        self._log({"pool": pool, "kind": "ioctl", "time": self.now, "ioctl": name, "ms": ms,
-                   "input": _nvlist_lines(args, 8), "host": self.sim.node})
+        rec: Entry = {"pool": pool, "kind": "ioctl", "time": self.now, "ioctl": name,
+                      "ms": ms, "input": _nvlist_lines(args, 8), "host": self.sim.node}
+        if output is not None:
+            rec["output"] = _nvlist_lines(output, 8)
+        self._log(rec)
 
     def touch(self, pool: str) -> None:
         """A legacy ioctl that logs no record of its own ran (its command still gets one)."""

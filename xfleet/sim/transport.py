@@ -7,6 +7,10 @@ and runs mutations atomically under its lock (`mutate`). It owns the node's stat
 fleet (xfleet/sim/base.py), the overlay of changes and its store (xfleet/sim/overlay.py), and
 the journal of history records and events (xfleet/sim/journal.py). `reboot()` empties the
 event queue, restarts eids at 1 and imports the pools again (new load_guid).
+
+It has a data path: `start` runs `zfs send` and `zfs receive` as processes with binary stdin
+and stdout (xfleet/sim/process.py), so a relay streams a simulated stream (xfleet/sim/stream.py)
+from one simulated node into another; `write()` stands for a client writing to a volume.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xfleet.core.errors import TransportError
+from xfleet.core.errors import TransportError, UsageError
 from xfleet.remote.programs import identify
-from xfleet.remote.transport import Transport
+from xfleet.remote.transport import Process, Transport
 from xfleet.sim import commands  # noqa: F401 - importing the package registers every handler
 from xfleet.sim.base import BaseFleet
+from xfleet.sim.content import write as write_content
 from xfleet.sim.journal import Journal
 from xfleet.sim.options import USAGE
 from xfleet.sim.overlay import Overlay, Store
+from xfleet.sim.process import SimProcess
 from xfleet.sim.registry import PROGRAM, Context, Fail, handler
 from xfleet.sim.settings import POOL_VERSION_TEXT, UTS, SimSettings, mix
 from xfleet.sim.transaction import Transaction
@@ -43,6 +49,7 @@ class SimTransport(Transport):
         super().__init__(host.name, command_timeout=host.command_timeout)
         self.host = host
         self.settings = SimSettings.from_mapping(host.name, host.sim)
+        self.data_path = self.settings.data_path  # `start`: zfs send/receive streams
         pools = tuple(host.pools) or ("tank",)
         self.base = BaseFleet(host.name, pools, self.settings)
         self.state_dir = state_dir
@@ -158,12 +165,17 @@ class SimTransport(Transport):
         if known is not None and (found := handler(PROGRAM, known[0].name)) is not None:
             return found(self, known[1], ctx)
         if prog == "python3":
-            raise Fail("sim: python3: only xfleet's block sampler is simulated\n", 127)
+            raise Fail("sim: python3: only xfleet's own programs are simulated\n", 127)
         found = handler(prog)
         if found is not None:
             return found(self, args, ctx)
         raise Fail(f"sim: {prog}: command not found (simulated nodes answer zfs and zpool "
                    f"commands, and xfleet-sim-target)\n", 127)
+
+    def _open_process(self, argv: list[str], timeout: float, collect_stdout: bool
+                      ) -> Process:
+        """A command with binary stdin/stdout (`zfs send`, `zfs receive`): xfleet/sim/process.py."""
+        return SimProcess(self, argv, timeout, collect_stdout)
 
     def mutate(self, fn: Callable[[Transaction], list[str]], ctx: Context | None = None,
                ) -> Iterator[str]:
@@ -237,6 +249,14 @@ class SimTransport(Transport):
         again (new load_guid; the import's events and history records), datasets unchanged.
         Open `zpool events -f` streams of the node end as if the connection dropped."""
         self._boot()
+
+    def write(self, volume: str, nbytes: int) -> None:
+        """Simulate a client writing `nbytes` of new data to `volume` (its content identity
+        changes, `written` grows; like a real write, no history record and no event)."""
+        try:
+            list(self.mutate(lambda txn: write_content(txn, volume, nbytes)))
+        except Fail as f:
+            raise UsageError(f.stderr.strip(), where=self.node) from None
 
     def load_guid(self, pool: str) -> int:
         """The pool's current load_guid (changes at every import, i.e. every reboot)."""

@@ -22,6 +22,7 @@ from xfleet.sim.overlay import Overlay, Rec
 from xfleet.sim.properties import ALL_PROPS, INHERITABLE, KIND_OF, READONLY, STATIC, TYPE_LETTER
 from xfleet.sim.registry import Context, Fail
 from xfleet.sim.space import ratio
+from xfleet.sim.stream import token
 
 if TYPE_CHECKING:
     from xfleet.sim.transport import SimTransport
@@ -61,6 +62,7 @@ class View:
         self._loose_derived: dict[str, list[Rec]] = {}
         self._root: dict[str, Rec] = {}
         self._avail: dict[str, int] = {}
+        self._base_names: dict[int, set[str]] = {}
 
     # -- records -------------------------------------------------------------------------------
     def group_records(self, k: int, keep: bool = True) -> dict[str, Rec]:
@@ -114,14 +116,18 @@ class View:
         return self.record(name) is not None
 
     def is_base(self, name: str) -> bool:
-        """Whether `name` is a base dataset that is still visible under its base name."""
+        """Whether the base fleet has `name` and it is not hidden: removing the name (a
+        destroy, a rename away) must hide the base's row, whether or not the overlay holds a
+        changed copy of it."""
         if name in self.base.pool_range:
             return True
         k = self.base.group_of(name)
-        if k is None or name in self.ov.records or self.ov.hides(name):
+        if k is None or self.ov.hides(name):
             return False
-        self.group_records(k)
-        return name in self._group_recs[k] and name not in self.ov.records
+        names = self._base_names.get(k)
+        if names is None:
+            names = self._base_names[k] = {t[0] for t in self.base.tenant_rows(k, Env())}
+        return name in names
 
     # -- inheritance -------------------------------------------------------------------------
     def effective(self, rec: Rec, prop: str) -> tuple[str, str]:
@@ -293,6 +299,11 @@ class View:
             return None
         if ":" in prop:
             return self.effective(d, prop)
+        if prop in _DATA_PATH_PROPS:
+            return _data_path_value(d, prop)
+        if prop.startswith(("written@", "written#")):
+            since = self.written_since(d, prop[8:]) if prop[7] == "@" else None
+            return (str(since), "-") if since is not None else None
         types = ALL_PROPS.get(prop)
         if types is None or letter not in types:
             return None
@@ -437,6 +448,40 @@ class View:
             if wanted(loose[li]):
                 yield loose[li]
             li += 1
+
+
+    def written_since(self, d: Rec, since: str) -> int | None:
+        """`written@SNAP` of a filesystem or volume: what it wrote since its snapshot SNAP (a
+        short name, or the full one), None when there is no such snapshot."""
+        if d["type"] == "snapshot" or d["type"] == "bookmark":
+            return None
+        name = since if "@" in since else f"{d['name']}@{since}"
+        if dataset_of(name) != d["name"]:
+            return None
+        snaps = snapshots_of(self, d["name"])
+        at = next((i for i, x in enumerate(snaps) if x["name"] == name), None)
+        if at is None:
+            return None
+        later = sum(int(x["written"]) for x in snaps[at + 1:])
+        return min(int(d["referenced"]), int(d["written"]) + later)
+
+
+# properties of the data path: partial receives, holds, keys (never stored as local values)
+_DATA_PATH_PROPS = frozenset({"receive_resume_token", "keystatus", "inconsistent", "userrefs"})
+
+
+def _data_path_value(d: Rec, prop: str) -> tuple[str, str] | None:
+    snap = d["type"] == "snapshot"
+    if prop == "userrefs":
+        return (str(len(d.get("holds") or {})), "-") if snap else None
+    if snap:
+        return None if prop != "inconsistent" else ("0", "-")
+    recv = d.get("recv")
+    if prop == "receive_resume_token":
+        return (token(recv["token"]), "-") if recv and recv.get("token") else None
+    if prop == "inconsistent":
+        return ("1" if d.get("inconsistent") else "0"), "-"
+    return None  # keystatus: no encryption on simulated nodes
 
 
 # ---------------------------------------------------------------------------------------------

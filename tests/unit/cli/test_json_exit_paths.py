@@ -72,7 +72,8 @@ def assert_failure_document(args: tuple[str, ...] | list[str], r: Result, *,
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("json-fleet")
     inv = write_sim_inventory(d / "fleet.yaml", {"n1": {"seed": 1, "volumes": 6},
-                                                 "n2": {"seed": 2, "volumes": 4}})
+                                                 "n2": {"seed": 2, "volumes": 4,
+                                                        "data_path": "false"}})
     r = run_cli("-i", str(inv), "sync", "--json")
     assert r.code == 0, show(["sync", "--json"], r)
     (d / "broken.yaml").write_text("all:\n  hosts:\n    n1: {kind: sim\n")  # bad YAML

@@ -1,7 +1,7 @@
 """`xfleet move|drain|moves` (xfleet/cli/moves.py) on the simulated fleet: the plan of a move,
-then a real one (which the simulator fails: it has no data path), and the journal the `moves`
-group reads. Moves that finish (resume, pause, abort, verification) are tested in
-tests/unit/ops/test_moves.py and on real nodes in tests/lab/."""
+then a real one (on the simulator's data path), and the journal the `moves` group reads. Moves
+that fail, pause, resume or abort are tested in tests/unit/ops/moves/ and on real nodes in
+tests/lab/."""
 
 from __future__ import annotations
 
@@ -23,19 +23,17 @@ def test_a_dry_run_shows_the_plan_then_the_move_is_journaled(synced: Path, cli: 
     assert text.code == 0 and f"move {VOLUME} from n1 to n2:{VOLUME}" in text.out
     assert cli("-i", inv, "moves", "list", "--json").json() == []  # a dry run journals nothing
 
-    # the simulator has no data path: the move fails in its base copy, and says so
+    # the move runs to its end on the simulator's data path
     r = cli("-i", inv, "move", VOLUME, "--to", "n2", "--json")
-    assert r.code == 1, r.err
-    failed = r.json()
-    assert failed["ok"] is False and failed["state"] == "failed"
-    assert "no data path" in failed["error"]["message"]
-    assert failed["error"]["hint"] == f"xfleet moves resume {failed['id']}"
+    assert r.code == 0, r.err
+    done = r.json()
+    assert done["state"] == "done" and done["verified"], done
     listed = cli("-i", inv, "moves", "list", "--json").json()
-    assert [(m["id"], m["state"]) for m in listed] == [(failed["id"], "failed")]
-    shown = cli("-i", inv, "moves", "show", str(failed["id"]))
-    assert shown.code == 0 and "[base] base copy" in shown.out and "[failed]" in shown.out
+    assert [(m["id"], m["state"]) for m in listed] == [(done["id"], "done")]
+    shown = cli("-i", inv, "moves", "show", str(done["id"]))
+    assert shown.code == 0 and "[base] base copy" in shown.out and "[done]" in shown.out
     ls = cli("-i", inv, "ls", VOLUME, "--json", "-o", "node,name").json()
-    assert [x["node"] for x in ls if x["name"] == VOLUME] == ["n1"]  # the source is intact
+    assert [x["node"] for x in ls if x["name"] == VOLUME] == ["n2"]  # the copy is the volume
 
 
 def test_moves_group_errors_are_clear(synced: Path, cli: Cli) -> None:

@@ -129,8 +129,11 @@ def test_a_rollout_two_operators_race_for_and_the_lease_that_decides_the_takeove
 
 @pytest.fixture
 def synced(tmp_path: Path, mirror_at: str) -> Path:
+    # n2 takes no stream: the winner's move stops in its base copy, so the volume is still
+    # n1's when the loser plans (a move run to its end would have moved it away)
     inv = write_sim_inventory(tmp_path / "fleet.yaml", {"n1": {"seed": 1, "volumes": 30},
-                                                        "n2": {"seed": 2, "volumes": 10}})
+                                                        "n2": {"seed": 2, "volumes": 10,
+                                                               "data_path": "false"}})
     inv.write_text(inv.read_text().replace("mirror: mirror.db", f"mirror: '{mirror_at}'"))
     res = subprocess.run([sys.executable, "-m", "xfleet", "--inventory", str(inv), "sync"],
                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=120)

@@ -23,7 +23,8 @@ def _synced(tmp_path: Path) -> Path:
     """A simulated two-node fleet synced into SQLite, with a (failed) move journaled; returns
     the mirror's path."""
     inv = write_sim_inventory(tmp_path / "fleet.yaml", {"n1": {"seed": 1, "volumes": 120},
-                                                        "n2": {"seed": 2, "volumes": 80}})
+                                                        "n2": {"seed": 2, "volumes": 80,
+                                                               "data_path": "false"}})
     r = run_cli("-i", str(inv), "sync")
     assert r.code == 0, f"xfleet sync: exit {r.code}\n{r.err}"
     db = tmp_path / "mirror.db"
@@ -31,7 +32,7 @@ def _synced(tmp_path: Path) -> Path:
     volume = conn.execute("SELECT name FROM datasets WHERE node = 'n1' AND type = 'volume' "
                           "ORDER BY name DESC LIMIT 1").fetchone()[0]
     conn.close()
-    r = run_cli("-i", str(inv), "move", volume, "--to", "n2")  # the simulator has no data path
+    r = run_cli("-i", str(inv), "move", volume, "--to", "n2")  # n2 has no data path
     assert r.code == 1 and "no data path" in r.out + r.err, f"xfleet move: exit {r.code}\n{r.err}"
     return db
 

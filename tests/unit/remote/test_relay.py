@@ -355,8 +355,8 @@ def test_a_source_that_cannot_start_leaves_no_destination(tmp_path: Path) -> Non
     wait_for(lambda: not process_running(mark), "the command to end")
 
 
-def test_simulated_nodes_have_no_data_path() -> None:
-    sim = SimTransport(Host(name="s1", kind="sim", sim={"volumes": 5}))
+def test_a_simulated_node_without_a_data_path_refuses_streams() -> None:
+    sim = SimTransport(Host(name="s1", kind="sim", sim={"volumes": 5, "data_path": False}))
     with pytest.raises(UsageError, match="the simulator has no data path") as exc:
         relay(sim, ["zfs", "send", "tank/v@s"], LocalTransport("b"), ["cat"])
     assert "docs/lab.md" in str(exc.value)

@@ -134,7 +134,7 @@ def history_records(text: str) -> list[tuple[str, ...]]:
             assert lines[i + 1] == "    input:"
             body = []
             i += 2
-            while lines[i].startswith("        "):
+            while lines[i].startswith("        ") or lines[i] == "    output:":
                 body.append(lines[i])
                 i += 1
             assert re.match(r"^ \[user 0 \(root\) on [^:\]]+:linux\]$", lines[i]), lines[i]

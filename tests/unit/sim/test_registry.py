@@ -14,20 +14,22 @@ from xfleet.sim.registry import COMMANDS, PROGRAM, Context, command, handler, na
 from .simkit import run, sim
 
 # what a real OpenZFS 2.3 node answers (`zfs help`, `zpool help`) that the simulator supports
-ZFS = ["bookmark", "clone", "create", "destroy", "get", "inherit", "list", "promote", "rename",
-       "set", "snap", "snapshot", "version"]
+ZFS = ["bookmark", "clone", "create", "destroy", "get", "hold", "holds", "inherit", "list",
+       "promote", "receive", "recv", "release", "rename", "send", "set", "snap", "snapshot",
+       "version"]
 ZPOOL = ["events", "get", "history", "list", "status", "version"]
 
 
 def test_the_registry_lists_every_command_the_simulator_answers() -> None:
     assert names("zfs") == ZFS
     assert names("zpool") == ZPOOL
-    assert names(PROGRAM) == sorted(PROGRAMS) == ["put_file", "sample_blocks"]
+    assert names(PROGRAM) == sorted(PROGRAMS) == ["put_file", "sample_blocks", "sample_hashes",
+                                                  "wait_device"]
     assert set(PROGRAMS) <= set(programs.names())
     assert handler("zfs", "snap") is handler("zfs", "snapshot")
     assert handler("zfs", "version") is handler("zpool", "version")
     assert handler("xfleet-sim-target") is not None and handler("sha256sum") is not None
-    assert handler("zfs", "send") is None and handler("zfs", "receive") is None  # no data path
+    assert handler("zfs", "recv") is handler("zfs", "receive") is not None  # the data path
 
 
 def test_every_registered_command_is_answered_and_others_are_not() -> None:

@@ -4,7 +4,8 @@ argv: DEVICE OFFSET...: prints `SHA256 OFFSET` for the 1 MiB slice at each MiB o
 O_DIRECT where the device allows it (what is on disk, not a cached page). A slice past the end
 hashes what was read: nothing, or the short tail.
 
-Not on the simulator: it has no data path, so moves verify in the lab.
+On the simulator: hashes of the volume's content identity (xfleet/sim/content.py), equal on
+two volumes exactly when one holds data sent from the other.
 """
 
 import hashlib

@@ -2,7 +2,8 @@
 # argv: DEST RECEIVE_COMMAND SEND_ARGS...: runs `zfs send -v -P SEND_ARGS | ssh DEST RECEIVE`.
 # bash for pipefail (a failed send fails the pipeline); send's progress lines (stderr, once a
 # second) come back as stdout; ssh refuses unknown host keys and never asks for a password.
-# Not on the simulator: it has no data path, so moves run in the lab.
+# Not on the simulator: a simulated node opens no SSH connection to another (moves relayed
+# through the xfleet host run there).
 set -o pipefail
 dest=$1
 recv=$2

@@ -182,6 +182,8 @@ def _history_lines(h: Entry, internal: bool, longfmt: bool) -> list[str]:
         return [line + f" [user 0 (root) on {h['host']}:linux]" if longfmt else line]
     if kind == "ioctl":
         out = [f"{when} ({h['ms']}ms) ioctl {h['ioctl']}", "    input:", *h["input"]]
+        if "output" in h:
+            out += ["    output:", *h["output"]]
         out.append(f" [user 0 (root) on {h['host']}:linux]" if longfmt else "")
         return out
     line = f"{when} [txg:{h['txg']}] {h['op']}"

@@ -1,4 +1,6 @@
-"""xfleet's remote programs (xfleet/remote/programs/) that a simulated node answers, by name;
+"""xfleet's remote programs (xfleet/remote/programs/) that a simulated node answers, by name:
+the block sampler of compression estimates, and what a move's verification runs on each side
+(wait_device, sample_hashes: hashes of the volume's content identity, xfleet/sim/content.py);
 put_file, which stages the simulated target daemon's packages, is in target.py."""
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from xfleet.sim.content import content_of, device_volume, slice_hash
+from xfleet.sim.overlay import Rec
 from xfleet.sim.registry import PROGRAM, Context, Fail, command
 from xfleet.sim.settings import mix
 from xfleet.sim.view import View
@@ -78,3 +82,40 @@ def _synthetic_blocks(name: str, bs: int, want: int, offsets: Sequence[str]) -> 
             return
 
 
+def device(sim: SimTransport, path: str) -> Rec | None:
+    """The volume whose device node `path` is, if the node has that device: a volume that
+    is not being received and whose volmode is not none."""
+    name = device_volume(path)
+    if name is None:
+        return None
+    view = View(sim, sim.current_overlay())
+    rec = view.record(name)
+    if rec is None or rec["type"] != "volume" or rec.get("inconsistent"):
+        return None
+    if view.effective(rec, "volmode")[0] == "none":
+        return None
+    return rec
+
+
+@command(PROGRAM, "wait_device")
+def wait_device(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[str]:
+    """wait_device.sh DEVICE: exit 0 when the device node is there, else 1 (at once: a
+    simulated node has no udev to wait for)."""
+    if not args or device(sim, args[0]) is None:
+        ctx.code = 1  # `test -e` fails, silently
+    return iter(())
+
+
+@command(PROGRAM, "sample_hashes")
+def sample_hashes(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[str]:
+    """sample_hashes.py DEVICE OFFSET...: `SHA256 OFFSET` per 1 MiB slice, derived from the
+    volume's content identity (equal on two volumes exactly when one holds the other's sent
+    data), of nothing past the end."""
+    if not args:
+        raise Fail("IndexError: list index out of range\n", 1)
+    rec = device(sim, args[0])
+    if rec is None:
+        raise Fail(f"FileNotFoundError: [Errno 2] No such file or directory: '{args[0]}'\n",
+                   1)
+    content, volsize = content_of(rec), int(rec["volsize"])
+    return iter([f"{slice_hash(content, volsize, int(o))} {o}" for o in args[1:]])

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xfleet.core.identity import pinned_identity
+from xfleet.sim.commands.programs import device
+from xfleet.sim.content import content_of, device_volume, full_hash
 from xfleet.sim.registry import PROGRAM, Context, Fail, command
 
 if TYPE_CHECKING:
@@ -48,9 +50,16 @@ def put_file(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[str]:
 
 @command("sha256sum")
 def sha256sum(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[str]:
+    """`sha256sum [--] PATH`: a staged package's digest, or a volume's device (a move's full
+    verification: the hash of its content identity, xfleet/sim/content.py)."""
+    path = args[-1] if args else "-"
+    if device_volume(path) is not None:
+        rec = device(sim, path)
+        if rec is None:
+            raise Fail(f"sha256sum: {path}: No such file or directory\n", 1)
+        return iter([f"{full_hash(content_of(rec), int(rec['volsize']))}  {path}"])
     with sim.lock:
         st = _state(sim)
-        path = args[-1]
         if path not in st["files"]:
             raise Fail(f"sha256sum: {path}: No such file or directory\n", 1)
         return iter([f"{st['files'][path]}  {path}"])

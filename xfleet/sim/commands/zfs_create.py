@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from xfleet.sim.content import content_of
 from xfleet.sim.formats import parse_size
 from xfleet.sim.journal import dsid
 from xfleet.sim.names import name_problem, parent_of, pool_of
@@ -146,7 +147,8 @@ def zfs_clone(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[str]
                    volblocksize=head.get("volblocksize"),
                    referenced=snap["referenced"],
                    logicalreferenced=snap["logicalreferenced"],
-                   written=CLONE_REF, ubd=CLONE_REF, lused_own=CLONE_REF // 2)
+                   written=CLONE_REF, ubd=CLONE_REF, lused_own=CLONE_REF // 2,
+                   content=content_of(snap))
         for k, val in props:
             assign(rec, k, val, prefix)
         s = txn.get(source)
@@ -214,7 +216,7 @@ def put_created(txn: Transaction, rec: Rec, props: list[tuple[str, Any]] | None,
                      txg, ds=name, guid=rec["guid"])
     else:
         txn.internal(pool, "create", " ", txg, ds=name, guid=rec["guid"])
-    values = [(k, _prop_arg(rec, k) if v is None else v) for k, v in props or ()]
+    values = [(k, prop_arg(rec, k) if v is None else v) for k, v in props or ()]
     txn.log_props(rec, [k for k, _ in values if k not in ("volsize", "volblocksize")])
     args: list[tuple[str, Any]] = []
     if origin is not None:
@@ -226,7 +228,7 @@ def put_created(txn: Transaction, rec: Rec, props: list[tuple[str, Any]] | None,
     txn.ioctl(pool, "clone" if origin is not None else "create", args)
 
 
-def _prop_arg(rec: Rec, prop: str) -> Any:
+def prop_arg(rec: Rec, prop: str) -> Any:
     """The value of `prop` (set on `rec`) as libzfs passes it to the kernel: numbers for
     numeric and index properties, strings for the others."""
     if prop == "refreservation":

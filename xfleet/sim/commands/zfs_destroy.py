@@ -85,8 +85,9 @@ def zfs_destroy(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[st
                              else f"{verb} reclaim {nicenum(reclaim)}")
             if dry:
                 return lines
+            _refuse_held([*found, *(d for recs in extra.values() for d in recs)])
             _log_destroys(txn, [*(v.record(n) for n in deps), *found])
-            _remove(txn, extra, [s["name"] for s in found])
+            remove(txn, extra, [s["name"] for s in found])
             return lines
         rec = open_dataset(v, target, snapshot=False)
         pool = target.split("/", 1)[0]
@@ -116,11 +117,19 @@ def zfs_destroy(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[st
             say(lines, d["name"])
         if dry:
             return lines
+        _refuse_held([*sub, *(d for recs in extra.values() for d in recs)])
         _log_destroys(txn, [*(v.record(n) for n in deps), *_destroy_order(sub)])
-        _remove(txn, {target: sub, **extra}, [])
+        remove(txn, {target: sub, **extra}, [])
         return lines
 
     return sim.mutate(op, ctx)
+
+
+def _refuse_held(recs: Iterable[Rec]) -> None:
+    """A snapshot with a user hold cannot be destroyed (lzc_destroy_snaps: EBUSY)."""
+    for d in recs:
+        if d["type"] == "snapshot" and d.get("holds"):
+            raise Fail(f"cannot destroy snapshot {d['name']}: dataset is busy")
 
 
 def _log_destroys(txn: Transaction, recs: Iterable[Rec | None]) -> None:
@@ -203,7 +212,7 @@ def _clone_closure(txn: Transaction, clones: Iterable[str]) -> dict[str, list[Re
     return out
 
 
-def _remove(txn: Transaction, subtrees: dict[str, list[Rec]], snapshots: list[str]) -> None:
+def remove(txn: Transaction, subtrees: dict[str, list[Rec]], snapshots: list[str]) -> None:
     """Destroy whole subtrees (root -> its derived records) and single snapshots, fixing the
     records that survive: origin snapshots' clone lists and heads of destroyed snapshots."""
     v = txn.view

@@ -99,7 +99,8 @@ def zfs_get(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[str]:
     if spec != "all":
         props = []
         for word in spec.split(","):
-            canon = canon_prop(word)
+            canon = word if word.startswith(("written@", "written#")) and len(word) > 8 \
+                else canon_prop(word)
             if canon is None:
                 raise usage("get", f"bad property list: invalid property '{word}'")
             props.append(canon)

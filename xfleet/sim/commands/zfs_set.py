@@ -94,7 +94,7 @@ def zfs_inherit(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[st
             if rec["type"] == "snapshot" and ":" not in prop:
                 continue
             # logged as what is in effect afterwards (dsl_prop_set_sync_impl)
-            value = _inherited(txn.view, rec, prop)
+            value = inherited(txn.view, rec, prop)
             pool = pool_of(name)
             txn.internal(pool, "inherit", f"{prop}={value}", txn.stamp(pool), ds=name,
                          guid=rec["guid"])
@@ -103,7 +103,7 @@ def zfs_inherit(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[st
     return sim.mutate(op, ctx)
 
 
-def _inherited(view: View, rec: Rec, prop: str) -> str:
+def inherited(view: View, rec: Rec, prop: str) -> str:
     """What `rec` inherits for `prop` from its ancestors (as the kernel logs it: the
     ancestor's raw value, numbers for numeric properties), or '' / the default."""
     parent = parent_of(rec["name"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from xfleet.sim.content import content_of
 from xfleet.sim.journal import dsid
 from xfleet.sim.names import dataset_of, name_problem, pool_of
 from xfleet.sim.options import getopt, parse_assignments, usage
@@ -68,6 +69,7 @@ def zfs_snapshot(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[s
                 "logicalreferenced": head["logicalreferenced"],
                 "written": head["written"], "unique": 0,
                 "volsize": head.get("volsize"), "clones": [], "local": {},
+                "content": content_of(head),
             }
             for k, val in props:
                 assign(snap, k, val, f"cannot create snapshot '{name}'")

@@ -1,5 +1,5 @@
 """The moves journal on both engines of the mirror (SQLite and PostgreSQL): a move planned,
-started (the simulator fails it at its data path: journaled, resumable), paused, resumed,
+started (to a node without a data path, which fails it: journaled, resumable), paused, resumed,
 aborted; a drain planned and journaled; a crashed run resumed where it was; a second move of a
 volume refused, naming who started the first; and who did it (`operator`, `--reason`)."""
 
@@ -26,13 +26,13 @@ def ok(res: Result, what: str) -> Result:
     return res
 
 
-def test_move_started_paused_resumed_aborted_with_its_operator(fleet_at: Fleet) -> None:
-    inv, inv_path, t = fleet_at
+def test_move_started_paused_resumed_aborted_with_its_operator(stuck_at: Fleet) -> None:
+    inv, inv_path, t = stuck_at
     i = str(inv_path)
     alice = {"XFLEET_OPERATOR": "alice"}
     res = run_cli("-i", i, "--reason", "INC-42", "move", "tank/app/db", "--to", "n2", "--json",
                   env=alice)
-    assert res.code == 1, f"move on the simulator: exit {res.code}\n{res.out}\n{res.err}"
+    assert res.code == 1, f"move to n2: exit {res.code}\n{res.out}\n{res.err}"
     failed = json.loads(res.out)
     assert failed["state"] == "failed" and "no data path" in failed["error"]["message"], failed
     listed = json.loads(ok(run_cli("-i", i, "moves", "list", "--json"), "moves list").out)
@@ -69,8 +69,8 @@ def test_move_started_paused_resumed_aborted_with_its_operator(fleet_at: Fleet) 
     assert moves.plan_move(inv, conn, "tank/app/db", "n2").target_node == "n2"
 
 
-def test_pause_before_the_start_then_resume(fleet_at: Fleet) -> None:
-    inv, inv_path, _ = fleet_at
+def test_pause_before_the_start_then_resume(stuck_at: Fleet) -> None:
+    inv, inv_path, _ = stuck_at
     conn = mirror.connect(inv.mirror)
     m = moves.create(inv, conn, moves.plan_move(inv, conn, "tank/app/db", "n2"))
     res = ok(run_cli("-i", str(inv_path), "moves", "pause", str(m.id), "--json"), "pause")
@@ -86,8 +86,8 @@ def test_pause_before_the_start_then_resume(fleet_at: Fleet) -> None:
 
 
 def test_a_crashed_run_is_resumed_where_it_was_and_a_live_one_refused(
-        fleet_at: Fleet) -> None:
-    inv, _, _ = fleet_at
+        stuck_at: Fleet) -> None:
+    inv, _, _ = stuck_at
     conn = mirror.connect(inv.mirror)
     m = moves.create(inv, conn, moves.plan_move(inv, conn, "tank/app/db", "n2"))
     # a process that ran it died (SIGKILL) in its catch-up: its pid is left, not alive

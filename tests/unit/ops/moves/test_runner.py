@@ -1,5 +1,6 @@
-"""Running moves on the simulator (no data path: the lab moves real data,
-tests/lab/test_moves_real.py): stream slots, pause and resume, sampled verification."""
+"""Running moves on the simulator: a node without a data path fails a move resumably, stream
+slots, pause and resume, sampled verification (moves that carry data between simulated nodes:
+test_runner_sim.py; real data in the lab: tests/lab/test_moves_real.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ from pathlib import Path
 import pytest
 from conftest import PATIENCE, run_cli, wait_for
 
-from unit.ops.moves.conftest import Fleet, move_row
+from unit.ops.moves.conftest import Fleet, make_fleet, move_row
 from xfleet import mirror
 from xfleet.ops import moves
 from xfleet.remote.local import LocalTransport
 from xfleet.sim import SimTransport
 
 
-def test_the_simulator_has_no_data_path_and_says_so(fleet: Fleet) -> None:
-    inv, inv_path, _ = fleet
+def test_a_node_without_a_data_path_fails_the_move_and_says_so(tmp_path: Path) -> None:
+    inv, inv_path, _ = make_fleet(tmp_path, data_path=False)
     res = run_cli("-i", str(inv_path), "move", "tank/app/db", "--to", "n2", "--json")
     assert res.code == 1 and "Traceback" not in res.err
     m = json.loads(res.out)
@@ -84,10 +85,10 @@ def test_pause_of_a_move_nobody_runs_and_resume_goes_back(fleet: Fleet) -> None:
     assert [x.state for x in moves.listing(conn, active_only=True)] == ["paused"]
     with pytest.raises(moves.MoveError):  # still the volume's move: no second one
         moves.plan_move(inv, conn, "tank/app/db", "n2")
-    # resume goes back to planned, then to the nodes (the simulator has no data path)
+    # resume goes back to planned, then to the nodes, and to its end
     res = run_cli("-i", str(inv_path), "moves", "resume", str(m.id), "--json")
     after = json.loads(res.out)
-    assert after["state"] == "failed" and "no data path" in after["error"]["message"]
+    assert after["state"] == "done", after
     assert any("resuming in planned" in e["message"] for e in moves.log(conn, m.id))
     res = run_cli("-i", str(inv_path), "moves", "pause", "999")
     assert res.code != 0 and "no move with id 999" in res.err and "Traceback" not in res.err

@@ -1,5 +1,6 @@
-"""The `move` and `drain` step kinds, planned (--check): the simulator has no data path, so they
-run for real in the lab (tests/lab/test_playbooks_real.py)."""
+"""The `move` and `drain` step kinds, planned (--check); they run for real in the lab
+(tests/lab/test_playbooks_real.py), and moves and drains run end to end on the simulator's
+data path in tests/unit/ops/moves/test_runner_sim.py."""
 
 from __future__ import annotations
 
