@@ -407,9 +407,9 @@ def report_compression(c: Ctx, by: str, policy_path: str | None, no_policy: bool
     """Compression cost report: logical vs physical, savings in bytes and money.
 
     Columns: achieved now (logical, physical, ratio, saved, saved/month at the
-    inventory's price_per_gb_month), 'possible by policy' (estimated, 95 % interval;
-    needs apply AND a rewrite) and 'needs rewrite' (setting changed, data not yet
-    recompressed), kept apart. Each run records today's totals (the trend).
+    inventory's price_per_gb_month, in its currency), 'possible by policy' (estimated,
+    95 % interval; needs apply AND a rewrite) and 'needs rewrite' (setting changed, data
+    not yet recompressed), kept apart. Each run records today's totals (the trend).
 
     \b
     Examples:
@@ -443,8 +443,9 @@ def report_compression(c: Ctx, by: str, policy_path: str | None, no_policy: bool
     elif fmt == "csv":
         emit(list(report.COLUMNS), report.csv_rows(rep), "csv")
     else:
-        emit(list(report.TABLE_COLUMNS), report.table_rows(rep), "table",
-             title=f"compression by {by} (price {inv.price_per_gb_month:g}/GB-month)")
+        emit(report.table_columns(rep), report.table_rows(rep), "table",
+             title=f"compression by {by} (price {inv.price_per_gb_month:g} {rep.currency}"
+             "/GB-month)")
         for note in rep.notes:
             console().print(f"  {note}", style="dim")
 

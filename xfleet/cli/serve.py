@@ -40,13 +40,13 @@ def _listen(value: str) -> tuple[str, int]:
               "every volume of a tenant (repeatable).")
 @click.option("--volume-metrics-cap", type=click.IntRange(1), default=1000, show_default=True,
               help="At most this many volumes per node get their own series.")
-@click.option("--currency", default="USD", show_default=True,
-              help="Currency of the inventory's price_per_gb_month (a metric label).")
+@click.option("--currency", default=None, metavar="CODE",
+              help="Currency of price_per_gb_month (a metric label; default: the inventory's).")
 @click.option("--access-log", is_flag=True, help="Log every HTTP request.")
 @pass_ctx
 def serve_cmd(c: Ctx, listen: str, token_file: Path | None, no_watch: bool,
               refresh_interval: float, reconcile_interval: float,
-              volume_metrics: tuple[str, ...], volume_metrics_cap: int, currency: str,
+              volume_metrics: tuple[str, ...], volume_metrics_cap: int, currency: str | None,
               access_log: bool) -> None:
     """Run the fleet service: keep the mirror current and serve metrics, probes and the API.
 
@@ -77,5 +77,5 @@ def serve_cmd(c: Ctx, listen: str, token_file: Path | None, no_watch: bool,
                   Options(host=host, port=port, token_file=token_file, watch=not no_watch,
                           refresh_interval=refresh_interval,
                           reconcile_interval=reconcile_interval, volumes=volumes,
-                          currency=currency, access_log=access_log))
+                          currency=currency or inv.currency, access_log=access_log))
     svc.run()

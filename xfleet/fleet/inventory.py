@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ FLEET_KEYS: dict[str, str] = {
     "mirror": "a path to the SQLite mirror (relative to the inventory file) or a "
               "postgresql:// URL (no password: ~/.pgpass)",
     "price_per_gb_month": "a price in your currency per GB-month (a non-negative number)",
+    "currency": "the currency of price_per_gb_month: an ISO 4217 code of three capital letters, "
+                "e.g. USD, EUR",
     "parallel": "an integer from 1 to 1024 (nodes worked on at once)",
     "space_refresh_budget": "a non-negative integer (rows per node whose space figures an "
     "incremental sync refreshes at most, stalest first)",
@@ -103,6 +106,12 @@ STORAGE_ONLY_KEYS = ("pools", "max_streams", "bwlimit", "hooks", "sim", "target"
 # {target_node} and {pool} replaced in each argument (docs/moves.md).
 HOOK_NAMES = ("pre_cutover", "post_cutover")
 DEFAULT_TENANT_PROPERTY = "xfleet:tenant"
+DEFAULT_CURRENCY = "USD"
+_CURRENCY = re.compile(r"\A[A-Z]{3}\Z")
+# `sim: {now: today}`: the simulated fleet's "now" is the start of the current UTC day (so its
+# snapshots and scrubs are recent whatever the date; the base fleet changes once a day)
+SIM_TODAY = "today"
+DAY = 86400
 MAX_SECONDS = 366 * 86400.0  # timeouts and intervals: at most a year (select() has a limit)
 MAX_PARALLEL = 1024
 _HOST_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,252}\Z")
@@ -116,6 +125,7 @@ class Inventory:
     mirror: Location
     state_dir: Path
     price_per_gb_month: float = 0.08
+    currency: str = DEFAULT_CURRENCY  # of price_per_gb_month (the reports' money)
     parallel: int = 8
     space_refresh_budget: int = 2000
     space_refresh_interval: float = 300.0
@@ -527,7 +537,10 @@ class _Loader:
         if key == "hooks":
             return self._hooks(v)
         if key == "sim":
-            return plain(self._mapping(v, "sim"))
+            sim = plain(self._mapping(v, "sim"))
+            if sim.get("now") == SIM_TODAY:
+                sim["now"] = int(time.time()) // DAY * DAY
+            return sim
         if key == "target":
             return self._target(v)
         if not isinstance(val, str) or not val.strip():
@@ -601,6 +614,13 @@ class _Loader:
                                      ("space_refresh_interval", float, 0, MAX_SECONDS)):
             if key in f:
                 setattr(inv, key, self._number(key, f[key], kind, low, high))
+        if "currency" in f:
+            v = f["currency"]
+            if not isinstance(v.value, str) or not _CURRENCY.match(v.value):
+                raise self.err(v.line, f"currency must be {FLEET_KEYS['currency']}, got "
+                               f"{shown(v.value)}", hint="e.g. currency: EUR (the reports' "
+                               "money is price_per_gb_month in this currency)")
+            inv.currency = v.value
         if "move_bwlimit" in f:
             inv.move_bwlimit = self._rate("move_bwlimit", f["move_bwlimit"], FLEET_KEYS)
         if "tenant_property" in f:

@@ -163,11 +163,12 @@ def _in(column: str, values: Sequence[str]) -> str:
 _LIVE = "NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = p.node AND n.stale <> 0)"
 
 
-def record_daily(conn: Connection, now: float | None = None) -> int:
+def record_daily(conn: Connection, now: float | None = None, *, tenants: bool = False) -> int:
     """Upsert today's `capacity_daily` rows from the pools summary (no scan of datasets), and
     rewrite today's `tenant_daily` rows of each pool whose rows are missing or older than
-    TENANT_EVERY: one grouped read of the node's volumes by (pool, tenant), then a short write.
-    Pools of nodes marked stale are skipped. Returns the number of pool rows written."""
+    TENANT_EVERY (with `tenants`: whatever their age): one grouped read of the node's volumes
+    by (pool, tenant), then a short write. Pools of nodes marked stale are skipped. Returns the
+    number of pool rows written."""
     now = time.time() if now is None else now
     day = day_of(now)
     with mirror.transaction(conn, "today's capacity figures"):
@@ -187,7 +188,8 @@ def record_daily(conn: Connection, now: float | None = None) -> int:
             "NOT EXISTS (SELECT 1 FROM tenant_daily t WHERE t.day = ? AND t.node = p.node AND "
             "t.pool = p.name AND t.at > ?)) OR (p.volumes = 0 AND EXISTS (SELECT 1 FROM "
             "tenant_daily t WHERE t.day = ? AND t.node = p.node AND t.pool = p.name))) "
-            "ORDER BY p.node, p.name", (day, now - TENANT_EVERY, day)).fetchall():
+            "ORDER BY p.node, p.name",
+            (day, now if tenants else now - TENANT_EVERY, day)).fetchall():
         due.setdefault(node, set()).add(pool)
     for node, pools in due.items():
         _record_tenants(conn, day, now, node, pools)

@@ -39,11 +39,13 @@ if TYPE_CHECKING:
 
 GIB = 1 << 30
 GROUPINGS = ("node", "pool", "tenant", "compression", "volume", "label:KEY")
+# `saved_money` and `possible_money` are in `currency` (the inventory's): a column of every row,
+# so a CSV row says what its money is, and scripts keep their field names whatever the currency
 COLUMNS: tuple[str, ...] = (
     "group", "volumes", "logical", "physical", "ratio", "saved", "saved_money", "thick",
     "thick_reserved", "possible", "possible_low", "possible_high", "possible_money",
-    "possible_volumes", "estimated", "unestimated", "rewrite_volumes", "rewrite_logical",
-    "rewrite_gain",
+    "currency", "possible_volumes", "estimated", "unestimated", "rewrite_volumes",
+    "rewrite_logical", "rewrite_gain",
 )
 Z95 = 1.96
 
@@ -59,16 +61,18 @@ class Report:
     policy: str | None
     generated_at: float = field(default_factory=time.time)
     notes: list[str] = field(default_factory=list)
+    currency: str = "USD"
 
     def to_dict(self) -> dict[str, Any]:
         return {"by": self.by, "price_per_gb_month": self.price_per_gb_month,
-                "policy": self.policy, "generated_at": self.generated_at,
+                "currency": self.currency, "policy": self.policy, "generated_at": self.generated_at,
                 "total": self.total, "rows": self.rows, "top": self.top, "trend": self.trend,
                 "notes": self.notes}
 
 
 NOTES = [
-    "money = bytes / 2^30 x price per GB-month (GiB, as clouds bill 'GB').",
+    "money = bytes / 2^30 x price per GB-month (GiB, as clouds bill 'GB'), in the inventory's "
+    "currency.",
     "physical = used - usedbyrefreservation: what the data and its snapshots occupy; a thick "
     "volume (refreservation) keeps its reservation whatever compression saves, so its savings "
     "do not show in `used` or in the pool's free space unless the reservation is lowered.",
@@ -132,7 +136,12 @@ def _fallbacks(conn: Connection) -> dict[str, tuple[float, float, float]]:
 def build(conn: Connection, *, by: str = "node", policy: Policy | None = None,
           inventory: Inventory | None = None, price_per_gb_month: float = 0.08,
           where: str = "TRUE", params: Sequence[Any] = (), limit: int | None = None,
-          top: int = 15, tenant_property: str = "xfleet:tenant") -> Report:
+          top: int = 15, tenant_property: str = "xfleet:tenant",
+          currency: str | None = None) -> Report:
+    """The report of the volumes matching `where`, grouped `by`; money at `price_per_gb_month`
+    in `currency` (default: the inventory's, else USD)."""
+    if currency is None:
+        currency = inventory.currency if inventory is not None else "USD"
     grp, gparams = _group_sql(by, inventory)
     if policy is not None:
         desired, _, dparams = policy.compile(inventory, tenant_property)
@@ -188,6 +197,8 @@ def build(conn: Connection, *, by: str = "node", policy: Policy | None = None,
     rows = [_row(r, price_per_gb_month, policy is not None) for r in rows_raw]
     rows.sort(key=lambda r: (-(r["saved"] or 0), r["group"]))
     total = _total(rows, price_per_gb_month, policy is not None)
+    for r in [*rows, total]:
+        r["currency"] = currency
     if limit:
         rows = rows[:limit]
     top_rows = _top(conn, desired, dparams, where, params, policy is not None, top)
@@ -200,7 +211,8 @@ def build(conn: Connection, *, by: str = "node", policy: Policy | None = None,
                      "estimate for their new setting and are not counted in 'possible': run "
                      "xfleet compression estimate.")
     return Report(by, price_per_gb_month, rows, total, top_rows, trend(conn),
-                  str(policy.path) if policy is not None and policy.path else None, notes=notes)
+                  str(policy.path) if policy is not None and policy.path else None, notes=notes,
+                  currency=currency)
 
 
 def _money(n: float | None, price: float) -> float | None:
@@ -312,8 +324,19 @@ def trend(conn: Connection, days: int = 90) -> list[dict[str, Any]]:
 # rendering
 
 
+def table_columns(rep: Report) -> list[str]:
+    """The terminal table's headers: the money columns name the currency."""
+    return [_money_head(c, rep.currency) for c in TABLE_COLUMNS]
+
+
+def _money_head(column: str, currency: str) -> str:
+    return column.replace("/month", f" {currency}/month") if column.endswith("/month") \
+        else column
+
+
 def table_rows(rep: Report) -> list[dict[str, Any]]:
-    """Rows for a terminal table: sizes readable, the interval folded into one column."""
+    """Rows for a terminal table (keys: `table_columns`): sizes readable, the interval folded
+    into one column."""
     out = []
     for r in [*rep.rows, rep.total]:
         possible = "-" if r["possible"] is None else (
@@ -329,15 +352,17 @@ def table_rows(rep: Report) -> list[dict[str, Any]]:
             "possible/month": _fmt_money(r["possible_money"]),
             "needs rewrite": f"{r['rewrite_volumes']:,} ({fmt_bytes(r['rewrite_logical'])})",
         })
-    return out
+    return [{_money_head(k, rep.currency): v for k, v in r.items()} for r in out]
 
 
 TABLE_COLUMNS = ("group", "volumes", "logical", "physical", "ratio", "saved", "saved/month",
                  "thick", "possible by policy (95%)", "possible/month", "needs rewrite")
 
 
-def _fmt_money(v: float | None) -> str:
-    return "-" if v is None else f"{v:,.2f}"
+def _fmt_money(v: float | None, currency: str | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.2f} {currency}" if currency else f"{v:,.2f}"
 
 
 def csv_rows(rep: Report) -> list[dict[str, Any]]:
@@ -387,11 +412,12 @@ def render_html(rep: Report) -> str:
         ("volumes", f"{t['volumes']:,}"), ("logical", fmt_bytes(t["logical"])),
         ("physical", fmt_bytes(t["physical"])),
         ("achieved ratio", "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"),
-        ("saved now / month", f"{fmt_bytes(t['saved'])} / {_fmt_money(t['saved_money'])}"),
+        ("saved now / month",
+         f"{fmt_bytes(t['saved'])} / {_fmt_money(t['saved_money'], rep.currency)}"),
         ("possible by policy (95%)", "-" if t["possible"] is None else
          f"{fmt_bytes(t['possible'])} ({fmt_bytes(t['possible_low'])}.."
          f"{fmt_bytes(t['possible_high'])})"),
-        ("possible / month", _fmt_money(t["possible_money"])),
+        ("possible / month", _fmt_money(t["possible_money"], rep.currency)),
         ("needs rewrite", f"{t['rewrite_volumes']:,} volumes"),
     ]
     chart_items = [(str(r["group"]), float(r["saved"]),
@@ -401,8 +427,9 @@ def render_html(rep: Report) -> str:
                    for r in rep.rows[:30]]
     top_items = [(f"{r['node']}:{r['name']} {r['compression']}->{r['new']}",
                   float(r["potential"]), None, None) for r in rep.top]
-    head = ("group", "volumes", "logical", "physical", "ratio", "saved", "saved/month", "thick",
-            "possible (95%)", "possible/month", "estimated/changed", "needs rewrite")
+    head = [_money_head(h, rep.currency) for h in (
+        "group", "volumes", "logical", "physical", "ratio", "saved", "saved/month", "thick",
+        "possible (95%)", "possible/month", "estimated/changed", "needs rewrite")]
     body = []
     for r in [*rep.rows, rep.total]:
         cells = [e(str(r["group"])), f"{r['volumes']:,}", fmt_bytes(r["logical"]),
@@ -424,7 +451,7 @@ def render_html(rep: Report) -> str:
 <body>
 <h1>Compression cost report</h1>
 <div class="meta">generated {e(when)} · grouped by {e(rep.by)} · price
-{rep.price_per_gb_month:g} per GB-month · policy {e(rep.policy or 'none')}</div>
+{rep.price_per_gb_month:g} {e(rep.currency)} per GB-month · policy {e(rep.policy or 'none')}</div>
 <div class="cards">{''.join(f'<div class="card"><b>{e(v)}</b><span>{e(k)}</span></div>'
                             for k, v in cards)}</div>
 <h2>Savings by {e(rep.by)}</h2>

@@ -1,8 +1,9 @@
 """Long-running operations shown by the TUI's Operations view: a small plug-in interface.
 
-Moves and target upgrades are journaled jobs in the mirror (xfleet/mirror/jobs.py). This module
-only reads: a *source* is a function `(conn) -> list[Operation]`; sources are registered by
-name (`moves`, `rollouts`), and the view shows what all of them return, newest first.
+Moves, target upgrades and playbook runs are journaled jobs in the mirror
+(xfleet/mirror/jobs.py). This module only reads: a *source* is a function `(conn) ->
+list[Operation]`; sources are registered by name (`moves`, `rollouts`, `plays`), and the view
+shows what all of them return, newest first.
 
 No textual import here: a script (or `xfleet ops`) can list operations the same way.
 """
@@ -103,6 +104,32 @@ def rollouts(conn: Connection) -> list[Operation]:
 
 
 register("rollouts", rollouts)
+
+
+def plays(conn: Connection) -> list[Operation]:
+    """Playbook runs (xfleet.playbook): steps finished (done, or skipped by their `when`) of
+    all its steps, and the run's error."""
+    if not has_table(conn, "play_runs"):
+        return []
+    from xfleet import playbook
+
+    out = []
+    for r in playbook.runs(conn, 50):
+        steps = conn.execute("SELECT count(*), sum(CASE WHEN state IN ('done', 'skipped') "
+                             "THEN 1 ELSE 0 END) FROM play_steps WHERE run = ?",
+                             (r["id"],)).fetchone()
+        total, done = int(steps[0] or 0), int(steps[1] or 0)
+        out.append(Operation(
+            id=str(r["id"]), kind="play", subject=str(r["name"] or r["file"]),
+            node=f"{done}/{total} steps",
+            state=r["state"] if r["state"] in ("failed", "done") else "running",
+            done=float(done), total=float(total) or None,
+            started_at=r["created_at"], updated_at=r["finished_at"] or r["created_at"],
+            message=f"{r['state']}: {r['file']}" + (f": {r['error']}" if r["error"] else "")))
+    return out
+
+
+register("plays", plays)
 
 
 def collect(conn: Connection) -> tuple[list[Operation], list[str]]:

@@ -25,7 +25,8 @@ from xfleet.core.text import printable
 from xfleet.core.units import format_age, format_size
 from xfleet.mirror import query
 from xfleet.mirror.paging import Filter, Sort, has_index, parse_filter
-from xfleet.ops import alerts, capacity
+from xfleet.mirror.store import has_table
+from xfleet.ops import alerts, capacity, rollout
 from xfleet.tui import operations
 from xfleet.tui.table import SORT_KEYS, VirtualTable
 
@@ -59,6 +60,7 @@ class FleetView(BaseView):
                            ("MIRROR DATA", "fresh")):
             table.add_column(label, key=key)
         self.rows: list[dict[str, Any]] = []
+        self.targets: dict[str, str] = {}
         self.counted = False
         self.quick_load()
         self.load_stats()
@@ -72,6 +74,8 @@ class FleetView(BaseView):
         conn = self.xapp.conn
         nodes = {r["name"]: dict(r) for r in conn.execute("SELECT * FROM nodes ORDER BY name")}
         pools = [dict(r) for r in conn.execute("SELECT * FROM pools ORDER BY node, name")]
+        # the TARGET column: the version the rollouts journal knows (a few rows)
+        self.targets = rollout.target_versions(conn) if has_table(conn, "rollouts") else {}
         now = self.xapp.clock()
         rows = []
         seen = set()
@@ -180,7 +184,7 @@ class FleetView(BaseView):
                 format_size(physical) if self.counted else dots,
                 (f"{r['compressratio']:.2f}x" if r.get("compressratio") else "-")
                 if self.counted else dots,
-                Text(str(r.get("target_version") or "-"), style="grey50"),
+                Text(str(self.targets.get(r["node"]) or "-"), style="grey50"),
                 fresh,
                 key=f"{r['node']}/{r.get('pool')}",
             )

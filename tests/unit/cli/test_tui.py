@@ -21,6 +21,9 @@ def test_demo_tour_commands_all_work(tmp_path: Path, cli: Cli) -> None:
                                                        "n2": {"seed": 2, "volumes": 300}})
     r = cli("-i", str(inv), "demo", "--no-tui")
     assert r.code == 0, r.err
+    # what this inventory has not (a target, a policy) is skipped or left out, and said
+    assert "upgrade" in r.out and "skipped: no node of the inventory has a target" in r.out
+    assert "target status" not in r.out and "compression plan" not in r.out
     tour = [line.strip() for line in r.out.replace("\\\n", "").splitlines()
             if line.strip().startswith(".venv/bin/xfleet") and not line.strip().endswith(" tui")]
     assert len(tour) >= 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,7 @@ def test_fleet_settings_and_paths(fleet: Path) -> None:
     inv = inventory.load(fleet)
     assert inv.mirror == fleet.parent / "state" / "fleet.db"  # relative to the inventory file
     assert inv.price_per_gb_month == 0.1 and inv.parallel == 4
+    assert inv.currency == "USD"  # the default
     assert inv.tenant_property == "acme:tenant"
     assert inv.user_properties == ("acme:tenant", "acme:branch")  # the tenant one is always in
     assert inv.environment == {"name": "staging", "colour": "yellow"}
@@ -461,6 +463,9 @@ def test_fleet_key_on_a_host(tmp_path: Path) -> None:
         ("parallel: 0", ["parallel must be an integer from 1 to 1024 (nodes worked on at once)",
                          "got 0"]),
         ("price_per_gb_month: cheap", ["price_per_gb_month must be", "got 'cheap'"]),
+        ("currency: usd", ["currency must be the currency of price_per_gb_month: an ISO 4217 "
+                           "code of three capital letters, e.g. USD, EUR", "got 'usd'"]),
+        ("currency: 978", ["currency must be", "got 978"]),
         ("mirror: [a]", ["mirror must be a path", "got a list"]),
         ("user_properties: xfleet:tenant",
          ["user_properties must be a list", "got 'xfleet:tenant'"]),
@@ -474,6 +479,18 @@ def test_fleet_key_on_a_host(tmp_path: Path) -> None:
 def test_bad_fleet_settings(tmp_path: Path, var: str, words: list[str]) -> None:
     path = write(tmp_path, f"all:\n  vars:\n    {var}\n  hosts:\n    n1: {{}}\n")
     assert_error(load_error(path), path, 3, *words)
+
+
+def test_currency_and_a_simulated_fleet_whose_now_is_today(tmp_path: Path) -> None:
+    path = write(tmp_path, "all:\n  vars:\n    currency: EUR\n  hosts:\n"
+                 "    s1: {kind: sim, sim: {seed: 1, now: today}}\n"
+                 "    s2: {kind: sim, sim: {now: 1777593600}}\n")
+    before = time.time()
+    inv = inventory.load(path)
+    assert inv.currency == "EUR"
+    now = inv.hosts["s1"].sim["now"]
+    assert isinstance(now, int) and now % 86400 == 0 and before - 86400 < now <= time.time()
+    assert inv.hosts["s1"].sim["seed"] == 1 and inv.hosts["s2"].sim["now"] == 1777593600
 
 
 def test_non_string_host_name(tmp_path: Path) -> None:

@@ -269,6 +269,26 @@ def test_record_daily_on_a_fleet_whose_pools_grow(tmp_path: Path, mirror_at: str
     assert tenants["t0001"].growth_per_day == pytest.approx(want.slope, rel=1e-9)
 
 
+def test_record_daily_rewrites_the_tenants_at_once_when_asked(tmp_path: Path) -> None:
+    """`tenants=True` (the demo's last day): today's tenant rows are the mirror's sums now,
+    however recent they were."""
+    db = str(tmp_path / "m.db")
+    inv = _inventory(tmp_path, db, {"n1": {"seed": 3, "volumes": 40}})
+    conn = mirror.connect(db)
+    with Connections(inv.hosts, state_dir=inv.state_dir) as cs:
+        assert sync(inv, connections=cs).ok
+        capacity.record_daily(conn, now=BASE)
+        cs.get("n1").run(["zfs", "create", "-V", "1G", "tank/t0000/new"])  # thick: used grows
+        assert sync(inv, connections=cs).ok
+    day = capacity.day_of(BASE)
+    before = _tenant_rows(conn, day)
+    capacity.record_daily(conn, now=BASE + 60)
+    assert _tenant_rows(conn, day) == before != _volume_sums(conn)
+    capacity.record_daily(conn, now=BASE + 120, tenants=True)
+    assert _tenant_rows(conn, day) == _volume_sums(conn)
+    conn.close()
+
+
 def test_a_noisy_history_and_a_node_whose_sync_failed(tmp_path: Path, mirror_at: str) -> None:
     """A base fleet growing day by day (more volumes each day, full syncs): a noisy line whose
     slope and interval are those of the recorded points; a stale node's pools are not

@@ -12,6 +12,7 @@ import shutil
 import struct
 import subprocess
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -154,9 +155,13 @@ def test_cli_formats(fleet: inventory.Inventory, tmp_path: Path) -> None:
     r = run_cli("-i", inv, "report", "compression", "--csv")
     rows = list(csv.DictReader(io.StringIO(r.out)))
     assert list(rows[0]) == list(report.COLUMNS) and rows[-1]["group"] == "TOTAL"
+    assert {r["currency"] for r in rows} == {"USD"}  # the default currency, on every row
+    r = run_cli("-i", inv, "report", "compression")
+    assert "SAVED USD/MONTH" in r.out.upper() and "0.1 USD/GB-month" in r.out, r.out
     r = run_cli("-i", inv, "report", "compression", "--json", "--by", "tenant", "--limit", "3")
     data = json.loads(r.out)
     assert len(data["rows"]) == 3 and data["price_per_gb_month"] == 0.10
+    assert data["currency"] == "USD" and data["total"]["currency"] == "USD"
     assert data["trend"][-1]["volumes"] == 250  # this run recorded today's totals
     html = tmp_path / "r.html"
     r = run_cli("-i", inv, "report", "compression", "--html", str(html), "--no-policy")
@@ -203,6 +208,8 @@ def test_html_report_is_self_contained_and_renders_in_chromium(
     report.record_daily(conn)
     rep = report.build(conn, by="pool", policy=parse_policy(POLICY), inventory=fleet)
     page = report.render_html(rep)
+    assert "0.08 USD per GB-month" in page and "saved USD/month" in page
+    assert report.render_html(replace(rep, currency="EUR")).count("EUR") >= 4
     assert "<script" not in page and "<link" not in page and "<img" not in page
     assert "url(" not in page and "@import" not in page and "src=" not in page
     assert page.count("<svg") == 3 and "Top volumes by potential" in page

@@ -36,6 +36,7 @@ from xfleet.ops.rollout.journal import (
     request,
     set_state,
     summary,
+    target_versions,
 )
 from xfleet.ops.rollout.plan import (
     CHECK_HELP,
@@ -115,5 +116,6 @@ __all__ = [
     "start",
     "summary",
     "target_nodes",
+    "target_versions",
     "version_key",
 ]

@@ -111,3 +111,23 @@ def set_state(conn: Any, rid: int, state: str, reason: str | None) -> None:
                  "WHERE id = ?", (state, reason, now, state, now, rid))
     conn.execute("INSERT INTO rollout_log (rollout, at, node, state, message, operator) VALUES "
                  "(?, ?, NULL, ?, ?, ?)", (rid, now, state, reason or state, claims.operator()))
+
+
+def target_versions(conn: Connection) -> dict[str, str]:
+    """Per node, the target version the mirror knows from the rollouts journal: the latest
+    rollout that listed the node says it (its version once the node is done or skipped; the
+    version it ran before while pending, and after a failure rolled it back; `OLD->NEW` while
+    it is upgraded). Nodes no rollout listed are absent (`xfleet target status` asks them)."""
+    out: dict[str, str] = {}
+    for node, state, before, version in conn.execute(
+            "SELECT n.node, n.state, n.from_version, r.version FROM rollout_nodes n JOIN "
+            "rollouts r ON r.id = n.rollout WHERE r.kind = 'target' ORDER BY n.rollout"):
+        if state in ("done", "skipped"):
+            out[node] = version
+        elif state in IN_FLIGHT:
+            out[node] = f"{before or '?'}->{version}"
+        elif before:
+            out[node] = before
+        else:
+            out.pop(node, None)
+    return out

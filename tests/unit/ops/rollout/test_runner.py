@@ -49,7 +49,9 @@ def test_rollout_upgrades_every_node_in_batches(tmp_path: Path, mirror_at: str) 
     msgs = [e["message"] for e in rollout.log(conn, res.id)]
     s = rollout.summary(conn, res.id)
     ops = operations.rollouts(conn)  # what the TUI's operations view shows
+    versions = rollout.target_versions(conn)  # the TUI's fleet view: TARGET
     conn.close()
+    assert versions == {"n1": "1.1", "n2": "1.1", "n3": "1.1"}
     assert [(o.kind, o.subject, o.node, o.state, o.progress) for o in ops] == [
         ("upgrade", "target 1.1", "3/3 nodes", "done", 1.0)]
     assert "per node: n1 " in ops[0].message
@@ -77,6 +79,15 @@ def test_broken_canary_is_rolled_back_and_pauses_others_untouched(tmp_path: Path
     with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
         again = rollout.resume(inv, inv.mirror, conns, res.id)
     assert again.state == "paused" and node_state(tmp_path, "n2", "restarts") == ""
+    conn = mirror.connect(inv.mirror)
+    try:  # the canary rolled back to what it ran; the others not touched
+        assert rollout.target_versions(conn) == {"n1": "1.1", "n2": "1.1", "n3": "1.1"}
+        with mirror.transaction(conn, "a test: n2 mid-upgrade, n3 upgraded"):
+            conn.execute("UPDATE rollout_nodes SET state = CASE node WHEN 'n2' THEN "
+                         "'restarting' WHEN 'n3' THEN 'done' ELSE state END")
+        assert rollout.target_versions(conn) == {"n1": "1.1", "n2": "1.1->1.2", "n3": "1.2"}
+    finally:
+        conn.close()
     assert rollout.request(inv.mirror, res.id, "stop") == "stopped"
     with pytest.raises(rollout.RolloutError, match="stopped"):
         rollout.request(inv.mirror, res.id, "pause")
