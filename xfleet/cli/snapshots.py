@@ -65,6 +65,43 @@ def plan_cmd(c: Ctx, policy_path: Path, at: float | None, show: int, as_json: bo
         console().print("no volume matches a policy", style="dim")
 
 
+@snapshots_group.command("status")
+@click.option("--policy", "policy_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The snapshot policy file (docs/snapshots.md).")
+@json_option
+@pass_ctx
+def status_cmd(c: Ctx, policy_path: Path, as_json: bool) -> None:
+    """Per policy and tenant: volumes behind their schedule and how far, from the mirror
+    (never zfs list -t snapshot).
+
+    \b
+    Example:
+      xfleet snapshots status --policy snapshots.yaml
+    """
+    from xfleet.core.units import format_age
+    from xfleet.ops.snapshots.plan import status
+    from xfleet.ops.snapshots.policy import load_policies
+
+    policies = load_policies(policy_path)
+    inv = c.inventory() if c.inventory_path or not c.mirror_override else None
+    with c.reader() as conn:
+        rows = status(conn, policies, now=time.time(), inventory=inv)
+    if as_json:
+        echo_json(rows)
+        return
+    shown = [{**r, "tenant": r["tenant"] or "-", "oldest_newest_age": "-"
+              if r["oldest_newest_age"] is None else format_age(r["oldest_newest_age"]),
+              "period": format_age(r["period"]),
+              "lag_periods": "-" if r["lag_periods"] is None else f"{r['lag_periods']:g}"}
+             for r in rows]
+    emit(["policy", "tenant", "volumes", "behind", "never", "oldest_newest_age", "period",
+          "lag_periods"], shown, "table",
+         footer="behind: volumes whose newest snapshot of the policy is older than the "
+         "schedule's latest slot (never: none yet); oldest_newest_age: the most behind "
+         "volume's newest snapshot; lag_periods: that age in schedule periods")
+
+
 @snapshots_group.command("run")
 @click.option("--policy", "policy_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path),

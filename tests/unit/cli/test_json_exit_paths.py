@@ -115,6 +115,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("report capacity", ["report", "capacity", "--node", "nosuch", "--json"]),
     ("snapshots plan", ["snapshots", "plan", "--policy", "{d}/none.yaml", "--json"]),
     ("snapshots run", ["snapshots", "run", "--policy", "{d}/none.yaml", "--json"]),
+    ("snapshots status", ["snapshots", "status", "--policy", "{d}/none.yaml", "--json"]),
     ("snapshot", ["snapshot", "--name", "s1", "--json"]),  # nothing selected
     ("clone", ["clone", "tank/no/such", "tank/no/branch", "--json"]),
     ("destroy", ["destroy", VOLUME, "--node", "n1", "--json"]),  # no --yes: refused

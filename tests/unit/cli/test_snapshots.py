@@ -43,6 +43,13 @@ def test_plan_table_json_and_errors(tmp_path: Path) -> None:
     assert by["rest"]["snapshots"] == 1 and by["rest"]["prune"] == 0  # at_least keeps it
     r = run_cli("-i", str(inv_path), "snapshots", "plan", "--policy", str(policy))
     assert r.code == 0 and "POLICY" in r.out and "hot" in r.out and "rest" in r.out, r.err
+    r = run_cli("-i", str(inv_path), "snapshots", "status", "--policy", str(policy), "--json")
+    assert r.code == 0, r.err
+    st = r.json()
+    assert sum(x["volumes"] for x in st) == volumes
+    assert next(x for x in st if x["policy"] == "rest" and x["never"] < x["volumes"])
+    r = run_cli("-i", str(inv_path), "snapshots", "status", "--policy", str(policy))
+    assert r.code == 0 and "LAG_PERIODS" in r.out, r.err
     policy.write_text(POLICY.replace("every: 15m", "every: 7m"))
     r = run_cli("-i", str(inv_path), "snapshots", "plan", "--policy", str(policy))
     assert r.code == 2 and f"{policy}:4" in r.err and "does not divide a day" in r.err

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from xfleet.mirror.backend import Connection
 from xfleet.ops.lifecycle import Holds, LifecyclePlan, Target, plan_destroy, plan_snapshot
-from xfleet.ops.snapshots.plan import AFTER_UNDERSCORE, owned_snapshots
+from xfleet.ops.snapshots.plan import newest_sql, owned_snapshots
 from xfleet.ops.snapshots.policy import Policies
 from xfleet.ops.snapshots.retention import Snap, decide
 
@@ -42,18 +42,11 @@ def take(conn: Connection, policies: Policies, *, now: float | None = None,
          inventory: Inventory | None = None) -> LifecyclePlan:
     """A snapshot of every volume due one now, named by its policy and `now`."""
     now = time.time() if now is None else now
-    expr, params = policies.compile(inventory)
     plans = []
     for p in policies.policies:
-        owned = "@" + p.owned
-        cur = conn.execute(
-            "SELECT node, name FROM (SELECT v.node, v.name, (SELECT max(s.creation) FROM "
-            "datasets s WHERE s.node = v.node AND s.name >= v.name || ? AND s.name < "
-            "v.name || ?) AS newest FROM (SELECT node, name FROM datasets WHERE "
-            f"type = 'volume' AND ({expr}) = ?) AS v) AS vols WHERE newest IS NULL OR "
-            "newest < ? ORDER BY node, name",
-            [owned, owned[:-1] + AFTER_UNDERSCORE, *params, p.name,
-             p.schedule.last_slot(now)])
+        vols, params = newest_sql(policies, p, "node, name", inventory)
+        cur = conn.execute(f"SELECT node, name FROM ({vols}) AS vols WHERE newest IS NULL OR "
+                           "newest < ? ORDER BY node, name", [*params, p.schedule.last_slot(now)])
         targets = [Target(node, name, "volume") for node, name in cur]
         if targets:
             plans.append(plan_snapshot(conn, targets, p.snapshot_name(now)))

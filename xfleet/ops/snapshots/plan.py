@@ -57,20 +57,52 @@ def _volumes_sql(policies: Policies, inventory: Inventory | None) -> tuple[str, 
     return f"type = 'volume' AND ({expr}) = ?", params
 
 
+def newest_sql(policies: Policies, p: SnapshotPolicy, columns: str,
+               inventory: Inventory | None = None) -> tuple[str, list[Any]]:
+    """`SELECT COLUMNS, newest FROM ...`: policy `p`'s volumes with the creation of each one's
+    newest snapshot of the policy (NULL: none), an index range of the volume's names each."""
+    where, params = _volumes_sql(policies, inventory)
+    owned = "@" + p.owned
+    vcols = ", ".join(f"v.{c.strip()}" for c in columns.split(","))
+    return (f"SELECT {vcols}, (SELECT max(s.creation) FROM datasets s WHERE s.node = v.node "
+            "AND s.name >= v.name || ? AND s.name < v.name || ?) AS newest "
+            f"FROM (SELECT {columns} FROM datasets WHERE {where}) AS v",
+            [owned, owned[:-1] + AFTER_UNDERSCORE, *params, p.name])
+
+
 def due_counts(conn: Connection, policies: Policies, p: SnapshotPolicy, now: float,
                inventory: Inventory | None = None) -> dict[tuple[str, str], tuple[int, int]]:
     """Per (node, pool): (volumes of policy `p`, how many are due a snapshot)."""
-    where, params = _volumes_sql(policies, inventory)
-    slot = p.schedule.last_slot(now)
-    owned = "@" + p.owned
+    vols, params = newest_sql(policies, p, "node, pool, name", inventory)
     cur = conn.execute(
         "SELECT node, pool, count(*), sum(CASE WHEN newest IS NULL OR newest < ? THEN 1 ELSE 0 "
-        "END) FROM (SELECT v.node, v.pool, (SELECT max(s.creation) FROM datasets s WHERE "
-        "s.node = v.node AND s.name >= v.name || ? AND s.name < v.name || ?) AS newest "
-        f"FROM (SELECT node, pool, name FROM datasets WHERE {where}) AS v) AS vols "
-        "GROUP BY node, pool ORDER BY node, pool",
-        [slot, owned, owned[:-1] + AFTER_UNDERSCORE, *params, p.name])
+        f"END) FROM ({vols}) AS vols GROUP BY node, pool ORDER BY node, pool",
+        [p.schedule.last_slot(now), *params])
     return {(r[0], r[1]): (int(r[2]), int(r[3] or 0)) for r in cur}
+
+
+def status(conn: Connection, policies: Policies, *, now: float | None = None,
+           inventory: Inventory | None = None) -> list[dict[str, Any]]:
+    """Per policy and tenant: volumes, how many are behind the schedule (due), never
+    snapshotted, and the age of the most behind volume's newest snapshot against the
+    schedule's period (`lag_periods`: 1 is one slot missed)."""
+    now = time.time() if now is None else now
+    out: list[dict[str, Any]] = []
+    for p in policies.policies:
+        vols, params = newest_sql(policies, p, "node, name, tenant", inventory)
+        for tenant, n, behind, never, oldest in conn.execute(
+                "SELECT tenant, count(*), sum(CASE WHEN newest IS NULL OR newest < ? THEN 1 "
+                "ELSE 0 END), sum(CASE WHEN newest IS NULL THEN 1 ELSE 0 END), min(newest) "
+                f"FROM ({vols}) AS vols GROUP BY tenant ORDER BY tenant",
+                [p.schedule.last_slot(now), *params]):
+            age = None if oldest is None else max(0.0, now - oldest)
+            out.append({"policy": p.name, "tenant": tenant, "volumes": int(n),
+                        "behind": int(behind or 0), "never": int(never or 0),
+                        "oldest_newest_age": None if age is None else round(age, 1),
+                        "period": p.schedule.period,
+                        "lag_periods": None if age is None else
+                        round(age / p.schedule.period, 2)})
+    return out
 
 
 def owned_snapshots(conn: Connection, policies: Policies, p: SnapshotPolicy,

@@ -11,7 +11,7 @@ from conftest import write_sim_inventory
 
 from xfleet import mirror
 from xfleet.fleet import inventory
-from xfleet.ops.snapshots.plan import plan
+from xfleet.ops.snapshots.plan import plan, status
 from xfleet.ops.snapshots.policy import parse_policies
 from xfleet.ops.sync import sync
 from xfleet.sim import SimTransport
@@ -63,3 +63,32 @@ def test_plan_counts_due_volumes_and_prunes_the_oldest(tmp_path: Path, mirror_at
         assert later.pools[0].due == 2  # the next hour's slot
     finally:
         conn.close()
+
+
+def test_status_per_policy_and_tenant_against_the_schedule(tmp_path: Path,
+                                                           mirror_at: str) -> None:
+    inv = inventory.load(write_sim_inventory(tmp_path / "fleet.yaml",
+                                             {"n1": {"seed": 6, "volumes": 40, "tenants": 2}}))
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    ps = parse_policies("policies:\n  - name: all\n    schedule: {every: 1h}\n"
+                        "    keep: {hourly: 24}\n")
+    p = ps.policies[0]
+    first = t.run(["zfs", "list", "-H", "-o", "name", "-t", "volume"]).stdout.split()[0]
+    t.run(["zfs", "snapshot", f"{first}@{p.snapshot_name(time.time())}"])
+    assert sync(inv, mirror_at).ok
+    conn = mirror.connect(mirror_at, readonly=True)
+    try:
+        created = conn.execute("SELECT creation FROM datasets WHERE name LIKE ?",
+                               (f"{first}@xfleet_all_%",)).fetchone()[0]
+        by_tenant = {tenant: n for tenant, n in conn.execute(
+            "SELECT tenant, count(*) FROM datasets WHERE type = 'volume' GROUP BY tenant")}
+        rows = status(conn, ps, now=created + 2 * 3600)  # two slots later
+    finally:
+        conn.close()
+    assert {r["tenant"]: r["volumes"] for r in rows} == by_tenant
+    snapped = next(r for r in rows if r["tenant"] == first.split("/")[1])
+    assert snapped["never"] == snapped["volumes"] - 1 and snapped["behind"] == snapped["volumes"]
+    assert snapped["oldest_newest_age"] == 7200 and snapped["lag_periods"] == 2
+    other = next(r for r in rows if r is not snapped)
+    assert other["never"] == other["behind"] == other["volumes"]
+    assert other["oldest_newest_age"] is None
