@@ -54,7 +54,11 @@ def test_take_is_one_command_per_pool_and_prune_keeps_the_newest(tmp_path: Path,
             counts.append([c.argv[:2] for c in plan.commands])
             assert len(plan.created) == volumes
             run(inv, db, plan)
-            assert apply.take(conn, ps, now=now + 60, inventory=inv).commands == []
+            # a later run in the same slot takes nothing (the snapshots' own time is in it;
+            # `now + 60` could be the next hour's slot)
+            taken = conn.execute("SELECT max(creation) FROM datasets WHERE name LIKE ?",
+                                 ("%@xfleet_hot_%",)).fetchone()[0]
+            assert apply.take(conn, ps, now=taken, inventory=inv).commands == []
         finally:
             conn.close()
     assert counts[0] == counts[1] == [["zfs", "snapshot"]]  # one command, 20 or 200 volumes
