@@ -438,6 +438,42 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (day, node, pool, tenant)
     )
     """,
+    # v11: a snapshot policy run is a journaled job (docs/snapshots.md): the policy file, the
+    # time it runs as of, the snapshot names it takes, what it took and pruned, its step; an
+    # interrupted run is finished by `xfleet snapshots run --resume ID` (or the next run).
+    11: """
+    CREATE TABLE snapshot_runs (
+        id INTEGER PRIMARY KEY,
+        policy TEXT NOT NULL,
+        policy_digest TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        at REAL NOT NULL,
+        names TEXT NOT NULL DEFAULT '{}',
+        max_prune INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        step TEXT,
+        planned_take INTEGER NOT NULL DEFAULT 0,
+        taken INTEGER NOT NULL DEFAULT 0,
+        planned_prune INTEGER NOT NULL DEFAULT 0,
+        pruned INTEGER NOT NULL DEFAULT 0,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        commands INTEGER NOT NULL DEFAULT 0,
+        detail TEXT NOT NULL DEFAULT '{}',
+        resumed INTEGER NOT NULL DEFAULT 0,
+        operator TEXT,
+        operator_reason TEXT,
+        held_by TEXT,
+        held_since REAL,
+        pid INTEGER,
+        host TEXT,
+        heartbeat REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL,
+        error TEXT
+    );
+    CREATE INDEX snapshot_runs_state ON snapshot_runs (state)
+    """,
 }
 
 
