@@ -55,19 +55,22 @@ def take(conn: Connection, policies: Policies, *, now: float | None = None,
 
 def prune(conn: Connection, policies: Policies, *, inventory: Inventory | None = None,
           holds: Holds | None = None, max_prune: int = DEFAULT_MAX_PRUNE) -> LifecyclePlan:
-    """The snapshots every policy's retention prunes (up to `max_prune`), held ones skipped."""
+    """The snapshots every policy's retention prunes (up to `max_prune`), held ones skipped;
+    a clone's origin is kept by the retention and listed in `skipped` too."""
     chosen: dict[str, list[str]] = defaultdict(list)  # node -> snapshot names
+    skipped: list[tuple[str, str, str]] = []
     n = 0
     for p in policies.policies:
         for node, _vol, rows in owned_snapshots(conn, policies, p, inventory):
             d = decide([Snap(name, creation or 0, prot) for name, creation, _, prot in rows],
                        p.keep, p.schedule.tz)
+            skipped += [(node, name, "kept: a clone's origin") for name, _, _, prot in rows
+                        if prot]
             for name in d.prune:
                 if n >= max_prune:
                     break
                 chosen[node].append(name)
                 n += 1
-    skipped: list[tuple[str, str, str]] = []
     targets: list[Target] = []
     for node, names in sorted(chosen.items()):
         held = holds.userrefs(node, names) if holds is not None else {}
