@@ -34,16 +34,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from xfleet import mirror
-from xfleet.core.errors import UsageError, XfleetError
+from xfleet.core.errors import UsageError
 from xfleet.core.names import validate_dataset
-from xfleet.core.units import parse_size
-from xfleet.core.yamlsrc import Val, convert, plain, shown, suggest
+from xfleet.core.yamlsrc import Val, shown
 from xfleet.mirror import claims, jobs, query
 from xfleet.mirror.backend import Connection, Location, Row
 from xfleet.mirror.store import inserted_id
+from xfleet.ops.policyfile import MATCH_KEYS as MATCH_KEYS
+from xfleet.ops.policyfile import PolicyError as PolicyError
+from xfleet.ops.policyfile import PolicyFile
+from xfleet.ops.policyfile import match_sql as match_sql
 
 if TYPE_CHECKING:
     from xfleet.fleet.connections import Connections
@@ -52,11 +53,6 @@ if TYPE_CHECKING:
 
 
 HEARTBEAT = 20.0  # seconds between heartbeats of a run being applied
-
-class PolicyError(XfleetError):
-    """The compression policy file is invalid; `where` is file:line."""
-
-    exit_code = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,23 +98,7 @@ def canonical_sql(col: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # the policy
 
-MATCH_KEYS: dict[str, str] = {
-    "labels": "a mapping of node label names to values (inventory labels), all must match",
-    "node": "a node name or a list of them",
-    "pool": "a pool name or a list of them",
-    "name": "a glob on the volume name (e.g. 'tank/t00*/*') or a list of globs",
-    "tenant": "a tenant name or a list of them",
-    "properties": "a mapping of ZFS user properties (mirrored ones) to values",
-    "volsize": "a size condition like '>=100G' (also used, referenced, logicalused, "
-    "logicalreferenced)",
-    "used": "a size condition like '>10G'",
-    "referenced": "a size condition like '>10G'",
-    "logicalused": "a size condition like '>10G'",
-    "logicalreferenced": "a size condition like '>10G'",
-}
 RULE_KEYS = ("name", "match", "compression")
-_SIZE_KEYS = ("volsize", "used", "referenced", "logicalused", "logicalreferenced")
-_COND = re.compile(r"^\s*(>=|<=|!=|=|>|<)?\s*([0-9][0-9.]*\s*[A-Za-z]*)\s*\Z")
 
 
 @dataclass
@@ -149,7 +129,7 @@ class Policy:
         whens: list[str] = []
         params: list[Any] = []
         for r in self.rules:
-            cond, p = _match_sql(r, inventory, tenant_property)
+            cond, p = match_sql(r.match, inventory, tenant_property)
             whens.append(cond)
             params.extend(p)
         if not whens:
@@ -171,124 +151,19 @@ def _in(col: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
     return f"{col} IN ({', '.join('?' for _ in values)})", list(values)
 
 
-def _match_sql(rule: Rule, inventory: Inventory | None,
-               tenant_property: str) -> tuple[str, list[Any]]:
-    return match_sql(rule.match, inventory, tenant_property)
+class _Rules(PolicyFile[Rule]):
+    """The compression policy file: `rules:`, each a Rule (xfleet.ops.policyfile)."""
 
+    kind = "compression policy"
+    missing_hint = ("pass --policy FILE or set the fleet var compression_policy; "
+                    "see inventory/compression.yaml")
+    key = "rules"
+    shape = "a compression policy is a mapping with a 'rules:' list"
+    shape_hint = "see inventory/compression.yaml"
+    noun = "rule"
 
-def match_sql(m: dict[str, Any], inventory: Inventory | None,
-              tenant_property: str) -> tuple[str, list[Any]]:
-    """A rule's `match` (parsed by the policy loader) as an SQL condition over a `datasets`
-    row, and its parameters: shared by every policy with match rules (snapshot policies)."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if "labels" in m:
-        want: dict[str, str] = m["labels"]
-        if inventory is None:
-            for k, v in want.items():  # labels as the last sync recorded them
-                clauses.append("node IN (SELECT name FROM nodes WHERE json_extract(labels, ?) = ?)")
-                params.extend([f'$."{k}"', v])
-        else:
-            nodes = [h.name for h in inventory.hosts.values()
-                     if all(h.labels.get(k) == v for k, v in want.items())]
-            if not nodes:
-                clauses.append("FALSE")
-            else:
-                c, p = _in("node", nodes)
-                clauses.append(c)
-                params.extend(p)
-    for key, col in (("node", "node"), ("pool", "pool"), ("tenant", "tenant")):
-        if key in m:
-            c, p = _in(col, m[key])
-            clauses.append(c)
-            params.extend(p)
-    if "name" in m:
-        globs = m["name"]
-        clauses.append("(" + " OR ".join("glob(?, name)" for _ in globs) + ")")
-        params.extend(globs)
-    for prop, val in m.get("properties", {}).items():
-        if prop == tenant_property:
-            clauses.append("tenant = ?")
-            params.append(val)
-        else:
-            clauses.append("json_extract(user_properties, ?) = ?")
-            params.extend([f'$."{prop}"', val])
-    for key in _SIZE_KEYS:
-        for op, size in m.get(key, ()):
-            clauses.append(f"{key} {op} ?")
-            params.append(size)
-    return ("(" + " AND ".join(clauses) + ")" if clauses else "TRUE"), params
-
-
-class _PolicyLoader:
-    def __init__(self, path: Path):
-        self.path = path
-        self.file = str(path)
-
-    def err(self, line: int, msg: str, hint: str | None = None) -> PolicyError:
-        return PolicyError(msg, where=f"{self.file}:{line}", hint=hint)
-
-    def load(self) -> Policy:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            raise PolicyError(f"compression policy {self.file} does not exist", where=self.file,
-                              hint="pass --policy FILE or set the fleet var compression_policy; "
-                              "see inventory/compression.yaml") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PolicyError(f"cannot read {self.file}: {exc}", where=self.file) from None
-        return self.parse(text)
-
-    def parse(self, text: str) -> Policy:
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            root = convert(node, self.file, yaml.constructor.SafeConstructor()) \
-                if node is not None else None
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            raise self.err(mark.line + 1 if mark else 1,
-                           f"YAML syntax error: {exc.problem or 'malformed YAML'}",
-                           hint="check indentation and quoting near this line") from None
-        except yaml.YAMLError as exc:
-            raise self.err(1, f"YAML error: {exc}") from None
-        except XfleetError as exc:  # duplicate keys and the like, from the shared loader
-            raise PolicyError(exc.message, where=exc.where, hint=exc.hint) from None
-        if not isinstance(root, dict) or "rules" not in root:
-            raise self.err(1, "a compression policy is a mapping with a 'rules:' list",
-                           hint="see inventory/compression.yaml")
-        for k, v in root.items():
-            if k != "rules":
-                raise self.err(v.at, f"unknown top-level key {k!r}", hint=suggest(k, ["rules"]))
-        rules_v = root["rules"]
-        if not isinstance(rules_v.value, list) or not rules_v.value:
-            raise self.err(rules_v.line, f"rules must be a non-empty list, got "
-                           f"{shown(rules_v.value)}")
-        rules: list[Rule] = []
-        seen: dict[str, int] = {}
-        for i, item in enumerate(rules_v.value):
-            rule = self._rule(i, item)
-            if rule.name in seen:
-                raise self.err(item.line, f"rule name {rule.name!r} is used twice (first at "
-                               f"line {seen[rule.name]})", hint="rule names must be unique")
-            seen[rule.name] = item.line
-            rules.append(rule)
-        for r in rules[:-1]:
-            if not r.match:
-                later = rules[rules.index(r) + 1]
-                raise self.err(later.line, f"rule {later.name!r} can never match: rule "
-                               f"{r.name!r} (line {r.line}) has no 'match' and takes every "
-                               "volume", hint="put the catch-all rule last")
-        return Policy(self.path, rules)
-
-    def _rule(self, i: int, item: Val) -> Rule:
-        if not isinstance(item.value, dict):
-            raise self.err(item.line, f"rule {i + 1} must be a mapping with name, match and "
-                           f"compression, got {shown(item.value)}")
-        body: dict[str, Val] = item.value
-        for k, v in body.items():
-            if k not in RULE_KEYS:
-                raise self.err(v.at, f"unknown key {k!r} in rule {i + 1}",
-                               hint=suggest(k, RULE_KEYS))
+    def entry(self, i: int, item: Val) -> Rule:
+        body = self.body(i, item, RULE_KEYS, "name, match and compression")
         name = f"rule-{i + 1}"
         if "name" in body:
             nv = body["name"]
@@ -307,87 +182,16 @@ class _PolicyLoader:
             comp = validate_compression(value)
         except UsageError as exc:
             raise self.err(cv.line, f"rule {name!r}: {exc.message}", hint=exc.hint) from None
-        match: dict[str, Any] = {}
-        if "match" in body:
-            mv = body["match"]
-            if not isinstance(mv.value, dict):
-                raise self.err(mv.line, f"rule {name!r}: match must be a mapping, got "
-                               f"{shown(mv.value)}", hint=f"keys: {', '.join(MATCH_KEYS)}")
-            for k, v in mv.value.items():
-                match[k] = self._match(name, k, v)
-        return Rule(name, comp, item.line, match)
-
-    def _strings(self, rule: str, key: str, v: Val) -> list[str]:
-        raw = v.value if isinstance(v.value, list) else [v]
-        out = []
-        for x in raw:
-            xv = x.value
-            if isinstance(xv, (dict, list)) or xv is None or isinstance(xv, bool):
-                raise self.err(x.line, f"rule {rule!r}: {key} must be {MATCH_KEYS[key]}, got "
-                               f"{shown(xv)}")
-            out.append(str(xv))
-        if not out:
-            raise self.err(v.line, f"rule {rule!r}: {key} is an empty list")
-        return out
-
-    def _match(self, rule: str, key: str, v: Val) -> Any:
-        if key not in MATCH_KEYS:
-            raise self.err(v.at, f"rule {rule!r}: unknown match key {key!r}",
-                           hint=suggest(key, tuple(MATCH_KEYS)))
-        if key in ("labels", "properties"):
-            if not isinstance(v.value, dict) or not v.value:
-                raise self.err(v.line, f"rule {rule!r}: {key} must be {MATCH_KEYS[key]}, got "
-                               f"{shown(v.value)}")
-            out: dict[str, str] = {}
-            for k, x in v.value.items():
-                if isinstance(x.value, (dict, list)) or x.value is None:
-                    raise self.err(x.line, f"rule {rule!r}: {key}.{k} must be a plain value, "
-                                   f"got {shown(x.value)}")
-                if key == "properties" and ":" not in k:
-                    raise self.err(x.at, f"rule {rule!r}: {k!r} is not a user property",
-                                   hint="user properties look like 'module:name', e.g. "
-                                   "xfleet:tier (and must be mirrored: inventory "
-                                   "user_properties)")
-                if key == "labels" and '"' in k:
-                    raise self.err(x.at, f"rule {rule!r}: label names may not contain '\"'")
-                if key == "properties" and '"' in k:
-                    raise self.err(x.at, f"rule {rule!r}: property names may not contain '\"'")
-                val = plain(x)
-                out[k] = str(val).lower() if isinstance(val, bool) else str(val)
-            return out
-        if key in _SIZE_KEYS:
-            items = v.value if isinstance(v.value, list) else [v]
-            conds = []
-            for x in items:
-                text = str(x.value) if isinstance(x.value, (str, int)) else ""
-                m = _COND.match(text)
-                size = None
-                if m:
-                    try:
-                        size = parse_size(m.group(2).replace(" ", ""))
-                    except (UsageError, ValueError):
-                        size = None
-                if m is None or size is None:
-                    raise self.err(x.line, f"rule {rule!r}: {key} {shown(x.value)} is not a "
-                                   "size condition",
-                                   hint="write e.g. '>=100G', '<1T' or '512M' (means =)")
-                conds.append((m.group(1) or "=", size))
-            return conds
-        vals = self._strings(rule, key, v)
-        if key == "name":
-            for g in vals:
-                if any(c in g for c in "\n\x00"):
-                    raise self.err(v.line, f"rule {rule!r}: name glob {g!r} is not valid")
-        return vals
+        return Rule(name, comp, item.line, self.match(name, body.get("match")))
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:
     """Load and validate a policy; raises PolicyError naming file:line."""
-    return _PolicyLoader(Path(path)).load()
+    return Policy(Path(path), _Rules(Path(path)).load())
 
 
 def parse_policy(text: str, where: str = "<policy>") -> Policy:
-    return _PolicyLoader(Path(where)).parse(text)
+    return Policy(Path(where), _Rules(Path(where)).parse(text))
 
 
 def policy_for(inventory: Inventory | None, path: str | None) -> Policy:

@@ -1,5 +1,5 @@
-"""Snapshot policies in YAML, in the style of the compression policy (file:line errors, the same
-`match` keys, compiled to SQL over the mirror; docs/snapshots.md):
+"""Snapshot policies in YAML, a policy file like the compression policy (xfleet.ops.policyfile:
+file:line errors, the same `match` keys, compiled to SQL over the mirror; docs/snapshots.md):
 
 ```yaml
 policies:
@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from xfleet.core.errors import UsageError, XfleetError
-from xfleet.core.yamlsrc import Val, convert, shown, suggest
-from xfleet.ops.compression import MATCH_KEYS, PolicyError, _PolicyLoader, match_sql
+from xfleet.core.errors import UsageError
+from xfleet.core.yamlsrc import Val, shown, suggest
+from xfleet.ops.policyfile import MATCH_KEYS as MATCH_KEYS
+from xfleet.ops.policyfile import PolicyError, PolicyFile, match_sql
 from xfleet.ops.snapshots.retention import GRANULARITIES, Keep
 from xfleet.ops.snapshots.schedule import Schedule
 
@@ -94,76 +93,22 @@ class Policies:
                          hint=f"policies: {', '.join(p.name for p in self.policies)}")
 
 
-class _Loader(_PolicyLoader):
-    """The compression policy's loader (YAML with lines, the `match` keys), for snapshot
-    policies."""
+class _Loader(PolicyFile[SnapshotPolicy]):
+    """The snapshot policy file: `policies:`, each a SnapshotPolicy (xfleet.ops.policyfile)."""
 
-    def err(self, line: int, msg: str, hint: str | None = None) -> PolicyError:
-        return SnapshotPolicyError(msg, where=f"{self.file}:{line}", hint=hint)
+    error = SnapshotPolicyError
+    kind = "snapshot policy"
+    missing_hint = "see docs/snapshots.md for the format"
+    key = "policies"
+    shape = "a snapshot policy file is a mapping with a 'policies:' list"
+    shape_hint = "see docs/snapshots.md"
+    noun = "policy"
 
-    def load_policies(self) -> Policies:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            raise SnapshotPolicyError(f"snapshot policy {self.file} does not exist",
-                                      where=self.file,
-                                      hint="see docs/snapshots.md for the format") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SnapshotPolicyError(f"cannot read {self.file}: {exc}",
-                                      where=self.file) from None
-        return self.parse_policies(text)
-
-    def parse_policies(self, text: str) -> Policies:
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            root = convert(node, self.file, yaml.constructor.SafeConstructor()) \
-                if node is not None else None
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            raise self.err(mark.line + 1 if mark else 1,
-                           f"YAML syntax error: {exc.problem or 'malformed YAML'}",
-                           hint="check indentation and quoting near this line") from None
-        except yaml.YAMLError as exc:
-            raise self.err(1, f"YAML error: {exc}") from None
-        except XfleetError as exc:
-            raise SnapshotPolicyError(exc.message, where=exc.where, hint=exc.hint) from None
-        if not isinstance(root, dict) or "policies" not in root:
-            raise self.err(1, "a snapshot policy file is a mapping with a 'policies:' list",
-                           hint="see docs/snapshots.md")
-        for k, v in root.items():
-            if k != "policies":
-                raise self.err(v.at, f"unknown top-level key {k!r}",
-                               hint=suggest(k, ["policies"]))
-        items = root["policies"]
-        if not isinstance(items.value, list) or not items.value:
-            raise self.err(items.line, "policies must be a non-empty list, got "
-                           f"{shown(items.value)}")
-        out: list[SnapshotPolicy] = []
-        seen: dict[str, int] = {}
-        for i, item in enumerate(items.value):
-            p = self._policy(i, item)
-            if p.name in seen:
-                raise self.err(item.line, f"policy name {p.name!r} is used twice (first at "
-                               f"line {seen[p.name]})", hint="policy names must be unique")
-            seen[p.name] = item.line
-            out.append(p)
-        for p in out[:-1]:
-            if not p.match:
-                later = out[out.index(p) + 1]
-                raise self.err(later.line, f"policy {later.name!r} can never match: policy "
-                               f"{p.name!r} (line {p.line}) has no 'match' and takes every "
-                               "volume", hint="put the catch-all policy last")
-        return Policies(self.path, out)
+    def entry(self, i: int, item: Val) -> SnapshotPolicy:
+        return self._policy(i, item)
 
     def _policy(self, i: int, item: Val) -> SnapshotPolicy:
-        if not isinstance(item.value, dict):
-            raise self.err(item.line, f"policy {i + 1} must be a mapping with name, schedule "
-                           f"and keep, got {shown(item.value)}")
-        body: dict[str, Val] = item.value
-        for k, v in body.items():
-            if k not in POLICY_KEYS:
-                raise self.err(v.at, f"unknown key {k!r} in policy {i + 1}",
-                               hint=suggest(k, POLICY_KEYS))
+        body = self.body(i, item, POLICY_KEYS, "name, schedule and keep")
         if "name" not in body:
             raise self.err(item.line, f"policy {i + 1} has no 'name'",
                            hint="a name of letters, digits, '.' and '-': it is part of every "
@@ -183,15 +128,7 @@ class _Loader(_PolicyLoader):
             tz = tv.value
         schedule = self._schedule(name, item, body.get("schedule"), tz)
         keep = self._keep(name, item, body.get("keep"))
-        match: dict[str, Any] = {}
-        if "match" in body:
-            mv = body["match"]
-            if not isinstance(mv.value, dict):
-                raise self.err(mv.line, f"policy {name!r}: match must be a mapping, got "
-                               f"{shown(mv.value)}", hint=f"keys: {', '.join(MATCH_KEYS)}")
-            for k, v in mv.value.items():
-                match[k] = self._match(name, k, v)
-        return SnapshotPolicy(name, item.line, schedule, keep, match)
+        return SnapshotPolicy(name, item.line, schedule, keep, self.match(name, body.get("match")))
 
     def _schedule(self, name: str, item: Val, sv: Val | None, tz: str) -> Schedule:
         if sv is None:
@@ -233,8 +170,8 @@ class _Loader(_PolicyLoader):
 
 def load_policies(path: str | Path) -> Policies:
     """Load and validate a snapshot policy file; raises SnapshotPolicyError naming file:line."""
-    return _Loader(Path(path)).load_policies()
+    return Policies(Path(path), _Loader(Path(path)).load())
 
 
 def parse_policies(text: str, where: str = "<policies>") -> Policies:
-    return _Loader(Path(where)).parse_policies(text)
+    return Policies(Path(where), _Loader(Path(where)).parse(text))
