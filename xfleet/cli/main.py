@@ -25,6 +25,7 @@ from xfleet.cli import (
     moves,
     play,
     query,
+    replicate,
     serve,
     snapshots,
     sync,
@@ -122,6 +123,7 @@ cli.add_command(upgrade.rollouts_group)
 cli.add_command(upgrade.target_group)
 cli.add_command(serve.serve_cmd)
 cli.add_command(snapshots.snapshots_group)
+cli.add_command(replicate.replicate_group)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -474,6 +474,54 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX snapshot_runs_state ON snapshot_runs (state)
     """,
+    # v12: standing replicas (docs/replicate.md): one row per (source node, volume, target
+    # node), its cursor (the newest source snapshot the copy holds, held and bookmarked on the
+    # source), the source time its data is from, its RPO; a journaled job kind; and its log.
+    12: """
+    CREATE TABLE replicas (
+        id INTEGER PRIMARY KEY,
+        policy TEXT NOT NULL,
+        source_node TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        target_node TEXT NOT NULL,
+        target_volume TEXT NOT NULL,
+        rpo REAL NOT NULL,
+        state TEXT NOT NULL,
+        step TEXT,
+        cursor TEXT,
+        cursor_guid TEXT,
+        cursor_txg INTEGER,
+        as_of REAL,
+        send_flags TEXT NOT NULL DEFAULT '[]',
+        receive_properties TEXT NOT NULL DEFAULT '{}',
+        bytes_last INTEGER,
+        bytes_total INTEGER NOT NULL DEFAULT 0,
+        rounds INTEGER NOT NULL DEFAULT 0,
+        last_round_at REAL,
+        move INTEGER,
+        error TEXT,
+        operator TEXT,
+        held_by TEXT,
+        held_since REAL,
+        pid INTEGER,
+        host TEXT,
+        heartbeat REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE UNIQUE INDEX replicas_source ON replicas (source_node, volume, target_node);
+    CREATE INDEX replicas_target ON replicas (target_node, target_volume);
+    CREATE INDEX replicas_policy ON replicas (policy, target_node, state);
+    CREATE TABLE replica_log (
+        replica INTEGER NOT NULL,
+        at REAL NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL,
+        operator TEXT
+    );
+    CREATE INDEX replica_log_replica ON replica_log (replica, at)
+    """,
 }
 
 

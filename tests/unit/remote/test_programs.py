@@ -31,6 +31,7 @@ TESTED = {
     "nvme_controllers": "test_nvme_controllers",
     "nvme_fabrics_connect": "test_nvme_fabrics_connect_compiles",
     "put_file": "test_put_file",
+    "replica_cursor": "test_replica_cursor",
     "send_direct": "test_send_direct",
     "wait_device": "test_wait_device",
 }
@@ -148,6 +149,40 @@ def test_send_direct(tmp_path: Path, send_status: int) -> None:
     assert got.read_text() == "stream"
     assert (tmp_path / "received.argv").read_text().split()[-5:] == \
         ["root@n2", "zfs", "receive", "-s", "tank/v"]
+
+
+def test_replica_cursor(tmp_path: Path) -> None:
+    """The order of a cursor's advance (a stand-in `zfs` that logs its arguments, so no ZFS
+    behaviour is claimed; the simulator and the lab run it against zfs): the new bases are
+    held in one command and bookmarked before the old ones are released and their bookmarks
+    destroyed; a retried run's "tag already exists" and "bookmark exists" are success; a
+    failed hold changes nothing else and exits 1."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    _stub(bin_dir, "zfs", f'printf "%s|" "$@" >> {calls}\necho >> {calls}\n'
+          'case "$1" in bookmark) echo "cannot create bookmark: bookmark exists" >&2; exit 1;; '
+          'hold) [ -e ' + str(tmp_path / "nohold") + ' ] && { echo "cannot hold: no such '
+          'pool" >&2; exit 1; };; esac\nexit 0\n')
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    p = program("replica_cursor")
+    out = _run(p, "xfleet-replica-7", "tank/a b", "s2", "s1", "tank/c", "s9", "", env=env)
+    assert out.returncode == 0, out.stderr
+    assert calls.read_text().splitlines() == [
+        "hold|xfleet-replica-7|tank/a b@s2|tank/c@s9|",
+        "bookmark|tank/a b@s2|tank/a b#xfleet-replica-7_s2|",
+        "bookmark|tank/c@s9|tank/c#xfleet-replica-7_s9|",
+        "release|xfleet-replica-7|tank/a b@s1|",
+        "destroy|tank/a b#xfleet-replica-7_s1|"]
+    steps = [line.split("\t")[:2] for line in out.stdout.decode().splitlines()]
+    assert steps == [["hold", "OK"], ["bookmark", "OK"], ["bookmark", "OK"],
+                     ["release", "OK"], ["destroy", "OK"]]
+    calls.unlink()
+    (tmp_path / "nohold").write_text("")
+    out = _run(p, "xfleet-replica-7", "tank/c", "s10", "s9", env=env)
+    assert out.returncode == 1
+    assert calls.read_text().splitlines() == ["hold|xfleet-replica-7|tank/c@s10|"]
+    assert out.stdout.decode().startswith("hold\tERR\t")
 
 
 def test_wait_device(tmp_path: Path) -> None:

@@ -318,6 +318,30 @@ def create_many(inv: Inventory, conn: Connection, plans: Sequence[Plan],
     return [get(conn, i) for i in ids]
 
 
+def adopt(conn: Connection, p: Plan, received: str,
+          options: dict[str, Any] | None = None) -> Move:
+    """Journal a move whose base copy is already on the target, at the source's snapshot
+    @`received` (a standing replica's copy, `xfleet replicate promote`): it starts in
+    catchup, so only what changed since @received travels before the cutover."""
+    opts = {**DEFAULTS, **(options or {})}
+    now = time.time()
+    mirror.begin(conn, "a move of a replica's volume")
+    try:
+        refuse_active(conn, p.volume, p.source_node)
+        move_id = _insert(conn, p, opts, now)
+        conn.execute("UPDATE moves SET state = 'catchup', received = ? WHERE id = ?",
+                     (received, move_id))
+        conn.execute("INSERT INTO move_log (move, at, state, message, operator) VALUES "
+                     "(?, ?, 'catchup', ?, ?)", (move_id, now, f"base copy adopted: the "
+                                                 f"target holds @{received}",
+                                                 claims.operator()))
+        conn.execute("COMMIT")
+    except BaseException:
+        mirror.rollback(conn)
+        raise
+    return get(conn, move_id)
+
+
 def _insert(conn: Connection, p: Plan, opts: dict[str, Any], now: float) -> int:
     cur = conn.execute(
         "INSERT INTO moves (volume, source_node, target_node, target_volume, state, send_flags, "

@@ -52,16 +52,21 @@ class Plan:
                 "prunes": self.prunes}
 
 
-def _volumes_sql(policies: Policies, inventory: Inventory | None) -> tuple[str, list[Any]]:
+def volumes_sql(policies: Policies, inventory: Inventory | None) -> tuple[str, list[Any]]:
+    """The WHERE condition of a `datasets` row taken by the policy named by the last parameter
+    (append it): a volume, the first policy that matches, and not a standing replica's copy
+    (copies are kept by their replication, never snapshotted or pruned by a policy)."""
     expr, params = policies.compile(inventory)
-    return f"type = 'volume' AND ({expr}) = ?", params
+    return (f"type = 'volume' AND ({expr}) = ? AND NOT EXISTS (SELECT 1 FROM replicas rc "
+            "WHERE rc.target_node = datasets.node AND rc.target_volume = datasets.name AND "
+            "rc.state != 'promoted')", params)
 
 
 def newest_sql(policies: Policies, p: SnapshotPolicy, columns: str,
                inventory: Inventory | None = None) -> tuple[str, list[Any]]:
     """`SELECT COLUMNS, newest FROM ...`: policy `p`'s volumes with the creation of each one's
     newest snapshot of the policy (NULL: none), an index range of the volume's names each."""
-    where, params = _volumes_sql(policies, inventory)
+    where, params = volumes_sql(policies, inventory)
     owned = "@" + p.owned
     vcols = ", ".join(f"v.{c.strip()}" for c in columns.split(","))
     return (f"SELECT {vcols}, (SELECT max(s.creation) FROM datasets s WHERE s.node = v.node "
@@ -109,7 +114,7 @@ def owned_snapshots(conn: Connection, policies: Policies, p: SnapshotPolicy,
                     inventory: Inventory | None = None) -> Iterator[tuple[str, str, list[Any]]]:
     """(node, dataset, rows) per volume of policy `p`: its snapshots taken by the policy, oldest
     first, each (name, creation, used, protected); protected: a clone's origin."""
-    where, params = _volumes_sql(policies, inventory)
+    where, params = volumes_sql(policies, inventory)
     owned = "@" + p.owned
     cur = conn.execute(
         "SELECT v.node, v.name, s.name, s.creation, s.used, "

@@ -8,6 +8,8 @@ policies:
     schedule: {every: 15m}         # or {hourly: ":05"}, or {daily: "02:30"}
     timezone: Europe/Berlin        # of the schedule and of the retention's buckets; UTC
     keep: {frequently: 4, hourly: 24, daily: 7, weekly: 4, monthly: 6, at_least: 2}
+    replicate:                     # optional: standing replicas (docs/replicate.md)
+      - {node: n2, pool: tank, rpo: 1h}   # root: backup/n1 puts the copies under it
 ```
 
 A volume belongs to the first policy whose `match` takes it. A policy's snapshots are named
@@ -24,17 +26,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xfleet.core.errors import UsageError
+from xfleet.core.names import pool_of, validate_dataset
 from xfleet.core.yamlsrc import Val, shown, suggest
 from xfleet.ops.policyfile import MATCH_KEYS as MATCH_KEYS
 from xfleet.ops.policyfile import PolicyError, PolicyFile, match_sql
 from xfleet.ops.snapshots.retention import GRANULARITIES, Keep
-from xfleet.ops.snapshots.schedule import Schedule
+from xfleet.ops.snapshots.schedule import Schedule, parse_duration
 
 if TYPE_CHECKING:
     from xfleet.fleet.inventory import Inventory
 
 PREFIX = "xfleet"
-POLICY_KEYS = ("name", "match", "schedule", "timezone", "keep")
+POLICY_KEYS = ("name", "match", "schedule", "timezone", "keep", "replicate")
+REPLICATE_KEYS = ("node", "pool", "rpo", "root")
 KEEP_KEYS = (*GRANULARITIES, "at_least")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$")
 STAMP = "%Y-%m-%d_%H:%M:%S"
@@ -44,6 +48,24 @@ class SnapshotPolicyError(PolicyError):
     """The snapshot policy file is invalid; `where` is file:line."""
 
 
+@dataclass(frozen=True)
+class ReplicaTarget:
+    """Where a policy keeps standing replicas of its volumes: a node and pool (the copy of
+    `pool/a/b` is `root/a/b`, root defaulting to the pool) within `rpo` seconds."""
+
+    node: str
+    pool: str
+    rpo: int
+    root: str | None = None
+    line: int = 0
+
+    def target_volume(self, volume: str) -> str:
+        return (self.root or self.pool) + volume[len(pool_of(volume)):]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "pool": self.pool, "rpo": self.rpo, "root": self.root}
+
+
 @dataclass
 class SnapshotPolicy:
     name: str
@@ -51,6 +73,7 @@ class SnapshotPolicy:
     schedule: Schedule
     keep: Keep
     match: dict[str, Any] = field(default_factory=dict)
+    replicate: list[ReplicaTarget] = field(default_factory=list)
 
     @property
     def owned(self) -> str:
@@ -65,7 +88,8 @@ class SnapshotPolicy:
         s = self.schedule
         return {"name": self.name, "line": self.line, "match": self.match,
                 "timezone": s.tz, "period_seconds": s.period, "keep": {
-                    k: getattr(self.keep, k) for k in KEEP_KEYS}}
+                    k: getattr(self.keep, k) for k in KEEP_KEYS},
+                "replicate": [t.to_dict() for t in self.replicate]}
 
 
 @dataclass
@@ -128,7 +152,60 @@ class _Loader(PolicyFile[SnapshotPolicy]):
             tz = tv.value
         schedule = self._schedule(name, item, body.get("schedule"), tz)
         keep = self._keep(name, item, body.get("keep"))
-        return SnapshotPolicy(name, item.line, schedule, keep, self.match(name, body.get("match")))
+        targets = self._replicate(name, schedule, body["replicate"]) if "replicate" in body \
+            else []
+        return SnapshotPolicy(name, item.line, schedule, keep, self.match(name, body.get("match")),
+                              targets)
+
+    def _replicate(self, name: str, schedule: Schedule, rv: Val) -> list[ReplicaTarget]:
+        items = rv.value if isinstance(rv.value, list) else [rv]
+        if not items:
+            raise self.err(rv.line, f"policy {name!r}: replicate is empty",
+                           hint="e.g. replicate: [{node: n2, pool: tank, rpo: 1h}]")
+        out: list[ReplicaTarget] = []
+        for tv in items:
+            if not isinstance(tv.value, dict):
+                raise self.err(tv.line, f"policy {name!r}: a replicate target is a mapping "
+                               f"with node, pool and rpo, got {shown(tv.value)}",
+                               hint="e.g. {node: n2, pool: tank, rpo: 1h}")
+            body: dict[str, Val] = tv.value
+            for k, v in body.items():
+                if k not in REPLICATE_KEYS:
+                    raise self.err(v.at, f"policy {name!r}: unknown replicate key {k!r}",
+                                   hint=suggest(k, REPLICATE_KEYS))
+            for k in ("node", "pool", "rpo"):
+                if k not in body:
+                    raise self.err(tv.line, f"policy {name!r}: replicate target has no {k!r}",
+                                   hint="e.g. {node: n2, pool: tank, rpo: 1h}")
+                if not isinstance(body[k].value, str) or not body[k].value:
+                    raise self.err(body[k].line, f"policy {name!r}: replicate {k} must be a "
+                                   f"name, got {shown(body[k].value)}")
+            try:
+                rpo = parse_duration(body["rpo"].value, "rpo")
+                pool = validate_dataset(body["pool"].value, allow_snapshot=False)
+                root = validate_dataset(body["root"].value, allow_snapshot=False) \
+                    if "root" in body else None
+            except UsageError as exc:
+                raise self.err(body["rpo"].line, f"policy {name!r}: {exc.message}",
+                               hint=exc.hint) from None
+            if "/" in pool:
+                raise self.err(body["pool"].line, f"policy {name!r}: replicate pool "
+                               f"{pool!r} is a dataset, not a pool",
+                               hint="use root: POOL/PATH to put the copies under a dataset")
+            if root is not None and pool_of(root) != pool:
+                raise self.err(body["root"].line, f"policy {name!r}: replicate root {root!r} "
+                               f"is not in pool {pool!r}")
+            if rpo < schedule.period:
+                raise self.err(body["rpo"].line, f"policy {name!r}: rpo {body['rpo'].value} "
+                               f"is shorter than the schedule's period "
+                               f"({schedule.period // 60} min): it can never be met",
+                               hint="a replica is as fresh as the newest snapshot it got: "
+                               "make the rpo at least the period (twice is safer)")
+            node = body["node"].value
+            if any(t.node == node for t in out):
+                raise self.err(tv.line, f"policy {name!r} replicates to {node!r} twice")
+            out.append(ReplicaTarget(node, pool, rpo, root, tv.line))
+        return out
 
     def _schedule(self, name: str, item: Val, sv: Val | None, tz: str) -> Schedule:
         if sv is None:

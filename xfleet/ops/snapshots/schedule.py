@@ -21,12 +21,17 @@ _HHMM = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
 _MM = re.compile(r"^\s*:(\d{2})\s*$")
 
 
-def parse_every(text: str) -> int:
-    """'15m' -> 900 seconds (s, m, h, d); at least a minute, dividing a day if under one."""
+def parse_duration(text: str, what: str = "interval") -> int:
+    """'15m' -> 900 seconds (s, m, h, d)."""
     m = _EVERY.match(text)
     if not m:
-        raise UsageError(f"cannot read the interval {text!r}", hint="e.g. 15m, 1h, 2d")
-    seconds = int(m.group(1)) * _UNIT[m.group(2)]
+        raise UsageError(f"cannot read the {what} {text!r}", hint="e.g. 15m, 1h, 2d")
+    return int(m.group(1)) * _UNIT[m.group(2)]
+
+
+def parse_every(text: str) -> int:
+    """'15m' -> 900 seconds (s, m, h, d); at least a minute, dividing a day if under one."""
+    seconds = parse_duration(text)
     if seconds < 60:
         raise UsageError(f"interval {text!r} is under a minute",
                          hint="snapshots at most once a minute (each is one zfs snapshot)")

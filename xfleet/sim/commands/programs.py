@@ -6,12 +6,17 @@ put_file, which stages the simulated target daemon's packages, is in target.py."
 from __future__ import annotations
 
 import base64
+import builtins
 import functools
 import json
 import random
+import subprocess
+import sys
+import types
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from xfleet.remote.programs import program
 from xfleet.sim.content import content_of, device_volume, slice_hash
 from xfleet.sim.overlay import Rec
 from xfleet.sim.registry import PROGRAM, Context, Fail, command
@@ -119,3 +124,48 @@ def sample_hashes(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[
                    1)
     content, volsize = content_of(rec), int(rec["volsize"])
     return iter([f"{slice_hash(content, volsize, int(o))} {o}" for o in args[1:]])
+
+
+
+@command(PROGRAM, "replica_cursor")
+def replica_cursor(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[str]:
+    """replica_cursor.py TAG (VOLUME NEW OLD)...: the program's own text, run here with its
+    `zfs` commands answered by this node's handlers (xfleet/remote/programs/replica_cursor.py:
+    hold, bookmark, release, destroy)."""
+    return run_python_program(sim, program("replica_cursor").text, args, ctx)
+
+
+def run_python_program(sim: SimTransport, text: str, args: list[str],
+                       ctx: Context) -> Iterator[str]:
+    """Run a remote Python program that drives `zfs` through `subprocess.run` (and only
+    that): its subprocess calls go to this node's handlers, its prints are the output, its
+    `sys.exit` the exit status."""
+    out: list[str] = []
+
+    def run(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        sub = Context(argv=list(argv))
+        lines: list[str] = []
+        try:
+            lines = list(sim.dispatch(list(argv), sub))
+        except Fail as f:
+            sub.fail(f.stderr, f.code)
+        return subprocess.CompletedProcess(argv, sub.code, "".join(x + "\n" for x in lines),
+                                           "".join(sub.err))
+
+    def printed(*items: object, sep: str = " ", end: str = "\n") -> None:
+        out.append(sep.join(str(i) for i in items))
+
+    fake_sys = types.SimpleNamespace(argv=["-c", *args], exit=sys.exit)
+    fake_subprocess = types.SimpleNamespace(run=run)
+    modules = {"sys": fake_sys, "subprocess": fake_subprocess}
+
+    def importer(name: str, *a: Any, **k: Any) -> Any:
+        return modules[name] if name in modules else __import__(name, *a, **k)
+
+    env = {"__name__": "__main__", "print": printed,
+           "__builtins__": {**vars(builtins), "__import__": importer, "print": printed}}
+    try:
+        exec(compile(text, "<remote program>", "exec"), env)  # noqa: S102 (xfleet's own file)
+    except SystemExit as exc:
+        ctx.code = exc.code if isinstance(exc.code, int) else 1
+    return iter(out)
