@@ -384,8 +384,10 @@ class Round:
             if out.stopped:
                 raise ReplicaError("stopped", hint="the next round resumes it from its "
                                    "receive token")
-            reason = " ".join((out.dst_stderr or out.src_stderr or
-                               "the stream ended early").split())[:400]
+            # both sides: a send that cannot start (its base gone) leaves the receive with
+            # only "failed to read from stream"
+            reason = " ".join((" ".join(x for x in (out.dst_stderr, out.src_stderr) if x)
+                               or "the stream ended early").split())[:400]
             save(conn, r, f"attempt failed: {reason}")
             if how == "incremental" and ("does not exist" in reason or "not an earlier" in
                                           reason):
