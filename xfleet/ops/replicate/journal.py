@@ -151,35 +151,34 @@ def log(conn: Connection, replica_id: int) -> list[dict[str, Any]]:
 
 
 def claim_many(conn: Connection, ids: Sequence[int]) -> list[int]:
-    """Take the replicas `ids` for this process in one write (those nobody live holds);
-    returns the ones taken. A round claims what it sends, so two rounds never send the same
-    replica at once."""
+    """Take the replicas `ids` for this process in one write transaction (those no other live
+    process holds: a holder on this host whose pid is gone, or anywhere whose heartbeat is
+    older than the lease, does not count); returns the ones taken. A round claims what it
+    sends, so two rounds never send the same replica at once."""
     if not ids:
         return []
-    pid, host = claims.me()
+    me = claims.me()
     now = time.time()
     taken: list[int] = []
     mirror.begin(conn, "a replication round's claim")
     try:
-        for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+        for chunk in (list(ids[i:i + 500]) for i in range(0, len(ids), 500)):
             marks = ", ".join("?" for _ in chunk)
-            conn.execute(
-                f"UPDATE replicas SET pid = ?, host = ?, heartbeat = ?, held_by = ?, "
-                f"held_since = ? WHERE id IN ({marks}) AND (pid IS NULL OR heartbeat IS NULL "
-                "OR heartbeat < ? OR (pid = ? AND host = ?))",
-                (pid, host, now, claims.operator(), now, *chunk, now - REPLICAS_STALE, pid,
-                 host))
-            taken += [r[0] for r in conn.execute(
-                f"SELECT id FROM replicas WHERE id IN ({marks}) AND pid = ? AND host = ?",
-                (*chunk, pid, host))]
+            free = [r["id"] for r in conn.execute(
+                f"SELECT id, pid, host, heartbeat FROM replicas WHERE id IN ({marks})", chunk)
+                if (r["pid"], r["host"]) == me or claims.holder(r, stale=REPLICAS.stale)
+                is None]
+            for part in (free[i:i + 500] for i in range(0, len(free), 500)):
+                conn.execute(
+                    "UPDATE replicas SET pid = ?, host = ?, heartbeat = ?, held_by = ?, "
+                    f"held_since = ? WHERE id IN ({', '.join('?' for _ in part)})",
+                    (*me, now, claims.operator(), now, *part))
+            taken += free
         conn.execute("COMMIT")
     except BaseException:
         mirror.rollback(conn)
         raise
     return taken
-
-
-REPLICAS_STALE = claims.STALE
 
 
 def beat_all(conn: Connection) -> None:

@@ -8,9 +8,11 @@ their age, plus every protected snapshot (held, a clone's origin, a move's or a 
 base: the caller says which): a protected snapshot is never pruned and never counted as a
 bucket's choice.
 
-Differences from sanoid (docs/snapshots.md): sanoid names each snapshot with its granularity
-(`autosnap_..._hourly`) and keeps the N newest of each name; here one snapshot serves every
-granularity whose bucket it is the newest of, so fewer snapshots give the same coverage.
+Compared with sanoid (docs/snapshots.md "Compared with sanoid", checked against real sanoid by
+tests/unit/ops/snapshots/test_sanoid_parity.py): sanoid takes a snapshot per granularity
+(`autosnap_..._daily`) and prunes each by age and count; here one snapshot serves every
+granularity whose bucket it is the newest of. The same hours, days and weeks are kept; a day
+is represented by its newest snapshot here, by its first in sanoid.
 """
 
 from __future__ import annotations

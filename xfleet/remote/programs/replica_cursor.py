@@ -18,18 +18,19 @@ round retries it).
 
 import subprocess
 import sys
+from typing import Tuple  # the node's python3 may be older than 3.9
 
 tag = sys.argv[1]
 rest = sys.argv[2:]
 triples = [rest[i:i + 3] for i in range(0, len(rest) - len(rest) % 3, 3)]
 
 
-def zfs(*args):
+def zfs(*args: str) -> Tuple[int, str]:
     p = subprocess.run(["zfs", *args], capture_output=True, text=True)
     return p.returncode, " ".join(p.stderr.split())
 
 
-def report(step, ok, name, msg=""):
+def report(step: str, ok: bool, name: str, msg: str = "") -> None:
     print(step, "OK" if ok else "ERR", name, msg, sep="\t")
 
 
