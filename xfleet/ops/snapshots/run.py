@@ -58,6 +58,7 @@ class RunResult:
     """What one snapshot run did (over all its attempts)."""
 
     id: int
+    policy: str  # the policy file's path
     mode: str
     at: float
     names: dict[str, str]  # policy -> the snapshot name this run takes
@@ -86,8 +87,12 @@ class RunResult:
 
 
 def digest(policies: Policies) -> str:
-    """The policies' meaning (not their file's comments): a resume with other policies would
-    take other names or prune other snapshots, so it is refused."""
+    """The sha256 of the policy file's text (of the parsed policies when there is no file): a
+    resume with other policies would take other names or prune other snapshots, so it is
+    refused."""
+    path = policies.path
+    if path is not None and path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
     text = json.dumps([p.to_dict() for p in policies.policies], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -95,7 +100,8 @@ def digest(policies: Policies) -> str:
 def _result(row: Row) -> RunResult:
     detail = json.loads(row["detail"] or "{}")
     return RunResult(
-        id=row["id"], mode=row["mode"], at=row["at"], names=json.loads(row["names"] or "{}"),
+        id=row["id"], policy=row["policy"], mode=row["mode"], at=row["at"],
+        names=json.loads(row["names"] or "{}"),
         state=row["state"], step=row["step"] or "", planned_take=row["planned_take"],
         taken=row["taken"], planned_prune=row["planned_prune"], pruned=row["pruned"],
         skipped=detail.get("skipped", []), skipped_count=row["skipped"],
@@ -154,21 +160,22 @@ class _CountedHolds:
         self.conns = conns
         self.commands = 0
 
-    def userrefs(self, node: str, roots: list[str]) -> dict[str, int]:
+    def _counted(self, node: str, read: Callable[[Any, list[str]], Any],
+                 names: list[str]) -> Any:
         t = self.conns.get(node)
         before = t.commands
         try:
-            return lifecycle.read_holds(t, roots)
+            return read(t, names)
         finally:
             self.commands += t.commands - before
 
+    def userrefs(self, node: str, roots: list[str]) -> dict[str, int]:
+        got: dict[str, int] = self._counted(node, lifecycle.read_holds, roots)
+        return got
+
     def tags(self, node: str, snaps: list[str]) -> dict[str, list[str]]:
-        t = self.conns.get(node)
-        before = t.commands
-        try:
-            return lifecycle.read_hold_tags(t, snaps)
-        finally:
-            self.commands += t.commands - before
+        got: dict[str, list[str]] = self._counted(node, lifecycle.read_hold_tags, snaps)
+        return got
 
 
 class _Attempt:
