@@ -123,9 +123,12 @@ def promote_lost(inv: Inventory, location: Location, conns: Connections,
         if token and token != "-":
             dst.run(["zfs", "receive", "-A", tv])
             save(conn, r, "discarded a partial receive (receive -A)")
-        newest = dst.run(["zfs", "list", "-H", "-p", "-o", "name,creation", "-t", "snapshot",
-                          "-s", "createtxg", "-d", "1", tv]).stdout.strip().splitlines()
-        as_of = float(newest[-1].split("\t")[1]) if newest else r.as_of
+        rows = dst.run(["zfs", "list", "-H", "-p", "-o", "name,creation,createtxg", "-t",
+                        "snapshot", "-d", "1", tv]).stdout.splitlines()
+        # the newest by createtxg (sorted here: the simulator has no `zfs list -s`)
+        snaps = sorted((int(txg), float(creation)) for _, creation, txg in
+                       (line.split("\t") for line in rows))
+        as_of = snaps[-1][1] if snaps else r.as_of
         dst.run(["zfs", "inherit", "volmode", tv])  # the device back (received as none)
         dst.run(["zfs", "inherit", REPLICA_OF, tv])
         r.state, r.step, r.error, r.finished_at = "promoted", None, None, time.time()

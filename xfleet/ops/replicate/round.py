@@ -90,7 +90,8 @@ def ensure(conn: Connection, policies: Policies, inventory: Inventory | None = N
            now: float | None = None) -> int:
     """Add a replica row for every volume a replicating policy takes that has none yet (one
     INSERT ... SELECT per policy and destination); returns how many were added. A volume on
-    its own destination node, and the replicas themselves, are never replicated."""
+    its own destination node, the replicas themselves, and a move's retired source
+    (`VOL.xfleet-moved-ID`, e.g. the old primary of a promoted replica) are never replicated."""
     now = time.time() if now is None else now
     added = 0
     mirror.begin(conn, "new replicas")
@@ -103,11 +104,11 @@ def ensure(conn: Connection, policies: Policies, inventory: Inventory | None = N
                     "INSERT INTO replicas (policy, source_node, volume, target_node, "
                     "target_volume, rpo, state, created_at, updated_at, operator) "
                     "SELECT ?, node, name, ?, ? || substr(name, length(pool) + 1), ?, 'new', ?, "
-                    f"?, ? FROM datasets WHERE {where} AND node != ? AND NOT EXISTS "
-                    "(SELECT 1 FROM replicas r WHERE r.source_node = datasets.node AND "
-                    "r.volume = datasets.name AND r.target_node = ?)",
+                    f"?, ? FROM datasets WHERE {where} AND node != ? AND name NOT LIKE ? "
+                    "AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.source_node = "
+                    "datasets.node AND r.volume = datasets.name AND r.target_node = ?)",
                     [p.name, t.node, root, t.rpo, now, now, claims.operator(),
-                     *params, p.name, t.node, t.node])
+                     *params, p.name, t.node, f"%{lifecycle.RETIRED_MARK}%", t.node])
                 added += max(0, cur.rowcount or 0)
                 conn.execute("UPDATE replicas SET rpo = ? WHERE policy = ? AND target_node = ? "
                              "AND rpo != ?", (t.rpo, p.name, t.node, t.rpo))
