@@ -412,18 +412,24 @@ def run_policies(inv: Inventory, mirror_location: Location, conns: Connections,
     if mode == "run" and not prune:
         mode = "apply"
     finished: list[int] = []
-    if finish_interrupted:
-        conn = connect(mirror_location, readonly=True)
-        try:
-            left = interrupted(conn, policies)
-        finally:
-            conn.close()
-        for old in left:
-            if progress:
-                progress(f"finishing interrupted snapshot run {old} first")
-            resume(inv, mirror_location, conns, policies, old, progress=progress,
-                   confirm=confirm, source=source)
-            finished.append(old)
+    conn = connect(mirror_location, readonly=True)
+    try:
+        want = digest(policies)
+        for r in jobs.rows(conn, SNAPSHOT_RUNS, open_only=True):
+            # two rounds at once would take two snapshots for one slot (their names differ)
+            if r["state"] == "running" and r["policy_digest"] == want and \
+                    claims.holder(r, stale=SNAPSHOT_RUNS.stale) is not None:
+                raise UsageError(f"snapshot run {r['id']} of these policies is being run by "
+                                 f"{jobs.holder_text(r)}", hint=SNAPSHOT_RUNS.busy_hint)
+        left = interrupted(conn, policies) if finish_interrupted else []
+    finally:
+        conn.close()
+    for old in left:
+        if progress:
+            progress(f"finishing interrupted snapshot run {old} first")
+        resume(inv, mirror_location, conns, policies, old, progress=progress,
+               confirm=confirm, source=source)
+        finished.append(old)
     run_id = start(mirror_location, policies, at=now, mode=mode, max_prune=max_prune)
     if progress:
         progress(f"snapshot run {run_id}")

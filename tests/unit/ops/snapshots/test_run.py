@@ -6,7 +6,10 @@ a second snapshot for the slot and without destroying anything twice."""
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -170,3 +173,32 @@ def conns_listing(inv: inventory.Inventory, snap: str) -> int:
         res = conns.get("n1").run(["zfs", "list", "-H", "-o", "name", "-t", "snapshot"])
     assert res.exit_status == 0, res.stderr
     return sum(1 for line in res.stdout.splitlines() if line.endswith("@" + snap))
+
+
+def test_a_run_held_by_a_live_process_is_refused_then_finished_once_it_is_gone(
+        fleet: tuple[inventory.Inventory, str]) -> None:
+    """Two rounds at once would take two snapshots for one slot: while another live process
+    holds a run of the same policies, a new run is refused naming it; once that process is
+    gone, the next run finishes it first."""
+    inv, db = fleet
+    ps = parse_policies(POLICIES)
+    rid = run.start(location(db), ps, at=T0)
+    holder = subprocess.Popen(["cat"], stdin=subprocess.PIPE)  # alive until its stdin closes
+    try:
+        conn = sqlite3.connect(db)
+        with conn:
+            conn.execute("UPDATE snapshot_runs SET pid = ?, host = ?, heartbeat = ? WHERE id = ?",
+                         (holder.pid, socket.gethostname(), time.time(), rid))
+        conn.close()
+        busy = f"snapshot run {rid} of these policies is being run by .*process {holder.pid}"
+        with Connections(inv.hosts, state_dir=inv.state_dir) as conns, \
+                pytest.raises(UsageError, match=busy):
+            run.run_policies(inv, location(db), conns, ps, now=T0)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait()
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        out = run.run_policies(inv, location(db), conns, ps, now=T0)
+    assert out.finished_first == [rid] and out.taken == 0 and out.planned_take == 0
+    assert owned(db) == {ps.policies[0].snapshot_name(T0): 30}
