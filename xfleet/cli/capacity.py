@@ -14,13 +14,12 @@ from xfleet.cli.compression import report_group
 from xfleet.cli.output import (
     Ctx,
     console,
-    csv_option,
     echo_json,
     emit,
-    json_option,
     nodes_option,
     output_format,
     pass_ctx,
+    report_options,
     say,
 )
 from xfleet.core.errors import UsageError
@@ -49,12 +48,7 @@ def _html_target(path: str) -> Path:
               show_default=True, help="One row per pool, or per tenant (over the pools).")
 @click.option("--days", type=click.IntRange(3, 3650), default=30, show_default=True,
               help="Days of daily history the trend is fitted on.")
-@click.option("--limit", "-l", type=click.IntRange(0), default=50, show_default=True,
-              help="At most this many rows (soonest to 90% or fastest growing first; 0: all).")
-@click.option("--html", "html_path", metavar="FILE",
-              help="Also write a self-contained HTML report with charts.")
-@json_option
-@csv_option
+@report_options("At most this many rows (soonest to 90% or fastest growing first; 0: all).")
 @pass_ctx
 def report_capacity(c: Ctx, nodes: tuple[str, ...], by: str, days: int, limit: int,
                     html_path: str | None, as_json: bool, as_csv: bool) -> None:

@@ -26,6 +26,7 @@ from xfleet.cli.output import (
     nodes_option,
     output_format,
     pass_ctx,
+    report_options,
     say,
     where_option,
 )
@@ -394,12 +395,7 @@ def report_group() -> None:
 @click.option("--no-policy", is_flag=True, help="Leave the 'possible' columns out.")
 @_nodes
 @_where
-@click.option("--limit", "-l", type=click.IntRange(0), default=50, show_default=True,
-              help="At most this many groups (largest savings first; 0: all).")
-@click.option("--html", "html_path", metavar="FILE",
-              help="Also write a self-contained HTML report with charts.")
-@json_option
-@csv_option
+@report_options("At most this many groups (largest savings first; 0: all).")
 @pass_ctx
 def report_compression(c: Ctx, by: str, policy_path: str | None, no_policy: bool,
                        nodes: tuple[str, ...], where: tuple[str, ...], limit: int,

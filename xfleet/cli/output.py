@@ -1,7 +1,8 @@
 """What every command of the `xfleet` CLI shares: its context (`Ctx`: the inventory and the
-mirror), its common options (`json_option`, `csv_option`, `where_option`, `nodes_option`,
-`pass_ctx`) and its output (`console`, `emit`, `echo_json`, `failed_doc`, `confirm`), with the
-JSON bookkeeping that gives every `--json` invocation exactly one document (`JSON_OUT`).
+mirror), its common options (`json_option`, `csv_option`, `report_options`, `where_option`,
+`nodes_option`, `pass_ctx`) and its output (`console`, `emit`, `echo_json`, `failed_doc`,
+`confirm`), with the JSON bookkeeping that gives every `--json` invocation exactly one
+document (`JSON_OUT`).
 
 The library (inventory, mirror, ops), rich, and even json, csv and datetime are imported
 inside the functions that use them: every `xfleet --help` imports this module, and should not
@@ -339,6 +340,26 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 json_option = click.option("--json", "as_json", is_flag=True, help="Output JSON.",
                            callback=record_json)
 csv_option = click.option("--csv", "as_csv", is_flag=True, help="Output CSV.")
+
+
+def report_options(limit_help: str) -> Callable[[FC], FC]:
+    """A report's output options: `--limit/-l N` (0: all; into `limit`, help `limit_help`),
+    `--html FILE` (into `html_path`), `--json` and `--csv` (`as_json`, `as_csv`)."""
+    options = [
+        click.option("--limit", "-l", type=click.IntRange(0), default=50, show_default=True,
+                     help=limit_help),
+        click.option("--html", "html_path", metavar="FILE",
+                     help="Also write a self-contained HTML report with charts."),
+        json_option,
+        csv_option,
+    ]
+
+    def decorate(f: FC) -> FC:
+        for option in reversed(options):  # as if stacked in this order: --help lists them so
+            f = option(f)
+        return f
+
+    return decorate
 
 
 def where_option(help: str = "Condition like 'used>10G', 'compression=off', 'name~*db*' "
