@@ -107,23 +107,23 @@ class MirrorCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         t0 = time.perf_counter()
         now = self.clock()
+        keep = set(self.nodes()) if self.nodes is not None else None  # once a collection
         with self.reader() as conn:
-            out = [*self._nodes(conn, now), *self._pools(conn, now), *self._jobs(conn, now)]
+            out = [*self._nodes(conn, now, keep), *self._pools(conn, now, keep),
+                   *self._jobs(conn, now)]
             if self.volumes.enabled:
-                out += self._volumes(conn)
+                out += self._volumes(conn, keep)
         yield from out
         yield from self._service(time.perf_counter() - t0)
 
     # -- nodes ----------------------------------------------------------------------------
 
-    def _node_rows(self, conn: Connection) -> list[dict[str, Any]]:
+    @staticmethod
+    def _node_rows(conn: Connection, keep: set[str] | None) -> list[dict[str, Any]]:
         rows = [dict(r) for r in conn.execute("SELECT * FROM nodes ORDER BY name")]
-        if self.nodes is not None:
-            keep = set(self.nodes())
-            rows = [r for r in rows if r["name"] in keep]
-        return rows
+        return rows if keep is None else [r for r in rows if r["name"] in keep]
 
-    def _nodes(self, conn: Connection, now: float) -> list[Metric]:
+    def _nodes(self, conn: Connection, now: float, keep: set[str] | None) -> list[Metric]:
         up = _g("xfleet_node_up", "1 when the node's last sync or watch succeeded", ["node"])
         last = _g("xfleet_node_last_sync_timestamp_seconds",
                   "Unix time of the node's last successful sync", ["node"])
@@ -138,7 +138,7 @@ class MirrorCollector(Collector):
         following = _g("xfleet_node_watch_following",
                        "1 while a watch follows the node's event stream", ["node"])
         count = _g("xfleet_node_datasets", "Datasets of the node in the mirror", ["node"])
-        for n in self._node_rows(conn):
+        for n in self._node_rows(conn, keep):
             node = n["name"]
             ok = n["last_success"] is not None and not n["stale"]
             up.add_metric([node], 1.0 if ok else 0.0)
@@ -164,7 +164,7 @@ class MirrorCollector(Collector):
 
     # -- pools ----------------------------------------------------------------------------
 
-    def _pools(self, conn: Connection, now: float) -> list[Metric]:
+    def _pools(self, conn: Connection, now: float, keep: set[str] | None) -> list[Metric]:
         labels = ["node", "pool"]
         fams: dict[str, GaugeMetricFamily] = {}
 
@@ -200,7 +200,6 @@ class MirrorCollector(Collector):
                   "trend", ["threshold"])
         synced = g("xfleet_pool_synced_timestamp_seconds",
                    "Unix time of the sync that wrote the pool's figures")
-        keep = set(self.nodes()) if self.nodes is not None else None
         for p in conn.execute("SELECT * FROM pools ORDER BY node, name"):
             p = dict(p)
             if keep is not None and p["node"] not in keep:
@@ -274,7 +273,7 @@ class MirrorCollector(Collector):
 
     # -- opt-in volumes -------------------------------------------------------------------
 
-    def _volumes(self, conn: Connection) -> list[Metric]:
+    def _volumes(self, conn: Connection, keep: set[str] | None) -> list[Metric]:
         labels = ["node", "pool", "volume", "tenant"]
         fams = [
             (_g("xfleet_volume_used_bytes", "A volume's used bytes", labels), "used"),
@@ -287,7 +286,7 @@ class MirrorCollector(Collector):
         cols = "node, pool, name, tenant, used, volsize, logicalused, written"
         v = self.volumes
         for (node,) in conn.execute("SELECT name FROM nodes ORDER BY name").fetchall():
-            if self.nodes is not None and node not in set(self.nodes()):
+            if keep is not None and node not in keep:
                 continue
             seen: set[str] = set()
             rows: list[Any] = []
