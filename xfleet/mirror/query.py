@@ -49,7 +49,10 @@ TYPE_ALIASES = {
 _WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_:.\-]*)\s*(>=|<=|!=|=|>|<|~)\s*(.*?)\s*$")
 
 
-def _column(name: str, *, tenant_property: str = "xfleet:tenant") -> str:
+def resolve_column(name: str, *, tenant_property: str = "xfleet:tenant") -> str:
+    """The mirror column a user's column name means (any case; the tenant property is
+    `tenant`), or a UsageError naming the columns there are: for `--columns`, `--sort`,
+    `--where` and the API's `columns`."""
     col = name.strip().lower()
     if col == tenant_property:
         return "tenant"
@@ -61,6 +64,9 @@ def _column(name: str, *, tenant_property: str = "xfleet:tenant") -> str:
             + f"columns: {', '.join(COLUMNS)}",
         )
     return col
+
+
+_column = resolve_column  # the old private name, still used by xfleet/cli/query.py
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ def parse_where(expr: str, *, tenant_property: str = "xfleet:tenant") -> Conditi
             hint="write COLUMN OP VALUE, with OP one of = != > >= < <= ~ (glob), "
             "e.g. 'used>10G', 'compression=off', 'name~*prod*'",
         )
-    col = _column(m.group(1), tenant_property=tenant_property)
+    col = resolve_column(m.group(1), tenant_property=tenant_property)
     op, raw = m.group(2), m.group(3)
     if raw.lower() in ("none", "-", "null"):
         return Condition(col, op, None)
@@ -216,12 +222,12 @@ class Selection:
         if ":" in spec and spec.rsplit(":", 1)[1] in ("asc", "desc"):
             spec, direction = spec.rsplit(":", 1)
             desc = direction == "desc"
-        col = _column(spec, tenant_property=self.tenant_property)
+        col = resolve_column(spec, tenant_property=self.tenant_property)
         return f"{col} {'DESC' if desc else 'ASC'}"
 
     def sql(self) -> tuple[str, list[Any]]:
         where, params = self.compile()
-        cols = [_column(c, tenant_property=self.tenant_property) for c in self.columns]
+        cols = [resolve_column(c, tenant_property=self.tenant_property) for c in self.columns]
         sql = f"SELECT {', '.join(cols)} FROM datasets WHERE {where} ORDER BY {self.order_by()}"
         if self.limit is not None:
             if self.limit < 0:

@@ -91,7 +91,7 @@ def datasets(conn: Connection, params: Params, *, tenant_property: str) -> dict[
     columns = tuple(c.strip() for c in (_one(params, "columns") or "").split(",") if c.strip()) \
         or query.DEFAULT_LS_COLUMNS
     for c in columns:
-        query._column(c, tenant_property=tenant_property)  # an unknown column: UsageError
+        query.resolve_column(c, tenant_property=tenant_property)  # unknown: UsageError
     sel = query.Selection(
         nodes=params.get("node", []), pools=params.get("pool", []),
         types=params.get("type", []), tenants=params.get("tenant", []),
