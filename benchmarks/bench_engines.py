@@ -34,14 +34,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -51,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # tests/pgserver.py: a PostgreSQL server of our own
 
+from benchkit import closing_line, load_avg, machine_header, stop_pg, working_dir
 from pgserver import PgServer, _bin
 
 from xfleet import mirror
@@ -383,24 +379,6 @@ def _fmt(v: float | None, unit: str) -> str:
     return f"{v:,.2f} {unit}"
 
 
-def load_avg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
-
-
-def mem_gib() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
-
-
 def run(args: argparse.Namespace, workdir: Path, pg: BenchPg) -> Table:
     rows_n: int = args.rows
     tab = Table()
@@ -526,31 +504,23 @@ def main() -> None:
         if not sep:
             ap.error(f"--pg-set {kv!r}: NAME=VALUE")
         settings[k] = v
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="xfleet-bench-engines-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
     load_before = load_avg()
     pg = BenchPg(settings)
-    try:
-        pg.start()
-        version = pg.psql("SHOW server_version")
-        shown = {k: pg.psql(f"SHOW {k}") for k in (*settings, *PG_SHOWN)}
-        print(f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.node()}: {os.cpu_count()} cores "
-              f"({cpu_model()}), {mem_gib():.0f} GiB, Python {platform.python_version()}, "
-              f"SQLite {sqlite3.sqlite_version}, PostgreSQL {version.split()[0]}")
-        print(f"# PostgreSQL: {', '.join(f'{k}={v}' for k, v in shown.items())}")
-        print(f"# SQLite: journal_mode=WAL, synchronous=NORMAL, cache_size=64 MiB per "
-              f"connection; {mirror.ROWS_PER_TRANSACTION:,} rows per transaction")
-        print(f"# load average before: {load_before}", flush=True)
-        tab = run(args, workdir, pg)
-    finally:
-        pid = pg.pid
-        pg.stop()
-        print(f"# PostgreSQL server (pid {pid}) stopped")
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\n# load average after: {load_avg()}; the run took "
-          f"{time.monotonic() - t_start:.0f} s")
+    with working_dir(args.workdir, "xfleet-bench-engines-") as workdir:
+        try:
+            pg.start()
+            version = pg.psql("SHOW server_version")
+            shown = {k: pg.psql(f"SHOW {k}") for k in (*settings, *PG_SHOWN)}
+            print(machine_header(f", PostgreSQL {version.split()[0]}"))
+            print(f"# PostgreSQL: {', '.join(f'{k}={v}' for k, v in shown.items())}")
+            print(f"# SQLite: journal_mode=WAL, synchronous=NORMAL, cache_size=64 MiB per "
+                  f"connection; {mirror.ROWS_PER_TRANSACTION:,} rows per transaction")
+            print(f"# load average before: {load_before}", flush=True)
+            tab = run(args, workdir, pg)
+        finally:
+            stop_pg(pg)
+    print(closing_line(t_start))
     print(json.dumps({"rows": args.rows, "figures": tab.data}, default=float))
 
 

@@ -42,15 +42,8 @@ import http.client
 import json
 import math
 import os
-import platform
-import re
-import shutil
-import signal
-import sqlite3
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -62,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # tests/pgserver.py: a PostgreSQL server of our own
 
-from bench_engines import cpu_model, load_avg, mem_gib  # the machine, as bench_engines prints it
+from benchkit import closing_line, command_line, load_avg, machine_header, stop_pg, working_dir
 from pgserver import PgServer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -70,9 +63,9 @@ from xfleet import mirror
 from xfleet.fleet import inventory
 from xfleet.ops.sync import sync
 from xfleet.serve.api import encode_cursor
+from xfleet.serve.child import ServeChild, served
 
 ENGINES = ("sqlite", "postgresql")
-LISTENING = re.compile(r"listening on http://([^:/\s]+):(\d+)")
 COLLECT = "xfleet_serve_collect_duration_seconds"
 SCRAPE_RATIO_TARGET = 1.5
 SCRAPE_MS_TARGET = 200.0
@@ -172,15 +165,12 @@ class Server:
     """A real `xfleet serve --no-watch` process, and the benchmark's HTTP connection to it."""
 
     fleet: Fleet
-    proc: subprocess.Popen[bytes]
-    host: str = ""
-    port: int = 0
-    log: list[str] = field(default_factory=list)
+    child: ServeChild
     start_s: float = 0.0
     conn: http.client.HTTPConnection | None = None
 
     def logs(self) -> str:
-        return "".join(self.log)
+        return self.child.logs()
 
     def get(self, path: str, *, keep_alive: bool = False) -> tuple[float, bytes]:
         """GET path: (seconds from connecting or sending the request to the body read, body).
@@ -192,7 +182,7 @@ class Server:
             if self.conn is None or not keep_alive:
                 if self.conn is not None:
                     self.conn.close()
-                self.conn = http.client.HTTPConnection(self.host, self.port,
+                self.conn = http.client.HTTPConnection(self.child.host, self.child.port,
                                                        timeout=HTTP_TIMEOUT)
             try:
                 self.conn.request("GET", path)
@@ -214,59 +204,31 @@ class Server:
             return seconds, body
         raise AssertionError("unreachable")
 
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.child.proc
+
     def rss_mb(self) -> float:
         return proc_mb(self.proc.pid, "VmRSS")
 
     def hwm_mb(self) -> float:
         return proc_mb(self.proc.pid, "VmHWM")
 
-    def stop(self) -> None:
-        """SIGTERM by PID, then SIGKILL if it has not exited within 30 s."""
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
 
 @contextlib.contextmanager
-def served(fleet: Fleet) -> Iterator[Server]:
-    argv = [sys.executable, "-m", "xfleet", "-i", str(fleet.inventory), "--mirror",
-            fleet.where, "serve", "--listen", "127.0.0.1:0", "--no-watch"]
-    env = {k: v for k, v in os.environ.items() if k not in ("XFLEET_INVENTORY", "XFLEET_MIRROR")}
+def serving(fleet: Fleet) -> Iterator[Server]:
+    """A real `xfleet serve --no-watch` of the fleet (xfleet.serve.child: stopped by PID at
+    the end, SIGKILL after 30 s), timed from its start to listening."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=fleet.inventory.parent, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    s = Server(fleet, proc)
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            s.log.append(raw.decode(errors="replace"))
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            m = LISTENING.search(s.logs())
-            if m is not None:
-                s.host, s.port = m.group(1), int(m.group(2))
-                break
-            if proc.poll() is not None:
-                raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{s.logs()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{' '.join(argv)} did not listen within "
-                                   f"{START_TIMEOUT:g} s:\n{s.logs()}")
-            time.sleep(0.02)
-        s.start_s = time.perf_counter() - t0
-        yield s
-    finally:
-        s.stop()
+    with served(fleet.inventory, "--no-watch", mirror=fleet.where, cwd=fleet.inventory.parent,
+                start_timeout=START_TIMEOUT, stop_timeout=30.0) as child:
+        s = Server(fleet, child, start_s=time.perf_counter() - t0)
+        try:
+            yield s
+        finally:
+            if s.conn is not None:
+                s.conn.close()
+                s.conn = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,8 +393,8 @@ def run_engine(args: argparse.Namespace, workdir: Path, engine: str, pg: PgServe
     small = build_fleet("small", args.small, args, workdir, engine, pg)
     big = build_fleet("big", args.big, args, workdir, engine, pg)
     with contextlib.ExitStack() as stack:
-        s_small = stack.enter_context(served(small))
-        s_big = stack.enter_context(served(big))
+        s_small = stack.enter_context(serving(small))
+        s_big = stack.enter_context(serving(big))
         got = scrape_interleaved([s_small, s_big], args.warmups, args.scrapes)
         rss = [s.rss_mb() for s in (s_small, s_big)]
         hwm = [s.hwm_mb() for s in (s_small, s_big)]
@@ -481,7 +443,7 @@ def run_engine(args: argparse.Namespace, workdir: Path, engine: str, pg: PgServe
             print(f"\n  the big fleet has {big.rows:,} rows, under {args.api_rows:,}: a fleet "
                   f"of {args.nodes} x {volumes:,} volumes for the API", flush=True)
             api_fleet = build_fleet("api", volumes, args, workdir, engine, pg)
-            api_server = stack.enter_context(served(api_fleet))
+            api_server = stack.enter_context(serving(api_fleet))
         cases, deep_first = api_cases(api_fleet)
         check_deep_page(api_server, cases[1][1], deep_first)
         print(f"\nAPI: GET /api/v1/datasets?limit={PAGE} on the {api_fleet.rows:,}-row mirror, "
@@ -531,32 +493,23 @@ def main() -> None:
     if min(args.small, args.big, args.nodes, args.scrapes, args.requests) < 1:
         ap.error("sizes and counts must be at least 1")
     engines = ENGINES if args.engine == "both" else (args.engine,)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="xfleet-bench-serve-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')} {platform.node()}: {os.cpu_count()} cores "
-          f"({cpu_model()}), {mem_gib():.0f} GiB, Python {platform.python_version()}, "
-          f"SQLite {sqlite3.sqlite_version}; engine {', '.join(engines)}")
-    print(f"# command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
+    print(machine_header(f"; engine {', '.join(engines)}"))
+    print(command_line())
     print(f"# load average before: {load_avg()}", flush=True)
     rep = Report()
     pg: PgServer | None = None
-    try:
-        if "postgresql" in engines:
-            pg = PgServer().start()
-            print(f"# PostgreSQL {pg.psql('SHOW server_version').split()[0]} "
-                  f"(tests/pgserver.py, pid {pg.pid})", flush=True)
-        for engine in engines:
-            run_engine(args, workdir, engine, pg, rep)
-    finally:
-        if pg is not None:
-            pid = pg.pid
-            pg.stop()
-            print(f"# PostgreSQL server (pid {pid}) stopped")
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\n# load average after: {load_avg()}; the run took "
-          f"{time.monotonic() - t_start:.0f} s")
+    with working_dir(args.workdir, "xfleet-bench-serve-") as workdir:
+        try:
+            if "postgresql" in engines:
+                pg = PgServer().start()
+                print(f"# PostgreSQL {pg.psql('SHOW server_version').split()[0]} "
+                      f"(tests/pgserver.py, pid {pg.pid})", flush=True)
+            for engine in engines:
+                run_engine(args, workdir, engine, pg, rep)
+        finally:
+            stop_pg(pg)
+    print(closing_line(t_start))
     print(json.dumps({"small": args.small, "big": args.big, "nodes": args.nodes,
                       "figures": rep.data}))
 

@@ -1,32 +1,28 @@
 """A real `xfleet serve` process on loopback for the service's tests: started on a free port,
-read over HTTP, stopped by PID (SIGTERM, then SIGKILL) even when the test fails. A failing
-request shows the service's log."""
+read over HTTP, stopped by PID (SIGTERM, then SIGKILL) even when the test fails (the process:
+xfleet.serve.child, which the benchmarks use too). A failing request shows the service's
+log."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
-import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import PATIENCE, ROOT, wait_for, write_sim_inventory
+from conftest import PATIENCE, ROOT, write_sim_inventory
 from prometheus_client.parser import text_string_to_metric_families
 
 from xfleet import mirror
 from xfleet.fleet import inventory
 from xfleet.ops.sync import sync
-
-LISTENING = re.compile(r"listening on (http://\S+)")
+from xfleet.serve.child import ServeChild, served
 
 
 @dataclass
@@ -41,13 +37,19 @@ class Reply:
 
 @dataclass
 class Served:
-    proc: subprocess.Popen[bytes]
-    url: str = ""
-    log: list[str] = field(default_factory=list)
+    child: ServeChild
     token: str | None = None
 
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.child.proc
+
+    @property
+    def url(self) -> str:
+        return self.child.url
+
     def logs(self) -> str:
-        return "".join(self.log)
+        return self.child.logs()
 
     def get(self, path: str, *, token: str | None = None, auth: bool = True) -> Reply:
         req = urllib.request.Request(self.url + path)
@@ -90,37 +92,9 @@ class Served:
 @contextmanager
 def serve(inventory: Path, *args: str, mirror: str | None = None,
           token: str | None = None) -> Iterator[Served]:
-    argv = [sys.executable, "-m", "xfleet", "-i", str(inventory),
-            *(["--mirror", mirror] if mirror else []), "serve", "--listen", "127.0.0.1:0",
-            *args]
-    env = {k: v for k, v in os.environ.items() if k not in ("XFLEET_INVENTORY", "XFLEET_MIRROR")}
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    s = Served(proc, token=token)
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            s.log.append(raw.decode(errors="replace"))
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        def started() -> str | None:
-            m = LISTENING.search(s.logs())
-            if m is None and proc.poll() is not None:
-                raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}:\n{s.logs()}")
-            return m.group(1) if m else None
-
-        s.url = wait_for(started, f"the service to listen ({' '.join(argv)})") or ""
-        yield s
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=PATIENCE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with served(inventory, *args, mirror=mirror, cwd=ROOT, start_timeout=PATIENCE,
+                stop_timeout=PATIENCE) as child:
+        yield Served(child, token=token)
 
 
 def synced_fleet(tmp_path: Path, mirror_at: str, **nodes: int) -> Path:
