@@ -96,8 +96,7 @@ def test_a_replica_follows_writes_and_a_killed_stream_resumes_from_its_token(
     assert dst[(f"{VOL}@{first}", "guid")] == src[(f"{VOL}@{first}", "guid")]
     assert dst[(VOL, "volmode")] == "none"  # no device on the copy
     assert dst[(VOL, "xfleet:replica-of")] == f"{SRC}:{VOL}"
-    rid = replica(db)["id"]
-    tag = f"xfleet-replica-{rid}"
+    tag = f"xfleet-replica-{DST}"
     holds = lab.run(SRC, ["zfs", "holds", "-H", f"{VOL}@{first}"]).stdout
     assert f"\t{tag}\t" in holds, holds
     marks = lab.run(SRC, ["zfs", "list", "-H", "-o", "name", "-t", "bookmark", "-r", VOL]

@@ -43,11 +43,22 @@ def _listen(value: str) -> tuple[str, int]:
 @click.option("--currency", default=None, metavar="CODE",
               help="Currency of price_per_gb_month (a metric label; default: the inventory's).")
 @click.option("--access-log", is_flag=True, help="Log every HTTP request.")
+@click.option("--snapshot-policy", type=click.Path(dir_okay=False, path_type=Path),
+              help="Run this snapshot policy file on its schedules (and its replicate: "
+              "targets after each snapshot run); read again at every tick.")
+@click.option("--snapshot-spread", type=click.FloatRange(0), default=60.0, show_default=True,
+              metavar="SECONDS", help="Shift each policy's ticks by a stable offset within "
+              "this many seconds (at most half its period).")
+@click.option("--max-prune", type=click.IntRange(0), default=100_000, show_default=True,
+              help="Destroy at most this many snapshots per tick.")
+@click.option("--no-replicate", is_flag=True,
+              help="With --snapshot-policy: take and prune only, no replication rounds.")
 @pass_ctx
 def serve_cmd(c: Ctx, listen: str, token_file: Path | None, no_watch: bool,
               refresh_interval: float, reconcile_interval: float,
               volume_metrics: tuple[str, ...], volume_metrics_cap: int, currency: str | None,
-              access_log: bool) -> None:
+              access_log: bool, snapshot_policy: Path | None, snapshot_spread: float,
+              max_prune: int, no_replicate: bool) -> None:
     """Run the fleet service: keep the mirror current and serve metrics, probes and the API.
 
     Answers everything from the mirror (a scrape never runs zfs on a node):
@@ -61,6 +72,7 @@ def serve_cmd(c: Ctx, listen: str, token_file: Path | None, no_watch: bool,
       xfleet serve
       xfleet serve --listen 0.0.0.0:9733 --token-file /etc/xfleet/token
       xfleet serve --volume-metrics top:20 --volume-metrics tenant:acme
+      xfleet serve --snapshot-policy /etc/xfleet/snapshots.yaml
       curl -s localhost:9733/api/v1/datasets?where=used%3E10G&sort=-used&limit=5
     """
     from xfleet.serve.metrics import VolumeMetrics  # lazy: keeps `xfleet --help` fast
@@ -69,6 +81,10 @@ def serve_cmd(c: Ctx, listen: str, token_file: Path | None, no_watch: bool,
     host, port = _listen(listen)
     volumes = VolumeMetrics.parse(volume_metrics, volume_metrics_cap)
     inv = c.inventory()
+    if snapshot_policy is not None:
+        from xfleet.ops.snapshots.policy import load_policies
+
+        load_policies(snapshot_policy)  # a broken file is refused now, with its file:line
     # one line per event on stderr (journald adds the time when run under systemd)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -77,5 +93,7 @@ def serve_cmd(c: Ctx, listen: str, token_file: Path | None, no_watch: bool,
                   Options(host=host, port=port, token_file=token_file, watch=not no_watch,
                           refresh_interval=refresh_interval,
                           reconcile_interval=reconcile_interval, volumes=volumes,
-                          currency=currency or inv.currency, access_log=access_log))
+                          currency=currency or inv.currency, access_log=access_log,
+                          snapshot_policy=snapshot_policy, snapshot_spread=snapshot_spread,
+                          max_prune=max_prune, replicate=not no_replicate))
     svc.run()

@@ -55,6 +55,10 @@ class Options:
     volumes: VolumeMetrics = field(default_factory=VolumeMetrics)
     currency: str = "USD"
     access_log: bool = False
+    snapshot_policy: Path | None = None  # run on its schedules (xfleet/ops/scheduler.py)
+    snapshot_spread: float = 60.0
+    max_prune: int = 100_000
+    replicate: bool = True
 
 
 def read_token(path: Path) -> str:
@@ -117,6 +121,8 @@ class Service:
         self.watcher: Watcher | None = None
         self.watch_stop = threading.Event()
         self.watch_thread: threading.Thread | None = None
+        self.schedule_stop = threading.Event()
+        self.schedule_thread: threading.Thread | None = None
         self.first_sync: set[str] = set()
         self.logged: dict[str, tuple[str, str | None]] = {}  # node -> last logged state
         self.readers = Readers(self.where)
@@ -186,6 +192,25 @@ class Service:
                                              name="xfleet-serve-watch", daemon=True)
         self.watch_thread.start()
 
+    def _start_schedule(self) -> None:
+        if self.opt.snapshot_policy is None:
+            return
+        from xfleet.ops.scheduler import Scheduler
+
+        sched = Scheduler(lambda: self.inv, self.where, self.opt.snapshot_policy,
+                          spread=self.opt.snapshot_spread, max_prune=self.opt.max_prune,
+                          replicate=self.opt.replicate, say=self.say)
+        self.schedule_thread = threading.Thread(target=sched.run, args=(self.schedule_stop,),
+                                                name="xfleet-serve-snapshots", daemon=True)
+        self.schedule_thread.start()
+
+    def _stop_schedule(self) -> None:
+        self.schedule_stop.set()
+        if self.schedule_thread is not None:
+            self.schedule_thread.join(timeout=60)
+            if self.schedule_thread.is_alive():
+                log.warning("the snapshot schedule did not stop within 60 s (a tick runs)")
+
     def _stop_watch(self) -> None:
         self.watch_stop.set()
         if self.watch_thread is not None:
@@ -242,6 +267,7 @@ class Service:
         with self._signals():
             http.start()
             self._start_watch()
+            self._start_schedule()
             self.say(f"listening on http://{host}:{port} (mirror {self.where}, "
                      f"{len(self.inv.hosts)} node(s){', token required' if self.token else ''})")
             while not self.stop.is_set():
@@ -252,6 +278,7 @@ class Service:
                     raise XfleetError("the HTTP server stopped",
                                       hint="see the log above for why")
             self.say("stopping: the watch ends its syncs, the server its requests")
+            self._stop_schedule()
             self._stop_watch()
             server.should_exit = True
             http.join(timeout=15)

@@ -116,6 +116,13 @@ CASES: list[tuple[str, list[str]]] = [
     ("snapshots plan", ["snapshots", "plan", "--policy", "{d}/none.yaml", "--json"]),
     ("snapshots run", ["snapshots", "run", "--policy", "{d}/none.yaml", "--json"]),
     ("snapshots status", ["snapshots", "status", "--policy", "{d}/none.yaml", "--json"]),
+    ("snapshots apply", ["snapshots", "apply", "--policy", "{d}/none.yaml", "--json"]),
+    ("snapshots prune", ["snapshots", "prune", "--policy", "{d}/none.yaml", "--json"]),
+    ("snapshots runs", ["-m", "{d}/none.db", "snapshots", "runs", "--json"]),
+    ("replicate run", ["replicate", "run", "--policy", "{d}/none.yaml", "--json"]),
+    ("replicate status", ["-m", "{d}/none.db", "replicate", "status", "--json"]),
+    ("replicate show", ["replicate", "show", "99", "--json"]),
+    ("replicate promote", ["replicate", "promote", "99", "--json"]),
     ("snapshot", ["snapshot", "--name", "s1", "--json"]),  # nothing selected
     ("clone", ["clone", "tank/no/such", "tank/no/branch", "--json"]),
     ("destroy", ["destroy", VOLUME, "--node", "n1", "--json"]),  # no --yes: refused

@@ -23,7 +23,8 @@ ZPOOL = ["events", "get", "history", "list", "status", "version"]
 def test_the_registry_lists_every_command_the_simulator_answers() -> None:
     assert names("zfs") == ZFS
     assert names("zpool") == ZPOOL
-    assert names(PROGRAM) == sorted(PROGRAMS) == ["put_file", "sample_blocks", "sample_hashes",
+    assert names(PROGRAM) == sorted(PROGRAMS) == ["put_file", "replica_cursor",
+                                                  "sample_blocks", "sample_hashes",
                                                   "wait_device"]
     assert set(PROGRAMS) <= set(programs.names())
     assert handler("zfs", "snap") is handler("zfs", "snapshot")

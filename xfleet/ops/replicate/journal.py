@@ -72,8 +72,9 @@ class Replica:
     @property
     def tag(self) -> str:
         """The hold tag and bookmark prefix of this replica's cursor on the source: one per
-        destination, so two replicas of a volume keep their own bases."""
-        return f"{TAG_PREFIX}{self.id}"
+        destination node (a volume's replicas to two nodes keep their own bases), the same for
+        all of a source's replicas to that node, so one `zfs hold` advances them all."""
+        return f"{TAG_PREFIX}{self.target_node}"
 
     def lag(self, now: float) -> float | None:
         return None if self.as_of is None else max(0.0, now - self.as_of)

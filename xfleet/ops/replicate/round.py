@@ -12,8 +12,8 @@ snapshot, at the cost of what changed (docs/replicate.md).
    (`send -t`), incremental (`send -I @cursor`, or `-i #bookmark` when the cursor snapshot is
    gone) or first full send into `zfs receive -s -u` (never -F) with `volmode=none` and
    `xfleet:replica-of` set: the copy has no device and no policy snapshots it.
-4. **Cursors** advance per source node in one command (xfleet/remote/programs/
-   replica_cursor.py): the new base held and bookmarked before the old one is let go.
+4. **Cursors** advance per source and destination node in one command (xfleet/remote/
+   programs/replica_cursor.py): the new base held and bookmarked before the old one goes.
 5. **The copies keep what their source keeps**: a replica's snapshots older than its cursor
    that the source no longer has are destroyed (lifecycle plans, journaled), never the cursor.
 6. The touched nodes are synced into the mirror (incrementally).

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from xfleet.core.errors import UsageError
 from xfleet.core.names import pool_of, validate_dataset
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from xfleet.fleet.inventory import Inventory
 
 PREFIX = "xfleet"
+T = TypeVar("T")
 POLICY_KEYS = ("name", "match", "schedule", "timezone", "keep", "replicate")
 REPLICATE_KEYS = ("node", "pool", "rpo", "root")
 KEEP_KEYS = (*GRANULARITIES, "at_least")
@@ -157,6 +159,13 @@ class _Loader(PolicyFile[SnapshotPolicy]):
         return SnapshotPolicy(name, item.line, schedule, keep, self.match(name, body.get("match")),
                               targets)
 
+    def _checked(self, name: str, v: Val, check: Callable[[Any], T]) -> T:
+        """`check(v.value)`, its UsageError reported at `v`'s line."""
+        try:
+            return check(v.value)
+        except UsageError as exc:
+            raise self.err(v.line, f"policy {name!r}: {exc.message}", hint=exc.hint) from None
+
     def _replicate(self, name: str, schedule: Schedule, rv: Val) -> list[ReplicaTarget]:
         items = rv.value if isinstance(rv.value, list) else [rv]
         if not items:
@@ -180,14 +189,11 @@ class _Loader(PolicyFile[SnapshotPolicy]):
                 if not isinstance(body[k].value, str) or not body[k].value:
                     raise self.err(body[k].line, f"policy {name!r}: replicate {k} must be a "
                                    f"name, got {shown(body[k].value)}")
-            try:
-                rpo = parse_duration(body["rpo"].value, "rpo")
-                pool = validate_dataset(body["pool"].value, allow_snapshot=False)
-                root = validate_dataset(body["root"].value, allow_snapshot=False) \
-                    if "root" in body else None
-            except UsageError as exc:
-                raise self.err(body["rpo"].line, f"policy {name!r}: {exc.message}",
-                               hint=exc.hint) from None
+            rpo = self._checked(name, body["rpo"], lambda v: parse_duration(v, "rpo"))
+            pool = self._checked(name, body["pool"], lambda v: validate_dataset(
+                v, allow_snapshot=False))
+            root = self._checked(name, body["root"], lambda v: validate_dataset(
+                v, allow_snapshot=False)) if "root" in body else None
             if "/" in pool:
                 raise self.err(body["pool"].line, f"policy {name!r}: replicate pool "
                                f"{pool!r} is a dataset, not a pool",

@@ -6,7 +6,8 @@ triples at once, on this node, in this order:
 1. `zfs hold TAG VOLUME@NEW...` in one command (atomic: all or none);
 2. per triple `zfs bookmark VOLUME@NEW VOLUME#TAG_NEW` (an existing bookmark of that name,
    "bookmark exists", is success: a retried run);
-3. `zfs release TAG VOLUME@OLD...` in one command, for the triples with an OLD;
+3. `zfs release TAG VOLUME@OLD...` in one command, for the triples with an OLD (if it fails,
+   each one alone: a snapshot destroyed by hand must not keep the others held);
 4. per triple with an OLD `zfs destroy VOLUME#TAG_OLD`.
 
 So a new cursor is held and bookmarked before the old one is let go: a failure at any point
@@ -47,7 +48,13 @@ for v, n, _ in triples:
 olds = [f"{v}@{o}" for v, _, o in triples if o]
 if olds:
     code, err = zfs("release", tag, *olds)
-    report("release", code == 0 or "no such tag" in err, str(len(olds)), err)
+    if code != 0 and len(olds) > 1:  # one that fails may keep the others: one by one
+        for old in olds:
+            c, e = zfs("release", tag, old)
+            report("release", c == 0 or "no such tag" in e or "does not exist" in e, old, e)
+    else:
+        report("release", code == 0 or "no such tag" in err or "does not exist" in err,
+               str(len(olds)), err)
 for v, _, o in triples:
     if o:
         code, err = zfs("destroy", f"{v}#{tag}_{o}")

@@ -45,7 +45,7 @@ def test_full_then_nothing_then_incremental_moves_the_cursor(fleet_at: Fleet) ->
     assert prop(n2, "volmode")[0] == "none"
     assert prop(n2, "xfleet:replica-of")[0] == f"n1:{VOL}"
     # the cursor: held with the replica's tag and bookmarked on the source
-    assert r.tag == f"xfleet-replica-{r.id}"
+    assert r.tag == f"xfleet-replica-{r.target_node}"
     assert holds(t) == [(f"{VOL}@b", r.tag)]
     assert bookmarks(t) == [f"{VOL}#{r.tag}_b"]
     assert (r.state, r.cursor, r.cursor_guid, r.rounds) == ("idle", "b", src["b"], 1)
