@@ -7,9 +7,12 @@ data back on the other node with the source's hash. The volume's name has a spac
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sqlite3
+import subprocess
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import pytest
 from conftest import wait_for as shared_wait_for
 
-from xfleet.lab import kill_node
+from xfleet.lab import kill_node, ssh_argv
 
 from .labkit import Lab, figure
 
@@ -70,7 +73,9 @@ def setup(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     policy = tmp / "snapshots.yaml"
     policy.write_text(POLICY)
     db = tmp / "lab.db"
-    lab.run(SRC, ["zfs", "create", "-p", "-s", "-V", "24M", "-o", "compression=lz4", VOL])
+    # udev makes the device after `zfs create` returns: settle before writing to it
+    lab.run(SRC, ["sh", "-c", 'zfs create -p -s -V 24M -o compression=lz4 "$1" && '
+                  'udevadm settle && test -e "/dev/zvol/$2"', "sh", VOL, VOL.replace(" ", "+")])
     lab.write_random(SRC, VOL.replace(" ", "+"), 6)
     res = lab.xfleet("sync", "--json", mirror=db)
     assert res.code == 0, res.explain()
@@ -91,6 +96,7 @@ def test_a_replica_follows_writes_and_a_killed_stream_resumes_from_its_token(
     doc = res.json()
     assert [(s["volume"], s["how"], s["snapshot"]) for s in doc["sent"]] == \
         [(VOL, "full", first)], doc
+    _against_the_plain_pipe(lab, f"{VOL}@{first}", doc["sent"][0])
     src = props(lab, SRC, [f"{VOL}@{first}"], "guid,userrefs")
     dst = props(lab, DST, [VOL, f"{VOL}@{first}"], "guid,volmode,xfleet:replica-of")
     assert dst[(f"{VOL}@{first}", "guid")] == src[(f"{VOL}@{first}", "guid")]
@@ -146,6 +152,31 @@ def test_a_replica_follows_writes_and_a_killed_stream_resumes_from_its_token(
     r = replica(db)
     assert r["cursor"] == "second" and r["state"] == "idle", r
     figure(f"replicate: resumed incremental {sent['bytes']:,} bytes in {sent['seconds']} s")
+
+
+def _against_the_plain_pipe(lab: Lab, snap: str, sent: dict[str, Any]) -> None:
+    """The same full stream as a plain `ssh SRC zfs send | ssh DST zfs receive` pipe from this
+    host (what a hand-written script does): the copy gets the same guid; both times go to the
+    lab's figures side by side."""
+    plain = "tank/r/plain"
+    send = ssh_argv(SRC, state_dir=lab.state_dir) + [shlex.join(["zfs", "send", "-L", "-c",
+                                                                  snap])]
+    recv = ssh_argv(DST, state_dir=lab.state_dir) + [shlex.join(["zfs", "receive", "-u",
+                                                                  plain])]
+    t0 = time.monotonic()
+    src = subprocess.Popen(send, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    dst = subprocess.run(recv, stdin=src.stdout, capture_output=True, timeout=600, check=False)
+    assert src.stdout is not None
+    src.stdout.close()
+    src_err = src.communicate(timeout=60)[1]
+    seconds = time.monotonic() - t0
+    assert src.returncode == 0 and dst.returncode == 0, (src_err, dst.stderr)
+    short = snap.split("@", 1)[1]
+    got = props(lab, DST, [f"{plain}@{short}", f"{VOL}@{short}"], "guid")
+    assert got[(f"{plain}@{short}", "guid")] == got[(f"{VOL}@{short}", "guid")]
+    lab.run(DST, ["zfs", "destroy", "-r", plain])
+    figure(f"replicate: first full send {sent['bytes']:,} bytes in {sent['seconds']} s "
+           f"(relayed by xfleet) vs {seconds:.2f} s for a plain ssh | ssh pipe")
 
 
 def _received(lab: Lab) -> int:
