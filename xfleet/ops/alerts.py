@@ -12,16 +12,20 @@ snapshot rather than a history of scrapes:
   alert of its own, naming it (`move 12`), so its hint is the command for that job;
 - a pool past the critical capacity shows XfleetPoolCapacityCritical only (Prometheus fires
   both; the Alertmanager inhibition in docs/serve.md mutes the warning);
+- the replica rules are per policy and target node, as here: one alert for a policy's replicas
+  on a node (its `node` the target node, its `job` `policy NAME`), whatever their number;
 - XfleetServiceDown is Prometheus' own: it watches `xfleet serve`, which the mirror cannot see.
 
 Stale data, as in the rules: the pool alerts judge the last figures the mirror has for a node,
 however old; XfleetMirrorStale (or XfleetNodeDown when the node's syncs fail) beside them says
 so. An alert never disappears because xfleet stopped looking.
 
-Reads: one query each on `nodes`, `pools`, `moves` (by its state index) and `rollouts`; how
-current a node is comes from `query.confirmed_at`, the lag of `xfleet status` and of the
-exporter. Nothing scans `datasets`. The pool forecasts (XfleetPoolFillingUp) come from the
-caller: xfleet.ops.capacity computes them from the daily history.
+Reads: one query each on `nodes`, `pools`, `moves` (by its state index), `rollouts` and
+`replicas` (grouped by policy and target node: xfleet.ops.replicate.status.summary, what
+`xfleet replicate status` shows); how current a node is comes from `query.confirmed_at`, the
+lag of `xfleet status` and of the exporter. Nothing scans `datasets`. The pool forecasts
+(XfleetPoolFillingUp) come from the caller: xfleet.ops.capacity computes them from the daily
+history.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from xfleet.core.units import format_age
 from xfleet.mirror import claims, jobs, query
 from xfleet.mirror.backend import Connection
 from xfleet.ops.moves.journal import MOVES
+from xfleet.ops.replicate.status import summary as replica_summary
 
 DAY = 86400.0
 
@@ -67,6 +72,8 @@ SEVERITY: dict[str, str] = {
     "XfleetMoveFailed": "warning",
     "XfleetMoveStuck": "warning",
     "XfleetRolloutHalted": "warning",
+    "XfleetReplicaOverRPO": "warning",
+    "XfleetReplicaFailed": "warning",
 }
 # Rules only Prometheus can judge (they watch `xfleet serve` itself).
 PROMETHEUS_ONLY = ("XfleetServiceDown",)
@@ -122,12 +129,13 @@ def _alert(name: str, *, summary: str, hint: str, node: str | None = None,
 def evaluate(conn: Connection, *, now: float, forecasts: Iterable[ForecastLike] = (),
              nodes: Sequence[str] | None = None) -> list[Alert]:
     """The alert conditions that hold at `now`, most severe first, then by node and pool.
-    `nodes` limits node and pool alerts to those nodes, and move alerts to moves from or to
-    them (None: every node of the mirror); rollout alerts concern the fleet and always show."""
+    `nodes` limits node and pool alerts to those nodes, move alerts to moves from or to them
+    and replica alerts to replicas on them (None: every node of the mirror); rollout alerts
+    concern the fleet and always show."""
     wanted = None if nodes is None else set(nodes)
     out = [*_node_alerts(conn, now, wanted), *_pool_alerts(conn, now, wanted),
            *_forecast_alerts(forecasts, wanted), *_move_alerts(conn, now, wanted),
-           *_rollout_alerts(conn)]
+           *_rollout_alerts(conn), *_replica_alerts(conn, now, wanted)]
     out.sort(key=lambda a: (SEVERITIES.index(a.severity), a.node is None, a.node or "",
                             a.pool or "", a.name))  # stable: jobs stay in id order
     return out
@@ -296,3 +304,37 @@ def _rollout_alerts(conn: Connection) -> list[Alert]:
                    hint=f"xfleet rollouts show {rid}; then xfleet rollouts resume {rid} "
                    f"(or xfleet rollouts stop {rid})")
             for rid, version, state, reason, updated in cur]
+
+
+def _replica_alerts(conn: Connection, now: float, wanted: set[str] | None) -> list[Alert]:
+    """XfleetReplicaOverRPO and XfleetReplicaFailed, per policy and target node as the rules
+    judge xfleet_replicas_over_rpo and xfleet_replicas{state="failed"}: the summary of `xfleet
+    replicate status` (one grouped query; promoted replicas are primaries and not counted). A
+    replica never sent is over its RPO: there is no copy at all. The over-RPO `since` is when
+    the most behind sent replica passed its RPO (unknown when only never-sent ones are over)."""
+    out: list[Alert] = []
+    for g in replica_summary(conn, now):
+        policy, target = g["policy"], g["target_node"]
+        if wanted is not None and target not in wanted:
+            continue
+        of = f"of policy {policy} on {target}"
+        over, never, failed = int(g["over_rpo"] or 0), int(g["never"] or 0), int(g["failed"] or 0)
+        if over:
+            rpo = float(g["rpo"] or 0)
+            lag = None if g["max_lag"] is None else max(0.0, float(g["max_lag"]))
+            notes = ([f"{never} never sent"] if never else []) + (
+                [f"the most behind is {format_age(lag)} old"] if lag is not None else [])
+            out.append(_alert(
+                "XfleetReplicaOverRPO", node=target, job=f"policy {policy}",
+                since=now - lag + rpo if lag is not None and lag > rpo else None,
+                summary=f"{over} of {g['replicas']} replica(s) {of} are over their RPO of "
+                f"{format_age(rpo)}" + (f" ({'; '.join(notes)})" if notes else ""),
+                hint="xfleet replicate status (the most behind, and why); are the rounds "
+                "running? (xfleet serve --snapshot-policy, or xfleet replicate run)"))
+        if failed:
+            out.append(_alert(
+                "XfleetReplicaFailed", node=target, job=f"policy {policy}",
+                summary=f"{failed} replica(s) {of} failed in their last round",
+                hint="xfleet replicate status (their errors), xfleet replicate show ID; the "
+                "next round retries (a cut stream resumes from its token)"))
+    return out

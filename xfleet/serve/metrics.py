@@ -1,9 +1,11 @@
 """Prometheus metrics from the mirror (docs/serve.md, "Metrics").
 
 One scrape is a handful of bounded queries: the `nodes` and `pools` rows (the per-pool
-summaries a sync keeps), the newest sync runs per node, job counts by state, the capacity
-forecasts (from the daily history) and, only when asked for, a capped set of volumes. Nothing
-scans `datasets`, so the scrape costs the same at 1k and 100k volumes per node.
+summaries a sync keeps), the newest sync runs per node, job counts by state, the standing
+replicas grouped by policy and target node, the capacity forecasts (from the daily history) and,
+only when asked for, a capped set of volumes. Nothing scans `datasets`, so the scrape costs the
+same at 1k and 100k volumes per node; the replica series are per (policy, target node), never
+per volume, so their number does not grow with the replicas either.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from xfleet.mirror.backend import Connection
 from xfleet.ops import capacity
 from xfleet.ops import compression as _compression  # noqa: F401 - registers its job kind
 from xfleet.ops.moves import journal as _moves  # noqa: F401 - registers its job kind
+from xfleet.ops.replicate import journal as replicas
+from xfleet.ops.replicate.status import summary as replica_summary
 from xfleet.ops.rollout import journal as _rollouts  # noqa: F401 - registers its job kind
+from xfleet.ops.snapshots import run as _snapshot_runs  # noqa: F401 - registers its job kind
 from xfleet.playbook import journal as _plays  # noqa: F401 - registers its job kind
 
 Reader = Callable[[], AbstractContextManager[Connection]]
@@ -34,9 +39,10 @@ GIB = 1 << 30
 POOL_STATES = ("ONLINE", "DEGRADED", "FAULTED", "OFFLINE", "UNAVAIL", "REMOVED", "SUSPENDED")
 DATASET_TYPES = (("volume", "volumes"), ("filesystem", "filesystems"),
                  ("snapshot", "snapshots"), ("bookmark", "bookmarks"), ("clone", "clones"))
-# a job kind's table -> the `kind` label (docs/serve.md)
+# a job kind's table -> the `kind` label (docs/serve.md). Not `replicas`: a standing replica
+# is no job that runs and ends (it lives as long as its policy); xfleet_replicas counts them.
 JOB_LABELS = {"moves": "move", "rollouts": "rollout", "play_runs": "play",
-              "compression_runs": "compression"}
+              "compression_runs": "compression", "snapshot_runs": "snapshot"}
 SYNC_KINDS_SCANNED = 20  # newest ok runs read per node to find each kind's last duration
 DEFAULT_VOLUME_CAP = 1000
 
@@ -110,7 +116,7 @@ class MirrorCollector(Collector):
         keep = set(self.nodes()) if self.nodes is not None else None  # once a collection
         with self.reader() as conn:
             out = [*self._nodes(conn, now, keep), *self._pools(conn, now, keep),
-                   *self._jobs(conn, now)]
+                   *self._jobs(conn, now), *self._replicas(conn, now)]
             if self.volumes.enabled:
                 out += self._volumes(conn, keep)
         yield from out
@@ -270,6 +276,46 @@ class MirrorCollector(Collector):
                                  params).fetchone()[0]
                 stalled.add_metric([label], float(n))
         return [fam, stalled]
+
+    # -- standing replicas ----------------------------------------------------------------
+
+    def _replicas(self, conn: Connection, now: float) -> list[Metric]:
+        """Per (policy, target node), never per volume: two grouped queries (the counts by
+        state, and `xfleet replicate status`'s summary). The counts by state include the
+        promoted replicas (state="promoted"); the other series, as the summary, count the
+        standing ones only (a promoted replica is a primary now)."""
+        labels = ["policy", "target_node"]
+        by_state = _g("xfleet_replicas", "Replicas by policy, target node and state",
+                      [*labels, "state"])
+        over = _g("xfleet_replicas_over_rpo",
+                  "Replicas whose lag is above their RPO (never sent included)", labels)
+        never = _g("xfleet_replicas_never_sent", "Replicas with no data on their target yet",
+                   labels)
+        lag = _g("xfleet_replica_lag_max_seconds",
+                 "The largest lag (now - the source time of the data) of the sent replicas",
+                 labels)
+        rpo = _g("xfleet_replica_rpo_seconds", "The replicas' RPO", labels)
+        last = _g("xfleet_replica_last_round_timestamp_seconds",
+                  "When a round last advanced one of the replicas' cursors", labels)
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for policy, target, state, n in conn.execute(
+                "SELECT policy, target_node, state, count(*) FROM replicas "
+                "GROUP BY policy, target_node, state ORDER BY policy, target_node, state"):
+            counts.setdefault((policy, target), {})[state] = n
+        for (policy, target), n_by_state in counts.items():
+            for state in replicas.STATES:  # every state, 0 too: a count falls to 0, not absent
+                by_state.add_metric([policy, target, state], float(n_by_state.get(state, 0)))
+        for g in replica_summary(conn, now):
+            lv = [g["policy"], g["target_node"]]
+            over.add_metric(lv, float(g["over_rpo"] or 0))
+            never.add_metric(lv, float(g["never"] or 0))
+            if g["max_lag"] is not None:
+                lag.add_metric(lv, max(0.0, float(g["max_lag"])))
+            if g["rpo"] is not None:
+                rpo.add_metric(lv, float(g["rpo"]))
+            if g["last_round_at"] is not None:
+                last.add_metric(lv, float(g["last_round_at"]))
+        return [by_state, over, never, lag, rpo, last]
 
     # -- opt-in volumes -------------------------------------------------------------------
 

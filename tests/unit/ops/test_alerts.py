@@ -1,10 +1,10 @@
 """The alert conditions judged on the mirror (xfleet/ops/alerts.py), on both engines: a
 simulated fleet synced into the mirror with pools filled to chosen capacities (the simulator's
 pool_size) and its clock at the test's (so its last scrubs are days old), a node whose syncs
-fail, an event gap, moves and a rollout written by their journals; pool health, errors and
-scrub ages by UPDATE (the simulator's pools are always ONLINE and error-free, and scrubbed 3 to
-23 days before its clock). Every alert comes with its severity, what it is about, a hint, and
-when it began where the mirror knows."""
+fail, an event gap, moves and a rollout written by their journals, standing replicas as rows of
+`replicas`; pool health, errors and scrub ages by UPDATE (the simulator's pools are always
+ONLINE and error-free, and scrubbed 3 to 23 days before its clock). Every alert comes with its
+severity, what it is about, a hint, and when it began where the mirror knows."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import write_sim_inventory
 
+from unit.ops.replicate.test_journal import _add
 from xfleet import mirror
 from xfleet.fleet import inventory
 from xfleet.mirror import claims
@@ -244,6 +245,47 @@ def test_failed_and_stuck_moves_and_a_halted_rollout(fleet_at: inventory.Invento
     assert order.index(f"move {first.id}") < order.index(f"rollout {rid}")
 
 
+def test_replicas_over_their_rpo_and_failed(fleet_at: inventory.Inventory) -> None:
+    """Per policy and target node, as the rules: one alert for a policy's replicas on a node,
+    whatever their number; never-sent replicas are over their RPO, promoted ones not counted."""
+    conn = mirror.connect(fleet_at.mirror)
+    now = time.time()
+    with mirror.transaction(conn, "test: replicas"):
+        _add(conn, "tank/ok", as_of=now - 60)  # policy db to n2, rpo 1h
+        _add(conn, "tank/late", as_of=now - 7200)
+        _add(conn, "tank/never", state="new")
+        _add(conn, "tank/failed", as_of=now - 120, state="failed")
+        _add(conn, "tank/was", as_of=now - 99999, state="promoted")
+        _add(conn, "tank/dr", "n3", as_of=now - 10, rpo=86400)  # db to n3: within its rpo
+        _add(conn, "tank/web", "n3", state="new", policy="web")
+
+    def replica_alerts(nodes: list[str] | None = None) -> list[alerts.Alert]:
+        return [a for a in alerts.evaluate(conn, now=now, nodes=nodes)
+                if a.name.startswith("XfleetReplica")]
+
+    found = replica_alerts()
+    assert seen(found) == [("warning", "XfleetReplicaFailed", "n2", "policy db"),
+                           ("warning", "XfleetReplicaOverRPO", "n2", "policy db"),
+                           ("warning", "XfleetReplicaOverRPO", "n3", "policy web")], found
+    failed, over, web = found
+    assert failed.summary == "1 replica(s) of policy db on n2 failed in their last round"
+    assert failed.hint.startswith("xfleet replicate status") and failed.since is None
+    assert over.summary == ("2 of 4 replica(s) of policy db on n2 are over their RPO of 1h00m "
+                            "(1 never sent; the most behind is 2h00m old)")
+    assert over.since == pytest.approx(now - 3600)  # when tank/late passed its RPO
+    assert "xfleet replicate status" in over.hint
+    assert web.summary == "1 of 1 replica(s) of policy web on n3 are over their RPO of 1h00m " \
+        "(1 never sent)"
+    assert web.since is None  # never sent: the mirror does not say since when
+    assert seen(replica_alerts(["n3"])) == [("warning", "XfleetReplicaOverRPO", "n3",
+                                             "policy web")]
+    assert replica_alerts(["n1"]) == []  # replicas from n1 alert on their target node
+    # sent and caught up: no alert
+    update(conn, "UPDATE replicas SET state = 'idle', as_of = ? WHERE state != 'promoted'",
+           now - 30)
+    assert replica_alerts() == []
+
+
 def test_forecasts_that_fill_a_pool_within_two_weeks(fleet_at: inventory.Inventory) -> None:
     conn = mirror.connect(fleet_at.mirror, readonly=True)
     forecasts = [Forecast("n1", "tank", {80: 3.0, 90: 9.5, 100: 20.0}),
@@ -264,5 +306,5 @@ def test_a_bounded_number_of_queries_none_on_datasets(tmp_path: Path) -> None:
     assert hasattr(conn, "set_trace_callback")
     conn.set_trace_callback(statements.append)
     alerts.evaluate(conn, now=time.time())
-    assert len(statements) == 4, statements  # nodes, pools, moves, rollouts
+    assert len(statements) == 5, statements  # nodes, pools, moves, rollouts, replicas
     assert not [s for s in statements if "datasets" in s], statements

@@ -1,14 +1,20 @@
 """`/metrics` (xfleet/serve/metrics.py) from a real `xfleet serve`: the figures are the
-mirror's, and the series do not grow with the datasets."""
+mirror's, and the series do not grow with the datasets; the standing replicas' series are
+`xfleet replicate status`'s summary per policy and target node, and do not grow with the
+replicas."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from unit.ops.moves.conftest import make_fleet
+from unit.ops.replicate.conftest import replica, run_round
+from unit.ops.replicate.test_journal import _add
 from unit.serve.servekit import select, serve, synced_fleet
 from xfleet import mirror
 from xfleet.core.errors import UsageError
@@ -16,10 +22,28 @@ from xfleet.fleet import inventory
 from xfleet.mirror import claims
 from xfleet.mirror.backend import location
 from xfleet.ops import moves
+from xfleet.ops.replicate.journal import STATES
+from xfleet.ops.replicate.status import summary
 from xfleet.ops.sync import sync
 from xfleet.serve.metrics import MirrorCollector, VolumeMetrics
 from xfleet.serve.readers import Readers
 from xfleet.sim import SimTransport
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(mirror_at: str, now: float) -> Samples:
+    """One collection of the exporter's MirrorCollector on the mirror at `mirror_at`, its clock
+    at `now`: every sample by (name, sorted labels)."""
+    readers = Readers(location(mirror_at))
+    reg = CollectorRegistry()
+    reg.register(MirrorCollector(readers.read, clock=lambda: now))
+    try:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(generate_latest(reg).decode())
+                for s in fam.samples}
+    finally:
+        readers.close()
 
 
 def test_metrics_are_the_mirror_s_figures(tmp_path: Path, mirror_at: str) -> None:
@@ -110,21 +134,98 @@ def test_job_states_and_stalled_jobs(tmp_path: Path, mirror_at: str) -> None:
     finally:
         conn.close()
 
-    def scrape(now: float) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        readers = Readers(location(mirror_at))
-        reg = CollectorRegistry()
-        reg.register(MirrorCollector(readers.read, clock=lambda: now))
-        try:
-            return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                    for fam in text_string_to_metric_families(generate_latest(reg).decode())
-                    for s in fam.samples}
-        finally:
-            readers.close()
-
-    m = scrape(beat + 1)
+    m = scrape(mirror_at, beat + 1)
     assert m[("xfleet_jobs", (("kind", "move"), ("state", "failed")))] == 1
     assert m[("xfleet_jobs", (("kind", "move"), ("state", "catchup")))] == 1
     assert m[("xfleet_jobs_stalled", (("kind", "move"),))] == 0
-    late = scrape(beat + claims.STALE + 5)
+    late = scrape(mirror_at, beat + claims.STALE + 5)
     assert late[("xfleet_jobs_stalled", (("kind", "move"),))] == 1
     assert late[("xfleet_jobs_stalled", (("kind", "rollout"),))] == 0
+    # the snapshot runs are a kind of their own; standing replicas are no jobs (xfleet_replicas)
+    assert late[("xfleet_jobs_stalled", (("kind", "snapshot"),))] == 0
+    assert not [k for k in late if k[0].startswith("xfleet_jobs") and ("kind", "replica")
+                in k[1]]
+
+
+def test_replica_series_are_the_status_summary(tmp_path: Path, mirror_at: str) -> None:
+    """A replication round on the simulated fleet (n1:tank/app/db to n2, rpo 1h), and beside
+    it rows of the other states: the series per (policy, target node) are `xfleet replicate
+    status`'s summary and the counts by state; a promoted replica is counted by state only."""
+    inv, _, _ = make_fleet(tmp_path, mirror_at)
+    res = run_round(inv)
+    assert (res.replicas, res.failed, len(res.sent)) == (1, [], 1)
+    sent = replica(inv)
+    assert sent.state == "idle" and sent.as_of is not None and sent.last_round_at is not None
+    base = sent.as_of  # the simulator's clock, not the wall clock
+    conn = mirror.connect(mirror_at)
+    try:
+        with mirror.transaction(conn, "test: replicas in the other states"):
+            _add(conn, "tank/app/new", state="new", policy="app")
+            _add(conn, "tank/app/bad", as_of=base - 600, state="failed", policy="app")
+            _add(conn, "tank/app/was", as_of=base - 99999, state="promoted", policy="app")
+            _add(conn, "tank/db/x", "n3", as_of=base - 60, rpo=86400, policy="db")
+        groups = {(g["policy"], g["target_node"]): g for g in summary(conn, base + 60)}
+    finally:
+        conn.close()
+
+    m = scrape(mirror_at, base + 60)
+    app, db = (("policy", "app"), ("target_node", "n2")), (("policy", "db"),
+                                                             ("target_node", "n3"))
+    by_state = {(dict(k[1])["policy"], dict(k[1])["state"]): v for k, v in m.items()
+                if k[0] == "xfleet_replicas"}
+    assert by_state == {
+        **{("app", s): 0.0 for s in STATES}, ("app", "idle"): 1, ("app", "new"): 1,
+        ("app", "failed"): 1, ("app", "promoted"): 1,
+        **{("db", s): 0.0 for s in STATES}, ("db", "idle"): 1}
+    assert m[("xfleet_replicas_over_rpo", app)] == 1  # the one never sent
+    assert m[("xfleet_replicas_never_sent", app)] == 1
+    assert m[("xfleet_replica_lag_max_seconds", app)] == pytest.approx(660)  # not promoted
+    assert m[("xfleet_replica_rpo_seconds", app)] == 3600
+    assert m[("xfleet_replica_last_round_timestamp_seconds", app)] == pytest.approx(
+        sent.last_round_at)
+    assert m[("xfleet_replicas_over_rpo", db)] == m[("xfleet_replicas_never_sent", db)] == 0
+    assert m[("xfleet_replica_lag_max_seconds", db)] == pytest.approx(120)
+    assert m[("xfleet_replica_rpo_seconds", db)] == 86400
+    assert ("xfleet_replica_last_round_timestamp_seconds", db) not in m  # no round yet
+    for (policy, target), g in groups.items():
+        lv = (("policy", policy), ("target_node", target))
+        assert m[("xfleet_replicas_over_rpo", lv)] == g["over_rpo"]
+        assert m[("xfleet_replicas_never_sent", lv)] == g["never"]
+        assert m[("xfleet_replicas", tuple(sorted((*lv, ("state", "failed")))))] == \
+            g["failed"]
+        assert sum(v for (p, s), v in by_state.items() if p == policy and s != "promoted") \
+            == g["replicas"]
+    # an hour later every standing replica of `app` is over its RPO
+    late = scrape(mirror_at, base + 3601)
+    assert late[("xfleet_replicas_over_rpo", app)] == 3
+    assert late[("xfleet_replicas_over_rpo", db)] == 0
+
+
+def test_replica_series_do_not_grow_with_the_replicas(tmp_path: Path) -> None:
+    """Bounded cardinality: 10 then 1,010 replicas over two policies and two target nodes, in
+    every state: the same 4 x 11 series (per policy and target node, never per volume)."""
+    db = str(tmp_path / "mirror.db")
+    conn = mirror.connect(db)
+    now = time.time()
+
+    def add(first: int, n: int) -> None:
+        with mirror.transaction(conn, "test: many replicas"):
+            for i in range(first, first + n):
+                state = STATES[i % len(STATES)]
+                conn.execute(
+                    "INSERT INTO replicas (policy, source_node, volume, target_node, "
+                    "target_volume, rpo, state, as_of, last_round_at, created_at, updated_at) "
+                    "VALUES (?, 'n1', ?, ?, ?, 3600, ?, ?, ?, ?, ?)",
+                    (("db", "web")[i % 2], f"tank/v{i:05d}", ("n2", "n3")[i // 2 % 2],
+                     f"tank/v{i:05d}", state, None if state == "new" else now - 60 * i,
+                     None if state == "new" else now - 60 * i, now, now))
+
+    seen = []
+    try:
+        for first, n in ((0, 10), (10, 1000)):
+            add(first, n)
+            seen.append({k for k in scrape(db, now) if k[0].startswith("xfleet_replica")})
+    finally:
+        conn.close()
+    assert seen[0] == seen[1]
+    assert len(seen[1]) == 4 * (len(STATES) + 5), sorted(seen[1])
