@@ -142,10 +142,15 @@ def catch_up_quiet(conn: Connection, policies: Policies) -> int:
     """Replicas whose source has newer snapshots that wrote nothing since the cursor: their
     data is current as of the newest one; `as_of` moves on (one UPDATE, no stream)."""
     where, params = _policy_filter(policies)
+    # as_of: the creation of the newest snapshot, as the top one of the volume's snapshots
+    # newer than the cursor (the WHERE below keeps only replicas that have one), not as the
+    # one whose createtxg equals _NEWEST: that correlated subquery was run again for every
+    # snapshot of the volume (S^2 rows per replica: 36.5 s for 100k volumes of 31 snapshots,
+    # benchmarks/bench_replicate.py)
     cur = conn.execute(
         "UPDATE replicas SET as_of = (SELECT s.creation FROM datasets s WHERE "
-        f"{_SNAPS.replace('r.', 'replicas.')} AND s.createtxg = "
-        f"{_NEWEST.replace('r.', 'replicas.')}) "
+        f"{_SNAPS.replace('r.', 'replicas.')} AND s.createtxg > replicas.cursor_txg "
+        "ORDER BY s.createtxg DESC LIMIT 1) "
         f"WHERE {where.replace('r.', 'replicas.')} AND state = 'idle' AND cursor_txg IS NOT "
         f"NULL AND {_NEWEST.replace('r.', 'replicas.')} > cursor_txg AND "
         f"{_WRITTEN.replace('r.', 'replicas.')} = 0",
@@ -481,15 +486,17 @@ class Round:
     # -- 5. the copies keep what their source keeps ------------------------------------------
     def _prune(self, conn: Connection, policies: Policies) -> int:
         where, params = _policy_filter(policies)
+        # the copy's cursor snapshot `c` joined once per replica (a correlated subquery in
+        # the WHERE was looked up again for each of the copy's snapshots)
         rows = conn.execute(
-            "SELECT t.node, t.name FROM replicas r JOIN datasets t ON t.node = r.target_node "
-            "AND t.name >= r.target_volume || '@' AND t.name < r.target_volume || 'A' AND "
-            f"t.type = 'snapshot' WHERE {where} AND r.state = 'idle' AND r.cursor IS NOT NULL "
-            "AND t.name != r.target_volume || '@' || r.cursor AND t.createtxg < (SELECT "
-            "c.createtxg FROM datasets c WHERE c.node = r.target_node AND c.name = "
-            "r.target_volume || '@' || r.cursor) AND NOT EXISTS (SELECT 1 FROM datasets s "
-            "WHERE s.node = r.source_node AND s.name = r.volume || substr(t.name, "
-            "length(r.target_volume) + 1)) ORDER BY t.node, t.name", params).fetchall()
+            "SELECT t.node, t.name FROM replicas r JOIN datasets c ON c.node = r.target_node "
+            "AND c.name = r.target_volume || '@' || r.cursor JOIN datasets t ON t.node = "
+            "r.target_node AND t.name >= r.target_volume || '@' AND t.name < r.target_volume "
+            f"|| 'A' AND t.type = 'snapshot' WHERE {where} AND r.state = 'idle' AND r.cursor "
+            "IS NOT NULL AND t.name != c.name AND t.createtxg < c.createtxg AND NOT EXISTS "
+            "(SELECT 1 FROM datasets s WHERE s.node = r.source_node AND s.name = r.volume || "
+            "substr(t.name, length(r.target_volume) + 1)) ORDER BY t.node, t.name",
+            params).fetchall()
         if not rows:
             return 0
         targets = [lifecycle.Target(n, name, "snapshot") for n, name in rows]
