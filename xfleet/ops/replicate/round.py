@@ -164,12 +164,16 @@ def due(conn: Connection, where: str, params: list[Any], *, force: bool = False,
     source's newest snapshot (name, guid, createtxg, creation), streamed in (source node,
     volume) order; `force`: those with a newer snapshot even if it wrote nothing."""
     changed = "" if force else f" AND {_WRITTEN} > 0"
+    # the newest snapshot by its row id, one index probe per replica: joining on
+    # `createtxg = max(createtxg)` let PostgreSQL match every replica against every snapshot
+    # of the same txg (one `zfs snapshot` puts a whole pool's in one txg): N^2 rows
     cur = conn.execute(
-        "SELECT r.*, s.name AS snap_name, s.guid AS snap_guid, s.createtxg AS snap_txg, "
-        f"s.creation AS snap_creation FROM replicas r JOIN datasets s ON {_SNAPS} AND "
-        f"s.createtxg = {_NEWEST} WHERE {where} AND r.state IN ('new', 'idle', 'failed', "
-        f"'sending') AND (r.cursor_txg IS NULL OR (s.createtxg > r.cursor_txg{changed}) OR "
-        "r.state IN ('failed', 'sending')) ORDER BY r.source_node, r.volume", params)
+        "SELECT r.*, n.name AS snap_name, n.guid AS snap_guid, n.createtxg AS snap_txg, "
+        "n.creation AS snap_creation FROM replicas r JOIN datasets n ON n.id = (SELECT s.id "
+        f"FROM datasets s WHERE {_SNAPS} ORDER BY s.createtxg DESC LIMIT 1) WHERE {where} "
+        "AND r.state IN ('new', 'idle', 'failed', 'sending') AND (r.cursor_txg IS NULL OR "
+        f"(n.createtxg > r.cursor_txg{changed}) OR r.state IN ('failed', 'sending')) "
+        "ORDER BY r.source_node, r.volume", params)
     for row in cur:
         snap = {"name": row["snap_name"].split("@", 1)[1], "guid": row["snap_guid"],
                 "txg": row["snap_txg"], "creation": row["snap_creation"]}
