@@ -1,5 +1,8 @@
 """A real PostgreSQL server for the tests (Debian's `postgresql` package): initdb in a temporary
-directory, a unix socket there and a random loopback port, stopped by PID at the end.
+directory, a unix socket there and a random loopback port, stopped by PID at the end; and by
+a watcher process when the test process that started it dies without stopping it (SIGKILL, a
+timeout, Ctrl-C through xdist): the watcher holds the read end of a pipe whose write end only
+the test process has, and its end-of-file stops the server by PID and removes its files.
 
 As root the server runs as the `postgres` user (initdb refuses root). Local connections are
 trusted (the tests' own server); loopback TCP asks for a password (scram-sha-256), so a test
@@ -17,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +48,7 @@ class PgServer:
         self.data = self.dir / "data"
         self.port = _free_port()
         self.pid: int | None = None
+        self._watcher: subprocess.Popen[bytes] | None = None
         self._n = itertools.count(1)
         self._as: list[str] = []
         if os.geteuid() == 0:
@@ -79,7 +84,34 @@ class PgServer:
         self._run(_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log),
                   "-w", "-t", "60", "start")
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        self._watch()
         return self
+
+    def _watch(self) -> None:
+        """Start the watcher: it waits for end-of-file on its stdin (our pipe closes when this
+        process exits, however it ends), then stops the server by PID, if it is still this
+        server, and removes its directory."""
+        code = (
+            "import os, shutil, signal, sys, time\n"
+            "pid, top = int(sys.argv[1]), sys.argv[2]\n"
+            "sys.stdin.buffer.read()\n"
+            "def ours():\n"
+            "    try:\n"
+            "        return top.encode() in open(f'/proc/{pid}/cmdline', 'rb').read()\n"
+            "    except OSError:\n"
+            "        return False\n"
+            "if ours():\n"
+            "    os.kill(pid, signal.SIGINT)\n"
+            "    end = time.monotonic() + 30\n"
+            "    while ours() and time.monotonic() < end:\n"
+            "        time.sleep(0.1)\n"
+            "    if ours():\n"
+            "        os.kill(pid, signal.SIGKILL)\n"
+            "shutil.rmtree(top, ignore_errors=True)\n")
+        self._watcher = subprocess.Popen(
+            [sys.executable, "-c", code, str(self.pid), str(self.dir)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # not killed with the test's process group
 
     def stop(self) -> None:
         """Stop the server by its PID (fast shutdown, then SIGKILL), and remove its files."""
@@ -94,6 +126,12 @@ class PgServer:
                     os.kill(self.pid, signal.SIGKILL)
             self.pid = None
         shutil.rmtree(self.dir, ignore_errors=True)
+        watcher = self._watcher
+        if watcher is not None:  # its work is done: let it end
+            assert watcher.stdin is not None
+            watcher.stdin.close()
+            watcher.wait(timeout=60)
+            self._watcher = None
 
     def url(self, database: str = "postgres", user: str = "postgres") -> str:
         """A URL over the unix socket (trusted)."""

@@ -1,13 +1,16 @@
 """The mirror on a real PostgreSQL (xfleet/mirror/postgres.py): SQLite's spelling translated,
 SQLite's functions with SQLite's answers, errors as ours, passwords only from PGPASSFILE, and
-a NOTIFY per committed write."""
+a NOTIFY per committed write; and the tests' server never outlives a killed test process."""
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from pgserver import PgServer
 
 from xfleet import mirror
@@ -188,3 +191,26 @@ def test_a_prefix_glob_is_a_range_the_name_index_answers(pg: PgServer) -> None:
         assert got == ["tank/t0007/vol-000007", "tank/t0007/vol-000057"]
     finally:
         conn.close()
+
+
+def test_a_server_whose_test_process_is_killed_is_stopped_by_its_watcher(
+        tmp_path: Path) -> None:
+    """A test process killed outright (SIGKILL: no teardown runs) leaves no PostgreSQL server
+    behind: the server's watcher sees its pipe close, stops the server by PID and removes its
+    directory."""
+    code = ("import sys, time\nsys.path.insert(0, sys.argv[1])\nfrom pgserver import PgServer\n"
+            "pg = PgServer().start()\nprint(pg.pid, pg.dir, flush=True)\ntime.sleep(600)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).parents[2])],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        pid_text, top = child.stdout.readline().split()
+        pid = int(pid_text)
+        assert Path(f"/proc/{pid}").exists() and Path(top).is_dir()
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), "the watcher to stop the server",
+             timeout=60)
+    wait_for(lambda: not Path(top).exists(), "the watcher to remove the server's files",
+             timeout=30)
