@@ -59,3 +59,25 @@ def test_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(TransportError, match="cannot open the simulator state"):
         sim(10, state_dir=blocker / "state")
+
+
+def test_a_mutation_copies_only_what_it_changes_and_a_failed_one_changes_nothing() -> None:
+    t = sim(50)
+    for i in range(3):
+        ok(t, "zfs", "create", "-s", "-V", "1G", f"tank/cow{i}")
+    before = t.current_overlay()
+    kept = before.records["tank/cow0"]
+    ok(t, "zfs", "set", "compression=zstd", "tank/cow1")
+    after = t.current_overlay()
+    assert after is not before
+    assert after.records["tank/cow0"] is kept  # shared, not copied: copy-on-write
+    assert after.records["tank/cow1"] is not before.records["tank/cow1"]
+    assert before.records["tank/cow1"].get("local", {}).get("compression") != "zstd"
+    assert after.records["tank/cow1"]["local"]["compression"] == "zstd"
+    # a command that fails half-way (the second snapshot's volume does not exist) leaves the
+    # committed overlay untouched: the records it would have changed are the old objects
+    res = t.run(["zfs", "snapshot", "tank/cow2@s", "tank/missing@s"], check=False)
+    assert res.exit_status != 0, res.stderr
+    assert t.current_overlay() is after
+    assert "tank/cow2@s" not in after.records and after.records["tank/cow2"] is \
+        before.records["tank/cow2"]
