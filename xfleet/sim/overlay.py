@@ -16,11 +16,14 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xfleet.core.errors import TransportError
 from xfleet.sim.journal import JOURNAL_SCHEMA
-from xfleet.sim.names import dataset_of
+from xfleet.sim.names import dataset_of, pool_of
+
+if TYPE_CHECKING:
+    from xfleet.sim.base import BaseFleet
 
 Rec = dict[str, Any]  # a dataset's record (JSON-able): what the overlay keeps of a dataset
 
@@ -120,6 +123,16 @@ class Store:
             self.conn.close()
 
 
+@dataclass(frozen=True)
+class Index:
+    """Where the overlay's names fall in the base: per tenant (`groups`), outside any tenant
+    per pool (`loose`), and the tenants it changes or hides something in (`affected`)."""
+
+    groups: dict[int, list[str]]
+    loose: dict[str, list[str]]
+    affected: frozenset[int]
+
+
 @dataclass
 class Overlay:
     records: dict[str, Rec] = field(default_factory=dict)
@@ -127,6 +140,35 @@ class Overlay:
     hidden_sub: set[str] = field(default_factory=set)
     meta: dict[str, str] = field(default_factory=dict)
     generation: str = "0"
+    # index() of these records, built once and shared by every command that reads them (not
+    # once per command: 100k snapshots in the overlay made each `zfs get` scan them all);
+    # Transaction.put/drop reset it
+    _index: Index | None = field(default=None, repr=False, compare=False)
+
+    def index(self, base: BaseFleet) -> Index:
+        got = self._index
+        if got is None:
+            groups: dict[int, list[str]] = {}
+            loose: dict[str, list[str]] = {p: [] for p in base.pools}
+            for name in self.records:
+                k = base.group_of(name)
+                if k is not None:
+                    groups.setdefault(k, []).append(name)
+                else:
+                    pool = pool_of(name)
+                    if pool in loose and name != pool:
+                        loose[pool].append(name)
+            affected = set(groups)
+            for name in (*self.hidden_exact, *self.hidden_sub):
+                k = base.group_of(name)
+                if k is not None:
+                    affected.add(k)
+            got = self._index = Index(groups, loose, frozenset(affected))
+        return got
+
+    def changed(self) -> None:
+        """The records or hidden names changed: the index is built again when next asked."""
+        self._index = None
 
     def copy(self) -> Overlay:
         """A working copy for one mutation. Copy-on-write: the records are shared, never
@@ -135,7 +177,7 @@ class Overlay:
         return Overlay(
             records=dict(self.records),
             hidden_exact=set(self.hidden_exact), hidden_sub=set(self.hidden_sub),
-            meta=dict(self.meta), generation=self.generation,
+            meta=dict(self.meta), generation=self.generation, _index=self._index,
         )
 
     def hides(self, name: str) -> bool:

@@ -177,9 +177,11 @@ class Transaction:
 
     def put(self, rec: Rec) -> None:
         self.ov.records[rec["name"]] = rec
+        self.ov.changed()
         self.changed.add(rec["name"])
 
     def drop(self, name: str, *, base: bool, subtree: bool) -> None:
+        self.ov.changed()
         if name in self.ov.records:
             del self.ov.records[name]
             self.changed.add(name)

@@ -38,22 +38,10 @@ class View:
         self.st = sim.settings
         self.ov = ov
         self.tprop = self.st.tenant_property
-        b = self.base
-        self.group_names: dict[int, list[str]] = {}
-        self.loose: dict[str, list[str]] = {p: [] for p in b.pools}
-        for name in ov.records:
-            k = b.group_of(name)
-            if k is not None:
-                self.group_names.setdefault(k, []).append(name)
-            else:
-                pool = pool_of(name)
-                if pool in self.loose and name != pool:
-                    self.loose[pool].append(name)
-        self.affected: set[int] = set(self.group_names)
-        for name in (*ov.hidden_exact, *ov.hidden_sub):
-            k = b.group_of(name)
-            if k is not None:
-                self.affected.add(k)
+        idx = ov.index(self.base)
+        self.group_names: dict[int, list[str]] = idx.groups
+        self.loose: dict[str, list[str]] = idx.loose
+        self.affected: frozenset[int] = idx.affected
         self._group_recs: dict[int, dict[str, Rec]] = {}
         self._last_group: tuple[int, dict[str, Rec]] | None = None
         self._root_rec: dict[str, Rec] = {}
