@@ -123,14 +123,18 @@ class Store:
             self.conn.close()
 
 
-@dataclass(frozen=True)
+@dataclass
 class Index:
     """Where the overlay's names fall in the base: per tenant (`groups`), outside any tenant
     per pool (`loose`), and the tenants it changes or hides something in (`affected`)."""
 
     groups: dict[int, list[str]]
     loose: dict[str, list[str]]
-    affected: frozenset[int]
+    affected: set[int]
+
+    def copy(self) -> Index:
+        return Index({k: list(v) for k, v in self.groups.items()},
+                     {p: list(v) for p, v in self.loose.items()}, set(self.affected))
 
 
 @dataclass
@@ -140,35 +144,11 @@ class Overlay:
     hidden_sub: set[str] = field(default_factory=set)
     meta: dict[str, str] = field(default_factory=dict)
     generation: str = "0"
-    # index() of these records, built once and shared by every command that reads them (not
-    # once per command: 100k snapshots in the overlay made each `zfs get` scan them all);
-    # Transaction.put/drop reset it
+    # index() of these records: built once, shared by every command that reads this state
+    # (not rebuilt per command: 100k snapshots in the overlay made each command scan them
+    # all) and by the working copy of a mutation, which copies it before its first change
     _index: Index | None = field(default=None, repr=False, compare=False)
-
-    def index(self, base: BaseFleet) -> Index:
-        got = self._index
-        if got is None:
-            groups: dict[int, list[str]] = {}
-            loose: dict[str, list[str]] = {p: [] for p in base.pools}
-            for name in self.records:
-                k = base.group_of(name)
-                if k is not None:
-                    groups.setdefault(k, []).append(name)
-                else:
-                    pool = pool_of(name)
-                    if pool in loose and name != pool:
-                        loose[pool].append(name)
-            affected = set(groups)
-            for name in (*self.hidden_exact, *self.hidden_sub):
-                k = base.group_of(name)
-                if k is not None:
-                    affected.add(k)
-            got = self._index = Index(groups, loose, frozenset(affected))
-        return got
-
-    def changed(self) -> None:
-        """The records or hidden names changed: the index is built again when next asked."""
-        self._index = None
+    _index_owned: bool = field(default=False, repr=False, compare=False)
 
     def copy(self) -> Overlay:
         """A working copy for one mutation. Copy-on-write: the records are shared, never
@@ -179,6 +159,49 @@ class Overlay:
             hidden_exact=set(self.hidden_exact), hidden_sub=set(self.hidden_sub),
             meta=dict(self.meta), generation=self.generation, _index=self._index,
         )
+
+    def index(self, base: BaseFleet) -> Index:
+        """The index of the records as they are now. A View keeps the one it was built
+        with (the state at the start of its command, as before)."""
+        got = self._index
+        if got is None:
+            got = Index({}, {p: [] for p in base.pools}, set())
+            for name in self.records:
+                _place(got, base, name)
+            for name in (*self.hidden_exact, *self.hidden_sub):
+                k = base.group_of(name)
+                if k is not None:
+                    got.affected.add(k)
+            # not owned: the Views built on it keep it as it is now; a change copies it first
+            self._index, self._index_owned = got, False
+        return got
+
+    def _own(self) -> Index | None:
+        """The index, made this overlay's own before it is changed (None: not built yet)."""
+        if self._index is not None and not self._index_owned:
+            self._index, self._index_owned = self._index.copy(), True
+        return self._index
+
+    def put(self, base: BaseFleet, rec: Rec) -> None:
+        name = rec["name"]
+        if name not in self.records and (idx := self._own()) is not None:
+            _place(idx, base, name)
+        self.records[name] = rec
+
+    def remove(self, base: BaseFleet, name: str) -> None:
+        if name in self.records:
+            del self.records[name]
+            if (idx := self._own()) is not None:
+                k = base.group_of(name)
+                if k is not None:
+                    idx.groups[k].remove(name)
+                elif (pool := pool_of(name)) in idx.loose and name != pool:
+                    idx.loose[pool].remove(name)
+
+    def hide(self, base: BaseFleet, name: str, *, subtree: bool) -> None:
+        (self.hidden_sub if subtree else self.hidden_exact).add(name)
+        if (idx := self._own()) is not None and (k := base.group_of(name)) is not None:
+            idx.affected.add(k)
 
     def hides(self, name: str) -> bool:
         if name in self.hidden_exact:
@@ -194,3 +217,13 @@ class Overlay:
                 return True
         return False
 
+
+def _place(idx: Index, base: BaseFleet, name: str) -> None:
+    k = base.group_of(name)
+    if k is not None:
+        idx.groups.setdefault(k, []).append(name)
+        idx.affected.add(k)
+    else:
+        pool = pool_of(name)
+        if pool in idx.loose and name != pool:
+            idx.loose[pool].append(name)

@@ -176,17 +176,15 @@ class Transaction:
         return copy
 
     def put(self, rec: Rec) -> None:
-        self.ov.records[rec["name"]] = rec
-        self.ov.changed()
+        self.ov.put(self.sim.base, rec)
         self.changed.add(rec["name"])
 
     def drop(self, name: str, *, base: bool, subtree: bool) -> None:
-        self.ov.changed()
         if name in self.ov.records:
-            del self.ov.records[name]
+            self.ov.remove(self.sim.base, name)
             self.changed.add(name)
         if base:
-            (self.ov.hidden_sub if subtree else self.ov.hidden_exact).add(name)
+            self.ov.hide(self.sim.base, name, subtree=subtree)
             self.changed.add(name)
 
     def subtree(self, name: str, kinds: frozenset[str] = frozenset({"fs", "vol", "snap"}),

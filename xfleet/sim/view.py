@@ -41,7 +41,7 @@ class View:
         idx = ov.index(self.base)
         self.group_names: dict[int, list[str]] = idx.groups
         self.loose: dict[str, list[str]] = idx.loose
-        self.affected: frozenset[int] = idx.affected
+        self.affected: set[int] = idx.affected
         self._group_recs: dict[int, dict[str, Rec]] = {}
         self._last_group: tuple[int, dict[str, Rec]] | None = None
         self._root_rec: dict[str, Rec] = {}
