@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import builtins
 import functools
+import io
 import json
 import random
 import subprocess
@@ -135,6 +136,25 @@ def replica_cursor(sim: SimTransport, args: list[str], ctx: Context) -> Iterator
     return run_python_program(sim, program("replica_cursor").text, args, ctx)
 
 
+@command(PROGRAM, "assign_uuids")
+def assign_uuids(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[str]:
+    """assign_uuids.py PROPERTY < VOLUME GUID UUID lines: the program's own text, run here
+    with its `zfs get`/`zfs set` answered by this node's handlers
+    (xfleet/remote/programs/assign_uuids.py)."""
+    return run_python_program(sim, program("assign_uuids").text, args, ctx)
+
+
+class _Err:
+    """The program's sys.stderr: what it writes is the command's stderr."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def write(self, text: str) -> int:
+        self.ctx.err.append(text)
+        return len(text)
+
+
 def run_python_program(sim: SimTransport, text: str, args: list[str],
                        ctx: Context) -> Iterator[str]:
     """Run a remote Python program that drives `zfs` through `subprocess.run` (and only
@@ -155,7 +175,9 @@ def run_python_program(sim: SimTransport, text: str, args: list[str],
     def printed(*items: object, sep: str = " ", end: str = "\n") -> None:
         out.append(sep.join(str(i) for i in items))
 
-    fake_sys = types.SimpleNamespace(argv=["-c", *args], exit=sys.exit)
+    stdin = io.StringIO((ctx.stdin or b"").decode("utf-8", "replace"))
+    fake_sys = types.SimpleNamespace(argv=["-c", *args], exit=sys.exit, stdin=stdin,
+                                     stderr=_Err(ctx))
     fake_subprocess = types.SimpleNamespace(run=run)
     modules = {"sys": fake_sys, "subprocess": fake_subprocess}
 

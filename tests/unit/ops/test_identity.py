@@ -1,0 +1,148 @@
+"""Volume UUIDs at first sight (xfleet/ops/identity.py) on simulated nodes: one remote command
+per node whatever the volumes, only the volume the mirror saw (a re-created name gets a new
+UUID), a value already there is learned, never replaced, and replicas' copies are left alone."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from conftest import write_sim_inventory
+
+from xfleet import mirror
+from xfleet.core.identity import UUID_PROPERTY, valid_volume_uuid
+from xfleet.fleet import inventory
+from xfleet.fleet.connections import Connections
+from xfleet.ops import identity
+from xfleet.ops.sync import sync
+from xfleet.sim import SimTransport
+
+MIRRORED = f"    user_properties: [xfleet:tenant, {UUID_PROPERTY}]\n"
+
+
+def _fleet(tmp_path: Path, volumes: int = 30) -> inventory.Inventory:
+    inv = inventory.load(write_sim_inventory(tmp_path / "fleet.yaml", {
+        "n1": {"volumes": volumes, "seed": 11}, "n2": {"volumes": 10, "seed": 12}},
+        extra=MIRRORED))
+    assert sync(inv).ok
+    return inv
+
+
+def _uuid(t: SimTransport, volume: str) -> tuple[str, str]:
+    value, source = t.run(["zfs", "get", "-H", "-o", "value,source", UUID_PROPERTY,
+                           volume]).stdout.strip().split("\t")
+    return value, source
+
+
+def _mirror_uuids(inv: inventory.Inventory, node: str) -> dict[str, str | None]:
+    assert isinstance(inv.mirror, Path)
+    db = sqlite3.connect(inv.mirror)
+    try:
+        rows = db.execute("SELECT name, user_properties FROM datasets WHERE node = ? AND type "
+                          "= 'volume'", (node,)).fetchall()
+    finally:
+        db.close()
+    return {n: json.loads(p or "{}").get(UUID_PROPERTY) for n, p in rows}
+
+
+def test_every_volume_gets_its_own_uuid_in_one_command_per_node(tmp_path: Path) -> None:
+    inv = _fleet(tmp_path)
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        before = {n: conns.commands(n) for n in inv.hosts}
+        res = identity.assign(inv, inv.mirror, conns)
+        assert {n: conns.commands(n) - before[n] for n in inv.hosts} == {"n1": 1, "n2": 1}
+    assert res.ok and res.to_dict()["set"] == 40, res.to_dict()
+    seen = {**_mirror_uuids(inv, "n1"), **{f"n2:{k}": v for k, v in
+                                           _mirror_uuids(inv, "n2").items()}}
+    assert len(seen) == 40 and all(v is not None and valid_volume_uuid(v) for v in seen.values())
+    assert len(set(seen.values())) == 40  # every volume its own
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    name, value = next(iter(_mirror_uuids(inv, "n1").items()))
+    assert _uuid(t, name) == (value, "local")  # on the node, as the mirror says
+    # a sync reads back the same values; a second assign has nothing to do
+    assert sync(inv).ok
+    assert _mirror_uuids(inv, "n1")[name] == value
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        again = identity.assign(inv, inv.mirror, conns)
+        assert conns.commands("n1") == conns.commands("n2") == 0
+    assert again.to_dict()["set"] == 0 and again.ok
+
+
+def test_a_recreated_name_is_never_given_the_old_volumes_identity(tmp_path: Path) -> None:
+    inv = _fleet(tmp_path, volumes=5)
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    t.run(["zfs", "create", "-s", "-V", "1G", "tank/app"])
+    t.run(["zfs", "create", "-s", "-V", "1G", "tank/had"])
+    t.run(["zfs", "set", f"{UUID_PROPERTY}=0f0e0d0c-0b0a-4909-8807-060504030201", "tank/had"])
+    assert sync(inv).ok
+    t.run(["zfs", "destroy", "tank/app"])  # re-created after the mirror saw it
+    t.run(["zfs", "create", "-s", "-V", "2G", "tank/app"])
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        res = identity.assign(inv, inv.mirror, conns, nodes=["n1"],
+                              volumes=[("n1", "tank/app"), ("n1", "tank/had")])
+    n1 = res.nodes[0]
+    # tank/had: the mirror knew its value (set before the sync) and did not ask; tank/app: the
+    # mirror's guid is the old volume's
+    assert (n1.asked, n1.set, n1.gone) == (1, 0, 1), n1
+    assert _uuid(t, "tank/app") == ("-", "-")
+    assert sync(inv).ok  # the new tank/app is seen: now it gets one
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        res = identity.assign(inv, inv.mirror, conns, nodes=["n1"],
+                              volumes=[("n1", "tank/app")])
+    assert res.nodes[0].set == 1 and _uuid(t, "tank/app")[1] == "local"
+
+
+def test_a_value_the_mirror_did_not_know_is_learned_not_replaced(tmp_path: Path) -> None:
+    inv = _fleet(tmp_path, volumes=5)
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    vol = sorted(_mirror_uuids(inv, "n1"))[0]
+    mine = "0f0e0d0c-0b0a-4909-8807-060504030201"
+    t.run(["zfs", "set", f"{UUID_PROPERTY}={mine}", vol])  # by hand, after the sync
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        res = identity.assign(inv, inv.mirror, conns, nodes=["n1"])
+    assert res.nodes[0].had == 1 and res.nodes[0].set == 4
+    assert _uuid(t, vol) == (mine, "local") and _mirror_uuids(inv, "n1")[vol] == mine
+
+
+def test_an_inherited_value_is_not_an_identity(tmp_path: Path) -> None:
+    inv = _fleet(tmp_path, volumes=3)
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    t.run(["zfs", "create", "tank/grp"])
+    t.run(["zfs", "set", f"{UUID_PROPERTY}=0f0e0d0c-0b0a-4909-8807-060504030201", "tank/grp"])
+    t.run(["zfs", "create", "-s", "-V", "1G", "tank/grp/a"])
+    t.run(["zfs", "create", "-s", "-V", "1G", "tank/grp/b"])
+    assert sync(inv).ok
+    conn = mirror.connect(inv.mirror)
+    try:
+        missing = [v for v, _ in identity.without(conn, "n1")]
+        assert identity.of(conn, "n1", "tank/grp/a") is None
+    finally:
+        conn.close()
+    assert {"tank/grp/a", "tank/grp/b"} <= set(missing)
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        identity.assign(inv, inv.mirror, conns, nodes=["n1"],
+                        volumes=[("n1", "tank/grp/a"), ("n1", "tank/grp/b")])
+    a, b = _uuid(t, "tank/grp/a"), _uuid(t, "tank/grp/b")
+    assert a[1] == b[1] == "local" and a[0] != b[0]
+
+
+def test_limit_and_unknown_node_are_clear(tmp_path: Path) -> None:
+    import pytest
+
+    from xfleet.core.errors import UsageError
+
+    inv = _fleet(tmp_path, volumes=8)
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        res = identity.assign(inv, inv.mirror, conns, nodes=["n1"], limit=3)
+        assert res.nodes[0].set == 3
+        with pytest.raises(UsageError, match="no node 'nx'"):
+            identity.assign(inv, inv.mirror, conns, nodes=["nx"])
+        with pytest.raises(UsageError, match="--limit"):
+            identity.assign(inv, inv.mirror, conns, limit=0)
+
+
+def test_parse_assign_output_keeps_only_well_formed_lines() -> None:
+    text = "tank/a\tset\tu1\ntank/b\tgone\t\ngarbage\ntank/c\terr\tcannot set\n"
+    assert identity.parse_assign_output(text) == [
+        ("tank/a", "set", "u1"), ("tank/b", "gone", ""), ("tank/c", "err", "cannot set")]
