@@ -212,3 +212,23 @@ def _learn(location: Location, node: str, values: list[tuple[str, str]]) -> None
                 raise
     finally:
         conn.close()
+
+
+def ensure(inv: Inventory, location: Location, conns: Connections, node: str,
+           volume: str) -> str | None:
+    """The UUID of `volume` on `node`: the mirror's, or given now (one remote command); None
+    if the node could not give it one (it keeps the legacy identity). Moves and replicas call
+    this before their first stream, so the copy is received with the same UUID."""
+    conn = mirror.connect(location)
+    try:
+        known = of(conn, node, volume)
+    finally:
+        conn.close()
+    if known is not None:
+        return known
+    assign(inv, location, conns, nodes=[node], volumes=[(node, volume)])
+    conn = mirror.connect(location)
+    try:
+        return of(conn, node, volume)
+    finally:
+        conn.close()

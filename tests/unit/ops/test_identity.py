@@ -146,3 +146,38 @@ def test_parse_assign_output_keeps_only_well_formed_lines() -> None:
     text = "tank/a\tset\tu1\ntank/b\tgone\t\ngarbage\ntank/c\terr\tcannot set\n"
     assert identity.parse_assign_output(text) == [
         ("tank/a", "set", "u1"), ("tank/b", "gone", ""), ("tank/c", "err", "cannot set")]
+
+
+def test_a_move_and_a_replica_carry_the_volumes_uuid(tmp_path: Path) -> None:
+    """The volume has no UUID when its move starts: it gets one at first sight, and the moved
+    volume and a replica's copy on n2 have that same UUID (received with -o)."""
+    from unit.ops.moves.conftest import make_fleet, node, planned, run_move
+    from unit.ops.replicate.conftest import policies, run_round
+
+    inv, _, t = make_fleet(tmp_path)
+    assert _uuid(t, "tank/app/db") == ("-", "-")
+    m = run_move(inv, planned(inv))
+    assert m.state == "done", m
+    value, source = _uuid(node(inv, "n2"), "tank/app/db")
+    assert valid_volume_uuid(value) and source in ("local", "received")
+    retired = [n for n in _mirror_uuids(inv, "n1") if n.startswith("tank/app/db.")]
+    assert retired and _uuid(t, retired[0])[0] == value  # the old one keeps it, retired
+    # a replica of another volume of n1
+    t.run(["zfs", "create", "-s", "-V", "1G", "tank/app/logs"])
+    t.run(["zfs", "snapshot", "tank/app/logs@a"])
+    assert sync(inv).ok
+    res = run_round(inv, policies(POLICY_LOGS))
+    assert [s["volume"] for s in res.sent] == ["tank/app/logs"], res.to_dict()
+    src_uuid = _uuid(t, "tank/app/logs")
+    copy = _uuid(node(inv, "n2"), "tank/copies/app/logs")
+    assert valid_volume_uuid(src_uuid[0]) and copy[0] == src_uuid[0]
+
+
+POLICY_LOGS = """\
+policies:
+  - name: logs
+    match: {node: n1, name: "tank/app/logs"}
+    schedule: {every: 15m}
+    keep: {frequently: 1}
+    replicate: [{node: n2, pool: tank, rpo: 1h, root: tank/copies}]
+"""

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 
 from xfleet import mirror
 from xfleet.core.errors import RemoteCommandError, XfleetError
+from xfleet.core.identity import UUID_PROPERTY
 from xfleet.core.names import pool_of
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
 from xfleet.mirror import claims
 from xfleet.mirror.backend import Connection, Location
+from xfleet.ops import identity
 from xfleet.ops.moves.journal import (
     ACTIVE,
     DEFAULTS,
@@ -444,6 +446,12 @@ class Runner:
             pf = preflight(self._t(m.source_node), self._t(m.target_node), m.volume,
                            m.target_volume, m.send_flags, m.receive_properties)
             m.send_flags, m.receive_properties = pf.send_flags, pf.receive_properties
+            # the copy is received with the volume's UUID: the same NVMe identity on the target
+            # (a volume without one gets it now: first sight)
+            vol_uuid = identity.ensure(self.inv, self.mirror_path, self.conns, m.source_node,
+                                       m.volume)
+            if vol_uuid is not None:
+                m.receive_properties = {**m.receive_properties, UUID_PROPERTY: vol_uuid}
             save(conn, m, "preflight: target pool has "
                   + (", ".join(pf.needed) if pf.needed else "what the volume needs")
                   + "".join(f"; {n}" for n in pf.notes))

@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from xfleet import mirror
 from xfleet.core.errors import XfleetError
+from xfleet.core.identity import UUID_PROPERTY
 from xfleet.core.names import pool_of
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
 from xfleet.mirror import claims
 from xfleet.mirror.backend import Connection, Location
-from xfleet.ops import lifecycle
+from xfleet.ops import identity, lifecycle
 from xfleet.ops.moves.journal import SNAP_PREFIX
 from xfleet.ops.moves.plan import preflight
 from xfleet.ops.replicate.journal import (
@@ -434,6 +435,12 @@ class Round:
         r.send_flags = pf.send_flags
         r.receive_properties = {**pf.receive_properties, "volmode": "none",
                                 REPLICA_OF: f"{r.source_node}:{r.volume}"}
+        # the copy keeps the volume's UUID (given now if it has none: first sight): promoted,
+        # it is the same NVMe identity
+        vol_uuid = identity.ensure(self.inv, self.location, self.conns, r.source_node,
+                                   r.volume)
+        if vol_uuid is not None:
+            r.receive_properties[UUID_PROPERTY] = vol_uuid
         if "/" in r.target_volume:
             parent = r.target_volume.rsplit("/", 1)[0]
             if parent != pool_of(r.target_volume):
