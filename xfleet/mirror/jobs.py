@@ -50,10 +50,13 @@ class JobKind:
     error: type[XfleetError] = UsageError  # what a refusal raises (the feature's own error);
     # an unknown id is always a UsageError
     missing: str = "no {noun} {id}"  # the error for an unknown id
+    log: tuple[str, str] | None = None  # (table, job column) of its journal: `save` writes
+    # (job, at, state, message, operator) rows there
 
     def __post_init__(self) -> None:
-        if not self.table.isidentifier():  # the name is put into SQL text
-            raise ValueError(f"bad job table name {self.table!r}")
+        names = [self.table, *(self.log or ())]
+        if not all(n.isidentifier() for n in names):  # the names are put into SQL text
+            raise ValueError(f"bad job table names {names!r}")
 
 
 KINDS: dict[str, JobKind] = {}
@@ -145,6 +148,28 @@ def claim(conn: Connection, kind: JobKind, job_id: int, *,
         claims.take(conn, kind.table, job_id, set_columns)
         conn.execute("COMMIT")
         return row
+    except BaseException:
+        rollback(conn)
+        raise
+
+
+def save(conn: Connection, kind: JobKind, job_id: int, values: dict[str, object], *,
+         message: str | None = None) -> None:
+    """Write a job's columns `values` (`state` among them) in one short write transaction,
+    with `message` in the kind's journal (its `log` table) when given."""
+    cols = list(values)
+    if not all(c.isidentifier() for c in cols):
+        raise ValueError(f"bad column names {cols!r}")
+    begin(conn, f"a {kind.noun}'s progress")
+    try:
+        conn.execute(f"UPDATE {kind.table} SET {', '.join(f'{c} = ?' for c in cols)} "
+                     "WHERE id = ?", [*values.values(), job_id])
+        if message and kind.log is not None:
+            table, column = kind.log
+            conn.execute(f"INSERT INTO {table} ({column}, at, state, message, operator) "
+                         "VALUES (?, ?, ?, ?, ?)", (job_id, time.time(), values.get("state"),
+                                                   message, claims.operator()))
+        conn.execute("COMMIT")
     except BaseException:
         rollback(conn)
         raise

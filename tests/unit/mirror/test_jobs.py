@@ -165,3 +165,35 @@ def test_a_refusal_hint_names_the_job(conn: Connection, other_process: int) -> N
 def test_take_refuses_names_that_are_not_identifiers(conn: Connection) -> None:
     with pytest.raises(ValueError):
         claims.take(conn, "play_runs", 1, {"step = 0, state": 1})
+
+
+def test_save_writes_the_columns_and_the_journal_in_one_transaction(mirror_at: str) -> None:
+    """jobs.save on moves (a kind with a journal): the columns and a move_log row; a failing
+    write leaves neither; names that are not identifiers never reach SQL."""
+    c = mirror.connect(mirror_at)
+    try:
+        cur = c.execute(
+            "INSERT INTO moves (volume, source_node, target_node, target_volume, state, "
+            "send_flags, receive_properties, verify, options, created_at, updated_at) VALUES "
+            "('tank/x', 'n1', 'n2', 'tank/x', 'planned', '[]', '{}', 'sampled', '{}', 0, 0) "
+            "RETURNING id")
+        move_id = int(cur.fetchone()[0])
+        jobs.save(c, moves.MOVES, move_id, {"state": "base", "step": "base copy"},
+                  message="base copy")
+        row = c.execute("SELECT state, step FROM moves WHERE id = ?", (move_id,)).fetchone()
+        assert (row[0], row[1]) == ("base", "base copy")
+        assert [tuple(r) for r in c.execute("SELECT state, message FROM move_log WHERE move = ?",
+                                            (move_id,))] == [("base", "base copy")]
+        with pytest.raises(Exception, match="no_such"):
+            jobs.save(c, moves.MOVES, move_id, {"state": "catchup", "no_such": 1},
+                      message="never")
+        assert c.execute("SELECT state FROM moves WHERE id = ?", (move_id,)).fetchone()[0] \
+            == "base"
+        assert c.execute("SELECT count(*) FROM move_log WHERE move = ?",
+                         (move_id,)).fetchone()[0] == 1
+        with pytest.raises(ValueError, match="bad column"):
+            jobs.save(c, moves.MOVES, move_id, {"state; DROP TABLE moves": 1})
+    finally:
+        c.close()
+    with pytest.raises(ValueError, match="bad job table"):
+        jobs.JobKind("moves", "move", "xfleet moves list", frozenset(), log=("move log", "m"))

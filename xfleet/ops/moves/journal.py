@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from xfleet import mirror
 from xfleet.core.errors import XfleetError
 from xfleet.mirror import claims, jobs
 from xfleet.mirror.backend import Connection, Row
@@ -55,7 +54,7 @@ class MoveError(XfleetError):
 
 MOVES = jobs.register(jobs.JobKind(
     "moves", "move", "xfleet moves list", frozenset((*ACTIVE, *HALTED)), stale=STALE,
-    error=MoveError, missing="no move with id {id}"))
+    error=MoveError, missing="no move with id {id}", log=("move_log", "move")))
 
 
 @dataclass
@@ -137,20 +136,14 @@ def listing(conn: Connection, *, active_only: bool = False) -> list[Move]:
 
 def save(conn: Connection, m: Move, message: str | None = None) -> None:
     m.updated_at = time.time()
-    mirror.begin(conn, "a move's progress")
-    conn.execute(
-        "UPDATE moves SET state = ?, step = ?, snapshots = ?, received = ?, send_flags = ?, "
-        "receive_properties = ?, verified = ?, bytes_total = ?, bytes_done = ?, rate = ?, "
-        "rounds = ?, retired_as = ?, options = ?, error = ?, updated_at = ?, finished_at = ?, "
-        "heartbeat = ? WHERE id = ?",
-        (m.state, m.step, json.dumps(m.snapshots), m.received, json.dumps(m.send_flags),
-         json.dumps(m.receive_properties, sort_keys=True), m.verified, m.bytes_total,
-         m.bytes_done, m.rate, m.rounds, m.retired_as, json.dumps(m.options), m.error,
-         m.updated_at, m.finished_at, time.time(), m.id))
-    if message:
-        conn.execute("INSERT INTO move_log (move, at, state, message, operator) VALUES "
-                     "(?, ?, ?, ?, ?)", (m.id, time.time(), m.state, message, claims.operator()))
-    conn.execute("COMMIT")
+    jobs.save(conn, MOVES, m.id, {
+        "state": m.state, "step": m.step, "snapshots": json.dumps(m.snapshots),
+        "received": m.received, "send_flags": json.dumps(m.send_flags),
+        "receive_properties": json.dumps(m.receive_properties, sort_keys=True),
+        "verified": m.verified, "bytes_total": m.bytes_total, "bytes_done": m.bytes_done,
+        "rate": m.rate, "rounds": m.rounds, "retired_as": m.retired_as,
+        "options": json.dumps(m.options), "error": m.error, "updated_at": m.updated_at,
+        "finished_at": m.finished_at, "heartbeat": time.time()}, message=message)
 
 
 def log(conn: Connection, move_id: int) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ class ReplicaError(XfleetError):
 
 REPLICAS = jobs.register(jobs.JobKind(
     "replicas", "replica", "xfleet replicate status --all", OPEN, error=ReplicaError,
-    missing="no replica with id {id}"))
+    missing="no replica with id {id}", log=("replica_log", "replica")))
 
 
 @dataclass
@@ -124,25 +124,13 @@ def find(conn: Connection, spec: str) -> Replica:
 
 def save(conn: Connection, r: Replica, message: str | None = None) -> None:
     r.updated_at = time.time()
-    mirror.begin(conn, "a replica's progress")
-    conn.execute(
-        "UPDATE replicas SET state = ?, step = ?, cursor = ?, cursor_guid = ?, cursor_txg = ?, "
-        "as_of = ?, send_flags = ?, receive_properties = ?, bytes_last = ?, bytes_total = ?, "
-        "rounds = ?, last_round_at = ?, move = ?, error = ?, updated_at = ?, finished_at = ? "
-        "WHERE id = ?",
-        (r.state, r.step, r.cursor, r.cursor_guid, r.cursor_txg, r.as_of,
-         json.dumps(r.send_flags), json.dumps(r.receive_properties, sort_keys=True),
-         r.bytes_last, r.bytes_total, r.rounds, r.last_round_at, r.move, r.error,
-         r.updated_at, r.finished_at, r.id))
-    if message:
-        _log(conn, r.id, r.state, message)
-    conn.execute("COMMIT")
-
-
-def _log(conn: Connection, replica_id: int, state: str, message: str) -> None:
-    conn.execute("INSERT INTO replica_log (replica, at, state, message, operator) VALUES "
-                 "(?, ?, ?, ?, ?)", (replica_id, time.time(), state, message,
-                                     claims.operator()))
+    jobs.save(conn, REPLICAS, r.id, {
+        "state": r.state, "step": r.step, "cursor": r.cursor, "cursor_guid": r.cursor_guid,
+        "cursor_txg": r.cursor_txg, "as_of": r.as_of, "send_flags": json.dumps(r.send_flags),
+        "receive_properties": json.dumps(r.receive_properties, sort_keys=True),
+        "bytes_last": r.bytes_last, "bytes_total": r.bytes_total, "rounds": r.rounds,
+        "last_round_at": r.last_round_at, "move": r.move, "error": r.error,
+        "updated_at": r.updated_at, "finished_at": r.finished_at}, message=message)
 
 
 def log(conn: Connection, replica_id: int) -> list[dict[str, Any]]:

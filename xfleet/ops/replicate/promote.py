@@ -32,6 +32,7 @@ from xfleet.ops.replicate.journal import (
     release_all,
     save,
 )
+from xfleet.ops.replicate.round import Round
 from xfleet.ops.sync import sync
 
 
@@ -68,8 +69,6 @@ def _take(location: Location, spec: str) -> Replica:
 def promote(inv: Inventory, location: Location, conns: Connections, spec: str, *,
             progress: moves.Progress | None = None) -> Promotion:
     """The planned failover: the move engine's cutover onto the copy."""
-    from xfleet.ops.replicate.round import Round  # the round imports the policies
-
     r = _take(location, spec)
     conn = mirror.connect(location)
     try:

@@ -120,42 +120,50 @@ def ensure(conn: Connection, policies: Policies, inventory: Inventory | None = N
     return added
 
 
-def _policy_filter(policies: Policies) -> tuple[str, list[Any]]:
+def _policy_filter(policies: Policies, r: str = "r") -> tuple[str, list[Any]]:
+    """The SQL condition on replica rows `r` (a table or its alias) of the policies'."""
     pairs = [(p.name, t.node) for p in policies.policies for t in p.replicate]
     if not pairs:
         return "0 = 1", []
-    return ("(" + " OR ".join("(r.policy = ? AND r.target_node = ?)" for _ in pairs) + ")",
-            [x for pair in pairs for x in pair])
+    return ("(" + " OR ".join(f"({r}.policy = ? AND {r}.target_node = ?)" for _ in pairs)
+            + ")", [x for pair in pairs for x in pair])
 
 
 # -- 2. what to send ---------------------------------------------------------------------------
 
-# the newest snapshot of the replica's source volume that is not a move's
-_SNAPS = ("s.node = r.source_node AND s.name >= r.volume || '@' AND s.name < r.volume || 'A' "
-          "AND s.type = 'snapshot' AND substr(s.name, length(r.volume) + 2, "
-          f"{len(SNAP_PREFIX)}) != '{SNAP_PREFIX}'")
-_NEWEST = f"(SELECT max(s.createtxg) FROM datasets s WHERE {_SNAPS})"
-_WRITTEN = (f"(SELECT coalesce(sum(s.written), 0) FROM datasets s WHERE {_SNAPS} AND "
-            "s.createtxg > r.cursor_txg)")
+def _snaps(r: str) -> str:
+    """The snapshots `s` of the source volume of replica row `r` (a table or its alias) that
+    are not a move's."""
+    return (f"s.node = {r}.source_node AND s.name >= {r}.volume || '@' AND s.name < "
+            f"{r}.volume || 'A' AND s.type = 'snapshot' AND substr(s.name, length({r}.volume) "
+            f"+ 2, {len(SNAP_PREFIX)}) != '{SNAP_PREFIX}'")
+
+
+def _newest(r: str) -> str:
+    return f"(SELECT max(s.createtxg) FROM datasets s WHERE {_snaps(r)})"
+
+
+def _written(r: str) -> str:
+    """The bytes written in the snapshots newer than the replica's cursor."""
+    return (f"(SELECT coalesce(sum(s.written), 0) FROM datasets s WHERE {_snaps(r)} AND "
+            f"s.createtxg > {r}.cursor_txg)")
 
 
 def catch_up_quiet(conn: Connection, policies: Policies) -> int:
     """Replicas whose source has newer snapshots that wrote nothing since the cursor: their
     data is current as of the newest one; `as_of` moves on (one UPDATE, no stream)."""
-    where, params = _policy_filter(policies)
+    where, params = _policy_filter(policies, "replicas")
     # as_of: the creation of the newest snapshot, as the top one of the volume's snapshots
     # newer than the cursor (the WHERE below keeps only replicas that have one), not as the
-    # one whose createtxg equals _NEWEST: that correlated subquery was run again for every
+    # one whose createtxg equals _newest: that correlated subquery was run again for every
     # snapshot of the volume (S^2 rows per replica: 36.5 s for 100k volumes of 31 snapshots,
     # benchmarks/bench_replicate.py)
     cur = conn.execute(
         "UPDATE replicas SET as_of = (SELECT s.creation FROM datasets s WHERE "
-        f"{_SNAPS.replace('r.', 'replicas.')} AND s.createtxg > replicas.cursor_txg "
+        f"{_snaps('replicas')} AND s.createtxg > replicas.cursor_txg "
         "ORDER BY s.createtxg DESC LIMIT 1) "
-        f"WHERE {where.replace('r.', 'replicas.')} AND state = 'idle' AND cursor_txg IS NOT "
-        f"NULL AND {_NEWEST.replace('r.', 'replicas.')} > cursor_txg AND "
-        f"{_WRITTEN.replace('r.', 'replicas.')} = 0",
-        params)
+        f"WHERE {where} AND state = 'idle' AND cursor_txg IS NOT NULL AND "
+        f"{_newest('replicas')} > cursor_txg AND {_written('replicas')} = 0", params)
     return max(0, cur.rowcount or 0)
 
 
@@ -164,14 +172,14 @@ def due(conn: Connection, where: str, params: list[Any], *, force: bool = False,
     """The replicas (rows `r` matching `where`) with something to send, each with its
     source's newest snapshot (name, guid, createtxg, creation), streamed in (source node,
     volume) order; `force`: those with a newer snapshot even if it wrote nothing."""
-    changed = "" if force else f" AND {_WRITTEN} > 0"
+    changed = "" if force else f" AND {_written('r')} > 0"
     # the newest snapshot by its row id, one index probe per replica: joining on
     # `createtxg = max(createtxg)` let PostgreSQL match every replica against every snapshot
     # of the same txg (one `zfs snapshot` puts a whole pool's in one txg): N^2 rows
     cur = conn.execute(
         "SELECT r.*, n.name AS snap_name, n.guid AS snap_guid, n.createtxg AS snap_txg, "
         "n.creation AS snap_creation FROM replicas r JOIN datasets n ON n.id = (SELECT s.id "
-        f"FROM datasets s WHERE {_SNAPS} ORDER BY s.createtxg DESC LIMIT 1) WHERE {where} "
+        f"FROM datasets s WHERE {_snaps('r')} ORDER BY s.createtxg DESC LIMIT 1) WHERE {where} "
         "AND r.state IN ('new', 'idle', 'failed', 'sending') AND (r.cursor_txg IS NULL OR "
         f"(n.createtxg > r.cursor_txg{changed}) OR r.state IN ('failed', 'sending')) "
         "ORDER BY r.source_node, r.volume", params)
@@ -315,19 +323,17 @@ class Round:
             if self.stop.is_set():
                 return None
             return self._stream(conn, r, snap)
-        except XfleetError as exc:
-            r.state, r.step = "failed", None
-            r.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-            save(conn, r, f"failed: {r.error}")
+        except Exception as exc:  # journaled on the replica: the next round resumes it
+            if isinstance(exc, XfleetError):
+                error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+            else:  # a bug: the traceback to the log
+                log.exception("replica %s failed unexpectedly", r.id)
+                error = f"internal error: {type(exc).__name__}: {exc}"
+            r.state, r.step, r.error = "failed", None, error
+            save(conn, r, f"failed: {error}")
             self._tell(r, "failed")
             return {"id": r.id, "volume": r.volume, "source_node": r.source_node,
-                    "target_node": r.target_node, "error": r.error}
-        except Exception as exc:  # journaled like any failure; the traceback to the log
-            log.exception("replica %s failed unexpectedly", r.id)
-            r.state, r.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
-            save(conn, r, f"failed: {r.error}")
-            return {"id": r.id, "volume": r.volume, "source_node": r.source_node,
-                    "target_node": r.target_node, "error": r.error}
+                    "target_node": r.target_node, "error": error}
         finally:
             conn.close()
             for n in reversed(nodes):
