@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from xfleet.core.errors import HostKeyError, InventoryError, MirrorError, NameError_, UsageError
+from xfleet.core.identity import HOSTS_PROPERTY, UUID_PROPERTY
 from xfleet.core.names import validate_pool
 from xfleet.core.units import parse_size
 from xfleet.core.yamlsrc import Val, convert, plain, shown, suggest, typename
@@ -68,6 +69,8 @@ HOST_KEYS: dict[str, str] = {
     "labels": "a mapping of label names to plain values",
     "max_streams": "an integer from 1 to 1000 (concurrent send/receive streams on this node)",
     "bwlimit": "a rate in bytes per second, e.g. 200M (all move streams of this node together)",
+    "max_prune": "an integer from 1 to 10000000 (snapshots a snapshot run or serve tick "
+    "destroys on this node at most)",
     "hooks": "a mapping of hook names (pre_cutover, post_cutover) to a command (a list of "
     "strings) or a list of commands, e.g. {pre_cutover: [[nvmet-unexport, '{volume}']]}",
     "connect_timeout": "a positive number of seconds (at most a year)",
@@ -101,11 +104,12 @@ FLEET_KEYS: dict[str, str] = {
 }
 GROUP_KEYS = ("vars", "children", "hosts")
 # Keys that only make sense on a storage node; refused on an initiator (and not inherited by one).
-STORAGE_ONLY_KEYS = ("pools", "max_streams", "bwlimit", "hooks", "sim", "target")
+STORAGE_ONLY_KEYS = ("pools", "max_streams", "bwlimit", "max_prune", "hooks", "sim", "target")
 # Commands run around a move's cutover, with {volume}, {target_volume}, {source_node},
 # {target_node} and {pool} replaced in each argument (docs/moves.md).
 HOOK_NAMES = ("pre_cutover", "post_cutover")
 DEFAULT_TENANT_PROPERTY = "xfleet:tenant"
+ALWAYS_MIRRORED = (UUID_PROPERTY, HOSTS_PROPERTY)
 DEFAULT_CURRENCY = "USD"
 _CURRENCY = re.compile(r"\A[A-Z]{3}\Z")
 # `sim: {now: today}`: the simulated fleet's "now" is the start of the current UTC day (so its
@@ -130,7 +134,7 @@ class Inventory:
     space_refresh_budget: int = 2000
     space_refresh_interval: float = 300.0
     move_bwlimit: int | None = None  # bytes/s, all moves of one xfleet process together
-    user_properties: tuple[str, ...] = (DEFAULT_TENANT_PROPERTY,)
+    user_properties: tuple[str, ...] = (DEFAULT_TENANT_PROPERTY, UUID_PROPERTY, HOSTS_PROPERTY)
     tenant_property: str = DEFAULT_TENANT_PROPERTY
     environment: dict[str, str] = field(default_factory=dict)
     compression_policy: Path | None = None  # docs/compression.md
@@ -512,6 +516,10 @@ class _Loader:
             if not isinstance(val, int) or isinstance(val, bool) or not 1 <= val <= 1000:
                 raise self._bad(key, v)
             return val
+        if key == "max_prune":
+            if not isinstance(val, int) or isinstance(val, bool) or not 1 <= val <= 10_000_000:
+                raise self._bad(key, v)
+            return val
         if key in ("connect_timeout", "command_timeout"):
             if not isinstance(val, (int, float)) or isinstance(val, bool) or \
                     not 0 < val <= MAX_SECONDS:
@@ -633,6 +641,9 @@ class _Loader:
             inv.user_properties = tuple(self._user_prop("user_properties", x) for x in v.value)
         if inv.tenant_property not in inv.user_properties:
             inv.user_properties = (inv.tenant_property, *inv.user_properties)
+        # a volume's identity and allowed hosts are always mirrored (and so carried by moves
+        # and replicas: docs/identity.md, docs/access.md)
+        inv.user_properties += tuple(p for p in ALWAYS_MIRRORED if p not in inv.user_properties)
         if "environment" in f:
             env = self._mapping(f["environment"], "environment")
             for k, x in env.items():

@@ -22,6 +22,7 @@ class Host:
     groups: tuple[str, ...] = ()
     max_streams: int = 2
     bwlimit: int | None = None  # bytes/s, all move streams of this node together
+    max_prune: int | None = None  # snapshots a snapshot run or serve tick destroys here at most
     hooks: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     connect_timeout: float = 10.0
     command_timeout: float = 600.0

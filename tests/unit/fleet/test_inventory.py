@@ -134,7 +134,8 @@ def test_fleet_settings_and_paths(fleet: Path) -> None:
     assert inv.price_per_gb_month == 0.1 and inv.parallel == 4
     assert inv.currency == "USD"  # the default
     assert inv.tenant_property == "acme:tenant"
-    assert inv.user_properties == ("acme:tenant", "acme:branch")  # the tenant one is always in
+    # the tenant one is always in, and so are the identity and allowed hosts (docs/identity.md)
+    assert inv.user_properties == ("acme:tenant", "acme:branch", "xfleet:uuid", "xfleet:hosts")
     assert inv.environment == {"name": "staging", "colour": "yellow"}
     b = inv.hosts["b-n1"]
     assert b.identity_file == str(fleet.parent / "keys" / "b.key")

@@ -5,7 +5,8 @@ re-fetched for exactly the touched names).
 
 Pruning never touches a held snapshot (one `zfs get userrefs` per node and batch: a held one
 is skipped and reported, the rest go) nor a clone's origin (the retention keeps those), and
-takes at most `max_prune` snapshots per run (a first run over a long backlog goes in steps).
+takes at most `max_prune` snapshots per run, and at most a node's own `max_prune` (inventory)
+from that node (a first run over a long backlog goes in steps).
 """
 
 from __future__ import annotations
@@ -55,19 +56,24 @@ def take(conn: Connection, policies: Policies, *, now: float | None = None,
 
 def prune(conn: Connection, policies: Policies, *, inventory: Inventory | None = None,
           holds: Holds | None = None, max_prune: int = DEFAULT_MAX_PRUNE) -> LifecyclePlan:
-    """The snapshots every policy's retention prunes (up to `max_prune`), held ones skipped;
+    """The snapshots every policy's retention prunes (up to `max_prune`, and up to each
+    node's own `max_prune` from the inventory), held ones skipped;
     a clone's origin is kept by the retention and listed in `skipped` too."""
     chosen: dict[str, list[str]] = defaultdict(list)  # node -> snapshot names
     skipped: list[tuple[str, str, str]] = []
     n = 0
+    # a node's own budget (inventory `max_prune`): its share of a run's destroys
+    budget = {name: h.max_prune for name, h in inventory.hosts.items()
+              if h.max_prune is not None} if inventory is not None else {}
     for p in policies.policies:
         for node, _vol, rows in owned_snapshots(conn, policies, p, inventory):
             d = decide([Snap(name, creation or 0, prot) for name, creation, _, prot in rows],
                        p.keep, p.schedule.tz)
             skipped += [(node, name, "kept: a clone's origin") for name, _, _, prot in rows
                         if prot]
+            room = budget.get(node)
             for name in d.prune:
-                if n >= max_prune:
+                if n >= max_prune or (room is not None and len(chosen[node]) >= room):
                     break
                 chosen[node].append(name)
                 n += 1

@@ -86,3 +86,28 @@ def test_take_is_one_command_per_pool_and_prune_keeps_the_newest(tmp_path: Path,
         assert len(capped.destroyed) == 5
     finally:
         conn.close()
+
+
+def test_a_nodes_own_max_prune_caps_its_share_of_a_run(tmp_path: Path) -> None:
+    """n1 with `max_prune: 3` in the inventory gives up at most 3 snapshots a run; n2, without
+    one, all it has to; the run's own max_prune still caps the total."""
+    path = write_sim_inventory(tmp_path / "fleet.yaml", {"n1": {"seed": 3, "volumes": 10},
+                                                         "n2": {"seed": 4, "volumes": 10}})
+    path.write_text(path.read_text().replace("    n1:\n", "    n1:\n      max_prune: 3\n"))
+    inv = inventory.load(path)
+    assert inv.hosts["n1"].max_prune == 3 and inv.hosts["n2"].max_prune is None
+    db = str(tmp_path / "m.db")
+    assert sync(inv, db).ok
+    ps = parse_policies(POLICIES.replace("frequently: 2", "frequently: 1"))
+    conn = mirror.connect(db)
+    try:
+        now = time.time()
+        for hour in (0, 1):
+            run(inv, db, apply.take(conn, ps, now=now + hour * 3600, inventory=inv))
+        plan = apply.prune(conn, ps, inventory=inv)
+        by_node = {n: sum(1 for x, _, _ in plan.destroyed if x == n) for n in ("n1", "n2")}
+        assert by_node == {"n1": 3, "n2": 10}, by_node
+        total = apply.prune(conn, ps, inventory=inv, max_prune=5)
+        assert len(total.destroyed) == 5
+    finally:
+        conn.close()

@@ -250,8 +250,10 @@ def test_full_and_incremental_sync_mirror_every_hostile_value(tmp_path: Path) ->
     assert full.ok, full.to_dict()
     assert mirrored(db, "tank/hostile") == want
     # the listing is 5 commands (with zpool status -j); the cut at tank/hostile/bad costs one
-    # -H read per property and one zfs get -j for the datasets after it
-    assert full.nodes[0].commands == 5 + len(PROPS) + 1, t.history[-12:]
+    # -H read per mirrored property (PROPS, and the identity and hosts ones every inventory
+    # mirrors) and one zfs get -j for the datasets after it
+    assert len(inv.user_properties) == len(PROPS) + 2
+    assert full.nodes[0].commands == 5 + len(inv.user_properties) + 1, t.history[-12:]
     # incremental: values that imitate the change feeds, a changed value over lines, new
     # snapshots inheriting hostile values
     for argv in hostile.changes("n1"):
