@@ -16,8 +16,10 @@ import click
 
 from xfleet import __version__
 from xfleet.cli import (
+    attach,
     capacity,  # noqa: F401  (adds `report capacity` to compression.report_group)
     compression,
+    identity,
     inventory,
     lab,
     lifecycle,
@@ -124,6 +126,11 @@ cli.add_command(upgrade.target_group)
 cli.add_command(serve.serve_cmd)
 cli.add_command(snapshots.snapshots_group)
 cli.add_command(replicate.replicate_group)
+cli.add_command(attach.attach_cmd)
+cli.add_command(attach.detach_cmd)
+cli.add_command(attach.attachments_cmd)
+cli.add_command(attach.initiators_cmd)
+cli.add_command(identity.identity_group)
 
 
 # ---------------------------------------------------------------------------------------------

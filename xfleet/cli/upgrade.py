@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from xfleet.ops.rollout import Result
 
 EXIT_PAUSED = 4  # the rollout paused (a failure beyond its budget, or asked to)
+EXIT_FINDINGS = 5  # target audit: an export open to any host, or a drift from the mirror
 
 
 def _when(t: float | None) -> str:
@@ -337,8 +338,9 @@ def target_group() -> None:
     """The NVMe-oF target daemon of the nodes.
 
     \b
-    Example:
+    Examples:
       xfleet target status --json
+      xfleet target audit --node st-a1
     """
 
 
@@ -380,3 +382,58 @@ def target_status(c: Ctx, nodes: tuple[str, ...], as_json: bool) -> None:
             rows = list(pool.map(one, names))
     emit(["node", "installed", "running", "ready", "exports", "error"], rows,
          "json" if as_json else "table")
+
+
+@target_group.command("audit")
+@click.option("--node", "-n", "nodes", multiple=True, metavar="NODE",
+              help="Only these nodes or groups (repeatable). Default: every node with a "
+              "target.")
+@click.option("--limit", "-l", type=click.IntRange(0), default=50, show_default=True,
+              help="Findings shown in the table (0: all); --json has them all.")
+@json_option
+@pass_ctx
+def target_audit(c: Ctx, nodes: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Every export open to any host, and every drift between the mirror's attachments and
+    what the target allows: a host missing or extra, an attachment of a volume the target
+    does not export, an attachment left half done (one listing command per node, in
+    parallel; docs/access.md).
+
+    Exit status: 0 nothing found, 5 findings, 1 a node could not be listed (its findings
+    are unknown; the others' are shown).
+
+    \b
+    Examples:
+      xfleet target audit
+      xfleet target audit --node st-a1 --json
+    """
+    from xfleet.fleet.connections import Connections
+    from xfleet.ops.access.audit import audit
+
+    inv = c.inventory()
+    with Connections(inv.hosts, trust_store=inv.trust_store,
+                     state_dir=inv.state_dir) as conns:
+        result = audit(inv, c.mirror_path(), conns, nodes)
+    failed = result.failed_nodes
+    counts = result.counts()
+    summary = (f"{sum(n.exports for n in result.nodes)} export(s) on {len(result.nodes)} "
+               f"node(s): " + (", ".join(f"{v} {k}" for k, v in counts.items() if v)
+                              or "nothing found"))
+    if as_json:
+        doc = result.to_dict()
+        if not result.clean:
+            first = result.findings[0]
+            doc = failed_doc(doc, f"{summary}; first: {first.node}: {first.message}",
+                             where=", ".join(failed) or first.node,
+                             hint="each finding is in 'findings' (docs/access.md)")
+        echo_json(doc)
+    else:
+        rows = [f.to_dict() for f in result.findings]
+        emit(["kind", "node", "volume", "initiator", "message"],
+             rows[:limit] if limit else rows, "table")
+        if limit and len(rows) > limit:
+            click.echo(f"... {len(rows) - limit} more (--limit 0 shows them all)")
+        click.echo(summary)
+    if failed:
+        sys.exit(1)
+    if not result.clean:
+        sys.exit(EXIT_FINDINGS)

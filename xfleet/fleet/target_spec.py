@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DRIVERS = ("nvmet", "command")
-# operations a `command` driver may define; `exports` and the versions are read from stdout
+# operations a `command` driver may define; `exports` and the versions are read from stdout;
+# `set_hosts` reads `NQN<TAB>HOSTS` lines on stdin (docs/access.md)
 COMMAND_OPS = ("installed_version", "running_version", "exports", "stage", "restart", "ready",
-               "rollback")
+               "rollback", "set_hosts")
 COMMAND_REQUIRED = ("running_version", "exports", "restart", "ready")
 COMMAND_VARS = ("node", "version", "path", "sha256")
 NVMET_SETTINGS = ("address", "port", "nqn_prefix", "package", "service", "ready_file",

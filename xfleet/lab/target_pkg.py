@@ -2,7 +2,8 @@
 
 Built on the host with `dpkg-deb` (no network): a small python3 daemon script that exports
 every zvol of the node's pools over NVMe/TCP through the kernel target (configfs) with pinned
-identities (xfleet.core.identity.pinned_identity), and a systemd unit. 1.0 and 1.1 work; 1.2 is
+identities (xfleet.core.identity.pinned_identity), each to the hosts of its `xfleet:hosts`
+property (absent: any host, the legacy open export), and a systemd unit. 1.0 and 1.1 work; 1.2 is
 deliberately broken: it exports but its readiness never comes. docs/upgrades.md.
 """
 
@@ -15,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from xfleet.core.identity import PIN_NAMESPACE
+from xfleet.core.access import CLOSED
+from xfleet.core.identity import HOSTS_PROPERTY, PIN_NAMESPACE
 from xfleet.fleet.target_spec import NVMET_DEFAULTS
 from xfleet.lab import ssh
 from xfleet.lab.errors import LabError
@@ -28,7 +30,8 @@ CONF = "/etc/xfleet-lab-target.conf"  # address=, port=, nqn_prefix=, pools= (ke
 SCRIPT_PATH = "/usr/sbin/xfleet-lab-target"
 
 DAEMON = r'''#!/usr/bin/python3
-"""xfleet-lab-target VERSION: exports the node's zvols over NVMe/TCP (kernel nvmet, configfs).
+"""xfleet-lab-target VERSION: exports the node's zvols over NVMe/TCP (kernel nvmet, configfs),
+each to the hosts in its @HOSTS@ property (absent: any host).
 
 usage: xfleet-lab-target start|stop|status|export VOLUME|unexport VOLUME"""
 import os, socket, subprocess, sys, uuid
@@ -84,15 +87,46 @@ def ensure_port(c):
         put(PORT_DIR + "/addr_trsvcid", c["port"])
 
 
-def export(c, volume, guid=None):
+def allowed(value):
+    """The `@HOSTS@` property's value -> the allowed host NQNs, or None: any host (absent,
+    "-" or empty: a volume xfleet never restricted; "@CLOSED@": no host)."""
+    value = value.strip()
+    if value in ("", "-"):
+        return None
+    return [] if value == "@CLOSED@" else [h for h in value.split(",") if h]
+
+
+def set_hosts(sub, hosts):
+    """The subsystem's access: any host (None), or exactly `hosts` (the kernel refuses
+    allowed hosts on an open subsystem and opening one that has allowed hosts)."""
+    links = sub + "/allowed_hosts"
+    if hosts is None:
+        for h in os.listdir(links):
+            os.unlink(links + "/" + h)
+        put(sub + "/attr_allow_any_host", "1")
+        return
+    put(sub + "/attr_allow_any_host", "0")
+    have = set(os.listdir(links))
+    for h in hosts:
+        entry = ROOT + "/hosts/" + h
+        if not os.path.isdir(entry):
+            os.mkdir(entry)
+        if h not in have:
+            os.symlink(entry, links + "/" + h)
+    for h in have - set(hosts):
+        os.unlink(links + "/" + h)
+
+
+def export(c, volume, guid=None, hosts="-"):
     if guid is None:
-        guid = out(["zfs", "get", "-Hp", "-o", "value", "guid", volume]).strip()
+        guid, hosts = out(["zfs", "get", "-Hp", "-o", "value", "guid,@HOSTS@",
+                           volume]).splitlines()[:2]
     u, g = identity(socket.gethostname(), guid)
     name = nqn(c, volume)
     sub = ROOT + "/subsystems/" + name
     if not os.path.isdir(sub):
         os.mkdir(sub)
-    put(sub + "/attr_allow_any_host", "1")
+    set_hosts(sub, allowed(hosts))
     ns = sub + "/namespaces/1"
     if not os.path.isdir(ns):
         os.mkdir(ns)
@@ -130,8 +164,8 @@ def volumes(c):
     pools = c["pools"].split() or out(["zpool", "list", "-H", "-o", "name"]).split()
     rows = []
     for pool in pools:
-        for line in out(["zfs", "list", "-Hp", "-r", "-t", "volume", "-o", "name,guid",
-                         pool]).splitlines():
+        for line in out(["zfs", "list", "-Hp", "-r", "-t", "volume", "-o",
+                         "name,guid,@HOSTS@", pool]).splitlines():
             if line.strip():
                 rows.append(line.split("\t"))
     return rows
@@ -140,8 +174,8 @@ def volumes(c):
 def start(c):
     ensure_port(c)
     n = 0
-    for volume, guid in volumes(c):
-        export(c, volume, guid)
+    for volume, guid, hosts in volumes(c):
+        export(c, volume, guid, hosts)
         n += 1
     os.makedirs(os.path.dirname(READY), exist_ok=True)
     if BROKEN:
@@ -228,7 +262,9 @@ def daemon_script(version: str) -> str:
             .replace("@PIN@", str(PIN_NAMESPACE))
             .replace("@READY@", str(NVMET_DEFAULTS["ready_file"]))
             .replace("@PREFIX@", str(NVMET_DEFAULTS["nqn_prefix"]))
-            .replace("@CONF@", CONF))
+            .replace("@CONF@", CONF)
+            .replace("@HOSTS@", HOSTS_PROPERTY)
+            .replace("@CLOSED@", CLOSED))
 
 
 def build(version: str, out_dir: Path) -> Package:

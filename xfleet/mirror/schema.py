@@ -522,6 +522,55 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX replica_log_replica ON replica_log (replica, at)
     """,
+    # v13: NVMe-oF access control (docs/access.md). The initiators' host NQNs as read from
+    # /etc/nvme/hostnqn; which initiator may reach which volume's subsystem (a volume has one
+    # writer unless every attachment of it is shared); every attach/detach and its outcome.
+    13: """
+    CREATE TABLE initiators (
+        name TEXT PRIMARY KEY,
+        hostnqn TEXT NOT NULL,
+        address TEXT,
+        read_at REAL NOT NULL,
+        operator TEXT
+    );
+    CREATE INDEX initiators_hostnqn ON initiators (hostnqn);
+    CREATE TABLE attachments (
+        id INTEGER PRIMARY KEY,
+        node TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        initiator TEXT NOT NULL,
+        hostnqn TEXT NOT NULL,
+        nqn TEXT,
+        shared INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        batch TEXT NOT NULL,
+        operator TEXT,
+        operator_reason TEXT,
+        error TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX attachments_volume ON attachments (node, volume, initiator);
+    CREATE INDEX attachments_initiator ON attachments (initiator);
+    CREATE TABLE attachment_log (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        batch TEXT NOT NULL,
+        action TEXT NOT NULL,
+        node TEXT,
+        volume TEXT NOT NULL,
+        initiator TEXT NOT NULL,
+        hostnqn TEXT,
+        nqn TEXT,
+        shared INTEGER NOT NULL DEFAULT 0,
+        outcome TEXT NOT NULL,
+        message TEXT,
+        operator TEXT,
+        operator_reason TEXT
+    );
+    CREATE INDEX attachment_log_at ON attachment_log (at);
+    CREATE INDEX attachment_log_volume ON attachment_log (node, volume)
+    """,
 }
 
 

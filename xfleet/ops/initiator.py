@@ -205,7 +205,8 @@ def controllers(transport: Transport) -> list[Controller]:
     return parse_controllers(transport.run(list_argv()).stdout)
 
 
-def _check_nqn(nqn: str) -> str:
+def check_nqn(nqn: str) -> str:
+    """`nqn` if it is an NVMe qualified name (printable, no blank or comma), else UsageError."""
     if not _NQN.match(nqn):
         raise UsageError(f"not an NVMe qualified name: {nqn!r}",
                          hint="an NQN starts with 'nqn.' and has no blanks, e.g. "
@@ -248,7 +249,7 @@ def connect_argv(
     if isinstance(reconnect_delay, bool) or not isinstance(reconnect_delay, (int, float)) or \
             reconnect_delay < 1:
         raise UsageError(f"reconnect_delay must be at least 1 second, got {reconnect_delay!r}")
-    address, nqn = _check_address(address), _check_nqn(nqn)
+    address, nqn = _check_address(address), check_nqn(nqn)
     loss = _seconds_arg(ctrl_loss_tmo, "ctrl_loss_tmo")
     if fast_io_fail_tmo is None:
         return ["nvme", "connect", "-t", "tcp", "-a", address, "-s", str(port), "-n", nqn,
@@ -271,7 +272,7 @@ def connect(
 
 def disconnect(transport: Transport, nqn: str) -> None:
     """Disconnect every controller of subsystem `nqn` (one command)."""
-    transport.run(["nvme", "disconnect", "-n", _check_nqn(nqn)])
+    transport.run(["nvme", "disconnect", "-n", check_nqn(nqn)])
 
 
 def disconnect_all(transport: Transport) -> None:

@@ -22,6 +22,7 @@ from xfleet.fleet.target_spec import (
     NVMET_DEFAULTS,
     TargetSpec,
 )
+from xfleet.ops.initiator import check_nqn
 from xfleet.remote.programs import program
 from xfleet.remote.transport import Transport
 
@@ -32,7 +33,8 @@ class TargetError(XfleetError):
 
 @dataclass(frozen=True)
 class Export:
-    """One exported namespace: subsystem NQN, namespace id, backing device and its identity."""
+    """One exported namespace: subsystem NQN, namespace id, backing device and its identity;
+    who may connect: any host (`allow_any_host`), else only the host NQNs in `hosts`."""
 
     nqn: str
     nsid: int
@@ -40,10 +42,29 @@ class Export:
     uuid: str
     nguid: str
     enabled: bool = True
+    allow_any_host: bool = True
+    hosts: tuple[str, ...] = ()
+
+    @property
+    def volume(self) -> str | None:
+        """The zvol behind the namespace (`/dev/zvol/POOL/NAME`), None for another device."""
+        return self.device.removeprefix(ZVOL_DIR) if self.device.startswith(ZVOL_DIR) else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"nqn": self.nqn, "nsid": self.nsid, "device": self.device, "uuid": self.uuid,
-                "nguid": self.nguid, "enabled": self.enabled}
+                "nguid": self.nguid, "enabled": self.enabled,
+                "allow_any_host": self.allow_any_host, "hosts": list(self.hosts)}
+
+
+ZVOL_DIR = "/dev/zvol/"
+
+
+@dataclass(frozen=True)
+class HostsResult:
+    """What one set_hosts command did: the subsystems it set, and per failed one its error."""
+
+    done: tuple[str, ...]
+    failed: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -56,17 +77,21 @@ class Versions:
 # parsers (pure)
 
 def parse_export_line(line: str, n: int = 1) -> Export | None:
-    """One line `NQN<TAB>NSID<TAB>DEVICE<TAB>UUID<TAB>NGUID<TAB>ENABLE` (LIST_PROGRAM's
-    output); None for a blank line; TargetError (naming line `n`) for anything else."""
+    """One line `NQN<TAB>NSID<TAB>DEVICE<TAB>UUID<TAB>NGUID<TAB>ENABLE<TAB>ALLOW_ANY<TAB>HOSTS`
+    (LIST_PROGRAM's output; a command driver's listing may stop after ENABLE: such a target
+    allows any host); None for a blank line; TargetError (naming line `n`) for anything else."""
     if not line.strip():
         return None
-    parts = line.split("\t")
-    if len(parts) != 6 or not parts[1].isdigit():
+    parts = line.rstrip("\r\n").split("\t")
+    if len(parts) not in (6, 8) or not parts[1].isdigit():
         raise TargetError(f"unexpected export line {n}: {line!r}",
-                          hint="expected NQN, NSID, DEVICE, UUID, NGUID, ENABLE "
-                          "separated by tabs")
+                          hint="expected NQN, NSID, DEVICE, UUID, NGUID, ENABLE and optionally "
+                          "ALLOW_ANY, HOSTS separated by tabs")
+    allow_any, hosts = (parts[6].strip() != "0",
+                        tuple(sorted(h for h in parts[7].strip().split(",") if h))) \
+        if len(parts) == 8 else (True, ())
     return Export(parts[0], int(parts[1]), parts[2], _norm_id(parts[3]), _norm_id(parts[4]),
-                  parts[5].strip() == "1")
+                  parts[5].strip() == "1", allow_any, hosts)
 
 
 def parse_exports(text: str) -> list[Export]:
@@ -96,6 +121,30 @@ def parse_ready(text: str) -> dict[str, str]:
             k, v = line.split("=", 1)
             out[k.strip()] = v.strip()
     return out
+
+
+def parse_hosts_result(text: str) -> HostsResult:
+    """set_hosts' output: `NQN<TAB>OK|ERR<TAB>MESSAGE` lines (other lines are ignored)."""
+    done: list[str] = []
+    failed: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2 and parts[1] in ("OK", "ERR"):
+            if parts[1] == "OK":
+                done.append(parts[0])
+            else:
+                failed[parts[0]] = parts[2].strip() if len(parts) > 2 else "failed"
+    return HostsResult(tuple(done), failed)
+
+
+def hosts_input(hosts: Mapping[str, Sequence[str]]) -> bytes:
+    """set_hosts' stdin: `NQN<TAB>HOSTS` lines, every NQN validated (no tab, comma or blank
+    can split a line or a list)."""
+    lines = []
+    for nqn, allowed in sorted(hosts.items()):
+        check_nqn(nqn)
+        lines.append(f"{nqn}\t{','.join(check_nqn(h) for h in sorted(set(allowed)))}\n")
+    return "".join(lines).encode()
 
 
 def parse_sha256sum(text: str) -> str | None:
@@ -151,6 +200,22 @@ class TargetDriver(ABC):
         return sorted(self.iter_exports(), key=lambda e: (e.nqn, e.nsid))
 
     @abstractmethod
+    def set_hosts_argv(self) -> list[str]:
+        """The one command that sets allowed hosts, reading `NQN<TAB>HOSTS` lines on stdin."""
+
+    def set_hosts(self, hosts: Mapping[str, Sequence[str]]) -> HostsResult:
+        """Restrict each subsystem NQN of `hosts` to exactly its host NQNs (none: no host may
+        connect), all in one remote command. A host removed from a subsystem is disconnected
+        (nvmet: its port links are re-made; docs/access.md)."""
+        if not hosts:
+            return HostsResult((), {})
+        res = self.t.run(self.set_hosts_argv(), stdin=hosts_input(hosts))
+        got = parse_hosts_result(res.stdout)
+        missing = set(hosts) - set(got.done) - set(got.failed)
+        return HostsResult(got.done, {**got.failed, **{n: "the target did not report it"
+                                                       for n in sorted(missing)}})
+
+    @abstractmethod
     def stage(self, version: str, path: str, sha256: str) -> None:
         """Make `version` (a package already at `path` on the node) ready to install: check its
         digest. Raise TargetError when it does not match."""
@@ -192,6 +257,8 @@ PUT_FILE = program("put_file")  # xfleet/remote/programs/put_file.sh
 
 # one remote command lists every export: walks configfs, prints tab-separated lines
 LIST_PROGRAM = program("nvmet_exports")  # xfleet/remote/programs/nvmet_exports.py
+# one remote command sets many subsystems' allowed hosts (xfleet/remote/programs/nvmet_hosts.py)
+HOSTS_PROGRAM = program("nvmet_hosts")
 CONFIGFS = "/sys/kernel/config/nvmet"
 
 
@@ -214,6 +281,9 @@ class NvmetDriver(TargetDriver):
 
     def exports_argv(self) -> list[str]:
         return LIST_PROGRAM.argv(CONFIGFS)
+
+    def set_hosts_argv(self) -> list[str]:
+        return HOSTS_PROGRAM.argv(CONFIGFS)
 
     def stage(self, version: str, path: str, sha256: str) -> None:
         got = self.staged_digest(path)
@@ -279,6 +349,9 @@ class CommandDriver(TargetDriver):
 
     def exports_argv(self) -> list[str]:
         return self.argv("exports")
+
+    def set_hosts_argv(self) -> list[str]:
+        return self.argv("set_hosts")
 
     def stage(self, version: str, path: str, sha256: str) -> None:
         self.t.run(self.argv("stage", version=version, path=path, sha256=sha256))

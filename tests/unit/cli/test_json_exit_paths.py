@@ -123,6 +123,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("replicate status", ["-m", "{d}/none.db", "replicate", "status", "--json"]),
     ("replicate show", ["replicate", "show", "99", "--json"]),
     ("replicate promote", ["replicate", "promote", "99", "--json"]),
+    ("identity assign", ["identity", "assign", "--node", "nosuch", "--json"]),
+    ("identity show", ["identity", "show", "tank/no/such", "--json"]),
     ("snapshot", ["snapshot", "--name", "s1", "--json"]),  # nothing selected
     ("clone", ["clone", "tank/no/such", "tank/no/branch", "--json"]),
     ("destroy", ["destroy", VOLUME, "--node", "n1", "--json"]),  # no --yes: refused
@@ -138,6 +140,11 @@ CASES: list[tuple[str, list[str]]] = [
     ("rollouts stop", ["rollouts", "stop", "99", "--json"]),
     ("rollouts resume", ["rollouts", "resume", "99", "--json"]),
     ("target status", ["target", "status", "nosuch", "--json"]),
+    ("target audit", ["target", "audit", "--node", "nosuch", "--json"]),
+    ("attach", ["attach", VOLUME, "nosuch", "--json"]),  # no such initiator
+    ("detach", ["detach", "--from", "{d}/none.txt", "--json"]),
+    ("attachments", ["-m", "{d}/none.db", "attachments", "--json"]),
+    ("initiators", ["initiators", "nosuch", "--json"]),
     ("mirror status", ["-m", "{d}/none.db", "mirror", "status", "--json"]),  # no mirror
     ("mirror migrate", ["-m", "{d}/none.db", "mirror", "migrate", "--json"]),
     ("mirror init", ["-m", "postgresql://x:pw@localhost/m", "mirror", "init", "--json"]),

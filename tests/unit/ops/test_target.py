@@ -73,6 +73,50 @@ def test_parse_exports_rejects_unexpected_lines() -> None:
     assert parse_exports("") == []
     (e,) = parse_exports("nqn.x\t1\t/dev/zvol/t/a\tU\tN\t0\n")
     assert (e.uuid, e.nguid, e.enabled) == ("u", "n", False)
+    assert (e.allow_any_host, e.hosts, e.volume) == (True, (), "t/a")  # the 6-column form
+
+
+def test_parse_exports_reads_who_may_connect() -> None:
+    (a, b, c) = parse_exports("nqn.a\t1\t/dev/zvol/t/a\tu\tn\t1\t1\t\n"
+                              "nqn.b\t1\t/dev/zvol/t/b c\tu\tn\t1\t0\tnqn.h2,nqn.h1\n"
+                              "nqn.c\t1\t/dev/nvme0n1\tu\tn\t1\t0\t\n")
+    assert (a.allow_any_host, a.hosts) == (True, ())
+    assert (b.allow_any_host, b.hosts, b.volume) == (False, ("nqn.h1", "nqn.h2"), "t/b c")
+    assert (c.allow_any_host, c.hosts, c.volume) == (False, (), None)  # closed; not a zvol
+    assert b.to_dict()["hosts"] == ["nqn.h1", "nqn.h2"]
+    with pytest.raises(TargetError, match="line 1"):
+        parse_exports("nqn.a\t1\t/dev/zvol/t/a\tu\tn\t1\t1\n")  # 7 columns
+
+
+def test_set_hosts_is_one_command_with_the_hosts_on_stdin() -> None:
+    class Recorder(Canned):
+        stdin: list[bytes | None] = []
+
+        def _stream(self, argv: list[str], timeout: float, stdin: bytes | None,
+                    status: list[int], err: list[str]) -> Iterator[str]:
+            self.stdin.append(stdin)
+            return super()._stream(argv, timeout, stdin, status, err)
+
+    t = Recorder({"python3": (0, "nqn.s:a\tOK\t+1 -0\nnqn.s:b\tERR\tNo such file\n")})
+    d = NvmetDriver("lab1", t)
+    got = d.set_hosts({"nqn.s:b": ["nqn.h1"], "nqn.s:a": ["nqn.h2", "nqn.h1", "nqn.h1"],
+                       "nqn.s:c": []})
+    assert t.commands == 1 and t.history[0][3] == "/sys/kernel/config/nvmet"
+    assert t.stdin == [b"nqn.s:a\tnqn.h1,nqn.h2\nnqn.s:b\tnqn.h1\nnqn.s:c\t\n"]
+    assert got.done == ("nqn.s:a",)
+    assert got.failed == {"nqn.s:b": "No such file", "nqn.s:c": "the target did not report it"}
+    assert d.set_hosts({}).done == () and t.commands == 1  # nothing to do: no command
+    with pytest.raises(UsageError, match="not an NVMe qualified name"):
+        d.set_hosts({"nqn.s:a": ["nqn.h1\tnqn.evil"]})
+    with pytest.raises(UsageError, match="not an NVMe qualified name"):
+        d.set_hosts({"nqn.s:a": ["nqn.h1,nqn.h2"]})  # a comma would split the list
+    cmd = CommandDriver("st1", t, {"running_version": ("v",), "exports": ("e",),
+                                   "restart": ("r",), "ready": ("r",),
+                                   "set_hosts": ("spdk-target", "hosts", "{node}")})
+    assert cmd.set_hosts_argv() == ["spdk-target", "hosts", "st1"]
+    with pytest.raises(UsageError, match="has no set_hosts command"):
+        CommandDriver("st1", t, {"running_version": ("v",), "exports": ("e",),
+                                 "restart": ("r",), "ready": ("r",)}).set_hosts({"nqn.a": []})
 
 
 def test_small_parsers() -> None:

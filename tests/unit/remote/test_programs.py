@@ -25,9 +25,12 @@ from xfleet.sim import PROGRAMS
 
 # each program -> the test below that runs it (a new program needs one)
 TESTED = {
+    "assign_uuids": "test_assign_uuids",
     "sample_blocks": "test_sample_blocks",
     "sample_hashes": "test_sample_hashes",
     "nvmet_exports": "test_nvmet_exports",
+    "nvmet_hosts": "test_nvmet_hosts",
+    "zvol_hosts": "test_zvol_hosts",
     "nvme_controllers": "test_nvme_controllers",
     "nvme_fabrics_connect": "test_nvme_fabrics_connect_compiles",
     "put_file": "test_put_file",
@@ -91,12 +94,88 @@ def test_nvmet_exports(tmp_path: Path) -> None:
                  "device_nguid": "g-1", "enable": "1"}.items():
         (ns / k).write_text(v + "\n")
     (ns.parent / "2").mkdir()  # a namespace being set up: nothing readable yet
+    (ns.parent.parent / "attr_allow_any_host").write_text("0\n")
+    (ns.parent.parent / "allowed_hosts").mkdir()
+    for h in ("nqn.h2", "nqn.h1"):
+        (ns.parent.parent / "allowed_hosts" / h).symlink_to(tmp_path)
     out = _run(program("nvmet_exports"), str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.decode().splitlines() == [
-        "nqn.x:n1:tank.v\t1\t/dev/zvol/tank/v\tu-1\tg-1\t1", "nqn.x:n1:tank.v\t2\t\t\t\t"]
+        "nqn.x:n1:tank.v\t1\t/dev/zvol/tank/v\tu-1\tg-1\t1\t0\tnqn.h1,nqn.h2",
+        "nqn.x:n1:tank.v\t2\t\t\t\t\t0\tnqn.h1,nqn.h2"]
     empty = _run(program("nvmet_exports"), str(tmp_path / "none"))
     assert (empty.returncode, empty.stdout) == (0, b"")
+
+
+def _subsystem(root: Path, nqn: str, *hosts: str) -> Path:
+    """A configfs-like subsystem linked to port 1 (plain files and symlinks: the kernel's
+    refusals are the lab's to show, tests/lab/test_access_real.py)."""
+    sub = root / "subsystems" / nqn
+    (sub / "allowed_hosts").mkdir(parents=True)
+    (sub / "attr_allow_any_host").write_text("1\n")
+    (root / "ports" / "1" / "subsystems").mkdir(parents=True, exist_ok=True)
+    (root / "ports" / "1" / "subsystems" / nqn).symlink_to(f"../../../subsystems/{nqn}")
+    for h in hosts:
+        (root / "hosts" / h).mkdir(parents=True, exist_ok=True)
+        (sub / "allowed_hosts" / h).symlink_to(root / "hosts" / h)
+    return sub
+
+
+def test_nvmet_hosts(tmp_path: Path) -> None:
+    """Each subsystem ends with exactly its hosts and attr_allow_any_host 0; a subsystem that
+    lost a host has its port link re-made (the kernel drops its controllers then); an unknown
+    subsystem is its line's error; a malformed line changes nothing."""
+    a = _subsystem(tmp_path, "nqn.s:a")
+    b = _subsystem(tmp_path, "nqn.s:b", "nqn.h1", "nqn.h2")
+    link = tmp_path / "ports" / "1" / "subsystems" / "nqn.s:b"
+    p = program("nvmet_hosts")
+    out = _run(p, str(tmp_path), stdin=b"nqn.s:a\tnqn.h1,nqn.h3\nnqn.s:b\tnqn.h2\n"
+               b"nqn.s:gone\tnqn.h1\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().splitlines() == [
+        "nqn.s:a\tOK\t+2 -0", "nqn.s:b\tOK\t+0 -1",
+        "nqn.s:gone\tERR\tno such subsystem"]
+    assert sorted(x.name for x in (a / "allowed_hosts").iterdir()) == ["nqn.h1", "nqn.h3"]
+    assert sorted(x.name for x in (b / "allowed_hosts").iterdir()) == ["nqn.h2"]
+    assert (a / "attr_allow_any_host").read_text() == (b / "attr_allow_any_host").read_text() \
+        == "0"
+    assert os.readlink(a / "allowed_hosts" / "nqn.h3") == str(tmp_path / "hosts" / "nqn.h3")
+    assert os.readlink(link) == str(b)  # re-made (it was relative)
+    assert os.readlink(tmp_path / "ports" / "1" / "subsystems" / "nqn.s:a") == \
+        "../../../subsystems/nqn.s:a"  # no host removed: untouched
+    assert (tmp_path / "hosts" / "nqn.h1").is_dir()  # host entries stay
+    out = _run(p, str(tmp_path), stdin=b"nqn.s:a\t\nbad line\n")
+    assert (out.returncode, out.stdout) == (2, b"")
+    assert b"line 2: expected NQN<TAB>HOSTS" in out.stderr
+    assert len(list((a / "allowed_hosts").iterdir())) == 2  # nothing changed
+    out = _run(p, str(tmp_path), stdin=b"nqn.s:a\t\n")  # no host at all
+    assert out.stdout == b"nqn.s:a\tOK\t+0 -2\n"
+    assert list((a / "allowed_hosts").iterdir()) == []
+
+
+def test_zvol_hosts(tmp_path: Path) -> None:
+    """Volumes of one value go in one `zfs set` (a stand-in `zfs` that logs its arguments:
+    no ZFS behaviour is claimed; the simulator and the lab run it against zfs); a chunk that
+    fails is retried one by one, and only the failing volume is reported."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    _stub(bin_dir, "zfs", f'printf "%s|" "$@" >> {calls}\necho >> {calls}\n'
+          'for a in "$@"; do [ "$a" = "tank/gone" ] && { echo "cannot open '
+          "'tank/gone': dataset does not exist\" >&2; exit 1; }; done\nexit 0\n")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    p = program("zvol_hosts")
+    out = _run(p, "xfleet:hosts", stdin=b"tank/a b\tnqn.h1\ntank/c\tnone\ntank/gone\tnqn.h1\n"
+               b"tank/d\tnqn.h1\n", env=env)
+    assert out.returncode == 0, out.stderr
+    assert calls.read_text().splitlines() == [
+        "set|xfleet:hosts=nqn.h1|tank/a b|tank/gone|tank/d|",
+        "set|xfleet:hosts=nqn.h1|tank/a b|", "set|xfleet:hosts=nqn.h1|tank/gone|",
+        "set|xfleet:hosts=nqn.h1|tank/d|", "set|xfleet:hosts=none|tank/c|"]
+    assert out.stdout.decode().splitlines() == [
+        "ERR\ttank/gone\tcannot open 'tank/gone': dataset does not exist", "OK\t3"]
+    bad = _run(p, "xfleet:hosts", stdin=b"tank/a\n", env=env)
+    assert bad.returncode == 2 and b"line 1: expected VOLUME<TAB>VALUE" in bad.stderr
 
 
 def test_nvme_controllers(tmp_path: Path) -> None:
@@ -183,6 +262,40 @@ def test_replica_cursor(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert calls.read_text().splitlines() == ["hold|xfleet-replica-7|tank/c@s10|"]
     assert out.stdout.decode().startswith("hold\tERR\t")
+
+
+def test_assign_uuids(tmp_path: Path) -> None:
+    """What the program decides from `zfs get` (a stand-in `zfs` answering from a table and
+    logging every `zfs set`, so no ZFS behaviour is claimed; the simulator and tests/unit/ops/
+    test_identity.py run it against zfs): a UUID is set only on the volume with the guid the
+    mirror saw and no local value; an inherited value does not count; a malformed line
+    changes nothing and exits 2."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sets = tmp_path / "sets"
+    table = ("tank/a b\tguid\t11\t-\n"
+             "tank/a b\txfleet:uuid\t-\t-\n"
+             "tank/had\tguid\t12\t-\n"
+             "tank/had\txfleet:uuid\tu-had\tlocal\n"
+             "tank/inh\tguid\t13\t-\n"
+             "tank/inh\txfleet:uuid\tu-parent\tinherited from tank\n"
+             "tank/new\tguid\t99\t-\n")
+    _stub(bin_dir, "zfs", f'case "$1" in get) printf "{table}";; '
+          f'set) printf "%s|" "$@" >> {sets}; echo >> {sets};; esac\nexit 0\n')
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    p = program("assign_uuids")
+    lines = "tank/a b\t11\tu1\ntank/had\t12\tu2\ntank/inh\t13\tu3\ntank/new\t14\tu4\n" \
+        "tank/gone\t15\tu5\n"
+    out = _run(p, "xfleet:uuid", stdin=lines.encode(), env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().splitlines() == [
+        "tank/a b\tset\tu1", "tank/had\thad\tu-had", "tank/inh\tset\tu3",
+        "tank/new\tgone\t", "tank/gone\tgone\t"]
+    assert sets.read_text().splitlines() == ["set|xfleet:uuid=u1|tank/a b|",
+                                             "set|xfleet:uuid=u3|tank/inh|"]
+    sets.unlink()
+    out = _run(p, "xfleet:uuid", stdin=b"tank/a\tnot-a-guid\tu1\n", env=env)
+    assert out.returncode == 2 and b"malformed line 1" in out.stderr and not sets.exists()
 
 
 def test_wait_device(tmp_path: Path) -> None:

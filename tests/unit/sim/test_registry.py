@@ -23,9 +23,9 @@ ZPOOL = ["events", "get", "history", "list", "status", "version"]
 def test_the_registry_lists_every_command_the_simulator_answers() -> None:
     assert names("zfs") == ZFS
     assert names("zpool") == ZPOOL
-    assert names(PROGRAM) == sorted(PROGRAMS) == ["put_file", "replica_cursor",
+    assert names(PROGRAM) == sorted(PROGRAMS) == ["assign_uuids", "put_file", "replica_cursor",
                                                   "sample_blocks", "sample_hashes",
-                                                  "wait_device"]
+                                                  "wait_device", "zvol_hosts"]
     assert set(PROGRAMS) <= set(programs.names())
     assert handler("zfs", "snap") is handler("zfs", "snapshot")
     assert handler("zfs", "version") is handler("zpool", "version")

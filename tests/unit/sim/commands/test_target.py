@@ -1,6 +1,8 @@
 """The simulated target daemon (`xfleet-sim-target` behind the `command` driver): versions,
 packages put with put_file.sh and checked with sha256sum, restarts, and the exports of every
-volume with pinned identities. xfleet's side of it is tested in unit/ops/rollout/."""
+volume with pinned identities and their allowed hosts (set-hosts; a restart re-applies the
+zvols' xfleet:hosts), and the zvol_hosts program. xfleet's side of it is tested in
+unit/ops/rollout/ and unit/ops/access/."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ from xfleet.remote.programs import program
 from xfleet.sim import TARGET, SimTransport
 
 from ..simkit import ok, run, sim
+
+H1 = "nqn.2014-08.org.nvmexpress:uuid:11111111-1111-1111-1111-111111111111"
+H2 = "nqn.2014-08.org.nvmexpress:uuid:22222222-2222-2222-2222-222222222222"
 
 
 def put(t: SimTransport, path: str, data: bytes) -> None:
@@ -51,8 +56,55 @@ def test_exports_list_every_volume_with_its_pinned_identity() -> None:
     for (name, guid), row in zip(vols, rows, strict=True):
         u, g = pinned_identity("n1", guid)
         assert row == [f"nqn.2026-01.io.xfleet.sim:n1:{name.replace('/', '.')}", "1",
-                       f"/dev/zvol/{name}", u, g, "1"]
+                       f"/dev/zvol/{name}", u, g, "1", "1", ""]  # open to any host
     ok(t, "zfs", "rename", vols[0][0], "tank/renamed")  # a rename keeps the identity
     renamed = next(r for r in (line.split("\t") for line in
                                ok(t, *TARGET["exports"]).splitlines()) if r[2].endswith("renamed"))
     assert renamed[3:5] == list(pinned_identity("n1", vols[0][1]))
+
+
+def _listing(t: SimTransport) -> dict[str, tuple[str, str, str]]:
+    """{volume: (nqn, ALLOW_ANY, HOSTS)} of the daemon's listing."""
+    out = {}
+    for line in ok(t, *TARGET["exports"]).splitlines():
+        row = line.split("\t")
+        out[row[2].removeprefix("/dev/zvol/")] = (row[0], row[6], row[7])
+    return out
+
+
+def test_set_hosts_restricts_subsystems_and_persists_with_the_node(tmp_path: Path) -> None:
+    t = sim(5, state_dir=tmp_path)
+    before = _listing(t)
+    (a, (nqn_a, _, _)), (b, (nqn_b, _, _)) = list(before.items())[:2]
+    assert {v[1:] for v in before.values()} == {("1", "")}  # every export open
+    r = t.run(TARGET["set_hosts"], stdin=f"{nqn_a}\t{H2},{H1}\n{nqn_b}\t\n"
+              "nqn.x:nope\tnqn.y\n".encode())
+    assert r.stdout.splitlines() == [f"{nqn_a}\tOK\t", f"{nqn_b}\tOK\t",
+                                     "nqn.x:nope\tERR\tno such subsystem"]
+    after = _listing(sim(5, state_dir=tmp_path))  # the node's state, not the transport's
+    assert after[a] == (nqn_a, "0", f"{H1},{H2}") and after[b] == (nqn_b, "0", "")
+    assert sum(v[1] == "1" for v in after.values()) == 3
+    bad = t.run(TARGET["set_hosts"], stdin=b"no tab here\n", check=False)
+    assert (bad.exit_status, bad.stderr) == (
+        2, "set-hosts: line 1: expected NQN<TAB>HOSTS, got 'no tab here'\n")
+
+
+def test_a_restart_applies_the_zvols_hosts_property(tmp_path: Path) -> None:
+    """Like the lab's daemon: `xfleet:hosts` set -> exactly those hosts (`none`: no host);
+    absent -> open; a restriction the property does not hold is gone after a restart."""
+    t = sim(4, state_dir=tmp_path)
+    vols = list(_listing(t))
+    r = t.run(program("zvol_hosts").argv("xfleet:hosts"),
+              stdin=f"{vols[0]}\t{H1}\n{vols[1]}\tnone\ntank/gone\tnone\n".encode())
+    assert r.stdout.splitlines() == [
+        "ERR\ttank/gone\tcannot open 'tank/gone': dataset does not exist", "OK\t2"]
+    assert ok(t, "zfs", "get", "-H", "-o", "value", "xfleet:hosts", vols[0], vols[1]) == \
+        f"{H1}\nnone\n"
+    nqn2 = _listing(t)[vols[2]][0]
+    t.run(TARGET["set_hosts"], stdin=f"{nqn2}\t{H2}\n".encode())
+    assert _listing(t)[vols[2]][1:] == ("0", H2)
+    ok(t, "xfleet-sim-target", "restart", "", "")
+    got = _listing(t)
+    assert [got[v][1:] for v in vols] == [("0", H1), ("0", ""), ("1", ""), ("1", "")]
+    assert run(t, *program("zvol_hosts").argv())[0] == 1
+    assert run(t, *program("zvol_hosts").argv("xfleet:hosts"))[0] == 0  # nothing to do
