@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from conftest import wait_for as shared_wait_for
 
+from xfleet.core.identity import UUID_PROPERTY, valid_volume_uuid
 from xfleet.ops import moves
 
 from .labkit import TENANT, Lab, log
@@ -118,6 +119,12 @@ def test_move_copies_chain_properties_and_data_then_retires_the_source(
                           f"compression,{TENANT},volmode,readonly", vol]).stdout
     assert "compression\tlz4" in props and f"{TENANT}\tmover" in props
     assert "volmode\tdefault" in props
+    # the volume got its UUID when the move first touched it, and the copy has the same one
+    # (received with -o): the NVMe identity derived from it is the same on both nodes
+    got = {n: lab.run(n, ["zfs", "get", "-H", "-o", "value,source", UUID_PROPERTY, v]).stdout
+           .split() for n, v in ((DST, vol), (SRC, m["retired_as"]))}
+    assert valid_volume_uuid(got[DST][0]) and got[DST][0] == got[SRC][0], got
+    assert got[SRC][1] == "local" and got[DST][1] in ("local", "received"), got
     snaps = lab.run(DST, ["zfs", "list", "-H", "-o", "name", "-t", "snapshot", vol]).stdout
     assert f"{vol}@s0" in snaps and f"{vol}@s1" in snaps  # the chain came along
     assert f"xfleet-move-{m['id']}-final" in snaps and "-0\n" not in snaps

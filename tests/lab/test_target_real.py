@@ -1,6 +1,7 @@
 """The lab NVMe/TCP target (xfleet-lab-target 1.0/1.1/broken 1.2) on lab1, lab2 as the
 initiator (nvme-cli over the private link) running an I/O probe through a rolling upgrade:
-1.0 -> 1.1 keeps the pinned identities and costs the probe no error; the broken 1.2 never gets
+1.0 -> 1.1 keeps the identities (a volume's own from its xfleet:uuid, another's pinned from
+node and guid) and costs the probe no error; the broken 1.2 never gets
 ready (the driver's readiness check times out with a clear error); rolling back to 1.1 works."""
 
 from __future__ import annotations
@@ -9,17 +10,27 @@ from pathlib import Path
 
 import pytest
 
-from xfleet.core.identity import pinned_identity
+from xfleet.core.identity import (
+    UUID_PROPERTY,
+    nqn_for,
+    pinned_identity,
+    volume_identity,
+    volume_nqn,
+)
 from xfleet.fleet import inventory
 from xfleet.fleet.connections import Connections
+from xfleet.fleet.target_spec import NVMET_DEFAULTS
 from xfleet.lab import probe, target_pkg
 from xfleet.ops.target import NvmetDriver, TargetError
 
 from .labkit import Lab, log
 
 pytestmark = pytest.mark.lab
+PREFIX = str(NVMET_DEFAULTS["nqn_prefix"])
 
 VOLUMES = ("tank/tgt/a", "tank/tgt/b")
+# tank/tgt/b has its own identity (docs/identity.md); tank/tgt/a the legacy pinned one
+B_UUID = "5f1c2a7e-9d3b-4e8a-b6c1-0a2b3c4d5e6f"
 
 # lab2: NQN, block device, uuid, nguid of each connected namespace (sysfs)
 IDENTITIES = r"""
@@ -44,7 +55,8 @@ def test_target_upgrade_keeps_identities_and_io(lab: Lab, tmp_path: Path) -> Non
     addr = lab.state.node("lab1").private_address
     target_pkg.prepare_node(lab.state, "lab1", pkgs)  # packages + conf (address)
     for v in VOLUMES:
-        lab.run("lab1", ["zfs", "create", "-p", "-V", "32M", v])
+        own = ["-o", f"{UUID_PROPERTY}={B_UUID}"] if v == VOLUMES[1] else []
+        lab.run("lab1", ["zfs", "create", "-p", "-V", "32M", *own, v])
     inv = inventory.load(lab.inventory)
     with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
         t = conns.get("lab1")
@@ -61,9 +73,12 @@ def test_target_upgrade_keeps_identities_and_io(lab: Lab, tmp_path: Path) -> Non
                      .stdout.strip() for v in VOLUMES}
             by_dev = {e.device: e for e in exports}
             assert sorted(by_dev) == [f"/dev/zvol/{v}" for v in VOLUMES]
-            for v in VOLUMES:
-                e = by_dev[f"/dev/zvol/{v}"]
-                assert (e.uuid, e.nguid) == pinned_identity("lab1", guids[v]) and e.enabled
+            a, b = (by_dev[f"/dev/zvol/{v}"] for v in VOLUMES)
+            assert (a.uuid, a.nguid) == pinned_identity("lab1", guids[VOLUMES[0]]) and a.enabled
+            assert a.nqn == nqn_for(PREFIX, "lab1", VOLUMES[0])
+            # the volume's own identity: the NQN and namespace ids any node would export it by
+            assert (b.uuid, b.nguid) == volume_identity(B_UUID) and b.enabled
+            assert b.nqn == volume_nqn(PREFIX, B_UUID)
 
             # lab2 connects to both subsystems over the private link; the kernel retries for
             # ever (-l -1) every second (-c 1) while the target restarts

@@ -1,9 +1,10 @@
 """The lab's NVMe/TCP target service: versioned Debian packages `xfleet-lab-target`.
 
 Built on the host with `dpkg-deb` (no network): a small python3 daemon script that exports
-every zvol of the node's pools over NVMe/TCP through the kernel target (configfs) with pinned
-identities (xfleet.core.identity.pinned_identity), each to the hosts of its `xfleet:hosts`
-property (absent: any host, the legacy open export), and a systemd unit. 1.0 and 1.1 work; 1.2 is
+every zvol of the node's pools over NVMe/TCP through the kernel target (configfs) under the
+volume's own identity when it has an `xfleet:uuid` (docs/identity.md), else the pinned
+(node, guid) one (xfleet.core.identity), each to the hosts of its `xfleet:hosts` property
+(absent: any host, the legacy open export), and a systemd unit. 1.0 and 1.1 work; 1.2 is
 deliberately broken: it exports but its readiness never comes. docs/upgrades.md.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xfleet.core.access import CLOSED
-from xfleet.core.identity import HOSTS_PROPERTY, PIN_NAMESPACE
+from xfleet.core.identity import HOSTS_PROPERTY, PIN_NAMESPACE, UUID_PROPERTY
 from xfleet.fleet.target_spec import NVMET_DEFAULTS
 from xfleet.lab import ssh
 from xfleet.lab.errors import LabError
@@ -34,11 +35,12 @@ DAEMON = r'''#!/usr/bin/python3
 each to the hosts in its @HOSTS@ property (absent: any host).
 
 usage: xfleet-lab-target start|stop|status|export VOLUME|unexport VOLUME"""
-import os, socket, subprocess, sys, uuid
+import os, re, socket, subprocess, sys, uuid
 
 VERSION = "@VERSION@"
 BROKEN = @BROKEN@
 PIN = uuid.UUID("@PIN@")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ROOT = "/sys/kernel/config/nvmet"
 READY = "@READY@"
 PORT_DIR = ROOT + "/ports/1"
@@ -68,13 +70,47 @@ def out(argv):
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
 
-def identity(node, guid):
+def identity(node, guid, vuuid=None):
+    """(namespace uuid, nguid): the volume's own from its UUID (the same on any node), else
+    pinned from (node, guid)."""
+    if vuuid:
+        return vuuid, str(uuid.uuid5(PIN, vuuid + "/nguid"))
     key = "%s/%d" % (node, int(guid))
     return str(uuid.uuid5(PIN, key)), str(uuid.uuid5(PIN, key + "/nguid"))
 
 
-def nqn(c, volume):
+def nqn(c, volume, vuuid=None):
+    """PREFIX:vol:UUID for a volume with its own UUID, else PREFIX:HOST:POOL.PATH."""
+    if vuuid:
+        return "%s:vol:%s" % (c["nqn_prefix"], vuuid)
     return "%s:%s:%s" % (c["nqn_prefix"], socket.gethostname(), volume.replace("/", "."))
+
+
+def own_uuid(value, source):
+    """The volume's own @UUID@ (set on it or received with it; an inherited one is none)."""
+    if source.split(" ")[0] not in ("local", "received"):
+        return None
+    return value if UUID_RE.match(value) else None
+
+
+def props(names, recursive=False):
+    """{volume: (guid, hosts value, own uuid)} from one zfs get."""
+    argv = ["zfs", "get", "-Hp", "-o", "name,property,value,source"]
+    if recursive:
+        argv += ["-r", "-t", "volume"]
+    got = {}
+    for line in out(argv + ["guid,@HOSTS@,@UUID@"] + list(names)).splitlines():
+        f = line.split("\t")
+        if len(f) != 4:
+            continue
+        row = got.setdefault(f[0], {"guid": None, "hosts": "-", "uuid": None})
+        if f[1] == "guid":
+            row["guid"] = f[2]
+        elif f[1] == "@HOSTS@":
+            row["hosts"] = f[2]
+        elif f[1] == "@UUID@":
+            row["uuid"] = own_uuid(f[2], f[3])
+    return {k: (v["guid"], v["hosts"], v["uuid"]) for k, v in got.items() if v["guid"]}
 
 
 def ensure_port(c):
@@ -117,12 +153,11 @@ def set_hosts(sub, hosts):
         os.unlink(links + "/" + h)
 
 
-def export(c, volume, guid=None, hosts="-"):
+def export(c, volume, guid=None, hosts="-", vuuid=None):
     if guid is None:
-        guid, hosts = out(["zfs", "get", "-Hp", "-o", "value", "guid,@HOSTS@",
-                           volume]).splitlines()[:2]
-    u, g = identity(socket.gethostname(), guid)
-    name = nqn(c, volume)
+        guid, hosts, vuuid = props([volume])[volume]
+    u, g = identity(socket.gethostname(), guid, vuuid)
+    name = nqn(c, volume, vuuid)
     sub = ROOT + "/subsystems/" + name
     if not os.path.isdir(sub):
         os.mkdir(sub)
@@ -143,8 +178,8 @@ def export(c, volume, guid=None, hosts="-"):
 
 
 def unexport(c, volume):
-    name = nqn(c, volume)
-    _remove(name)
+    _guid, _hosts, vuuid = props([volume])[volume]
+    _remove(nqn(c, volume, vuuid))
 
 
 def _remove(name):
@@ -164,18 +199,16 @@ def volumes(c):
     pools = c["pools"].split() or out(["zpool", "list", "-H", "-o", "name"]).split()
     rows = []
     for pool in pools:
-        for line in out(["zfs", "list", "-Hp", "-r", "-t", "volume", "-o",
-                         "name,guid,@HOSTS@", pool]).splitlines():
-            if line.strip():
-                rows.append(line.split("\t"))
+        for name, (guid, hosts, vuuid) in sorted(props([pool], recursive=True).items()):
+            rows.append((name, guid, hosts, vuuid))
     return rows
 
 
 def start(c):
     ensure_port(c)
     n = 0
-    for volume, guid, hosts in volumes(c):
-        export(c, volume, guid, hosts)
+    for volume, guid, hosts, vuuid in volumes(c):
+        export(c, volume, guid, hosts, vuuid)
         n += 1
     os.makedirs(os.path.dirname(READY), exist_ok=True)
     if BROKEN:
@@ -264,6 +297,7 @@ def daemon_script(version: str) -> str:
             .replace("@PREFIX@", str(NVMET_DEFAULTS["nqn_prefix"]))
             .replace("@CONF@", CONF)
             .replace("@HOSTS@", HOSTS_PROPERTY)
+            .replace("@UUID@", UUID_PROPERTY)
             .replace("@CLOSED@", CLOSED))
 
 

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xfleet.core.access import parse_hosts_value
-from xfleet.core.identity import HOSTS_PROPERTY, pinned_identity
+from xfleet.core.identity import (
+    HOSTS_PROPERTY,
+    UUID_PROPERTY,
+    pinned_identity,
+    subsystem_nqn,
+    valid_volume_uuid,
+    volume_identity,
+)
 from xfleet.sim.commands.programs import device
 from xfleet.sim.content import content_of, device_volume, full_hash
 from xfleet.sim.registry import PROGRAM, Context, Fail, command
@@ -31,6 +38,7 @@ if TYPE_CHECKING:
 
 # The inventory's `target` for simulated nodes: the simulated target daemon behind the
 # `command` driver (docs/sim.md; inventory/demo.yaml spells out the same)
+SIM_PREFIX = "nqn.2026-01.io.xfleet.sim"  # the simulated target's nqn_prefix
 TARGET: dict[str, Any] = {
     "driver": "command",
     "installed_version": ["xfleet-sim-target", "installed"],
@@ -100,8 +108,9 @@ def target_daemon(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[
             hosts: dict[str, list[str]] = st.get("hosts") or {}
 
             def rows() -> Iterator[str]:
-                for nqn, name, guid, _ in _volumes(sim):
-                    u, g = pinned_identity(sim.host.name, guid)
+                for nqn, name, guid, _, vuuid in _volumes(sim):
+                    u, g = volume_identity(vuuid) if vuuid else \
+                        pinned_identity(sim.host.name, guid)
                     allowed = hosts.get(nqn)
                     yield (f"{nqn}\t1\t/dev/zvol/{name}\t{u}\t{g}\t1\t"
                            f"{0 if allowed is not None else 1}\t{','.join(allowed or ())}")
@@ -112,21 +121,33 @@ def target_daemon(sim: SimTransport, args: list[str], ctx: Context) -> Iterator[
                "restart PATH VERSION|stage PATH SHA256|set-hosts\n", 2)
 
 
-def _volumes(sim: SimTransport, prop: bool = False) -> Iterator[tuple[str, str, str, str]]:
-    """(nqn, volume, guid, xfleet:hosts or "-") of every volume of the node."""
+def _volumes(sim: SimTransport, prop: bool = False
+             ) -> Iterator[tuple[str, str, str, str, str | None]]:
+    """(nqn, volume, guid, xfleet:hosts or "-", own xfleet:uuid or None) of every volume of
+    the node: a volume with its own UUID (set or received, never inherited) is exported under
+    the identity derived from it (docs/identity.md), the others under the pinned one."""
     cols = f"name,guid,{HOSTS_PROPERTY}" if prop else "name,guid"
     node = sim.host.name
+    own: dict[str, str] = {}
+    for pool in sim.base.pools:
+        for line in sim.dispatch(["zfs", "get", "-H", "-p", "-r", "-t", "volume", "-s",
+                                  "local,received", "-o", "name,value", UUID_PROPERTY, pool],
+                                 Context(argv=["zfs", "get"])):
+            vol, _, got = line.partition("\t")
+            if valid_volume_uuid(got):
+                own[vol] = got
     for line in sim.dispatch(["zfs", "list", "-Hp", "-t", "volume", "-o", cols],
                              Context(argv=["zfs", "list"])):
         name, guid, *value = line.split("\t")
-        yield (f"nqn.2026-01.io.xfleet.sim:{node}:{name.replace('/', '.')}", name, guid,
-               value[0] if value else "-")
+        vuuid = own.get(name)
+        yield (subsystem_nqn(SIM_PREFIX, node, name, vuuid), name, guid,
+               value[0] if value else "-", vuuid)
 
 
 def _hosts_from_properties(sim: SimTransport) -> dict[str, list[str]]:
     """What a (re)start applies: each volume's `xfleet:hosts` (absent or empty: open)."""
     out: dict[str, list[str]] = {}
-    for nqn, _, _, value in _volumes(sim, prop=True):
+    for nqn, _, _, value, _ in _volumes(sim, prop=True):
         hosts = parse_hosts_value(value)
         if hosts is not None:
             out[nqn] = list(hosts)

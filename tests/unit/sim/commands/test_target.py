@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from xfleet.core.identity import pinned_identity
+from xfleet.core.identity import UUID_PROPERTY, pinned_identity, volume_identity
 from xfleet.remote.programs import program
 from xfleet.sim import TARGET, SimTransport
 
@@ -62,6 +62,26 @@ def test_exports_list_every_volume_with_its_pinned_identity() -> None:
                                ok(t, *TARGET["exports"]).splitlines()) if r[2].endswith("renamed"))
     assert renamed[3:5] == list(pinned_identity("n1", vols[0][1]))
 
+
+
+def test_a_volume_with_its_own_uuid_is_exported_under_the_identity_derived_from_it() -> None:
+    """Set or received, the UUID gives the NQN PREFIX:vol:UUID and the namespace ids of
+    volume_identity, the same on any node; inherited from a filesystem, it is no identity."""
+    own = "5f1c2a7e-9d3b-4e8a-b6c1-0a2b3c4d5e6f"
+    rows = {}
+    for node in ("n1", "n2"):
+        t = sim(10, node=node)
+        ok(t, "zfs", "create", "-o", f"{UUID_PROPERTY}=0f0e0d0c-0b0a-4909-8807-060504030201",
+           "tank/grp")
+        ok(t, "zfs", "create", "-s", "-V", "1G", "-o", f"{UUID_PROPERTY}={own}", "tank/grp/db")
+        ok(t, "zfs", "create", "-s", "-V", "1G", "tank/grp/inherits")
+        rows[node] = {r[2]: r for r in (line.split("\t") for line in
+                                         ok(t, *TARGET["exports"]).splitlines())}
+    u, g = volume_identity(own)
+    assert rows["n1"]["/dev/zvol/tank/grp/db"][:5] == rows["n2"]["/dev/zvol/tank/grp/db"][:5] \
+        == [f"nqn.2026-01.io.xfleet.sim:vol:{own}", "1", "/dev/zvol/tank/grp/db", u, g]
+    assert rows["n1"]["/dev/zvol/tank/grp/inherits"][0] == \
+        "nqn.2026-01.io.xfleet.sim:n1:tank.grp.inherits"
 
 def _listing(t: SimTransport) -> dict[str, tuple[str, str, str]]:
     """{volume: (nqn, ALLOW_ANY, HOSTS)} of the daemon's listing."""
