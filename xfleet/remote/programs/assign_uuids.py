@@ -16,9 +16,10 @@ Prints one line per volume, `VOLUME<TAB>STATE<TAB>VALUE`: `set` (VALUE: the UUID
 
 import subprocess
 import sys
+from typing import Dict, List, Optional, Tuple  # the node's python3 may be older than 3.9
 
 prop = sys.argv[1]
-todo = []
+todo: List[List[str]] = []
 for n, line in enumerate(sys.stdin, 1):
     parts = line.rstrip("\n").split("\t")
     if len(parts) != 3 or not parts[1].isdigit() or not parts[0]:
@@ -27,11 +28,11 @@ for n, line in enumerate(sys.stdin, 1):
     todo.append(parts)
 
 
-def now_state(names):
+def now_state(names: List[str]) -> Dict[str, Tuple[Optional[str], Optional[str]]]:
     """{volume: (guid, local value or None)} of the volumes that exist."""
     p = subprocess.run(["zfs", "get", "-H", "-p", "-o", "name,property,value,source",
                         "guid," + prop, *names], capture_output=True, text=True)
-    out = {}
+    out: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
     for row in p.stdout.splitlines():
         f = row.split("\t")
         if len(f) != 4:
