@@ -180,6 +180,8 @@ def _resolve(inv: Inventory, conn: Connection, action: str, requests: Sequence[R
                              f"(xfleet initiators --read {r.host})"))
             continue
         rows = found.get(r.volume, [])
+        if not rows and action == "detach":
+            rows = [(n, "volume") for n in _attached_nodes(conn, r.volume, node)]
         if not rows:
             problems.append((r.where, f"{r.volume} is not in the mirror"
                              + (f" of {node}" if node else "") + " (check the name: xfleet "
@@ -197,6 +199,13 @@ def _resolve(inv: Inventory, conn: Connection, action: str, requests: Sequence[R
     if problems:
         _refuse(action, problems, len(requests))
     return items
+
+
+def _attached_nodes(conn: Connection, volume: str, node: str | None) -> list[str]:
+    """The nodes where `volume` has attachments (a destroyed volume can still be detached)."""
+    return [r["node"] for r in conn.execute(
+        "SELECT DISTINCT node FROM attachments WHERE volume = ?"
+        + (" AND node = ?" if node else ""), (volume, *([node] if node else [])))]
 
 
 def _refuse(action: str, problems: list[tuple[str | None, str]], total: int) -> None:
@@ -304,9 +313,12 @@ def _log(conn: Connection, batch: str, items: Sequence[Item], at: float) -> None
 
 
 def hosts_lines(want: dict[str, list[str]]) -> bytes:
-    """zvol_hosts.py's stdin: VOLUME<TAB>VALUE lines (names validated: no tab or newline)."""
-    return "".join(f"{validate_dataset(v, allow_snapshot=False)}\t{hosts_value(h)}\n"
-                   for v, h in sorted(want.items())).encode()
+    """zvol_hosts.py's stdin: VOLUME<TAB>VALUE lines. The names were validated when the batch
+    was resolved; a tab or a line break, which would split a line, is refused here again."""
+    bad = [v for v in want if "\t" in v or "\n" in v or "\r" in v]
+    if bad:
+        raise UsageError(f"not a volume name: {bad[0]!r}")
+    return "".join(f"{v}\t{hosts_value(h)}\n" for v, h in sorted(want.items())).encode()
 
 
 def parse_property_errors(text: str) -> dict[str, str]:
@@ -331,17 +343,19 @@ def exports_of(node: str, driver_exports: Iterator[Export], volumes: set[str] | 
     return out
 
 
-def set_node_hosts(inv: Inventory, node: str, t: Transport, want: dict[str, list[str]]
-                   ) -> dict[str, tuple[str | None, str | None]]:
+def set_node_hosts(inv: Inventory, node: str, t: Transport, want: dict[str, list[str]],
+                   *, missing_ok: bool = False) -> dict[str, tuple[str | None, str | None]]:
     """Give each volume of `want` on `node` exactly its hosts: the property, then the target.
-    Three remote commands. Returns {volume: (subsystem nqn, error or None)}."""
+    Three remote commands. Returns {volume: (subsystem nqn, error or None)}; a volume the
+    target does not export is an error, or (None, None) with `missing_ok` (a detach: no host
+    can reach it)."""
     host = inv.hosts.get(node)
     if host is None:
         raise UsageError(f"{node} is in the mirror but no longer in the inventory")
     drv = driver_for(node, t, host.target)
     found = exports_of(node, drv.iter_exports(), set(want))
     out: dict[str, tuple[str | None, str | None]] = {
-        v: (None, f"the target on {node} has no export for {v}")
+        v: (None, None if missing_ok else f"the target on {node} has no export for {v}")
         for v in want if v not in found}
     todo = {v: h for v, h in want.items() if v in found}
     if not todo:
@@ -385,8 +399,8 @@ def change(inv: Inventory, where: Location, conns: Connections, action: str,
         for (n, v), hosts in desired.items():
             by_node.setdefault(n, {})[v] = hosts
         before = {n: conns.commands(n) for n in by_node}
-        done = conns.each(sorted(by_node), lambda n, t: set_node_hosts(inv, n, t, by_node[n]),
-                          parallel=inv.parallel)
+        done = conns.each(sorted(by_node), lambda n, t: set_node_hosts(
+            inv, n, t, by_node[n], missing_ok=action == "detach"), parallel=inv.parallel)
         outcome: dict[tuple[str, str], tuple[str | None, str | None]] = {}
         for r in done:
             for v in by_node[r.node]:
@@ -415,6 +429,8 @@ def _finish(conn: Connection, action: str, items: list[Item],
             it.outcome, it.message = "failed", err
         elif it.outcome == "pending":
             it.outcome = "ok"
+            if nqn is None:
+                it.message = f"no export of {it.volume} on {it.node}: nothing to take off"
         settled.append(it)
     ok = [i for i in settled if i.outcome != "failed"]
     bad = [i for i in settled if i.outcome == "failed"]

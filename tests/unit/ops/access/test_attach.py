@@ -13,6 +13,7 @@ from xfleet.core.errors import UsageError
 from xfleet.mirror import store
 from xfleet.ops.access import attach
 from xfleet.ops.access.attach import Request, parse_requests
+from xfleet.ops.sync import sync
 
 from .conftest import HOSTS, Fleet
 
@@ -159,3 +160,12 @@ def test_attachments_listing_filters(fleet: Fleet) -> None:
     assert [r["volume"] for r in rows(fleet, initiator="db2")] == [V2]
     assert [r["volume"] for r in rows(fleet, node="n2")] == []
     assert [r["volume"] for r in rows(fleet, volume=V1, limit=5)] == [V1]
+
+
+def test_a_destroyed_volume_can_still_be_detached(fleet: Fleet) -> None:
+    assert change(fleet, "attach", (V1, "db1")).ok
+    fleet.conns.get("n1").run(["zfs", "destroy", "-r", V1])
+    assert sync(fleet.inv, fleet.where).ok  # gone from the mirror's datasets too
+    r = change(fleet, "detach", (V1, "db1"))
+    assert r.ok and r.items[0].message == f"no export of {V1} on n1: nothing to take off"
+    assert rows(fleet) == []
