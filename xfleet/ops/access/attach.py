@@ -492,3 +492,33 @@ def log(conn: Connection, *, volume: str | None = None, limit: int = 50
         + (" WHERE volume = ?" if volume else "") + " ORDER BY id DESC LIMIT ?",
         (*([volume] if volume else []), int(limit))).fetchall()
     return [dict(r) for r in rows]
+
+
+def follow_move(conn: Connection, source_node: str, volume: str, target_node: str,
+                target_volume: str, move_id: int) -> list[str]:
+    """A moved volume's attachments go with it (moves' last step): its rows name the target
+    node and volume, their subsystem NQN is read again by the next attach or audit, and each is
+    journaled as `moved`. The allowed hosts themselves travel in the volume's `xfleet:hosts`
+    property (received with the copy); the mover then applies them on the target node's
+    target (set_node_hosts). Returns the host NQNs of the attachments that moved."""
+    rows = conn.execute("SELECT initiator, hostnqn, shared FROM attachments WHERE node = ? AND "
+                        "volume = ?", (source_node, volume)).fetchall()
+    if not rows:
+        return []
+    at = time.time()
+    store.begin(conn, "attachments following a move")
+    try:
+        conn.execute("UPDATE attachments SET node = ?, volume = ?, nqn = NULL, updated_at = ? "
+                     "WHERE node = ? AND volume = ?",
+                     (target_node, target_volume, at, source_node, volume))
+        conn.executemany(
+            "INSERT INTO attachment_log (at, batch, action, node, volume, initiator, hostnqn, "
+            "shared, outcome, message, operator) VALUES (?, ?, 'moved', ?, ?, ?, ?, ?, 'ok', ?, "
+            "?)", [(at, f"move-{move_id}", target_node, target_volume, r[0], r[1], r[2],
+                    f"moved from {source_node}:{volume} (move {move_id})", claims.operator())
+                   for r in rows])
+        conn.execute("COMMIT")
+    except BaseException:
+        store.rollback(conn)
+        raise
+    return sorted({str(r[1]) for r in rows})

@@ -22,6 +22,7 @@ from xfleet.fleet.inventory import Inventory
 from xfleet.mirror import claims
 from xfleet.mirror.backend import Connection, Location
 from xfleet.ops import identity
+from xfleet.ops.access import attach
 from xfleet.ops.moves.journal import (
     ACTIVE,
     DEFAULTS,
@@ -602,9 +603,31 @@ class Runner:
         m.step = None
         save(conn, m, f"done: {m.target_node}:{m.target_volume}; source kept as {retired} "
                        "(read-only, held) until `xfleet moves retire`")
+        hosts = attach.follow_move(conn, m.source_node, m.volume, m.target_node,
+                                   m.target_volume, m.id)
+        if hosts:
+            save(conn, m, f"attachments of {', '.join(hosts)} follow the volume to "
+                          f"{m.target_node}")
+            self._allow(conn, m, hosts)
 
         sync(self.inv, self.mirror_path, [m.source_node, m.target_node],
              connections=self.conns)
+
+    def _allow(self, conn: Connection, m: Move, hosts: list[str]) -> None:
+        """The attached hosts allowed on the target node's export of the copy (the move is
+        done either way: a failure is journaled, and `xfleet target audit` shows it)."""
+        if self.inv.hosts[m.target_node].target is None:
+            save(conn, m, f"{m.target_node} has no target in the inventory: its exports' "
+                          "allowed hosts are left to it")
+            return
+        try:
+            got = attach.set_node_hosts(self.inv, m.target_node, self._t(m.target_node),
+                                        {m.target_volume: hosts})
+            err = got.get(m.target_volume, (None, None))[1]
+        except XfleetError as exc:
+            err = exc.message
+        save(conn, m, f"allowed hosts on {m.target_node}: " + (f"not set: {err} (xfleet attach "
+             "again, or xfleet target audit)" if err else ", ".join(hosts)))
 
     def _resume_halted(self, conn: Connection, m: Move) -> None:
         back = m.options.pop("failed_state", None) or "base"
