@@ -191,6 +191,9 @@ def _remove(name):
     if os.path.isdir(ns):
         put(ns + "/enable", "0")
         os.rmdir(ns)
+    links = sub + "/allowed_hosts"
+    for h in os.listdir(links) if os.path.isdir(links) else []:
+        os.unlink(links + "/" + h)  # configfs keeps a subsystem that still has them
     if os.path.isdir(sub):
         os.rmdir(sub)
 
@@ -224,11 +227,17 @@ def stop(c):
         os.unlink(READY)
     prefix = c["nqn_prefix"] + ":"
     base = ROOT + "/subsystems"
+    failed = []
     for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
         if name.startswith(prefix):
-            _remove(name)
+            try:  # one that cannot go must not keep the others exported
+                _remove(name)
+            except OSError as exc:
+                failed.append("%s: %s" % (name, exc))
     if os.path.isdir(PORT_DIR) and not os.listdir(PORT_DIR + "/subsystems"):
         os.rmdir(PORT_DIR)
+    if failed:
+        sys.exit("xfleet-lab-target: not removed: " + "; ".join(failed))
 
 
 def main(argv):
