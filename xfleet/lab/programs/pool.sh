@@ -19,7 +19,16 @@ if [ "$mode" = recreate ] && { have || zpool import -N -f "$pool" >/dev/null 2>&
   pkill -9 -x zfs
   find /proc/[0-9]*/fd -lname '/dev/zd*' 2>/dev/null | cut -d/ -f3 | sort -u | xargs -r kill -9
   [ -d /sys/kernel/config/nvmet/ports ] && systemctl stop xfleet-lab-target 2>/dev/null
-  for d in /sys/kernel/config/nvmet/ports/*/subsystems/*; do [ -L "$d" ] && rm -f "$d"; done
+  # every export goes (an enabled namespace keeps its zvol open, and the pool busy), whatever
+  # a test left behind: port links, namespaces, allowed hosts, subsystems
+  R=/sys/kernel/config/nvmet
+  for d in "$R"/ports/*/subsystems/*; do [ -L "$d" ] && rm -f "$d"; done
+  for s in "$R"/subsystems/*; do
+    [ -d "$s" ] || continue
+    for n in "$s"/namespaces/*; do [ -d "$n" ] && { echo 0 > "$n/enable"; rmdir "$n"; }; done
+    for h in "$s"/allowed_hosts/*; do [ -L "$h" ] && rm -f "$h"; done
+    rmdir "$s" 2>/dev/null
+  done
   udevadm settle --timeout=30
   if ! zpool destroy -f "$pool" && have; then
     zpool status 2>&1; ps -eo pid,stat,args | grep -E 'zfs|zpool|dd' | grep -v grep
