@@ -17,6 +17,8 @@ import pytest
 
 from tools import hostile
 from tools import scenario as sc
+from xfleet.core.identity import HOSTS_PROPERTY, UUID_PROPERTY
+from xfleet.fleet.inventory import load as load_inventory
 
 from .labkit import Lab
 
@@ -69,9 +71,12 @@ def test_full_and_incremental_sync_mirror_every_hostile_value(
     conn.close()
     assert listed == names_on_node(lab)  # no row forged by a value, none lost
     # zpool list, zpool events, zfs list, zfs get -j, zpool status -j; where ZFS cut the JSON
-    # short (the value that is not UTF-8): its two properties read with -H, one zfs get -j for
-    # the rest
-    assert node["commands"] == 5 + 2 + 1, res.explain()
+    # short (the value that is not UTF-8): each mirrored property read with -H (the two of
+    # the inventory, and xfleet:uuid and xfleet:hosts, which every inventory mirrors), one zfs
+    # get -j for the rest
+    mirrored_props = load_inventory(inventory).user_properties
+    assert mirrored_props == ("xfleet:tenant", hostile.NOTE, UUID_PROPERTY, HOSTS_PROPERTY)
+    assert node["commands"] == 5 + len(mirrored_props) + 1, res.explain()
 
     for argv in hostile.changes(NODE, POOL):
         lab.run(NODE, argv)
