@@ -114,12 +114,16 @@ def _run_move(c: Ctx, move_id: int, as_json: bool) -> None:
 @click.option("--catchup-bytes", metavar="SIZE", default="64M", show_default=True,
               help="Catch-up rounds continue while more than this was written since the last "
               "snapshot.")
+@click.option("--live", is_flag=True,
+              help="Cut over without stopping I/O: the attached hosts get a path to the copy, "
+              "their I/O is held by ANA around the final incremental and resumes on the "
+              "target node (kernel target on both nodes; docs/moves.md).")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan and the commands only.")
 @json_option
 @pass_ctx
 def move_cmd(c: Ctx, volume: str, target: str, source: str | None, verify: str,
              compression: str | None, bwlimit: str | None, direct: bool, catchup_bytes: str,
-             dry_run: bool, as_json: bool) -> None:
+             live: bool, dry_run: bool, as_json: bool) -> None:
     """Move a volume to another node: resumable, verified zfs send/receive with cutover.
 
     Base copy, catch-up rounds, then cutover (the nodes' pre/post_cutover hooks), final
@@ -133,6 +137,7 @@ def move_cmd(c: Ctx, volume: str, target: str, source: str | None, verify: str,
       xfleet move tank/t0001/vol-000001 --to n2 --dry-run
       xfleet move tank/db/pg-main --to node7/fast --verify full --bwlimit 300M
       xfleet move tank/db/pg-main --to node7 --direct
+      xfleet move tank/db/pg-main --to node7 --live
     """
     from xfleet import mirror
     from xfleet.core.units import parse_size
@@ -147,6 +152,8 @@ def move_cmd(c: Ctx, volume: str, target: str, source: str | None, verify: str,
         opts["bwlimit"] = parse_size(bwlimit)
     if direct:
         opts["direct"] = True
+    if live:
+        opts["live"] = True
     conn = mirror.connect(c.mirror_path())
     try:
         p = moves.plan_move(inv, conn, volume, target, source_node=source, options=opts)

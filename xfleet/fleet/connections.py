@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from xfleet.core.errors import (
     TransportError,
@@ -21,6 +21,9 @@ from xfleet.remote.local import LocalTransport
 from xfleet.remote.ssh import SSHTransport
 from xfleet.remote.transport import Transport
 from xfleet.sim import SimTransport
+
+if TYPE_CHECKING:
+    from xfleet.fleet.inventory import Inventory
 
 T = TypeVar("T")
 
@@ -190,3 +193,9 @@ def open_transport(
         raise UsageError(f"unknown node kind {host.kind!r}", where=host.name,
                          hint=f"kinds: {', '.join(NODE_KINDS)}")
     return kind(host, trust_store=trust_store, state_dir=state_dir)
+
+
+def initiator_connections(inv: Inventory) -> Connections:
+    """Connections to the inventory's initiators (the database hosts; apart from the nodes')."""
+    return Connections(dict(inv.initiators), trust_store=inv.trust_store,
+                       state_dir=inv.state_dir)

@@ -30,6 +30,7 @@ TESTED = {
     "sample_hashes": "test_sample_hashes",
     "nvmet_exports": "test_nvmet_exports",
     "nvmet_hosts": "test_nvmet_hosts",
+    "nvmet_live": "test_nvmet_live",
     "zvol_hosts": "test_zvol_hosts",
     "nvme_controllers": "test_nvme_controllers",
     "nvme_fabrics_connect": "test_nvme_fabrics_connect_compiles",
@@ -151,6 +152,83 @@ def test_nvmet_hosts(tmp_path: Path) -> None:
     out = _run(p, str(tmp_path), stdin=b"nqn.s:a\t\n")  # no host at all
     assert out.stdout == b"nqn.s:a\tOK\t+0 -2\n"
     assert list((a / "allowed_hosts").iterdir()) == []
+
+
+def test_nvmet_live(tmp_path: Path) -> None:
+    """isolate gives the source's namespace its own optimized group and keeps its controller
+    ids in the lower half; export makes the copy's subsystem (same identity, only the given
+    hosts, the other ids, a new group in the given state) on the port at the address, and
+    keeps it on a second call; ana changes only the volume's group and refuses group 1; a
+    subsystem of another device is refused (exit 4), a missing one is exit 3. settle and
+    withdraw remove configfs directories, which only the kernel allows with their attribute
+    files in them: the lab runs them (tests/lab/test_live_cutover_real.py)."""
+    p = program("nvmet_live")
+    nqn = "nqn.2026-01.io.xfleet:vol:7b0e3c1a-2f4d-4c6b-9a8e-1d2c3b4a5f60"
+    sub = _subsystem(tmp_path, nqn)
+    ns = sub / "namespaces" / "1"
+    ns.mkdir(parents=True)
+    (ns / "device_path").write_text("/dev/zvol/tank/v\n")
+    (ns / "enable").write_text("1\n")
+    (sub / "attr_serial").write_text("7b0e3c1a5f60\n")
+    port = tmp_path / "ports" / "1"
+    (port / "addr_traddr").write_text("10.0.0.1\n")
+    (port / "addr_trsvcid").write_text("4420\n")
+    (port / "ana_groups" / "1").mkdir(parents=True)
+    (port / "ana_groups" / "2").mkdir()  # another volume's cutover holds group 2
+
+    out = _run(p, str(tmp_path), "isolate", nqn, "/dev/zvol/tank/v")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().split() == ["group=3", "serial=7b0e3c1a5f60", "cntlid_min=1",
+                                           "address=10.0.0.1", "port=4420"]
+    assert (ns / "ana_grpid").read_text() == "3"
+    assert (port / "ana_groups" / "3" / "ana_state").read_text() == "optimized"
+    assert (sub / "attr_cntlid_max").read_text() == "32767"
+    again = _run(p, str(tmp_path), "isolate", nqn, "/dev/zvol/tank/v")
+    assert again.stdout.split()[0] == b"group=3"  # kept: a resumed move changes nothing
+
+    out = _run(p, str(tmp_path), "isolate", nqn, "/dev/zvol/tank/other")
+    assert out.returncode == 4 and b"already exports /dev/zvol/tank/v" in out.stderr
+    out = _run(p, str(tmp_path), "isolate", "nqn.2026-01.io.xfleet:vol:nope", "/dev/x")
+    assert out.returncode == 3 and b"no subsystem" in out.stderr
+
+    out = _run(p, str(tmp_path), "ana", nqn, "inaccessible")
+    assert (out.returncode, out.stdout) == (0, b"group=3\n"), out.stderr
+    assert (port / "ana_groups" / "3" / "ana_state").read_text() == "inaccessible"
+    assert not (port / "ana_groups" / "1" / "ana_state").exists()  # the others' group
+    assert _run(p, str(tmp_path), "ana", nqn, "bogus").returncode == 2
+
+    # the copy, on "another node" (its own configfs tree)
+    other = tmp_path / "n2"
+    args = ["export", nqn, "/dev/zvol/tank2/v", "7b0e3c1a-2f4d-4c6b-9a8e-1d2c3b4a5f60",
+            "0d5b4c7e-0000-5000-8000-000000000001", "7b0e3c1a5f60", "32768", "65519",
+            "10.0.0.2", "4420", "inaccessible"]
+    out = _run(p, str(other), *args, stdin=b"nqn.h1,nqn.h2")
+    assert (out.returncode, out.stdout) == (0, b"group=2 port=1\n"), out.stderr
+    copy = other / "subsystems" / nqn
+    cns = copy / "namespaces" / "1"
+    assert {f: (copy / f).read_text() for f in ("attr_allow_any_host", "attr_cntlid_min",
+                                                "attr_cntlid_max", "attr_serial")} == {
+        "attr_allow_any_host": "0", "attr_cntlid_min": "32768", "attr_cntlid_max": "65519",
+        "attr_serial": "7b0e3c1a5f60"}
+    assert sorted(x.name for x in (copy / "allowed_hosts").iterdir()) == ["nqn.h1", "nqn.h2"]
+    assert (cns / "device_path").read_text() == "/dev/zvol/tank2/v"
+    assert (cns / "device_uuid").read_text() == "7b0e3c1a-2f4d-4c6b-9a8e-1d2c3b4a5f60"
+    assert (cns / "ana_grpid").read_text() == "2"
+    assert (cns / "enable").read_text() == "1"
+    assert (other / "ports" / "1" / "addr_traddr").read_text() == "10.0.0.2"
+    assert (other / "ports" / "1" / "ana_groups" / "2" / "ana_state").read_text() == \
+        "inaccessible"
+    assert os.readlink(other / "ports" / "1" / "subsystems" / nqn) == str(copy)
+    out = _run(p, str(other), *args, stdin=b"nqn.h1")  # resumed: kept as it is
+    assert (out.returncode, out.stdout) == (0, b"group=2 port=1\n"), out.stderr
+    assert len(list((copy / "allowed_hosts").iterdir())) == 2
+    out = _run(p, str(other), "export", nqn, "/dev/x")
+    assert out.returncode == 2 and b"export: expected" in out.stderr
+    out = _run(p, str(other), "withdraw", "nqn.2026-01.io.xfleet:vol:nope")
+    assert (out.returncode, out.stdout) == (0, b"absent\n"), out.stderr
+    out = _run(p, str(other), "frobnicate", nqn)
+    assert out.returncode == 2 and b"unknown operation" in out.stderr
+    assert _run(p, str(other), "ana", "not-an-nqn", "optimized").returncode == 2
 
 
 def test_zvol_hosts(tmp_path: Path) -> None:

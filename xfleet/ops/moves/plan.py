@@ -25,6 +25,7 @@ from xfleet.ops.moves.journal import (
     MoveError,
     get,
 )
+from xfleet.ops.moves.live import check
 from xfleet.remote.transport import Transport
 
 
@@ -139,6 +140,11 @@ def plan_move(
     if opts.get("direct"):
         notes.append(f"--direct: {src['node']} streams to {target_node} over its own SSH "
                       "(node-to-node trust needed); xfleet's bandwidth limits do not apply")
+    if opts.get("live"):
+        check(inv, conn, src["node"], volume, target_node)
+        notes.append(f"--live: {target_node} exports the copy to the attached hosts before "
+                     "the cutover; their I/O is held by ANA around the final incremental "
+                     "(no cutover hook stops it)")
     if src["origin"]:
         notes.append(f"{volume} is a clone of {src['origin']}: the target gets an independent "
                      "full copy")

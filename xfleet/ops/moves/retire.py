@@ -10,6 +10,7 @@ from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
 from xfleet.mirror.backend import Location
 from xfleet.ops.moves.journal import FINAL, HALTED, Move, MoveError, claim, get, save
+from xfleet.ops.moves.live import Cutover
 from xfleet.ops.sync import sync
 
 
@@ -27,6 +28,10 @@ def abort(inv: Inventory, mirror_path: Location, conns: Connections, move_id: in
             raise MoveError(f"move {m.id} is past its cutover ({stage})",
                             hint=f"xfleet moves resume {m.id} finishes it")
         claim(conn, m)
+        if m.options.get("live_state"):
+            # the hosts' paths to the copy and its export go first (the copy is held open)
+            Cutover(inv, conns, m, lambda msg: save(conn, m, msg)).undo()
+            save(conn, m, "live: the hosts' paths to the copy and its export removed")
         t = conns.get(m.target_node)
         token = t.run(["zfs", "get", "-H", "-o", "value", "receive_resume_token",
                        m.target_volume], check=False)

@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from xfleet import mirror
+from xfleet.core.access import CLOSED
 from xfleet.core.errors import RemoteCommandError, XfleetError
-from xfleet.core.identity import UUID_PROPERTY
+from xfleet.core.identity import HOSTS_PROPERTY, UUID_PROPERTY
 from xfleet.core.names import pool_of
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
@@ -43,6 +44,7 @@ from xfleet.ops.moves.journal import (
     sample_hashes_argv,
     save,
 )
+from xfleet.ops.moves.live import Cutover
 from xfleet.ops.moves.plan import preflight, receive_argv
 from xfleet.ops.sync import sync
 from xfleet.remote.relay import RelayResult, TokenBucket, relay
@@ -293,6 +295,10 @@ class Runner:
         return has, token
 
     def _snapshot(self, m: Move, n: int | str) -> str:
+        return self._take(m, n)[0]
+
+    def _take(self, m: Move, n: int | str) -> tuple[str, bool]:
+        """(the move's snapshot `n`, True when taken now: no earlier attempt took it)."""
         snap = m.snap(n)
         res = self._t(m.source_node).run(["zfs", "snapshot", f"{m.volume}@{snap}"], check=False)
         # taken by an earlier attempt of this move (one round trip in the usual case)
@@ -300,15 +306,19 @@ class Runner:
             raise RemoteCommandError(m.source_node, res.argv, res.exit_status, res.stderr)
         if snap not in m.snapshots:
             m.snapshots.append(snap)
-        return snap
+        return snap, res.ok
 
     def _send(self, conn: Connection, m: Move, snap: str, base: str | None,
-              intermediates: bool = False) -> None:
+              intermediates: bool = False, *, new: bool = False) -> None:
         """Bring `snap` to the target: resume a partial receive from its token, or send
-        (full when `base` is None, else incremental from @base). Retries from the token."""
+        (full when `base` is None, else incremental from @base). Retries from the token.
+        `new`: `snap` was just taken (the target cannot have it: its first attempt neither
+        asks the target nor estimates the size, two round trips less while a live cutover
+        holds the hosts' I/O)."""
         attempts = int(m.options.get("attempts", DEFAULTS["attempts"]))
         for attempt in range(1, attempts + 1):
-            has, token = self._target_state(m, snap)
+            has, token = (False, None) if new and attempt == 1 else \
+                self._target_state(m, snap)
             if has:
                 m.received = snap
                 return
@@ -324,7 +334,8 @@ class Runner:
             if m.options.get("direct"):
                 what += f" directly {m.source_node} -> {m.target_node}"
             m.step = what
-            self._estimate(m, send)
+            if not (new and attempt == 1):
+                self._estimate(m, send)
             save(conn, m, what)
             start = m.bytes_done
             res = self._relay(m, send, receive_argv(m) if not token or token == "-" else
@@ -514,6 +525,9 @@ class Runner:
                                 f"{m.id}") from None
 
     def _cutover(self, conn: Connection, m: Move) -> None:
+        if m.options.get("live"):
+            self._live_cutover(conn, m)
+            return
         if "final" not in [s.rsplit("-", 1)[-1] for s in m.snapshots]:
             self._hooks(m, m.source_node, "pre_cutover")
             save(conn, m, "pre_cutover hooks done")
@@ -527,6 +541,29 @@ class Runner:
         self._t(m.target_node).run(["zfs", "set", f"volmode={volmode}", m.target_volume])
         m.state = "verify"
         save(conn, m, f"final snapshot {final} received; target device enabled")
+
+    def _live_cutover(self, conn: Connection, m: Move) -> None:
+        """The hosts' I/O carried across on their multipath (xfleet/ops/moves/live.py); no
+        pre_cutover hook runs: nothing has to stop."""
+        cut = Cutover(self.inv, self.conns, m, lambda msg: save(conn, m, msg))
+        st = cut.state
+        if not st.get("prepared"):
+            cut.prepare(conn, self._get(m.source_node, m.volume, "volmode") or "default")
+            save(conn, m, f"live: {len(st['hosts'])} host(s) have the second path")
+        if not st.get("switched"):
+            def final() -> None:
+                snap, new = self._take(m, "final")
+                m.bytes_total = None
+                self._send(conn, m, snap, m.received, new=new)
+
+            held = cut.switch(final)
+            save(conn, m, f"live: final snapshot received on {m.target_node}; the hosts' I/O "
+                          f"was held {held:.2f}s and resumed there")
+        if not st.get("finished"):
+            cut.finish()
+        m.state = "verify"
+        save(conn, m, f"final snapshot {m.snap('final')} received; the copy is the volume's "
+                      "live path")
 
     def _verify(self, conn: Connection, m: Move) -> None:
         final = m.snap("final")
@@ -550,10 +587,12 @@ class Runner:
             return
         volsize = int(src_p.get((m.volume, "volsize")) or 0)
         mode = m.verify
+        # a live move's copy is written by the hosts already: both sides' @final are compared
+        at = f"@{final}" if m.options.get("live") else ""
         # both sides at once: each reads its own disks, so the check takes the time of one
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xfleet-verify") as ex:
-            src_f = ex.submit(self._hashes, m.source_node, m.volume, volsize, mode, m.id)
-            dst_f = ex.submit(self._hashes, m.target_node, m.target_volume, volsize, mode,
+            src_f = ex.submit(self._hashes, m.source_node, m.volume + at, volsize, mode, m.id)
+            dst_f = ex.submit(self._hashes, m.target_node, m.target_volume + at, volsize, mode,
                               m.id)
             src, dst = src_f.result(), dst_f.result()
         if src != dst:
@@ -567,16 +606,40 @@ class Runner:
         save(conn, m, f"verified: {m.verified}")
 
     def _hashes(self, node: str, volume: str, volsize: int, mode: str, seed: int) -> list[str]:
+        """Hashes of `volume`'s device, or of a snapshot's (`VOL@SNAP`: made visible with
+        `snapdev` for the check, as it was after)."""
         dev = "/dev/zvol/" + volume.replace(" ", "+")
-        self._t(node).run(WAIT_DEVICE.argv(dev))
-        if mode == "full":
-            out = self._t(node).run(["sha256sum", dev], timeout=3600).stdout
-            return [out.split()[0]]
-        mib = max(1, volsize // 2**20)
-        rnd = random.Random(seed)
-        offsets = sorted({0, mib - 1, *(rnd.randrange(mib) for _ in range(DEFAULTS["samples"]))})
-        out = self._t(node).run(sample_hashes_argv(dev, offsets)).stdout
-        return [line.split()[0] for line in out.splitlines() if line.strip()]
+        vol, at, _ = volume.partition("@")
+        restore: list[str] | None = None
+        if at:
+            got = self._t(node).run(["zfs", "get", "-H", "-o", "value,source", "snapdev",
+                                     vol]).stdout.split("\t")
+            if got[0].strip() != "visible":
+                restore = ["zfs", "set", f"snapdev={got[0].strip()}", vol] \
+                    if len(got) > 1 and got[1].strip() == "local" else \
+                    ["zfs", "inherit", "snapdev", vol]
+                self._t(node).run(["zfs", "set", "snapdev=visible", vol])
+        try:
+            if not self._t(node).run(WAIT_DEVICE.argv(dev), check=False).ok:
+                seen = self._t(node).run(["ls", "-l", "--", dev.rsplit("/", 1)[0]],
+                                         check=False)
+                raise MoveError(f"{node}: {dev} did not appear (udev); "
+                                f"{dev.rsplit('/', 1)[0]} has: "
+                                + " ".join(seen.stdout.split()[-40:]),
+                                hint=f"check the volume's volmode and snapdev on {node}, then "
+                                "xfleet moves resume ID")
+            if mode == "full":
+                out = self._t(node).run(["sha256sum", dev], timeout=3600).stdout
+                return [out.split()[0]]
+            mib = max(1, volsize // 2**20)
+            rnd = random.Random(seed)
+            offsets = sorted({0, mib - 1,
+                              *(rnd.randrange(mib) for _ in range(DEFAULTS["samples"]))})
+            out = self._t(node).run(sample_hashes_argv(dev, offsets)).stdout
+            return [line.split()[0] for line in out.splitlines() if line.strip()]
+        finally:
+            if restore is not None:
+                self._t(node).run(restore, check=False)
 
     def _place(self, conn: Connection, m: Move) -> None:
         self._hooks(m, m.target_node, "post_cutover")
@@ -587,7 +650,9 @@ class Runner:
         if m.volume in listed:
             src.run(["zfs", "rename", m.volume, retired])
         if m.volume in listed or retired in listed:
-            src.run(["zfs", "set", "readonly=on", retired])
+            # closed: the target daemon re-exports it under the volume's identity at its next
+            # start; no host may reach the retired copy there
+            src.run(["zfs", "set", "readonly=on", f"{HOSTS_PROPERTY}={CLOSED}", retired])
             snap = f"{retired}@{m.snap('final')}"
             res = src.run(["zfs", "hold", f"xfleet-move-{m.id}", snap], check=False)
             if not res.ok and "tag already exists" not in res.stderr:  # held by an earlier try

@@ -19,7 +19,7 @@ from xfleet import mirror
 from xfleet.core import zfs
 from xfleet.core.errors import UsageError, XfleetError
 from xfleet.core.identity import pinned_identity
-from xfleet.fleet.connections import Connections
+from xfleet.fleet.connections import Connections, initiator_connections
 from xfleet.fleet.inventory import Inventory
 from xfleet.mirror import claims, jobs
 from xfleet.mirror.backend import Location
@@ -391,10 +391,7 @@ def safety_checks(mirror_path: Location, drv: TargetDriver, host: Host, skip: Se
     return [c for c in out if c.name not in skip]
 
 
-def client_connections(inv: Inventory) -> Connections:
-    """Connections to the inventory's initiators (apart from the nodes')."""
-    return Connections(dict(inv.initiators), trust_store=inv.trust_store,
-                       state_dir=inv.state_dir)
+client_connections = initiator_connections  # the rollout's name for it
 
 
 def client_checks(inv: Inventory, opts: Options) -> list[Check]:
