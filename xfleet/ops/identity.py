@@ -10,8 +10,11 @@ replica keeps the identity the database host knows.
   carry their volume's UUID, `zfs receive -o`).
 - **Carried.** The property is mirrored like the tenant property, and moves and replicas
   receive with `-o` every mirrored user property: the copy has the same UUID.
-- `of(conn, node, volume)`: the UUID the mirror knows, or None (the legacy node/guid
-  identity applies until one is assigned).
+- **Before a first stream.** `ensure_many` gives the volumes of one node that a replication
+  round is about to copy for the first time their UUID, in one remote command for them all
+  (`ensure`: one volume, for a move), so the copy is received with it.
+- `of(conn, node, volume)` (`known`: many): the UUID the mirror knows, or None (the legacy
+  node/guid identity applies until one is assigned).
 
 The mirror learns what was set at once (the rows' user_properties), without a sync.
 """
@@ -19,7 +22,8 @@ The mirror learns what was set at once (the rows' user_properties), without a sy
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +37,8 @@ from xfleet.ops.lifecycle import RETIRED_MARK
 from xfleet.remote.programs import program
 
 ASSIGN = program("assign_uuids")
+CHUNK = 500  # names per IN (...) query: far below SQLite's and PostgreSQL's parameter limits
+log = logging.getLogger(__name__)
 _PATH = f'$."{UUID_PROPERTY}"'
 
 
@@ -65,12 +71,38 @@ class AssignResult:
 def of(conn: Connection, node: str, volume: str) -> str | None:
     """The UUID of `volume` on `node` as the mirror knows it (None: none yet, or only one
     inherited from a parent filesystem, which is no identity)."""
-    row = conn.execute(f"SELECT json_extract(user_properties, '{_PATH}') FROM datasets "
-                       "WHERE node = ? AND name = ?", (node, volume)).fetchone()
-    value = row[0] if row else None
-    if not (isinstance(value, str) and valid_volume_uuid(value)):
-        return None
-    return None if _inherited(conn, node, volume, value, {}) else value
+    return known(conn, node, [volume])[volume]
+
+
+def known(conn: Connection, node: str, volumes: Iterable[str]) -> dict[str, str | None]:
+    """`of` for each of `volumes` (a name the mirror does not have: None), in one query per
+    CHUNK names."""
+    out: dict[str, str | None] = {}
+    seen: dict[str, str | None] = {}
+    for chunk in _chunks(volumes):
+        got = dict(conn.execute(
+            f"SELECT name, json_extract(user_properties, '{_PATH}') FROM datasets WHERE "
+            f"node = ? AND name IN ({', '.join('?' for _ in chunk)})", [node, *chunk]))
+        for name in chunk:
+            out[name] = _own(conn, node, name, got.get(name), seen)
+    return out
+
+
+def _chunks(names: Iterable[str]) -> Iterator[list[str]]:
+    """`names`, once each and sorted, in lists of at most CHUNK (one IN (...) query each)."""
+    ordered = sorted(set(names))
+    for i in range(0, len(ordered), CHUNK):
+        yield ordered[i:i + CHUNK]
+
+
+def _own(conn: Connection, node: str, name: str, value: Any,
+         seen: dict[str, str | None]) -> str | None:
+    """`value` (`name`'s xfleet:uuid in the mirror) if it is `name`'s own UUID: a valid one,
+    not inherited from a parent filesystem."""
+    if isinstance(value, str) and valid_volume_uuid(value) and \
+            not _inherited(conn, node, name, value, seen):
+        return value
+    return None
 
 
 def _inherited(conn: Connection, node: str, name: str, value: str,
@@ -94,27 +126,24 @@ def without(conn: Connection, node: str, limit: int | None = None,
             volumes: Iterable[str] | None = None) -> list[tuple[str, str]]:
     """(volume, guid) of `node`'s volumes the mirror knows without a UUID of their own (none,
     or one inherited from a filesystem) (of `volumes`, when given), in name order, at most
-    `limit`: never a replica's copy or a retired source. Streamed from one query."""
+    `limit`: never a replica's copy or a retired source. Streamed from one query (one per
+    CHUNK of `volumes`)."""
     sql = (f"SELECT d.name, d.guid, json_extract(coalesce(d.user_properties, '{{}}'), "
            f"'{_PATH}') FROM datasets d WHERE d.node = ? AND d.type = 'volume' AND d.guid IS "
            "NOT NULL AND d.name NOT LIKE ? AND NOT EXISTS (SELECT 1 FROM replicas r WHERE "
            "r.target_node = d.node AND r.target_volume = d.name)")
     params: list[Any] = [node, f"%{RETIRED_MARK}%"]
-    if volumes is not None:
-        names = sorted(set(volumes))
-        if not names:
-            return []
-        sql += f" AND d.name IN ({', '.join('?' for _ in names)})"
-        params += names
+    queries: Iterable[tuple[str, list[Any]]] = [(sql, params)] if volumes is None else (
+        (sql + f" AND d.name IN ({', '.join('?' for _ in chunk)})", [*params, *chunk])
+        for chunk in _chunks(volumes))  # sorted chunks: their rows stay in name order
     out: list[tuple[str, str]] = []
     seen: dict[str, str | None] = {}
-    for name, guid, value in conn.execute(sql + " ORDER BY d.name", params):
-        if limit is not None and len(out) >= limit:
-            break
-        if isinstance(value, str) and valid_volume_uuid(value) and \
-                not _inherited(conn, node, name, value, seen):
-            continue
-        out.append((str(name), str(guid)))
+    for query, args in queries:
+        for name, guid, value in conn.execute(query + " ORDER BY d.name", args):
+            if limit is not None and len(out) >= limit:
+                return out
+            if _own(conn, node, name, value, seen) is None:
+                out.append((str(name), str(guid)))
     return out
 
 
@@ -214,21 +243,32 @@ def _learn(location: Location, node: str, values: list[tuple[str, str]]) -> None
         conn.close()
 
 
+def ensure_many(inv: Inventory, location: Location, conns: Connections, node: str,
+                volumes: Iterable[str]) -> dict[str, str | None]:
+    """The UUID of each of `volumes` on `node`: the mirror's, or given now to those without one
+    (`assign`: one remote command for all of them, however many; none if every one has its
+    UUID); None for a volume the node could not give one (it keeps the legacy identity: the
+    node's error is logged). A replication round calls this once per source node before its
+    first streams, so every copy is received with its volume's UUID. Holds the asked names,
+    the assign command's input and output and the answer (all of the size of `volumes`); the
+    mirror is read CHUNK names at a time."""
+    names = sorted(set(volumes))
+    if not names:
+        return {}
+    res = assign(inv, location, conns, nodes=[node], volumes=[(node, v) for v in names])
+    for n in res.nodes:
+        if n.error is not None or n.failed:
+            log.warning("volume UUIDs on %s: %s", n.node,
+                        n.error or f"{len(n.failed)} failed, e.g. {n.failed[0]}")
+    conn = mirror.connect(location)
+    try:
+        return known(conn, node, names)
+    finally:
+        conn.close()
+
+
 def ensure(inv: Inventory, location: Location, conns: Connections, node: str,
            volume: str) -> str | None:
-    """The UUID of `volume` on `node`: the mirror's, or given now (one remote command); None
-    if the node could not give it one (it keeps the legacy identity). Moves and replicas call
-    this before their first stream, so the copy is received with the same UUID."""
-    conn = mirror.connect(location)
-    try:
-        known = of(conn, node, volume)
-    finally:
-        conn.close()
-    if known is not None:
-        return known
-    assign(inv, location, conns, nodes=[node], volumes=[(node, volume)])
-    conn = mirror.connect(location)
-    try:
-        return of(conn, node, volume)
-    finally:
-        conn.close()
+    """`ensure_many` for one volume (a move, before its first stream: one remote command if
+    the volume has no UUID yet)."""
+    return ensure_many(inv, location, conns, node, [volume])[volume]

@@ -1,6 +1,8 @@
 """Volume UUIDs at first sight (xfleet/ops/identity.py) on simulated nodes: one remote command
 per node whatever the volumes, only the volume the mirror saw (a re-created name gets a new
-UUID), a value already there is learned, never replaced, and replicas' copies are left alone."""
+UUID), a value already there is learned, never replaced, and replicas' copies are left alone;
+ensure_many (a round's first streams) asks a node once for 5 or 50 volumes and answers for
+each, reading the mirror in chunks (both engines)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from conftest import write_sim_inventory
 
 from xfleet import mirror
@@ -128,8 +131,6 @@ def test_an_inherited_value_is_not_an_identity(tmp_path: Path) -> None:
 
 
 def test_limit_and_unknown_node_are_clear(tmp_path: Path) -> None:
-    import pytest
-
     from xfleet.core.errors import UsageError
 
     inv = _fleet(tmp_path, volumes=8)
@@ -140,6 +141,98 @@ def test_limit_and_unknown_node_are_clear(tmp_path: Path) -> None:
             identity.assign(inv, inv.mirror, conns, nodes=["nx"])
         with pytest.raises(UsageError, match="--limit"):
             identity.assign(inv, inv.mirror, conns, limit=0)
+
+
+def _ensure_many(tmp_path: Path, volumes: int) -> tuple[int, dict[str, str | None], list[str]]:
+    """ensure_many over `volumes` of n1's volumes, the first 2 with a UUID already: its
+    remote commands on n1, its answer, and the volumes asked."""
+    tmp_path.mkdir()
+    inv = _fleet(tmp_path, volumes=volumes + 5)
+    asked = sorted(_mirror_uuids(inv, "n1"))[:volumes]
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        identity.assign(inv, inv.mirror, conns, volumes=[("n1", v) for v in asked[:2]])
+    had = {v: _mirror_uuids(inv, "n1")[v] for v in asked[:2]}
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        got = identity.ensure_many(inv, inv.mirror, conns, "n1", asked)
+        commands = conns.commands("n1") + conns.commands("n2")
+        # asked again: every one has its UUID now; the same answer without a command
+        assert identity.ensure_many(inv, inv.mirror, conns, "n1", asked) == got
+        assert conns.commands("n1") + conns.commands("n2") == commands
+    assert sorted(got) == asked, "not one answer per volume asked"
+    assert {v: got[v] for v in had} == had, "a UUID the volume had was replaced"
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    mirrored = _mirror_uuids(inv, "n1")
+    for v in asked:  # on the node, in the mirror, as answered; every one its own
+        value = got[v]
+        assert value is not None and valid_volume_uuid(value), (v, value)
+        assert _uuid(t, v) == (value, "local") and mirrored[v] == value, v
+    assert len(set(got.values())) == volumes
+    assert all(mirrored[v] is None for v in mirrored if v not in got), "an unasked one got one"
+    return commands, got, asked
+
+
+def test_ensure_many_asks_the_node_once_for_5_or_50_volumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(identity, "CHUNK", 7)  # the mirror read in several chunks
+    small, _, _ = _ensure_many(tmp_path / "small", 5)
+    big, _, _ = _ensure_many(tmp_path / "big", 50)
+    assert small == big == 1, f"remote commands: {small} for 5 volumes, {big} for 50"
+
+
+def test_ensure_many_answers_none_for_a_volume_the_node_cannot_give_one(
+        tmp_path: Path) -> None:
+    inv = _fleet(tmp_path, volumes=3)
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    t.run(["zfs", "create", "-s", "-V", "1G", "tank/app"])
+    assert sync(inv).ok
+    t.run(["zfs", "destroy", "tank/app"])  # re-created since the mirror saw it
+    t.run(["zfs", "create", "-s", "-V", "2G", "tank/app"])
+    other = next(v for v in sorted(_mirror_uuids(inv, "n1")) if v != "tank/app")
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        got = identity.ensure_many(inv, inv.mirror, conns, "n1", ["tank/app", other])
+        assert conns.commands("n1") == 1
+        assert identity.ensure_many(inv, inv.mirror, conns, "n1", []) == {}
+        assert conns.commands("n1") == 1  # nothing asked: no command
+    assert got["tank/app"] is None and _uuid(t, "tank/app") == ("-", "-")
+    assert got[other] is not None and _uuid(t, other) == (got[other], "local")
+    # ensure: the same for one volume
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        assert identity.ensure(inv, inv.mirror, conns, "n1", other) == got[other]
+        assert conns.commands("n1") == 0
+
+
+def test_without_and_known_read_the_mirror_in_chunks_in_name_order(
+        tmp_path: Path, mirror_at: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On both engines: the names asked in any order, with repeats, read CHUNK at a time."""
+    from unit.ops.moves.conftest import with_mirror
+
+    monkeypatch.setattr(identity, "CHUNK", 4)
+    inv = inventory.load(with_mirror(write_sim_inventory(
+        tmp_path / "fleet.yaml", {"n1": {"volumes": 20, "seed": 11}}), mirror_at))
+    assert sync(inv).ok
+    conn = mirror.connect(inv.mirror)
+    try:
+        names = [v for v, _ in identity.without(conn, "n1")]
+        asked = names[::-1] + names[:3]
+        assert len(names) == 20 and names == sorted(names)
+        assert [v for v, _ in identity.without(conn, "n1", volumes=asked)] == names
+        assert [v for v, _ in identity.without(conn, "n1", limit=9, volumes=asked)] == \
+            names[:9]
+        assert identity.known(conn, "n1", [*asked, "tank/nope"]) == \
+            dict.fromkeys([*names, "tank/nope"])
+    finally:
+        conn.close()
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        assert identity.assign(inv, inv.mirror, conns, nodes=["n1"]).to_dict()["set"] == 20
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    conn = mirror.connect(inv.mirror)
+    try:
+        assert identity.without(conn, "n1", volumes=asked) == []
+        got = identity.known(conn, "n1", asked)
+    finally:
+        conn.close()
+    assert sorted(got) == names
+    assert all(got[v] is not None and _uuid(t, v) == (got[v], "local") for v in names), got
 
 
 def test_parse_assign_output_keeps_only_well_formed_lines() -> None:

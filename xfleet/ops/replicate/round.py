@@ -11,7 +11,9 @@ snapshot, at the cost of what changed (docs/replicate.md).
    in one `zfs get` (the copy, its resume token, the snapshot already there?), then a resumed
    (`send -t`), incremental (`send -I @cursor`, or `-i #bookmark` when the cursor snapshot is
    gone) or first full send into `zfs receive -s -u` (never -F) with `volmode=none` and
-   `xfleet:replica-of` set: the copy has no device and no policy snapshots it.
+   `xfleet:replica-of` set: the copy has no device and no policy snapshots it. Before the
+   streams, the volumes of the first sends get their UUID if they have none, in one command
+   per source node (identity.ensure_many): the copy is received with it (`-o xfleet:uuid`).
 4. **Cursors** advance per source and destination node in one command (xfleet/remote/
    programs/replica_cursor.py): the new base held and bookmarked before the old one goes.
 5. **The copies keep what their source keeps**: a replica's snapshots older than its cursor
@@ -217,6 +219,10 @@ class Round:
                             if h.bwlimit}
         self.slots = {n: threading.Semaphore(h.max_streams) for n, h in inv.hosts.items()}
         self._lock = threading.Lock()
+        # the UUIDs of the volumes whose replicas get their first stream, looked up (given)
+        # before the streams: (source node, volume) -> UUID or None; node -> why not
+        self._uuids: dict[tuple[str, str], str | None] = {}
+        self._uuid_errors: dict[str, str] = {}
 
     def _tell(self, r: Replica, what: str) -> None:
         if self.progress is not None:
@@ -290,6 +296,7 @@ class Round:
         beater.start()
         width = max(1, min(32, sum(h.max_streams for h in self.inv.hosts.values())))
         try:
+            self._volume_uuids(work)  # under the heartbeat: a first pass may take a while
             with ThreadPoolExecutor(max_workers=width,
                                     thread_name_prefix="xfleet-replicate") as ex:
                 for out in ex.map(lambda w: self._one(w[0], w[1]), work):
@@ -308,6 +315,31 @@ class Round:
             if release:
                 release_all(conn, [r.id for r, _ in work])
         return done
+
+    @staticmethod
+    def _new(r: Replica) -> bool:
+        """The replica has never begun a first stream: `_first` prepares it."""
+        return not r.receive_properties
+
+    def _volume_uuids(self, work: list[tuple[Replica, dict[str, Any]]]) -> None:
+        """The UUIDs of the volumes of the replicas about to begin their first stream (the
+        copy is received with it), given now to those without one: one `identity.ensure_many`
+        per source node, so one remote command per node for any number of them. A node that
+        cannot be asked fails those replicas in `_first` (the next round asks again)."""
+        self._uuids, self._uuid_errors = {}, {}
+        by_node: dict[str, list[str]] = defaultdict(list)
+        for r, _ in work:
+            if self._new(r):
+                by_node[r.source_node].append(r.volume)
+        for node, volumes in sorted(by_node.items()):
+            if self.stop.is_set():
+                return
+            try:
+                got = identity.ensure_many(self.inv, self.location, self.conns, node, volumes)
+            except XfleetError as exc:
+                self._uuid_errors[node] = exc.message
+                continue
+            self._uuids.update(((node, v), u) for v, u in got.items())
 
     def _one(self, r: Replica, snap: dict[str, Any]) -> _Done | dict[str, Any] | None:
         """Stream one replica to `snap` in its own mirror connection; a _Done, or the failure
@@ -434,17 +466,24 @@ class Round:
     def _first(self, r: Replica) -> None:
         """Before a replica's first full send: the target pool's features against the volume
         (the moves' preflight: raw sends for encrypted volumes), its parent on the target."""
-        if r.receive_properties:
+        if not self._new(r):
             return
+        # the copy keeps the volume's UUID (looked up, or given at first sight, before the
+        # round's streams: _volume_uuids): promoted, it is the same NVMe identity. Checked
+        # before the replica is prepared: prepared (receive_properties saved), it is never
+        # asked again, so a copy is never received without a UUID its volume has
+        key = (r.source_node, r.volume)
+        if key not in self._uuids:
+            raise ReplicaError(
+                f"the UUID of {r.source_node}:{r.volume} could not be looked up: "
+                + self._uuid_errors.get(r.source_node, "not asked before the round's streams"),
+                hint="the next round asks again; its copy is received with its UUID")
+        vol_uuid = self._uuids[key]
         src, dst = self.conns.get(r.source_node), self.conns.get(r.target_node)
         pf = preflight(src, dst, r.volume, r.target_volume, ["-L", "-c"], {})
         r.send_flags = pf.send_flags
         r.receive_properties = {**pf.receive_properties, "volmode": "none",
                                 REPLICA_OF: f"{r.source_node}:{r.volume}"}
-        # the copy keeps the volume's UUID (given now if it has none: first sight): promoted,
-        # it is the same NVMe identity
-        vol_uuid = identity.ensure(self.inv, self.location, self.conns, r.source_node,
-                                   r.volume)
         if vol_uuid is not None:
             r.receive_properties[UUID_PROPERTY] = vol_uuid
         if "/" in r.target_volume:

@@ -4,7 +4,10 @@ own connections, and what the simulated nodes and the mirror say."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from conftest import write_sim_inventory
 
 from unit.ops.moves.conftest import fleet as fleet  # the moves' fixtures, here too
 from unit.ops.moves.conftest import fleet_at as fleet_at
@@ -89,3 +92,20 @@ def change(inv: inventory.Inventory, t: SimTransport, snap: str, nbytes: int = 5
     t.write(volume, nbytes)
     t.run(["zfs", "snapshot", f"{volume}@{snap}"])
     assert sync(inv).ok
+
+
+def rep_fleet(tmp_path: Path, volumes: int) -> tuple[inventory.Inventory, SimTransport,
+                                                     list[str]]:
+    """n1 with `volumes` new volumes tank/rep/vNNNNN (1G sparse, a snapshot @r1 each, no UUID)
+    and n2, one generated volume each; synced. Returns the inventory, n1 and the volumes."""
+    tmp_path.mkdir(exist_ok=True)
+    inv = inventory.load(write_sim_inventory(tmp_path / "fleet.yaml", {
+        "n1": {"volumes": 1, "seed": 4}, "n2": {"volumes": 1, "seed": 5}}))
+    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
+    t.run(["zfs", "create", "-p", "tank/rep"])
+    vols = [f"tank/rep/v{i:05d}" for i in range(volumes)]
+    for v in vols:
+        t.run(["zfs", "create", "-s", "-V", "1G", v])
+    t.run(["zfs", "snapshot", *(f"{v}@r1" for v in vols)])
+    assert sync(inv).ok
+    return inv, t, vols

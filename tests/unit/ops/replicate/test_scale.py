@@ -20,7 +20,7 @@ from typing import Any
 
 from conftest import write_sim_inventory
 
-from unit.ops.replicate.conftest import policies, run_round
+from unit.ops.replicate.conftest import policies, rep_fleet, run_round
 from xfleet import mirror
 from xfleet.fleet import inventory
 from xfleet.ops.replicate.round import ensure
@@ -116,15 +116,7 @@ def test_a_round_after_100_changed_of_100k_sends_100_streams(tmp_path: Path) -> 
 def _round_after_changes(tmp_path: Path, volumes: int) -> tuple[int, int, list[str]]:
     """(streams, remote commands, the volumes sent) of the round after CHANGED of `volumes`
     replicated volumes changed."""
-    inv = inventory.load(write_sim_inventory(tmp_path / "fleet.yaml", {
-        "n1": {"volumes": 1, "seed": 4}, "n2": {"volumes": 1, "seed": 5}}))
-    t = SimTransport(inv.hosts["n1"], state_dir=inv.state_dir)
-    t.run(["zfs", "create", "-p", "tank/rep"])
-    vols = [f"tank/rep/v{i:05d}" for i in range(volumes)]
-    for v in vols:
-        t.run(["zfs", "create", "-s", "-V", "1G", v])
-    t.run(["zfs", "snapshot", *(f"{v}@r1" for v in vols)])
-    assert sync(inv).ok
+    inv, t, vols = rep_fleet(tmp_path, volumes)
     first = run_round(inv, POLICY)
     assert (len(first.sent), first.failed) == (volumes, [])
     changed = vols[::volumes // CHANGED][:CHANGED]
