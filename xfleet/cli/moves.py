@@ -250,6 +250,7 @@ def drain_cmd(c: Ctx, node: str, targets: tuple[str, ...], parallel: int, bwlimi
     limits = [TokenBucket(parse_size(bwlimit))] if bwlimit else []
     with Connections(inv.hosts, trust_store=inv.trust_store, state_dir=inv.state_dir) as conns:
         runner = moves.Runner(inv, path, conns, limits=limits)
+        runner.give_uuids(ids)  # one command per node, not one per move
         with ThreadPoolExecutor(max_workers=parallel) as pool:
             done = list(pool.map(runner.run, ids))
     ok = not refused and all(m.state == "done" for m in done)

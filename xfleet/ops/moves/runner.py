@@ -165,6 +165,27 @@ class Runner:
         self.fleet_limit = TokenBucket(self.inv.move_bwlimit) if self.inv.move_bwlimit \
             else None
 
+    def give_uuids(self, move_ids: Sequence[int]) -> None:
+        """Before many moves start (a drain): their volumes without a UUID get it in one
+        remote command per source node (identity.ensure_many), so each move's own first step
+        finds it in the mirror instead of asking its node once per volume. A node that cannot
+        be asked is left to the moves (each asks again, and fails clearly if it cannot)."""
+        conn = mirror.connect(self.mirror_path)
+        try:
+            by_node: dict[str, list[str]] = {}
+            for move_id in move_ids:
+                m = get(conn, move_id)
+                if m.state == "planned":
+                    by_node.setdefault(m.source_node, []).append(m.volume)
+        finally:
+            conn.close()
+        for node, volumes in sorted(by_node.items()):
+            try:
+                identity.ensure_many(self.inv, self.mirror_path, self.conns, node, volumes)
+            except XfleetError as exc:
+                logging.getLogger(__name__).warning("volume UUIDs on %s: %s", node,
+                                                    exc.message)
+
     def run(self, move_id: int) -> Move:
         conn = mirror.connect(self.mirror_path)
         halt = self._halts[move_id] = threading.Event()

@@ -18,11 +18,13 @@ from conftest import run_cli, write_sim_inventory
 
 from unit.ops.moves.conftest import Fleet, killing_relay, node, planned, run_move
 from xfleet import mirror
+from xfleet.core.identity import UUID_PROPERTY, valid_volume_uuid
 from xfleet.fleet import inventory
 from xfleet.fleet.connections import Connections
 from xfleet.ops import moves
 from xfleet.ops.moves import runner as move_runner
 from xfleet.ops.sync import sync
+from xfleet.remote.programs import identify
 from xfleet.sim import SimTransport
 
 VOL = "tank/app/db"
@@ -140,11 +142,40 @@ def test_a_drain_moves_every_volume_of_the_node(tmp_path: Path) -> None:
     assert res.code == 0, res.out + res.err
     doc = json.loads(res.out)
     assert len(doc["moves"]) == 4 and {m["state"] for m in doc["moves"]} == {"done"}, doc
+    assert {m["receive_properties"].get(UUID_PROPERTY) is not None for m in doc["moves"]} \
+        == {True}, doc  # every copy received with its volume's UUID
     inv = inventory.load(inv_path)
     left = _lines(node(inv, "n1"), "zfs", "list", "-H", "-o", "name", "-t", "volume")
     assert left and all(".xfleet-moved-" in x for x in left), left
     assert len(_lines(node(inv, "n2"), "zfs", "list", "-H", "-o", "name", "-t",
                       "volume")) == 4
+
+
+def test_a_drain_gives_its_volumes_their_uuids_in_one_command(tmp_path: Path) -> None:
+    """`give_uuids` (the drain, before its moves): one assign_uuids command on the source node
+    for all its volumes; then no move asks again, and each copy has its volume's UUID."""
+    inv_path = write_sim_inventory(tmp_path / "fleet.yaml", {
+        "n1": {"volumes": 6, "seed": 7, "clone_fraction": 0},
+        "n2": {"volumes": 0, "seed": 8, "pool_size": "100T"}})
+    inv = inventory.load(inv_path)
+    assert sync(inv).ok
+    conn = mirror.connect(inv.mirror)
+    try:
+        plans, refused = moves.plan_drain(inv, conn, "n1", ("n2",))
+        ids = [m.id for m in moves.create_many(inv, conn, plans)]
+    finally:
+        conn.close()
+    assert len(ids) == 6 and not refused, refused
+    with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
+        runner = moves.Runner(inv, inv.mirror, conns)
+        runner.give_uuids(ids)
+        done = [runner.run(i) for i in ids]
+        asked = [argv for argv in conns.get("n1").history
+                 if (p := identify(argv)) is not None and p[0].name == "assign_uuids"]
+    assert len(asked) == 1, f"{len(asked)} assign_uuids commands for a drain of 6 volumes"
+    assert [m.state for m in done] == ["done"] * 6, [(m.id, m.error) for m in done]
+    uuids = [m.receive_properties.get(UUID_PROPERTY) for m in done]
+    assert all(u and valid_volume_uuid(u) for u in uuids) and len(set(uuids)) == 6, uuids
 
 
 def _commands_of_a_move(tmp_path: Path, volumes: int, monkeypatch: pytest.MonkeyPatch, *,
