@@ -168,8 +168,8 @@ class PolicyFile(Generic[E]):
                            f"{shown(mv.value)}", hint=f"keys: {', '.join(MATCH_KEYS)}")
         return {k: self._match(name, k, v) for k, v in mv.value.items()}
 
-    # The errors about one match key say "rule" whatever the noun: what every policy file has
-    # said since snapshot policies took the compression policy's `match`.
+    # The errors about one match key name the entry by its file's noun ("rule 'x'",
+    # "policy 'x'"), as every other error of the file does.
 
     def _strings(self, rule: str, key: str, v: Val) -> list[str]:
         raw = v.value if isinstance(v.value, list) else [v]
@@ -177,16 +177,16 @@ class PolicyFile(Generic[E]):
         for x in raw:
             xv = x.value
             if isinstance(xv, (dict, list)) or xv is None or isinstance(xv, bool):
-                raise self.err(x.line, f"rule {rule!r}: {key} must be {MATCH_KEYS[key]}, got "
+                raise self.err(x.line, f"{self.noun} {rule!r}: {key} must be {MATCH_KEYS[key]}, got "
                                f"{shown(xv)}")
             out.append(str(xv))
         if not out:
-            raise self.err(v.line, f"rule {rule!r}: {key} is an empty list")
+            raise self.err(v.line, f"{self.noun} {rule!r}: {key} is an empty list")
         return out
 
     def _match(self, rule: str, key: str, v: Val) -> Any:
         if key not in MATCH_KEYS:
-            raise self.err(v.at, f"rule {rule!r}: unknown match key {key!r}",
+            raise self.err(v.at, f"{self.noun} {rule!r}: unknown match key {key!r}",
                            hint=suggest(key, tuple(MATCH_KEYS)))
         if key in ("labels", "properties"):
             return self._mapping(rule, key, v)
@@ -196,27 +196,27 @@ class PolicyFile(Generic[E]):
         if key == "name":
             for g in vals:
                 if any(c in g for c in "\n\x00"):
-                    raise self.err(v.line, f"rule {rule!r}: name glob {g!r} is not valid")
+                    raise self.err(v.line, f"{self.noun} {rule!r}: name glob {g!r} is not valid")
         return vals
 
     def _mapping(self, rule: str, key: str, v: Val) -> dict[str, str]:
         if not isinstance(v.value, dict) or not v.value:
-            raise self.err(v.line, f"rule {rule!r}: {key} must be {MATCH_KEYS[key]}, got "
+            raise self.err(v.line, f"{self.noun} {rule!r}: {key} must be {MATCH_KEYS[key]}, got "
                            f"{shown(v.value)}")
         out: dict[str, str] = {}
         for k, x in v.value.items():
             if isinstance(x.value, (dict, list)) or x.value is None:
-                raise self.err(x.line, f"rule {rule!r}: {key}.{k} must be a plain value, "
+                raise self.err(x.line, f"{self.noun} {rule!r}: {key}.{k} must be a plain value, "
                                f"got {shown(x.value)}")
             if key == "properties" and ":" not in k:
-                raise self.err(x.at, f"rule {rule!r}: {k!r} is not a user property",
+                raise self.err(x.at, f"{self.noun} {rule!r}: {k!r} is not a user property",
                                hint="user properties look like 'module:name', e.g. "
                                "xfleet:tier (and must be mirrored: inventory "
                                "user_properties)")
             if key == "labels" and '"' in k:
-                raise self.err(x.at, f"rule {rule!r}: label names may not contain '\"'")
+                raise self.err(x.at, f"{self.noun} {rule!r}: label names may not contain '\"'")
             if key == "properties" and '"' in k:
-                raise self.err(x.at, f"rule {rule!r}: property names may not contain '\"'")
+                raise self.err(x.at, f"{self.noun} {rule!r}: property names may not contain '\"'")
             val = plain(x)
             out[k] = str(val).lower() if isinstance(val, bool) else str(val)
         return out
@@ -234,7 +234,7 @@ class PolicyFile(Generic[E]):
                 except (UsageError, ValueError):
                     size = None
             if m is None or size is None:
-                raise self.err(x.line, f"rule {rule!r}: {key} {shown(x.value)} is not a "
+                raise self.err(x.line, f"{self.noun} {rule!r}: {key} {shown(x.value)} is not a "
                                "size condition",
                                hint="write e.g. '>=100G', '<1T' or '512M' (means =)")
             conds.append((m.group(1) or "=", size))

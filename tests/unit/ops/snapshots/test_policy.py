@@ -55,7 +55,7 @@ def test_a_policy_file_reads_as_written() -> None:
      "  - name: b\n    schedule: {every: 1h}\n    keep: {hourly: 1}\n", 5, "can never match"),
     ("policies:\n  - name: a\n    scheduel: {every: 1h}\n", 3, "unknown key 'scheduel'"),
     ("policies:\n  - name: a\n    match: {colour: red}\n    schedule: {every: 1h}\n"
-     "    keep: {hourly: 1}\n", 3, "unknown match key 'colour'"),
+     "    keep: {hourly: 1}\n", 3, "policy 'a': unknown match key 'colour'"),
 ])
 def test_mistakes_name_the_file_and_line(tmp_path: Path, text: str, line: int,
                                          words: str) -> None:
