@@ -20,10 +20,11 @@ Stale data, as in the rules: the pool alerts judge the last figures the mirror h
 however old; XfleetMirrorStale (or XfleetNodeDown when the node's syncs fail) beside them says
 so. An alert never disappears because xfleet stopped looking.
 
-Reads: one query each on `nodes`, `pools`, `moves` (by its state index), `rollouts` and
-`replicas` (grouped by policy and target node: xfleet.ops.replicate.status.summary, what
-`xfleet replicate status` shows); how current a node is comes from `query.confirmed_at`, the
-lag of `xfleet status` and of the exporter. Nothing scans `datasets`. The pool forecasts
+Reads: one query each on `nodes`, `pools`, `moves` (by its state index), `rollouts`,
+`snapshot_runs` (by its state index) and `replicas` (grouped by policy and target node:
+xfleet.ops.replicate.status.summary, what `xfleet replicate status` shows); how current a
+node is comes from `query.confirmed_at`, the lag of `xfleet status` and of the exporter.
+Nothing scans `datasets`. The pool forecasts
 (XfleetPoolFillingUp) come from the caller: xfleet.ops.capacity computes them from the daily
 history.
 """
@@ -72,6 +73,7 @@ SEVERITY: dict[str, str] = {
     "XfleetMoveFailed": "warning",
     "XfleetMoveStuck": "warning",
     "XfleetRolloutHalted": "warning",
+    "XfleetSnapshotRunFailed": "warning",
     "XfleetReplicaOverRPO": "warning",
     "XfleetReplicaFailed": "warning",
 }
@@ -135,7 +137,8 @@ def evaluate(conn: Connection, *, now: float, forecasts: Iterable[ForecastLike] 
     wanted = None if nodes is None else set(nodes)
     out = [*_node_alerts(conn, now, wanted), *_pool_alerts(conn, now, wanted),
            *_forecast_alerts(forecasts, wanted), *_move_alerts(conn, now, wanted),
-           *_rollout_alerts(conn), *_replica_alerts(conn, now, wanted)]
+           *_rollout_alerts(conn), *_snapshot_run_alerts(conn),
+           *_replica_alerts(conn, now, wanted)]
     out.sort(key=lambda a: (SEVERITIES.index(a.severity), a.node is None, a.node or "",
                             a.pool or "", a.name))  # stable: jobs stay in id order
     return out
@@ -304,6 +307,21 @@ def _rollout_alerts(conn: Connection) -> list[Alert]:
                    hint=f"xfleet rollouts show {rid}; then xfleet rollouts resume {rid} "
                    f"(or xfleet rollouts stop {rid})")
             for rid, version, state, reason, updated in cur]
+
+
+def _snapshot_run_alerts(conn: Connection) -> list[Alert]:
+    """XfleetSnapshotRunFailed: a snapshot run a node refused a command of; it stays failed
+    until `xfleet snapshots run --resume ID` (docs/snapshots.md), so each is its own alert. The
+    runs concern policies, not one node: they always show."""
+    cur = conn.execute("SELECT id, policy, step, taken, pruned, updated_at FROM snapshot_runs "
+                       "WHERE state = 'failed' ORDER BY id")
+    return [_alert("XfleetSnapshotRunFailed", job=f"snapshot run {rid}", since=updated,
+                   summary=f"snapshot run {rid} (policies {policy}) failed"
+                   + (f" {_first_line(step)}" if step else "")
+                   + f" after {taken} taken, {pruned} pruned",
+                   hint="xfleet snapshots runs (its step; --json: the detail); then xfleet "
+                   f"snapshots run --resume {rid}")
+            for rid, policy, step, taken, pruned, updated in cur]
 
 
 def _replica_alerts(conn: Connection, now: float, wanted: set[str] | None) -> list[Alert]:

@@ -177,8 +177,8 @@ class PolicyFile(Generic[E]):
         for x in raw:
             xv = x.value
             if isinstance(xv, (dict, list)) or xv is None or isinstance(xv, bool):
-                raise self.err(x.line, f"{self.noun} {rule!r}: {key} must be {MATCH_KEYS[key]}, got "
-                               f"{shown(xv)}")
+                raise self.err(x.line, f"{self.noun} {rule!r}: {key} must be "
+                               f"{MATCH_KEYS[key]}, got {shown(xv)}")
             out.append(str(xv))
         if not out:
             raise self.err(v.line, f"{self.noun} {rule!r}: {key} is an empty list")

@@ -306,5 +306,38 @@ def test_a_bounded_number_of_queries_none_on_datasets(tmp_path: Path) -> None:
     assert hasattr(conn, "set_trace_callback")
     conn.set_trace_callback(statements.append)
     alerts.evaluate(conn, now=time.time())
-    assert len(statements) == 5, statements  # nodes, pools, moves, rollouts, replicas
+    # nodes, pools, moves, rollouts, snapshot runs, replicas
+    assert len(statements) == 6, statements
     assert not [s for s in statements if "datasets" in s], statements
+
+
+def test_a_failed_snapshot_run_is_an_alert_until_it_is_resumed(
+        fleet_at: inventory.Inventory) -> None:
+    """XfleetSnapshotRunFailed, one per failed run (it stays failed until `--resume`), with
+    where it stopped; done and running runs are none; the runs concern policies, so any node
+    filter shows them."""
+    conn = mirror.connect(fleet_at.mirror)
+    now = time.time()
+    rows = [("failed", "taking: n2 refused: out of space", 40, 0),
+            ("done", None, 80, 12), ("running", "pruning", 80, 3)]
+    for state, step, taken, pruned in rows:
+        conn.execute("INSERT INTO snapshot_runs (policy, policy_digest, mode, at, names, "
+                     "max_prune, state, step, taken, pruned, created_at, updated_at) VALUES "
+                     "('/etc/xfleet/snapshots.yaml', 'd', 'run', ?, '{}', 100, ?, ?, ?, ?, ?, "
+                     "?)", (now - 600, state, step, taken, pruned, now - 600, now - 300))
+    failed_id = conn.execute("SELECT id FROM snapshot_runs WHERE state = 'failed'").fetchone()[0]
+
+    def runs(nodes: list[str] | None = None) -> list[alerts.Alert]:
+        return [a for a in alerts.evaluate(conn, now=now, nodes=nodes)
+                if a.name == "XfleetSnapshotRunFailed"]
+
+    (a,) = runs()
+    assert (a.severity, a.node, a.job, a.since) == ("warning", None,
+                                                    f"snapshot run {failed_id}", now - 300)
+    assert a.summary == (f"snapshot run {failed_id} (policies /etc/xfleet/snapshots.yaml) "
+                         "failed taking: n2 refused: out of space after 40 taken, 0 pruned")
+    assert a.hint.endswith(f"xfleet snapshots run --resume {failed_id}")
+    assert [x.job for x in runs(nodes=["n3"])] == [f"snapshot run {failed_id}"]
+    conn.execute("UPDATE snapshot_runs SET state = 'done' WHERE id = ?", (failed_id,))
+    assert runs() == []  # resumed to its end
+    conn.close()
