@@ -495,12 +495,14 @@ def log(conn: Connection, *, volume: str | None = None, limit: int = 50
 
 
 def follow_move(conn: Connection, source_node: str, volume: str, target_node: str,
-                target_volume: str, move_id: int) -> list[str]:
+                target_volume: str, move_id: int, *, batch: str | None = None,
+                why: str | None = None) -> list[str]:
     """A moved volume's attachments go with it (moves' last step): its rows name the target
     node and volume, their subsystem NQN is read again by the next attach or audit, and each is
     journaled as `moved`. The allowed hosts themselves travel in the volume's `xfleet:hosts`
     property (received with the copy); the mover then applies them on the target node's
-    target (set_node_hosts). Returns the host NQNs of the attachments that moved."""
+    target (set_node_hosts). Returns the host NQNs of the attachments that moved. A
+    promotion without its source says so in `batch` and `why` (its `move_id` is 0)."""
     rows = conn.execute("SELECT initiator, hostnqn, shared FROM attachments WHERE node = ? AND "
                         "volume = ?", (source_node, volume)).fetchall()
     if not rows:
@@ -514,9 +516,9 @@ def follow_move(conn: Connection, source_node: str, volume: str, target_node: st
         conn.executemany(
             "INSERT INTO attachment_log (at, batch, action, node, volume, initiator, hostnqn, "
             "shared, outcome, message, operator) VALUES (?, ?, 'moved', ?, ?, ?, ?, ?, 'ok', ?, "
-            "?)", [(at, f"move-{move_id}", target_node, target_volume, r[0], r[1], r[2],
-                    f"moved from {source_node}:{volume} (move {move_id})", claims.operator())
-                   for r in rows])
+            "?)", [(at, batch or f"move-{move_id}", target_node, target_volume, r[0], r[1],
+                    r[2], f"moved from {source_node}:{volume} ({why or f'move {move_id}'})",
+                    claims.operator()) for r in rows])
         conn.execute("COMMIT")
     except BaseException:
         store.rollback(conn)

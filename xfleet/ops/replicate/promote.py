@@ -6,9 +6,11 @@
   snapshot and incremental, device back, verified hashes, the source retired read-only and
   held, post_cutover hooks) is the moves' own. Nothing is destroyed.
 - **Source lost** (`promote --source-lost`): the source node is gone; the copy becomes the
-  primary as it is: a partial receive is discarded (`receive -A`), the device comes back,
-  `xfleet:replica-of` is cleared. Its data is as of its newest received snapshot; what the
-  source wrote after that is not in it (the log and the result say so).
+  primary as it is: a partial receive is discarded (`receive -A`), the volume's allowed hosts
+  (its attachments in the mirror) are set on the copy, the device comes back,
+  `xfleet:replica-of` is cleared, and the attachments follow it. Its data is as of its
+  newest received snapshot; what the source wrote after that is not in it (the log and the
+  result say so).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from typing import Any
 
 from xfleet import mirror
 from xfleet.core.errors import XfleetError
+from xfleet.core.identity import HOSTS_PROPERTY
 from xfleet.fleet.connections import Connections
 from xfleet.fleet.inventory import Inventory
 from xfleet.mirror.backend import Location
 from xfleet.ops import moves
+from xfleet.ops.access import attach
 from xfleet.ops.replicate.journal import (
     REPLICA_OF,
     Replica,
@@ -128,8 +132,21 @@ def promote_lost(inv: Inventory, location: Location, conns: Connections,
         snaps = sorted((int(txg), float(creation)) for _, creation, txg in
                        (line.split("\t") for line in rows))
         as_of = snaps[-1][1] if snaps else r.as_of
+        # the volume's allowed hosts before its device: the copy was received without them,
+        # and a target exporting it now would let any host in
+        hosts = sorted({a["hostnqn"] for a in attach.attachments(conn, node=r.source_node,
+                                                                  volume=r.volume)
+                        if a["state"] != "detaching"})
+        if hosts:
+            dst.run(["zfs", "set", f"{HOSTS_PROPERTY}={','.join(hosts)}", tv])
         dst.run(["zfs", "inherit", "volmode", tv])  # the device back (received as none)
         dst.run(["zfs", "inherit", REPLICA_OF, tv])
+        if hosts:
+            attach.follow_move(conn, r.source_node, r.volume, r.target_node, tv, 0,
+                               batch=f"promote-{r.id}",
+                               why=f"replica {r.id} promoted, {r.source_node} lost")
+            save(conn, r, f"attachments of {', '.join(hosts)} follow the volume to "
+                 f"{r.target_node} ({HOSTS_PROPERTY} set before its device came back)")
         r.state, r.step, r.error, r.finished_at = "promoted", None, None, time.time()
         r.as_of = as_of
         when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(as_of)) if as_of else "?"

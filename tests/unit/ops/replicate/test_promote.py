@@ -10,8 +10,10 @@ import pytest
 
 from unit.ops.moves.conftest import Fleet, node
 from unit.ops.replicate.conftest import VOL, change, holds, prop, replica, run_round, snapshots
+from xfleet import mirror
 from xfleet.core.errors import ConnectError
 from xfleet.fleet.connections import Connections
+from xfleet.ops.access import attach
 from xfleet.ops.replicate import promote
 from xfleet.ops.replicate.journal import ReplicaError
 from xfleet.sim import SimTransport
@@ -75,12 +77,28 @@ def test_with_its_source_lost_the_copy_becomes_the_primary_as_it_is(fleet: Fleet
     at_c = _device_hash(t)  # nothing written since @c: the source's @c
     t.write(VOL, 3 << 20)  # written after @c: lost with n1
     assert _device_hash(t) != at_c
+    conn = mirror.connect(inv.mirror)  # the volume is attached to two hosts (one leaving)
+    for host, state in (("db1", "attached"), ("db2", "detaching")):
+        conn.execute("INSERT INTO attachments (node, volume, initiator, hostnqn, shared, state, "
+                     "batch, created_at, updated_at) VALUES ('n1', ?, ?, ?, 0, ?, 'b', 0, 0)",
+                     (VOL, host, f"nqn.2014-08.org.nvmexpress:uuid:{host}", state))
+    conn.close()
+    assert prop(n2, "xfleet:hosts")[0] == "-"  # a replica's copy is received without them
     with Connections(inv.hosts, state_dir=inv.state_dir) as conns:
         lost = Lost(inv.hosts["n1"], state_dir=inv.state_dir)
         lost.asked = []
         conns.use("n1", lost)
         p = promote.promote_lost(inv, inv.mirror, conns, f"n1:{VOL}")
         assert lost.asked == [] and conns.commands("n1") == 0  # not a word to n1
+    # its allowed hosts on the copy (only the attached one), and the attachments follow it
+    assert prop(n2, "xfleet:hosts")[0] == "nqn.2014-08.org.nvmexpress:uuid:db1"
+    conn = mirror.connect(inv.mirror, readonly=True)
+    assert sorted((a["node"], a["volume"], a["initiator"])
+                  for a in attach.attachments(conn)) == [("n2", VOL, "db1"), ("n2", VOL, "db2")]
+    assert sorted((x["action"], x["batch"], x["initiator"]) for x in attach.log(conn)
+                  if x["action"] == "moved") == [("moved", f"promote-{p.replica.id}", "db1"),
+                                           ("moved", f"promote-{p.replica.id}", "db2")]
+    conn.close()
     created_c = int(t.run(["zfs", "get", "-H", "-p", "-o", "value", "creation",
                            f"{VOL}@c"]).stdout)
     assert p.mode == "source lost" and p.as_of == created_c and p.move is None
