@@ -31,6 +31,7 @@ history.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -273,9 +274,9 @@ def _move_alerts(conn: Connection, now: float, wanted: set[str] | None) -> list[
     stuck, params = jobs.stalled(MOVES, now)
     cur = conn.execute(
         "SELECT id, volume, source_node, target_node, state, step, error, pid, host, heartbeat, "
-        f"updated_at FROM moves WHERE state = 'failed' OR {stuck} ORDER BY id", params)
+        f"updated_at, options FROM moves WHERE state = 'failed' OR {stuck} ORDER BY id", params)
     out: list[Alert] = []
-    for (mid, volume, src, dst, state, step, error, pid, host, beat, updated) in cur:
+    for (mid, volume, src, dst, state, step, error, pid, host, beat, updated, opts) in cur:
         if wanted is not None and src not in wanted and dst not in wanted:
             continue
         what = f"move {mid} of {volume} ({src} -> {dst})"
@@ -289,12 +290,24 @@ def _move_alerts(conn: Connection, now: float, wanted: set[str] | None) -> list[
         if pid is not None and (beat is None or beat < now - lease):
             quiet = "no heartbeat" if beat is None else \
                 f"no heartbeat for {format_age(now - beat)}"
+            held = _live_switching(opts)
             out.append(_alert(
                 "XfleetMoveStuck", node=src, job=f"move {mid}",
                 since=None if beat is None else beat + lease,
-                summary=f"{what} in {state}: {quiet} from its process (pid {pid} on {host})",
+                summary=f"{what} in {state}: {quiet} from its process (pid {pid} on {host})"
+                + ("; it died in a live switch: the hosts' I/O is held until it is resumed"
+                   if held else ""),
                 hint=f"xfleet moves resume {mid} (takes the move over and continues it)"))
     return out
+
+
+def _live_switching(options: str | None) -> bool:
+    """The move's options (JSON) say a live switch began and did not end (moves/live.py)."""
+    try:
+        st = json.loads(options or "{}").get("live_state") or {}
+    except (ValueError, AttributeError):
+        return False
+    return bool(st.get("switching")) and not st.get("switched")
 
 
 def _rollout_alerts(conn: Connection) -> list[Alert]:

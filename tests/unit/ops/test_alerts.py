@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import write_sim_inventory
 
+from unit.ops.moves.conftest import move_row
 from unit.ops.replicate.test_journal import _add
 from xfleet import mirror
 from xfleet.fleet import inventory
@@ -341,3 +342,23 @@ def test_a_failed_snapshot_run_is_an_alert_until_it_is_resumed(
     conn.execute("UPDATE snapshot_runs SET state = 'done' WHERE id = ?", (failed_id,))
     assert runs() == []  # resumed to its end
     conn.close()
+
+
+def test_a_move_that_died_in_a_live_switch_says_the_hosts_io_is_held(
+        fleet_at: inventory.Inventory) -> None:
+    """XfleetMoveStuck of a move whose process died between the hold and the release of a live
+    cutover (live_state.switching, not switched) says the hosts' I/O is held; a stuck move
+    that was not switching does not."""
+    conn = mirror.connect(fleet_at.mirror)
+    now = time.time()
+    ids = [move_row(conn, "n1", "n2", "cutover", 4242, now - 3600) for _ in range(2)]
+    conn.execute("UPDATE moves SET options = ? WHERE id = ?",
+                 ('{"live": true, "live_state": {"prepared": true, "switching": true}}', ids[0]))
+    conn.execute("UPDATE moves SET options = ? WHERE id = ?",
+                 ('{"live": true, "live_state": {"prepared": true}}', ids[1]))
+    stuck = {a.job: a.summary for a in alerts.evaluate(conn, now=now)
+             if a.name == "XfleetMoveStuck"}
+    conn.close()
+    assert stuck[f"move {ids[0]}"].endswith(
+        "it died in a live switch: the hosts' I/O is held until it is resumed"), stuck
+    assert "live switch" not in stuck[f"move {ids[1]}"], stuck

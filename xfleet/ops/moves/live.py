@@ -265,6 +265,11 @@ class Cutover:
         """Hold the hosts' I/O, run `final` (the final snapshot received into the copy), and
         release it on the copy. Seconds the I/O was held."""
         m = self.m
+        # journaled first: if this process dies in the switch, the hosts' I/O stays held
+        # until `xfleet moves resume`, and the mirror says so (XfleetMoveStuck's summary)
+        self.state["switching"] = True
+        self.journal("live: switching: the hosts' I/O is held from now until the copy's path "
+                     "is optimized")
         t0 = time.monotonic()
         self._run(m.source_node, "ana", "inaccessible")
         try:
@@ -272,6 +277,7 @@ class Cutover:
         except BaseException:
             try:
                 self._run(m.source_node, "ana", "optimized")
+                self.state.pop("switching", None)
                 self.journal("live: the final incremental failed; the source's path is "
                              "optimized again (the hosts resumed on it)")
             except Exception as exc:  # the original error is the one to report
@@ -282,6 +288,7 @@ class Cutover:
         self._run(m.target_node, "ana", "optimized")
         held = time.monotonic() - t0
         self.state["switched"] = True
+        self.state.pop("switching", None)
         self.state["held"] = round(held, 3)
         return held
 
