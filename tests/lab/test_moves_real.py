@@ -380,44 +380,6 @@ def test_pause_resume_and_a_target_changed_meanwhile_is_never_rolled_back(
     assert "paused by request" in log_text and "resuming in catchup" in log_text
 
 
-def test_max_streams_makes_a_second_move_to_the_node_wait_its_turn(
-        lab: Lab, db: Path, tmp_path: Path) -> None:
-    inv = inventory_with(lab, tmp_path, DST, max_streams="1")
-    vols = ["tank/m/turn-a", "tank/m/turn-b"]
-    for v, mb in zip(vols, (32, 8), strict=True):  # the first streams long enough to wait on
-        make_volume(lab, v, mb=mb, snapshots=0)
-        lab.write_random(SRC, v, mb // 2)
-    sync(lab, db)
-    with lab.running_xfleet("move", vols[0], "--to", DST, "--bwlimit", "1M", "--json",
-                            mirror=db, inventory=inv) as first:
-        wait_for(lambda: _bytes(db, vols[0]) > 2**20, "the first move to stream")
-        with lab.running_xfleet("move", vols[1], "--to", DST, "--json", mirror=db,
-                                inventory=inv) as second:
-            wait_for(lambda: _last_step(db, vols[1]).startswith("waiting for a stream slot"),
-                     "the second move to wait", timeout=60)
-            assert _last_step(db, vols[1]) == (f"waiting for a stream slot on {DST} "
-                                               "(max_streams 1)")
-            assert _bytes(db, vols[0]) < 16 * 2**20 and _bytes(db, vols[1]) == 0
-            out1, err1 = first.communicate(timeout=600)
-            out2, err2 = second.communicate(timeout=600)
-    assert json.loads(out1)["state"] == "done", out1 + err1
-    assert json.loads(out2)["state"] == "done", out2 + err2
-    m1, m2 = json.loads(out1), json.loads(out2)
-    assert m2["created_at"] > m1["created_at"]
-    log2 = lab.xfleet("moves", "show", str(m2["id"]), mirror=db).out
-    assert "waiting for a stream slot" in log2
-
-
-def _last_step(db: Path, volume: str) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        r = conn.execute("SELECT step FROM moves WHERE volume = ? ORDER BY id DESC LIMIT 1",
-                         (volume,)).fetchone()
-        return str(r[0]) if r and r[0] else ""
-    finally:
-        conn.close()
-
-
 def test_direct_streaming_needs_node_to_node_trust_and_then_moves_the_data(
         lab: Lab, db: Path) -> None:
     vol = "tank/m/direct"

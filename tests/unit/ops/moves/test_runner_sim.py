@@ -8,13 +8,16 @@ issues as many remote commands on a 10,000-volume node as on a 10-volume one."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli, write_sim_inventory
+from conftest import PATIENCE, run_cli, wait_for, write_sim_inventory
 
 from unit.ops.moves.conftest import Fleet, killing_relay, node, planned, run_move
 from xfleet import mirror
@@ -176,6 +179,68 @@ def test_a_drain_gives_its_volumes_their_uuids_in_one_command(tmp_path: Path) ->
     assert [m.state for m in done] == ["done"] * 6, [(m.id, m.error) for m in done]
     uuids = [m.receive_properties.get(UUID_PROPERTY) for m in done]
     assert all(u and valid_volume_uuid(u) for u in uuids) and len(set(uuids)) == 6, uuids
+
+
+def _newest(db: Path, volume: str) -> tuple[int, str]:
+    """(bytes sent, step) of the newest move of `volume`, read from the mirror."""
+    conn = sqlite3.connect(db)
+    try:
+        r = conn.execute("SELECT bytes_done, step FROM moves WHERE volume = ? ORDER BY id DESC "
+                         "LIMIT 1", (volume,)).fetchone()
+        return (int(r[0] or 0), str(r[1] or "")) if r else (0, "")
+    finally:
+        conn.close()
+
+
+def test_max_streams_makes_a_second_process_wait_its_turn(tmp_path: Path) -> None:
+    """Two `xfleet move` processes to a node with `max_streams: 1`: the second waits for the
+    first's stream (seen through the mirror's heartbeats, its step says so), then runs; both
+    end done. (A scheduling rule: proven here rather than on the TCG lab.)"""
+    inv_path = write_sim_inventory(tmp_path / "fleet.yaml", {
+        "n1": {"volumes": 2, "seed": 7, "clone_fraction": 0},
+        "n2": {"volumes": 0, "seed": 8, "pool_size": "100T"}})
+    inv_path.write_text(inv_path.read_text().replace("    n2:\n",
+                                                     "    n2:\n      max_streams: 1\n"))
+    inv = inventory.load(inv_path)
+    assert inv.hosts["n2"].max_streams == 1
+    t = node(inv, "n1")
+    vols = ["tank/turn/a", "tank/turn/b"]
+    t.run(["zfs", "create", "-p", "tank/turn"])
+    for v in vols:
+        t.run(["zfs", "create", "-s", "-V", "1G", v])
+        t.write(v, 16 << 20)
+    assert sync(inv).ok
+    db = tmp_path / "mirror.db"
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("XFLEET_INVENTORY", None)
+    env.pop("XFLEET_MIRROR", None)
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "xfleet", "-i", str(inv_path), "move",
+                                 *args, "--to", "n2", "--json"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+
+    first = start(vols[0], "--bwlimit", "1M")  # ~10 s of stream to wait on
+    second: subprocess.Popen[str] | None = None
+    try:
+        wait_for(lambda: _newest(db, vols[0])[0] > 0, "the first move to stream",
+                 timeout=PATIENCE)
+        second = start(vols[1])
+        wait_for(lambda: _newest(db, vols[1])[1].startswith("waiting for a stream slot"),
+                 "the second move to wait", timeout=PATIENCE)
+        assert _newest(db, vols[1]) == (0, "waiting for a stream slot on n2 (max_streams 1)")
+        assert first.poll() is None, "the first move ended before the second waited"
+        out1, err1 = first.communicate(timeout=PATIENCE)
+        out2, err2 = second.communicate(timeout=PATIENCE)
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
+    m1, m2 = json.loads(out1), json.loads(out2)
+    assert (m1["state"], m2["state"]) == ("done", "done"), out1 + err1 + out2 + err2
+    res = run_cli("-i", str(inv_path), "moves", "show", str(m2["id"]))
+    assert "waiting for a stream slot on n2" in res.out, res.out + res.err
 
 
 def _commands_of_a_move(tmp_path: Path, volumes: int, monkeypatch: pytest.MonkeyPatch, *,
