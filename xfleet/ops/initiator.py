@@ -275,6 +275,16 @@ def disconnect(transport: Transport, nqn: str) -> None:
     transport.run(["nvme", "disconnect", "-n", check_nqn(nqn)])
 
 
+_CONTROLLER = re.compile(r"^nvme\d+\Z")
+
+
+def disconnect_controller(transport: Transport, name: str) -> None:
+    """Disconnect one controller (one path, e.g. `nvme3`) of the initiator (one command)."""
+    if not _CONTROLLER.match(name):
+        raise UsageError(f"not an NVMe controller name: {name!r}", hint="e.g. nvme3")
+    transport.run(["nvme", "disconnect", "-d", name])
+
+
 def disconnect_all(transport: Transport) -> None:
     """Disconnect every NVMe-oF controller of the initiator (one command)."""
     transport.run(["nvme", "disconnect-all"])

@@ -204,6 +204,13 @@ def test_connect_and_disconnect_run_one_command_each() -> None:
     t = Canned()
     initiator.connect(t, "10.77.0.11", 4420, LAB1)
     initiator.disconnect(t, LAB1)
+    initiator.disconnect_controller(t, "nvme12")
     initiator.disconnect_all(t)
-    assert t.commands == 3
-    assert t.seen[1:] == [["nvme", "disconnect", "-n", LAB1], ["nvme", "disconnect-all"]]
+    assert t.commands == 4
+    assert t.seen[1:] == [["nvme", "disconnect", "-n", LAB1], ["nvme", "disconnect", "-d",
+                                                               "nvme12"],
+                          ["nvme", "disconnect-all"]]
+    for bad in ("nvme", "nvme1n1", "-a", "nvme1 ", "../nvme1"):
+        with pytest.raises(UsageError, match="not an NVMe controller name"):
+            initiator.disconnect_controller(t, bad)
+    assert t.commands == 4  # nothing run for a bad name

@@ -22,7 +22,6 @@ idempotent, so `xfleet moves resume` continues a live cutover wherever it stoppe
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +44,6 @@ HALF = 32768  # controller ids: the source below, the copy from here (or the oth
 CNTLID_MAX = 65519
 CONNECT_TIMEOUT = 60.0  # for a host's new path to come live
 POLL = 0.5
-_CTRL = re.compile(r"^nvme\d+\Z")
 NOT_EXPORTED = 3  # nvmet_live's exit status: no such subsystem
 OTHER_DEVICE = 4  # nvmet_live's exit status: the subsystem exports another device
 
@@ -301,9 +299,8 @@ class Cutover:
             for name in self.state.get("hosts", []):
                 t = clients.get(name)
                 for c in self._paths(t):
-                    if (c.address == self.state["address"]) == to_copy and \
-                            _CTRL.match(c.name):
-                        t.run(["nvme", "disconnect", "-d", c.name])
+                    if (c.address == self.state["address"]) == to_copy:
+                        initiator.disconnect_controller(t, c.name)
                         out.append(f"{name}:{c.name}")
         return out
 
