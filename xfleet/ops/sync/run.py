@@ -3,7 +3,7 @@ allows; interrupted runs say so."""
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +25,8 @@ from xfleet.ops.sync.full import (
     queued_events,
 )
 from xfleet.ops.sync.incremental import incremental_node
+
+log = logging.getLogger(__name__)
 
 
 def _sync_node(job: Job, cp: mirror.Checkpoint | None, *, full: bool, reconcile: bool,
@@ -52,18 +54,27 @@ def _sync_node_unchecked(job: Job, cp: mirror.Checkpoint | None, *, full: bool,
                              budget=budget)
 
 
-def _interrupted(path: Location, run_ids: list[int]) -> None:
-    """Best effort, on the way out of an interrupted sync: its unfinished runs say so."""
-    with contextlib.suppress(Exception):
+def _interrupted(path: Location, run_ids: list[int], exc: BaseException) -> None:
+    """On the way out of a sync that did not finish (Ctrl-C, SIGTERM, an error): its
+    unfinished runs say so. Best effort, since the process is leaving: what stops it is
+    logged, not raised over the error that is on its way out."""
+    if not run_ids:
+        return
+    why = ("interrupted (Ctrl-C or SIGTERM)" if isinstance(exc, (KeyboardInterrupt, SystemExit))
+           else f"interrupted: {getattr(exc, 'message', None) or exc}")
+    try:
         conn = mirror.connect(path)
         try:
-            with mirror.transaction(conn, "interrupted sync runs", patience=5.0):
+            with mirror.transaction(conn, "interrupted sync runs", patience=10.0):
                 conn.executemany(
-                    "UPDATE sync_runs SET status = 'interrupted', finished_at = ?, error = "
-                    "'interrupted (Ctrl-C or SIGTERM)' WHERE id = ? AND status = 'running'",
-                    [(time.time(), r) for r in run_ids])
+                    "UPDATE sync_runs SET status = 'interrupted', finished_at = ?, error = ? "
+                    "WHERE id = ? AND status = 'running'",
+                    [(time.time(), why, r) for r in run_ids])
         finally:
             conn.close()
+    except Exception as err:  # the mirror's own trouble: said, and the interrupt goes on
+        log.warning("could not mark the interrupted sync runs %s as interrupted: %s",
+                    run_ids, err)
 
 
 def _refresh_due(cp: mirror.Checkpoint | None, refresh: bool | None, inv: Inventory) -> bool:
@@ -97,19 +108,8 @@ def sync(
     path = location(mirror_path) if mirror_path is not None else inv.mirror
     hosts = inv.select(list(nodes))
     tick: Progress = progress or (lambda *_: None)
-    conn = mirror.connect(path)
     run_ids: dict[str, int] = {}
     checkpoints: dict[str, mirror.Checkpoint | None] = {}
-    try:
-        for h in hosts:
-            mirror.begin(conn, "the start of a sync")
-            mirror.upsert_node(conn, h.name, h.kind, h.address, h.labels, h.groups)
-            cp = checkpoints[h.name] = mirror.checkpoint(conn, h.name)
-            kind = "incremental" if not full and cp is not None and cp.usable else "full"
-            run_ids[h.name] = mirror.start_run(conn, h.name, kind)
-            conn.execute("COMMIT")
-    finally:
-        conn.close()
     by_name = {h.name: h for h in hosts}
     budget = inv.space_refresh_budget if refresh_budget is None else refresh_budget
     lock = threading.Lock()
@@ -117,6 +117,20 @@ def sync(
     conns = connections or Connections(inv.hosts, trust_store=inv.trust_store,
                                        state_dir=inv.state_dir)
     try:
+        # From the first committed run on, a Ctrl-C or SIGTERM (which can arrive between two
+        # statements here, before the nodes are even connected) ends the runs as
+        # `interrupted`, not `running`
+        conn = mirror.connect(path)
+        try:
+            for h in hosts:
+                mirror.begin(conn, "the start of a sync")
+                mirror.upsert_node(conn, h.name, h.kind, h.address, h.labels, h.groups)
+                cp = checkpoints[h.name] = mirror.checkpoint(conn, h.name)
+                kind = "incremental" if not full and cp is not None and cp.usable else "full"
+                run_ids[h.name] = mirror.start_run(conn, h.name, kind)  # before COMMIT: an
+                conn.execute("COMMIT")  # interrupt between the two leaves no `running` run
+        finally:
+            conn.close()
         results = conns.each(
             [h.name for h in hosts],
             lambda name, t: _sync_node(
@@ -125,8 +139,8 @@ def sync(
                 budget=budget if _refresh_due(checkpoints[name], refresh, inv) else None),
             parallel=parallel or inv.parallel,
         )
-    except BaseException:  # Ctrl-C, SIGTERM: the runs end as `interrupted`, not `running`
-        _interrupted(path, list(run_ids.values()))
+    except BaseException as exc:
+        _interrupted(path, list(run_ids.values()), exc)
         raise
     finally:
         if own:

@@ -15,6 +15,7 @@ from xfleet.core.errors import ConnectError
 from xfleet.core.zfs import DATASET_COLUMNS, parse_datasets, zfs_list
 from xfleet.fleet import inventory
 from xfleet.fleet.connections import Connections
+from xfleet.mirror.backend import Connection
 from xfleet.ops.sync import sync
 from xfleet.sim import SimTransport
 
@@ -175,3 +176,25 @@ def test_mirror_stays_readable_during_sync(sim_fleet: Path, mirror_at: str) -> N
     finally:
         reader.close()
     assert seen and all(n > 0 for n in seen)
+
+
+def test_an_interrupt_while_the_runs_start_leaves_none_running(
+        sim_fleet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ctrl-C can land between two statements of the start, after the first node's run is
+    # committed and before any node is connected: that run says `interrupted` too
+    inv = inventory.load(sim_fleet)
+    db = tmp_path / "m.db"
+    real = mirror.checkpoint
+    calls: list[str] = []
+
+    def checkpoint(conn: Connection, node: str) -> mirror.Checkpoint | None:
+        calls.append(node)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(conn, node)
+
+    monkeypatch.setattr(mirror, "checkpoint", checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        sync(inv, db)
+    runs = select(db, "SELECT node, status, error FROM sync_runs")
+    assert runs == [("n1", "interrupted", "interrupted (Ctrl-C or SIGTERM)")], runs
