@@ -81,6 +81,10 @@ HOST_KEYS: dict[str, str] = {
     "sim": "a mapping of simulator settings (seed, volumes, ...)",
     "target": "a mapping for the node's NVMe-oF target daemon: driver (nvmet or command) and "
     "its settings, e.g. {driver: nvmet, port: 4420} (docs/upgrades.md)",
+    "dhchap_secret_file": "a path to a file holding the initiator's DH-CHAP secret, one line "
+    "(relative to the inventory file; mode 600)",
+    "dhchap_secret_command": "a command (a non-empty list of strings, run without a shell) "
+    "that prints the initiator's DH-CHAP secret, e.g. [pass, show, nvme/db-a-01]",
 }
 FLEET_KEYS: dict[str, str] = {
     "mirror": "a path to the SQLite mirror (relative to the inventory file) or a "
@@ -105,6 +109,9 @@ FLEET_KEYS: dict[str, str] = {
 GROUP_KEYS = ("vars", "children", "hosts")
 # Keys that only make sense on a storage node; refused on an initiator (and not inherited by one).
 STORAGE_ONLY_KEYS = ("pools", "max_streams", "bwlimit", "max_prune", "hooks", "sim", "target")
+# Keys that only make sense on an initiator, each its own: refused on a storage node and in the
+# vars of any group (an initiator's secret is never shared through inheritance).
+INITIATOR_ONLY_KEYS = ("dhchap_secret_file", "dhchap_secret_command")
 # Commands run around a move's cutover, with {volume}, {target_volume}, {source_node},
 # {target_node} and {pool} replaced in each argument (docs/moves.md).
 HOOK_NAMES = ("pre_cutover", "post_cutover")
@@ -277,6 +284,11 @@ class _Loader:
                 if k not in HOST_KEYS:
                     raise self.err(val.at, f"unknown setting {k!r} in vars of group {name!r}",
                                    hint=suggest(k, [*HOST_KEYS, *FLEET_KEYS]))
+                if k in INITIATOR_ONLY_KEYS:
+                    raise self.err(val.at, f"{k!r} is an initiator's own setting and cannot be "
+                                   f"set in vars of group {name!r}",
+                                   hint="each initiator has its own DH-CHAP secret: set it on "
+                                   "the initiator, under 'all: initiators: NAME:'")
                 src = f"{self.file}:{val.line} (group {name})"
                 if k == "labels" and "labels" in scope:
                     merged = dict(scope["labels"][0])
@@ -322,6 +334,11 @@ class _Loader:
                                hint="initiators are database hosts that connect to the fleet; "
                                "they only take connection settings (address, port, user, "
                                "host_key, ...) and labels")
+        both = [body[k] for k in INITIATOR_ONLY_KEYS if k in body]
+        if len(both) > 1:
+            raise self.err(max(x.at for x in both), f"initiator {name!r} has both "
+                           "dhchap_secret_file and dhchap_secret_command",
+                           hint="give one source for its DH-CHAP secret: a file or a command")
         self._host(name, v, [], scope, into=self.initiators, lines=self.initiator_lines,
                    what="initiator")
         host = self.initiators[name]
@@ -355,6 +372,11 @@ class _Loader:
             if k not in HOST_KEYS:
                 raise self.err(val.at, f"unknown setting {k!r} for {what} {name!r}",
                                hint=suggest(k, list(HOST_KEYS)))
+            if k in INITIATOR_ONLY_KEYS and what != "initiator":
+                raise self.err(val.at, f"{k!r} is an initiator setting and cannot be set on "
+                               f"storage node {name!r}",
+                               hint="a DH-CHAP secret belongs to a database host: set it on that "
+                               "host, under 'all: initiators:'")
             src = f"{self.file}:{val.line} ({what})"
             if k == "labels" and "labels" in settings:
                 merged = dict(settings["labels"][0])
@@ -461,6 +483,20 @@ class _Loader:
                                hint=f"operations: {', '.join(COMMAND_OPS)}")
         return TargetSpec(drv.value, settings, commands)
 
+    def _command(self, key: str, v: Val) -> tuple[str, ...]:
+        """A command setting: an argument list of non-empty strings, never a shell line."""
+        if isinstance(v.value, str):
+            raise self.err(v.line, f"{key} is a string; give the command as a list of "
+                           "arguments (it is run without a shell)",
+                           hint=f"e.g. {key}: [pass, show, nvme/db-a-01]")
+        if not isinstance(v.value, list) or not v.value:
+            raise self._bad(key, v)
+        for a in v.value:
+            if not isinstance(a.value, str) or not a.value:
+                raise self.err(a.line, f"{key}: each argument must be a non-empty string, got "
+                               f"{shown(a.value)}", hint=f"{key} must be {HOST_KEYS[key]}")
+        return tuple(a.value for a in v.value)
+
     def _bad(self, key: str, v: Val) -> InventoryError:
         return self.err(v.line, f"{key} must be {HOST_KEYS[key]}, got {shown(v.value)}")
 
@@ -551,8 +587,13 @@ class _Loader:
             return sim
         if key == "target":
             return self._target(v)
+        if key == "dhchap_secret_command":
+            return self._command(key, v)
         if not isinstance(val, str) or not val.strip():
             raise self._bad(key, v)
+        if key == "dhchap_secret_file":
+            p = Path(val).expanduser()
+            return Path(os.path.normpath(p if p.is_absolute() else (self.path.parent / p)))
         if key in ("identity_file", "known_hosts"):
             p = Path(val).expanduser()
             if not p.is_absolute():

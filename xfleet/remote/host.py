@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -30,4 +31,7 @@ class Host:
     private_address: str | None = None
     sim: dict[str, Any] = field(default_factory=dict)
     target: Any = None  # xfleet.fleet.target_spec.TargetSpec (docs/upgrades.md)
+    # An initiator's DH-CHAP secret: where it is, never the secret (xfleet/fleet/secrets.py)
+    dhchap_secret_file: Path | None = None
+    dhchap_secret_command: tuple[str, ...] | None = None
     sources: dict[str, str] = field(default_factory=dict)  # key -> where the value came from

@@ -180,3 +180,103 @@ def test_a_duplicate_initiator(tmp_path: Path) -> None:
     """)
     err = load_error(path)
     assert err.where == f"{path}:{line_of(path, 'db1:', 2)}" and "db1" in str(err)
+
+
+# --- DH-CHAP secrets: where each initiator's is kept (xfleet/fleet/secrets.py reads it) -------
+
+
+def test_dhchap_secret_sources(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+    all:
+      hosts:
+        n1: {address: 10.0.0.1}
+      initiators:
+        db1: {address: 10.0.9.1, dhchap_secret_file: secrets/db1.key}
+        db2: {address: 10.0.9.2, dhchap_secret_file: /etc/xfleet/../xfleet/db2.key}
+        db3:
+          address: 10.0.9.3
+          dhchap_secret_command: [vault, kv, get, -field=secret, nvme/db3]
+        db4: {address: 10.0.9.4}
+    """)
+    inv = inventory.load(path)
+    db1, db2, db3, db4 = (inv.initiators[n] for n in ("db1", "db2", "db3", "db4"))
+    assert db1.dhchap_secret_file == tmp_path / "secrets" / "db1.key"  # beside the inventory
+    assert db1.dhchap_secret_command is None
+    assert db1.sources["dhchap_secret_file"] == \
+        f"{path}:{line_of(path, 'secrets/db1.key')} (initiator)"
+    assert db2.dhchap_secret_file == Path("/etc/xfleet/db2.key")
+    assert db3.dhchap_secret_command == ("vault", "kv", "get", "-field=secret", "nvme/db3")
+    assert db3.dhchap_secret_file is None
+    assert db4.dhchap_secret_file is None and db4.dhchap_secret_command is None
+    assert inv.hosts["n1"].dhchap_secret_file is None
+
+
+def test_dhchap_secret_file_with_a_tilde(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = write(tmp_path, """
+    all:
+      hosts: {n1: {address: 10.0.0.1}}
+      initiators:
+        db1: {dhchap_secret_file: ~/nvme/db1.key}
+    """)
+    assert inventory.load(path).initiators["db1"].dhchap_secret_file == \
+        tmp_path / "home" / "nvme" / "db1.key"
+
+
+@pytest.mark.parametrize("body, needle, words", [
+    ("db1:\n  dhchap_secret_file: db1.key\n  dhchap_secret_command: [pass, show, db1]",
+     "dhchap_secret_command", ["both dhchap_secret_file and dhchap_secret_command",
+                               "initiator 'db1'"]),
+    ("db1: {dhchap_secret_command: pass show nvme/db1}", "db1:",
+     ["dhchap_secret_command is a string", "give the command as a list of arguments"]),
+    ("db1: {dhchap_secret_command: []}", "db1:", ["dhchap_secret_command must be",
+                                                  "non-empty list"]),
+    ("db1: {dhchap_secret_command: {pass: show}}", "db1:", ["dhchap_secret_command must be"]),
+    ("db1:\n  dhchap_secret_command:\n    - pass\n    - 3", "- 3",
+     ["each argument must be a non-empty string, got 3"]),
+    ("db1: {dhchap_secret_command: [pass, '']}", "db1:", ["each argument must be a non-empty"]),
+    ("db1: {dhchap_secret_file: ''}", "db1:", ["dhchap_secret_file must be"]),
+    ("db1: {dhchap_secret_file: [a.key]}", "db1:", ["dhchap_secret_file must be"]),
+])
+def test_bad_dhchap_secret_sources(tmp_path: Path, body: str, needle: str,
+                                   words: list[str]) -> None:
+    indented = "\n".join("        " + ln for ln in body.splitlines())
+    path = write(tmp_path, f"""
+    all:
+      hosts:
+        n1: {{address: 10.0.0.1}}
+      initiators:
+{indented}
+    """)
+    assert_error(load_error(path), path, line_of(path, needle), *words)
+
+
+@pytest.mark.parametrize("key", ["dhchap_secret_file: n1.key",
+                                 "dhchap_secret_command: [pass, show, n1]"])
+def test_dhchap_secrets_are_refused_on_a_storage_node(tmp_path: Path, key: str) -> None:
+    path = write(tmp_path, f"""
+    all:
+      hosts:
+        n1:
+          address: 10.0.0.1
+          {key}
+    """)
+    name = key.split(":")[0]
+    assert_error(load_error(path), path, line_of(path, key), repr(name),
+                 "initiator setting", "storage node 'n1'", "all: initiators:")
+
+
+@pytest.mark.parametrize("group", ["all", "zone-a"])
+@pytest.mark.parametrize("key", ["dhchap_secret_file: shared.key",
+                                 "dhchap_secret_command: [pass, show, shared]"])
+def test_dhchap_secrets_are_refused_in_group_vars(tmp_path: Path, group: str, key: str) -> None:
+    vars_of = {"all": f"  vars:\n    {key}\n", "zone-a": ""}[group]
+    zone_vars = f"      vars:\n        {key}\n" if group == "zone-a" else ""
+    path = tmp_path / "fleet.yaml"
+    path.write_text(f"all:\n{vars_of}  children:\n    zone-a:\n{zone_vars}"
+                    "      hosts:\n        n1: {address: 10.0.0.1}\n"
+                    "  initiators:\n    db1: {address: 10.0.9.1}\n")
+    name = key.split(":")[0]
+    assert_error(load_error(path), path, line_of(path, key), repr(name),
+                 f"an initiator's own setting and cannot be set in vars of group {group!r}",
+                 "set it on the initiator")
