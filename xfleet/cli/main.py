@@ -17,6 +17,7 @@ import click
 from xfleet import __version__
 from xfleet.cli import (
     attach,
+    auth,
     capacity,  # noqa: F401  (adds `report capacity` to compression.report_group)
     compression,
     identity,
@@ -130,6 +131,7 @@ cli.add_command(attach.attach_cmd)
 cli.add_command(attach.detach_cmd)
 cli.add_command(attach.attachments_cmd)
 cli.add_command(attach.initiators_cmd)
+cli.add_command(auth.auth_group)
 cli.add_command(identity.identity_group)
 
 

@@ -14,7 +14,7 @@ COMMAND_OPS = ("installed_version", "running_version", "exports", "stage", "rest
 COMMAND_REQUIRED = ("running_version", "exports", "restart", "ready")
 COMMAND_VARS = ("node", "version", "path", "sha256")
 NVMET_SETTINGS = ("address", "port", "nqn_prefix", "package", "service", "ready_file",
-                  "stage_dir")
+                  "stage_dir", "auth_dir")
 NVMET_DEFAULTS: dict[str, Any] = {
     "port": 4420,
     "nqn_prefix": "nqn.2026-01.io.xfleet",
@@ -22,6 +22,9 @@ NVMET_DEFAULTS: dict[str, Any] = {
     "service": "xfleet-lab-target",
     "ready_file": "/run/xfleet-lab-target/ready",
     "stage_dir": "/var/lib/xfleet/target",
+    # the hosts' DH-CHAP secrets on the node (0700; a file per host NQN, 0600), which the
+    # target service gives the kernel again at its start (docs/access.md)
+    "auth_dir": "/etc/xfleet/dhchap",
 }
 
 

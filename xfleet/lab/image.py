@@ -54,9 +54,15 @@ PACKAGES: tuple[str, ...] = (
     "nvme-cli",
 )
 
-# OpenZFS and its libraries come from bookworm-backports (2.3.x); everything else from bookworm.
+# OpenZFS and its libraries come from bookworm-backports (2.3.x), and so does the kernel (6.12):
+# bookworm's 6.1 is built without NVMe in-band authentication (CONFIG_NVME_AUTH,
+# CONFIG_NVME_TARGET_AUTH), which DH-CHAP needs on both sides. Everything else from bookworm.
 APT_PREFERENCES = """\
 Package: *zfs* *nvpair* *uutil* *zpool* spl*
+Pin: release n=bookworm-backports
+Pin-Priority: 990
+
+Package: linux-image-* linux-headers-* linux-kbuild-* linux-compiler-* linux-base
 Pin: release n=bookworm-backports
 Pin-Priority: 990
 """

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -93,13 +94,27 @@ def wait_ports_free(name: str, ports: Sequence[int]) -> None:
         time.sleep(0.2)
 
 
-def detect_accel() -> str:
-    """`kvm` only if a KVM guest really runs here, else `tcg`. `XFLEET_LAB_ACCEL` overrides."""
+KVM_PROBE_SECONDS = 30.0
+# printed by every Linux kernel once it has booted far enough to start init ("Run /bin/true
+# as init process")
+KERNEL_REACHED_INIT = " as init process"
+
+
+def detect_accel(kernel: Path | None = None, initrd: Path | None = None) -> str:
+    """`kvm` only if a KVM guest really runs here, else `tcg`. `XFLEET_LAB_ACCEL` overrides.
+
+    With the lab's `kernel` and `initrd`, the probe boots them under KVM until the kernel
+    starts init (about a second where KVM works): some hosts give a /dev/kvm on which a
+    guest's vCPU runs the firmware and the kernel's first steps, then stops for good (seen
+    2026-12-06: every VM hung after "Probing EDD", using no CPU). Without them, a bare guest
+    only has to be running."""
     forced = os.environ.get("XFLEET_LAB_ACCEL")
     if forced in ("kvm", "tcg"):
         return forced
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
+    if kernel is not None and initrd is not None:
+        return "kvm" if _kernel_reaches_init(kernel, initrd) else "tcg"
     # The guest must actually run for a moment (some hosts fail on the first vCPU entry).
     try:
         p = subprocess.Popen(
@@ -120,6 +135,39 @@ def detect_accel() -> str:
     if p.returncode == 0 and "VM status: running" in text and "error" not in text.lower():
         return "kvm"
     return "tcg"
+
+
+def _kernel_reaches_init(kernel: Path, initrd: Path) -> bool:
+    """Boot `kernel` under KVM with no disk: True once it says it runs init (the guest is
+    then killed), False when it does not within KVM_PROBE_SECONDS or qemu fails."""
+    try:
+        p = subprocess.Popen(
+            ["qemu-system-x86_64", "-machine", "q35", "-accel", "kvm", "-cpu", "host",
+             "-m", "256", "-display", "none", "-nodefaults", "-no-reboot",
+             "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(initrd),
+             "-append", "console=ttyS0 loglevel=7 panic=-1 rdinit=/bin/true"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+    except OSError:
+        return False
+    assert p.stdout is not None
+    found = threading.Event()
+
+    def watch() -> None:
+        assert p.stdout is not None
+        for raw in p.stdout:
+            if KERNEL_REACHED_INIT in raw.decode(errors="replace"):
+                found.set()
+                return
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    try:
+        reader.join(KVM_PROBE_SECONDS)
+    finally:
+        p.kill()
+        p.wait()
+    return found.is_set()
 
 
 def _keygen(path: Path, comment: str) -> str:

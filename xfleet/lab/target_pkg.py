@@ -43,6 +43,7 @@ PIN = uuid.UUID("@PIN@")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ROOT = "/sys/kernel/config/nvmet"
 READY = "@READY@"
+AUTH_DIR = "@AUTH_DIR@"
 PORT_DIR = ROOT + "/ports/1"
 
 
@@ -207,8 +208,28 @@ def volumes(c):
     return rows
 
 
+def restore_keys():
+    """The hosts' DH-CHAP secrets kept in @AUTH_DIR@ (xfleet's nvmet_auth program writes them
+    there and to configfs) go back into configfs before anything is exported: after a reboot
+    a host with a secret is never let in without it."""
+    for h in sorted(os.listdir(AUTH_DIR)) if os.path.isdir(AUTH_DIR) else []:
+        if not h.startswith("nqn.") or h.endswith(".part"):
+            continue
+        entry = ROOT + "/hosts/" + h
+        if not os.path.isdir(entry):
+            os.mkdir(entry)
+        if not os.path.exists(entry + "/dhchap_key"):
+            sys.exit("xfleet-lab-target: %s has a DH-CHAP secret but this kernel has no "
+                     "DH-CHAP; exporting nothing" % h)
+        with open(AUTH_DIR + "/" + h) as f:
+            secret = f.read().strip()
+        if open(entry + "/dhchap_key").read().strip() != secret:
+            put(entry + "/dhchap_key", secret)
+
+
 def start(c):
     ensure_port(c)
+    restore_keys()
     n = 0
     for volume, guid, hosts, vuuid in volumes(c):
         export(c, volume, guid, hosts, vuuid)
@@ -303,6 +324,7 @@ def daemon_script(version: str) -> str:
             .replace("@BROKEN@", "True" if version in BROKEN else "False")
             .replace("@PIN@", str(PIN_NAMESPACE))
             .replace("@READY@", str(NVMET_DEFAULTS["ready_file"]))
+            .replace("@AUTH_DIR@", str(NVMET_DEFAULTS["auth_dir"]))
             .replace("@PREFIX@", str(NVMET_DEFAULTS["nqn_prefix"]))
             .replace("@CONF@", CONF)
             .replace("@HOSTS@", HOSTS_PROPERTY)

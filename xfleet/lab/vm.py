@@ -144,7 +144,7 @@ def _up(
 
     t0 = time.monotonic()
     accel = old.accel if old is not None and old.nodes and any(
-        pid_of(n.dir(sd)) for n in old.nodes) else detect_accel()
+        pid_of(n.dir(sd)) for n in old.nodes) else detect_accel(img.kernel, img.initrd)
     emit(progress, f"accelerator: {accel}")
     lab = LabState(
         state_dir=sd,

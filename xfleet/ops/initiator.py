@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xfleet.core.errors import UsageError, XfleetError
+from xfleet.fleet.secrets import Secret
 from xfleet.remote.programs import program
 from xfleet.remote.transport import Transport
 
@@ -59,6 +60,8 @@ class Controller:
     reconnect_delay: float | None  # None: not a fabrics controller
     fast_io_fail_tmo: float | None  # None: off (I/O waits for the reconnect)
     namespaces: tuple[Namespace, ...] = ()
+    # connected with a DH-CHAP secret (None: the kernel has no DH-CHAP); never the secret
+    authenticated: bool | None = None
 
     @property
     def live(self) -> bool:
@@ -69,7 +72,7 @@ class Controller:
             "name": self.name, "nqn": self.nqn, "transport": self.transport,
             "address": self.address, "port": self.port, "state": self.state,
             "ctrl_loss_tmo": self.ctrl_loss_tmo, "reconnect_delay": self.reconnect_delay,
-            "fast_io_fail_tmo": self.fast_io_fail_tmo,
+            "fast_io_fail_tmo": self.fast_io_fail_tmo, "authenticated": self.authenticated,
             "namespaces": [{"uuid": n.uuid, "nguid": n.nguid, "device": n.device,
                             "nsid": n.nsid} for n in self.namespaces],
         }
@@ -152,6 +155,7 @@ def parse_controllers(text: str) -> list[Controller]:
             fast_io_fail_tmo=_seconds(row.get("fast_io_fail_tmo"), off_is_none=True,
                                       what=f"{where}: fast_io_fail_tmo"),
             namespaces=tuple(sorted(nss, key=lambda n: _natural(n.device))),
+            authenticated={"set": True, "none": False}.get(str(row.get("dhchap"))),
         ))
     return sorted(out, key=lambda c: _natural(c.name))
 
@@ -240,10 +244,13 @@ FABRICS_PROGRAM = program("nvme_fabrics_connect")
 def connect_argv(
     address: str, port: int, nqn: str, *, ctrl_loss_tmo: float = -1,
     reconnect_delay: float = 1, fast_io_fail_tmo: float | None = None,
+    secret_on_stdin: bool = False,
 ) -> list[str]:
     """`nvme connect` over TCP; ctrl_loss_tmo -1 = retry for ever, fast_io_fail_tmo None =
-    off (the kernel default). With a fast_io_fail_tmo, the kernel's /dev/nvme-fabrics is
-    written directly (FABRICS_PROGRAM), as nvme-cli 2.3 cannot set it."""
+    off (the kernel default). With a fast_io_fail_tmo or a DH-CHAP secret (`secret_on_stdin`:
+    the command reads it on stdin, never argv), the kernel's /dev/nvme-fabrics is written
+    directly (FABRICS_PROGRAM), as nvme-cli 2.3 cannot set the one and would take the other
+    on its command line."""
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise UsageError(f"port must be a TCP port number (1-65535), got {port!r}")
     if isinstance(reconnect_delay, bool) or not isinstance(reconnect_delay, (int, float)) or \
@@ -251,23 +258,69 @@ def connect_argv(
         raise UsageError(f"reconnect_delay must be at least 1 second, got {reconnect_delay!r}")
     address, nqn = _check_address(address), check_nqn(nqn)
     loss = _seconds_arg(ctrl_loss_tmo, "ctrl_loss_tmo")
-    if fast_io_fail_tmo is None:
+    if fast_io_fail_tmo is None and not secret_on_stdin:
         return ["nvme", "connect", "-t", "tcp", "-a", address, "-s", str(port), "-n", nqn,
                 "-l", loss, "-c", str(int(reconnect_delay))]
     opts = (f"transport=tcp,traddr={address},trsvcid={port},nqn={nqn},ctrl_loss_tmo={loss},"
-            f"reconnect_delay={int(reconnect_delay)},"
-            f"fast_io_fail_tmo={_seconds_arg(fast_io_fail_tmo, 'fast_io_fail_tmo')}")
-    return FABRICS_PROGRAM.argv(opts)
+            f"reconnect_delay={int(reconnect_delay)}")
+    if fast_io_fail_tmo is not None:
+        opts += f",fast_io_fail_tmo={_seconds_arg(fast_io_fail_tmo, 'fast_io_fail_tmo')}"
+    return FABRICS_PROGRAM.argv(opts, *(["--secret-stdin"] if secret_on_stdin else []))
 
 
 def connect(
     transport: Transport, address: str, port: int, nqn: str, *, ctrl_loss_tmo: float = -1,
     reconnect_delay: float = 1, fast_io_fail_tmo: float | None = None,
+    secret: Secret | None = None,
 ) -> None:
-    """Connect the initiator to subsystem `nqn` at address:port (nvme-cli, one command)."""
+    """Connect the initiator to subsystem `nqn` at address:port (one command), with its
+    DH-CHAP `secret` when given (docs/access.md)."""
     transport.run(connect_argv(address, port, nqn, ctrl_loss_tmo=ctrl_loss_tmo,
                                reconnect_delay=reconnect_delay,
-                               fast_io_fail_tmo=fast_io_fail_tmo))
+                               fast_io_fail_tmo=fast_io_fail_tmo,
+                               secret_on_stdin=secret is not None),
+                  stdin=secret.reveal().encode() if secret is not None else None)
+
+
+# gives connected controllers a new DH-CHAP secret (xfleet/remote/programs/nvme_dhchap.py)
+DHCHAP_PROGRAM = program("nvme_dhchap")
+
+
+@dataclass(frozen=True)
+class Reauth:
+    """One controller's answer to `reauthenticate`: ok with `changed`, or the error."""
+
+    name: str
+    ok: bool
+    changed: bool = False
+    error: str | None = None
+
+
+def parse_reauth(text: str, names: Sequence[str]) -> list[Reauth]:
+    """DHCHAP_PROGRAM's lines -> one Reauth per controller asked about, in `names` order (a
+    controller it did not answer for is an error)."""
+    got: dict[str, Reauth] = {}
+    for line in text.splitlines():
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            continue
+        name, status, rest = parts
+        got[name] = Reauth(name, True, changed=rest == "changed") if status == "OK" else \
+            Reauth(name, False, error=rest)
+    return [got.get(n, Reauth(n, False, error="the initiator did not answer for it"))
+            for n in names]
+
+
+def reauthenticate(transport: Transport, names: Sequence[str], secret: Secret) -> list[Reauth]:
+    """Give the connected controllers `names` the DH-CHAP `secret` (on stdin): each keeps it
+    for its reconnects and re-authenticates with it now. One command."""
+    for name in names:
+        if not _CONTROLLER.match(name):
+            raise UsageError(f"not an NVMe controller name: {name!r}", hint="e.g. nvme3")
+    if not names:
+        return []
+    res = transport.run(DHCHAP_PROGRAM.argv(*names), stdin=secret.reveal().encode())
+    return parse_reauth(res.stdout, names)
 
 
 def disconnect(transport: Transport, nqn: str) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xfleet.core.errors import RemoteCommandError, UsageError, XfleetError
+from xfleet.fleet.secrets import Secret
 from xfleet.fleet.target_spec import (
     COMMAND_OPS,
     COMMAND_REQUIRED,
@@ -23,6 +24,7 @@ from xfleet.fleet.target_spec import (
     TargetSpec,
 )
 from xfleet.ops.initiator import check_nqn
+from xfleet.remote.host import Host
 from xfleet.remote.programs import program
 from xfleet.remote.transport import Transport
 
@@ -147,6 +149,29 @@ def hosts_input(hosts: Mapping[str, Sequence[str]]) -> bytes:
     return "".join(lines).encode()
 
 
+AUTH_STATES = ("changed", "unchanged", "match", "differs", "none")
+
+
+def parse_auth_result(text: str) -> dict[str, tuple[str | None, str | None]]:
+    """AUTH_PROGRAM's lines -> {host NQN: (state, None) or (None, error)}."""
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for line in text.splitlines():
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            continue
+        nqn, status, rest = parts
+        ok = status == "OK" and rest in AUTH_STATES
+        out[nqn] = (rest, None) if ok else (None, rest if status == "ERR" else
+                                            f"unexpected answer {status} {rest}")
+    return out
+
+
+def auth_input(secrets: Mapping[str, Secret]) -> bytes:
+    """The auth program's stdin: `HOSTNQN<TAB>SECRET` lines (the NQNs validated)."""
+    return "".join(f"{check_nqn(h)}\t{s.reveal()}\n"
+                   for h, s in sorted(secrets.items())).encode()
+
+
 def parse_sha256sum(text: str) -> str | None:
     word = text.split()[0] if text.split() else ""
     return word.lower() if len(word) == 64 else None
@@ -215,6 +240,15 @@ class TargetDriver(ABC):
         return HostsResult(got.done, {**got.failed, **{n: "the target did not report it"
                                                        for n in sorted(missing)}})
 
+    def auth(self, mode: str, secrets: Mapping[str, Secret]
+             ) -> dict[str, tuple[str | None, str | None]]:
+        """DH-CHAP: `set` gives each host NQN its secret on the target (kept on the node for
+        the target's next start), `check` compares; one command either way. {host NQN:
+        (state, None) or (None, error)}, states as AUTH_STATES."""
+        raise TargetError(f"{self.node}'s target driver has no DH-CHAP",
+                          where=self.node, hint="DH-CHAP needs the kernel target "
+                          "(target: {driver: nvmet}); docs/access.md")
+
     @abstractmethod
     def stage(self, version: str, path: str, sha256: str) -> None:
         """Make `version` (a package already at `path` on the node) ready to install: check its
@@ -259,6 +293,9 @@ PUT_FILE = program("put_file")  # xfleet/remote/programs/put_file.sh
 LIST_PROGRAM = program("nvmet_exports")  # xfleet/remote/programs/nvmet_exports.py
 # one remote command sets many subsystems' allowed hosts (xfleet/remote/programs/nvmet_hosts.py)
 HOSTS_PROGRAM = program("nvmet_hosts")
+# one remote command gives many hosts their DH-CHAP secrets (xfleet/remote/programs/nvmet_auth.py)
+AUTH_PROGRAM = program("nvmet_auth")
+NO_AUTH = 3  # its exit status on a kernel without DH-CHAP
 CONFIGFS = "/sys/kernel/config/nvmet"
 
 
@@ -284,6 +321,29 @@ class NvmetDriver(TargetDriver):
 
     def set_hosts_argv(self) -> list[str]:
         return HOSTS_PROGRAM.argv(CONFIGFS)
+
+    def auth(self, mode: str, secrets: Mapping[str, Secret]
+             ) -> dict[str, tuple[str | None, str | None]]:
+        if mode not in ("set", "check"):
+            raise ValueError(f"auth mode {mode!r}")
+        if not secrets:
+            return {}
+        res = self.t.run(AUTH_PROGRAM.argv(mode, CONFIGFS, str(self.settings["auth_dir"])),
+                         stdin=auth_input(secrets), check=False)
+        if res.exit_status == NO_AUTH:
+            raise TargetError(f"{self.node}: {' '.join(res.stderr.split())}", where=self.node,
+                              hint="DH-CHAP needs a kernel built with CONFIG_NVME_TARGET_AUTH "
+                              "on the node (Debian 12: the bookworm-backports kernel)")
+        if not res.ok:
+            raise RemoteCommandError(self.node, res.argv, res.exit_status, res.stderr)
+        got = parse_auth_result(res.stdout)
+        return {h: got.get(h, (None, "the target did not report it")) for h in secrets}
+
+    def listen_address(self, host: Host) -> tuple[str, int] | None:
+        """Where this node's kernel target listens: its `address` setting, else the node's
+        private address, else its address (None when it has none)."""
+        addr = self.settings.get("address") or host.private_address or host.address
+        return (str(addr), int(self.settings["port"])) if addr else None
 
     def stage(self, version: str, path: str, sha256: str) -> None:
         got = self.staged_digest(path)

@@ -145,6 +145,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("detach", ["detach", "--from", "{d}/none.txt", "--json"]),
     ("attachments", ["-m", "{d}/none.db", "attachments", "--json"]),
     ("initiators", ["initiators", "nosuch", "--json"]),
+    ("auth apply", ["auth", "apply", "--json"]),  # no initiator has a DH-CHAP secret
+    ("auth status", ["auth", "status", "nosuch", "--json"]),  # no such initiator
     ("mirror status", ["-m", "{d}/none.db", "mirror", "status", "--json"]),  # no mirror
     ("mirror migrate", ["-m", "{d}/none.db", "mirror", "migrate", "--json"]),
     ("mirror init", ["-m", "postgresql://x:pw@localhost/m", "mirror", "init", "--json"]),

@@ -28,11 +28,13 @@ TESTED = {
     "assign_uuids": "test_assign_uuids",
     "sample_blocks": "test_sample_blocks",
     "sample_hashes": "test_sample_hashes",
+    "nvmet_auth": "test_nvmet_auth",
     "nvmet_exports": "test_nvmet_exports",
     "nvmet_hosts": "test_nvmet_hosts",
     "nvmet_live": "test_nvmet_live",
     "zvol_hosts": "test_zvol_hosts",
     "nvme_controllers": "test_nvme_controllers",
+    "nvme_dhchap": "test_nvme_dhchap",
     "nvme_fabrics_connect": "test_nvme_fabrics_connect_compiles",
     "put_file": "test_put_file",
     "replica_cursor": "test_replica_cursor",
@@ -154,6 +156,49 @@ def test_nvmet_hosts(tmp_path: Path) -> None:
     assert list((a / "allowed_hosts").iterdir()) == []
 
 
+def test_nvmet_auth(tmp_path: Path) -> None:
+    """set writes a host's dhchap_key when it differs and keeps it in AUTH_DIR (0700, files
+    0600); a second set is `unchanged`; check says match, differs or none and changes
+    nothing; no secret is ever printed; a malformed line changes nothing (exit 2); a target
+    whose host entries have no dhchap_key (a kernel without DH-CHAP) is exit 3. A host entry
+    the program makes itself gets its attribute files from configfs alone: the lab runs that
+    (tests/lab/test_auth_real.py)."""
+    p = program("nvmet_auth")
+    one, two = "DHHC-1:00:" + "A" * 44 + ":", "DHHC-1:01:" + "B" * 44 + ":"
+    for h in ("nqn.h1", "nqn.h2"):
+        (tmp_path / "hosts" / h).mkdir(parents=True)
+        (tmp_path / "hosts" / h / "dhchap_key").write_text("\n")
+    keys = tmp_path / "keys"
+    stdin = f"nqn.h1\t{one}\nnqn.h2\t{two}\n".encode()
+    out = _run(p, "set", str(tmp_path), str(keys), stdin=stdin)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().splitlines() == ["nqn.h1\tOK\tchanged", "nqn.h2\tOK\tchanged"]
+    assert (tmp_path / "hosts" / "nqn.h1" / "dhchap_key").read_text() == one
+    assert (keys / "nqn.h2").read_text() == two + "\n"
+    assert keys.stat().st_mode & 0o777 == 0o700
+    assert (keys / "nqn.h1").stat().st_mode & 0o777 == 0o600
+    out = _run(p, "set", str(tmp_path), str(keys), stdin=stdin)
+    assert out.stdout.decode().splitlines() == ["nqn.h1\tOK\tunchanged",
+                                                "nqn.h2\tOK\tunchanged"]
+    (tmp_path / "hosts" / "nqn.h3").mkdir()
+    (tmp_path / "hosts" / "nqn.h3" / "dhchap_key").write_text("\n")
+    check = f"nqn.h1\t{one}\nnqn.h2\t{one}\nnqn.h3\t{one}\n".encode()
+    out = _run(p, "check", str(tmp_path), str(keys), stdin=check)
+    assert out.stdout.decode().splitlines() == [
+        "nqn.h1\tOK\tmatch", "nqn.h2\tOK\tdiffers", "nqn.h3\tOK\tnone"]
+    assert (tmp_path / "hosts" / "nqn.h2" / "dhchap_key").read_text() == two  # unchanged
+    for bad in (b"nqn.h1\tnot-a-secret\n", b"nqn.h1\n", b"../x\t" + one.encode() + b"\n"):
+        out = _run(p, "set", str(tmp_path), str(keys), stdin=f"nqn.h2\t{one}\n".encode() + bad)
+        assert (out.returncode, out.stdout) == (2, b""), out
+        assert (tmp_path / "hosts" / "nqn.h2" / "dhchap_key").read_text() == two
+    old = tmp_path / "old"
+    (old / "hosts" / "nqn.h1").mkdir(parents=True)  # a 6.1 kernel: no dhchap_key
+    out = _run(p, "set", str(old), str(keys), stdin=f"nqn.h1\t{one}\n".encode())
+    assert out.returncode == 3 and b"CONFIG_NVME_TARGET_AUTH" in out.stderr, out
+    for res in (out,):
+        assert one.encode() not in res.stdout + res.stderr
+
+
 def test_nvmet_live(tmp_path: Path) -> None:
     """isolate gives the source's namespace its own optimized group and keeps its controller
     ids in the lower half; export makes the copy's subsystem (same identity, only the given
@@ -268,6 +313,40 @@ def test_nvme_controllers(tmp_path: Path) -> None:
     assert (c["name"], c["state"], c["subsysnqn"], c["subsystem"]) == ("nvme0", "live", None, None)
     assert [(n["device"], n["nsid"], n["uuid"]) for n in c["namespaces"]] == \
         [("nvme0n1", "1", None)]
+    assert c["dhchap"] is None  # a kernel without DH-CHAP
+    secret = "DHHC-1:00:" + "Q" * 44 + ":"
+    for text, want in (("none\n", "none"), (secret + "\n", "set")):
+        (ctrl / "dhchap_secret").write_text(text)
+        out = _run(program("nvme_controllers"), str(tmp_path))
+        assert json.loads(out.stdout)["controllers"][0]["dhchap"] == want
+        assert secret.encode() not in out.stdout
+
+
+def test_nvme_dhchap(tmp_path: Path) -> None:
+    """A controller's dhchap_secret is written when it differs (changed, then unchanged); one
+    connected without a secret, or gone, is its line's error; the secret is never printed;
+    bad arguments and a secret that is not DHHC-1 fail with what was wrong (exit 1)."""
+    p = program("nvme_dhchap")
+    old, new = "DHHC-1:00:" + "A" * 44 + ":", "DHHC-1:00:" + "B" * 44 + ":"
+    for name, text in (("nvme0", old), ("nvme1", "none")):
+        (tmp_path / "class" / "nvme" / name).mkdir(parents=True)
+        (tmp_path / "class" / "nvme" / name / "dhchap_secret").write_text(text + "\n")
+    args = ("--sysfs", str(tmp_path), "nvme0", "nvme1", "nvme7")
+    out = _run(p, *args, stdin=new.encode() + b"\n")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert lines[0] == "nvme0\tOK\tchanged"
+    assert lines[1].startswith("nvme1\tERR\tconnected without a DH-CHAP secret")
+    assert lines[2].startswith("nvme7\tERR\tno such controller")
+    assert (tmp_path / "class" / "nvme" / "nvme0" / "dhchap_secret").read_text() == new
+    again = _run(p, *args[:3], stdin=new.encode())
+    assert again.stdout == b"nvme0\tOK\tunchanged\n"
+    bad = [_run(p, "--sysfs", str(tmp_path), "x0", stdin=new.encode()),
+           _run(p, "--sysfs", str(tmp_path), "nvme0", stdin=b"plain")]
+    assert [r.returncode for r in bad] == [1, 1] and b"usage" in bad[0].stderr
+    assert b"not a DHHC-1 secret" in bad[1].stderr
+    for r in (out, again, *bad):
+        assert new.encode() not in r.stdout + r.stderr and old.encode() not in r.stdout
 
 
 def test_nvme_fabrics_connect_compiles() -> None:

@@ -29,6 +29,9 @@ if [ "$mode" = recreate ] && { have || zpool import -N -f "$pool" >/dev/null 2>&
     for h in "$s"/allowed_hosts/*; do [ -L "$h" ] && rm -f "$h"; done
     rmdir "$s" 2>/dev/null
   done
+  # and the hosts' DH-CHAP secrets a test gave the target (configfs and the kept copies)
+  for h in "$R"/hosts/*; do [ -d "$h" ] && rmdir "$h" 2>/dev/null; done
+  rm -rf /etc/xfleet/dhchap
   udevadm settle --timeout=30
   if ! zpool destroy -f "$pool" && have; then
     zpool status 2>&1; ps -eo pid,stat,args | grep -E 'zfs|zpool|dd' | grep -v grep

@@ -31,6 +31,7 @@ from xfleet.core.errors import RemoteCommandError
 from xfleet.core.identity import UUID_PROPERTY, volume_identity, volume_nqn
 from xfleet.fleet.connections import Connections, initiator_connections
 from xfleet.fleet.inventory import Inventory
+from xfleet.fleet.secrets import read_secret
 from xfleet.fleet.target_spec import NVMET_DEFAULTS
 from xfleet.mirror.backend import Connection
 from xfleet.ops import initiator
@@ -66,7 +67,8 @@ def attached(conn: Connection, node: str, volume: str) -> list[Attached]:
 def check(inv: Inventory, conn: Connection, node: str, volume: str, target_node: str) -> None:
     """MoveError unless a live cutover of `volume` from `node` to `target_node` can be done:
     both nodes run the kernel target with the same NQN prefix, the volume is attached, and
-    its initiators are in the inventory (no remote command)."""
+    its initiators are in the inventory, their DH-CHAP secrets (if any) readable (no remote
+    command)."""
     prefixes = {}
     for n in (node, target_node):
         spec = inv.hosts[n].target
@@ -90,6 +92,8 @@ def check(inv: Inventory, conn: Connection, node: str, volume: str, target_node:
         raise MoveError(f"{volume} is attached to {', '.join(missing)}, not in the "
                         "inventory's initiators: xfleet cannot give them the new path",
                         hint="list them under 'all: initiators:' (docs/inventory.md)")
+    for a in hosts:  # a host with a DH-CHAP secret connects its new path with it: readable?
+        read_secret(inv.initiators[a.initiator])
 
 
 def parse_fields(text: str) -> dict[str, str]:
@@ -168,14 +172,12 @@ class Cutover:
         """Where the target node's kernel target listens (its `address` setting, else the
         node's private address, else its address)."""
         node = self.m.target_node
-        drv = self._driver(node)
-        host = self.inv.hosts[node]
-        addr = drv.settings.get("address") or host.private_address or host.address
-        if not addr:
+        got = self._driver(node).listen_address(self.inv.hosts[node])
+        if got is None:
             raise MoveError(f"no address for {node}'s NVMe/TCP target",
                             hint="set target: {address: ...} or private_address in the "
                             "inventory")
-        return str(addr), int(drv.settings["port"])
+        return got
 
     # -- 1. prepare ----------------------------------------------------------------------
     def prepare(self, conn: Connection, volmode: str) -> None:
@@ -241,7 +243,8 @@ class Cutover:
             initiator.connect(t, address, port, self.nqn,
                               ctrl_loss_tmo=-1 if old.ctrl_loss_tmo is None
                               else old.ctrl_loss_tmo,
-                              reconnect_delay=max(1.0, old.reconnect_delay or 1.0))
+                              reconnect_delay=max(1.0, old.reconnect_delay or 1.0),
+                              secret=read_secret(self.inv.initiators[name]))
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while True:
             new = [c for c in self._paths(t) if c.address == address]

@@ -2,7 +2,9 @@
 
 argv: [SYSFS_ROOT] (default /sys). Prints one JSON document: the controllers with their raw
 sysfs strings (null where an attribute is missing or unreadable, e.g. while the controller is
-being deleted); xfleet.ops.initiator.parse_controllers interprets them.
+being deleted), and `dhchap` ("set" when it was connected with a DH-CHAP secret, "none", or
+null on a kernel without DH-CHAP; never the secret); xfleet.ops.initiator.parse_controllers
+interprets them.
 
 Not on the simulator: it runs on initiators, which are lab VMs.
 """
@@ -61,6 +63,10 @@ croot = os.path.join(root, "class", "nvme")
 for c in sorted(os.listdir(croot)) if os.path.isdir(croot) else []:
     d = os.path.join(croot, c)
     row: Dict[str, Any] = {k: read(os.path.join(d, k)) for k in CTRL}
+    # whether the connection was made with a DH-CHAP secret: "none" or "set", never the
+    # secret itself (null: a kernel without DH-CHAP)
+    secret = read(os.path.join(d, "dhchap_secret"))
+    row["dhchap"] = None if secret is None else "none" if secret in ("", "none") else "set"
     row["name"] = c
     row["subsystem"] = os.path.basename(subsys[c]) if c in subsys else None
     ns = namespaces(subsys[c], r"nvme\d+n\d+") if c in subsys else []
