@@ -78,8 +78,8 @@ def inventory_show(c: Ctx, host: str, as_json: bool) -> None:
         apply_ssh_config(h)
     rows = []
     for f in fields(h):
-        if f.name in ("sources", "name"):
-            continue
+        if f.name in ("sources", "name") or f.name.startswith("dhchap_"):
+            continue  # the DH-CHAP secret sources are an initiator's, never a node's
         val = getattr(h, f.name)
         if isinstance(val, (tuple, list)):
             val = ",".join(map(str, val))

@@ -35,3 +35,12 @@ class TargetSpec:
     driver: str
     settings: dict[str, Any] = field(default_factory=dict)
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def nvmet_settings(self) -> dict[str, Any]:
+        """The kernel target's settings: the inventory's over NVMET_DEFAULTS."""
+        return nvmet_settings(self.settings)
+
+
+def nvmet_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """`settings` over NVMET_DEFAULTS (the one place they are merged)."""
+    return {**NVMET_DEFAULTS, **(settings or {})}

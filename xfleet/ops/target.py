@@ -22,6 +22,7 @@ from xfleet.fleet.target_spec import (
     COMMAND_VARS,
     NVMET_DEFAULTS,
     TargetSpec,
+    nvmet_settings,
 )
 from xfleet.ops.initiator import check_nqn
 from xfleet.remote.host import Host
@@ -305,7 +306,7 @@ class NvmetDriver(TargetDriver):
 
     def __init__(self, node: str, transport: Transport, settings: Mapping[str, Any] | None = None):
         super().__init__(node, transport)
-        self.settings = {**NVMET_DEFAULTS, **(settings or {})}
+        self.settings = nvmet_settings(dict(settings) if settings is not None else None)
 
     @property
     def stage_dir(self) -> str:

@@ -15,6 +15,7 @@ def test_inventory_check_and_show(sim_fleet: Path, cli: Cli) -> None:
     s = cli("-i", str(sim_fleet), "inventory", "show", "n1", "--json").json()
     kind = next(x for x in s if x["setting"] == "kind")
     assert kind["value"] == "sim" and f"{sim_fleet}:5" in kind["source"]
+    assert not [x for x in s if x["setting"].startswith("dhchap_")]  # an initiator's only
     missing = cli("-i", str(sim_fleet), "inventory", "show", "n9")
     assert missing.code == 2 and "no host or group named 'n9'" in missing.err
 

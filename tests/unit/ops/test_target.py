@@ -252,3 +252,12 @@ def test_inventory_target_errors_name_file_and_line(tmp_path: Path, target: str,
         inventory.load(path)
     assert f"fleet.yaml:{line}:" in str(exc.value)
     assert message in str(exc.value)
+
+
+def test_the_kernel_targets_settings_are_the_inventorys_over_the_defaults() -> None:
+    spec = TargetSpec("nvmet", {"port": 4421, "auth_dir": "/srv/keys"})
+    got = spec.nvmet_settings()
+    assert (got["port"], got["auth_dir"], got["nqn_prefix"]) == (
+        4421, "/srv/keys", "nqn.2026-01.io.xfleet")
+    assert NvmetDriver("n1", Canned({}), spec.settings).settings == got
+    assert TargetSpec("nvmet").nvmet_settings()["auth_dir"] == "/etc/xfleet/dhchap"

@@ -460,6 +460,26 @@ def _finish(conn: Connection, action: str, items: list[Item],
 # reading
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """An initiator a volume lets in: its name and the host NQN it was attached with."""
+
+    initiator: str
+    hostnqn: str
+
+
+def allowed(conn: Connection, node: str, volume: str) -> list[Allowed]:
+    """The hosts `volume` on `node` should let in: its attachments except those being
+    detached (what an attach batch plans for the target), by initiator name. The live
+    cutover exports the copy to them; a promotion without the source sets them first."""
+    if not store.has_table(conn, "attachments"):
+        return []
+    rows = conn.execute("SELECT initiator, hostnqn FROM attachments WHERE node = ? AND "
+                        "volume = ? AND state != 'detaching' ORDER BY initiator",
+                        (node, volume))
+    return [Allowed(str(r[0]), str(r[1])) for r in rows]
+
+
 def attachments(conn: Connection, *, node: str | None = None, initiator: str | None = None,
                 volume: str | None = None, limit: int | None = None
                 ) -> Iterator[dict[str, Any]]:

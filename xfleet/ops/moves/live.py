@@ -32,9 +32,9 @@ from xfleet.core.identity import UUID_PROPERTY, volume_identity, volume_nqn
 from xfleet.fleet.connections import Connections, initiator_connections
 from xfleet.fleet.inventory import Inventory
 from xfleet.fleet.secrets import read_secret
-from xfleet.fleet.target_spec import NVMET_DEFAULTS
 from xfleet.mirror.backend import Connection
 from xfleet.ops import initiator
+from xfleet.ops.access.attach import allowed
 from xfleet.ops.moves.journal import WAIT_DEVICE, Move, MoveError
 from xfleet.ops.target import CONFIGFS, ZVOL_DIR, NvmetDriver, driver_for
 from xfleet.remote.programs import program
@@ -47,21 +47,6 @@ CONNECT_TIMEOUT = 60.0  # for a host's new path to come live
 POLL = 0.5
 NOT_EXPORTED = 3  # nvmet_live's exit status: no such subsystem
 OTHER_DEVICE = 4  # nvmet_live's exit status: the subsystem exports another device
-
-
-@dataclass(frozen=True)
-class Attached:
-    """An initiator the volume is attached to."""
-
-    initiator: str
-    hostnqn: str
-
-
-def attached(conn: Connection, node: str, volume: str) -> list[Attached]:
-    """The volume's attachments (xfleet attach), by initiator name."""
-    rows = conn.execute("SELECT initiator, hostnqn FROM attachments WHERE node = ? AND "
-                        "volume = ? AND state = 'attached' ORDER BY initiator", (node, volume))
-    return [Attached(str(r[0]), str(r[1])) for r in rows]
 
 
 def check(inv: Inventory, conn: Connection, node: str, volume: str, target_node: str) -> None:
@@ -78,12 +63,12 @@ def check(inv: Inventory, conn: Connection, node: str, volume: str, target_node:
                                                "no target in the inventory"),
                             hint="move without --live (the nodes' cutover hooks stop and "
                             "restart the I/O)")
-        prefixes[n] = {**NVMET_DEFAULTS, **spec.settings}["nqn_prefix"]
+        prefixes[n] = spec.nvmet_settings()["nqn_prefix"]
     if prefixes[node] != prefixes[target_node]:
         raise MoveError(f"--live needs one NQN prefix on both nodes: {node} has "
                         f"{prefixes[node]}, {target_node} {prefixes[target_node]}",
                         hint="the host joins the two paths only under the same NQN")
-    hosts = attached(conn, node, volume)
+    hosts = allowed(conn, node, volume)
     if not hosts:
         raise MoveError(f"{volume} is attached to no host: nothing to carry live",
                         hint="move without --live, or xfleet attach it first")
@@ -190,7 +175,7 @@ class Cutover:
         st["source_group"] = int(src.get("group", "0") or 0)
         self.journal(f"live: {m.source_node}'s export of {self.nqn} in its own ANA group "
                      f"{st['source_group']} (optimized)")
-        hosts = attached(conn, m.source_node, m.volume)
+        hosts = allowed(conn, m.source_node, m.volume)
         if not hosts:
             raise MoveError(f"{m.volume} is attached to no host any more",
                             hint=f"xfleet moves abort {m.id}, then move without --live")

@@ -134,9 +134,7 @@ def promote_lost(inv: Inventory, location: Location, conns: Connections,
         as_of = snaps[-1][1] if snaps else r.as_of
         # the volume's allowed hosts before its device: the copy was received without them,
         # and a target exporting it now would let any host in
-        hosts = sorted({a["hostnqn"] for a in attach.attachments(conn, node=r.source_node,
-                                                                  volume=r.volume)
-                        if a["state"] != "detaching"})
+        hosts = sorted({a.hostnqn for a in attach.allowed(conn, r.source_node, r.volume)})
         if hosts:
             dst.run(["zfs", "set", f"{HOSTS_PROPERTY}={','.join(hosts)}", tv])
         dst.run(["zfs", "inherit", "volmode", tv])  # the device back (received as none)

@@ -169,3 +169,19 @@ def test_a_destroyed_volume_can_still_be_detached(fleet: Fleet) -> None:
     r = change(fleet, "detach", (V1, "db1"))
     assert r.ok and r.items[0].message == f"no export of {V1} on n1: nothing to take off"
     assert rows(fleet) == []
+
+
+def test_allowed_is_every_attachment_but_those_being_detached(fleet: Fleet) -> None:
+    assert change(fleet, "attach", (V1, "db1", True), (V1, "db2", True), (V1, "db3", True)).ok
+    conn = mirror.connect(fleet.where)
+    try:
+        assert attach.allowed(conn, "n1", V1) == [
+            attach.Allowed(h, HOSTS[h]) for h in ("db1", "db2", "db3")]
+        # a detach and an attach interrupted half way: the one leaving is not allowed any
+        # more, the one coming is (as the batch planned it for the target)
+        conn.execute("UPDATE attachments SET state = 'detaching' WHERE initiator = 'db2'")
+        conn.execute("UPDATE attachments SET state = 'attaching' WHERE initiator = 'db3'")
+        assert [a.initiator for a in attach.allowed(conn, "n1", V1)] == ["db1", "db3"]
+        assert attach.allowed(conn, "n2", V1) == [] and attach.allowed(conn, "n1", V2) == []
+    finally:
+        conn.close()
