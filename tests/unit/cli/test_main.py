@@ -18,7 +18,7 @@ TOP_LEVEL = {
     "inventory", "sync", "watch", "status", "move", "drain", "moves", "ls", "show", "stats",
     "sql", "tui", "demo", "lab", "compression", "report", "snapshot", "clone", "destroy",
     "set", "resize", "play", "plays", "upgrade", "rollouts", "target", "mirror", "serve",
-    "snapshots", "replicate", "attach", "detach", "attachments", "initiators", "identity",
+    "snapshots", "replicate", "attach", "detach", "attachments", "initiators", "auth", "identity",
 }
 
 
