@@ -20,7 +20,8 @@ Stale data, as in the rules: the pool alerts judge the last figures the mirror h
 however old; XfleetMirrorStale (or XfleetNodeDown when the node's syncs fail) beside them says
 so. An alert never disappears because xfleet stopped looking.
 
-Reads: one query each on `nodes`, `pools`, `moves` (by its state index), `rollouts`,
+Reads: one query each on `nodes`, `pools`, `moves` (by its state index; a second one on the
+moves not ended, for XfleetMoveIOHeld), `rollouts`,
 `snapshot_runs` (by its state index) and `replicas` (grouped by policy and target node:
 xfleet.ops.replicate.status.summary, what `xfleet replicate status` shows); how current a
 node is comes from `query.confirmed_at`, the lag of `xfleet status` and of the exporter.
@@ -39,7 +40,7 @@ from typing import Any, Protocol
 from xfleet.core.units import format_age
 from xfleet.mirror import claims, jobs, query
 from xfleet.mirror.backend import Connection
-from xfleet.ops.moves.journal import MOVES
+from xfleet.ops.moves.journal import FINAL, MOVES
 from xfleet.ops.replicate.status import summary as replica_summary
 
 DAY = 86400.0
@@ -73,6 +74,7 @@ SEVERITY: dict[str, str] = {
     "XfleetEventGaps": "info",
     "XfleetMoveFailed": "warning",
     "XfleetMoveStuck": "warning",
+    "XfleetMoveIOHeld": "critical",
     "XfleetRolloutHalted": "warning",
     "XfleetSnapshotRunFailed": "warning",
     "XfleetReplicaOverRPO": "warning",
@@ -138,6 +140,7 @@ def evaluate(conn: Connection, *, now: float, forecasts: Iterable[ForecastLike] 
     wanted = None if nodes is None else set(nodes)
     out = [*_node_alerts(conn, now, wanted), *_pool_alerts(conn, now, wanted),
            *_forecast_alerts(forecasts, wanted), *_move_alerts(conn, now, wanted),
+           *_io_held_alerts(conn, now, wanted),
            *_rollout_alerts(conn), *_snapshot_run_alerts(conn),
            *_replica_alerts(conn, now, wanted)]
     out.sort(key=lambda a: (SEVERITIES.index(a.severity), a.node is None, a.node or "",
@@ -298,6 +301,67 @@ def _move_alerts(conn: Connection, now: float, wanted: set[str] | None) -> list[
                 + ("; it died in a live switch: the hosts' I/O is held until it is resumed"
                    if held else ""),
                 hint=f"xfleet moves resume {mid} (takes the move over and continues it)"))
+    return out
+
+
+# XfleetMoveIOHeld: the process of a move in a live switch stopped beating this long ago.
+# Far shorter than the lease: each second of it is a database host whose I/O waits.
+IO_HELD_AFTER = 60.0
+
+
+@dataclass(frozen=True)
+class HeldMove:
+    """A move that left its hosts' I/O held: in a live switch (the source's ANA group
+    inaccessible, the copy's not yet optimized) with no process driving it."""
+
+    id: int
+    volume: str
+    source_node: str
+    target_node: str
+    state: str
+    pid: int | None
+    host: str | None
+    heartbeat: float | None
+
+
+def io_held(conn: Connection, now: float) -> list[HeldMove]:
+    """Moves whose live switch began and did not end (live_state.switching) and whose process
+    is gone: it stopped beating IO_HELD_AFTER seconds ago, or it let go of the move (failed,
+    or stopped) without giving the hosts a path back. The hosts' I/O waits for `xfleet moves
+    resume`. One query on the moves not ended; their options are read, not scanned in SQL
+    (the same in both engines). The one test of the alert and of xfleet_moves_io_held."""
+    marks = ", ".join("?" for _ in FINAL)
+    cur = conn.execute(
+        "SELECT id, volume, source_node, target_node, state, pid, host, heartbeat, options "
+        f"FROM moves WHERE state NOT IN ({marks}) ORDER BY id", FINAL)
+    out = []
+    for mid, volume, src, dst, state, pid, host, beat, opts in cur:
+        if not _live_switching(opts):
+            continue
+        if pid is not None and beat is not None and beat >= now - IO_HELD_AFTER:
+            continue  # its process is alive: the switch is under way
+        out.append(HeldMove(int(mid), str(volume), str(src), str(dst), str(state),
+                            None if pid is None else int(pid), host,
+                            None if beat is None else float(beat)))
+    return out
+
+
+def _io_held_alerts(conn: Connection, now: float, wanted: set[str] | None) -> list[Alert]:
+    out = []
+    for h in io_held(conn, now):
+        if wanted is not None and h.source_node not in wanted and h.target_node not in wanted:
+            continue
+        gone = (f"its process (pid {h.pid} on {h.host}) stopped "
+                + ("beating" if h.heartbeat is None else
+                   f"beating {format_age(now - h.heartbeat)} ago")
+                if h.pid is not None else f"no process holds it ({h.state})")
+        out.append(_alert(
+            "XfleetMoveIOHeld", node=h.source_node, job=f"move {h.id}",
+            since=None if h.heartbeat is None else h.heartbeat + IO_HELD_AFTER,
+            summary=f"move {h.id} of {h.volume} ({h.source_node} -> {h.target_node}) died in "
+            f"a live switch: the hosts' I/O is held; {gone}",
+            hint=f"xfleet moves resume {h.id} (finishes the switch: the hosts resume on "
+            f"{h.target_node}); xfleet moves show {h.id}"))
     return out
 
 

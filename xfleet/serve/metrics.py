@@ -24,7 +24,7 @@ from xfleet import __version__, mirror
 from xfleet.core.errors import UsageError
 from xfleet.mirror import jobs, query
 from xfleet.mirror.backend import Connection
-from xfleet.ops import capacity
+from xfleet.ops import alerts, capacity
 from xfleet.ops import compression as _compression  # noqa: F401 - registers its job kind
 from xfleet.ops.moves import journal as _moves  # noqa: F401 - registers its job kind
 from xfleet.ops.replicate import journal as replicas
@@ -275,7 +275,11 @@ class MirrorCollector(Collector):
                 n = conn.execute(f"SELECT count(*) FROM {table} WHERE {clause}",
                                  params).fetchone()[0]
                 stalled.add_metric([label], float(n))
-        return [fam, stalled]
+        held = _g("xfleet_moves_io_held", "Moves that died in a live switch: their hosts' I/O "
+                  "is held (no heartbeat for 60 s, or no process)")
+        held.add_metric([], float(len(alerts.io_held(conn, now)))
+                        if mirror.has_table(conn, "moves") else 0.0)
+        return [fam, stalled, held]
 
     # -- standing replicas ----------------------------------------------------------------
 

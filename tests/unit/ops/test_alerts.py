@@ -362,3 +362,38 @@ def test_a_move_that_died_in_a_live_switch_says_the_hosts_io_is_held(
     assert stuck[f"move {ids[0]}"].endswith(
         "it died in a live switch: the hosts' I/O is held until it is resumed"), stuck
     assert "live switch" not in stuck[f"move {ids[1]}"], stuck
+
+
+def test_a_move_dead_in_a_live_switch_is_critical_within_a_minute(
+        fleet_at: inventory.Inventory) -> None:
+    """XfleetMoveIOHeld: a move in a live switch whose process stopped beating 60 s ago (not
+    the lease), or which no process holds any more (it failed without a path back); not one
+    whose process beats, nor one that switched, nor one that never began its switch."""
+    conn = mirror.connect(fleet_at.mirror)
+    now = time.time()
+    switching = '{"live": true, "live_state": {"prepared": true, "switching": true}}'
+    rows = {
+        "dead": (move_row(conn, "n1", "n2", "cutover", 4242, now - 90), switching),
+        "alive": (move_row(conn, "n1", "n2", "cutover", 4242, now - 5), switching),
+        "failed": (move_row(conn, "n2", "n1", "failed", None, now - 5), switching),
+        "switched": (move_row(conn, "n1", "n2", "cutover", 4242, now - 90),
+                     '{"live": true, "live_state": {"switched": true, "held": 1.2}}'),
+        "before": (move_row(conn, "n1", "n2", "cutover", 4242, now - 90),
+                   '{"live": true, "live_state": {"prepared": true}}'),
+    }
+    for mid, opts in rows.values():
+        conn.execute("UPDATE moves SET options = ? WHERE id = ?", (opts, mid))
+    held = {str(a.job): a for a in alerts.evaluate(conn, now=now)
+            if a.name == "XfleetMoveIOHeld"}
+    only_n3 = [a.job for a in alerts.evaluate(conn, now=now, nodes=["n3"])
+               if a.name == "XfleetMoveIOHeld"]
+    assert [h.id for h in alerts.io_held(conn, now)] == [rows["dead"][0], rows["failed"][0]]
+    conn.close()
+    assert sorted(held) == sorted(f"move {rows[k][0]}" for k in ("dead", "failed")), held
+    dead = held[f"move {rows['dead'][0]}"]
+    assert dead.severity == "critical" and "the hosts' I/O is held" in dead.summary
+    assert dead.summary.endswith("(pid 4242 on elsewhere) stopped beating 1m30s ago"), \
+        dead.summary
+    assert dead.hint.startswith(f"xfleet moves resume {rows['dead'][0]}")
+    assert "no process holds it (failed)" in held[f"move {rows['failed'][0]}"].summary
+    assert only_n3 == []

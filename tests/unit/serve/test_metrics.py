@@ -21,7 +21,7 @@ from xfleet.core.errors import UsageError
 from xfleet.fleet import inventory
 from xfleet.mirror import claims
 from xfleet.mirror.backend import location
-from xfleet.ops import moves
+from xfleet.ops import alerts, moves
 from xfleet.ops.replicate.journal import STATES
 from xfleet.ops.replicate.status import summary
 from xfleet.ops.sync import sync
@@ -128,6 +128,7 @@ def test_job_states_and_stalled_jobs(tmp_path: Path, mirror_at: str) -> None:
         moves.save(conn, first, "failed: cannot receive")
         moves.claim(conn, second)  # this process holds it, and then stops beating
         second.state = "catchup"
+        second.options["live_state"] = {"prepared": True, "switching": True}  # mid-switch
         moves.save(conn, second)
         beat = conn.execute("SELECT heartbeat FROM moves WHERE id = ?",
                             (second.id,)).fetchone()[0]
@@ -138,6 +139,9 @@ def test_job_states_and_stalled_jobs(tmp_path: Path, mirror_at: str) -> None:
     assert m[("xfleet_jobs", (("kind", "move"), ("state", "failed")))] == 1
     assert m[("xfleet_jobs", (("kind", "move"), ("state", "catchup")))] == 1
     assert m[("xfleet_jobs_stalled", (("kind", "move"),))] == 0
+    assert m[("xfleet_moves_io_held", ())] == 0  # its process beat a second ago
+    # a minute without a beat in a live switch: the hosts' I/O is held (well before the lease)
+    assert scrape(mirror_at, beat + alerts.IO_HELD_AFTER + 1)[("xfleet_moves_io_held", ())] == 1
     late = scrape(mirror_at, beat + claims.STALE + 5)
     assert late[("xfleet_jobs_stalled", (("kind", "move"),))] == 1
     assert late[("xfleet_jobs_stalled", (("kind", "rollout"),))] == 0
