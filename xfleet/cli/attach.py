@@ -232,7 +232,7 @@ def initiators_cmd(c: Ctx, names: tuple[str, ...], read: bool, as_json: bool) ->
                              where=", ".join(r.name for r in failed), hint=failed[0].hint)
         echo_json(doc)
     else:
-        emit(["name", "address", "hostnqn", "read_at", "error"],
+        emit(["name", "address", "hostnqn", "dhchap", "read_at", "error"],
              [{**r, "read_at": _when(r["read_at"])} for r in rows], "table")
         for bad in failed:
             click.echo(f"error: {bad.name}: {bad.error}"

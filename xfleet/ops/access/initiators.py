@@ -17,6 +17,7 @@ from xfleet.fleet.inventory import Inventory
 from xfleet.mirror import claims, store
 from xfleet.mirror.backend import Connection, Location
 from xfleet.ops.initiator import InitiatorError, check_nqn
+from xfleet.remote.host import Host
 from xfleet.remote.transport import Transport
 
 HOSTNQN_FILE = "/etc/nvme/hostnqn"  # nvme-cli's; written at its installation
@@ -141,8 +142,17 @@ def rows(inv: Inventory, conn: Connection | None) -> Iterator[dict[str, Any]]:
         r = known.pop(name, None)
         yield {"name": name, "address": host.address, "in_inventory": True,
                "hostnqn": r["hostnqn"] if r else None, "read_at": r["read_at"] if r else None,
-               "operator": r["operator"] if r else None}
+               "operator": r["operator"] if r else None, "dhchap": dhchap_source(host)}
     for name, r in sorted(known.items()):
         yield {"name": name, "address": r["address"], "in_inventory": False,
-               "hostnqn": r["hostnqn"], "read_at": r["read_at"], "operator": r["operator"]}
+               "hostnqn": r["hostnqn"], "read_at": r["read_at"], "operator": r["operator"],
+               "dhchap": None}
+
+
+def dhchap_source(host: Host) -> str | None:
+    """Where the initiator's DH-CHAP secret comes from (`file`, `command`), None without one;
+    never the secret (docs/access.md "DH-CHAP")."""
+    if host.dhchap_secret_file is not None:
+        return "file"
+    return "command" if host.dhchap_secret_command else None
 

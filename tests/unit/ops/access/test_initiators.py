@@ -70,3 +70,18 @@ def test_read_one_command_per_initiator_and_record(tmp_path: Path,
         initiators.select(inv, ["db5"])
     assert initiators.select(inv) == ["db1", "db2", "db3", "db4"]
     assert list(initiators.rows(inv, None))[0]["hostnqn"] is None  # no mirror yet
+
+
+def test_the_listing_says_where_a_secret_comes_from_never_the_secret(tmp_path: Path) -> None:
+    key = tmp_path / "db1.key"
+    key.write_text("DHHC-1:00:" + "A" * 44 + ":\n")
+    key.chmod(0o600)
+    path = tmp_path / "fleet.yaml"
+    path.write_text("all:\n  hosts:\n    n1: {kind: local}\n  initiators:\n"
+                    f"    db1: {{kind: local, dhchap_secret_file: {key}}}\n"
+                    "    db2: {kind: local, dhchap_secret_command: [pass, show, db2]}\n"
+                    "    db3: {kind: local}\n")
+    rows = list(initiators.rows(inventory.load(path), None))
+    assert [(r["name"], r["dhchap"]) for r in rows] == [
+        ("db1", "file"), ("db2", "command"), ("db3", None)]
+    assert "A" * 44 not in repr(rows)
