@@ -409,3 +409,40 @@ def test_a_scaled_scenario_writes_in_smaller_blocks_and_makes_only_the_text_it_n
     for steps, mb in ((full, 32), (quarter, 8)):
         script = scenario.script_argv(steps)[2]
         assert script.startswith(f"set -u\n{quote_command(scenario.prepare_argv(mb))} ||")
+
+
+def test_kvm_counts_only_when_the_lab_kernel_reaches_init_under_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe boots the lab kernel under KVM and needs its "as init process" line (a host
+    whose KVM guests hang after the firmware answers tcg); its answer is kept for the host's
+    boot and that kernel. qemu is a stand-in here: what is tested is the watching, the
+    timeout and the memo, not KVM."""
+    from xfleet.lab import qemu
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "qemu-system-x86_64"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(qemu, "KVM_PROBE_SECONDS", 2.0)
+    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.img"
+    stub.write_text("#!/bin/sh\necho 'Probing EDD'\necho '[    0.9] Run /bin/true as init "
+                    "process'\nexec sleep 30\n")
+    stub.chmod(0o755)
+    assert qemu._kernel_reaches_init(kernel, initrd) is True
+    stub.write_text("#!/bin/sh\necho 'Probing EDD (edd=off to disable)... ok'\nexec sleep 30\n")
+    assert qemu._kernel_reaches_init(kernel, initrd) is False  # hung: after the timeout
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("XFLEET_LAB_ACCEL", raising=False)
+    monkeypatch.setattr(os, "access", lambda *_a: True)  # a /dev/kvm, usable or not
+    calls: list[Path] = []
+
+    def hangs(k: Path, _i: Path) -> bool:
+        calls.append(k)
+        return False
+
+    monkeypatch.setattr(qemu, "_kernel_reaches_init", hangs)
+    assert [qemu.detect_accel(kernel, initrd) for _ in range(3)] == ["tcg"] * 3
+    assert calls == [kernel]  # probed once for this boot and kernel
+    monkeypatch.setenv("XFLEET_LAB_ACCEL", "kvm")
+    assert qemu.detect_accel(kernel, initrd) == "kvm"

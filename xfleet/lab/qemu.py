@@ -20,7 +20,7 @@ from pathlib import Path
 from xfleet.lab import saved, ssh
 from xfleet.lab.errors import LabError
 from xfleet.lab.image import Image
-from xfleet.lab.paths import Progress, emit
+from xfleet.lab.paths import Progress, cache_root, emit
 from xfleet.lab.programs import program_text
 from xfleet.lab.state import (
     BOOT_ATTEMPTS,
@@ -114,7 +114,18 @@ def detect_accel(kernel: Path | None = None, initrd: Path | None = None) -> str:
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
     if kernel is not None and initrd is not None:
-        return "kvm" if _kernel_reaches_init(kernel, initrd) else "tcg"
+        # one probe per host boot and kernel: the answer cannot change before a reboot
+        key = f"{_boot_id()} {kernel}"
+        memo = cache_root() / "accel-probe"
+        with contextlib.suppress(OSError):
+            seen, _, accel = memo.read_text().strip().rpartition(" ")
+            if seen == key and accel in ("kvm", "tcg"):
+                return accel
+        accel = "kvm" if _kernel_reaches_init(kernel, initrd) else "tcg"
+        with contextlib.suppress(OSError):
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.write_text(f"{key} {accel}\n")
+        return accel
     # The guest must actually run for a moment (some hosts fail on the first vCPU entry).
     try:
         p = subprocess.Popen(
@@ -135,6 +146,13 @@ def detect_accel(kernel: Path | None = None, initrd: Path | None = None) -> str:
     if p.returncode == 0 and "VM status: running" in text and "error" not in text.lower():
         return "kvm"
     return "tcg"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
 
 
 def _kernel_reaches_init(kernel: Path, initrd: Path) -> bool:
