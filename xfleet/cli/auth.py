@@ -6,6 +6,7 @@ The library is imported inside the commands, so that `xfleet --help` stays fast.
 from __future__ import annotations
 
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import click
@@ -54,6 +55,7 @@ def auth_group() -> None:
       xfleet auth apply                 # every initiator with a secret, every nvmet node
       xfleet auth apply db-a-01 --json  # after changing db-a-01's secret at its source
       xfleet auth status
+      xfleet auth log db-a-01
     """
 
 
@@ -113,3 +115,36 @@ def status_cmd(c: Ctx, hosts: tuple[str, ...], nodes: tuple[str, ...], as_json: 
             s.error = f"the target's secret for {s.host}: {s.target}"
             s.hint = f"xfleet auth apply {s.host} --node {s.node}"
     _report(report, as_json, "auth status")
+
+
+@auth_group.command("log")
+@click.argument("hosts", nargs=-1)
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+              help="The newest N lines.")
+@json_option
+@pass_ctx
+def log_cmd(c: Ctx, hosts: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """The journal of `auth apply` (the mirror's auth_log), newest first: when each host's
+    secret was given to each node, from which source, by whom, with what outcome. Never a
+    secret.
+
+    \b
+    Examples:
+      xfleet auth log
+      xfleet auth log db-a-01 --limit 10 --json
+    """
+    from xfleet import mirror
+    from xfleet.ops.access import auth
+
+    conn = mirror.connect(c.mirror_path(), readonly=True)
+    try:
+        rows = auth.log(conn, hosts, limit)
+    finally:
+        conn.close()
+    if as_json:
+        echo_json({"ok": True, "log": rows})
+        return
+    emit(["at", "batch", "node", "initiator", "source", "target", "connections", "outcome",
+          "message", "operator"],
+         [{**r, "at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))}
+          for r in rows], "table")

@@ -571,6 +571,24 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX attachment_log_at ON attachment_log (at);
     CREATE INDEX attachment_log_volume ON attachment_log (node, volume)
     """,
+    14: """
+    CREATE TABLE auth_log (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        batch TEXT NOT NULL,
+        node TEXT NOT NULL,
+        initiator TEXT NOT NULL,
+        hostnqn TEXT NOT NULL,
+        source TEXT,
+        target TEXT,
+        connections TEXT,
+        outcome TEXT NOT NULL,
+        message TEXT,
+        operator TEXT
+    );
+    CREATE INDEX auth_log_at ON auth_log (at);
+    CREATE INDEX auth_log_initiator ON auth_log (initiator, at)
+    """,
 }
 
 

@@ -62,6 +62,15 @@ def test_a_bad_secret_is_named_never_shown(tmp_path: Path) -> None:
 
 
 def test_help_has_examples() -> None:
-    for cmd in ("apply", "status"):
+    for cmd in ("apply", "status", "log"):
         r = run_cli("auth", cmd, "--help")
         assert r.code == 0 and f"xfleet auth {cmd}" in r.out, r.out
+
+
+def test_the_log_of_a_mirror_that_never_applied_a_secret_is_empty(tmp_path: Path) -> None:
+    inv = _fleet(tmp_path, _secret())
+    assert run_cli("-i", str(inv), "sync").code == 0
+    r = run_cli("-i", str(inv), "auth", "log", "--json")
+    assert r.code == 0 and json.loads(r.out) == {"ok": True, "log": []}, r.out + r.err
+    r = run_cli("-i", str(inv), "auth", "log", "db1")
+    assert r.code == 0 and "OUTCOME" in r.out, r.out + r.err

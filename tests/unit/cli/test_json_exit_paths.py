@@ -147,6 +147,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("initiators", ["initiators", "nosuch", "--json"]),
     ("auth apply", ["auth", "apply", "--json"]),  # no initiator has a DH-CHAP secret
     ("auth status", ["auth", "status", "nosuch", "--json"]),  # no such initiator
+    ("auth log", ["-m", "{d}/none.db", "auth", "log", "--json"]),  # no mirror
     ("mirror status", ["-m", "{d}/none.db", "mirror", "status", "--json"]),  # no mirror
     ("mirror migrate", ["-m", "{d}/none.db", "mirror", "migrate", "--json"]),
     ("mirror init", ["-m", "postgresql://x:pw@localhost/m", "mirror", "init", "--json"]),

@@ -25,7 +25,9 @@ refuse that connection's next reconnect.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +36,8 @@ from xfleet.core.errors import UsageError, XfleetError
 from xfleet.fleet.connections import Connections, initiator_connections
 from xfleet.fleet.inventory import Inventory
 from xfleet.fleet.secrets import Secret, read_secret
-from xfleet.mirror.backend import Location
+from xfleet.mirror import claims, store
+from xfleet.mirror.backend import Connection, Location
 from xfleet.ops import initiator
 from xfleet.ops.access import initiators
 from xfleet.ops.target import NvmetDriver, driver_for
@@ -67,13 +70,15 @@ class Step:
 class Report:
     steps: list[Step] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # nodes not reached after a failure
+    batch: str | None = None  # apply's id in auth_log
 
     @property
     def ok(self) -> bool:
         return all(s.ok for s in self.steps) and not self.left
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "steps": [s.to_dict() for s in self.steps], "left": self.left}
+        return {"ok": self.ok, "batch": self.batch, "steps": [s.to_dict() for s in self.steps],
+                "left": self.left}
 
 
 def auth_nodes(inv: Inventory, nodes: Sequence[str] = ()) -> list[str]:
@@ -129,6 +134,35 @@ def _hostnqns(where: Location, names: Sequence[str]) -> dict[str, str]:
     return {n: known[n] for n in names}
 
 
+def _journal(where: Location, batch: str | None, steps: Iterable[Step],
+             nqns: dict[str, str], sources: dict[str, str | None]) -> None:
+    """One node's steps into auth_log (one short transaction, after its commands)."""
+    now, who = time.time(), claims.operator()
+    conn = mirror.connect(where)
+    try:
+        with store.transaction(conn, "the DH-CHAP journal"):
+            conn.executemany(
+                "INSERT INTO auth_log (at, batch, node, initiator, hostnqn, source, target, "
+                "connections, outcome, message, operator) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?)",
+                [(now, batch, s.node, s.host, nqns[s.host], sources[s.host], s.target,
+                  ", ".join(s.connections) or None, "ok" if s.ok else "failed", s.error, who)
+                 for s in steps])
+    finally:
+        conn.close()
+
+
+def log(conn: Connection, hosts: Sequence[str] = (), limit: int = 50) -> list[dict[str, Any]]:
+    """The newest `limit` lines of auth_log (of `hosts`), newest first."""
+    if not store.has_table(conn, "auth_log"):
+        return []
+    where = f" WHERE initiator IN ({', '.join('?' for _ in hosts)})" if hosts else ""
+    return [dict(r) for r in conn.execute(
+        "SELECT id, at, batch, node, initiator, hostnqn, source, target, connections, outcome, "
+        f"message, operator FROM auth_log{where} ORDER BY id DESC LIMIT {int(limit)}",
+        list(hosts))]
+
+
 def _driver(inv: Inventory, conns: Connections, node: str) -> NvmetDriver:
     drv = driver_for(node, conns.get(node), inv.hosts[node].target)
     assert isinstance(drv, NvmetDriver)  # auth_nodes chose nvmet nodes only
@@ -169,7 +203,7 @@ def apply(inv: Inventory, where: Location, conns: Connections, hosts: Sequence[s
     secrets = _secrets(inv, hosts)
     chosen = auth_nodes(inv, nodes)
     nqns = _hostnqns(where, list(secrets))
-    out = Report()
+    out = Report(batch=f"auth-{uuid.uuid4().hex[:8]}")
     with contextlib.nullcontext(clients) if clients is not None else \
             initiator_connections(inv) as clients:
         ctrls = {h: initiator.controllers(clients.get(h)) for h in secrets}
@@ -214,6 +248,8 @@ def apply(inv: Inventory, where: Location, conns: Connections, hosts: Sequence[s
                                   f"there could not all take it: {'; '.join(failed)}")
                     step.hint = f"fix them on {h}, then run the same command again"
             out.steps.extend(steps.values())
+            _journal(where, out.batch, steps.values(), nqns,
+                     {h: initiators.dhchap_source(inv.initiators[h]) for h in steps})
             say(f"{node}: " + ", ".join(
                 f"{s.host} {s.target or 'failed'}" + (f" ({len(s.connections)} connection(s))"
                                                         if s.connections else "")

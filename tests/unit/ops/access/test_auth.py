@@ -133,6 +133,16 @@ def test_apply_goes_node_by_node_and_the_secret_travels_on_stdin_only(
     assert all(secret not in " ".join(argv) for argv, _ in everything)
     assert host.seen[1][1] == secret.encode()
     assert all(secret not in m for m in said) and len(said) == 3
+    # journaled: one line per node, never the secret
+    conn = mirror.connect(inv.mirror, readonly=True)
+    lines = auth.log(conn)
+    conn.close()
+    assert [(r["node"], r["initiator"], r["hostnqn"], r["source"], r["target"],
+             r["connections"], r["outcome"], r["batch"]) for r in reversed(lines)] == [
+        ("n1", "db1", NQN1, "file", "changed", None, "ok", report.batch),
+        ("n2", "db1", NQN1, "file", "changed", "nvme0 changed", "ok", report.batch),
+        ("n3", "db1", NQN1, "file", "changed", None, "ok", report.batch)]
+    assert secret not in repr(lines) and secret.split(":")[2][:12] not in repr(lines)
     # again: nothing changes; status says match everywhere
     again = run(inv, nodes, host)
     assert {s.target for s in again.steps} == {"unchanged"}
@@ -159,6 +169,11 @@ def test_a_failing_node_stops_the_rest(setup: tuple[Inventory, Path, Path]) -> N
         ("n1", True, None), ("n2", False, "Permission denied")]
     assert report.left == ["n3"] and nodes["n3"].seen == []
     assert report.to_dict()["left"] == ["n3"]
+    conn = mirror.connect(inv.mirror, readonly=True)
+    lines = auth.log(conn, ["db1"], limit=1)
+    conn.close()
+    assert [(r["node"], r["target"], r["outcome"], r["message"]) for r in lines] == [
+        ("n2", None, "failed", "Permission denied")]
 
 
 def test_a_path_connected_without_a_secret_refuses_its_node_before_the_target(
