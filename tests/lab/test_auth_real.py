@@ -130,6 +130,10 @@ def test_dhchap_on_the_kernel_target(lab: Lab, client: str, tmp_path: Path) -> N
             rotated = x("auth", "apply", client)
             assert [(s["target"], s["connections"]) for s in rotated["steps"]] == \
                 [("changed", [f"{ctrl.name} changed"])], rotated
+            journal = x("auth", "log", client, "--limit", "1")["log"]
+            assert [(r["batch"], r["node"], r["source"], r["target"], r["connections"],
+                     r["outcome"]) for r in journal] == [
+                (rotated["batch"], "lab1", "file", "changed", f"{ctrl.name} changed", "ok")]
             # a reset makes the controller connect (and authenticate) again: with the new
             # secret on both sides, it comes back
             t.run(["nvme", "reset", f"/dev/{ctrl.name}"])
