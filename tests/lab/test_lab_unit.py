@@ -113,7 +113,7 @@ def test_qemu_argv(lab_state: LabState, tmp_path: Path) -> None:
     }
     argv = qemu_argv(lab_state, lab_state.nodes[1], img, specs["lab2"])
     j = " ".join(argv)
-    assert "-accel tcg,thread=multi,tb-size=256 -cpu Westmere" in j
+    assert "-accel tcg,thread=single,tb-size=256 -cpu Westmere" in j
     assert "-smp 2 -m 768" in j
     assert "user,id=wan,restrict=on,hostfwd=tcp:127.0.0.1:2202-:22" in j
     assert "socket,id=priv0,connect=127.0.0.1:12301" in j
