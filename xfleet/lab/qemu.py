@@ -267,6 +267,7 @@ def qemu_argv(lab: LabState, node: NodeInfo, img: Image, links: Sequence[str]) -
         "-kernel", str(img.kernel),
         "-initrd", str(img.initrd),
         "-append", f"{KERNEL_ARGS} systemd.machine_id={machine_id}",
+        "-no-reboot",
         "-drive", f"file={ndir / 'root.qcow2'},if=none,id=root,format=qcow2,cache=unsafe,"
                   "discard=unmap",
         "-device", "virtio-blk-pci,drive=root,addr=0x4",

@@ -44,9 +44,12 @@ RESTORE_TIMEOUT = 90.0  # a restored VM answers over SSH within seconds, or it b
 # within seconds of QEMU's start, the first sign of life the watchdog waits for (with `quiet`
 # nothing was printed until the login prompt, minutes later under load); `loglevel=3` keeps
 # the rest off the slow serial port (measured: +2 s of kernel time on one node).
+# panic=-1 oops=panic with QEMU's -no-reboot: a guest kernel that oopses stops its QEMU (its
+# console keeps the oops), so the next module's `ensure_up` boots it again instead of every
+# later test timing out on a dead VM
 KERNEL_ARGS = (
     "root=/dev/vda rw console=ttyS0,115200 earlyprintk=serial,ttyS0,115200 loglevel=3 "
-    "net.ifnames=0 mitigations=off nowatchdog systemd.show_status=false"
+    "net.ifnames=0 mitigations=off nowatchdog systemd.show_status=false panic=-1 oops=panic"
 )
 
 
