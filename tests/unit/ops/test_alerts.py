@@ -307,8 +307,9 @@ def test_a_bounded_number_of_queries_none_on_datasets(tmp_path: Path) -> None:
     assert hasattr(conn, "set_trace_callback")
     conn.set_trace_callback(statements.append)
     alerts.evaluate(conn, now=time.time())
-    # nodes, pools, moves, rollouts, snapshot runs, replicas
-    assert len(statements) == 6, statements
+    # nodes, pools, moves (failed or stuck), moves not ended (XfleetMoveIOHeld), rollouts,
+    # snapshot runs, replicas
+    assert len(statements) == 7, statements
     assert not [s for s in statements if "datasets" in s], statements
 
 
