@@ -297,6 +297,7 @@ HOSTS_PROGRAM = program("nvmet_hosts")
 # one remote command gives many hosts their DH-CHAP secrets (xfleet/remote/programs/nvmet_auth.py)
 AUTH_PROGRAM = program("nvmet_auth")
 NO_AUTH = 3  # its exit status on a kernel without DH-CHAP
+NO_TARGET = 4  # ... and where the kernel target is not loaded
 CONFIGFS = "/sys/kernel/config/nvmet"
 
 
@@ -335,6 +336,10 @@ class NvmetDriver(TargetDriver):
             raise TargetError(f"{self.node}: {' '.join(res.stderr.split())}", where=self.node,
                               hint="DH-CHAP needs a kernel built with CONFIG_NVME_TARGET_AUTH "
                               "on the node (Debian 12: the bookworm-backports kernel)")
+        if res.exit_status == NO_TARGET:
+            raise TargetError(f"{self.node}: {' '.join(res.stderr.split())}", where=self.node,
+                              hint=f"start the node's target service ({self.settings['service']}"
+                              ") and run again; it gives the kept secrets to the kernel first")
         if not res.ok:
             raise RemoteCommandError(self.node, res.argv, res.exit_status, res.stderr)
         got = parse_auth_result(res.stdout)

@@ -160,7 +160,8 @@ def test_nvmet_auth(tmp_path: Path) -> None:
     """set writes a host's dhchap_key when it differs and keeps it in AUTH_DIR (0700, files
     0600); a second set is `unchanged`; check says match, differs or none and changes
     nothing; no secret is ever printed; a malformed line changes nothing (exit 2); a target
-    whose host entries have no dhchap_key (a kernel without DH-CHAP) is exit 3. A host entry
+    whose host entries have no dhchap_key (a kernel without DH-CHAP) is exit 3, one without
+    the nvmet module loaded exit 4. A host entry
     the program makes itself gets its attribute files from configfs alone: the lab runs that
     (tests/lab/test_auth_real.py)."""
     p = program("nvmet_auth")
@@ -195,8 +196,11 @@ def test_nvmet_auth(tmp_path: Path) -> None:
     (old / "hosts" / "nqn.h1").mkdir(parents=True)  # a 6.1 kernel: no dhchap_key
     out = _run(p, "set", str(old), str(keys), stdin=f"nqn.h1\t{one}\n".encode())
     assert out.returncode == 3 and b"CONFIG_NVME_TARGET_AUTH" in out.stderr, out
-    for res in (out,):
-        assert one.encode() not in res.stdout + res.stderr
+    assert one.encode() not in out.stdout + out.stderr
+    for mode in ("set", "check"):  # no nvmet module: nothing to write to, said so
+        out = _run(p, mode, str(tmp_path / "absent"), str(keys), stdin=f"nqn.h1\t{one}\n".encode())
+        assert out.returncode == 4 and b"not loaded" in out.stderr, out
+    assert not (tmp_path / "absent").exists()
 
 
 def test_nvmet_live(tmp_path: Path) -> None:

@@ -226,8 +226,10 @@ def apply(inv: Inventory, where: Location, conns: Connections, hosts: Sequence[s
             todo = {h: s for h, s in secrets.items() if steps[h].ok}
             try:
                 got = drv.auth("set", {nqns[h]: s for h, s in todo.items()})
-            except XfleetError as exc:
+            except XfleetError as exc:  # the node's own trouble: every host's step says it
                 got = {nqns[h]: (None, exc.message) for h in todo}
+                for h in todo:
+                    steps[h].hint = exc.hint
             for h, secret in todo.items():
                 state, error = got[nqns[h]]
                 step = steps[h]

@@ -19,7 +19,8 @@ Prints one line per host, `HOSTNQN<TAB>OK<TAB>STATE` with STATE `changed` or `un
 (set), `match`, `differs` or `none` (check; `none`: the target has no secret for the host),
 or `HOSTNQN<TAB>ERR<TAB>MESSAGE`. Exit status 0 (a host's error is its line's), 2 on a
 malformed input line (nothing changed), 3 when the kernel has no DH-CHAP (its hosts' entries
-have no `dhchap_key`: a kernel built without CONFIG_NVME_TARGET_AUTH).
+have no `dhchap_key`: a kernel built without CONFIG_NVME_TARGET_AUTH), 4 when the kernel target
+is not loaded (no CONFIGFS/hosts).
 
 Not on the simulator: simulated nodes use the `command` target driver, which has no DH-CHAP.
 """
@@ -71,7 +72,10 @@ def keep(host: str, secret: str) -> None:
 
 
 hosts = os.path.join(root, "hosts")
-if jobs and os.path.isdir(hosts):
+if jobs and not os.path.isdir(hosts):
+    sys.stderr.write("the kernel NVMe target is not loaded here (no %s)\n" % hosts)
+    sys.exit(4)
+if jobs:
     probe = [h for h in os.listdir(hosts) if os.path.isdir(os.path.join(hosts, h))]
     if probe and not os.path.exists(os.path.join(hosts, probe[0], "dhchap_key")):
         sys.stderr.write("this kernel's NVMe target has no DH-CHAP (built without "
