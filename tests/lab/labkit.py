@@ -179,11 +179,12 @@ class Lab:
         self.timings["power_cycle"] += time.monotonic() - t
 
     def ensure_up(self) -> None:
-        """Restart nodes that were killed (by a fault test); no-op when all are running. A
-        running client stays (and is kept in the inventory): `up` never drops one."""
+        """Restart nodes that were killed (by a fault test) or stopped by a kernel oops; no-op
+        when all are running. A client the session started is brought back too (a running
+        one stays, and is kept in the inventory: `up` never drops one)."""
         t = time.monotonic()
         self.state = up(NODES, self.inventory, state_dir=self.state_dir, ssh_port=SSH_PORT,
-                        link_port=LINK_PORT, progress=log)
+                        link_port=LINK_PORT, clients=len(self.state.clients), progress=log)
         self.timings.setdefault("ensure_up", 0.0)
         self.timings["ensure_up"] += time.monotonic() - t
 
