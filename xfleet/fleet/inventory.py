@@ -724,3 +724,11 @@ def default_path() -> Path | None:
     return None
 
 
+def unknown_initiator(inv: Inventory, name: str) -> UsageError:
+    """The error for an initiator name the inventory does not list, with the close ones."""
+    close = difflib.get_close_matches(name, list(inv.initiators), n=3)
+    return UsageError(f"no initiator named {name!r} in the inventory",
+                      where=str(inv.path),
+                      hint=f"did you mean {', '.join(close)}?" if close else
+                      "initiators are listed under 'all: initiators:' (docs/inventory.md); "
+                      f"known: {', '.join(list(inv.initiators)[:10]) or '(none)'}")

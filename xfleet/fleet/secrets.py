@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import hmac
 import os
 import stat
@@ -26,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from xfleet.core.errors import UsageError
-from xfleet.fleet.inventory import Inventory
+from xfleet.fleet.inventory import Inventory, unknown_initiator
 from xfleet.remote.host import Host
 
 PREFIX = "DHHC-1"
@@ -248,12 +247,7 @@ def secrets_of(inv: Inventory, names: Iterable[str] | None = None) -> dict[str, 
         list(dict.fromkeys([names] if isinstance(names, str) else names))
     for n in wanted:
         if n not in inv.initiators:
-            close = difflib.get_close_matches(n, list(inv.initiators), n=3)
-            raise UsageError(
-                f"no initiator named {n!r} in the inventory", where=str(inv.path),
-                hint=f"did you mean {', '.join(close)}?" if close else
-                "initiators are listed under 'all: initiators:' (docs/inventory.md); known: "
-                f"{', '.join(list(inv.initiators)[:10]) or '(none)'}")
+            raise unknown_initiator(inv, n)
     out: dict[str, Secret] = {}
     for n in wanted:
         secret = read_secret(inv.initiators[n])

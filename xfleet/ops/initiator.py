@@ -22,7 +22,7 @@ from typing import Any
 
 from xfleet.core.errors import UsageError, XfleetError
 from xfleet.fleet.secrets import Secret
-from xfleet.remote.programs import program
+from xfleet.remote.programs import answers, program
 from xfleet.remote.transport import Transport
 
 # Linux's own values when the host is told nothing (nvme-cli defaults, kernel 6.1)
@@ -299,27 +299,19 @@ class Reauth:
 def parse_reauth(text: str, names: Sequence[str]) -> list[Reauth]:
     """DHCHAP_PROGRAM's lines -> one Reauth per controller asked about, in `names` order (a
     controller it did not answer for is an error)."""
-    got: dict[str, Reauth] = {}
-    for line in text.splitlines():
-        parts = line.split("\t", 2)
-        if len(parts) != 3:
-            continue
-        name, status, rest = parts
-        got[name] = Reauth(name, True, changed=rest == "changed") if status == "OK" else \
-            Reauth(name, False, error=rest)
-    return [got.get(n, Reauth(n, False, error="the initiator did not answer for it"))
-            for n in names]
+    got = answers(text)
+    return [Reauth(n, True, changed=got[n][1] == "changed") if n in got and got[n][0] else
+            Reauth(n, False, error=got[n][1] if n in got else
+                   "the initiator did not answer for it") for n in names]
 
 
 def reauthenticate(transport: Transport, names: Sequence[str], secret: Secret) -> list[Reauth]:
     """Give the connected controllers `names` the DH-CHAP `secret` (on stdin): each keeps it
     for its reconnects and re-authenticates with it now. One command."""
-    for name in names:
-        if not _CONTROLLER.match(name):
-            raise UsageError(f"not an NVMe controller name: {name!r}", hint="e.g. nvme3")
     if not names:
         return []
-    res = transport.run(DHCHAP_PROGRAM.argv(*names), stdin=secret.reveal().encode())
+    res = transport.run(DHCHAP_PROGRAM.argv(*map(controller_name, names)),
+                        stdin=secret.reveal().encode())
     return parse_reauth(res.stdout, names)
 
 
@@ -331,11 +323,16 @@ def disconnect(transport: Transport, nqn: str) -> None:
 _CONTROLLER = re.compile(r"^nvme\d+\Z")
 
 
-def disconnect_controller(transport: Transport, name: str) -> None:
-    """Disconnect one controller (one path, e.g. `nvme3`) of the initiator (one command)."""
+def controller_name(name: str) -> str:
+    """`name` if it names an NVMe controller (`nvme3`), else a UsageError."""
     if not _CONTROLLER.match(name):
         raise UsageError(f"not an NVMe controller name: {name!r}", hint="e.g. nvme3")
-    transport.run(["nvme", "disconnect", "-d", name])
+    return name
+
+
+def disconnect_controller(transport: Transport, name: str) -> None:
+    """Disconnect one controller (one path, e.g. `nvme3`) of the initiator (one command)."""
+    transport.run(["nvme", "disconnect", "-d", controller_name(name)])
 
 
 def disconnect_all(transport: Transport) -> None:

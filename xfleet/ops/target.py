@@ -26,7 +26,7 @@ from xfleet.fleet.target_spec import (
 )
 from xfleet.ops.initiator import check_nqn
 from xfleet.remote.host import Host
-from xfleet.remote.programs import program
+from xfleet.remote.programs import answers, program
 from xfleet.remote.transport import Transport
 
 
@@ -128,16 +128,9 @@ def parse_ready(text: str) -> dict[str, str]:
 
 def parse_hosts_result(text: str) -> HostsResult:
     """set_hosts' output: `NQN<TAB>OK|ERR<TAB>MESSAGE` lines (other lines are ignored)."""
-    done: list[str] = []
-    failed: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 2 and parts[1] in ("OK", "ERR"):
-            if parts[1] == "OK":
-                done.append(parts[0])
-            else:
-                failed[parts[0]] = parts[2].strip() if len(parts) > 2 else "failed"
-    return HostsResult(tuple(done), failed)
+    got = answers(text)
+    return HostsResult(tuple(k for k, (ok, _) in got.items() if ok),
+                       {k: msg or "failed" for k, (ok, msg) in got.items() if not ok})
 
 
 def hosts_input(hosts: Mapping[str, Sequence[str]]) -> bytes:
@@ -155,16 +148,9 @@ AUTH_STATES = ("changed", "unchanged", "match", "differs", "none")
 
 def parse_auth_result(text: str) -> dict[str, tuple[str | None, str | None]]:
     """AUTH_PROGRAM's lines -> {host NQN: (state, None) or (None, error)}."""
-    out: dict[str, tuple[str | None, str | None]] = {}
-    for line in text.splitlines():
-        parts = line.split("\t", 2)
-        if len(parts) != 3:
-            continue
-        nqn, status, rest = parts
-        ok = status == "OK" and rest in AUTH_STATES
-        out[nqn] = (rest, None) if ok else (None, rest if status == "ERR" else
-                                            f"unexpected answer {status} {rest}")
-    return out
+    return {nqn: (msg, None) if ok and msg in AUTH_STATES else
+            (None, msg if not ok else f"unexpected answer OK {msg}")
+            for nqn, (ok, msg) in answers(text).items()}
 
 
 def auth_input(secrets: Mapping[str, Secret]) -> bytes:

@@ -479,3 +479,11 @@ def test_every_program_is_simulated_or_says_why_not() -> None:
     for name in programs.names():
         if name not in PROGRAMS:
             assert "Not on the simulator:" in program(name).text, name
+
+
+def test_answers_reads_the_per_item_lines_of_the_batch_programs() -> None:
+    text = ("nqn.a\tOK\t+1 -0\nnoise\nnqn.b\tERR\tno such subsystem\tat all\nnvme3\tOK\n"
+            "nqn.c\tMAYBE\tx\n")
+    assert programs.answers(text) == {"nqn.a": (True, "+1 -0"),
+                                      "nqn.b": (False, "no such subsystem\tat all"),
+                                      "nvme3": (True, "")}

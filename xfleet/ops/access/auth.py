@@ -35,7 +35,7 @@ from xfleet import mirror
 from xfleet.core.errors import UsageError, XfleetError
 from xfleet.fleet.connections import Connections, initiator_connections
 from xfleet.fleet.inventory import Inventory
-from xfleet.fleet.secrets import Secret, read_secret
+from xfleet.fleet.secrets import Secret, secrets_of
 from xfleet.mirror import claims, store
 from xfleet.mirror.backend import Connection, Location
 from xfleet.ops import initiator
@@ -102,13 +102,9 @@ def auth_nodes(inv: Inventory, nodes: Sequence[str] = ()) -> list[str]:
 
 def _secrets(inv: Inventory, hosts: Sequence[str]) -> dict[str, Secret]:
     """The chosen initiators' secrets (every initiator with a source when none is named)."""
-    names = initiators.select(inv, hosts)
-    out: dict[str, Secret] = {}
-    for name in names:
-        secret = read_secret(inv.initiators[name])
-        if secret is not None:
-            out[name] = secret
-        elif hosts:
+    out = secrets_of(inv, hosts or None)
+    for name in hosts:
+        if name not in out:
             raise UsageError(f"initiator {name!r} has no DH-CHAP secret in the inventory",
                              where=str(inv.path),
                              hint="give it dhchap_secret_file or dhchap_secret_command "

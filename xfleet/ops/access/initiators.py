@@ -4,7 +4,6 @@ kept in the mirror's `initiators` table, where attach and audit find them."""
 
 from __future__ import annotations
 
-import difflib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any
 from xfleet import mirror
 from xfleet.core.errors import UsageError
 from xfleet.fleet.connections import Connections
-from xfleet.fleet.inventory import Inventory
+from xfleet.fleet.inventory import Inventory, unknown_initiator
 from xfleet.mirror import claims, store
 from xfleet.mirror.backend import Connection, Location
 from xfleet.ops.initiator import InitiatorError, check_nqn
@@ -71,13 +70,7 @@ def select(inv: Inventory, names: Sequence[str] = ()) -> list[str]:
     return list(dict.fromkeys(names)) if names else list(inv.initiators)
 
 
-def unknown(inv: Inventory, name: str) -> UsageError:
-    close = difflib.get_close_matches(name, list(inv.initiators), n=3)
-    return UsageError(f"no initiator named {name!r} in the inventory",
-                      where=str(inv.path),
-                      hint=f"did you mean {', '.join(close)}?" if close else
-                      "initiators are listed under 'all: initiators:' (docs/inventory.md); "
-                      f"known: {', '.join(list(inv.initiators)[:10]) or '(none)'}")
+unknown = unknown_initiator  # the inventory's error for a name it does not list
 
 
 def read(inv: Inventory, where: Location, conns: Connections,

@@ -63,3 +63,16 @@ def identify(argv: Sequence[str]) -> tuple[Program, list[str]] | None:
             rest = list(argv[3:])
             return p, (rest if p.interpreter == "python3" else rest[1:])
     return None
+
+
+def answers(text: str) -> dict[str, tuple[bool, str]]:
+    """The per-item answer lines of the programs that act on many items in one command
+    (nvmet_hosts, nvmet_auth, nvme_dhchap): `KEY<TAB>OK|ERR<TAB>MESSAGE` -> {KEY: (ok,
+    MESSAGE)}, in their order; any other line is ignored (the MESSAGE may hold tabs)."""
+    out: dict[str, tuple[bool, str]] = {}
+    for line in text.splitlines():
+        key, sep, rest = line.partition("\t")
+        status, _, message = rest.partition("\t")
+        if sep and status in ("OK", "ERR"):
+            out[key] = (status == "OK", message.strip())
+    return out
